@@ -1,0 +1,1089 @@
+#!/usr/bin/env python
+"""Benchmark pysched_lightning beside its baselines, all in one process.
+
+    python benchmarks/run.py                 # the full run (about a minute or two)
+    python benchmarks/run.py --quick         # smaller counts, a smoke run
+    python benchmarks/run.py --only throughput,lateness
+    python benchmarks/run.py --only psl,tpe  # scheduler names select contenders
+    python benchmarks/run.py --json out.json # default: benchmarks/results.json
+
+Contenders, each with 4 worker threads:
+
+  tpe          a plain concurrent.futures.ThreadPoolExecutor (the limit: no
+               scheduling at all, only for "due now" work)
+  sched        the stdlib ``sched`` module feeding a ThreadPoolExecutor, run by
+               one thread that sleeps on an Event (so adding a task ahead of
+               the head wakes it, as a careful hand-rolled loop would)
+  apscheduler  APScheduler 3.x BackgroundScheduler with its thread pool
+               (skipped with a note when apscheduler is not importable)
+  psl          pysched_lightning.Scheduler (public API only)
+
+Ratios are against the baseline measured in the same run. The table is
+markdown, to paste into a README; the same figures go to JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import gc
+import json
+import os
+import platform
+import random
+import sched as sched_mod
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import traceback
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORKERS = 4
+HOUR = 3600.0
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover - psutil is in benchmarks/requirements.txt
+    psutil = None
+
+# Let `python benchmarks/run.py` find the package in a source checkout that
+# was not installed; an installed package still wins (appended, not inserted).
+if str(HERE.parent) not in sys.path:
+    sys.path.append(str(HERE.parent))
+
+
+# ---------------------------------------------------------------------------
+# sizes
+
+FULL = dict(
+    tp_n=20_000, tp_repeats=3, tp_warmup=2_000,
+    late_n=2_000, late_step=0.001,
+    add_n=200_000, cancel_n=10_000,
+    aps_add_n=20_000, aps_cancel_n=1_000,        # APScheduler is slow: fewer
+    sched_cancel_n=200,                          # stdlib sched.cancel is O(n)
+    rec_n=200, rec_interval=0.05, rec_duration=3.0,
+    idle_s=1.0, wake_tries=7,
+)
+QUICK = dict(
+    tp_n=2_000, tp_repeats=3, tp_warmup=200,
+    late_n=300, late_step=0.001,
+    add_n=20_000, cancel_n=1_000,
+    aps_add_n=2_000, aps_cancel_n=100,
+    sched_cancel_n=50,
+    rec_n=40, rec_interval=0.05, rec_duration=1.0,
+    idle_s=0.3, wake_tries=3,
+)
+
+BENCHES = ["throughput", "lateness", "add_cancel", "recurring", "idle", "sqlite"]
+CONTENDERS = ["tpe", "sched", "apscheduler", "psl"]
+LABELS = {
+    "tpe": "plain ThreadPoolExecutor",
+    "sched": "stdlib sched + pool",
+    "apscheduler": "APScheduler 3.x",
+    "psl": "pysched_lightning",
+    "psl-sqlite": "pysched_lightning (sqlite store)",
+}
+
+# Targets for pysched_lightning.
+T_THROUGHPUT_RATIO = 0.70
+T_LATE_P99_MS = 2.0
+T_MEM_BYTES = 300
+T_ADD_RATE = 200_000      # 200,000 added in < 1 s
+T_CANCEL_RATE = 200_000
+T_REC_P99_MS = 5.0
+T_IDLE_CPU = 1.0
+T_WAKE_MS = 2.0
+T_SQLITE_RATIO = 0.33
+
+
+class NotSupported(Exception):
+    pass
+
+
+class _Stop(Exception):
+    pass
+
+
+def noop():
+    pass
+
+
+mono = time.monotonic
+
+
+# ---------------------------------------------------------------------------
+# the library under test, loaded lazily so the baselines run without it
+
+_psl = None
+_psl_error = None
+
+
+def load_psl():
+    global _psl, _psl_error
+    if _psl is None and _psl_error is None:
+        try:
+            import pysched_lightning as mod
+            mod.Scheduler  # noqa: B018 - the core must be there
+            mod.ThreadPoolExecutor  # noqa: B018
+            _psl = mod
+        except Exception as exc:  # half-written core, missing deps, ...
+            _psl_error = f"{type(exc).__name__}: {exc}"
+    return _psl
+
+
+def load_apscheduler():
+    try:
+        import apscheduler  # noqa: F401
+        from apscheduler.schedulers.background import BackgroundScheduler  # noqa: F401
+        return True, None
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------
+# adapters: each one does its bulk operations in a tight native loop, so the
+# adapter itself adds no per-task overhead to the figures.
+
+class TPEAdapter:
+    name = "tpe"
+
+    def __init__(self):
+        self.pool = cf.ThreadPoolExecutor(max_workers=WORKERS)
+
+    def submit_now_many(self, n, fn):
+        submit = self.pool.submit
+        for _ in range(n):
+            submit(fn)
+
+    def add_now(self, fn):
+        self.pool.submit(fn)
+
+    def add_delayed_many(self, delays, fn):
+        raise NotSupported
+
+    def add_later_many(self, n, delay, fn, keep):
+        raise NotSupported
+
+    def cancel_many(self, handles):
+        raise NotSupported
+
+    def add_recurring_many(self, n, interval, fn):
+        raise NotSupported
+
+    def cancel_recurring(self, handles):
+        raise NotSupported
+
+    def shutdown(self):
+        self.pool.shutdown(wait=True)
+
+
+class StdlibSchedAdapter:
+    """stdlib ``sched`` run by one thread, feeding a ThreadPoolExecutor.
+
+    The delay function sleeps on an Event that an add sets when the new entry
+    lands at the head of the queue, so the loop can be woken; sched.run()
+    re-reads the queue after every sleep.
+    """
+    name = "sched"
+
+    def __init__(self):
+        self.pool = cf.ThreadPoolExecutor(max_workers=WORKERS)
+        self._wake = threading.Event()
+        self._stopping = False
+        self.s = sched_mod.scheduler(time.monotonic, self._delay)
+        self._queue = self.s._queue  # the heap list, only to test "is it the head"
+        self._thread = threading.Thread(target=self._loop, name="bench-stdlib-sched", daemon=True)
+        self._thread.start()
+
+    def _delay(self, seconds):
+        if self._stopping:
+            raise _Stop
+        if seconds > 0:
+            self._wake.wait(seconds)
+            self._wake.clear()
+            if self._stopping:
+                raise _Stop
+
+    def _loop(self):
+        try:
+            while not self._stopping:
+                self.s.run()
+                self._wake.wait()
+                self._wake.clear()
+        except _Stop:
+            pass
+
+    def _maybe_wake(self, ev):
+        try:
+            if self._queue[0] is ev:
+                self._wake.set()
+        except IndexError:  # already popped by the runner, which is awake
+            pass
+
+    def submit_now_many(self, n, fn):
+        enter, submit, q, wake = self.s.enter, self.pool.submit, self._queue, self._wake.set
+        for _ in range(n):
+            ev = enter(0, 1, submit, (fn,))
+            try:
+                if q[0] is ev:
+                    wake()
+            except IndexError:
+                pass
+
+    def add_now(self, fn):
+        self._maybe_wake(self.s.enter(0, 1, self.pool.submit, (fn,)))
+
+    def add_delayed_many(self, delays, fn):
+        enter, submit, q, wake = self.s.enter, self.pool.submit, self._queue, self._wake.set
+        refs = []
+        append = refs.append
+        for i, d in enumerate(delays):
+            ref = mono()
+            ev = enter(d, 1, submit, (fn, i))
+            append(ref)
+            try:
+                if q[0] is ev:
+                    wake()
+            except IndexError:
+                pass
+        return refs
+
+    def add_later_many(self, n, delay, fn, keep):
+        enter, submit, q, wake = self.s.enter, self.pool.submit, self._queue, self._wake.set
+        handles = [] if keep else None
+        for _ in range(n):
+            ev = enter(delay, 1, submit, (fn,))
+            if keep:
+                handles.append(ev)
+            try:
+                if q[0] is ev:
+                    wake()
+            except IndexError:
+                pass
+        return handles
+
+    def cancel_many(self, handles):
+        cancel = self.s.cancel
+        for h in handles:
+            cancel(h)
+
+    def add_recurring_many(self, n, interval, fn):
+        anchors, handles = [], []
+        for j in range(n):
+            anchor = mono()
+            r = _SchedRecurring(self, anchor, interval, fn, j)
+            anchors.append(anchor)
+            handles.append(r)
+        return anchors, handles
+
+    def cancel_recurring(self, handles):
+        for r in handles:
+            r.cancel()
+
+    def shutdown(self):
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(10)
+        self.pool.shutdown(wait=True)
+
+
+class _SchedRecurring:
+    def __init__(self, ad, anchor, interval, fn, j):
+        self.ad, self.anchor, self.interval, self.fn, self.j = ad, anchor, interval, fn, j
+        self.canceled = False
+        self.ev = ad.s.enterabs(anchor + interval, 1, self.fire, (1,))
+        ad._maybe_wake(self.ev)
+
+    def fire(self, k):
+        if self.canceled:
+            return
+        self.ev = self.ad.s.enterabs(self.anchor + (k + 1) * self.interval, 1, self.fire, (k + 1,))
+        self.ad.pool.submit(self.fn, self.j)
+
+    def cancel(self):
+        self.canceled = True
+        try:
+            self.ad.s.cancel(self.ev)
+        except ValueError:
+            pass
+
+
+class APSAdapter:
+    name = "apscheduler"
+
+    def __init__(self):
+        import logging
+        from apscheduler.executors.pool import ThreadPoolExecutor as APSPool
+        from apscheduler.schedulers.background import BackgroundScheduler
+        # "missed by" / "maximum number of running instances" warnings would
+        # flood stderr; the figures show those effects anyway.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        self.s = BackgroundScheduler(
+            executors={"default": APSPool(WORKERS)},
+            job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1_000_000},
+            timezone=timezone.utc,
+        )
+        self.s.start()
+
+    def submit_now_many(self, n, fn):
+        add = self.s.add_job
+        for _ in range(n):
+            add(fn)  # trigger None -> a date trigger for "now"
+
+    def add_now(self, fn):
+        self.s.add_job(fn)
+
+    def add_delayed_many(self, delays, fn):
+        add, now = self.s.add_job, datetime.now
+        refs = []
+        for i, d in enumerate(delays):
+            ref = mono()
+            wall = now(timezone.utc)
+            add(fn, "date", run_date=wall + timedelta(seconds=d), args=(i,))
+            refs.append(ref)
+        return refs
+
+    def add_later_many(self, n, delay, fn, keep):
+        add = self.s.add_job
+        handles = [] if keep else None
+        for _ in range(n):
+            job = add(fn, "date", run_date=datetime.now(timezone.utc) + timedelta(seconds=delay))
+            if keep:
+                handles.append(job.id)
+        return handles
+
+    def cancel_many(self, handles):
+        remove = self.s.remove_job
+        for h in handles:
+            remove(h)
+
+    def add_recurring_many(self, n, interval, fn):
+        anchors, handles = [], []
+        for j in range(n):
+            anchor = mono()
+            wall = datetime.now(timezone.utc)
+            job = self.s.add_job(fn, "interval", seconds=interval, args=(j,),
+                                 start_date=wall + timedelta(seconds=interval))
+            anchors.append(anchor)
+            handles.append(job.id)
+        return anchors, handles
+
+    def cancel_recurring(self, handles):
+        for h in handles:
+            try:
+                self.s.remove_job(h)
+            except Exception:
+                pass
+
+    def shutdown(self):
+        self.s.shutdown(wait=True)
+
+
+class PSLAdapter:
+    name = "psl"
+
+    def __init__(self, store=None):
+        psl = load_psl()
+        kwargs = {"executor": psl.ThreadPoolExecutor(max_workers=WORKERS)}
+        if store is not None:
+            kwargs["store"] = store
+        self.s = psl.Scheduler(**kwargs)
+        self.s.start()
+
+    def submit_now_many(self, n, fn):
+        delay = self.s.delay
+        for _ in range(n):
+            delay("once", 0, 1, fn)
+
+    def add_now(self, fn):
+        self.s.delay("once", 0, 1, fn)
+
+    def add_delayed_many(self, delays, fn):
+        delay = self.s.delay
+        refs = []
+        for i, d in enumerate(delays):
+            ref = mono()
+            delay("once", d, 1, fn, args=(i,))
+            refs.append(ref)
+        return refs
+
+    def add_later_many(self, n, later, fn, keep):
+        delay = self.s.delay
+        if keep:
+            return [delay("once", later, 1, fn) for _ in range(n)]
+        for _ in range(n):
+            delay("once", later, 1, fn)
+        return None
+
+    def cancel_many(self, handles):
+        cancel = self.s.cancel
+        for h in handles:
+            cancel(h)
+
+    def add_recurring_many(self, n, interval, fn):
+        anchors, handles = [], []
+        delay = self.s.delay
+        for j in range(n):
+            anchor = mono()
+            handles.append(delay("recur", interval, 1, fn, args=(j,)))
+            anchors.append(anchor)
+        return anchors, handles
+
+    def cancel_recurring(self, handles):
+        for h in handles:
+            self.s.cancel(h)
+
+    def shutdown(self):
+        self.s.shutdown(wait=True)
+
+
+ADAPTERS = {"tpe": TPEAdapter, "sched": StdlibSchedAdapter, "apscheduler": APSAdapter, "psl": PSLAdapter}
+
+
+def shutdown_with_timeout(adapter, timeout=20.0):
+    """Shut an adapter down; a hanging shutdown is reported, not waited out."""
+    err = []
+
+    def run():
+        try:
+            adapter.shutdown()
+        except Exception as exc:
+            err.append(exc)
+
+    t = threading.Thread(target=run, name="bench-shutdown", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        return f"shutdown did not return within {timeout:.0f} s"
+    if err:
+        return f"shutdown raised {type(err[0]).__name__}: {err[0]}"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+class Counter:
+    """Counts completions; records when the n-th one happened."""
+
+    def __init__(self, n):
+        self.n = n
+        self.count = 0
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.t_done = None
+
+    def hit(self, *_):
+        with self.lock:
+            self.count += 1
+            if self.count == self.n:
+                self.t_done = time.perf_counter()
+                self.done.set()
+
+
+def pct(sorted_vals, p):
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_vals:
+        return float("nan")
+    k = max(0, min(len(sorted_vals) - 1, int(-(-p * len(sorted_vals) // 100)) - 1))
+    return sorted_vals[k]
+
+
+def cpu_seconds():
+    if psutil is not None:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system
+    t = os.times()
+    return t.user + t.system
+
+
+def settle():
+    gc.collect()
+    time.sleep(0.05)
+
+
+def fmt_int(x):
+    return f"{x:,.0f}"
+
+
+def fmt_ms(x):
+    return f"{x:.2f}"
+
+
+# ---------------------------------------------------------------------------
+# measurements; each returns a dict (JSON-ready) for one contender
+
+def bench_throughput(name, cfg, make=None):
+    n = cfg["tp_n"]
+    make = make or ADAPTERS[name]
+    settle()
+    ad = make()
+    res = {"n": n, "repeats": cfg["tp_repeats"], "runs_tasks_per_s": []}
+    try:
+        warm = Counter(cfg["tp_warmup"])
+        ad.submit_now_many(warm.n, warm.hit)
+        if not warm.done.wait(60):
+            raise TimeoutError(f"warm-up: {warm.count}/{warm.n} done after 60 s")
+        for _ in range(cfg["tp_repeats"]):
+            gc.collect()
+            c = Counter(n)
+            t0 = time.perf_counter()
+            ad.submit_now_many(n, c.hit)
+            t_added = time.perf_counter()
+            if not c.done.wait(max(60.0, n / 500)):
+                raise TimeoutError(f"{c.count}/{n} done after {time.perf_counter() - t0:.0f} s")
+            res["runs_tasks_per_s"].append(n / (c.t_done - t0))
+            res.setdefault("add_s", []).append(t_added - t0)
+        res["tasks_per_s"] = max(res["runs_tasks_per_s"])
+    finally:
+        err = shutdown_with_timeout(ad)
+        if err:
+            res["shutdown_error"] = err
+    return res
+
+
+def bench_lateness(name, cfg):
+    n, step = cfg["late_n"], cfg["late_step"]
+    settle()
+    ad = ADAPTERS[name]()
+    starts = [None] * n
+    c = Counter(n)
+
+    def fn(i):
+        starts[i] = mono()
+        c.hit()
+
+    res = {"n": n, "spread_s": n * step}
+    try:
+        delays = [i * step for i in range(n)]
+        refs = ad.add_delayed_many(delays, fn)
+        c.done.wait(n * step + 30)
+        late = sorted((s - (r + d)) * 1000.0 for s, r, d in zip(starts, refs, delays) if s is not None)
+        res.update(completed=len(late), p50_ms=pct(late, 50), p99_ms=pct(late, 99),
+                   max_ms=late[-1] if late else float("nan"), min_ms=late[0] if late else float("nan"))
+    finally:
+        err = shutdown_with_timeout(ad)
+        if err:
+            res["shutdown_error"] = err
+    return res
+
+
+def bench_add_cancel(name, cfg):
+    if name == "apscheduler":
+        n, n_cancel = cfg["aps_add_n"], cfg["aps_cancel_n"]
+    elif name == "sched":
+        n, n_cancel = cfg["add_n"], cfg["sched_cancel_n"]
+    else:
+        n, n_cancel = cfg["add_n"], cfg["cancel_n"]
+    res = {"n": n, "n_cancel": n_cancel}
+
+    # 1. rate of adds (no tracemalloc), then cancels on the same instance
+    settle()
+    ad = ADAPTERS[name]()
+    try:
+        t0 = time.perf_counter()
+        handles = ad.add_later_many(n, HOUR, noop, keep=True)
+        t1 = time.perf_counter()
+        res["add_s"] = t1 - t0
+        res["add_per_s"] = n / (t1 - t0)
+        victims = random.Random(42).sample(handles, n_cancel)
+        gc.collect()
+        t0 = time.perf_counter()
+        ad.cancel_many(victims)
+        t1 = time.perf_counter()
+        res["cancel_s"] = t1 - t0
+        res["cancel_per_s"] = n_cancel / (t1 - t0)
+        del handles, victims
+    finally:
+        err = shutdown_with_timeout(ad)
+        if err:
+            res["shutdown_error"] = err
+    del ad
+
+    # 2. memory per pending task, on a fresh instance, under tracemalloc
+    settle()
+    ad = ADAPTERS[name]()
+    try:
+        time.sleep(0.05)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            ad.add_later_many(n, HOUR, noop, keep=False)
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        res["bytes_per_task"] = (after - before) / n
+    finally:
+        err = shutdown_with_timeout(ad)
+        if err:
+            res["shutdown_error_mem"] = err
+    return res
+
+
+def bench_recurring(name, cfg):
+    n, interval, duration = cfg["rec_n"], cfg["rec_interval"], cfg["rec_duration"]
+    k_max = int(round(duration / interval))
+    settle()
+    ad = ADAPTERS[name]()
+    runs = [[] for _ in range(n)]
+
+    def fn(j):
+        runs[j].append(mono())
+
+    res = {"tasks": n, "interval_s": interval, "duration_s": duration, "expected": n * k_max}
+    try:
+        anchors, handles = ad.add_recurring_many(n, interval, fn)
+        stop = max(anchors) + duration + 0.2
+        while True:
+            left = stop - mono()
+            if left <= 0:
+                break
+            time.sleep(min(left, 0.25))
+        ad.cancel_recurring(handles)
+        # Run k (1-based, in start order) is due at anchor + k*interval. A run
+        # counts when k <= duration/interval and it started no later than half
+        # a period after the window's end.
+        done, late = 0, []
+        for anchor, starts in zip(anchors, runs):
+            cutoff = anchor + duration + interval / 2
+            for k, s in enumerate(starts[:k_max], 1):
+                if s > cutoff:
+                    break
+                done += 1
+                late.append((s - (anchor + k * interval)) * 1000.0)
+        late.sort()
+        res.update(done=done, p50_ms=pct(late, 50), p99_ms=pct(late, 99),
+                   max_ms=late[-1] if late else float("nan"),
+                   # how spread out the tasks' phases are: a fast add() packs
+                   # all tasks into one burst per period, a slow one spreads them
+                   add_spread_ms=(max(anchors) - min(anchors)) * 1000.0)
+    finally:
+        err = shutdown_with_timeout(ad)
+        if err:
+            res["shutdown_error"] = err
+    return res
+
+
+def bench_idle(name, cfg):
+    settle()
+    ad = ADAPTERS[name]()
+    res = {}
+    try:
+        if name != "tpe":
+            ad.add_later_many(1, HOUR, noop, keep=False)
+            time.sleep(0.2)  # let the dispatcher go to sleep on the head
+            c0, w0 = cpu_seconds(), mono()
+            time.sleep(cfg["idle_s"])
+            c1, w1 = cpu_seconds(), mono()
+            res["idle_cpu_pct"] = 100.0 * (c1 - c0) / (w1 - w0)
+            res["idle_s"] = w1 - w0
+        # wake-up: add one task due now while sleeping on the hour-away head
+        # (for the plain pool: submit -> start, the floor). First try is a
+        # warm-up and not counted.
+        lat = []
+        for i in range(cfg["wake_tries"] + 1):
+            box = []
+            ev = threading.Event()
+
+            def fn(box=box, ev=ev):
+                box.append(mono())
+                ev.set()
+
+            time.sleep(0.1)
+            t = mono()
+            ad.add_now(fn)
+            if not ev.wait(10):
+                raise TimeoutError("task due now did not start within 10 s")
+            if i:
+                lat.append((box[0] - t) * 1000.0)
+        lat.sort()
+        res.update(wake_tries=len(lat), wake_median_ms=lat[len(lat) // 2], wake_max_ms=lat[-1])
+    finally:
+        err = shutdown_with_timeout(ad)
+        if err:
+            res["shutdown_error"] = err
+    return res
+
+
+def bench_sqlite(cfg, tmpdir):
+    store = "sqlite:///" + os.path.join(tmpdir, "bench-store.db")
+    try:
+        ad = PSLAdapter(store=store)
+    except TypeError as exc:  # the store= argument does not exist yet
+        return {"skipped": f"Scheduler(store=...) raised TypeError: {exc}"}
+    res = bench_throughput("psl", cfg, make=lambda: ad)
+    res["store"] = "sqlite, in a temp dir"
+    return res
+
+
+# ---------------------------------------------------------------------------
+# the table: one row per measurement, one column per contender
+
+class Report:
+    def __init__(self, columns):
+        self.columns = columns          # contender names, in order
+        self.order = []                 # measurement keys, in order
+        self.titles = {}
+        self.cells = {}                 # (key, contender) -> text
+        self.targets = {}               # key -> (text, ok or None)
+        self.notes = []
+
+    def measure(self, key, title):
+        if key not in self.titles:
+            self.order.append(key)
+            self.titles[key] = title
+
+    def cell(self, key, who, text):
+        self.cells[(key, who)] = text
+
+    def target(self, key, text, ok):
+        self.targets[key] = (text, ok)
+
+    def note(self, text):
+        self.notes.append(text)
+        print(f"  note: {text}", flush=True)
+
+    def rows(self):
+        out = []
+        shown = [c for c in self.columns if any((k, c) in self.cells for k in self.order)]
+        for key in self.order:
+            tgt, ok = self.targets.get(key, ("", None))
+            out.append({
+                "measurement": self.titles[key],
+                **{LABELS[c]: self.cells.get((key, c), "—") for c in shown},
+                "target (psl)": tgt,
+                "psl": "" if ok is None else ("PASS" if ok else "FAIL"),
+            })
+        return out
+
+    def markdown(self):
+        rows = self.rows()
+        if not rows:
+            return "(nothing measured)"
+        head = list(rows[0].keys())
+        body = [[str(r[h]) for h in head] for r in rows]
+        widths = [max(len(x) for x in col) for col in zip(head, *body)]
+
+        def line(cells):
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+        out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        out += [line(b) for b in body]
+        return "\n".join(out)
+
+
+def machine_info():
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.lower().startswith("model name"):
+                    model = ln.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+    }
+    try:
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    try:
+        import apscheduler
+        info["apscheduler"] = getattr(apscheduler, "__version__", "?")
+    except Exception:
+        info["apscheduler"] = None
+    psl = load_psl()
+    info["pysched_lightning"] = None
+    if psl is not None:
+        info["pysched_lightning"] = getattr(psl, "__version__", None)
+        if info["pysched_lightning"] is None:
+            try:
+                from importlib.metadata import version
+                info["pysched_lightning"] = version("pysched-lightning") + " (installed metadata)"
+            except Exception:
+                info["pysched_lightning"] = "source tree"
+    return info
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    ap.add_argument("--only", default="",
+                    help="comma-separated benchmark names (%s) and/or scheduler names (%s)"
+                    % (",".join(BENCHES), ",".join(CONTENDERS)))
+    ap.add_argument("--json", default=str(HERE / "results.json"), help="where to write the JSON results")
+    args = ap.parse_args(argv)
+
+    cfg = QUICK if args.quick else FULL
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in only if x not in BENCHES and x not in CONTENDERS]
+    if unknown:
+        ap.error(f"unknown name(s) in --only: {', '.join(unknown)}")
+    benches = [b for b in BENCHES if b in only] or list(BENCHES)
+    who = [c for c in CONTENDERS if c in only] or list(CONTENDERS)
+    # The throughput ratio needs the plain pool of this same run.
+    if "throughput" in benches and "psl" in who and "tpe" not in who:
+        who.insert(0, "tpe")
+
+    t_start = time.perf_counter()
+    info = machine_info()
+    print(f"Machine: {info['cpu']}, {info['cores']} cores"
+          + (f" ({info['usable_cores']} usable)" if "usable_cores" in info else "")
+          + f", {info['python']}, {info['platform']}")
+    if "loadavg" in info:
+        print(f"Load average at start: {info['loadavg']}")
+    print(f"Workers: {WORKERS} threads per contender; mode: {'quick' if args.quick else 'full'}")
+
+    rep = Report(list(who))
+    results = {}
+    skipped = {}
+    aps_ok, aps_err = load_apscheduler()
+    if "apscheduler" in who and not aps_ok:
+        rep.note(f"apscheduler not importable ({aps_err}); its rows are skipped "
+                 "(pip install -r benchmarks/requirements.txt)")
+        skipped["apscheduler"] = "not installed"
+    if "psl" in who and load_psl() is None:
+        rep.note(f"pysched_lightning not importable ({_psl_error}); its rows are skipped")
+        skipped["psl"] = "not importable"
+    if psutil is None:
+        rep.note("psutil not installed; idle CPU uses os.times()")
+    active = [c for c in who if c not in skipped]
+
+    def run(bench, name, fn, *a):
+        print(f"  {bench:<11} {name:<12}", end=" ", flush=True)
+        t = time.perf_counter()
+        try:
+            r = fn(name, *a)
+        except NotSupported:
+            print("n/a", flush=True)
+            return None
+        except Exception as exc:
+            print(f"ERROR {type(exc).__name__}: {exc}", flush=True)
+            traceback.print_exc(limit=4)
+            r = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            print(f"done in {time.perf_counter() - t:.1f} s", flush=True)
+        results.setdefault(bench, {})[name] = r
+        return r
+
+    def skip_cells(*keys):
+        for c, why in skipped.items():
+            for k in keys:
+                rep.cell(k, c, f"skipped ({why})")
+
+    def error_cells(r, name, *keys):
+        for k in keys:
+            rep.cell(k, name, "ERROR: " + r["error"])
+        if name == "psl":
+            for k in keys:
+                rep.target(k, rep.targets.get(k, ("", None))[0], False)
+
+    n_tp, reps = cfg["tp_n"], cfg["tp_repeats"]
+
+    # 1. throughput ------------------------------------------------------
+    tp_base = tp_psl = None
+    if "throughput" in benches:
+        key = "throughput"
+        print(f"Throughput: {n_tp:,} no-op tasks due now, best of {reps} after a warm-up")
+        rep.measure(key, f"Throughput, {n_tp:,} no-op tasks due now (tasks/s, best of {reps}; ratio to plain TPE)")
+        rep.target(key, f">= {T_THROUGHPUT_RATIO:.2f}x plain TPE", None)
+        skip_cells(key)
+        for name in active:
+            r = run("throughput", name, bench_throughput, cfg)
+            if r is None:
+                continue
+            if "error" in r:
+                error_cells(r, name, key)
+                continue
+            tps = r["tasks_per_s"]
+            if name == "tpe":
+                tp_base = tps
+            if name == "psl":
+                tp_psl = tps
+            ratio = tps / tp_base if tp_base else None
+            r["ratio_to_tpe"] = ratio
+            rep.cell(key, name, f"{fmt_int(tps)}" + (f" ({ratio:.2f}x)" if ratio else ""))
+            if name == "psl":
+                rep.target(key, rep.targets[key][0], ratio is not None and ratio >= T_THROUGHPUT_RATIO)
+
+    # 2. lateness ---------------------------------------------------------
+    if "lateness" in benches:
+        key = "lateness"
+        n, step = cfg["late_n"], cfg["late_step"]
+        print(f"Lateness: {n:,} tasks {step * 1000:g} ms apart, added up front")
+        rep.measure(key, f"Lateness, {n:,} tasks spread over {n * step:g} s (ms, p50 / p99 / max)")
+        rep.target(key, f"p99 < {T_LATE_P99_MS:g} ms", None)
+        skip_cells(key)
+        for name in active:
+            r = run("lateness", name, bench_lateness, cfg)
+            if r is None:
+                continue
+            if "error" in r:
+                error_cells(r, name, key)
+                continue
+            missing = r["n"] - r["completed"]
+            txt = f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])} / {fmt_ms(r['max_ms'])}"
+            if missing:
+                txt += f" ({missing:,} never ran)"
+            rep.cell(key, name, txt)
+            if name == "psl":
+                rep.target(key, rep.targets[key][0], r["p99_ms"] < T_LATE_P99_MS and not missing)
+
+    # 3. add / memory / cancel ---------------------------------------------
+    if "add_cancel" in benches:
+        n, nc = cfg["add_n"], cfg["cancel_n"]
+        print(f"Adding {n:,} tasks an hour away (rate; then memory, separately), canceling {nc:,}")
+        rep.measure("add", f"Add {n:,} tasks an hour away (adds/s)")
+        rep.measure("memory", "Memory per pending task (bytes, tracemalloc)")
+        rep.measure("cancel", f"Cancel {nc:,} of the {n:,} (cancels/s)")
+        rep.target("add", f"{n:,} in < {n / T_ADD_RATE:g} s", None)
+        rep.target("memory", f"< {T_MEM_BYTES} B", None)
+        rep.target("cancel", f">= {T_CANCEL_RATE:,}/s", None)
+        skip_cells("add", "memory", "cancel")
+        for name in active:
+            r = run("add_cancel", name, bench_add_cancel, cfg)
+            if r is None:
+                continue
+            if "error" in r:
+                error_cells(r, name, "add", "memory", "cancel")
+                continue
+            sfx = f" [{r['n']:,} tasks]" if r["n"] != n else ""
+            rep.cell("add", name, f"{fmt_int(r['add_per_s'])} ({r['add_s']:.2f} s){sfx}")
+            if "bytes_per_task" in r:
+                rep.cell("memory", name, f"{fmt_int(r['bytes_per_task'])}{sfx}")
+            csfx = ""
+            if r["n_cancel"] != nc or r["n"] != n:
+                csfx = f" [{r['n_cancel']:,} of {r['n']:,}" + ("; O(n) each]" if name == "sched" else "]")
+            rep.cell("cancel", name, f"{fmt_int(r['cancel_per_s'])}{csfx}")
+            if name == "psl":
+                rep.target("add", rep.targets["add"][0], r["add_per_s"] >= T_ADD_RATE)
+                rep.target("memory", rep.targets["memory"][0],
+                           "bytes_per_task" in r and r["bytes_per_task"] < T_MEM_BYTES)
+                rep.target("cancel", rep.targets["cancel"][0], r["cancel_per_s"] >= T_CANCEL_RATE)
+
+    # 4. recurring ----------------------------------------------------------
+    if "recurring" in benches:
+        n, iv, dur = cfg["rec_n"], cfg["rec_interval"], cfg["rec_duration"]
+        print(f"Recurring: {n} tasks every {iv * 1000:g} ms for {dur:g} s")
+        head = f"Recurring, {n} tasks every {iv * 1000:g} ms for {dur:g} s:"
+        rep.measure("rec_runs", f"{head} runs done / expected")
+        rep.measure("rec_late", f"{head} firing lateness (ms, p50 / p99)")
+        rep.target("rec_runs", "all runs", None)
+        rep.target("rec_late", f"p99 < {T_REC_P99_MS:g} ms", None)
+        skip_cells("rec_runs", "rec_late")
+        for name in active:
+            r = run("recurring", name, bench_recurring, cfg)
+            if r is None:
+                continue
+            if "error" in r:
+                error_cells(r, name, "rec_runs", "rec_late")
+                continue
+            rep.cell("rec_runs", name, f"{r['done']:,} / {r['expected']:,}")
+            rep.cell("rec_late", name, f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}")
+            if name == "psl":
+                rep.target("rec_runs", "all runs", r["done"] == r["expected"])
+                rep.target("rec_late", rep.targets["rec_late"][0], r["p99_ms"] < T_REC_P99_MS)
+
+    # 5. idle + wake-up ----------------------------------------------------
+    if "idle" in benches:
+        tries = cfg["wake_tries"]
+        print(f"Idle CPU over {cfg['idle_s']:g} s with one task an hour away; wake-up latency")
+        rep.measure("idle", f"Idle CPU over {cfg['idle_s']:g} s, one task an hour away (% of a core)")
+        rep.measure("wake", f"Wake-up: add a task due now while asleep (ms, median of {tries}; max)")
+        rep.target("idle", f"< {T_IDLE_CPU:g} %", None)
+        rep.target("wake", f"< {T_WAKE_MS:g} ms", None)
+        skip_cells("idle", "wake")
+        for name in active:
+            r = run("idle", name, bench_idle, cfg)
+            if r is None:
+                continue
+            if "error" in r:
+                error_cells(r, name, "idle", "wake")
+                continue
+            if "idle_cpu_pct" in r:
+                rep.cell("idle", name, f"{r['idle_cpu_pct']:.2f}")
+            floor = " (submit→start)" if name == "tpe" else ""
+            rep.cell("wake", name, f"{fmt_ms(r['wake_median_ms'])}; {fmt_ms(r['wake_max_ms'])}{floor}")
+            if name == "psl":
+                rep.target("idle", rep.targets["idle"][0], r["idle_cpu_pct"] < T_IDLE_CPU)
+                rep.target("wake", rep.targets["wake"][0], r["wake_median_ms"] < T_WAKE_MS)
+
+    # 6. sqlite store -------------------------------------------------------
+    if "sqlite" in benches and "psl" in who:
+        key = "sqlite"
+        print(f"Throughput with a sqlite store: {n_tp:,} tasks due now, best of {reps}")
+        rep.measure(key, f"Throughput with sqlite store, {n_tp:,} tasks (tasks/s; ratio to in-memory psl)")
+        rep.target(key, f">= {T_SQLITE_RATIO:.2f}x in-memory", None)
+        if "psl" in skipped:
+            rep.cell(key, "psl", f"skipped ({skipped['psl']})")
+        else:
+            if tp_psl is None:  # the in-memory reference, from this same run
+                r = run("throughput", "psl", bench_throughput, cfg)
+                if r and "tasks_per_s" in r:
+                    tp_psl = r["tasks_per_s"]
+            with tempfile.TemporaryDirectory(prefix="psl-bench-") as tmp:
+                r = run("sqlite", "psl", lambda _n, c: bench_sqlite(c, tmp), cfg)
+            if r is None:
+                pass
+            elif "skipped" in r:
+                rep.note("sqlite store row skipped: " + r["skipped"])
+                rep.cell(key, "psl", "skipped (store= not implemented)")
+            elif "error" in r:
+                error_cells(r, "psl", key)
+            else:
+                ratio = r["tasks_per_s"] / tp_psl if tp_psl else None
+                r["ratio_to_in_memory"] = ratio
+                r["in_memory_tasks_per_s"] = tp_psl
+                rep.cell(key, "psl", f"{fmt_int(r['tasks_per_s'])}"
+                         + (f" ({ratio:.2f}x of {fmt_int(tp_psl)})" if ratio else ""))
+                rep.target(key, rep.targets[key][0], ratio is not None and ratio >= T_SQLITE_RATIO)
+
+    elapsed = time.perf_counter() - t_start
+    print()
+    print(f"Machine: {info['cpu']}, {info['cores']} cores, {info['python']}"
+          + (f"; APScheduler {info['apscheduler']}" if info.get("apscheduler") else "")
+          + (f"; pysched_lightning {info['pysched_lightning']}" if info.get("pysched_lightning") else ""))
+    print(f"{WORKERS} worker threads each. Throughput: best of {reps} runs after a warm-up; ratios are "
+          "against figures from this same run. — = not applicable.")
+    print()
+    print(rep.markdown())
+    print()
+    for n in rep.notes:
+        print(f"Note: {n}")
+    print(f"Total time: {elapsed:.1f} s")
+
+    out = {
+        "machine": info,
+        "mode": "quick" if args.quick else "full",
+        "config": cfg,
+        "workers": WORKERS,
+        "elapsed_s": round(elapsed, 2),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "results": results,
+        "table": rep.rows(),
+        "notes": rep.notes,
+    }
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2, default=str)
+        print(f"JSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""pysched_lightning: a priority scheduler for one-shot, recurring and cron tasks."""
+from .context import RunContext, current_run
+from .events import Event, EventKind
+from .executors import ProcessPoolExecutor, ThreadPoolExecutor
+from .jobs import Command, CommandError, CommandResult, CommandTimeout, Script, command, script
+from .runs import Run, TaskStatus
+from .scheduler import Scheduler
+from .task import Task, TaskOptions, task
+
+__all__ = [
+    "Scheduler", "task", "Task", "TaskOptions", "ThreadPoolExecutor", "ProcessPoolExecutor",
+    "TaskStatus", "Run", "Event", "EventKind", "RunContext", "current_run",
+    "command", "script", "Command", "Script", "CommandResult", "CommandError",
+    "CommandTimeout",
+]
+__version__ = "0.2.0"

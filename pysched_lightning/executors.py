@@ -1,0 +1,91 @@
+"""Executors: a thread pool, a loky process pool, and the glue for processes.
+
+Both pools keep upstream's surface (``run(fn, args, kwargs)`` returning the
+future and setting ``.future``) on top of the standard ``submit``. Work sent
+to a process goes through ``_call_in_process`` so an exception comes back
+with its real traceback (tblib), naming the function and line in the worker.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import cloudpickle
+import loky
+from tblib import pickling_support
+
+__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "capacity", "check_picklable"]
+
+
+def _default_workers(max_workers: Optional[int]) -> int:
+    if max_workers is None:
+        return os.cpu_count() or 1
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
+    return max_workers
+
+
+class _RunMixin:
+    future: Optional[Future] = None
+
+    def run(self, fn: Callable[..., Any], args: Tuple[Any, ...] = (),
+            kwargs: Optional[Dict[str, Any]] = None) -> Future:
+        """Submit ``fn(*args, **kwargs)``; the future is returned and kept as ``.future``."""
+        self.future = self.submit(fn, *args, **(kwargs or {}))  # type: ignore[attr-defined]
+        return self.future
+
+
+class ThreadPoolExecutor(_RunMixin, concurrent.futures.ThreadPoolExecutor):
+    """A thread pool; ``max_workers`` defaults to the number of CPU cores."""
+
+    def __init__(self, max_workers: Optional[int] = None,
+                 thread_name_prefix: str = "pysched-worker") -> None:
+        super().__init__(_default_workers(max_workers), thread_name_prefix)
+
+
+class ProcessPoolExecutor(_RunMixin, loky.ProcessPoolExecutor):
+    """A loky process pool (lambdas and closures work, via cloudpickle)."""
+
+    def __init__(self, max_workers: Optional[int] = None, **loky_options: Any) -> None:
+        super().__init__(_default_workers(max_workers), **loky_options)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        return super().submit(_call_in_process, fn, args, kwargs)
+
+
+def _call_in_process(fn: Callable[..., Any], args: Tuple[Any, ...],
+                     kwargs: Dict[str, Any]) -> Any:
+    """Run in the worker; an exception travels back with its traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except BaseException as exc:
+        pickling_support.install(exc)
+        raise
+
+
+def capacity(executor: Any) -> Optional[int]:
+    """How many runs *executor* executes at once, or None if unknown."""
+    workers = getattr(executor, "_max_workers", None)
+    return workers if isinstance(workers, int) and workers > 0 else None
+
+
+def runs_in_threads(executor: Any) -> bool:
+    """True when work submitted to *executor* runs in this process's threads."""
+    return isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+
+
+def check_picklable(fn: Callable[..., Any], args: Tuple[Any, ...],
+                    kwargs: Dict[str, Any]) -> None:
+    """Raise TypeError naming the part of a hard task that cannot be pickled."""
+    parts = [("fn", fn)]
+    parts += [(f"args[{i}]", value) for i, value in enumerate(args)]
+    parts += [(f"kwargs[{key!r}]", value) for key, value in kwargs.items()]
+    for label, value in parts:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            raise TypeError(
+                f"hard task cannot be sent to a process: {label}={value!r} "
+                f"cannot be pickled ({type(exc).__name__}: {exc})") from exc

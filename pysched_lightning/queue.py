@@ -1,0 +1,83 @@
+"""The two heaps of the dispatcher, with O(1) cancel by lazy deletion.
+
+The timer heap orders by (due time, priority, seq); the ready heap, of runs
+that are due but wait for a free worker, by (priority, due time, seq). A
+canceled entry stays in place and is dropped when it reaches the top; when
+dead entries outnumber live ones the heap is rebuilt, so memory stays bounded
+and every operation stays O(log n) amortized.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Any, Callable, List, Optional
+
+__all__ = ["LazyHeap", "OneOff"]
+
+_COMPACT_MIN = 1024
+
+
+class OneOff(tuple):
+    """An extra run of a task outside its schedule: a retry or ``run_now``."""
+
+    __slots__ = ()
+
+    def __new__(cls, time: float, priority: int, seq: int, task_id: str,
+                attempt: int, reason: str) -> "OneOff":
+        return tuple.__new__(cls, (time, priority, seq, task_id, attempt, reason))
+
+
+class LazyHeap:
+    """A heap whose entries may go stale; ``is_live(entry)`` tells which."""
+
+    __slots__ = ("_heap", "_stale", "_is_live")
+
+    def __init__(self, is_live: Callable[[Any], bool]) -> None:
+        self._heap: List[Any] = []
+        self._stale = 0
+        self._is_live = is_live
+
+    def __len__(self) -> int:
+        return len(self._heap) - self._stale
+
+    def push(self, entry: Any) -> None:
+        heapq.heappush(self._heap, entry)
+
+    def is_head(self, entry: Any) -> bool:
+        return self._heap[0] is entry
+
+    def peek(self) -> Optional[Any]:
+        """The first live entry, or None; stale entries above it are dropped."""
+        heap = self._heap
+        while heap:
+            head = heap[0]
+            if self._is_live(head):
+                return head
+            heapq.heappop(heap)
+            if self._stale:
+                self._stale -= 1
+        return None
+
+    def pop(self) -> Any:
+        """Remove and return the entry ``peek()`` returned."""
+        return heapq.heappop(self._heap)
+
+    def discard(self) -> None:
+        """Count one entry as stale (its task was canceled or replaced)."""
+        self._stale += 1
+        if self._stale > _COMPACT_MIN and self._stale * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if self._is_live(entry)]
+            heapq.heapify(self._heap)
+            self._stale = 0
+
+    def entries(self) -> List[Any]:
+        """The live entries, in no particular order."""
+        return [entry for entry in self._heap if self._is_live(entry)]
+
+    def rebuild(self, entries: List[Any]) -> None:
+        self._heap = list(entries)
+        heapq.heapify(self._heap)
+        self._stale = 0
+
+    def clear(self) -> None:
+        self._heap.clear()
+        self._stale = 0

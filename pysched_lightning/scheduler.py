@@ -1,0 +1,1017 @@
+"""The Scheduler: its public methods and the dispatcher loop.
+
+One dispatcher thread owns the timer heap. It sleeps on a condition until the
+head is due (or, with an injected ``delayfunc``, calls it), and is woken at
+once by an earlier task, a cancel, a free worker or shutdown. Due runs go to
+their lane's executor while it has a free slot, else wait in the lane's ready
+heap by priority. Runs report back from the worker (threads) or from the
+future's callback (processes). All shared state is guarded by ``_lock``;
+listeners and executors are always called with the lock released.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import heapq
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import CancelledError
+from functools import partial
+from types import MappingProxyType
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from .clock import Clock
+from .context import _set_current_run, current_run
+from .control import ControlMixin
+from .events import Event, EventKind, Listeners
+from .executors import ProcessPoolExecutor, ThreadPoolExecutor, _call_in_process, check_picklable
+from .lanes import KillableProcesses, Lane
+from .queue import LazyHeap, OneOff
+from .runs import Run, TaskStatus, format_exception
+from .task import DEFAULT_OPTIONS, Task, TaskOptions
+from .triggers import make_trigger
+
+__all__ = ["Scheduler"]
+
+_log = logging.getLogger("pysched_lightning")
+
+#: With the real clocks, never sleep longer than this, so a step of the wall
+#: clock (NTP, suspend) is noticed and cron times are re-derived.
+_CLOCK_CHECK_SECONDS = 30.0
+#: A wall-clock jump larger than this (seconds) counts as a step.
+_CLOCK_STEP_SECONDS = 1.0
+_EMPTY_ARGS: Tuple[Any, ...] = ()
+_EMPTY_KWARGS: Mapping[str, Any] = MappingProxyType({})
+_FAILED = (TaskStatus.ERROR, TaskStatus.TIMEOUT, TaskStatus.CANCELED)
+
+
+class _TaskState:
+    """What the scheduler knows of a task once it has fired (made lazily)."""
+
+    __slots__ = ("status", "runs", "missed", "paused", "canceled", "running",
+                 "last_error", "perf", "latest", "history", "pending", "retrying",
+                 "finished_at")
+
+    def __init__(self) -> None:
+        self.status = TaskStatus.SUSPENDED
+        self.runs = 0
+        self.missed = 0
+        self.paused = False
+        self.canceled = False
+        self.running = 0
+        self.last_error: Optional[str] = None
+        self.perf: Optional[float] = None
+        self.latest: Optional[Run] = None
+        self.history: Optional[Deque[Run]] = None
+        #: The Task that fired and is not yet done with (a one-shot's own).
+        self.pending: Optional[Task] = None
+        self.retrying = False
+        self.finished_at: Optional[float] = None
+
+
+class Scheduler(ControlMixin):
+    """A priority scheduler running tasks on a thread pool or in processes.
+
+    ``executor`` runs ordinary tasks (default: a thread pool made for this
+    scheduler, one worker per core); ``process_executor`` runs ``hard=True``
+    tasks (default: a loky process pool, created on first use).
+    ``timefunc``/``delayfunc`` may be replaced, e.g. by a virtual clock.
+    """
+
+    def __init__(self, executor: Any = None, timefunc: Callable[[], float] = time.monotonic,
+                 delayfunc: Callable[[float], Any] = time.sleep, *,
+                 process_executor: Any = None, history: int = 100,
+                 default_timeout: Optional[float] = None) -> None:
+        if not callable(timefunc):
+            raise TypeError(f"timefunc must be callable, got {timefunc!r}")
+        if not callable(delayfunc):
+            raise TypeError(f"delayfunc must be callable, got {delayfunc!r}")
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+            raise ValueError(f"history must be a positive int, got {history!r}")
+        self._default_timeout = _check_seconds("default_timeout", default_timeout)
+        self._clock = Clock(timefunc)
+        #: None means: wait on the condition (so an earlier task wakes us).
+        self._delayfunc = None if delayfunc is time.sleep else delayfunc
+        self._history = history
+        self._lock = threading.Lock()  # guards every attribute below
+        self._wakeup = threading.Condition(self._lock)  # the dispatcher waits here
+        self._run_done = threading.Condition(self._lock)  # get_result() waits here
+        self._result_waiters = 0
+        self._offset = self._clock.offset()
+        self._tasks: Dict[str, Task] = {}
+        self._states: Dict[str, _TaskState] = {}
+        self._results: Dict[str, Run] = {}
+        self._timers = LazyHeap(self._timer_is_live)
+        self._deadlines: List[Tuple[float, int, Run]] = []
+        self._parked: Dict[str, Task] = {}
+        self._dependents: Dict[str, set] = {}
+        self._seq = itertools.count()
+        self._id_prefix = os.urandom(3).hex() + "-"
+        self._lanes = (Lane(executor if executor is not None else ThreadPoolExecutor(),
+                            owned=executor is None), None)
+        self._process_executor = process_executor
+        self._killable = KillableProcesses()
+        self._listeners = Listeners()
+        self._thread: Optional[threading.Thread] = None
+        self._closing = False
+        self._paused = False
+        self._resumed_at = -math.inf
+        self._running = 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def stopped(self) -> bool:
+        """True until ``start()``, and again after ``shutdown()``."""
+        return self._thread is None or self._closing
+
+    @property
+    def task(self) -> Mapping[str, Task]:
+        """The scheduled tasks, ``{task_id: Task}`` (a read-only live view)."""
+        return MappingProxyType(self._tasks)
+
+    @property
+    def result(self) -> Mapping[str, Run]:
+        """The latest run of each task, ``{task_id: run}``; a run reads as
+        upstream's ``{'timestamp', 'task', 'future'}``."""
+        return MappingProxyType(self._results)
+
+    # ------------------------------------------------------------- scheduling
+
+    def delay(self, trigger: str, interval: Any, priority: int, fn: Callable[..., Any],
+              args: Iterable[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, *,
+              task_id: Optional[str] = None, replace_existing: bool = True,
+              name: Optional[str] = None, tz: Any = None, hard: bool = False,
+              timeout: Optional[float] = None, retries: int = 0,
+              retry_delay: float = 0.0, retry_backoff: float = 1.0,
+              misfire_grace_time: Optional[float] = None, coalesce: bool = True,
+              max_instances: int = 1,
+              depend_on: Union[None, str, Iterable[str]] = None) -> str:
+        """Schedule ``fn(*args, **kwargs)`` and return its task id.
+
+        ``trigger`` is 'once' (``interval`` = seconds, a timedelta or a
+        datetime), 'recur' (every ``interval`` seconds) or 'cron' (a cron
+        string, or a number meaning once after that many seconds). A lower
+        ``priority`` is more urgent. Bad input raises before anything changes.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        if type(priority) is not int:
+            priority = _check_priority(priority)
+        args = _check_args(args)
+        kwargs = _check_kwargs(kwargs)
+        if (name is None and not hard and timeout is None and retries == 0
+                and misfire_grace_time is None and coalesce is True
+                and max_instances == 1 and depend_on is None
+                and self._default_timeout is None):
+            options = DEFAULT_OPTIONS
+        else:
+            options = _make_options(name, hard, timeout if timeout is not None
+                                    else self._default_timeout, retries, retry_delay,
+                                    retry_backoff, misfire_grace_time, coalesce,
+                                    max_instances, depend_on)
+        if hard:
+            check_picklable(fn, args, kwargs)
+        if task_id is not None and not isinstance(task_id, str):
+            raise TypeError(f"task_id must be a str, got {task_id!r}")
+        now = self._clock.now()
+        if trigger == "once" and tz is None and type(interval) in (int, float) \
+                and 0 <= interval < math.inf:
+            schedule: Any = "once"
+            due = now + interval
+        else:
+            schedule, due = self._make_schedule(trigger, interval, now, tz)
+        events: List[Event] = []
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("cannot schedule new tasks after shutdown")
+            if options.depend_on:
+                self._check_dependencies(options.depend_on, task_id)
+            seq = next(self._seq)
+            if task_id is None:
+                task_id = f"{self._id_prefix}{seq}"
+            task = Task(due, priority, seq, task_id, schedule, interval, fn, args,
+                        kwargs, options)
+            if task_id in self._tasks or task_id in self._states:
+                existing = self._replace_existing(task, replace_existing, events)
+                if existing is not None:
+                    return existing
+            self._tasks[task_id] = task
+            self._timers.push(task)
+            if self._timers.is_head(task):
+                self._wakeup.notify()
+            for dep in options.depend_on:
+                self._dependents.setdefault(dep, set()).add(task_id)
+            if self._listeners:
+                events.append(self._event(EventKind.ADDED, task_id))
+        if events:
+            self._listeners.emit(events)
+        return task_id
+
+    def _make_schedule(self, trigger: str, interval: Any, now: float,
+                       tz: Any) -> Tuple[Any, float]:
+        trig = make_trigger(trigger, interval, now=now, wall_now=now + self._offset, tz=tz)
+        if trig.wall_clock:
+            return trig, trig.first_due - self._offset
+        if trig.next_due(trig.first_due) is None:
+            return trig.name, trig.first_due  # a one-shot needs no trigger object
+        return trig, trig.first_due
+
+    def _check_dependencies(self, depend_on: Tuple[str, ...], task_id: Optional[str]) -> None:
+        for dep in depend_on:
+            if dep == task_id:
+                raise ValueError(f"task {task_id!r} cannot depend on itself")
+            if dep not in self._tasks and dep not in self._states:
+                raise KeyError(f"depend_on names an unknown task id {dep!r}")
+
+    def _replace_existing(self, task: Task, replace: bool,
+                          events: List[Event]) -> Optional[str]:
+        """Keep an identical task under the same id, or replace it."""
+        old = self._tasks.get(task.id)
+        if not replace:
+            raise ValueError(f"a task with id {task.id!r} already exists "
+                             "(pass replace_existing=True to replace it)")
+        if old is not None and _same_definition(old, task):
+            return task.id
+        _log.info("task %r: definition changed, replacing it", task.id)
+        if old is not None:
+            self._cancel_locked(task.id, "replaced by a new definition", events)
+        self._states.pop(task.id, None)
+        self._results.pop(task.id, None)
+        return None
+
+    def cancel(self, task_id: str) -> None:
+        """Stop a task: no further runs. A run in progress is not interrupted."""
+        events: List[Event] = []
+        with self._lock:
+            if task_id not in self._tasks:
+                raise KeyError(f"no scheduled task with id {task_id!r}")
+            self._cancel_locked(task_id, "canceled by the user", events)
+            self._wakeup.notify()
+        self._listeners.emit(events)
+
+    def _cancel_locked(self, task_id: str, reason: str, events: List[Event]) -> None:
+        task = self._tasks.pop(task_id)
+        state = self._state(task_id)
+        if self._parked.pop(task_id, None) is None and state.pending is not task:
+            self._timers.discard()
+        state.canceled = True
+        state.pending = None
+        state.status = TaskStatus.CANCELED
+        state.finished_at = self._clock.now()
+        _log.info("task %r canceled: %s", task_id, reason)
+        if self._listeners:
+            events.append(self._event(EventKind.CANCELED, task_id, reason=reason))
+        self._fail_dependents(task_id, events)
+        self._run_done.notify_all()
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> None:
+        """Start the dispatcher in the background; returns at once."""
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("a scheduler cannot be restarted after shutdown")
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._dispatch_loop,
+                                            name="pysched-dispatcher", daemon=True)
+            self._thread.start()
+        self._emit(EventKind.SCHEDULER_STARTED)
+
+    def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
+        """Stop the dispatcher and the executors.
+
+        With ``wait`` it lets running work finish (at most ``timeout``
+        seconds). It may be called from inside a task or a listener: the
+        calling run is not waited for.
+        """
+        with self._lock:
+            already = self._closing
+            self._closing = True
+            self._wakeup.notify_all()
+            self._run_done.notify_all()
+        if not already:
+            self._emit(EventKind.SCHEDULER_SHUTDOWN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        me = threading.current_thread()
+        inside_run = self._inside_own_run()
+        if wait and self._thread is not None and self._thread is not me:
+            self._thread.join(_remaining(deadline))
+        if wait:
+            self._wait_for_runs(1 if inside_run else 0, deadline)
+        in_worker = inside_run or me is self._thread
+        for lane in self._lanes:
+            if lane is not None:
+                lane.shutdown(wait and not in_worker)
+        self._killable.shutdown(wait and not in_worker)
+
+    def _inside_own_run(self) -> bool:
+        run = current_run()
+        return isinstance(run, Run) and self._states.get(run.task_id) is run._state
+
+    def _wait_for_runs(self, allowed: int, deadline: Optional[float]) -> None:
+        with self._lock:
+            while self._running > allowed:
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    _log.warning("shutdown: %d run(s) still going after the timeout",
+                                 self._running - allowed)
+                    return
+                self._result_waiters += 1
+                try:
+                    self._run_done.wait(remaining)
+                finally:
+                    self._result_waiters -= 1
+
+    def __enter__(self) -> "Scheduler":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown(wait=True)
+
+    # ---------------------------------------------------------------- results
+
+    def get_result(self, task_id: str, timeout: Optional[float] = None) -> Any:
+        """Wait for the task's latest run; return its value or raise its error.
+
+        A run that timed out raises ``TimeoutError``; a canceled task raises
+        ``concurrent.futures.CancelledError``. If ``timeout`` passes first,
+        ``TimeoutError`` is raised too.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if task_id not in self._tasks and task_id not in self._states:
+                raise KeyError(f"no task with id {task_id!r}")
+            while True:
+                state = self._states.get(task_id)
+                if state is not None and state.status not in (TaskStatus.SUSPENDED,
+                                                               TaskStatus.RUNNING):
+                    break
+                if self._closing and (state is None or state.running == 0):
+                    raise CancelledError(f"task {task_id!r} will not run: the scheduler "
+                                         "was shut down")
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"task {task_id!r} has no finished run after "
+                                       f"{timeout!r} s")
+                self._result_waiters += 1
+                try:
+                    self._run_done.wait(remaining)
+                finally:
+                    self._result_waiters -= 1
+            run = state.latest
+        if state.status is TaskStatus.CANCELED:
+            raise CancelledError(f"task {task_id!r} was canceled")
+        return _outcome(run)
+
+    def get_status(self, task_id: str) -> TaskStatus:
+        """The task's status: that of its latest run (SUSPENDED before the first)."""
+        with self._lock:
+            state = self._states.get(task_id)
+            if state is None:
+                if task_id not in self._tasks:
+                    raise KeyError(f"no task with id {task_id!r}")
+                return TaskStatus.SUSPENDED
+            return state.status
+
+    def get_status_str(self, task_id: str) -> str:
+        """The status name: 'Completed', 'Error', 'Suspended', 'Running', ..."""
+        return self.get_status(task_id).label
+
+    def runs(self, task_id: str, limit: Optional[int] = None) -> List[Run]:
+        """The task's kept runs, newest first."""
+        with self._lock:
+            state = self._states.get(task_id)
+            if state is None:
+                if task_id not in self._tasks:
+                    raise KeyError(f"no task with id {task_id!r}")
+                return []
+            runs = list(state.history) if state.history else []
+        runs.reverse()
+        return runs[:limit] if limit is not None else runs
+
+    # ------------------------------------------------------------------ events
+
+    def add_listener(self, callback: Callable[[Event], Any],
+                     kinds: Optional[Iterable[EventKind]] = None) -> None:
+        """Call ``callback(event)`` for each event (of ``kinds``, if given)."""
+        self._listeners.add(callback, kinds)
+
+    def remove_listener(self, callback: Callable[[Event], Any]) -> None:
+        self._listeners.remove(callback)
+
+    def subscribe(self, kinds: Optional[Iterable[EventKind]] = None):
+        """A ``queue.Queue`` that receives the events (of ``kinds``, if given)."""
+        return self._listeners.subscribe(kinds)
+
+    def _event(self, kind: EventKind, task_id: Optional[str] = None, run: Any = None,
+               **extra: Any) -> Event:
+        return Event(kind, task_id, run, self._clock.wall(), **extra)
+
+    def _emit(self, kind: EventKind, task_id: Optional[str] = None, **extra: Any) -> None:
+        if self._listeners:
+            self._listeners.emit([self._event(kind, task_id, **extra)])
+
+    # ------------------------------------------------------------- dispatcher
+
+    def _dispatch_loop(self) -> None:
+        """Wait for due work, hand it to the executors; never dies silently."""
+        while True:
+            try:
+                batch, events, delay = self._next_batch()
+                if batch is None:
+                    return
+                if events:
+                    self._listeners.emit(events)
+                for run in batch:
+                    self._submit(run)
+                if delay is not None:
+                    self._delayfunc(delay)
+            except Exception:
+                _log.exception("dispatcher error (the scheduler goes on)")
+                with self._lock:
+                    self._wakeup.wait(0.05)  # don't spin if the error repeats
+
+    def _next_batch(self) -> Tuple[Optional[List[Run]], List[Event], Optional[float]]:
+        """Under the lock: collect due runs, or wait until something may be due."""
+        with self._lock:
+            while not self._closing:
+                now = self._clock.now()
+                if self._clock.real:
+                    self._follow_wall_clock()
+                events: List[Event] = []
+                expired = self._expire_deadlines(now, events)
+                batch: List[Run] = []
+                if not self._paused:
+                    self._fire_due(now, batch, events)
+                for lane in self._lanes:
+                    if lane is not None and lane.ready:
+                        self._drain_ready(lane, now, batch, events)
+                if batch or events or expired:
+                    self._mark_expired(expired)
+                    return batch, events, None
+                wait = self._time_to_next(now)
+                if self._delayfunc is not None and wait is not None:
+                    return [], events, wait
+                self._wakeup.wait(wait)
+            return None, [], None
+
+    def _time_to_next(self, now: float) -> Optional[float]:
+        due = []
+        head = None if self._paused else self._timers.peek()
+        if head is not None:
+            due.append(head[0])
+        if self._deadlines:
+            due.append(self._deadlines[0][0])
+        if not due:
+            return _CLOCK_CHECK_SECONDS if self._clock.real and self._tasks else None
+        wait = max(0.0, min(due) - now)
+        return min(wait, _CLOCK_CHECK_SECONDS) if self._clock.real else wait
+
+    def _fire_due(self, now: float, batch: List[Run], events: List[Event]) -> None:
+        timers = self._timers
+        while True:
+            head = timers.peek()
+            if head is None or head[0] > now:
+                return
+            timers.pop()
+            if type(head) is Task:
+                self._fire(head, now, batch, events)
+            else:
+                self._fire_one_off(head, now, batch, events)
+
+    def _fire(self, task: Task, now: float, batch: List[Run], events: List[Event]) -> None:
+        """A task's due time has come: schedule its next time, then run it."""
+        task_id = task[3]
+        state = self._states.get(task_id) or self._new_state(task_id)
+        following = None if type(task[4]) is str else self._reschedule_next(task, now, state,
+                                                                          events)
+        if following is None:
+            state.pending = task
+        if state.paused:
+            if following is None:
+                self._parked[task_id] = task
+            return
+        if task[9].depend_on and not self._dependencies_met(task, following, state, events):
+            return
+        grace = task[9].misfire_grace_time
+        if grace is not None and now - task[0] > grace:
+            self._miss(task, state, now - task[0], self._late_reason(task[0]), events)
+            return
+        self._enqueue(self._new_run(task, state, 1, now), batch, events)
+
+    def _reschedule_next(self, task: Task, now: float, state: _TaskState,
+                         events: List[Event]) -> Optional[Task]:
+        """Push a recurring task's next occurrence; coalesce missed slots."""
+        trig, offset = task[4], self._offset if task[4].wall_clock else 0.0
+        due, current = task[0] + offset, now + offset
+        after = max(due, current) if task[9].coalesce else due
+        following = trig.next_due(after)
+        if task[9].coalesce and current > due:
+            skipped = _slots_between(trig, due, current)
+            if skipped:
+                self._miss(task, state, current - due, self._late_reason(task[0]), events,
+                           count=skipped, coalesced=True)
+        if following is None:
+            return None
+        nxt = task.at(following - offset, next(self._seq))
+        self._tasks[task[3]] = nxt
+        self._timers.push(nxt)
+        return nxt
+
+    def _fire_one_off(self, entry: OneOff, now: float, batch: List[Run],
+                      events: List[Event]) -> None:
+        """A retry or a run_now() is due."""
+        task_id, attempt = entry[3], entry[4]
+        task = self._tasks.get(task_id)
+        state = self._states.get(task_id)
+        if task is None or state is None:
+            return
+        if state.pending is not None:
+            task = state.pending
+        run = self._new_run(task, state, attempt, now)
+        run.scheduled = entry[0]
+        if attempt > 1:
+            run.run_number = state.runs  # a retry repeats the run it retries
+        self._enqueue(run, batch, events)
+
+    def _new_state(self, task_id: str) -> _TaskState:
+        state = self._states[task_id] = _TaskState()
+        return state
+
+    def _state(self, task_id: str) -> _TaskState:
+        return self._states.get(task_id) or self._new_state(task_id)
+
+    def _new_run(self, task: Task, state: _TaskState, attempt: int, now: float) -> Run:
+        if attempt == 1:
+            state.runs += 1
+        run = Run(task, state.runs, attempt, task[0], now, task[9].timeout, state)
+        run.hard = task[9].hard
+        state.latest = run
+        state.status = TaskStatus.SUSPENDED
+        self._results[task[3]] = run
+        history = state.history
+        if history is None:
+            history = state.history = deque(maxlen=self._history)
+        history.append(run)
+        return run
+
+    def _enqueue(self, run: Run, batch: List[Run], events: List[Event]) -> None:
+        lane = self._lane(run.hard)
+        if lane.has_room() and not lane.ready:
+            self._take_slot(lane, run, batch, events)
+        else:
+            lane.ready.push((run.task[1], run.scheduled, next(self._seq), run))
+
+    def _drain_ready(self, lane: Lane, now: float, batch: List[Run],
+                     events: List[Event]) -> None:
+        """Runs waiting for a worker leave by (priority, due time)."""
+        while lane.has_room():
+            entry = lane.ready.peek()
+            if entry is None:
+                return
+            lane.ready.pop()
+            run = entry[3]
+            grace = run.task[9].misfire_grace_time
+            if grace is not None and now - run.scheduled > grace:
+                self._drop_run(run, now - run.scheduled, "no free worker", events)
+                continue
+            self._take_slot(lane, run, batch, events)
+
+    def _take_slot(self, lane: Lane, run: Run, batch: List[Run], events: List[Event]) -> None:
+        state = run._state
+        if state.running >= run.task[9].max_instances:
+            self._drop_run(run, self._clock.now() - run.scheduled,
+                           "previous run still going", events)
+            return
+        lane.take()
+        state.running += 1
+        self._running += 1
+        batch.append(run)
+        if self._listeners:
+            events.append(self._event(EventKind.SUBMITTED, run.task_id, run))
+
+    def _lane(self, hard: bool) -> Lane:
+        if not hard:
+            return self._lanes[0]
+        lane = self._lanes[1]
+        if lane is None:
+            executor = self._process_executor
+            lane = Lane(executor if executor is not None else ProcessPoolExecutor(),
+                        owned=executor is None)
+            self._lanes = (self._lanes[0], lane)
+        return lane
+
+    # ------------------------------------------------------------- execution
+
+    def _submit(self, run: Run) -> None:
+        """Hand a run to its executor (called without the lock)."""
+        lane = self._lanes[1] if run.hard else self._lanes[0]
+        run.timestamp = self._clock.now()
+        try:
+            if lane.in_threads and not run.hard:
+                run.future = lane.executor.submit(self._execute, run)
+            elif lane.handoff is not None:
+                lane.handoff.submit(self._submit_elsewhere, run, lane)
+            else:
+                self._submit_elsewhere(run, lane)
+        except BaseException as exc:  # e.g. the executor was shut down
+            status = TaskStatus.CANCELED if self._closing else TaskStatus.ERROR
+            self._finish(run, status, None, exc)
+
+    def _submit_elsewhere(self, run: Run, lane: Lane) -> None:
+        """Send a run to a process (or any executor that is not our threads)."""
+        task = run.task
+        try:
+            executor = lane.executor
+            if run.hard and run.timeout is not None:
+                executor = run._killable = self._killable.acquire()
+            self._started(run)
+            if isinstance(executor, ProcessPoolExecutor):
+                future = executor.submit(task[6], *task[7], **task[8])
+            else:
+                future = executor.submit(_call_in_process, task[6], task[7], dict(task[8]))
+            run.future = future
+            future.add_done_callback(partial(self._on_future_done, run))
+        except BaseException as exc:  # e.g. the executor was shut down
+            status = TaskStatus.CANCELED if self._closing else TaskStatus.ERROR
+            self._finish(run, status, None, exc)
+
+    def _execute(self, run: Run) -> Any:
+        """Run a task in a worker thread, reporting its start and outcome."""
+        _set_current_run(run)
+        try:
+            self._started(run)
+            task = run.task
+            try:
+                result = task[6](*task[7], **task[8])
+            except BaseException as exc:
+                if exc.__traceback__ is not None:  # start the traceback in the task
+                    exc.__traceback__ = exc.__traceback__.tb_next
+                self._finish(run, TaskStatus.ERROR, None, exc)
+                raise
+            self._finish(run, TaskStatus.COMPLETED, result, None)
+            return result
+        finally:
+            _set_current_run(None)
+
+    def _started(self, run: Run) -> None:
+        run.started = self._clock.now()
+        run.status = TaskStatus.RUNNING
+        state = run._state
+        if state.latest is run and not state.canceled:
+            state.status = TaskStatus.RUNNING
+        if run.timeout is not None:
+            with self._lock:
+                run._deadline = run.started + run.timeout
+                heapq.heappush(self._deadlines, (run._deadline, next(self._seq), run))
+                self._wakeup.notify()
+        if self._listeners:
+            self._listeners.emit([self._event(EventKind.STARTED, run.task_id, run)])
+
+    def _on_future_done(self, run: Run, future: Any) -> None:
+        try:
+            result = future.result()
+        except BaseException as exc:
+            status = TaskStatus.CANCELED if isinstance(exc, CancelledError) else TaskStatus.ERROR
+            self._finish(run, status, None, exc)
+        else:
+            self._finish(run, TaskStatus.COMPLETED, result, None)
+        if run._killable is not None and not run.timed_out:
+            self._killable.release(run._killable)
+
+    def _finish(self, run: Run, status: TaskStatus, result: Any,
+                exc: Optional[BaseException]) -> None:
+        """Record a run's outcome (or drop it, if it already timed out)."""
+        text = format_exception(exc) if exc is not None else None
+        events: List[Event] = []
+        with self._lock:
+            lane = self._lanes[1] if run.hard else self._lanes[0]
+            lane.give_back()
+            if lane.ready:
+                self._wakeup.notify()
+            if not run.done:
+                self._complete(run, status, result, exc, text, events)
+            self._running -= 1
+            if self._result_waiters:
+                self._run_done.notify_all()
+        if events:
+            self._listeners.emit(events)
+
+    def _complete(self, run: Run, status: TaskStatus, result: Any,
+                  exc: Optional[BaseException], text: Optional[str],
+                  events: List[Event]) -> None:
+        """Under the lock: set the run's final status and what follows from it."""
+        now = self._clock.now()
+        run.finished = now
+        run.status, run.result, run.exception, run.traceback = status, result, exc, text
+        state = run._state
+        state.running -= 1
+        if run.started is not None:
+            state.perf = now - run.started
+        task = run.task
+        if status is not TaskStatus.COMPLETED:
+            state.last_error = _error_line(exc, status)
+            if self._retry(run, now, events):
+                return
+            _log_failure(run)
+        if state.latest is run:
+            state.status = status
+        if self._listeners:
+            kind = _EVENT_OF_STATUS[status]
+            events.append(self._event(kind, run.task_id, run))
+        self._after_run(task, state, status, now, events)
+
+    def _retry(self, run: Run, now: float, events: List[Event]) -> bool:
+        options = run.task[9]
+        if run.attempt > options.retries or run._state.canceled or self._closing:
+            return False
+        wait = options.retry_delay * options.retry_backoff ** (run.attempt - 1)
+        entry = OneOff(now + wait, run.task[1], next(self._seq), run.task_id,
+                       run.attempt + 1, "retry")
+        self._timers.push(entry)
+        self._wakeup.notify()
+        run._state.status = TaskStatus.SUSPENDED
+        run._state.retrying = True
+        reason = f"attempt {run.attempt} {run.status.label.lower()}; retrying in {wait:g} s"
+        _log.warning("task %r: %s", run.task_id, reason)
+        if self._listeners:
+            events.append(self._event(EventKind.RETRY, run.task_id, run, reason=reason))
+        return True
+
+    def _after_run(self, task: Task, state: _TaskState, status: TaskStatus, now: float,
+                   events: List[Event]) -> None:
+        """A run is final: release or cancel dependents; retire a finished one-shot."""
+        state.retrying = False
+        task_id = task[3]
+        if status is TaskStatus.COMPLETED:
+            self._release_dependents(task_id, now, events)
+        else:
+            self._fail_dependents(task_id, events)
+        if state.pending is task and self._tasks.get(task_id) is task:
+            state.pending = None
+            state.finished_at = now
+            del self._tasks[task_id]
+            if self._listeners:
+                events.append(self._event(EventKind.REMOVED, task_id))
+
+    def _expire_deadlines(self, now: float, events: List[Event]) -> List[Run]:
+        """Runs past their timeout become TIMEOUT; returns them to be marked."""
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            run = heapq.heappop(self._deadlines)[2]
+            if run.done:
+                continue
+            error = TimeoutError(f"task {run.task_id!r} run {run.run_number} exceeded its "
+                                 f"timeout of {run.timeout!r} s")
+            _log.warning("%s", error)
+            self._complete(run, TaskStatus.TIMEOUT, None, error, None, events)
+            expired.append(run)
+        return expired
+
+    def _mark_expired(self, expired: List[Run]) -> None:
+        """Tell timed-out runs (outside the lock: callbacks may kill processes)."""
+        if not expired:
+            return
+        self._lock.release()
+        try:
+            for run in expired:
+                run._mark_timed_out()
+                if run._killable is not None:
+                    self._killable.kill(run._killable)
+        finally:
+            self._lock.acquire()
+
+    # ---------------------------------------------------------- misfires etc.
+
+    def _late_reason(self, due: float) -> str:
+        return "scheduler paused" if due < self._resumed_at else "scheduler stalled"
+
+    def _miss(self, task: Task, state: _TaskState, lateness: float, reason: str,
+              events: List[Event], count: int = 1, coalesced: bool = False) -> None:
+        state.missed += count
+        if not coalesced and state.latest is None:
+            state.status = TaskStatus.CANCELED
+        what = f"{count} run(s) coalesced into one" if coalesced else "run skipped"
+        _log.warning("task %r: %s, %.3f s late (%s)", task[3], what, lateness, reason)
+        if self._listeners:
+            events.append(self._event(EventKind.MISSED, task[3], reason=reason,
+                                      lateness=lateness, count=count))
+        if not coalesced and state.pending is task and self._tasks.get(task[3]) is task:
+            self._after_run(task, state, TaskStatus.CANCELED, self._clock.now(), events)
+
+    def _drop_run(self, run: Run, lateness: float, reason: str, events: List[Event]) -> None:
+        """A run that waited was not started after all (MISSED)."""
+        run.status = TaskStatus.CANCELED
+        run.reason = reason
+        state = run._state
+        if state.latest is run:
+            state.status = TaskStatus.SUSPENDED if run.task[3] in self._tasks else \
+                TaskStatus.CANCELED
+        self._miss(run.task, state, lateness, reason, events)
+
+    # ----------------------------------------------------------- dependencies
+
+    def _dependencies_met(self, task: Task, following: Optional[Task], state: _TaskState,
+                          events: List[Event]) -> bool:
+        statuses = [self._status_of(dep) for dep in task[9].depend_on]
+        if any(s in _FAILED for s in statuses):
+            self._cancel_locked(task[3], "a dependency failed", events)
+            return False
+        if all(s is TaskStatus.COMPLETED for s in statuses):
+            return True
+        self._parked[task[3]] = task  # a later occurrence replaces a waiting one
+        return False
+
+    def _status_of(self, task_id: str) -> TaskStatus:
+        state = self._states.get(task_id)
+        if state is not None:
+            return state.status
+        return TaskStatus.SUSPENDED if task_id in self._tasks else TaskStatus.CANCELED
+
+    def _release_dependents(self, task_id: str, now: float, events: List[Event]) -> None:
+        for dependent in sorted(self._dependents.get(task_id, ())):
+            task = self._parked.get(dependent)
+            if task is None:
+                continue
+            deps = [self._status_of(d) for d in task[9].depend_on]
+            if all(s is TaskStatus.COMPLETED for s in deps):
+                del self._parked[dependent]
+                state = self._state(dependent)
+                run = self._new_run(task, state, 1, now)
+                lane = self._lane(run.hard)
+                lane.ready.push((task[1], run.scheduled, next(self._seq), run))
+                self._wakeup.notify()
+
+    def _fail_dependents(self, task_id: str, events: List[Event]) -> None:
+        for dependent in sorted(self._dependents.pop(task_id, ())):
+            if dependent in self._tasks:
+                self._cancel_locked(dependent, f"dependency {task_id!r} did not complete",
+                                    events)
+
+    # -------------------------------------------------------------- the clock
+
+    def _follow_wall_clock(self) -> None:
+        """After a wall-clock step, re-derive the heap times of cron/datetime tasks."""
+        offset = self._clock.offset()
+        shift = self._offset - offset
+        if abs(shift) <= _CLOCK_STEP_SECONDS:
+            return
+        _log.warning("wall clock stepped by %+.1f s; re-deriving cron and datetime times",
+                     -shift)
+        self._offset = offset
+        entries = []
+        for entry in self._timers.entries():
+            if type(entry) is Task and type(entry[4]) is not str and entry[4].wall_clock:
+                entry = entry.at(entry[0] + shift, entry[2])
+                self._tasks[entry[3]] = entry
+            entries.append(entry)
+        self._timers.rebuild(entries)
+
+    def _timer_is_live(self, entry: Any) -> bool:
+        if type(entry) is Task:
+            return self._tasks.get(entry[3]) is entry
+        return entry[3] in self._tasks
+
+
+# ------------------------------------------------------------------ helpers
+
+_EVENT_OF_STATUS = {
+    TaskStatus.COMPLETED: EventKind.COMPLETED,
+    TaskStatus.ERROR: EventKind.FAILED,
+    TaskStatus.TIMEOUT: EventKind.TIMEOUT,
+    TaskStatus.CANCELED: EventKind.CANCELED,
+}
+
+
+def _outcome(run: Run) -> Any:
+    if run.status is TaskStatus.COMPLETED:
+        return run.result
+    if run.status is TaskStatus.TIMEOUT:
+        raise run.exception if isinstance(run.exception, TimeoutError) else \
+            TimeoutError(f"task {run.task_id!r} timed out")
+    if run.status is TaskStatus.CANCELED:
+        raise CancelledError(f"task {run.task_id!r} run {run.run_number} was canceled"
+                             + (f": {run.reason}" if run.reason else ""))
+    raise run.exception  # type: ignore[misc]
+
+
+def _error_line(exc: Optional[BaseException], status: TaskStatus) -> str:
+    if exc is None:
+        return status.label
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _log_failure(run: Run) -> None:
+    if run.status is TaskStatus.ERROR:
+        _log.error("task %r run %d failed:\n%s", run.task_id, run.run_number,
+                   run.traceback or run.exception)
+
+
+def _slots_between(trig: Any, due: float, now: float) -> int:
+    """How many regular slots of a recurring task fell in (due, now]."""
+    period = getattr(trig, "seconds", None)
+    if period is None:
+        interval = trig.interval
+        period = interval.total_seconds() if isinstance(interval, _dt.timedelta) else interval
+    if trig.name != "recur" or not isinstance(period, (int, float)) or period <= 0:
+        return 0
+    return int((now - due) // period)
+
+
+def _same_definition(a: Task, b: Task) -> bool:
+    return (a.trigger == b.trigger and a.interval == b.interval and a[1] == b[1]
+            and a[6] == b[6] and a[7] == b[7] and a[8] == b[8]
+            and repr(a[9]) == repr(b[9]))
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _check_priority(priority: Any) -> Any:
+    if isinstance(priority, bool) or not isinstance(priority, (int, float)) \
+            or priority != priority:
+        raise TypeError(f"priority must be a number, got {priority!r}")
+    return priority
+
+
+def _check_args(args: Any) -> Tuple[Any, ...]:
+    if type(args) is tuple:
+        return args
+    if isinstance(args, (list, tuple)):
+        return tuple(args)
+    raise TypeError(f"args must be a tuple or list, got {args!r}")
+
+
+def _check_kwargs(kwargs: Any) -> Mapping[str, Any]:
+    if not kwargs:
+        if kwargs is None or isinstance(kwargs, Mapping):
+            return _EMPTY_KWARGS
+    elif isinstance(kwargs, Mapping):
+        bad = [key for key in kwargs if not isinstance(key, str)]
+        if bad:
+            raise TypeError(f"kwargs keys must be str, got {bad[0]!r}")
+        return dict(kwargs)
+    raise TypeError(f"kwargs must be a dict, got {kwargs!r}")
+
+
+def _check_seconds(label: str, value: Any, allow_zero: bool = False) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, _dt.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{label} must be a number of seconds, got {value!r}")
+    if not (value > 0 or (allow_zero and value == 0)) or value == math.inf:
+        raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _make_options(name: Any, hard: Any, timeout: Any, retries: Any, retry_delay: Any,
+                  retry_backoff: Any, misfire_grace_time: Any, coalesce: Any,
+                  max_instances: Any, depend_on: Any) -> TaskOptions:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    if not isinstance(hard, bool):
+        raise TypeError(f"hard must be True or False, got {hard!r}")
+    if not isinstance(coalesce, bool):
+        raise TypeError(f"coalesce must be True or False, got {coalesce!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    if isinstance(max_instances, bool) or not isinstance(max_instances, int) \
+            or max_instances < 1:
+        raise ValueError(f"max_instances must be an int >= 1, got {max_instances!r}")
+    retry_delay = _check_seconds("retry_delay", retry_delay, allow_zero=True) or 0.0
+    if isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) \
+            or not 1 <= retry_backoff < math.inf:
+        raise ValueError(f"retry_backoff must be a number >= 1, got {retry_backoff!r}")
+    return TaskOptions(
+        name=name, timeout=_check_seconds("timeout", timeout), retries=retries,
+        retry_delay=retry_delay, retry_backoff=float(retry_backoff),
+        misfire_grace_time=_check_seconds("misfire_grace_time", misfire_grace_time,
+                                          allow_zero=True),
+        coalesce=coalesce, max_instances=max_instances, hard=hard,
+        depend_on=_check_depend_on(depend_on))
+
+
+def _check_depend_on(depend_on: Any) -> Tuple[str, ...]:
+    if depend_on is None:
+        return ()
+    if isinstance(depend_on, str):
+        return (depend_on,)
+    try:
+        deps = tuple(depend_on)
+    except TypeError:
+        raise TypeError(f"depend_on must be a task id or a list of them, "
+                        f"got {depend_on!r}") from None
+    bad = [d for d in deps if not isinstance(d, str)]
+    if bad:
+        raise TypeError(f"depend_on must hold task ids (str), got {bad[0]!r}")
+    return deps

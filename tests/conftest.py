@@ -1,0 +1,77 @@
+"""Shared test helpers: a virtual clock, an inline executor, condition waits."""
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+
+class VirtualClock:
+    """``timefunc``/``delayfunc`` pair: sleeping advances virtual time at once."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._lock = threading.Lock()
+        self.t = start
+        self.slept = []
+
+    def now(self) -> float:
+        with self._lock:
+            return self.t
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.slept.append(seconds)
+            self.t += seconds
+        time.sleep(0)  # let workers run between virtual steps
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.t += seconds
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once in the submitting thread."""
+
+    _max_workers = 1
+
+    def submit(self, fn, *args, **kwargs):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.005):
+    """Wait until predicate() is truthy, or fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock()
+
+
+@pytest.fixture
+def no_leaked_threads():
+    """Fail if a test leaves threads (other than loky's trackers) behind."""
+    before = set(threading.enumerate())
+    yield
+    def extra():
+        return [t for t in threading.enumerate()
+                if t not in before and t.is_alive()
+                and "QueueFeederThread" not in t.name]
+    deadline = time.monotonic() + 5
+    while extra() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert extra() == []

@@ -1,0 +1,547 @@
+"""Command and script tasks, with real processes and real files."""
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+
+from pysched_lightning.context import RunContext, _set_current_run
+from pysched_lightning.jobs import (Command, CommandError, CommandResult,
+                                    CommandTimeout, Script, command, script)
+
+PY = sys.executable
+
+
+# -- helpers ----------------------------------------------------------------
+
+def _wait_until(condition, timeout=10.0, what="condition"):
+    """Wait for *condition()* to be true, failing after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _dead(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _assert_dies(pid, timeout=10.0):
+    _wait_until(lambda: _dead(pid), timeout, f"process {pid} to die")
+
+
+def _open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _read_pid(path):
+    """The pid a shell wrote to *path* (atomically, through a rename)."""
+    _wait_until(path.exists, what=f"{path.name} to be written")
+    return int(path.read_text().strip())
+
+
+def _write_script(path, body):
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+# -- commands: running ------------------------------------------------------
+
+def test_command_success_returns_stdout():
+    result = command([PY, "-c", "print('hello')"])()
+    assert result == CommandResult(0, "hello\n", "")
+    assert isinstance(result, tuple)
+
+
+def test_failing_command_raises_with_exit_code_and_stderr():
+    code = "import sys; sys.stderr.write('first line\\nlast words\\n'); sys.exit(3)"
+    cmd = command([PY, "-c", code])
+    with pytest.raises(CommandError) as info:
+        cmd()
+    err = info.value
+    assert isinstance(err, RuntimeError)
+    assert err.result.exit_code == 3
+    assert err.result.error == "first line\nlast words\n"
+    message = str(err)
+    assert "exit code 3" in message
+    assert "last words" in message
+    assert cmd.name in message
+
+
+def test_command_killed_by_signal_is_an_error():
+    with pytest.raises(CommandError) as info:
+        command(["sh", "-c", "kill -9 $$"])()
+    assert info.value.result.exit_code == -9
+    assert "SIGKILL" in str(info.value)
+
+
+def test_string_is_split_with_shlex_without_a_shell():
+    result = command("printf '%s|' 'a b' \"c d\" e")()
+    assert result.output == "a b|c d|e|"
+
+
+def test_shell_true_runs_pipelines():
+    result = command("printf 'x\\ny\\nz\\n' | wc -l", shell=True)()
+    assert result.output.strip() == "3"
+
+
+def test_list_with_shell_true_is_quoted_with_shlex_join():
+    cmd = command(["echo", "a;b", "$HOME"], shell=True)
+    assert cmd.cmd == "echo 'a;b' '$HOME'"
+    assert cmd().output == "a;b $HOME\n"
+
+
+def test_env_is_merged_over_the_environment(monkeypatch):
+    monkeypatch.setenv("PSL_PARENT", "from-parent")
+    code = "import os; print(os.environ['PSL_PARENT'], os.environ['PSL_CHILD'])"
+    result = command([PY, "-c", code], env={"PSL_CHILD": "from-env"})()
+    assert result.output == "from-parent from-env\n"
+    # Merged at run time: the stored command holds only the overrides.
+    assert command([PY, "-c", code], env={"PSL_CHILD": "x"}).env == {"PSL_CHILD": "x"}
+
+
+def test_env_path_is_used_to_find_the_program(tmp_path):
+    prog = tmp_path / "psl-hello"
+    prog.write_text("#!/bin/sh\necho hi from prog\n")
+    prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
+    with pytest.raises(ValueError, match="psl-hello"):
+        command("psl-hello")
+    path = f"{tmp_path}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    assert command("psl-hello", env={"PATH": path})().output == "hi from prog\n"
+
+
+def test_cwd(tmp_path):
+    result = command([PY, "-c", "import os; print(os.getcwd())"], cwd=tmp_path)()
+    assert os.path.realpath(result.output.strip()) == os.path.realpath(tmp_path)
+
+
+def test_relative_program_path_is_resolved_against_cwd(tmp_path):
+    prog = tmp_path / "run.sh"
+    prog.write_text("#!/bin/sh\necho relative ok\n")
+    prog.chmod(0o755)
+    assert command("./run.sh", cwd=tmp_path)().output == "relative ok\n"
+
+
+def test_output_is_bounded_to_the_last_max_output_bytes():
+    # 3 MiB of numbered 8-byte lines: only the last 1 MiB is kept.
+    lines = 3 * (1 << 20) // 8
+    code = ("import sys; w = sys.stdout.buffer.write\n"
+            f"for i in range({lines}): w(b'%07d\\n' % i)")
+    result = command([PY, "-c", code])()
+    marker = f"[... {2 * (1 << 20)} bytes truncated ...]\n"
+    assert result.output.startswith(marker)
+    tail = result.output[len(marker):]
+    assert len(tail) == 1 << 20
+    kept = lines - (1 << 20) // 8
+    assert tail == "".join("%07d\n" % i for i in range(kept, lines))
+
+
+def test_stderr_is_bounded_too_and_the_cut_does_not_split_a_character():
+    code = "import sys; sys.stderr.write('é' * 100)"  # 200 bytes
+    result = command([PY, "-c", code], max_output=11)()
+    head, tail = result.error.split("\n", 1)
+    assert head == "[... 190 bytes truncated ...]"
+    assert tail == "é" * 5
+    assert result.output == ""
+
+
+def test_undecodable_output_is_replaced():
+    result = command([PY, "-c", "import sys; sys.stdout.buffer.write(b'ok\\xff')"])()
+    assert result.output == "ok\ufffd"
+
+
+# -- commands: timeouts and process groups ----------------------------------
+
+def test_own_timeout_kills_the_process_group_with_grandchild(tmp_path):
+    pids = tmp_path / "pids"
+    line = (f"echo $$ > {pids}.tmp; sleep 100 & echo $! >> {pids}.tmp; "
+            f"mv {pids}.tmp {pids}; sleep 100")
+    cmd = command(["sh", "-c", line], timeout=1)
+    with pytest.raises(CommandTimeout) as info:
+        cmd()
+    err = info.value
+    assert isinstance(err, TimeoutError)
+    assert err.timeout == 1
+    assert err.result.exit_code == -15  # SIGTERM was enough
+    assert "timed out after 1 s" in str(err)
+    leader, grandchild = (int(p) for p in pids.read_text().split())
+    _assert_dies(leader)
+    _assert_dies(grandchild)
+
+
+def _run_in_thread(cmd, ctx):
+    """Run *cmd* in a thread as the scheduler would, with *ctx* as its run."""
+    box = {}
+
+    def target():
+        _set_current_run(ctx)
+        try:
+            box["result"] = cmd()
+        except BaseException as exc:  # noqa: B902 - the test inspects it
+            box["error"] = exc
+        finally:
+            _set_current_run(None)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, box
+
+
+def test_run_context_timeout_kills_the_process_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    line = (f"sleep 100 & echo $! > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; "
+            "sleep 100")
+    ctx = RunContext("task-1", 1, timeout=5)
+    thread, box = _run_in_thread(command(["sh", "-c", line]), ctx)
+    grandchild = _read_pid(pid_file)
+    assert not _dead(grandchild)
+    ctx._mark_timed_out()
+    thread.join(10)
+    assert not thread.is_alive()
+    err = box["error"]
+    assert isinstance(err, CommandTimeout)
+    assert err.timeout is None
+    assert "deadline" in str(err)
+    _assert_dies(grandchild)
+    # The callback was removed when the process ended.
+    assert ctx._callbacks == []
+
+
+def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
+    ready = tmp_path / "ready"
+    line = f"trap '' TERM; sleep 100 & touch {ready}; sleep 100"
+    ctx = RunContext("task-1", 1)
+    thread, box = _run_in_thread(command(["sh", "-c", line]), ctx)
+    _wait_until(ready.exists, what="the shell to ignore SIGTERM")
+    ctx._mark_timed_out()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert box["error"].result.exit_code == -9
+
+
+def test_timeout_keeps_the_output_captured_so_far(tmp_path):
+    ready = tmp_path / "ready"
+    line = f"echo partial; echo oops >&2; touch {ready}; sleep 100"
+    ctx = RunContext("task-1", 1)
+    thread, box = _run_in_thread(command(["sh", "-c", line]), ctx)
+    _wait_until(ready.exists, what="the output")
+    ctx._mark_timed_out()
+    thread.join(10)
+    assert box["error"].result == CommandResult(-15, "partial\n", "oops\n")
+
+
+def test_run_context_callback_is_removed_after_a_normal_run():
+    ctx = RunContext("task-1", 1)
+    thread, box = _run_in_thread(command(["true"]), ctx)
+    thread.join(10)
+    assert box["result"].exit_code == 0
+    assert ctx._callbacks == []
+
+
+def test_run_already_timed_out_kills_the_command_at_once():
+    ctx = RunContext("task-1", 1)
+    ctx._mark_timed_out()
+    thread, box = _run_in_thread(command(["sleep", "100"]), ctx)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(box["error"], CommandTimeout)
+
+
+def test_no_threads_or_fds_leak():
+    threads, fds = threading.active_count(), _open_fds()
+    command(["true"])()
+    with pytest.raises(CommandError):
+        command(["false"])()
+    with pytest.raises(CommandTimeout):
+        command(["sleep", "100"], timeout=0.1)()
+    assert threading.active_count() == threads
+    assert _open_fds() == fds
+
+
+def test_background_process_holding_the_pipes_does_not_hang_the_run():
+    threads, fds = threading.active_count(), _open_fds()
+    result = command(["sh", "-c", "sleep 100 & echo $!"])()
+    background = int(result.output.split()[0])
+    try:
+        assert result.exit_code == 0
+        assert threading.active_count() == threads
+        assert _open_fds() == fds
+    finally:
+        os.kill(background, 9)
+    _assert_dies(background)
+
+
+# -- commands: validation, pickling, display --------------------------------
+
+@pytest.mark.parametrize("kwargs, exc, fragment", [
+    (dict(cmd=""), ValueError, "''"),
+    (dict(cmd="   "), ValueError, "'   '"),
+    (dict(cmd=[]), ValueError, "[]"),
+    (dict(cmd=123), TypeError, "123"),
+    (dict(cmd=b"ls"), TypeError, "b'ls'"),
+    (dict(cmd=["ls", 1]), TypeError, "1"),
+    (dict(cmd="'unbalanced"), ValueError, "'unbalanced"),
+    (dict(cmd="psl-no-such-program-xyz --flag"), ValueError, "psl-no-such-program-xyz"),
+    (dict(cmd="./psl-missing.sh"), ValueError, "psl-missing.sh"),
+    (dict(cmd="ls", timeout=-1), ValueError, "-1"),
+    (dict(cmd="ls", timeout=0), ValueError, "0"),
+    (dict(cmd="ls", timeout=float("nan")), ValueError, "nan"),
+    (dict(cmd="ls", timeout="5"), TypeError, "'5'"),
+    (dict(cmd="ls", shell="yes"), TypeError, "'yes'"),
+    (dict(cmd="ls", env={"A": 1}), TypeError, "1"),
+    (dict(cmd="ls", env={"A=B": "x"}), ValueError, "'A=B'"),
+    (dict(cmd="ls", env=["A"]), TypeError, "['A']"),
+    (dict(cmd="ls", max_output=-1), ValueError, "-1"),
+])
+def test_command_validation(kwargs, exc, fragment):
+    cmd = kwargs.pop("cmd")
+    with pytest.raises(exc) as info:
+        command(cmd, **kwargs)
+    assert fragment in str(info.value)
+
+
+def test_cwd_must_be_an_existing_directory(tmp_path):
+    missing = tmp_path / "missing"
+    with pytest.raises(ValueError, match="missing"):
+        command("ls", cwd=missing)
+    afile = tmp_path / "file"
+    afile.write_text("")
+    with pytest.raises(ValueError, match="file"):
+        command("ls", cwd=afile)
+
+
+def test_program_path_must_be_executable(tmp_path):
+    prog = tmp_path / "prog.sh"
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o644)
+    with pytest.raises(ValueError, match="not executable"):
+        command(str(prog))
+
+
+def test_shell_command_is_not_checked_for_a_program():
+    # The shell reports it: exit code 127, at run time.
+    with pytest.raises(CommandError) as info:
+        command("psl-no-such-program-xyz", shell=True)()
+    assert info.value.result.exit_code == 127
+
+
+def test_command_pickles_and_runs_after_a_round_trip(tmp_path):
+    cmd = command("sh -c 'echo $PSL_V; pwd'", cwd=tmp_path, env={"PSL_V": "v"},
+                  timeout=30, max_output=4096)
+    copy = pickle.loads(pickle.dumps(cmd))
+    assert copy == cmd and hash(copy) == hash(cmd)
+    assert copy.name == cmd.name
+    out = copy().output.split()
+    assert out[0] == "v"
+    assert os.path.realpath(out[1]) == os.path.realpath(tmp_path)
+
+
+def test_command_errors_pickle_with_their_result():
+    with pytest.raises(CommandError) as info:
+        command(["sh", "-c", "echo out; echo err >&2; exit 2"])()
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is CommandError
+    assert str(copy) == str(info.value)
+    assert copy.result == CommandResult(2, "out\n", "err\n")
+    timeout = pickle.loads(pickle.dumps(CommandTimeout("late", CommandResult(-15, "", ""), 2.0)))
+    assert (str(timeout), timeout.result, timeout.timeout) == ("late", (-15, "", ""), 2.0)
+
+
+def test_command_name_and_repr():
+    assert command("ls -l").name == "command 'ls -l'"
+    assert command(["echo", "a b"]).name == "command \"echo 'a b'\""
+    cmd = command("ls", env={"SECRET": "hunter2"}, timeout=3)
+    assert repr(cmd) == "Command(['ls'], env=<SECRET>, timeout=3.0)"
+    assert "hunter2" not in repr(cmd)
+    assert isinstance(cmd, Command)
+
+
+# -- scripts ----------------------------------------------------------------
+
+def test_script_return_values_are_normalized(tmp_path):
+    path = _write_script(tmp_path / "job.py", """
+        def none():
+            pass
+
+        def one():
+            return 0
+
+        def two():
+            return [0, "out"]
+
+        def three(a, b=None):
+            return 0, f"{a}-{b}", "warn"
+
+        def four():
+            return 0, "out", "err", "extra"
+    """)
+    assert script(path, "none")() == CommandResult(None, None, None)
+    assert script(path, "one")() == CommandResult(0, None, None)
+    assert script(path, "two")() == CommandResult(0, "out", None)
+    result = script(path, "three", args=("x",), kwargs={"b": "y"})()
+    assert result == CommandResult(0, "x-y", "warn")
+    assert isinstance(result, CommandResult)
+    with pytest.raises(ValueError, match=r"4 values.*only 3 values"):
+        script(path, "four")()
+
+
+def test_script_non_int_value_is_the_exit_code_slot(tmp_path):
+    path = _write_script(tmp_path / "job.py", """
+        def run():
+            return {"rows": 3}
+    """)
+    assert script(path)() == CommandResult({"rows": 3}, None, None)
+
+
+def test_script_non_zero_exit_code_raises(tmp_path):
+    path = _write_script(tmp_path / "job.py", """
+        import sys
+
+        def run():
+            return 2, "partial", "disk full"
+
+        def flag():
+            return True, "ok", None
+
+        def exits():
+            sys.exit(4)
+
+        def exits_with_message():
+            sys.exit("bad config")
+    """)
+    with pytest.raises(CommandError) as info:
+        script(path)()
+    assert info.value.result == CommandResult(2, "partial", "disk full")
+    assert "exit code 2" in str(info.value) and "disk full" in str(info.value)
+    assert script(path, "flag")().exit_code is True  # a bool is not an exit code
+    with pytest.raises(CommandError) as info:
+        script(path, "exits")()
+    assert info.value.result.exit_code == 4
+    with pytest.raises(CommandError) as info:
+        script(path, "exits_with_message")()
+    assert info.value.result == CommandResult(1, None, "bad config")
+
+
+def test_script_validation_at_construction(tmp_path):
+    path = _write_script(tmp_path / "job.py", """
+        NOT_CALLABLE = 3
+
+        def run():
+            return 0
+    """)
+    with pytest.raises(ValueError, match="missing.py"):
+        script(tmp_path / "missing.py")
+    notpy = tmp_path / "job.txt"
+    notpy.write_text("def run(): pass\n")
+    with pytest.raises(ValueError, match=r"job\.txt"):
+        script(notpy)
+    with pytest.raises(ValueError, match="'nope'"):
+        script(path, "nope")
+    with pytest.raises(TypeError, match="NOT_CALLABLE"):
+        script(path, "NOT_CALLABLE")
+    with pytest.raises(TypeError):
+        script(path, args="abc")
+    with pytest.raises(TypeError):
+        script(path, kwargs={1: 2})
+    with pytest.raises(TypeError):
+        script(123)
+
+
+def test_script_that_fails_to_import_fails_at_construction(tmp_path):
+    broken = _write_script(tmp_path / "broken.py", "def run(:\n")
+    with pytest.raises(ValueError, match="SyntaxError"):
+        script(broken)
+    exits = _write_script(tmp_path / "exits.py", "import sys\nsys.exit(1)\n")
+    with pytest.raises(ValueError, match="SystemExit"):
+        script(exits)
+
+
+def test_sibling_import_error_explains_the_path(tmp_path):
+    _write_script(tmp_path / "helpers_psl.py", "X = 1\n")
+    path = _write_script(tmp_path / "job.py", """
+        import helpers_psl
+
+        def run():
+            return helpers_psl.X
+    """)
+    with pytest.raises(ValueError, match="PYTHONPATH"):
+        script(path)
+
+
+def test_fresh_script_sees_the_current_file_and_cached_does_not(tmp_path):
+    path = _write_script(tmp_path / "job.py", """
+        CALLS = []
+        VERSION = "one"
+
+        def run():
+            CALLS.append(1)
+            return 0, VERSION, len(CALLS)
+    """)
+    fresh, cached = script(path), script(path, fresh=False)
+    assert fresh() == (0, "one", 1)
+    assert cached() == (0, "one", 1)
+    # Same size and likely the same mtime second: no stale bytecode is used.
+    path.write_text(path.read_text().replace('"one"', '"two"'))
+    assert fresh() == (0, "two", 1)         # a new module every run
+    assert cached() == (0, "one", 2)        # the module kept in the Script
+    assert not (tmp_path / "__pycache__").exists()
+
+
+def test_script_leaves_no_global_import_state(tmp_path):
+    path = _write_script(tmp_path / "job.py", """
+        from __future__ import annotations
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Row:
+            name: str
+            count: int = 0
+
+        def run():
+            return 0, repr(Row("a")), None
+    """)
+    modules, sys_path = set(sys.modules), list(sys.path)
+    job = script(path)
+    assert job().output == "Row(name='a', count=0)"
+    assert set(sys.modules) == modules
+    assert sys.path == sys_path
+
+
+def test_script_pickles_without_its_module(tmp_path):
+    path = _write_script(tmp_path / "job.py", """
+        CALLS = []
+
+        def run(n, scale=1):
+            CALLS.append(n)
+            return 0, str(n * scale * len(CALLS)), None
+    """)
+    cached = script(path, args=(2,), kwargs={"scale": 3}, fresh=False)
+    assert cached().output == "6"
+    copy = pickle.loads(pickle.dumps(cached))
+    assert copy == cached and hash(copy) == hash(cached)
+    assert copy._module is None
+    assert copy().output == "6"   # imported again: a new CALLS list
+    assert cached().output == "12"
+    assert os.path.isabs(copy.path)
+
+
+def test_script_name_and_repr(tmp_path, monkeypatch):
+    (tmp_path / "jobs").mkdir()
+    _write_script(tmp_path / "jobs" / "report.py", "def run():\n    return 0\n")
+    monkeypatch.chdir(tmp_path)
+    job = script("jobs/report.py")
+    assert job.name == "script jobs/report.py:run"
+    assert job.path == str(tmp_path / "jobs" / "report.py")
+    assert repr(job) == f"Script({job.path!r}, 'run')"
+    assert isinstance(job, Script)
