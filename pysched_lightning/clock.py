@@ -1,32 +1,36 @@
 """The scheduler's two clocks: its own (``timefunc``) and the wall clock.
 
 The heap runs on ``timefunc``. Cron and datetime triggers speak wall-clock
-time; with the default monotonic ``timefunc`` the wall clock is the real one
-(so a step of it can be noticed), with an injected ``timefunc`` it is derived
-from it, so a virtual clock drives cron schedules too.
+time. With the default monotonic ``timefunc`` the wall clock is the system's
+(``time.time``), which may step (NTP, suspend): the dispatcher then looks at
+it regularly. With an injected ``timefunc`` and no ``wallfunc`` the wall clock
+is derived from it, so a virtual clock drives cron schedules too.
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 __all__ = ["Clock"]
 
 
 class Clock:
-    """Reads ``now`` and ``wall``, and converts wall instants to ``now``'s scale."""
+    """Reads ``now`` and ``wall``; ``offset()`` converts between them."""
 
-    __slots__ = ("now", "wall", "real")
+    __slots__ = ("now", "wall", "may_step")
 
-    def __init__(self, timefunc: Callable[[], float]) -> None:
+    def __init__(self, timefunc: Callable[[], float],
+                 wallfunc: Optional[Callable[[], float]] = None) -> None:
         self.now = timefunc
-        #: True when the wall clock is the system's and may step on its own.
-        self.real = timefunc is time.monotonic
-        if self.real:
+        if wallfunc is not None:
+            self.wall = wallfunc
+        elif timefunc is time.monotonic:
             self.wall = time.time
         else:
             start, wall_start = timefunc(), time.time()
             self.wall = lambda: wall_start + (timefunc() - start)
+        #: True when the wall clock runs on its own and may step against ``now``.
+        self.may_step = wallfunc is not None or timefunc is time.monotonic
 
     def offset(self) -> float:
         """wall − now: add it to a scheduler time to get a wall time."""

@@ -79,13 +79,17 @@ class Scheduler(ControlMixin):
     ``executor`` runs ordinary tasks (default: a thread pool made for this
     scheduler, one worker per core); ``process_executor`` runs ``hard=True``
     tasks (default: a loky process pool, created on first use).
-    ``timefunc``/``delayfunc`` may be replaced, e.g. by a virtual clock.
+    ``timefunc``/``delayfunc`` may be replaced, e.g. by a virtual clock;
+    ``wallfunc`` (POSIX seconds) is the wall clock that cron and datetime
+    triggers read: by default ``time.time``, or derived from an injected
+    ``timefunc``. ``history`` bounds the runs kept per task.
     """
 
     def __init__(self, executor: Any = None, timefunc: Callable[[], float] = time.monotonic,
                  delayfunc: Callable[[float], Any] = time.sleep, *,
                  process_executor: Any = None, history: int = 100,
-                 default_timeout: Optional[float] = None) -> None:
+                 default_timeout: Optional[float] = None,
+                 wallfunc: Optional[Callable[[], float]] = None) -> None:
         if not callable(timefunc):
             raise TypeError(f"timefunc must be callable, got {timefunc!r}")
         if not callable(delayfunc):
@@ -93,7 +97,9 @@ class Scheduler(ControlMixin):
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise ValueError(f"history must be a positive int, got {history!r}")
         self._default_timeout = _check_seconds("default_timeout", default_timeout)
-        self._clock = Clock(timefunc)
+        if wallfunc is not None and not callable(wallfunc):
+            raise TypeError(f"wallfunc must be callable, got {wallfunc!r}")
+        self._clock = Clock(timefunc, wallfunc)
         #: None means: wait on the condition (so an earlier task wakes us).
         self._delayfunc = None if delayfunc is time.sleep else delayfunc
         self._history = history
@@ -303,30 +309,32 @@ class Scheduler(ControlMixin):
         if wait and self._thread is not None and self._thread is not me:
             self._thread.join(_remaining(deadline))
         if wait:
-            self._wait_for_runs(1 if inside_run else 0, deadline)
-        in_worker = inside_run or me is self._thread
+            wait = self._wait_for_runs(1 if inside_run else 0, deadline)
+        wait = wait and not (inside_run or me is self._thread)  # never join ourselves
         for lane in self._lanes:
             if lane is not None:
-                lane.shutdown(wait and not in_worker)
-        self._killable.shutdown(wait and not in_worker)
+                lane.shutdown(wait)
+        self._killable.shutdown(wait)
 
     def _inside_own_run(self) -> bool:
         run = current_run()
         return isinstance(run, Run) and self._states.get(run.task_id) is run._state
 
-    def _wait_for_runs(self, allowed: int, deadline: Optional[float]) -> None:
+    def _wait_for_runs(self, allowed: int, deadline: Optional[float]) -> bool:
+        """Wait until at most *allowed* runs are going; False if time ran out."""
         with self._lock:
             while self._running > allowed:
                 remaining = _remaining(deadline)
                 if remaining is not None and remaining <= 0:
                     _log.warning("shutdown: %d run(s) still going after the timeout",
                                  self._running - allowed)
-                    return
+                    return False
                 self._result_waiters += 1
                 try:
                     self._run_done.wait(remaining)
                 finally:
                     self._result_waiters -= 1
+        return True
 
     def __enter__(self) -> "Scheduler":
         self.start()
@@ -443,7 +451,7 @@ class Scheduler(ControlMixin):
         with self._lock:
             while not self._closing:
                 now = self._clock.now()
-                if self._clock.real:
+                if self._clock.may_step:
                     self._follow_wall_clock()
                 events: List[Event] = []
                 expired = self._expire_deadlines(now, events)
@@ -470,9 +478,9 @@ class Scheduler(ControlMixin):
         if self._deadlines:
             due.append(self._deadlines[0][0])
         if not due:
-            return _CLOCK_CHECK_SECONDS if self._clock.real and self._tasks else None
+            return _CLOCK_CHECK_SECONDS if self._clock.may_step and self._tasks else None
         wait = max(0.0, min(due) - now)
-        return min(wait, _CLOCK_CHECK_SECONDS) if self._clock.real else wait
+        return min(wait, _CLOCK_CHECK_SECONDS) if self._clock.may_step else wait
 
     def _fire_due(self, now: float, batch: List[Run], events: List[Event]) -> None:
         timers = self._timers
@@ -721,7 +729,7 @@ class Scheduler(ControlMixin):
             if self._retry(run, now, events):
                 return
             _log_failure(run)
-        if state.latest is run:
+        if state.latest is run and not state.canceled:
             state.status = status
         if self._listeners:
             kind = _EVENT_OF_STATUS[status]

@@ -1,0 +1,193 @@
+"""Dependencies between tasks: delay(..., depend_on=...)."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import CancelledError
+
+import pytest
+
+import pysched_lightning as psl
+from conftest import InlineExecutor, wait_for
+
+S = psl.TaskStatus
+K = psl.EventKind
+
+
+def virtual(clock, executor=None, **kwargs):
+    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
+                         delayfunc=clock.sleep, **kwargs)
+
+
+def drain(events, until, timeout=5):
+    """Collect events from a subscribe() queue until *until(collected)* holds."""
+    got = []
+    while not until(got):
+        got.append(events.get(timeout=timeout))
+    return got
+
+
+def test_chain_of_three_with_failing_middle(clock):
+    called = []
+
+    def first():
+        called.append("first")
+        return 1
+
+    def middle():
+        called.append("middle")
+        raise RuntimeError("middle broke")
+
+    def last():
+        called.append("last")
+
+    with virtual(clock) as sched:
+        events = sched.subscribe()
+        a = sched.delay("once", 0, 1, first)
+        b = sched.delay("once", 0, 1, middle, depend_on=a)
+        c = sched.delay("once", 0, 1, last, depend_on=[b])
+        with pytest.raises(CancelledError):
+            sched.get_result(c, timeout=5)
+        got = drain(events, lambda got: any(e.kind is K.CANCELED and e.task_id == c
+                                            for e in got))
+    assert called == ["first", "middle"]
+    assert sched.get_status(a) is S.COMPLETED
+    assert sched.get_status(b) is S.ERROR
+    assert sched.get_status(c) is S.CANCELED
+    order = [(e.kind, e.task_id) for e in got if e.task_id in (a, b, c)
+             and e.kind in (K.STARTED, K.COMPLETED, K.FAILED, K.CANCELED)]
+    assert order == [(K.STARTED, a), (K.COMPLETED, a), (K.STARTED, b), (K.FAILED, b),
+                     (K.CANCELED, c)]
+    failed = next(e for e in got if e.kind is K.FAILED)
+    assert isinstance(failed.exception, RuntimeError)
+
+
+def test_failure_cascades_down_a_long_chain(clock):
+    called = []
+
+    def fail():
+        raise ValueError("root failed")
+
+    with virtual(clock) as sched:
+        canceled = sched.subscribe([K.CANCELED])
+        root = sched.delay("once", 0, 1, fail)
+        ids = [root]
+        for n in range(4):
+            ids.append(sched.delay("once", 0, 1, called.append, args=(n,),
+                                   depend_on=ids[-1]))
+        got = drain(canceled, lambda got: len(got) >= 4)
+        assert [e.task_id for e in got] == ids[1:]
+        assert all(sched.get_status(t) is S.CANCELED for t in ids[1:])
+    assert called == []
+
+
+def test_dependent_waits_for_dependency_to_complete(clock):
+    def slow_dep():
+        clock.advance(7)
+        return "dep"
+
+    with virtual(clock) as sched:
+        start = clock.now()
+        a = sched.delay("once", 20, 1, slow_dep)
+        b = sched.delay("once", 1, 1, lambda: "dependent", depend_on=a)
+        assert sched.get_result(b, timeout=5) == "dependent"
+        run_a, run_b = sched.runs(a)[0], sched.runs(b)[0]
+    assert run_a.started == pytest.approx(start + 20)
+    assert run_b.started >= run_a.finished == pytest.approx(start + 27)
+
+
+def test_dependent_also_waits_for_its_own_time(clock):
+    with virtual(clock) as sched:
+        start = clock.now()
+        a = sched.delay("once", 1, 1, lambda: "dep")
+        b = sched.delay("once", 40, 1, lambda: "dependent", depend_on=a)
+        assert sched.get_result(b, timeout=5) == "dependent"
+        assert sched.get_status(a) is S.COMPLETED
+        run_b = sched.runs(b)[0]
+    assert run_b.started >= start + 40
+
+
+def test_every_dependency_must_complete(clock):
+    order = []
+    with virtual(clock) as sched:
+        a = sched.delay("once", 5, 1, order.append, args=("a",))
+        b = sched.delay("once", 30, 1, order.append, args=("b",))
+        c = sched.delay("once", 0, 1, order.append, args=("c",), depend_on=[a, b])
+        sched.get_result(c, timeout=5)
+        assert sched.runs(c)[0].started >= sched.runs(b)[0].finished
+    assert order == ["a", "b", "c"]
+
+
+def test_one_failed_dependency_of_several_cancels(clock):
+    called = []
+
+    def fail():
+        raise ValueError("no")
+
+    with virtual(clock) as sched:
+        a = sched.delay("once", 5, 1, lambda: "fine")
+        b = sched.delay("once", 10, 1, fail)
+        c = sched.delay("once", 0, 1, called.append, args=(1,), depend_on=[a, b])
+        with pytest.raises(CancelledError):
+            sched.get_result(c, timeout=5)
+        assert sched.get_status(c) is S.CANCELED
+    assert called == []
+
+
+def test_dependency_timeout_cancels_dependent(clock):
+    release = threading.Event()
+    called = []
+
+    def hang():
+        release.wait(10)
+
+    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+        try:
+            a = sched.delay("once", 0, 1, hang, timeout=2)
+            b = sched.delay("once", 0, 1, called.append, args=(1,), depend_on=a)
+            wait_for(lambda: sched.get_status(b) is S.CANCELED, timeout=5)
+            assert sched.get_status(a) is S.TIMEOUT
+        finally:
+            release.set()
+    assert called == []
+
+
+def test_canceling_a_dependency_cancels_dependent(clock):
+    called = []
+    with virtual(clock) as sched:
+        events = sched.subscribe([K.CANCELED])
+        a = sched.delay("once", 100, 1, lambda: "never")
+        b = sched.delay("once", 0, 1, called.append, args=(1,), depend_on=a)
+        sched.cancel(a)
+        assert sched.get_status(b) is S.CANCELED
+        got = drain(events, lambda got: len(got) >= 2)
+        assert [e.task_id for e in got] == [a, b]
+        with pytest.raises(CancelledError):
+            sched.get_result(b, timeout=5)
+    assert called == []
+
+
+def test_dependent_runs_after_a_retried_dependency_succeeds(clock):
+    attempts = []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("transient")
+        return "ok"
+
+    with virtual(clock) as sched:
+        a = sched.delay("once", 0, 1, flaky, retries=2, retry_delay=5)
+        b = sched.delay("once", 0, 1, lambda: "dependent ran", depend_on=a)
+        assert sched.get_result(b, timeout=5) == "dependent ran"
+        assert sched.get_status(a) is S.COMPLETED
+    assert len(attempts) == 2
+
+
+def test_unknown_dependency_is_a_key_error_naming_it(clock):
+    with virtual(clock) as sched:
+        known = sched.delay("once", 10, 1, lambda: None)
+        with pytest.raises(KeyError, match="no-such-task"):
+            sched.delay("once", 0, 1, lambda: None, depend_on="no-such-task")
+        with pytest.raises(KeyError, match="missing-too"):
+            sched.delay("once", 0, 1, lambda: None, depend_on=[known, "missing-too"])
+        assert [info["id"] for info in sched.get_all()] == [known]

@@ -1,0 +1,241 @@
+"""Timeouts: hard tasks are killed, thread tasks are marked and their late result dropped."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+
+import psutil
+import pytest
+
+import pysched_lightning as psl
+from conftest import InlineExecutor, wait_for
+
+S = psl.TaskStatus
+K = psl.EventKind
+
+
+def virtual(clock, executor=None, **kwargs):
+    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
+                         delayfunc=clock.sleep, **kwargs)
+
+
+def pending_events(events):
+    got = []
+    while True:
+        try:
+            got.append(events.get_nowait())
+        except queue.Empty:
+            return got
+
+
+# ------------------------------------------------------------ hard tasks
+# (module level, so the worker process can unpickle them)
+
+def write_pid_then_sleep(pidfile):
+    with open(pidfile, "w") as stream:
+        stream.write(str(os.getpid()))
+    time.sleep(30)
+    return "should never get here"
+
+
+def wait_for_file_then_return(path, value):
+    deadline = time.monotonic() + 20
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} never appeared")
+        time.sleep(0.01)
+    return value, os.getpid()
+
+
+def pid_of_worker(value):
+    return value, os.getpid()
+
+
+def process_gone(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_hard_task_timeout_kills_its_process_only(tmp_path):
+    pidfile = tmp_path / "sleeper.pid"
+    go = tmp_path / "go"
+    with psl.Scheduler() as sched:
+        # warm up: a first hard task with a timeout starts a killable worker
+        # process, which the sleeper then reuses (a cold spawn can be slow)
+        warm = sched.delay("once", 0, 1, pid_of_worker, args=("warm",), hard=True,
+                           timeout=30)
+        assert sched.get_result(warm, timeout=30)[0] == "warm"
+        sleeper = sched.delay("once", 0, 1, write_pid_then_sleep, args=(str(pidfile),),
+                              hard=True, timeout=0.5)
+        # other hard tasks, running while the sleeper is killed
+        other_killable = sched.delay("once", 0, 1, wait_for_file_then_return,
+                                     args=(str(go), "killable"), hard=True, timeout=30)
+        other_pooled = sched.delay("once", 0, 1, wait_for_file_then_return,
+                                   args=(str(go), "pooled"), hard=True)
+        try:
+            wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=20)
+            pid = int(pidfile.read_text())
+            assert pid != os.getpid()
+            with pytest.raises(TimeoutError):
+                sched.get_result(sleeper, timeout=20)
+            assert sched.get_status(sleeper) is S.TIMEOUT
+            # the deadline has passed: the worker must be gone within 1.5 s of it
+            wait_for(lambda: process_gone(pid), timeout=1.5)
+        finally:
+            go.write_text("go")
+        value, pid_k = sched.get_result(other_killable, timeout=20)
+        assert value == "killable" and pid_k != pid
+        value, pid_p = sched.get_result(other_pooled, timeout=20)
+        assert value == "pooled" and pid_p != pid
+        assert sched.get_status(other_killable) is S.COMPLETED
+        assert sched.get_status(other_pooled) is S.COMPLETED
+        # a hard task added after the kill still runs, with or without a timeout
+        later = sched.delay("once", 0, 1, pid_of_worker, args=("later",), hard=True,
+                            timeout=30)
+        later_pooled = sched.delay("once", 0, 1, pid_of_worker, args=("later pooled",),
+                                   hard=True)
+        assert sched.get_result(later, timeout=20)[0] == "later"
+        assert sched.get_result(later_pooled, timeout=20)[0] == "later pooled"
+
+
+# ------------------------------------------------------------ thread tasks
+
+def test_thread_task_timeout_discards_its_late_result(clock):
+    release = threading.Event()
+    returned = threading.Event()
+    seen = {}
+
+    def late():
+        run = psl.current_run()
+        seen["run"] = run
+        release.wait(10)
+        seen["timed_out"] = run.timed_out
+        returned.set()
+        return "late result"
+
+    outcome = {}
+    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+        events = sched.subscribe()
+        tid = sched.delay("once", 0, 1, late, timeout=5)
+
+        def waiter():
+            try:
+                outcome["value"] = sched.get_result(tid)
+            except BaseException as exc:  # noqa: BLE001 - we record what it raised
+                outcome["exc"] = exc
+
+        waiting = threading.Thread(target=waiter, daemon=True)
+        try:
+            waiting.start()
+            # get_result must give up at the deadline, while the task still runs
+            wait_for(lambda: outcome, timeout=5)
+            assert not returned.is_set()
+            assert isinstance(outcome.get("exc"), TimeoutError)
+            assert sched.get_status(tid) is S.TIMEOUT
+        finally:
+            release.set()
+            waiting.join(10)
+        assert returned.wait(5)
+        run = sched.runs(tid)[0]
+        wait_for(lambda: run.future is not None and run.future.done(), timeout=5)
+        assert seen["timed_out"] is True
+        assert sched.get_status(tid) is S.TIMEOUT
+        assert run.status is S.TIMEOUT
+        assert run.result is None
+        with pytest.raises(TimeoutError):
+            sched.get_result(tid, timeout=5)
+        got = pending_events(events)
+    mine = [e.kind for e in got if e.task_id == tid]
+    assert K.TIMEOUT in mine
+    assert K.COMPLETED not in mine
+    timeout_event = next(e for e in got if e.kind is K.TIMEOUT)
+    assert timeout_event.status is S.TIMEOUT
+    assert timeout_event.result is None
+
+
+def test_thread_task_can_stop_cooperatively(clock):
+    seen = {}
+
+    def cooperative():
+        run = psl.current_run()
+        seen["before"] = run.timed_out
+        deadline = time.monotonic() + 10
+        while not run.timed_out and time.monotonic() < deadline:
+            time.sleep(0.002)
+        seen["after"] = run.timed_out
+        return "stopped"
+
+    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+        tid = sched.delay("once", 0, 1, cooperative, timeout=60)
+        wait_for(lambda: "after" in seen, timeout=5)
+        assert seen == {"before": False, "after": True}
+        assert sched.get_status(tid) is S.TIMEOUT
+
+
+def test_current_run_is_none_outside_a_run():
+    assert psl.current_run() is None
+
+
+def test_deadlines_run_on_the_scheduler_clock(clock):
+    release = threading.Event()
+
+    def hang():
+        release.wait(10)
+
+    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+        events = sched.subscribe([K.TIMEOUT])
+        try:
+            tid = sched.delay("once", 0, 1, hang, timeout=3600)
+            event = events.get(timeout=5)  # an hour of virtual time, no real hour
+        finally:
+            release.set()
+    assert event.task_id == tid
+    run = event.run
+    assert run.finished - run.started == pytest.approx(3600)
+
+
+def test_default_timeout_applies_and_an_explicit_one_wins(clock):
+    release = threading.Event()
+
+    def hang():
+        release.wait(10)
+
+    with virtual(clock, psl.ThreadPoolExecutor(2), default_timeout=2) as sched:
+        events = sched.subscribe([K.TIMEOUT])
+        try:
+            a = sched.delay("once", 0, 1, hang)
+            b = sched.delay("once", 0, 1, hang, timeout=100)
+            got = {e.task_id: e.run for e in (events.get(timeout=5), events.get(timeout=5))}
+        finally:
+            release.set()
+    assert set(got) == {a, b}
+    assert got[a].finished - got[a].started == pytest.approx(2)
+    assert got[b].finished - got[b].started == pytest.approx(100)
+
+
+def test_task_within_its_timeout_completes(clock):
+    def quick():
+        clock.advance(1)
+        return "in time"
+
+    with virtual(clock) as sched:
+        tid = sched.delay("once", 0, 1, quick, timeout=5)
+        assert sched.get_result(tid, timeout=5) == "in time"
+        assert sched.get_status(tid) is S.COMPLETED
+
+
+def test_run_that_overran_its_deadline_on_the_scheduler_clock_is_timeout(clock):
+    """An inline run that takes 10 s of scheduler time with timeout=5 exceeded it."""
+    def overrun():
+        clock.advance(10)
+        return "too late"
+
+    with virtual(clock) as sched:
+        tid = sched.delay("once", 0, 1, overrun, timeout=5)
+        with pytest.raises(TimeoutError):
+            sched.get_result(tid, timeout=5)
+        assert sched.get_status(tid) is S.TIMEOUT
