@@ -15,24 +15,26 @@ __all__ = ["RunContext", "current_run"]
 
 _log = logging.getLogger("pysched_lightning")
 _local = threading.local()
+# Guards every run's callback list: registering callbacks is rare (timeouts,
+# commands), so one lock serves all runs and a run costs no lock of its own.
+_callbacks_lock = threading.Lock()
 
 
 class RunContext:
     """What a running task may ask about its own run."""
 
-    __slots__ = ("task_id", "run_number", "attempt", "timeout", "_timed_out",
-                 "_callbacks", "_callbacks_lock")
+    #: The run's timeout in seconds, or None when it has none.
+    timeout: Optional[float] = None
+    attempt = 1
+    _timed_out = False
+    _callbacks: Optional[List[Callable[[], None]]] = None
 
     def __init__(self, task_id: str, run_number: int, attempt: int = 1,
                  timeout: Optional[float] = None) -> None:
         self.task_id = task_id
         self.run_number = run_number
         self.attempt = attempt
-        #: The run's timeout in seconds, or None when it has none.
         self.timeout = timeout
-        self._timed_out = False
-        self._callbacks: List[Callable[[], None]] = []
-        self._callbacks_lock = threading.Lock()
 
     @property
     def timed_out(self) -> bool:
@@ -41,26 +43,26 @@ class RunContext:
 
     def add_timeout_callback(self, callback: Callable[[], None]) -> None:
         """Call *callback* when the run times out (at once if it already has)."""
-        with self._callbacks_lock:
+        with _callbacks_lock:
             if not self._timed_out:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(callback)
                 return
         _call_safely(callback)
 
     def remove_timeout_callback(self, callback: Callable[[], None]) -> None:
-        with self._callbacks_lock:
-            try:
+        with _callbacks_lock:
+            if self._callbacks and callback in self._callbacks:
                 self._callbacks.remove(callback)
-            except ValueError:
-                pass
 
     def _mark_timed_out(self) -> None:
         """Set by the scheduler at the deadline; runs the registered callbacks."""
-        with self._callbacks_lock:
+        with _callbacks_lock:
             if self._timed_out:
                 return
             self._timed_out = True
-            callbacks, self._callbacks = self._callbacks, []
+            callbacks, self._callbacks = self._callbacks or [], None
         for callback in callbacks:
             _call_safely(callback)
 

@@ -227,7 +227,7 @@ class ControlMixin:
                 removed += self._purge_runs(task_id, state, cutoff)
                 if task_id not in self._tasks and state.running == 0 and \
                         (state.finished_at is None or state.finished_at <= cutoff):
-                    removed += len(state.history or ())
+                    removed += len(state.kept_runs())
                     del self._states[task_id]
                     self._results.pop(task_id, None)
         return removed

@@ -95,11 +95,10 @@ class Listeners:
     """The registered callbacks, copied on write so emitting takes no lock."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._listeners: Tuple[_Listener, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self._listeners)
+        self._lock = threading.Lock()  # serializes add/remove
+        #: The registered (callback, kinds) pairs; empty (false) when none, so
+        #: the scheduler's hot path skips building events at all.
+        self.callbacks: Tuple[_Listener, ...] = ()
 
     def add(self, callback: Callable[[Event], Any],
             kinds: Optional[Iterable[EventKind]] = None) -> None:
@@ -107,14 +106,14 @@ class Listeners:
             raise TypeError(f"listener must be callable, got {callback!r}")
         wanted = _kinds(kinds)
         with self._lock:
-            self._listeners += ((callback, wanted),)
+            self.callbacks += ((callback, wanted),)
 
     def remove(self, callback: Callable[[Event], Any]) -> None:
         with self._lock:
-            kept = tuple(entry for entry in self._listeners if entry[0] != callback)
-            if len(kept) == len(self._listeners):
+            kept = tuple(entry for entry in self.callbacks if entry[0] != callback)
+            if len(kept) == len(self.callbacks):
                 raise KeyError(f"listener {callback!r} is not registered")
-            self._listeners = kept
+            self.callbacks = kept
 
     def subscribe(self, kinds: Optional[Iterable[EventKind]] = None) -> "queue.Queue[Event]":
         events: "queue.Queue[Event]" = queue.Queue()
@@ -123,7 +122,7 @@ class Listeners:
 
     def emit(self, events: List[Event]) -> None:
         for event in events:
-            for callback, wanted in self._listeners:
+            for callback, wanted in self.callbacks:
                 if wanted is not None and event.kind not in wanted:
                     continue
                 try:

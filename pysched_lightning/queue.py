@@ -57,6 +57,32 @@ class LazyHeap:
                 self._stale -= 1
         return None
 
+    def pop_due(self, now: float) -> Optional[Any]:
+        """Remove and return the first live entry if it is due at *now*."""
+        heap, is_live = self._heap, self._is_live
+        while heap:
+            head = heap[0]
+            if not is_live(head):
+                heapq.heappop(heap)
+                if self._stale:
+                    self._stale -= 1
+            elif head[0] <= now:
+                return heapq.heappop(heap)
+            else:
+                return None
+        return None
+
+    def pop_live(self) -> Optional[Any]:
+        """Remove and return the first live entry, or None."""
+        heap, is_live = self._heap, self._is_live
+        while heap:
+            head = heapq.heappop(heap)
+            if is_live(head):
+                return head
+            if self._stale:
+                self._stale -= 1
+        return None
+
     def pop(self) -> Any:
         """Remove and return the entry ``peek()`` returned."""
         return heapq.heappop(self._heap)

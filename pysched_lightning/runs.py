@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import traceback as _traceback
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Optional
 
 from .context import RunContext
@@ -57,32 +57,63 @@ class Run(RunContext):
     ``run['task']`` and ``run['future']``.
     """
 
-    __slots__ = ("task", "scheduled", "timestamp", "started", "finished",
-                 "status", "future", "result", "exception", "traceback",
-                 "hard", "reason", "_state", "_deadline", "_killable")
+    # Defaults live on the class: a run is made for every execution, so its
+    # constructor sets only what differs.
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    status = TaskStatus.SUSPENDED
+    result: Any = None
+    exception: Optional[BaseException] = None
+    #: The formatted traceback of ``exception``, or None.
+    traceback: Optional[str] = None
+    hard = False
+    #: Why the run did not happen, for a MISSED or CANCELED run.
+    reason: Optional[str] = None
+    _deadline: Optional[float] = None
+    _killable: Any = None
+    _future: Optional[Future] = None
+    _owns_future = False
 
     def __init__(self, task: Any, number: int, attempt: int, scheduled: float,
                  timestamp: float, timeout: Optional[float], state: Any) -> None:
-        super().__init__(task.id, number, attempt, timeout)
         self.task = task
+        self.task_id = task[3]
+        self.run_number = number
+        self.attempt = attempt
+        self.timeout = timeout
         #: When the run was due, on the scheduler's clock.
         self.scheduled = scheduled
         #: When it was handed to an executor, on the scheduler's clock.
         self.timestamp = timestamp
-        self.started: Optional[float] = None
-        self.finished: Optional[float] = None
-        self.status = TaskStatus.SUSPENDED
-        self.future: Optional[Future] = None
-        self.result: Any = None
-        self.exception: Optional[BaseException] = None
-        #: The formatted traceback of ``exception``, or None.
-        self.traceback: Optional[str] = None
-        self.hard = False
-        #: Why the run did not happen, for a MISSED or CANCELED run.
-        self.reason: Optional[str] = None
         self._state = state
-        self._deadline: Optional[float] = None
-        self._killable: Any = None
+
+    @property
+    def future(self) -> Future:
+        """A future for the run's outcome: the executor's for a process run;
+        for a thread run one made on first use (most runs never need one)."""
+        future = self._future
+        if future is None:
+            future = self._future = Future()
+            self._owns_future = True
+            if self.done:
+                self._resolve_future()
+        return future
+
+    def _resolve_future(self) -> None:
+        """Give a future made by :attr:`future` the run's final outcome."""
+        future = self._future
+        if not self._owns_future or future is None:
+            return
+        try:
+            if self.status is TaskStatus.COMPLETED:
+                future.set_result(self.result)
+            elif self.status is TaskStatus.CANCELED:
+                future.cancel()
+            else:
+                future.set_exception(self.exception or TimeoutError(
+                    f"task {self.task_id!r} run {self.run_number} timed out"))
+        except InvalidStateError:
+            pass  # resolved already, by the other side of a race
 
     @property
     def done(self) -> bool:

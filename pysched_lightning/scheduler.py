@@ -45,32 +45,54 @@ _CLOCK_CHECK_SECONDS = 30.0
 #: A wall-clock jump larger than this (seconds) counts as a step.
 _CLOCK_STEP_SECONDS = 1.0
 _EMPTY_ARGS: Tuple[Any, ...] = ()
-_EMPTY_KWARGS: Mapping[str, Any] = MappingProxyType({})
+_NO_RUNS: List[Any] = []
+
+
+class _NoKwargs(dict):
+    """The kwargs of tasks given none: one shared, read-only empty dict."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a task's kwargs cannot be changed in place; use modify()")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
+
+    def __reduce__(self) -> Any:
+        return (dict, ())
+
+
+_EMPTY_KWARGS: Mapping[str, Any] = _NoKwargs()
 _FAILED = (TaskStatus.ERROR, TaskStatus.TIMEOUT, TaskStatus.CANCELED)
 
 
 class _TaskState:
-    """What the scheduler knows of a task once it has fired (made lazily)."""
+    """What the scheduler knows of a task once it has fired (made lazily).
 
-    __slots__ = ("status", "runs", "missed", "paused", "canceled", "running",
-                 "last_error", "perf", "latest", "history", "pending", "retrying",
-                 "finished_at")
+    The defaults are class attributes, so making one costs almost nothing:
+    an instance stores only what differs.
+    """
 
-    def __init__(self) -> None:
-        self.status = TaskStatus.SUSPENDED
-        self.runs = 0
-        self.missed = 0
-        self.paused = False
-        self.canceled = False
-        self.running = 0
-        self.last_error: Optional[str] = None
-        self.perf: Optional[float] = None
-        self.latest: Optional[Run] = None
-        self.history: Optional[Deque[Run]] = None
-        #: The Task that fired and is not yet done with (a one-shot's own).
-        self.pending: Optional[Task] = None
-        self.retrying = False
-        self.finished_at: Optional[float] = None
+    status = TaskStatus.SUSPENDED
+    runs = 0
+    missed = 0
+    paused = False
+    canceled = False
+    running = 0
+    last_error: Optional[str] = None
+    perf: Optional[float] = None
+    latest: Optional[Run] = None
+    #: Older runs and the latest, bounded; made at the second run, so a
+    #: one-shot task costs no deque.
+    history: Optional[Deque[Run]] = None
+    #: The Task that fired and is not yet done with (a one-shot's own).
+    pending: Optional[Task] = None
+    retrying = False
+    finished_at: Optional[float] = None
+
+    def kept_runs(self) -> List[Run]:
+        """The runs kept for this task, oldest first."""
+        if self.history is not None:
+            return list(self.history)
+        return [self.latest] if self.latest is not None else []
 
 
 class Scheduler(ControlMixin):
@@ -106,7 +128,9 @@ class Scheduler(ControlMixin):
         self._lock = threading.Lock()  # guards every attribute below
         self._wakeup = threading.Condition(self._lock)  # the dispatcher waits here
         self._run_done = threading.Condition(self._lock)  # get_result() waits here
-        self._result_waiters = 0
+        #: Threads in get_result() (by task id) or shutdown() (key None): a
+        #: finished run wakes them only if they wait for it.
+        self._waiters: Dict[Optional[str], int] = {}
         self._offset = self._clock.offset()
         self._tasks: Dict[str, Task] = {}
         self._states: Dict[str, _TaskState] = {}
@@ -207,15 +231,23 @@ class Scheduler(ControlMixin):
                 if existing is not None:
                     return existing
             self._tasks[task_id] = task
-            self._timers.push(task)
-            if self._timers.is_head(task):
-                self._wakeup.notify()
             for dep in options.depend_on:
                 self._dependents.setdefault(dep, set()).add(task_id)
-            if self._listeners:
+            if self._listeners.callbacks:
                 events.append(self._event(EventKind.ADDED, task_id))
+            if due <= now and self._thread is not None and not self._closing:
+                # Due already: fire it here rather than wake the dispatcher.
+                batch: List[Run] = []
+                self._fire(task, now, batch, events)
+            else:
+                batch = _NO_RUNS
+                self._timers.push(task)
+                if self._timers.is_head(task):
+                    self._wakeup.notify()
         if events:
             self._listeners.emit(events)
+        for run in batch:
+            self._submit(run)
         return task_id
 
     def _make_schedule(self, trigger: str, interval: Any, now: float,
@@ -270,7 +302,7 @@ class Scheduler(ControlMixin):
         state.status = TaskStatus.CANCELED
         state.finished_at = self._clock.now()
         _log.info("task %r canceled: %s", task_id, reason)
-        if self._listeners:
+        if self._listeners.callbacks:
             events.append(self._event(EventKind.CANCELED, task_id, reason=reason))
         self._fail_dependents(task_id, events)
         self._run_done.notify_all()
@@ -329,11 +361,7 @@ class Scheduler(ControlMixin):
                     _log.warning("shutdown: %d run(s) still going after the timeout",
                                  self._running - allowed)
                     return False
-                self._result_waiters += 1
-                try:
-                    self._run_done.wait(remaining)
-                finally:
-                    self._result_waiters -= 1
+                self._wait_run_done(None, remaining)
         return True
 
     def __enter__(self) -> "Scheduler":
@@ -368,15 +396,22 @@ class Scheduler(ControlMixin):
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"task {task_id!r} has no finished run after "
                                        f"{timeout!r} s")
-                self._result_waiters += 1
-                try:
-                    self._run_done.wait(remaining)
-                finally:
-                    self._result_waiters -= 1
+                self._wait_run_done(task_id, remaining)
             run = state.latest
         if state.status is TaskStatus.CANCELED:
             raise CancelledError(f"task {task_id!r} was canceled")
         return _outcome(run)
+
+    def _wait_run_done(self, key: Optional[str], timeout: Optional[float]) -> None:
+        """Under the lock: wait until a run of *key* (None: any) finishes."""
+        waiters = self._waiters
+        waiters[key] = waiters.get(key, 0) + 1
+        try:
+            self._run_done.wait(timeout)
+        finally:
+            waiters[key] -= 1
+            if not waiters[key]:
+                del waiters[key]
 
     def get_status(self, task_id: str) -> TaskStatus:
         """The task's status: that of its latest run (SUSPENDED before the first)."""
@@ -400,7 +435,7 @@ class Scheduler(ControlMixin):
                 if task_id not in self._tasks:
                     raise KeyError(f"no task with id {task_id!r}")
                 return []
-            runs = list(state.history) if state.history else []
+            runs = state.kept_runs()
         runs.reverse()
         return runs[:limit] if limit is not None else runs
 
@@ -423,7 +458,7 @@ class Scheduler(ControlMixin):
         return Event(kind, task_id, run, self._clock.wall(), **extra)
 
     def _emit(self, kind: EventKind, task_id: Optional[str] = None, **extra: Any) -> None:
-        if self._listeners:
+        if self._listeners.callbacks:
             self._listeners.emit([self._event(kind, task_id, **extra)])
 
     # ------------------------------------------------------------- dispatcher
@@ -483,16 +518,19 @@ class Scheduler(ControlMixin):
         return min(wait, _CLOCK_CHECK_SECONDS) if self._clock.may_step else wait
 
     def _fire_due(self, now: float, batch: List[Run], events: List[Event]) -> None:
-        timers = self._timers
+        """Fire due timers; stop early once the free workers have work, so
+        they start while the rest of a burst goes to the ready heap."""
+        pop_due, threads = self._timers.pop_due, self._lanes[0]
         while True:
-            head = timers.peek()
-            if head is None or head[0] > now:
+            head = pop_due(now)
+            if head is None:
                 return
-            timers.pop()
             if type(head) is Task:
                 self._fire(head, now, batch, events)
             else:
                 self._fire_one_off(head, now, batch, events)
+            if batch and not threads.has_room():
+                return
 
     def _fire(self, task: Task, now: float, batch: List[Run], events: List[Event]) -> None:
         """A task's due time has come: schedule its next time, then run it."""
@@ -521,11 +559,11 @@ class Scheduler(ControlMixin):
         due, current = task[0] + offset, now + offset
         after = max(due, current) if task[9].coalesce else due
         following = trig.next_due(after)
-        if task[9].coalesce and current > due:
-            skipped = _slots_between(trig, due, current)
-            if skipped:
-                self._miss(task, state, current - due, self._late_reason(task[0]), events,
-                           count=skipped, coalesced=True)
+        period = getattr(trig, "seconds", None)  # recur only: the slots are countable
+        if task[9].coalesce and period is not None and current - due >= period:
+            skipped = int((current - due) // period)
+            self._miss(task, state, current - due, self._late_reason(task[0]), events,
+                       count=skipped, coalesced=True)
         if following is None:
             return None
         nxt = task.at(following - offset, next(self._seq))
@@ -561,13 +599,13 @@ class Scheduler(ControlMixin):
             state.runs += 1
         run = Run(task, state.runs, attempt, task[0], now, task[9].timeout, state)
         run.hard = task[9].hard
+        if state.latest is not None:
+            if state.history is None:
+                state.history = deque((state.latest,), maxlen=self._history)
+            state.history.append(run)
         state.latest = run
         state.status = TaskStatus.SUSPENDED
         self._results[task[3]] = run
-        history = state.history
-        if history is None:
-            history = state.history = deque(maxlen=self._history)
-        history.append(run)
         return run
 
     def _enqueue(self, run: Run, batch: List[Run], events: List[Event]) -> None:
@@ -579,31 +617,46 @@ class Scheduler(ControlMixin):
 
     def _drain_ready(self, lane: Lane, now: float, batch: List[Run],
                      events: List[Event]) -> None:
-        """Runs waiting for a worker leave by (priority, due time)."""
-        while lane.has_room():
-            entry = lane.ready.peek()
-            if entry is None:
+        """Fill the lane's free slots from its ready heap."""
+        while lane.has_room() and lane.ready:
+            run = self._pop_ready(lane, now, events)
+            if run is None:
                 return
-            lane.ready.pop()
+            lane.take()
+            batch.append(run)
+
+    def _pop_ready(self, lane: Lane, now: float, events: List[Event]) -> Optional[Run]:
+        """The next ready run that may start, by (priority, due time); runs
+        too late for their grace time, or overlapping, are skipped."""
+        pop_live = lane.ready.pop_live
+        while True:
+            entry = pop_live()
+            if entry is None:
+                return None
             run = entry[3]
             grace = run.task[9].misfire_grace_time
             if grace is not None and now - run.scheduled > grace:
                 self._drop_run(run, now - run.scheduled, "no free worker", events)
-                continue
-            self._take_slot(lane, run, batch, events)
+            elif self._may_start(run, events):
+                return run
 
     def _take_slot(self, lane: Lane, run: Run, batch: List[Run], events: List[Event]) -> None:
+        if self._may_start(run, events):
+            lane.take()
+            batch.append(run)
+
+    def _may_start(self, run: Run, events: List[Event]) -> bool:
+        """Count a run as started, unless max_instances says it would overlap."""
         state = run._state
         if state.running >= run.task[9].max_instances:
             self._drop_run(run, self._clock.now() - run.scheduled,
                            "previous run still going", events)
-            return
-        lane.take()
+            return False
         state.running += 1
         self._running += 1
-        batch.append(run)
-        if self._listeners:
+        if self._listeners.callbacks:
             events.append(self._event(EventKind.SUBMITTED, run.task_id, run))
+        return True
 
     def _lane(self, hard: bool) -> Lane:
         if not hard:
@@ -624,7 +677,7 @@ class Scheduler(ControlMixin):
         run.timestamp = self._clock.now()
         try:
             if lane.in_threads and not run.hard:
-                run.future = lane.executor.submit(self._execute, run)
+                lane.executor.submit(self._execute, run)
             elif lane.handoff is not None:
                 lane.handoff.submit(self._submit_elsewhere, run, lane)
             else:
@@ -644,17 +697,18 @@ class Scheduler(ControlMixin):
             if isinstance(executor, ProcessPoolExecutor):
                 future = executor.submit(task[6], *task[7], **task[8])
             else:
-                future = executor.submit(_call_in_process, task[6], task[7], dict(task[8]))
-            run.future = future
+                future = executor.submit(_call_in_process, task[6], task[7], task[8])
+            run._future = future
             future.add_done_callback(partial(self._on_future_done, run))
         except BaseException as exc:  # e.g. the executor was shut down
             status = TaskStatus.CANCELED if self._closing else TaskStatus.ERROR
             self._finish(run, status, None, exc)
 
-    def _execute(self, run: Run) -> Any:
-        """Run a task in a worker thread, reporting its start and outcome."""
-        _set_current_run(run)
-        try:
+    def _execute(self, run: Optional[Run]) -> None:
+        """A worker thread runs *run*, then whatever waits in its lane's ready
+        heap, most urgent first, before it gives its slot back."""
+        while run is not None:
+            _set_current_run(run)
             self._started(run)
             task = run.task
             try:
@@ -662,12 +716,11 @@ class Scheduler(ControlMixin):
             except BaseException as exc:
                 if exc.__traceback__ is not None:  # start the traceback in the task
                     exc.__traceback__ = exc.__traceback__.tb_next
-                self._finish(run, TaskStatus.ERROR, None, exc)
-                raise
-            self._finish(run, TaskStatus.COMPLETED, result, None)
-            return result
-        finally:
-            _set_current_run(None)
+                run = self._finish(run, TaskStatus.ERROR, None, exc, pull=True)
+            else:
+                run = self._finish(run, TaskStatus.COMPLETED, result, None, pull=True)
+            finally:
+                _set_current_run(None)
 
     def _started(self, run: Run) -> None:
         run.started = self._clock.now()
@@ -680,7 +733,7 @@ class Scheduler(ControlMixin):
                 run._deadline = run.started + run.timeout
                 heapq.heappush(self._deadlines, (run._deadline, next(self._seq), run))
                 self._wakeup.notify()
-        if self._listeners:
+        if self._listeners.callbacks:
             self._listeners.emit([self._event(EventKind.STARTED, run.task_id, run)])
 
     def _on_future_done(self, run: Run, future: Any) -> None:
@@ -695,22 +748,32 @@ class Scheduler(ControlMixin):
             self._killable.release(run._killable)
 
     def _finish(self, run: Run, status: TaskStatus, result: Any,
-                exc: Optional[BaseException]) -> None:
-        """Record a run's outcome (or drop it, if it already timed out)."""
+                exc: Optional[BaseException], pull: bool = False) -> Optional[Run]:
+        """Record a run's outcome (or drop it, if it already timed out).
+
+        With *pull*, the caller is a worker thread that keeps its slot: the
+        next ready run of the lane is returned for it to execute.
+        """
         text = format_exception(exc) if exc is not None else None
         events: List[Event] = []
+        following = None
         with self._lock:
             lane = self._lanes[1] if run.hard else self._lanes[0]
-            lane.give_back()
-            if lane.ready:
-                self._wakeup.notify()
             if not run.done:
                 self._complete(run, status, result, exc, text, events)
             self._running -= 1
-            if self._result_waiters:
+            if pull and lane.ready and not self._closing:
+                following = self._pop_ready(lane, self._clock.now(), events)
+            if following is None:
+                lane.give_back()
+                if lane.ready:
+                    self._wakeup.notify()
+            waiters = self._waiters
+            if waiters and (None in waiters or run.task_id in waiters):
                 self._run_done.notify_all()
         if events:
             self._listeners.emit(events)
+        return following
 
     def _complete(self, run: Run, status: TaskStatus, result: Any,
                   exc: Optional[BaseException], text: Optional[str],
@@ -719,6 +782,8 @@ class Scheduler(ControlMixin):
         now = self._clock.now()
         run.finished = now
         run.status, run.result, run.exception, run.traceback = status, result, exc, text
+        if run._owns_future:
+            run._resolve_future()
         state = run._state
         state.running -= 1
         if run.started is not None:
@@ -731,7 +796,7 @@ class Scheduler(ControlMixin):
             _log_failure(run)
         if state.latest is run and not state.canceled:
             state.status = status
-        if self._listeners:
+        if self._listeners.callbacks:
             kind = _EVENT_OF_STATUS[status]
             events.append(self._event(kind, run.task_id, run))
         self._after_run(task, state, status, now, events)
@@ -749,7 +814,7 @@ class Scheduler(ControlMixin):
         run._state.retrying = True
         reason = f"attempt {run.attempt} {run.status.label.lower()}; retrying in {wait:g} s"
         _log.warning("task %r: %s", run.task_id, reason)
-        if self._listeners:
+        if self._listeners.callbacks:
             events.append(self._event(EventKind.RETRY, run.task_id, run, reason=reason))
         return True
 
@@ -766,7 +831,7 @@ class Scheduler(ControlMixin):
             state.pending = None
             state.finished_at = now
             del self._tasks[task_id]
-            if self._listeners:
+            if self._listeners.callbacks:
                 events.append(self._event(EventKind.REMOVED, task_id))
 
     def _expire_deadlines(self, now: float, events: List[Event]) -> List[Run]:
@@ -808,7 +873,7 @@ class Scheduler(ControlMixin):
             state.status = TaskStatus.CANCELED
         what = f"{count} run(s) coalesced into one" if coalesced else "run skipped"
         _log.warning("task %r: %s, %.3f s late (%s)", task[3], what, lateness, reason)
-        if self._listeners:
+        if self._listeners.callbacks:
             events.append(self._event(EventKind.MISSED, task[3], reason=reason,
                                       lateness=lateness, count=count))
         if not coalesced and state.pending is task and self._tasks.get(task[3]) is task:
@@ -818,6 +883,8 @@ class Scheduler(ControlMixin):
         """A run that waited was not started after all (MISSED)."""
         run.status = TaskStatus.CANCELED
         run.reason = reason
+        if run._owns_future:
+            run._resolve_future()
         state = run._state
         if state.latest is run:
             state.status = TaskStatus.SUSPENDED if run.task[3] in self._tasks else \
@@ -844,6 +911,8 @@ class Scheduler(ControlMixin):
         return TaskStatus.SUSPENDED if task_id in self._tasks else TaskStatus.CANCELED
 
     def _release_dependents(self, task_id: str, now: float, events: List[Event]) -> None:
+        if not self._dependents:
+            return
         for dependent in sorted(self._dependents.get(task_id, ())):
             task = self._parked.get(dependent)
             if task is None:
@@ -858,6 +927,8 @@ class Scheduler(ControlMixin):
                 self._wakeup.notify()
 
     def _fail_dependents(self, task_id: str, events: List[Event]) -> None:
+        if not self._dependents:
+            return
         for dependent in sorted(self._dependents.pop(task_id, ())):
             if dependent in self._tasks:
                 self._cancel_locked(dependent, f"dependency {task_id!r} did not complete",
@@ -920,17 +991,6 @@ def _log_failure(run: Run) -> None:
     if run.status is TaskStatus.ERROR:
         _log.error("task %r run %d failed:\n%s", run.task_id, run.run_number,
                    run.traceback or run.exception)
-
-
-def _slots_between(trig: Any, due: float, now: float) -> int:
-    """How many regular slots of a recurring task fell in (due, now]."""
-    period = getattr(trig, "seconds", None)
-    if period is None:
-        interval = trig.interval
-        period = interval.total_seconds() if isinstance(interval, _dt.timedelta) else interval
-    if trig.name != "recur" or not isinstance(period, (int, float)) or period <= 0:
-        return 0
-    return int((now - due) // period)
 
 
 def _same_definition(a: Task, b: Task) -> bool:

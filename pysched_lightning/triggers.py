@@ -156,8 +156,12 @@ class RecurTrigger(Trigger):
         Computed arithmetically, so a jump of a year costs the same as one
         step; the result is never <= *after* despite float rounding.
         """
-        after = _finite(after, "after")
         anchor, step = self.anchor, self.seconds
+        # The common case, one step ahead, without the careful path below.
+        due = anchor + ((after - anchor) // step + 1) * step
+        if after < due <= after + step and due >= self.first_due:
+            return due
+        after = _finite(after, "after")
         if after < self.first_due:
             return self.first_due
         k = max(1, math.floor((after - anchor) / step) + 1)

@@ -153,16 +153,20 @@ def test_dependency_timeout_cancels_dependent(clock):
 
 def test_canceling_a_dependency_cancels_dependent(clock):
     called = []
-    with virtual(clock) as sched:
+    sched = virtual(clock)
+    try:
         events = sched.subscribe([K.CANCELED])
         a = sched.delay("once", 100, 1, lambda: "never")
         b = sched.delay("once", 0, 1, called.append, args=(1,), depend_on=a)
         sched.cancel(a)
         assert sched.get_status(b) is S.CANCELED
+        sched.start()
         got = drain(events, lambda got: len(got) >= 2)
         assert [e.task_id for e in got] == [a, b]
         with pytest.raises(CancelledError):
             sched.get_result(b, timeout=5)
+    finally:
+        sched.shutdown()
     assert called == []
 
 
@@ -191,3 +195,23 @@ def test_unknown_dependency_is_a_key_error_naming_it(clock):
         with pytest.raises(KeyError, match="missing-too"):
             sched.delay("once", 0, 1, lambda: None, depend_on=[known, "missing-too"])
         assert [info["id"] for info in sched.get_all()] == [known]
+
+
+def test_dependency_finished_before_the_dependent_was_added(clock):
+    def fail():
+        raise ValueError("early failure")
+
+    called = []
+    with virtual(clock) as sched:
+        good = sched.delay("once", 0, 1, lambda: "good")
+        bad = sched.delay("once", 0, 1, fail)
+        assert sched.get_result(good, timeout=5) == "good"
+        with pytest.raises(ValueError):
+            sched.get_result(bad, timeout=5)
+        after_good = sched.delay("once", 0, 1, lambda: "after good", depend_on=good)
+        after_bad = sched.delay("once", 0, 1, called.append, args=(1,), depend_on=bad)
+        assert sched.get_result(after_good, timeout=5) == "after good"
+        with pytest.raises(CancelledError):
+            sched.get_result(after_bad, timeout=5)
+        assert sched.get_status(after_bad) is S.CANCELED
+    assert called == []

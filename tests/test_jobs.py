@@ -215,7 +215,7 @@ def test_run_context_timeout_kills_the_process_group(tmp_path):
     assert "deadline" in str(err)
     _assert_dies(grandchild)
     # The callback was removed when the process ended.
-    assert ctx._callbacks == []
+    assert not ctx._callbacks
 
 
 def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
@@ -246,7 +246,7 @@ def test_run_context_callback_is_removed_after_a_normal_run():
     thread, box = _run_in_thread(command(["true"]), ctx)
     thread.join(10)
     assert box["result"].exit_code == 0
-    assert ctx._callbacks == []
+    assert not ctx._callbacks
 
 
 def test_run_already_timed_out_kills_the_command_at_once():

@@ -65,7 +65,7 @@ def test_error_status_and_last_error(clock):
         assert info["runs"] == 1
 
 
-def test_running_status_while_the_task_executes():
+def test_running_status_while_the_task_executes(no_leaked_threads):
     gate = threading.Event()
     entered = threading.Event()
 
@@ -89,20 +89,28 @@ def test_running_status_while_the_task_executes():
 
 def test_canceled_even_if_it_never_ran(clock):
     called = []
-    with virtual(clock) as sched:
+    sched = virtual(clock)
+    try:
         tid = sched.delay("once", 50, 1, called.append, args=(1,), name="never")
         sched.cancel(tid)
+        sched.start()
         assert sched.get_status(tid) is S.CANCELED
         assert sched.get_status_str(tid) == "Canceled"
         assert sched.get_task(tid)["status"] is S.CANCELED
+    finally:
+        sched.shutdown()
     assert called == []
 
 
 def test_get_task_of_a_canceled_task_keeps_its_description(clock):
-    with virtual(clock) as sched:
+    sched = virtual(clock)
+    try:
         tid = sched.delay("recur", 50, 3, ok, name="described")
         sched.cancel(tid)
+        sched.start()
         info = sched.get_task(tid)
+    finally:
+        sched.shutdown()
     assert info["status"] is S.CANCELED
     assert info["name"] == "described"
     assert info["trigger"] == "recur"
@@ -141,15 +149,14 @@ def test_status_is_that_of_the_latest_run(clock):
 
     statuses = []
     with virtual(clock) as sched:
-        tid = sched.delay("recur", 10, 1, flaky)
-
         def after_each(event):
             statuses.append(sched.get_status(event.task_id))
             if len(statuses) == 3:
-                sched.pause(tid)
+                sched.pause(event.task_id)
 
         sched.add_listener(after_each, kinds=[psl.EventKind.COMPLETED,
                                               psl.EventKind.FAILED])
+        tid = sched.delay("recur", 10, 1, flaky)
         wait_for(lambda: len(statuses) >= 3, timeout=5)
     assert statuses[:3] == [S.ERROR, S.COMPLETED, S.ERROR]
     assert [r.status for r in sched.runs(tid)][:3] == [S.ERROR, S.COMPLETED, S.ERROR]
@@ -159,11 +166,14 @@ def test_get_task_fields(clock):
     def my_job():
         return 1
 
-    with virtual(clock) as sched:
+    sched = virtual(clock)  # not started: the virtual clock stands still
+    try:
         before = time.time()
         tid = sched.delay("recur", 60, 4, my_job)
         after = time.time()
         info = sched.get_task(tid)
+    finally:
+        sched.shutdown()
     assert INFO_KEYS <= set(info)
     assert info["id"] == tid
     assert info["name"] == my_job.__qualname__
@@ -196,14 +206,13 @@ def test_get_task_after_runs_counts_runs_and_perf(clock):
 
     statuses = []
     with virtual(clock) as sched:
-        tid = sched.delay("recur", 10, 1, takes_two_seconds)
-
         def stop_after_three(event):
             statuses.append(event.status)
             if len(statuses) == 3:
-                sched.pause(tid)
+                sched.pause(event.task_id)
 
         sched.add_listener(stop_after_three, kinds=[psl.EventKind.COMPLETED])
+        tid = sched.delay("recur", 10, 1, takes_two_seconds)
         wait_for(lambda: len(statuses) >= 3, timeout=5)
         info = sched.get_task(tid)
     assert info["runs"] == 3
@@ -213,13 +222,18 @@ def test_get_task_after_runs_counts_runs_and_perf(clock):
 
 
 def test_get_all_lists_every_task(clock):
-    with virtual(clock) as sched:
+    sched = virtual(clock)
+    try:
         a = sched.delay("once", 1, 1, ok, name="a")
         b = sched.delay("recur", 100, 2, ok, name="b")
         c = sched.delay("once", 200, 3, ok, name="c")
-        assert sched.get_result(a, timeout=5) == "done"
+        sched.pause(b)
         sched.cancel(c)
+        sched.start()
+        assert sched.get_result(a, timeout=5) == "done"
         infos = {info["id"]: info for info in sched.get_all()}
+    finally:
+        sched.shutdown()
     assert {a, b, c} <= set(infos)
     assert infos[a]["status"] is S.COMPLETED
     assert infos[b]["status"] is S.SUSPENDED

@@ -60,7 +60,7 @@ def process_gone(pid):
         return True
 
 
-def test_hard_task_timeout_kills_its_process_only(tmp_path):
+def test_hard_task_timeout_kills_its_process_only(tmp_path, no_leaked_threads):
     pidfile = tmp_path / "sleeper.pid"
     go = tmp_path / "go"
     with psl.Scheduler() as sched:
@@ -78,13 +78,15 @@ def test_hard_task_timeout_kills_its_process_only(tmp_path):
                                    args=(str(go), "pooled"), hard=True)
         try:
             wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=20)
+            # the run started before it wrote its pid, so its deadline is at
+            # most 0.5 s from now; its process must be gone 1.5 s after that
+            seen = time.monotonic()
             pid = int(pidfile.read_text())
             assert pid != os.getpid()
+            wait_for(lambda: process_gone(pid), timeout=max(0.0, seen + 2.0 - time.monotonic()))
             with pytest.raises(TimeoutError):
                 sched.get_result(sleeper, timeout=20)
             assert sched.get_status(sleeper) is S.TIMEOUT
-            # the deadline has passed: the worker must be gone within 1.5 s of it
-            wait_for(lambda: process_gone(pid), timeout=1.5)
         finally:
             go.write_text("go")
         value, pid_k = sched.get_result(other_killable, timeout=20)
@@ -104,44 +106,36 @@ def test_hard_task_timeout_kills_its_process_only(tmp_path):
 
 # ------------------------------------------------------------ thread tasks
 
-def test_thread_task_timeout_discards_its_late_result(clock):
+def test_thread_task_timeout_discards_its_late_result(clock, no_leaked_threads):
     release = threading.Event()
     returned = threading.Event()
     seen = {}
 
     def late():
         run = psl.current_run()
-        seen["run"] = run
         release.wait(10)
         seen["timed_out"] = run.timed_out
         returned.set()
         return "late result"
 
-    outcome = {}
-    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+    with virtual(clock, psl.ThreadPoolExecutor(1)) as sched:
         events = sched.subscribe()
+        timeouts = sched.subscribe([K.TIMEOUT])
         tid = sched.delay("once", 0, 1, late, timeout=5)
-
-        def waiter():
-            try:
-                outcome["value"] = sched.get_result(tid)
-            except BaseException as exc:  # noqa: BLE001 - we record what it raised
-                outcome["exc"] = exc
-
-        waiting = threading.Thread(target=waiter, daemon=True)
         try:
-            waiting.start()
-            # get_result must give up at the deadline, while the task still runs
-            wait_for(lambda: outcome, timeout=5)
+            assert timeouts.get(timeout=5).task_id == tid
             assert not returned.is_set()
-            assert isinstance(outcome.get("exc"), TimeoutError)
             assert sched.get_status(tid) is S.TIMEOUT
+            with pytest.raises(TimeoutError):
+                sched.get_result(tid, timeout=5)
         finally:
             release.set()
-            waiting.join(10)
         assert returned.wait(5)
+        # one worker only: once a later task has run, the late outcome of the
+        # timed-out run has been handed back (and must have been dropped)
+        probe = sched.delay("once", 0, 1, lambda: "probe")
+        assert sched.get_result(probe, timeout=5) == "probe"
         run = sched.runs(tid)[0]
-        wait_for(lambda: run.future is not None and run.future.done(), timeout=5)
         assert seen["timed_out"] is True
         assert sched.get_status(tid) is S.TIMEOUT
         assert run.status is S.TIMEOUT
@@ -150,11 +144,42 @@ def test_thread_task_timeout_discards_its_late_result(clock):
             sched.get_result(tid, timeout=5)
         got = pending_events(events)
     mine = [e.kind for e in got if e.task_id == tid]
-    assert K.TIMEOUT in mine
+    assert mine.count(K.TIMEOUT) == 1
     assert K.COMPLETED not in mine
     timeout_event = next(e for e in got if e.kind is K.TIMEOUT)
     assert timeout_event.status is S.TIMEOUT
     assert timeout_event.result is None
+
+
+def test_get_result_raises_at_the_deadline_while_the_thread_still_runs(no_leaked_threads):
+    """Real clock: get_result() is waiting before the 0.5 s deadline passes,
+    and must wake with TimeoutError then, not when the thread returns."""
+    release = threading.Event()
+    outcome = {}
+
+    def hang():
+        release.wait(20)
+        return "late"
+
+    with psl.Scheduler(executor=psl.ThreadPoolExecutor(1)) as sched:
+        tid = sched.delay("once", 0, 1, hang, timeout=0.5)
+
+        def waiter():
+            try:
+                outcome["value"] = sched.get_result(tid)
+            except BaseException as exc:  # noqa: BLE001 - we record what it raised
+                outcome["exc"] = exc
+
+        waiting = threading.Thread(target=waiter, daemon=True)
+        waiting.start()
+        try:
+            wait_for(lambda: outcome, timeout=3)
+            assert isinstance(outcome.get("exc"), TimeoutError)
+            assert not release.is_set()
+            assert sched.get_status(tid) is S.TIMEOUT
+        finally:
+            release.set()
+            waiting.join(10)
 
 
 def test_thread_task_can_stop_cooperatively(clock):

@@ -1,0 +1,362 @@
+"""Control: pause/resume (a task, the scheduler), reschedule, modify, run_now,
+next_run_times."""
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+import pysched_lightning as psl
+from conftest import InlineExecutor, wait_for
+
+S = psl.TaskStatus
+K = psl.EventKind
+
+
+def virtual(clock, executor=None, **kwargs):
+    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
+                         delayfunc=clock.sleep, **kwargs)
+
+
+def pending_events(events):
+    got = []
+    while True:
+        try:
+            got.append(events.get_nowait())
+        except queue.Empty:
+            return got
+
+
+class Ticker:
+    """Records the virtual time of each call; pauses its task after *limit* calls."""
+
+    def __init__(self, clock, sched, limit=3):
+        self.clock, self.sched, self.limit = clock, sched, limit
+        self.times = []
+        self.tid = None
+
+    def __call__(self):
+        self.times.append(self.clock.now())
+        if len(self.times) >= self.limit:
+            self.sched.pause(self.tid)
+
+
+# ------------------------------------------------------------------ pause
+
+def test_pause_and_resume_one_recurring_task(clock):
+    sched = virtual(clock)
+    ticker = Ticker(clock, sched, limit=3)
+    try:
+        t0 = clock.now()
+        ticker.tid = tid = sched.delay("recur", 10, 1, ticker)
+        other = sched.delay("recur", 7, 1, lambda: None)
+        sched.pause(tid)
+        sched.start()
+        # other tasks go on; the paused one keeps its place but does not run
+        wait_for(lambda: clock.now() > t0 + 200, timeout=5)
+        assert ticker.times == []
+        assert sched.get_task(other)["runs"] > 0
+        info = sched.get_task(tid)
+        assert info["status"] is S.SUSPENDED
+        assert info["next_run_time"] is not None
+        assert tid in [i["id"] for i in sched.get_all()]
+        before_resume = clock.now()
+        sched.resume(tid)
+        wait_for(lambda: len(ticker.times) >= 3, timeout=5)
+        first = sched.runs(tid)[-1]
+    finally:
+        sched.shutdown()
+    # its next run is the next future due time on its grid: no catch-up run
+    assert first.scheduled >= before_resume
+    assert ticker.times[0] >= before_resume
+    assert [(t - t0) % 10 for t in ticker.times] == [pytest.approx(0, abs=1e-6)] * 3
+    assert [b - a for a, b in zip(ticker.times, ticker.times[1:])] == [
+        pytest.approx(10), pytest.approx(10)]
+
+
+def test_pause_a_running_recurring_task_from_outside(clock):
+    sched = virtual(clock)
+    ticker = Ticker(clock, sched, limit=10**9)
+    try:
+        ticker.tid = tid = sched.delay("recur", 10, 1, ticker)
+        sched.start()
+        wait_for(lambda: len(ticker.times) >= 2, timeout=5)
+        sched.pause(tid)
+        # at most a run already handed over may still finish; then nothing
+        paused_at = clock.now()
+        wait_for(lambda: clock.now() > paused_at + 100, timeout=5)
+        count = len(ticker.times)
+        later = clock.now()
+        wait_for(lambda: clock.now() > later + 100, timeout=5)
+        assert len(ticker.times) == count
+        assert sched.get_task(tid)["paused"] is True
+        sched.resume(tid)
+        wait_for(lambda: len(ticker.times) > count, timeout=5)
+    finally:
+        sched.shutdown()
+
+
+def test_pause_and_resume_a_one_shot(clock):
+    called = []
+    sched = virtual(clock)
+    try:
+        t0 = clock.now()
+        tid = sched.delay("once", 10, 1, lambda: called.append(clock.now()) or "ran")
+        keep_clock_going = sched.delay("recur", 5, 1, lambda: None)
+        sched.pause(tid)
+        sched.start()
+        wait_for(lambda: clock.now() > t0 + 100, timeout=5)
+        assert called == []
+        assert sched.get_status(tid) is S.SUSPENDED
+        resumed_at = clock.now()
+        sched.resume(tid)
+        assert sched.get_result(tid, timeout=5) == "ran"
+        sched.cancel(keep_clock_going)
+    finally:
+        sched.shutdown()
+    assert called[0] >= resumed_at
+
+
+def _scheduler_pause_run(clock, **options):
+    """A 1 s ticker that pauses the whole scheduler from its 3rd run; the test
+    then lets 600 s of virtual time pass and resumes."""
+    sched = virtual(clock)
+    times = []
+
+    def tick():
+        times.append(clock.now())
+        if len(times) == 3:
+            sched.pause()
+
+    try:
+        events = sched.subscribe()
+        tid = sched.delay("recur", 1, 1, tick, **options)
+
+        def stop_later(event):
+            if event.task_id == tid and len(times) >= 6:
+                sched.pause(tid)
+
+        sched.add_listener(stop_later, kinds=[K.COMPLETED, K.MISSED])
+        paused = threading.Event()
+        sched.add_listener(lambda event: paused.set(), kinds=[K.SCHEDULER_PAUSED])
+        sched.start()
+        assert paused.wait(5)
+        assert len(times) == 3
+        paused_at = clock.now()
+        clock.advance(600)  # ten minutes pass while the scheduler is paused
+        assert len(times) == 3
+        resumed_at = clock.now()
+        sched.resume()
+        wait_for(lambda: len(times) >= 6, timeout=5)
+    finally:
+        sched.shutdown()
+    return tid, times, paused_at, resumed_at, pending_events(events)
+
+
+def test_pause_and_resume_the_scheduler_coalesces(clock):
+    tid, times, paused_at, resumed_at, got = _scheduler_pause_run(clock)
+    # nothing ran while paused; the 600 slots due then became one run at resume
+    assert [t for t in times if paused_at < t <= resumed_at] == [pytest.approx(resumed_at)]
+    assert times[4] - times[3] <= 1
+    missed = [e for e in got if e.kind is K.MISSED and e.task_id == tid]
+    assert len(missed) == 1
+    assert missed[0].reason == "scheduler paused"
+    assert missed[0].count in (599, 600)
+    kinds = [e.kind for e in got]
+    assert K.SCHEDULER_PAUSED in kinds and K.SCHEDULER_RESUMED in kinds
+
+
+def test_pause_and_resume_the_scheduler_with_grace_time_skips(clock):
+    tid, times, paused_at, resumed_at, got = _scheduler_pause_run(
+        clock, misfire_grace_time=5)
+    assert [t for t in times if paused_at < t <= resumed_at] == []
+    assert all(t > resumed_at for t in times[3:])
+    missed = [e for e in got if e.kind is K.MISSED and e.task_id == tid]
+    assert missed
+    assert all(e.reason == "scheduler paused" for e in missed)
+    assert any(e.lateness is not None and e.lateness > 5 for e in missed)
+
+
+def test_pause_unknown_task_is_a_key_error(clock):
+    with virtual(clock) as sched:
+        with pytest.raises(KeyError, match="ghost"):
+            sched.pause("ghost")
+        with pytest.raises(KeyError, match="ghost"):
+            sched.resume("ghost")
+
+
+# ------------------------------------------------------------- reschedule
+
+def test_reschedule_changes_the_trigger(clock):
+    sched = virtual(clock)
+    ticker = Ticker(clock, sched, limit=3)
+    try:
+        t0 = clock.now()
+        ticker.tid = tid = sched.delay("recur", 100, 1, ticker)
+        sched.reschedule(tid, "recur", 5)
+        info = sched.get_task(tid)
+        assert (info["trigger"], info["interval"]) == ("recur", 5)
+        times = sched.next_run_times(tid, 3)
+        assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [
+            pytest.approx(5), pytest.approx(5)]
+        sched.start()
+        wait_for(lambda: len(ticker.times) >= 3, timeout=5)
+    finally:
+        sched.shutdown()
+    assert [t - t0 for t in ticker.times] == [pytest.approx(5), pytest.approx(10),
+                                              pytest.approx(15)]
+
+
+def test_reschedule_to_cron_in_a_time_zone(clock):
+    sched = virtual(clock)  # not started: the virtual clock stands still
+    try:
+        tid = sched.delay("recur", 100, 1, lambda: None)
+        sched.reschedule(tid, "cron", "30 9 * * *", tz="America/New_York")
+        times = sched.next_run_times(tid, 3)
+    finally:
+        sched.shutdown()
+    zone = ZoneInfo("America/New_York")
+    assert len(times) == 3
+    for when in times:
+        assert when.tzinfo is not None
+        local = when.astimezone(zone)
+        assert (local.hour, local.minute) == (9, 30)
+        assert when.utcoffset() == local.utcoffset()
+    assert times[0].timestamp() > time.time()
+
+
+def test_reschedule_with_a_bad_trigger_leaves_the_task_alone(clock):
+    sched = virtual(clock)  # not started: the virtual clock stands still
+    try:
+        tid = sched.delay("recur", 100, 1, lambda: None)
+        before = sched.next_run_times(tid, 2)
+        with pytest.raises(ValueError):
+            sched.reschedule(tid, "sometimes", 5)
+        with pytest.raises(KeyError, match="ghost"):
+            sched.reschedule("ghost", "recur", 5)
+        assert sched.next_run_times(tid, 2) == before
+        assert sched.get_task(tid)["interval"] == 100
+    finally:
+        sched.shutdown()
+
+
+# ----------------------------------------------------------------- modify
+
+def test_modify_priority_changes_the_order(clock):
+    order = []
+    sched = virtual(clock)
+    try:
+        a = sched.delay("once", 10, 5, order.append, args=("a",))
+        b = sched.delay("once", 10, 1, order.append, args=("b",))
+        before = sched.next_run_times(b, 1)
+        sched.modify(b, priority=9, args=("b modified",))
+        assert sched.get_task(b)["priority"] == 9
+        assert sched.next_run_times(b, 1) == before  # the schedule is kept
+        sched.start()
+        sched.get_result(a, timeout=5)
+        sched.get_result(b, timeout=5)
+    finally:
+        sched.shutdown()
+    assert order == ["a", "b modified"]
+
+
+def test_modify_options(clock):
+    def fails():
+        raise OSError("flaky")
+
+    sched = virtual(clock)
+    try:
+        tid = sched.delay("once", 10, 1, fails)
+        sched.modify(tid, retries=2, name="renamed")
+        assert sched.get_task(tid)["name"] == "renamed"
+        sched.start()
+        with pytest.raises(OSError):
+            sched.get_result(tid, timeout=5)
+        assert [r.attempt for r in sched.runs(tid)] == [3, 2, 1]
+    finally:
+        sched.shutdown()
+
+
+def test_modify_rejects_unknown_options(clock):
+    sched = virtual(clock)  # not started
+    try:
+        tid = sched.delay("once", 10, 1, lambda: None)
+        with pytest.raises(TypeError, match="colour"):
+            sched.modify(tid, colour="blue")
+        with pytest.raises(KeyError, match="ghost"):
+            sched.modify("ghost", priority=1)
+        assert sched.get_task(tid)["priority"] == 1
+    finally:
+        sched.shutdown()
+
+
+# ---------------------------------------------------------------- run_now
+
+def test_run_now_adds_one_run_and_keeps_the_schedule(clock):
+    sched = virtual(clock)
+    ticker = Ticker(clock, sched, limit=3)
+    try:
+        t0 = clock.now()
+        ticker.tid = tid = sched.delay("recur", 100, 1, ticker)
+        before = sched.next_run_times(tid, 3)
+        sched.run_now(tid)
+        assert sched.next_run_times(tid, 3) == before
+        sched.start()
+        wait_for(lambda: len(ticker.times) >= 3, timeout=5)
+    finally:
+        sched.shutdown()
+    assert [t - t0 for t in ticker.times] == [pytest.approx(0), pytest.approx(100),
+                                              pytest.approx(200)]
+
+
+def test_run_now_on_a_one_shot_runs_it_now_and_later(clock):
+    times = []
+    sched = virtual(clock)
+    try:
+        t0 = clock.now()
+        tid = sched.delay("once", 50, 1, lambda: times.append(clock.now()))
+        sched.run_now(tid)
+        sched.start()
+        wait_for(lambda: len(times) >= 2, timeout=5)
+    finally:
+        sched.shutdown()
+    assert times[0] - t0 < 50
+    assert times[1] - t0 == pytest.approx(50)
+
+
+# --------------------------------------------------------- next_run_times
+
+def test_next_run_times_of_a_recurring_task(clock):
+    sched = virtual(clock)  # not started: the virtual clock stands still
+    try:
+        before = time.time()
+        tid = sched.delay("recur", 60, 1, lambda: None)
+        after = time.time()
+        times = sched.next_run_times(tid, 4)
+        assert sched.next_run_times(tid, 0) == []
+    finally:
+        sched.shutdown()
+    assert len(times) == 4
+    assert all(isinstance(t, dt.datetime) and t.tzinfo is not None
+               and t.utcoffset() is not None for t in times)
+    assert before + 60 - 1 <= times[0].timestamp() <= after + 60 + 1
+    assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [
+        pytest.approx(60)] * 3
+
+
+def test_next_run_times_of_a_cron_task_are_in_its_zone(clock):
+    sched = virtual(clock)  # not started: the virtual clock stands still
+    try:
+        tid = sched.delay("cron", "0 9 * * *", 1, lambda: None, tz="Asia/Tokyo")
+        times = sched.next_run_times(tid, 3)
+    finally:
+        sched.shutdown()
+    zone = ZoneInfo("Asia/Tokyo")
+    assert [t.utcoffset() for t in times] == [dt.timedelta(hours=9)] * 3
+    assert [(t.hour, t.minute) for t in times] == [(9, 0)] * 3
+    assert [t.astimezone(zone).hour for t in times] == [9] * 3
+    assert [(b - a) for a, b in zip(times, times[1:])] == [dt.timedelta(days=1)] * 2

@@ -1,0 +1,238 @@
+"""Misfires: misfire_grace_time, coalesce and max_instances."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import pytest
+
+import pysched_lightning as psl
+from conftest import InlineExecutor, wait_for
+
+S = psl.TaskStatus
+K = psl.EventKind
+
+
+def virtual(clock, executor=None, **kwargs):
+    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
+                         delayfunc=clock.sleep, **kwargs)
+
+
+def pending_events(events):
+    got = []
+    while True:
+        try:
+            got.append(events.get_nowait())
+        except queue.Empty:
+            return got
+
+
+def warnings_about(caplog, task_id):
+    return [r for r in caplog.records if r.name == "pysched_lightning"
+            and r.levelno == logging.WARNING and task_id in r.getMessage()]
+
+
+class Stall:
+    """A recurring 1 s ticker and a one-shot that stalls the (inline)
+    dispatcher for *seconds* of virtual time at *at*; the ticker pauses
+    itself *after* seconds of virtual time past the stall."""
+
+    def __init__(self, clock, sched, seconds=600.0, at=5.5, after=3.0, **ticker_options):
+        self.clock, self.sched = clock, sched
+        self.seconds, self.after = seconds, after
+        self.ticks = []
+        self.start = self.end = None
+        self.ticker = sched.delay("recur", 1, 1, self.tick, **ticker_options)
+        self.staller = sched.delay("once", at, 1, self.stall)
+
+    def tick(self):
+        now = self.clock.now()
+        self.ticks.append(now)
+        if self.end is not None and now >= self.end + self.after:
+            self.sched.pause(self.ticker)
+
+    def stall(self):
+        self.start = self.clock.now()
+        self.clock.advance(self.seconds)
+        self.end = self.clock.now()
+
+    def finished(self):
+        return self.end is not None and bool(self.ticks) and \
+            self.ticks[-1] >= self.end + self.after
+
+    def ticks_during_stall(self):
+        return [t for t in self.ticks if self.start <= t <= self.end]
+
+
+def test_coalesce_after_a_ten_minute_stall_runs_once(clock, caplog):
+    caplog.set_level(logging.WARNING, logger="pysched_lightning")
+    with virtual(clock) as sched:
+        missed = sched.subscribe([K.MISSED])
+        stall = Stall(clock, sched)
+        wait_for(stall.finished, timeout=5)
+        got = pending_events(missed)
+    assert stall.end - stall.start == pytest.approx(600)
+    # the 600 slots that fell in the stall became one run, right at its end
+    assert stall.ticks_during_stall() == [pytest.approx(stall.end)]
+    assert len(stall.ticks) < 20
+    # regular runs go on on the original grid afterwards
+    after = [t for t in stall.ticks if t > stall.end]
+    assert after and all(t == pytest.approx(round(t)) for t in after)
+    mine = [e for e in got if e.task_id == stall.ticker]
+    assert len(mine) == 1
+    event = mine[0]
+    assert event.kind is K.MISSED
+    assert event.count in (599, 600)
+    assert event.lateness == pytest.approx(599.5)
+    assert event.reason
+    assert warnings_about(caplog, stall.ticker)
+
+
+def test_without_coalesce_every_missed_slot_runs_late(clock):
+    with virtual(clock) as sched:
+        stall = Stall(clock, sched, coalesce=False)
+        wait_for(stall.finished, timeout=10)
+    during = stall.ticks_during_stall()
+    assert len(during) in (599, 600)
+    assert all(t == pytest.approx(stall.end) for t in during)
+
+
+def test_grace_time_skips_a_run_that_is_too_late(clock, caplog):
+    caplog.set_level(logging.WARNING, logger="pysched_lightning")
+    with virtual(clock) as sched:
+        missed = sched.subscribe([K.MISSED])
+        stall = Stall(clock, sched, misfire_grace_time=10)
+        wait_for(stall.finished, timeout=5)
+        info = sched.get_task(stall.ticker)
+        got = [e for e in pending_events(missed) if e.task_id == stall.ticker]
+    # 599.5 s late with a grace of 10 s: nothing runs for the stalled period
+    assert stall.ticks_during_stall() == []
+    assert [t for t in stall.ticks if t > stall.end]  # later runs are on time again
+    skipped = [e for e in got if e.count == 1 and e.lateness is not None
+               and e.lateness > 10]
+    assert skipped, got
+    assert skipped[0].lateness == pytest.approx(599.5)
+    assert info["missed"] >= 1
+    assert warnings_about(caplog, stall.ticker)
+
+
+def test_one_shot_past_its_grace_time_is_missed(clock, caplog):
+    caplog.set_level(logging.WARNING, logger="pysched_lightning")
+    called = []
+
+    def stall():
+        clock.advance(60)
+
+    with virtual(clock) as sched:
+        missed = sched.subscribe([K.MISSED])
+        sched.delay("once", 5, 1, stall)
+        late = sched.delay("once", 10, 1, called.append, args=(1,), misfire_grace_time=30)
+        event = missed.get(timeout=5)
+        assert event.task_id == late
+        assert event.lateness == pytest.approx(55)
+        assert sched.get_task(late)["missed"] == 1
+        assert called == []
+        assert warnings_about(caplog, late)
+
+
+@pytest.mark.parametrize("grace", [None, 100])
+def test_late_one_shot_within_grace_or_without_one_runs(clock, grace):
+    def stall():
+        clock.advance(60)
+
+    with virtual(clock) as sched:
+        missed = sched.subscribe([K.MISSED])
+        start = clock.now()
+        sched.delay("once", 5, 1, stall)
+        late = sched.delay("once", 10, 1, lambda: "ran late", misfire_grace_time=grace)
+        assert sched.get_result(late, timeout=5) == "ran late"
+        assert sched.runs(late)[0].started == pytest.approx(start + 65)
+        assert sched.get_task(late)["missed"] == 0
+        assert pending_events(missed) == []
+
+
+def test_max_instances_one_skips_an_overlapping_run(clock, caplog, no_leaked_threads):
+    caplog.set_level(logging.WARNING, logger="pysched_lightning")
+    gate = threading.Event()
+    lock = threading.Lock()
+    active, peak, calls = [0], [0], []
+
+    def long_run():
+        with lock:
+            calls.append(1)
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            if len(calls) == 1:
+                gate.wait(10)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+        missed = sched.subscribe([K.MISSED])
+        tid = sched.delay("recur", 1, 1, long_run)
+        try:
+            event = missed.get(timeout=5)
+            assert event.task_id == tid
+            assert "previous run still going" in event.reason
+            assert len(calls) == 1
+            assert warnings_about(caplog, tid)
+            assert sched.get_task(tid)["missed"] >= 1
+        finally:
+            gate.set()
+        sched.pause(tid)
+    assert peak[0] == 1
+
+
+def test_max_instances_two_allows_overlap(clock):
+    gate = threading.Event()
+    lock = threading.Lock()
+    active, peak = [0], [0]
+
+    def long_run():
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            gate.wait(10)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    with virtual(clock, psl.ThreadPoolExecutor(3)) as sched:
+        tid = sched.delay("recur", 1, 1, long_run, max_instances=2)
+        try:
+            wait_for(lambda: active[0] == 2, timeout=5)
+            missed = sched.subscribe([K.MISSED])
+            event = missed.get(timeout=5)  # a third one would overlap two
+            assert "previous run still going" in event.reason
+        finally:
+            sched.pause(tid)
+            gate.set()
+    assert peak[0] == 2
+
+
+def test_status_stays_running_while_an_overlapping_run_is_skipped(clock):
+    """The skipped run never ran: the task's latest run is still the long one."""
+    gate = threading.Event()
+    calls = []
+
+    def long_run():
+        calls.append(1)
+        if len(calls) == 1:
+            gate.wait(10)
+        return "long run done"
+
+    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+        missed = sched.subscribe([K.MISSED])
+        tid = sched.delay("recur", 1, 1, long_run)
+        try:
+            assert "previous run still going" in missed.get(timeout=5).reason
+            sched.pause(tid)
+            assert sched.get_status(tid) is S.RUNNING
+        finally:
+            gate.set()
+        wait_for(lambda: sched.get_status(tid) is S.COMPLETED, timeout=3)
+    assert len(calls) == 1

@@ -1,0 +1,204 @@
+"""Retries: retries=N, retry_delay, retry_backoff; each attempt is a run record."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import pytest
+
+import pysched_lightning as psl
+from conftest import InlineExecutor, wait_for
+
+S = psl.TaskStatus
+K = psl.EventKind
+
+
+def virtual(clock, executor=None, **kwargs):
+    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
+                         delayfunc=clock.sleep, **kwargs)
+
+
+def pending_events(events):
+    got = []
+    while True:
+        try:
+            got.append(events.get_nowait())
+        except queue.Empty:
+            return got
+
+
+def test_retries_with_backoff_make_attempts_1_to_n_plus_1(clock):
+    calls = []
+
+    def always_fails():
+        calls.append(clock.now())
+        clock.advance(1)  # each attempt takes 1 s of scheduler time
+        raise ConnectionError(f"attempt {len(calls)} failed")
+
+    status_at_retry = []
+    with virtual(clock) as sched:
+        events = sched.subscribe([K.RETRY, K.FAILED])
+        sched.add_listener(lambda e: status_at_retry.append(sched.get_status(e.task_id)),
+                           kinds=[K.RETRY])
+        tid = sched.delay("once", 0, 1, always_fails, retries=3, retry_delay=2,
+                          retry_backoff=3)
+        with pytest.raises(ConnectionError, match="attempt 4 failed"):
+            sched.get_result(tid, timeout=5)
+        assert sched.get_status(tid) is S.ERROR
+        runs = sched.runs(tid)
+        got = pending_events(events)
+    assert len(calls) == 4
+    assert [r.attempt for r in runs] == [4, 3, 2, 1]  # newest first
+    assert [r.status for r in runs] == [S.ERROR] * 4
+    oldest_first = runs[::-1]
+    for run in oldest_first:
+        assert run.finished - run.started == pytest.approx(1)
+    # retry k waits retry_delay * backoff**(k-1), counted from the failed attempt's end
+    gaps = [b.started - a.finished for a, b in zip(oldest_first, oldest_first[1:])]
+    assert gaps == [pytest.approx(2), pytest.approx(6), pytest.approx(18)]
+    assert [e.kind for e in got] == [K.RETRY, K.RETRY, K.RETRY, K.FAILED]
+    assert [e.run.attempt for e in got] == [1, 2, 3, 4]
+    # a failed attempt that will be retried does not set ERROR
+    assert len(status_at_retry) == 3
+    assert S.ERROR not in status_at_retry
+
+
+def test_retry_that_succeeds_completes(clock):
+    outcomes = [OSError("1st"), OSError("2nd"), "third time lucky"]
+
+    def flaky():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    with virtual(clock) as sched:
+        retries = sched.subscribe([K.RETRY])
+        tid = sched.delay("once", 0, 1, flaky, retries=5, retry_delay=10)
+        assert sched.get_result(tid, timeout=5) == "third time lucky"
+        assert sched.get_status(tid) is S.COMPLETED
+        runs = sched.runs(tid)
+        assert len(pending_events(retries)) == 2
+    assert [(r.attempt, r.status) for r in runs] == [
+        (3, S.COMPLETED), (2, S.ERROR), (1, S.ERROR)]
+    assert outcomes == []
+    # default backoff is 1: every retry waits retry_delay
+    assert runs[0].started - runs[1].finished == pytest.approx(10)
+    assert runs[1].started - runs[2].finished == pytest.approx(10)
+
+
+def test_no_retries_by_default(clock):
+    calls = []
+
+    def fails():
+        calls.append(1)
+        raise ValueError("once only")
+
+    with virtual(clock) as sched:
+        tid = sched.delay("once", 0, 1, fails)
+        with pytest.raises(ValueError):
+            sched.get_result(tid, timeout=5)
+        assert [r.attempt for r in sched.runs(tid)] == [1]
+    assert calls == [1]
+
+
+def test_timed_out_attempt_is_retried(clock):
+    attempts = []
+
+    def hangs_first_time():
+        run = psl.current_run()
+        attempts.append(run.attempt)
+        if run.attempt == 1:
+            deadline = time.monotonic() + 10
+            while not run.timed_out and time.monotonic() < deadline:
+                time.sleep(0.002)
+            return "too late"
+        return "second attempt in time"
+
+    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+        tid = sched.delay("once", 0, 1, hangs_first_time, timeout=30, retries=1,
+                          retry_delay=4)
+        wait_for(lambda: sched.get_status(tid) is S.COMPLETED, timeout=5)
+        assert sched.get_result(tid, timeout=5) == "second attempt in time"
+        second, first = sched.runs(tid)
+    assert attempts == [1, 2]
+    assert (first.attempt, first.status) == (1, S.TIMEOUT)
+    assert (second.attempt, second.status) == (2, S.COMPLETED)
+    # counted from the end of the timed-out attempt, i.e. its deadline
+    assert first.finished - first.started == pytest.approx(30)
+    assert second.started - first.finished == pytest.approx(4)
+
+
+def test_retries_exhausted_after_timeouts_end_in_timeout(clock):
+    release = threading.Event()
+
+    def hang():
+        release.wait(10)
+
+    with virtual(clock, psl.ThreadPoolExecutor(4)) as sched:
+        try:
+            events = sched.subscribe([K.RETRY, K.TIMEOUT])
+            tid = sched.delay("once", 0, 1, hang, timeout=5, retries=2, retry_delay=1)
+            got = [events.get(timeout=5) for _ in range(3)]
+            assert [e.kind for e in got] == [K.RETRY, K.RETRY, K.TIMEOUT]
+            assert sched.get_status(tid) is S.TIMEOUT
+            assert [r.attempt for r in sched.runs(tid)] == [3, 2, 1]
+        finally:
+            release.set()
+
+
+def test_retry_is_logged_as_a_warning(clock, caplog):
+    def fails():
+        raise ValueError("nope")
+
+    caplog.set_level(logging.DEBUG, logger="pysched_lightning")
+    with virtual(clock) as sched:
+        tid = sched.delay("once", 0, 1, fails, retries=1)
+        with pytest.raises(ValueError):
+            sched.get_result(tid, timeout=5)
+    records = [r for r in caplog.records if r.name == "pysched_lightning"]
+    assert any(r.levelno == logging.WARNING and tid in r.getMessage() for r in records)
+    assert any(r.levelno >= logging.ERROR and tid in r.getMessage() for r in records)
+
+
+def test_recurring_task_retries_do_not_shift_its_schedule(clock):
+    calls = []
+
+    def task():
+        calls.append(clock.now())
+        clock.advance(0.5)
+        if len(calls) % 2 == 1:  # the first attempt of every run fails
+            raise RuntimeError("first attempt of each run fails")
+        return "ok"
+
+    done = []
+    with virtual(clock, history=50) as sched:
+        def stop_after(event):
+            done.append(event.run)
+            if len(done) == 4:
+                sched.pause(event.task_id)
+
+        sched.add_listener(stop_after, kinds=[K.COMPLETED])
+        start = clock.now()
+        tid = sched.delay("recur", 10, 1, task, retries=2, retry_delay=3)
+        wait_for(lambda: len(done) >= 4, timeout=5)
+        runs = sched.runs(tid)[::-1]
+    first_attempts = [r for r in runs if r.attempt == 1][:4]
+    assert [r.scheduled - start for r in first_attempts] == [
+        pytest.approx(10), pytest.approx(20), pytest.approx(30), pytest.approx(40)]
+    assert all(r.started == pytest.approx(r.scheduled) for r in first_attempts)
+    retried = [r for r in runs if r.attempt == 2][:4]
+    assert [r.status for r in retried] == [S.COMPLETED] * 4
+    assert all(r.started - f.finished == pytest.approx(3)
+               for f, r in zip(first_attempts, retried))
+
+
+def test_bad_retry_options_are_rejected(clock):
+    with virtual(clock) as sched:
+        with pytest.raises(ValueError, match="-1"):
+            sched.delay("once", 0, 1, print, retries=-1)
+        with pytest.raises(ValueError, match="0.5"):
+            sched.delay("once", 0, 1, print, retries=1, retry_backoff=0.5)
+        assert sched.get_all() == []
