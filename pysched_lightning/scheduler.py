@@ -996,7 +996,7 @@ def _log_failure(run: Run) -> None:
 def _same_definition(a: Task, b: Task) -> bool:
     return (a.trigger == b.trigger and a.interval == b.interval and a[1] == b[1]
             and a[6] == b[6] and a[7] == b[7] and a[8] == b[8]
-            and repr(a[9]) == repr(b[9]))
+            and a[9] == b[9])
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:

@@ -45,6 +45,17 @@ class TaskOptions:
         values.update(changes)
         return TaskOptions(**values)
 
+    def _values(self) -> Tuple[Any, ...]:
+        return tuple(getattr(self, slot) for slot in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskOptions):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{s}={getattr(self, s)!r}" for s in self.__slots__)
         return f"TaskOptions({fields})"

@@ -97,6 +97,19 @@ class Trigger:
         """A short human description of the schedule."""
         raise NotImplementedError
 
+    def _public_state(self) -> Dict[str, Any]:
+        """What defines the trigger: its public attributes and its zone key."""
+        return {key: value for key, value in vars(self).items()
+                if not key.startswith("_") or key == "_tz_key"}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._public_state() == other._public_state()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.name, self.first_due))
+
     def __repr__(self) -> str:
         domain = "wall" if self.wall_clock else "sched"
         return "<%s %s first_due=%r (%s clock)>" % (
