@@ -179,7 +179,7 @@ class ControlMixin:
         if task is None and state is None:
             raise KeyError(f"no task with id {task_id!r}")
         if task is None:
-            task = state.latest.task if state.latest is not None else None
+            task = state.task or (state.latest.task if state.latest is not None else None)
         next_run = None
         if task is not None and task_id in self._tasks and task_id not in self._parked \
                 and (state is None or state.pending is not task):

@@ -94,6 +94,8 @@ class KillableProcesses:
             if self._idle:
                 return self._idle.pop()
         executor = loky.ProcessPoolExecutor(max_workers=1)
+        # Start the worker now, so a task's timeout does not count its spawn.
+        executor.submit(int).result()
         with self._lock:
             self._all.append(executor)
         return executor

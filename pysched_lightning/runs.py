@@ -73,6 +73,8 @@ class Run(RunContext):
     _killable: Any = None
     _future: Optional[Future] = None
     _owns_future = False
+    _previous: Optional["Run"] = None  # the task's latest run before this one
+    _claimed: Optional[bool] = None  # False: the store refused this run
 
     def __init__(self, task: Any, number: int, attempt: int, scheduled: float,
                  timestamp: float, timeout: Optional[float], state: Any) -> None:

@@ -87,6 +87,8 @@ class _TaskState:
     pending: Optional[Task] = None
     retrying = False
     finished_at: Optional[float] = None
+    #: The task's last definition once it has left the schedule.
+    task: Optional[Task] = None
 
     def kept_runs(self) -> List[Run]:
         """The runs kept for this task, oldest first."""
@@ -299,6 +301,7 @@ class Scheduler(ControlMixin):
             self._timers.discard()
         state.canceled = True
         state.pending = None
+        state.task = task
         state.status = TaskStatus.CANCELED
         state.finished_at = self._clock.now()
         _log.info("task %r canceled: %s", task_id, reason)
@@ -599,6 +602,7 @@ class Scheduler(ControlMixin):
             state.runs += 1
         run = Run(task, state.runs, attempt, task[0], now, task[9].timeout, state)
         run.hard = task[9].hard
+        run._previous = state.latest
         if state.latest is not None:
             if state.history is None:
                 state.history = deque((state.latest,), maxlen=self._history)
@@ -760,6 +764,8 @@ class Scheduler(ControlMixin):
         with self._lock:
             lane = self._lanes[1] if run.hard else self._lanes[0]
             if not run.done:
+                if run._deadline is not None and self._clock.now() > run._deadline:
+                    status, result, exc, text = TaskStatus.TIMEOUT, None, _overran(run), None
                 self._complete(run, status, result, exc, text, events)
             self._running -= 1
             if pull and lane.ready and not self._closing:
@@ -830,6 +836,7 @@ class Scheduler(ControlMixin):
         if state.pending is task and self._tasks.get(task_id) is task:
             state.pending = None
             state.finished_at = now
+            state.task = task
             del self._tasks[task_id]
             if self._listeners.callbacks:
                 events.append(self._event(EventKind.REMOVED, task_id))
@@ -841,11 +848,12 @@ class Scheduler(ControlMixin):
             run = heapq.heappop(self._deadlines)[2]
             if run.done:
                 continue
-            error = TimeoutError(f"task {run.task_id!r} run {run.run_number} exceeded its "
-                                 f"timeout of {run.timeout!r} s")
+            error = _overran(run)
             _log.warning("%s", error)
             self._complete(run, TaskStatus.TIMEOUT, None, error, None, events)
             expired.append(run)
+        if expired and self._waiters:
+            self._run_done.notify_all()
         return expired
 
     def _mark_expired(self, expired: List[Run]) -> None:
@@ -880,16 +888,31 @@ class Scheduler(ControlMixin):
             self._after_run(task, state, TaskStatus.CANCELED, self._clock.now(), events)
 
     def _drop_run(self, run: Run, lateness: float, reason: str, events: List[Event]) -> None:
-        """A run that waited was not started after all (MISSED)."""
+        """A run that waited was not started after all (MISSED): it is
+        forgotten, and the task's latest run is the one before it again."""
         run.status = TaskStatus.CANCELED
         run.reason = reason
         if run._owns_future:
             run._resolve_future()
         state = run._state
         if state.latest is run:
-            state.status = TaskStatus.SUSPENDED if run.task[3] in self._tasks else \
-                TaskStatus.CANCELED
+            self._forget_run(run, state)
         self._miss(run.task, state, lateness, reason, events)
+
+    def _forget_run(self, run: Run, state: _TaskState) -> None:
+        previous = run._previous
+        state.latest = previous
+        if state.history and state.history[-1] is run:
+            state.history.pop()
+        if run.attempt == 1:
+            state.runs -= 1
+        if previous is None:
+            self._results.pop(run.task_id, None)
+            state.status = TaskStatus.SUSPENDED if run.task_id in self._tasks \
+                else TaskStatus.CANCELED
+        else:
+            self._results[run.task_id] = previous
+            state.status = previous.status
 
     # ----------------------------------------------------------- dependencies
 
@@ -979,6 +1002,11 @@ def _outcome(run: Run) -> Any:
         raise CancelledError(f"task {run.task_id!r} run {run.run_number} was canceled"
                              + (f": {run.reason}" if run.reason else ""))
     raise run.exception  # type: ignore[misc]
+
+
+def _overran(run: Run) -> TimeoutError:
+    return TimeoutError(f"task {run.task_id!r} run {run.run_number} exceeded its "
+                        f"timeout of {run.timeout!r} s")
 
 
 def _error_line(exc: Optional[BaseException], status: TaskStatus) -> str:

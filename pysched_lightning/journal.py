@@ -1,0 +1,101 @@
+"""The journal: what the scheduler owes its store and its run log.
+
+Changes are noted under the scheduler's lock (a list append, cheap) and
+written by ``flush()`` after the lock is released, in one store transaction,
+so SQLite never runs under the scheduler's lock. A run is claimed in the
+store before it starts: ``flush()`` returns only once the claims noted so far
+are decided, and a run whose claim was refused (another process ran that
+slot) must not start.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, List, Optional
+
+from .persistence import claim_key, run_record
+from .runs import Run, TaskStatus
+
+__all__ = ["Journal"]
+
+_log = logging.getLogger("pysched_lightning")
+
+
+class Journal:
+    """Pending writes for a store and/or a run log, flushed in order."""
+
+    def __init__(self, store: Any, run_log: Any, offset: Callable[[], float]) -> None:
+        self.store = store
+        self.run_log = run_log
+        self._offset = offset
+        self._pending: List[Callable[[], None]] = []  # appended under the scheduler lock
+        self._flush_lock = threading.Lock()  # keeps writes in the order noted
+
+    # -- noted under the scheduler's lock ---------------------------------
+
+    def claim(self, run: Run, name: str) -> None:
+        if self.store is None:
+            return
+        run._claimed = None
+        scheduled = claim_key(run.scheduled + self._offset())
+
+        def write() -> None:
+            run._claimed = self.store.claim_run(run.task_id, scheduled, run.attempt,
+                                                run.run_number, name)
+        self._pending.append(write)
+
+    def finished(self, run: Run, name: str) -> None:
+        record = run_record(run, name, self._offset())
+        if self.store is not None:
+            self._pending.append(lambda: self.store.finish_run(record))
+        if self.run_log is not None:
+            logged = dict(record, status=TaskStatus(record["status"]).label)
+            self._pending.append(lambda: self.run_log.write(logged))
+
+    def update(self, task_id: str, **fields: Any) -> None:
+        if self.store is not None:
+            self._pending.append(lambda: self.store.update_task(task_id, **fields))
+
+    def removed(self, task_id: str) -> None:
+        if self.store is not None:
+            self._pending.append(lambda: self.store.remove_task(task_id))
+
+    def saved(self, record: Any) -> None:
+        if self.store is not None:
+            self._pending.append(lambda: self.store.save_task(record))
+
+    # -- outside the lock ---------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what is pending; a failed write is logged, never raised."""
+        with self._flush_lock:
+            pending, self._pending = self._pending, []
+            if not pending:
+                return
+            try:
+                if self.store is not None:
+                    with self.store.batch():
+                        self._run_all(pending)
+                else:
+                    self._run_all(pending)
+            except Exception:
+                _log.exception("writing %d change(s) to the store failed", len(pending))
+
+    @staticmethod
+    def _run_all(pending: List[Callable[[], None]]) -> None:
+        for write in pending:
+            write()
+
+    def close(self) -> None:
+        self.flush()
+        for part in (self.run_log, self.store):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception:
+                    _log.exception("closing %r failed", part)
+
+
+def claimed(run: Run) -> Optional[bool]:
+    """Whether the store let *run* start (None: no claim was needed)."""
+    return run._claimed
