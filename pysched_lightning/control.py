@@ -36,7 +36,10 @@ class ControlMixin:
             else:
                 self._known_task(task_id)
                 self._state(task_id).paused = True
+                if self._journal is not None:
+                    self._journal.update(task_id, paused=True)
                 kind = EventKind.PAUSED
+        self._flush()
         self._emit(kind, task_id)
 
     def resume(self, task_id: Optional[str] = None) -> None:
@@ -51,11 +54,14 @@ class ControlMixin:
             else:
                 self._known_task(task_id)
                 self._state(task_id).paused = False
+                if self._journal is not None:
+                    self._journal.update(task_id, paused=False)
                 parked = self._parked.pop(task_id, None)
                 if parked is not None:  # a one-shot that came due while paused
                     self._timers.push(parked)
                 kind = EventKind.RESUMED
             self._wakeup.notify()
+        self._flush()
         self._emit(kind, task_id)
 
     # ---------------------------------------------------------- reschedule
@@ -68,6 +74,7 @@ class ControlMixin:
             old = self._known_task(task_id)
             self._replace_task(old, Task(due, old[1], next(self._seq), task_id, schedule,
                                          interval, old[6], old[7], old[8], old[9]))
+        self._flush()
         self._emit(EventKind.MODIFIED, task_id)
 
     def modify(self, task_id: str, **changes: Any) -> None:
@@ -94,6 +101,7 @@ class ControlMixin:
             task = Task(current[0], probe[1], next(self._seq), task_id, current[4],
                         current[5], probe[6], probe[7], probe[8], probe[9])
             self._replace_task(current, task)
+        self._flush()
         self._emit(EventKind.MODIFIED, task_id)
 
     def _validated_task(self, fields: Dict[str, Any], merged: Dict[str, Any]) -> Task:
@@ -126,6 +134,13 @@ class ControlMixin:
             self._parked[task_id] = new
         elif state is not None and state.pending is old:
             state.pending = new
+        if self._journal is not None and self._journal.store is not None:
+            from .persistence import task_record
+            record = task_record(new, new[0] + self._offset, self._clock.wall())
+            record.runs = state.runs if state is not None else 0
+            record.missed = state.missed if state is not None else 0
+            record.paused = bool(state is not None and state.paused)
+            self._journal.saved(record)
         self._wakeup.notify()
 
     def run_now(self, task_id: str) -> None:
@@ -201,7 +216,15 @@ class ControlMixin:
             "paused": bool(state is not None and state.paused),
             "hard": bool(options is not None and options.hard),
             "depend_on": list(options.depend_on) if options is not None else [],
+            "stored_as": self._stored_as(task),
         }
+
+    def _stored_as(self, task: Optional[Task]) -> Optional[str]:
+        """How the store keeps the task's function: 'import' or 'pickle'."""
+        if task is None or self.store is None:
+            return None
+        from .persistence import function_reference
+        return "import" if function_reference(task[6]) else "pickle"
 
     def _known_task(self, task_id: str) -> Task:
         task = self._tasks.get(task_id)
@@ -230,6 +253,10 @@ class ControlMixin:
                     removed += len(state.kept_runs())
                     del self._states[task_id]
                     self._results.pop(task_id, None)
+            before_wall = cutoff + self._offset
+        if self.store is not None:
+            self._flush()
+            removed = max(removed, self.store.purge_runs(before_wall))
         return removed
 
     def _purge_runs(self, task_id: str, state: Any, cutoff: float) -> int:

@@ -24,10 +24,12 @@ _log = logging.getLogger("pysched_lightning")
 class Journal:
     """Pending writes for a store and/or a run log, flushed in order."""
 
-    def __init__(self, store: Any, run_log: Any, offset: Callable[[], float]) -> None:
+    def __init__(self, store: Any, run_log: Any, offset: Callable[[], float],
+                 scheduler_lock: Any) -> None:
         self.store = store
         self.run_log = run_log
         self._offset = offset
+        self._scheduler_lock = scheduler_lock
         self._pending: List[Callable[[], None]] = []  # appended under the scheduler lock
         self._flush_lock = threading.Lock()  # keeps writes in the order noted
 
@@ -69,7 +71,8 @@ class Journal:
     def flush(self) -> None:
         """Write what is pending; a failed write is logged, never raised."""
         with self._flush_lock:
-            pending, self._pending = self._pending, []
+            with self._scheduler_lock:
+                pending, self._pending = self._pending, []
             if not pending:
                 return
             try:
@@ -86,14 +89,20 @@ class Journal:
         for write in pending:
             write()
 
-    def close(self) -> None:
+    def close(self, owns_store: bool, owns_log: bool) -> None:
+        """Flush; then close what the scheduler made, and release a store it
+        was given (so the caller may hand it to another scheduler)."""
         self.flush()
-        for part in (self.run_log, self.store):
-            if part is not None:
-                try:
-                    part.close()
-                except Exception:
-                    _log.exception("closing %r failed", part)
+        steps = []
+        if self.run_log is not None and owns_log:
+            steps.append(self.run_log.close)
+        if self.store is not None:
+            steps.append(self.store.close if owns_store else self.store.release)
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                _log.exception("%r failed", step)
 
 
 def claimed(run: Run) -> Optional[bool]:

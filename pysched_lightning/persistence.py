@@ -19,7 +19,8 @@ from .runs import Run, TaskStatus
 from .stores.base import TaskRecord
 from .task import Task, TaskOptions
 
-__all__ = ["task_record", "load_function", "load_schedule", "run_record", "claim_key"]
+__all__ = ["task_record", "load_function", "load_schedule", "run_record", "claim_key",
+           "RunRecord"]
 
 
 def task_record(task: Task, next_run: Optional[float], now_wall: float) -> TaskRecord:
@@ -96,6 +97,20 @@ def run_record(run: Run, name: str, offset: float) -> Dict[str, Any]:
         "result": None if run.status is not TaskStatus.COMPLETED else _short_repr(run.result),
         "error": error, "traceback": run.traceback, "output": output, "stderr": stderr,
     }
+
+
+class RunRecord(dict):
+    """A stored run: a dict of RUN_FIELDS that also reads as attributes
+    (``record.status`` is a TaskStatus, ``record.run_number`` its run)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "run_number":
+            name = "run"
+        try:
+            value = self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return TaskStatus(value) if name == "status" else value
 
 
 def claim_key(scheduled_wall: float) -> float:

@@ -15,7 +15,9 @@ import heapq
 import itertools
 import logging
 import math
+import json
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -29,11 +31,16 @@ from .context import _set_current_run, current_run
 from .control import ControlMixin
 from .events import Event, EventKind, Listeners
 from .executors import ProcessPoolExecutor, ThreadPoolExecutor, _call_in_process, check_picklable
+from .journal import Journal
+from .persistence import RunRecord, load_args, load_function, load_options, load_schedule, \
+    task_record
 from .lanes import KillableProcesses, Lane
 from .queue import LazyHeap, OneOff
 from .runs import Run, TaskStatus, format_exception
 from .task import DEFAULT_OPTIONS, Task, TaskOptions
-from .triggers import make_trigger
+from .runlog import RunLog
+from .stores import open_store
+from .triggers import RecurTrigger, make_trigger
 
 __all__ = ["Scheduler"]
 
@@ -42,6 +49,8 @@ _log = logging.getLogger("pysched_lightning")
 #: With the real clocks, never sleep longer than this, so a step of the wall
 #: clock (NTP, suspend) is noticed and cron times are re-derived.
 _CLOCK_CHECK_SECONDS = 30.0
+#: How often a standby scheduler tries to take over the store.
+_STANDBY_RETRY_SECONDS = 1.0
 #: A wall-clock jump larger than this (seconds) counts as a step.
 _CLOCK_STEP_SECONDS = 1.0
 _EMPTY_ARGS: Tuple[Any, ...] = ()
@@ -107,13 +116,19 @@ class Scheduler(ControlMixin):
     ``wallfunc`` (POSIX seconds) is the wall clock that cron and datetime
     triggers read: by default ``time.time``, or derived from an injected
     ``timefunc``. ``history`` bounds the runs kept per task.
+
+    ``store`` keeps tasks and runs across restarts ('sqlite:///jobs.db', a
+    path, or a store object); only one scheduler at a time runs a store's
+    tasks, another one waits as a standby. ``run_log`` is a file that gets
+    one JSON line per finished run.
     """
 
     def __init__(self, executor: Any = None, timefunc: Callable[[], float] = time.monotonic,
                  delayfunc: Callable[[float], Any] = time.sleep, *,
                  process_executor: Any = None, history: int = 100,
                  default_timeout: Optional[float] = None,
-                 wallfunc: Optional[Callable[[], float]] = None) -> None:
+                 wallfunc: Optional[Callable[[], float]] = None,
+                 store: Any = None, run_log: Any = None) -> None:
         if not callable(timefunc):
             raise TypeError(f"timefunc must be callable, got {timefunc!r}")
         if not callable(delayfunc):
@@ -153,6 +168,81 @@ class Scheduler(ControlMixin):
         self._paused = False
         self._resumed_at = -math.inf
         self._running = 0
+        self._journal: Optional[Journal] = None
+        self._active = True  # False: a standby waiting for the store's holder to stop
+        self._open_store(store, run_log)
+
+    # ------------------------------------------------------------------ store
+
+    def _open_store(self, store: Any, run_log: Any) -> None:
+        opened = open_store(store)
+        log = RunLog(run_log) if isinstance(run_log, (str, os.PathLike)) else run_log
+        self._owns = (opened is not store, log is not run_log)
+        if opened is None and log is None:
+            return
+        self._journal = Journal(opened, log, lambda: self._offset, self._lock)
+        if opened is None:
+            return
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._active = opened.acquire(self._owner, wait=False)
+        if self._active:
+            self._load_from_store()
+        else:
+            _log.warning("store %r is held by another scheduler (%s): this one waits as a "
+                         "STANDBY and runs nothing until that one stops", opened,
+                         opened.holder())
+
+    @property
+    def store(self) -> Any:
+        """The store this scheduler keeps its tasks in, or None."""
+        return self._journal.store if self._journal is not None else None
+
+    def _load_from_store(self) -> None:
+        """Schedule the stored tasks (a slot missed while down is due now)."""
+        store = self._journal.store
+        interrupted = store.mark_interrupted()
+        if interrupted:
+            _log.warning("%d run(s) were interrupted when the last scheduler stopped",
+                         interrupted)
+        now = self._clock.now()
+        for record in store.load_tasks():
+            try:
+                task = self._task_from_record(record, now)
+            except Exception:
+                _log.exception("stored task %r cannot be loaded; it stays in the store "
+                               "untouched", record.id)
+                continue
+            if task is None:
+                continue
+            with self._lock:
+                self._tasks[task[3]] = task
+                self._timers.push(task)
+                state = self._state(task[3])
+                state.runs, state.missed = record.runs, record.missed
+                state.status, state.paused = TaskStatus(record.status), bool(record.paused)
+                for dep in task[9].depend_on:
+                    self._dependents.setdefault(dep, set()).add(task[3])
+            _log.info("loaded task %r (%s), next run %s", task[3], task.name,
+                      _dt.datetime.fromtimestamp(record.next_run, _dt.timezone.utc))
+
+    def _task_from_record(self, record: Any, now: float) -> Optional[Task]:
+        if record.next_run is None:
+            return None
+        fn = load_function(record)
+        args, kwargs = load_args(record)
+        schedule = load_schedule(record)
+        due = record.next_run - self._offset
+        if isinstance(schedule, RecurTrigger):  # its grid was on the old process's clock
+            schedule = RecurTrigger(schedule.interval, anchor=due - schedule.seconds)
+        return Task(due, record.priority, next(self._seq), record.id,
+                    schedule if schedule is not None else record.trigger,
+                    json.loads(record.interval), fn, args, _check_kwargs(kwargs),
+                    load_options(record))
+
+    def _flush(self) -> None:
+        """Write what the journal holds (called without the lock)."""
+        if self._journal is not None:
+            self._journal.flush()
 
     # ------------------------------------------------------------------ state
 
@@ -218,20 +308,24 @@ class Scheduler(ControlMixin):
         else:
             schedule, due = self._make_schedule(trigger, interval, now, tz)
         events: List[Event] = []
+        seq = next(self._seq)
+        task = Task(due, priority, seq, task_id or f"{self._id_prefix}{seq}", schedule,
+                    interval, fn, args, kwargs, options)
+        task_id = task[3]
+        if self._journal is not None and self._journal.store is not None:
+            if self._store_new_task(task, replace_existing):
+                return task_id
         with self._lock:
             if self._closing:
                 raise RuntimeError("cannot schedule new tasks after shutdown")
             if options.depend_on:
                 self._check_dependencies(options.depend_on, task_id)
-            seq = next(self._seq)
-            if task_id is None:
-                task_id = f"{self._id_prefix}{seq}"
-            task = Task(due, priority, seq, task_id, schedule, interval, fn, args,
-                        kwargs, options)
             if task_id in self._tasks or task_id in self._states:
                 existing = self._replace_existing(task, replace_existing, events)
                 if existing is not None:
                     return existing
+            if not self._active:
+                return task_id  # stored; the scheduler that takes over will run it
             self._tasks[task_id] = task
             for dep in options.depend_on:
                 self._dependents.setdefault(dep, set()).add(task_id)
@@ -248,9 +342,35 @@ class Scheduler(ControlMixin):
                     self._wakeup.notify()
         if events:
             self._listeners.emit(events)
-        for run in batch:
-            self._submit(run)
+        if batch:
+            self._flush()
+            for run in batch:
+                self._submit(run)
         return task_id
+
+    def _store_new_task(self, task: Task, replace_existing: bool) -> bool:
+        """Write a new task to the store before delay() returns; True when an
+        identical task is stored already (it keeps its schedule state)."""
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("cannot schedule new tasks after shutdown")
+            known = self._tasks.get(task[3])
+            if known is not None and _same_definition(known, task):
+                return True
+            if known is not None and not replace_existing:
+                return False  # the in-memory check below raises the ValueError
+            offset = self._offset
+        record = task_record(task, task[0] + offset, self._clock.wall())
+        store = self._journal.store
+        if not self._active:  # a standby compares with the store itself
+            stored = next((r for r in store.load_tasks() if r.id == task[3]), None)
+            if stored is not None and _same_record(stored, record):
+                return True
+            if stored is not None and not replace_existing:
+                raise ValueError(f"a task with id {task[3]!r} already exists "
+                                 "(pass replace_existing=True to replace it)")
+        store.save_task(record)
+        return False
 
     def _make_schedule(self, trigger: str, interval: Any, now: float,
                        tz: Any) -> Tuple[Any, float]:
@@ -279,7 +399,8 @@ class Scheduler(ControlMixin):
             return task.id
         _log.info("task %r: definition changed, replacing it", task.id)
         if old is not None:
-            self._cancel_locked(task.id, "replaced by a new definition", events)
+            self._cancel_locked(task.id, "replaced by a new definition", events,
+                                keep_stored=True)
         self._states.pop(task.id, None)
         self._results.pop(task.id, None)
         return None
@@ -293,8 +414,10 @@ class Scheduler(ControlMixin):
             self._cancel_locked(task_id, "canceled by the user", events)
             self._wakeup.notify()
         self._listeners.emit(events)
+        self._flush()
 
-    def _cancel_locked(self, task_id: str, reason: str, events: List[Event]) -> None:
+    def _cancel_locked(self, task_id: str, reason: str, events: List[Event],
+                       keep_stored: bool = False) -> None:
         task = self._tasks.pop(task_id)
         state = self._state(task_id)
         if self._parked.pop(task_id, None) is None and state.pending is not task:
@@ -302,6 +425,8 @@ class Scheduler(ControlMixin):
         state.canceled = True
         state.pending = None
         state.task = task
+        if self._journal is not None and not keep_stored:
+            self._journal.removed(task_id)
         state.status = TaskStatus.CANCELED
         state.finished_at = self._clock.now()
         _log.info("task %r canceled: %s", task_id, reason)
@@ -345,11 +470,29 @@ class Scheduler(ControlMixin):
             self._thread.join(_remaining(deadline))
         if wait:
             wait = self._wait_for_runs(1 if inside_run else 0, deadline)
+            if not wait:
+                self._interrupt_running()
         wait = wait and not (inside_run or me is self._thread)  # never join ourselves
         for lane in self._lanes:
             if lane is not None:
                 lane.shutdown(wait)
         self._killable.shutdown(wait)
+        if self._journal is not None:
+            if wait or not self._running:
+                self._journal.close(*self._owns)
+            else:
+                self._journal.flush()
+
+    def _interrupt_running(self) -> None:
+        """Shutdown's grace is over: mark the runs still going as timed out, so
+        cooperative tasks stop and command tasks kill their processes."""
+        with self._lock:
+            going = [run for state in self._states.values() if state.running
+                     for run in state.kept_runs() if run.status is TaskStatus.RUNNING]
+        for run in going:
+            _log.warning("shutdown: interrupting task %r run %d", run.task_id,
+                         run.run_number)
+            run._mark_timed_out()
 
     def _inside_own_run(self) -> bool:
         run = current_run()
@@ -430,8 +573,12 @@ class Scheduler(ControlMixin):
         """The status name: 'Completed', 'Error', 'Suspended', 'Running', ..."""
         return self.get_status(task_id).label
 
-    def runs(self, task_id: str, limit: Optional[int] = None) -> List[Run]:
-        """The task's kept runs, newest first."""
+    def runs(self, task_id: str, limit: Optional[int] = None) -> List[Any]:
+        """The task's kept runs, newest first. With a store these are the
+        stored records (``RunRecord``, earlier processes' runs included)."""
+        if self.store is not None:
+            self._flush()
+            return [RunRecord(r) for r in self.store.runs(task_id, limit)]
         with self._lock:
             state = self._states.get(task_id)
             if state is None:
@@ -468,6 +615,8 @@ class Scheduler(ControlMixin):
 
     def _dispatch_loop(self) -> None:
         """Wait for due work, hand it to the executors; never dies silently."""
+        if not self._active and not self._wait_as_standby():
+            return
         while True:
             try:
                 batch, events, delay = self._next_batch()
@@ -475,6 +624,7 @@ class Scheduler(ControlMixin):
                     return
                 if events:
                     self._listeners.emit(events)
+                self._flush()
                 for run in batch:
                     self._submit(run)
                 if delay is not None:
@@ -483,6 +633,24 @@ class Scheduler(ControlMixin):
                 _log.exception("dispatcher error (the scheduler goes on)")
                 with self._lock:
                     self._wakeup.wait(0.05)  # don't spin if the error repeats
+
+    def _wait_as_standby(self) -> bool:
+        """Until the store's holder stops: try to take the store once a second.
+        (A blocking lock could not be interrupted by shutdown.)"""
+        store = self._journal.store
+        while True:
+            with self._lock:
+                if self._closing:
+                    return False
+            if store.acquire(self._owner, wait=False):
+                break
+            with self._lock:
+                self._wakeup.wait(_STANDBY_RETRY_SECONDS)
+        _log.warning("store %r: the previous scheduler stopped; this one takes over", store)
+        self._load_from_store()
+        with self._lock:
+            self._active = True
+        return True
 
     def _next_batch(self) -> Tuple[Optional[List[Run]], List[Event], Optional[float]]:
         """Under the lock: collect due runs, or wait until something may be due."""
@@ -572,6 +740,8 @@ class Scheduler(ControlMixin):
         nxt = task.at(following - offset, next(self._seq))
         self._tasks[task[3]] = nxt
         self._timers.push(nxt)
+        if self._journal is not None:
+            self._journal.update(task[3], next_run=nxt[0] + self._offset)
         return nxt
 
     def _fire_one_off(self, entry: OneOff, now: float, batch: List[Run],
@@ -658,6 +828,8 @@ class Scheduler(ControlMixin):
             return False
         state.running += 1
         self._running += 1
+        if self._journal is not None:
+            self._journal.claim(run, run.task.name)
         if self._listeners.callbacks:
             events.append(self._event(EventKind.SUBMITTED, run.task_id, run))
         return True
@@ -679,6 +851,9 @@ class Scheduler(ControlMixin):
         """Hand a run to its executor (called without the lock)."""
         lane = self._lanes[1] if run.hard else self._lanes[0]
         run.timestamp = self._clock.now()
+        if run._claimed is False:
+            self._refuse(run)
+            return
         try:
             if lane.in_threads and not run.hard:
                 lane.executor.submit(self._execute, run)
@@ -779,6 +954,28 @@ class Scheduler(ControlMixin):
                 self._run_done.notify_all()
         if events:
             self._listeners.emit(events)
+        if self._journal is not None:
+            self._journal.flush()
+            while following is not None and following._claimed is False:
+                following = self._refuse(following, pull=True)
+        return following
+
+    def _refuse(self, run: Run, pull: bool = False) -> Optional[Run]:
+        """The store says this slot ran already (another process): skip it."""
+        events: List[Event] = []
+        following = None
+        with self._lock:
+            lane = self._lanes[1] if run.hard else self._lanes[0]
+            run._state.running -= 1
+            self._running -= 1
+            self._drop_run(run, 0.0, "already claimed in the store by another scheduler",
+                           events)
+            if pull and lane.ready and not self._closing:
+                following = self._pop_ready(lane, self._clock.now(), events)
+            if following is None:
+                lane.give_back()
+        self._listeners.emit(events)
+        self._flush()
         return following
 
     def _complete(self, run: Run, status: TaskStatus, result: Any,
@@ -802,6 +999,10 @@ class Scheduler(ControlMixin):
             _log_failure(run)
         if state.latest is run and not state.canceled:
             state.status = status
+        if self._journal is not None:
+            self._journal.finished(run, task.name)
+            self._journal.update(run.task_id, runs=state.runs, missed=state.missed,
+                                 status=int(state.status))
         if self._listeners.callbacks:
             kind = _EVENT_OF_STATUS[status]
             events.append(self._event(kind, run.task_id, run))
@@ -838,6 +1039,8 @@ class Scheduler(ControlMixin):
             state.finished_at = now
             state.task = task
             del self._tasks[task_id]
+            if self._journal is not None:
+                self._journal.removed(task_id)
             if self._listeners.callbacks:
                 events.append(self._event(EventKind.REMOVED, task_id))
 
@@ -877,6 +1080,8 @@ class Scheduler(ControlMixin):
     def _miss(self, task: Task, state: _TaskState, lateness: float, reason: str,
               events: List[Event], count: int = 1, coalesced: bool = False) -> None:
         state.missed += count
+        if self._journal is not None:
+            self._journal.update(task[3], missed=state.missed)
         if not coalesced and state.latest is None:
             state.status = TaskStatus.CANCELED
         what = f"{count} run(s) coalesced into one" if coalesced else "run skipped"
@@ -1025,6 +1230,12 @@ def _same_definition(a: Task, b: Task) -> bool:
     return (a.trigger == b.trigger and a.interval == b.interval and a[1] == b[1]
             and a[6] == b[6] and a[7] == b[7] and a[8] == b[8]
             and a[9] == b[9])
+
+
+def _same_record(a: Any, b: Any) -> bool:
+    fields = ("trigger", "interval", "priority", "fn_ref", "fn_pickle", "args", "kwargs",
+              "options")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:

@@ -1,0 +1,229 @@
+"""A scheduler with a store: durable tasks, restarts, catch-up, crashes, run log."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import pysched_lightning as psl
+from pysched_lightning.runlog import read_run_log
+from pysched_lightning.stores import open_store
+from conftest import InlineExecutor, VirtualClock, wait_for
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tick(label):
+    return label
+
+
+def fail_always():
+    raise RuntimeError("broken on purpose")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        return psl_store_memory()
+    return open_store(f"sqlite:///{tmp_path}/jobs.db")  # tmp_path is absolute: four slashes
+
+
+def psl_store_memory():
+    return open_store("memory://")
+
+
+def virtual(clock, store, **kwargs):
+    return psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep,
+                         wallfunc=clock.now, store=store, **kwargs)
+
+
+# ------------------------------------------------------------- one suite, both stores
+
+def test_delay_is_durable_when_it_returns(store, clock):
+    sched = virtual(clock, store)
+    try:
+        tid = sched.delay('recur', 60, 3, tick, args=('a',), task_id='every-minute')
+        records = {r.id: r for r in store.load_tasks()}
+        record = records[tid]
+        assert record.trigger == 'recur' and record.priority == 3
+        assert record.fn_ref == f"{__name__}:tick" and record.stored_as == 'import'
+        assert record.next_run == pytest.approx(clock.now() + 60)
+    finally:
+        sched.shutdown()
+
+
+def test_function_without_import_name_is_pickled(store, clock):
+    sched = virtual(clock, store)
+    try:
+        tid = sched.delay('once', 5, 1, lambda: 'from a lambda')
+        assert sched.get_task(tid)['stored_as'] == 'pickle'
+    finally:
+        sched.shutdown()
+
+
+def test_task_that_cannot_be_stored_is_refused_at_delay(store, clock):
+    lock = threading.Lock()
+    sched = virtual(clock, store)
+    try:
+        with pytest.raises(TypeError, match="args"):
+            sched.delay('once', 5, 1, tick, args=(lock,))
+        assert store.load_tasks() == [] and dict(sched.task) == {}
+    finally:
+        sched.shutdown()
+
+
+def test_restart_loads_tasks_and_catches_up_a_missed_slot_once(store, clock):
+    first = virtual(clock, store)
+    tid = first.delay('recur', 60, 1, tick, args=('x',), task_id='minutely')
+    first.start()
+    wait_for(lambda: first.get_task(tid)['runs'] >= 2)
+    first.shutdown()
+    runs_before = len(store.runs(tid))
+    clock.advance(3600)  # down for an hour: 60 slots passed
+    second = virtual(clock, store)
+    try:
+        assert second.get_task(tid)['runs'] == first.get_task(tid)['runs']
+        restart = clock.now()
+        second.start()
+        wait_for(lambda: len(store.runs(tid)) >= runs_before + 2)
+        new = sorted(r['scheduled'] for r in store.runs(tid))[runs_before:]
+        assert new[0] < restart  # the missed slot ran once at start...
+        assert new[1] > restart  # ...then the regular grid, not 60 catch-up runs
+        assert second.get_task(tid)['missed'] >= 59
+    finally:
+        second.shutdown()
+
+
+def test_identical_task_re_added_after_restart_keeps_its_schedule(store, clock):
+    first = virtual(clock, store)
+    first.delay('recur', 60, 1, tick, args=('x',), task_id='keep')
+    next_run = store.load_tasks()[0].next_run
+    first.shutdown()
+    clock.advance(30)
+    second = virtual(clock, store)
+    try:
+        second.delay('recur', 60, 1, tick, args=('x',), task_id='keep')
+        assert store.load_tasks()[0].next_run == pytest.approx(next_run)
+        second.delay('recur', 120, 1, tick, args=('x',), task_id='keep')  # changed: replaced
+        [record] = store.load_tasks()
+        assert json.loads(record.interval) == 120
+    finally:
+        second.shutdown()
+
+
+def test_cancel_removes_from_store_and_history_is_queryable(store, clock):
+    sched = virtual(clock, store)
+    try:
+        ok = sched.delay('once', 1, 1, tick, args=('done',))
+        bad = sched.delay('once', 2, 1, fail_always)
+        pending = sched.delay('once', 3600, 1, tick, args=('never',))
+        sched.start()
+        wait_for(lambda: sched.get_status(bad) is psl.TaskStatus.ERROR)
+        sched.cancel(pending)
+        assert {r.id for r in store.load_tasks()} == set()  # finished or canceled: gone
+        [ok_run] = sched.runs(ok)
+        assert ok_run.status is psl.TaskStatus.COMPLETED and ok_run['result'] == "'done'"
+        [bad_run] = sched.runs(bad)
+        assert bad_run['status'] == psl.TaskStatus.ERROR
+        assert 'broken on purpose' in bad_run['traceback']
+        assert sched.purge() >= 2
+        assert store.runs(ok) == [] and store.runs(bad) == []
+    finally:
+        sched.shutdown()
+
+
+def test_store_clear_wipes_everything(store, clock):
+    sched = virtual(clock, store)
+    sched.delay('recur', 10, 1, tick, args=('x',))
+    sched.shutdown()
+    store.clear()
+    assert store.load_tasks() == [] and store.runs() == []
+
+
+def test_second_scheduler_on_the_same_store_waits_as_standby(tmp_path):
+    path = tmp_path / "jobs.db"
+    ran = []
+    active = psl.Scheduler(store=path)
+    tid = active.delay('recur', 0.05, 1, tick, args=('a',), task_id='fast')
+    active.start()
+    wait_for(lambda: active.get_task(tid)['runs'] >= 1)
+    standby = psl.Scheduler(store=path)
+    try:
+        standby.start()
+        assert dict(standby.task) == {}  # runs nothing while the first one holds the store
+        active.shutdown()
+        wait_for(lambda: 'fast' in standby.task, timeout=10)
+        before = standby.get_task('fast')['runs']
+        wait_for(lambda: standby.get_task('fast')['runs'] > before, timeout=10)
+    finally:
+        active.shutdown()
+        standby.shutdown()
+    assert not ran
+
+
+def test_json_run_log_has_a_line_per_finished_run(tmp_path):
+    log = tmp_path / "logs" / "job_status.log"
+    with psl.Scheduler(run_log=str(log)) as sched:
+        ok = sched.delay('once', 0, 1, psl.command(["sh", "-c", "echo out; echo err >&2"]))
+        bad = sched.delay('once', 0, 1, psl.command(["sh", "-c", "echo oops >&2; exit 3"]))
+        sched.get_result(ok, timeout=10)
+        with pytest.raises(psl.CommandError):
+            sched.get_result(bad, timeout=10)
+    lines = {entry['task_id']: entry for entry in read_run_log(log)}
+    assert lines[ok]['status'] == 'Completed' and lines[ok]['output'] == 'out\n'
+    assert lines[ok]['stderr'] == 'err\n' and lines[ok]['exit_code'] == 0
+    assert lines[bad]['status'] == 'Error' and lines[bad]['exit_code'] == 3
+    assert 'oops' in lines[bad]['stderr'] and 'CommandError' in lines[bad]['traceback']
+    assert lines[ok]['started'].endswith('+00:00')
+
+
+# ------------------------------------------------------------- a real crash
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    import pysched_lightning as psl
+    from pysched_lightning import jobs
+    sched = psl.Scheduler(store=sys.argv[1])
+    sched.delay('recur', 0.2, 1, time.time, task_id='heartbeat')
+    sched.start()
+    print('started', flush=True)
+    i = 0
+    while True:
+        tid = sched.delay('once', 3600 + i, 1, time.time, task_id=f'later-{i}')
+        print(tid, flush=True)
+        i += 1
+""")
+
+
+def test_store_of_a_killed_scheduler_loads_cleanly_and_loses_no_task(tmp_path):
+    path = tmp_path / "jobs.db"
+    env = dict(os.environ, PYTHONPATH=REPO)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
+                             text=True, env=env)
+    accepted = []
+    try:
+        assert child.stdout.readline().strip() == 'started'
+        while len(accepted) < 200:
+            accepted.append(child.stdout.readline().strip())
+        wait_for(lambda: len(open_store(path).runs('heartbeat')) >= 3)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    sched = psl.Scheduler(store=path)
+    try:
+        loaded = set(sched.task)
+        assert set(accepted) <= loaded
+        assert 'heartbeat' in loaded
+        # a run cut short by the kill is an error now, not "running" forever
+        assert all(r.status is not psl.TaskStatus.RUNNING for r in sched.runs('heartbeat'))
+        before = len(sched.runs('heartbeat'))
+        sched.start()
+        wait_for(lambda: len(sched.runs('heartbeat')) > before)
+    finally:
+        sched.shutdown()
