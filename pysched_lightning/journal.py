@@ -2,10 +2,12 @@
 
 Changes are noted under the scheduler's lock (a list append, cheap) and
 written by ``flush()`` after the lock is released, in one store transaction,
-so SQLite never runs under the scheduler's lock. A run is claimed in the
-store before it starts: ``flush()`` returns only once the claims noted so far
-are decided, and a run whose claim was refused (another process ran that
-slot) must not start.
+so SQLite never runs under the scheduler's lock. ``flush()`` returns once
+everything noted before it was called is committed — by this thread or by
+another one that flushed meanwhile (group commit: threads finishing runs at
+the same time share one transaction). A run is claimed in the store before it
+starts, and a run whose claim was refused (another process ran that slot)
+must not start.
 """
 from __future__ import annotations
 
@@ -31,9 +33,15 @@ class Journal:
         self._offset = offset
         self._scheduler_lock = scheduler_lock
         self._pending: List[Callable[[], None]] = []  # appended under the scheduler lock
-        self._flush_lock = threading.Lock()  # keeps writes in the order noted
+        self._noted = 0  # writes noted so far (under the scheduler lock)
+        self._written = 0  # writes committed so far (under the flush lock)
+        self._flush_lock = threading.Lock()  # one transaction at a time, in order
 
     # -- noted under the scheduler's lock ---------------------------------
+
+    def _note(self, write: Callable[[], None]) -> None:
+        self._pending.append(write)
+        self._noted += 1
 
     def claim(self, run: Run, name: str) -> None:
         if self.store is None:
@@ -44,37 +52,41 @@ class Journal:
         def write() -> None:
             run._claimed = self.store.claim_run(run.task_id, scheduled, run.attempt,
                                                 run.run_number, name)
-        self._pending.append(write)
+        self._note(write)
 
     def finished(self, run: Run, name: str) -> None:
         record = run_record(run, name, self._offset())
         if self.store is not None:
-            self._pending.append(lambda: self.store.finish_run(record))
+            self._note(lambda: self.store.finish_run(record))
         if self.run_log is not None:
             logged = dict(record, status=TaskStatus(record["status"]).label)
-            self._pending.append(lambda: self.run_log.write(logged))
+            self._note(lambda: self.run_log.write(logged))
 
     def update(self, task_id: str, **fields: Any) -> None:
         if self.store is not None:
-            self._pending.append(lambda: self.store.update_task(task_id, **fields))
+            self._note(lambda: self.store.update_task(task_id, **fields))
 
     def removed(self, task_id: str) -> None:
         if self.store is not None:
-            self._pending.append(lambda: self.store.remove_task(task_id))
+            self._note(lambda: self.store.remove_task(task_id))
 
     def saved(self, record: Any) -> None:
         if self.store is not None:
-            self._pending.append(lambda: self.store.save_task(record))
+            self._note(lambda: self.store.save_task(record))
 
     # -- outside the lock ---------------------------------------------------
 
     def flush(self) -> None:
         """Write what is pending; a failed write is logged, never raised."""
+        with self._scheduler_lock:
+            wanted = self._noted
         with self._flush_lock:
+            if self._written >= wanted:
+                return  # another thread committed our writes meanwhile
             with self._scheduler_lock:
                 pending, self._pending = self._pending, []
-            if not pending:
-                return
+                upto = self._noted
+            self._written = upto
             try:
                 if self.store is not None:
                     with self.store.batch():

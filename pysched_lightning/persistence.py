@@ -17,7 +17,7 @@ import cloudpickle
 
 from .runs import Run, TaskStatus
 from .stores.base import TaskRecord
-from .task import Task, TaskOptions
+from .task import DEFAULT_OPTIONS, Task, TaskOptions
 
 __all__ = ["task_record", "load_function", "load_schedule", "run_record", "claim_key",
            "RunRecord"]
@@ -30,8 +30,8 @@ def task_record(task: Task, next_run: Optional[float], now_wall: float) -> TaskR
     return TaskRecord(
         id=task[3], name=task.name, trigger=task.trigger,
         interval=_interval_text(task[5]), priority=task[1],
-        fn_ref=ref, fn_pickle=None if ref else _dumps("fn", fn),
-        args=_dumps("args", task[7]), kwargs=_dumps("kwargs", dict(task[8])),
+        fn_ref=ref, fn_pickle=None if ref else _dumps_function(fn),
+        args=_dumps("args", task[7]), kwargs=_dumps("kwargs", task[8]),
         options=_dumps("options", task[9]),
         schedule=None if type(task[4]) is str else _dumps("trigger", task[4]),
         next_run=next_run, created=now_wall, updated=now_wall)
@@ -142,9 +142,49 @@ def _interval_text(interval: Any) -> str:
         return json.dumps(repr(interval))
 
 
-def _dumps(label: str, value: Any) -> bytes:
+def _dumps_function(fn: Any) -> bytes:
+    """A function without an import name is kept by value (cloudpickle)."""
     try:
-        return cloudpickle.dumps(value)
+        return cloudpickle.dumps(fn, protocol=_PROTOCOL)
     except Exception as exc:
-        raise TypeError(f"task cannot be stored: its {label} {value!r} cannot be "
+        raise TypeError(f"task cannot be stored: its fn {fn!r} cannot be pickled "
+                        f"({type(exc).__name__}: {exc})") from exc
+
+
+def _dumps(label: str, value: Any) -> bytes:
+    """Pickle with the fast standard pickler when the result can be loaded by
+    another process; cloudpickle (by value) for lambdas and __main__ code."""
+    if isinstance(value, (dict, tuple)) and not value:
+        return _EMPTY_DICT if isinstance(value, dict) else _EMPTY_TUPLE
+    if value is DEFAULT_OPTIONS:
+        return _DEFAULT_OPTIONS
+    try:
+        data = pickle.dumps(value, protocol=_PROTOCOL)
+        if b"__main__" not in data:
+            return data
+    except Exception:
+        pass
+    try:
+        return cloudpickle.dumps(value, protocol=_PROTOCOL)
+    except Exception as exc:
+        raise TypeError(f"task cannot be stored: {_which_part(label, value)} cannot be "
                         f"pickled ({type(exc).__name__}: {exc})") from exc
+
+
+def _which_part(label: str, value: Any) -> str:
+    """Name the argument that fails, not just 'args'."""
+    items = enumerate(value) if label == "args" and isinstance(value, tuple) else \
+        value.items() if label == "kwargs" and isinstance(value, dict) else ()
+    for key, item in items:
+        try:
+            cloudpickle.dumps(item)
+        except Exception:
+            where = f"args[{key}]" if label == "args" else f"kwargs[{key!r}]"
+            return f"{where}={item!r}"
+    return f"its {label} {value!r}"
+
+
+_PROTOCOL = 4  # Python 3.4+: every supported interpreter reads it
+_EMPTY_DICT = pickle.dumps({}, protocol=_PROTOCOL)
+_EMPTY_TUPLE = pickle.dumps((), protocol=_PROTOCOL)
+_DEFAULT_OPTIONS = pickle.dumps(DEFAULT_OPTIONS, protocol=_PROTOCOL)

@@ -312,8 +312,10 @@ class Scheduler(ControlMixin):
         task = Task(due, priority, seq, task_id or f"{self._id_prefix}{seq}", schedule,
                     interval, fn, args, kwargs, options)
         task_id = task[3]
+        record = None
         if self._journal is not None and self._journal.store is not None:
-            if self._store_new_task(task, replace_existing):
+            record = task_record(task, due + self._offset, self._clock.wall())
+            if not self._active and self._standby_keeps(record, replace_existing):
                 return task_id
         with self._lock:
             if self._closing:
@@ -324,52 +326,50 @@ class Scheduler(ControlMixin):
                 existing = self._replace_existing(task, replace_existing, events)
                 if existing is not None:
                     return existing
-            if not self._active:
-                return task_id  # stored; the scheduler that takes over will run it
-            self._tasks[task_id] = task
-            for dep in options.depend_on:
-                self._dependents.setdefault(dep, set()).add(task_id)
-            if self._listeners.callbacks:
-                events.append(self._event(EventKind.ADDED, task_id))
-            if due <= now and self._thread is not None and not self._closing:
-                # Due already: fire it here rather than wake the dispatcher.
-                batch: List[Run] = []
-                self._fire(task, now, batch, events)
-            else:
+            if record is not None:
+                self._journal.saved(record)  # flushed before delay() returns
+            if not self._active:  # stored; the scheduler that takes over runs it
                 batch = _NO_RUNS
-                self._timers.push(task)
-                if self._timers.is_head(task):
-                    self._wakeup.notify()
+            else:
+                batch = self._add_task(task, now, events)
         if events:
             self._listeners.emit(events)
-        if batch:
+        if record is not None or batch:
             self._flush()
-            for run in batch:
-                self._submit(run)
+        for run in batch:
+            self._submit(run)
         return task_id
 
-    def _store_new_task(self, task: Task, replace_existing: bool) -> bool:
-        """Write a new task to the store before delay() returns; True when an
-        identical task is stored already (it keeps its schedule state)."""
-        with self._lock:
-            if self._closing:
-                raise RuntimeError("cannot schedule new tasks after shutdown")
-            known = self._tasks.get(task[3])
-            if known is not None and _same_definition(known, task):
-                return True
-            if known is not None and not replace_existing:
-                return False  # the in-memory check below raises the ValueError
-            offset = self._offset
-        record = task_record(task, task[0] + offset, self._clock.wall())
-        store = self._journal.store
-        if not self._active:  # a standby compares with the store itself
-            stored = next((r for r in store.load_tasks() if r.id == task[3]), None)
-            if stored is not None and _same_record(stored, record):
-                return True
-            if stored is not None and not replace_existing:
-                raise ValueError(f"a task with id {task[3]!r} already exists "
-                                 "(pass replace_existing=True to replace it)")
-        store.save_task(record)
+    def _add_task(self, task: Task, now: float, events: List[Event]) -> List[Run]:
+        """Under the lock: schedule a new task; fire it at once if it is due."""
+        task_id, due = task[3], task[0]
+        self._tasks[task_id] = task
+        for dep in task[9].depend_on:
+            self._dependents.setdefault(dep, set()).add(task_id)
+        if self._listeners.callbacks:
+            events.append(self._event(EventKind.ADDED, task_id))
+        if due <= now and self._thread is not None and not self._closing:
+            # Due already: fire it here rather than wake the dispatcher.
+            batch: List[Run] = []
+            self._fire(task, now, batch, events)
+            return batch
+        self._timers.push(task)
+        if self._timers.is_head(task):
+            self._wakeup.notify()
+        return _NO_RUNS
+
+    def _standby_keeps(self, record: Any, replace_existing: bool) -> bool:
+        """A standby has nothing in memory: it compares with the store. True
+        when an identical task is stored already (it keeps its state)."""
+        stored = next((r for r in self._journal.store.load_tasks() if r.id == record.id),
+                      None)
+        if stored is None:
+            return False
+        if _same_record(stored, record):
+            return True
+        if not replace_existing:
+            raise ValueError(f"a task with id {record.id!r} already exists "
+                             "(pass replace_existing=True to replace it)")
         return False
 
     def _make_schedule(self, trigger: str, interval: Any, now: float,
