@@ -253,7 +253,9 @@ class ControlMixin:
                     removed += len(state.kept_runs())
                     del self._states[task_id]
                     self._results.pop(task_id, None)
-            before_wall = cutoff + self._offset
+            # with no age, every finished run goes, even one that ended just now
+            age = days * 86400 + hours * 3600 + minutes * 60
+            before_wall = math.inf if age == 0 else cutoff + self._offset
         if self.store is not None:
             self._flush()
             removed = max(removed, self.store.purge_runs(before_wall))

@@ -123,10 +123,12 @@ def test_cancel_removes_from_store_and_history_is_queryable(store, clock):
         ok = sched.delay('once', 1, 1, tick, args=('done',))
         bad = sched.delay('once', 2, 1, fail_always)
         pending = sched.delay('once', 3600, 1, tick, args=('never',))
+        assert {r.id for r in store.load_tasks()} == {ok, bad, pending}
+        sched.cancel(pending)
+        assert {r.id for r in store.load_tasks()} == {ok, bad}
         sched.start()
         wait_for(lambda: sched.get_status(bad) is psl.TaskStatus.ERROR)
-        sched.cancel(pending)
-        assert {r.id for r in store.load_tasks()} == set()  # finished or canceled: gone
+        assert {r.id for r in store.load_tasks()} == set()  # finished: gone
         [ok_run] = sched.runs(ok)
         assert ok_run.status is psl.TaskStatus.COMPLETED and ok_run['result'] == "'done'"
         [bad_run] = sched.runs(bad)
