@@ -76,25 +76,42 @@ class Journal:
 
     # -- outside the lock ---------------------------------------------------
 
-    def flush(self) -> None:
-        """Write what is pending; a failed write is logged, never raised."""
+    def has_pending(self) -> bool:
+        """Under the scheduler lock: are there writes not yet flushed?"""
+        return bool(self._pending)
+
+    def flush(self, block: bool = True) -> bool:
+        """Write what is pending; a failed write is logged, never raised.
+
+        Without *block*, return False at once if another thread is writing
+        (what is left is written by the next flush)."""
         with self._scheduler_lock:
             wanted = self._noted
-        with self._flush_lock:
-            if self._written >= wanted:
-                return  # another thread committed our writes meanwhile
-            with self._scheduler_lock:
-                pending, self._pending = self._pending, []
-                upto = self._noted
-            self._written = upto
-            try:
-                if self.store is not None:
-                    with self.store.batch():
-                        self._run_all(pending)
-                else:
+        if not self._flush_lock.acquire(blocking=block):
+            return False
+        try:
+            self._flush_upto(wanted)
+        finally:
+            self._flush_lock.release()
+        return True
+
+    def _flush_upto(self, wanted: int) -> None:
+        """Under the flush lock: commit everything noted, unless another
+        thread's commit already covered what the caller noted."""
+        if self._written >= wanted:
+            return
+        with self._scheduler_lock:
+            pending, self._pending = self._pending, []
+            upto = self._noted
+        try:
+            if self.store is not None:
+                with self.store.batch():
                     self._run_all(pending)
-            except Exception:
-                _log.exception("writing %d change(s) to the store failed", len(pending))
+            else:
+                self._run_all(pending)
+        except Exception:
+            _log.exception("writing %d change(s) to the store failed", len(pending))
+        self._written = upto
 
     @staticmethod
     def _run_all(pending: List[Callable[[], None]]) -> None:

@@ -49,6 +49,8 @@ _log = logging.getLogger("pysched_lightning")
 #: With the real clocks, never sleep longer than this, so a step of the wall
 #: clock (NTP, suspend) is noticed and cron times are re-derived.
 _CLOCK_CHECK_SECONDS = 30.0
+#: How long finished runs' records may wait to be written with other writes.
+_JOURNAL_LINGER_SECONDS = 0.01
 #: How often a standby scheduler tries to take over the store.
 _STANDBY_RETRY_SECONDS = 1.0
 #: A wall-clock jump larger than this (seconds) counts as a step.
@@ -169,6 +171,7 @@ class Scheduler(ControlMixin):
         self._resumed_at = -math.inf
         self._running = 0
         self._journal: Optional[Journal] = None
+        self._journal_due: Optional[float] = None  # when leftover writes get flushed
         self._active = True  # False: a standby waiting for the store's holder to stop
         self._open_store(store, run_log)
 
@@ -667,14 +670,31 @@ class Scheduler(ControlMixin):
                 for lane in self._lanes:
                     if lane is not None and lane.ready:
                         self._drain_ready(lane, now, batch, events)
-                if batch or events or expired:
+                if batch or events or expired or self._journal_is_due(now):
                     self._mark_expired(expired)
                     return batch, events, None
                 wait = self._time_to_next(now)
+                if self._journal_due is not None:
+                    wait = min(wait, self._journal_due - now) if wait is not None \
+                        else self._journal_due - now
                 if self._delayfunc is not None and wait is not None:
                     return [], events, wait
                 self._wakeup.wait(wait)
             return None, [], None
+
+    def _journal_is_due(self, now: float) -> bool:
+        """Writes left by workers are flushed once they have waited a moment
+        (other flushes usually take them along before that)."""
+        if self._journal is None or not self._journal.has_pending():
+            self._journal_due = None
+            return False
+        if self._journal_due is None:
+            self._journal_due = now + _JOURNAL_LINGER_SECONDS
+            return False
+        if now < self._journal_due:
+            return False
+        self._journal_due = None
+        return True
 
     def _time_to_next(self, now: float) -> Optional[float]:
         due = []
@@ -780,6 +800,8 @@ class Scheduler(ControlMixin):
         state.latest = run
         state.status = TaskStatus.SUSPENDED
         self._results[task[3]] = run
+        if self._journal is not None:  # the slot is this process's from now on
+            self._journal.claim(run, task.name)
         return run
 
     def _enqueue(self, run: Run, batch: List[Run], events: List[Event]) -> None:
@@ -828,8 +850,6 @@ class Scheduler(ControlMixin):
             return False
         state.running += 1
         self._running += 1
-        if self._journal is not None:
-            self._journal.claim(run, run.task.name)
         if self._listeners.callbacks:
             events.append(self._event(EventKind.SUBMITTED, run.task_id, run))
         return True
@@ -955,9 +975,20 @@ class Scheduler(ControlMixin):
         if events:
             self._listeners.emit(events)
         if self._journal is not None:
-            self._journal.flush()
-            while following is not None and following._claimed is False:
-                following = self._refuse(following, pull=True)
+            following = self._settle_journal(following)
+        return following
+
+    def _settle_journal(self, following: Optional[Run]) -> Optional[Run]:
+        """A worker does not wait to write its run's record: the next flush
+        (a delay(), the dispatcher, or the journal's linger) takes it along.
+        Before the next run, it makes sure that run's claim is decided."""
+        journal = self._journal
+        while following is not None and journal.store is not None:
+            if following._claimed is None:
+                journal.flush()
+            if following._claimed is not False:
+                break
+            following = self._refuse(following, pull=True)
         return following
 
     def _refuse(self, run: Run, pull: bool = False) -> Optional[Run]:
@@ -1099,6 +1130,8 @@ class Scheduler(ControlMixin):
         run.reason = reason
         if run._owns_future:
             run._resolve_future()
+        if self._journal is not None:
+            self._journal.finished(run, run.task.name)
         state = run._state
         if state.latest is run:
             self._forget_run(run, state)

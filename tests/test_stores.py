@@ -465,8 +465,8 @@ class Child:
         self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
 
-    def kill(self) -> None:
-        """SIGKILL, then every line it had written."""
+    def kill(self) -> list:
+        """SIGKILL; return the lines it had written that were not read yet."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._reader.join(10)
@@ -555,7 +555,7 @@ def test_a_standby_process_takes_over_when_the_holder_is_killed(tmp_path, childr
 
 
 CRASHER = """
-    import sys
+    import os, sys
     from pysched_lightning.stores import SQLiteStore, TaskRecord
     store = SQLiteStore(sys.argv[1])
     store.mark_interrupted()  # as a scheduler does on start
@@ -574,7 +574,7 @@ CRASHER = """
             store.save_task(record)
             store.update_task(task_id, next_run=i + 1.0, runs=i)
             store.claim_run(task_id, float(i), 0, 1, "n")
-        print("saved", task_id, flush=True)
+        os.write(1, f"saved {task_id} .\\n".encode())  # one write: a whole line or none
         store.finish_run({"task_id": task_id, "scheduled": float(i), "attempt": 0,
                           "status": 0, "output": "x" * 500})
 """
@@ -591,7 +591,7 @@ def test_a_store_killed_mid_write_loads_every_accepted_task(tmp_path, children):
                 if n % 100 == 0:  # reading while another process writes never errors
                     reader.load_tasks()
                     reader.runs(limit=10)
-            reported += [line.split()[1] for line in child.kill() if line.startswith("saved")]
+            reported += [line.split()[1] for line in child.kill() if line.endswith(" .")]
     with SQLiteStore(path) as store:
         loaded = {r.id: r for r in store.load_tasks()}
         assert set(reported) <= set(loaded)

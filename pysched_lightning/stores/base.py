@@ -68,12 +68,14 @@ class Store(Protocol):
     def holder(self) -> Optional[str]:
         """Who holds the store (the owner string given to acquire), if anyone."""
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """End this store's hold, if it has one; otherwise do nothing."""
 
     def batch(self) -> ContextManager[None]:
         """A transaction: calls made inside it commit together, or not at all."""
 
-    def load_tasks(self) -> List[TaskRecord]: ...
+    def load_tasks(self) -> List[TaskRecord]:
+        """Every stored task, oldest ``created`` first. Needs no hold."""
 
     def save_task(self, record: TaskRecord) -> None:
         """Insert or replace a task; durable when it returns."""
@@ -81,7 +83,8 @@ class Store(Protocol):
     def update_task(self, task_id: str, **fields: Any) -> None:
         """Change some of a task's fields (next_run, runs, missed, status, paused...)."""
 
-    def remove_task(self, task_id: str) -> None: ...
+    def remove_task(self, task_id: str) -> None:
+        """Delete a task (nothing if unknown); its run history stays until purged."""
 
     def claim_run(self, task_id: str, scheduled: float, attempt: int, run: int,
                   name: str) -> bool:
@@ -104,4 +107,5 @@ class Store(Protocol):
     def clear(self) -> None:
         """Delete every task and run."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the hold and free the store's resources; closing twice is fine."""

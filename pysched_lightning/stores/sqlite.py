@@ -49,10 +49,10 @@ LOCK_POLL = 0.05
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY NOT NULL,
+    id TEXT PRIMARY KEY NOT NULL,  -- WITHOUT ROWID: one b-tree, one page per write
     name TEXT,
-    trigger TEXT,
-    interval TEXT,
+    "trigger" TEXT,
+    "interval" TEXT,
     priority REAL,
     fn_ref TEXT,
     fn_pickle BLOB,
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     status INTEGER NOT NULL DEFAULT 2,
     created REAL NOT NULL DEFAULT 0,
     updated REAL NOT NULL DEFAULT 0
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     task_id TEXT NOT NULL,
@@ -87,12 +87,14 @@ CREATE TABLE IF NOT EXISTS runs (
     stderr TEXT,
     UNIQUE (task_id, scheduled, attempt)
 );
-CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished);
+-- Lookups by task use the UNIQUE index, which leads with task_id. Every
+-- index is one more page to write per commit, so there are few: purge()
+-- scans (it is rare), and the history of all tasks walks runs_scheduled.
 CREATE INDEX IF NOT EXISTS runs_scheduled ON runs (scheduled);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
-_TASK_COLUMNS = ", ".join(TASK_FIELDS)
+_TASK_COLUMNS = ", ".join(f'"{name}"' for name in TASK_FIELDS)  # 'trigger' is a keyword
 _RUN_COLUMNS = ", ".join(RUN_FIELDS)
 _SAVE_TASK = (f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) "
               f"VALUES ({', '.join('?' * len(TASK_FIELDS))})")
@@ -162,9 +164,11 @@ class SQLiteStore:
                                      isolation_level=None, check_same_thread=False)
         try:
             self._setup()
-        except sqlite3.DatabaseError as exc:
+        except BaseException as exc:
             self._conn.close()
-            raise type(exc)(f"{self.path}: {exc}") from exc
+            if isinstance(exc, sqlite3.DatabaseError) and self.path not in str(exc):
+                raise type(exc)(f"{self.path}: {exc}") from exc
+            raise
 
     def _setup(self) -> None:
         execute = self._conn.execute
@@ -422,7 +426,7 @@ def _update_sql(names: tuple) -> str:
     so sqlite3's statement cache prepares it once)."""
     sql = _UPDATE_SQL.get(names)
     if sql is None:
-        sets = ", ".join(f"{name} = ?" for name in names)
+        sets = ", ".join(f'"{name}" = ?' for name in names)
         sql = _UPDATE_SQL.setdefault(names, f"UPDATE tasks SET {sets} WHERE id = ?")
     return sql
 
