@@ -81,8 +81,10 @@ class Run(RunContext):
         self.task = task
         self.task_id = task[3]
         self.run_number = number
-        self.attempt = attempt
-        self.timeout = timeout
+        if attempt != 1:
+            self.attempt = attempt
+        if timeout is not None:
+            self.timeout = timeout
         #: When the run was due, on the scheduler's clock.
         self.scheduled = scheduled
         #: When it was handed to an executor, on the scheduler's clock.

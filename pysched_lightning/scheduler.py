@@ -790,15 +790,19 @@ class Scheduler(ControlMixin):
     def _new_run(self, task: Task, state: _TaskState, attempt: int, now: float) -> Run:
         if attempt == 1:
             state.runs += 1
-        run = Run(task, state.runs, attempt, task[0], now, task[9].timeout, state)
-        run.hard = task[9].hard
-        run._previous = state.latest
-        if state.latest is not None:
+        options = task[9]
+        run = Run(task, state.runs, attempt, task[0], now, options.timeout, state)
+        if options.hard:  # attributes left at their class default cost nothing
+            run.hard = True
+        latest = state.latest
+        if latest is not None:
+            run._previous = latest
             if state.history is None:
-                state.history = deque((state.latest,), maxlen=self._history)
+                state.history = deque((latest,), maxlen=self._history)
             state.history.append(run)
+        if state.status is not TaskStatus.SUSPENDED:
+            state.status = TaskStatus.SUSPENDED
         state.latest = run
-        state.status = TaskStatus.SUSPENDED
         self._results[task[3]] = run
         if self._journal is not None:  # the slot is this process's from now on
             self._journal.claim(run, task.name)
