@@ -19,6 +19,7 @@ than an accident of croniter's time-zone code:
 """
 from __future__ import annotations
 
+import abc
 import datetime as _dt
 import logging
 import math
@@ -77,7 +78,7 @@ _MAX_CANDIDATES = 10000
 # Triggers
 # --------------------------------------------------------------------------
 
-class Trigger:
+class Trigger(abc.ABC):
     """Common shape of all triggers: a name, the interval as given, due times.
 
     Subclasses set ``first_due`` in their constructor and implement
@@ -89,13 +90,13 @@ class Trigger:
     wall_clock: bool = False
     first_due: float = 0.0
 
+    @abc.abstractmethod
     def next_due(self, after: float) -> Optional[float]:
         """The first due time strictly after *after*, or None if there is none."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """A short human description of the schedule."""
-        raise NotImplementedError
 
     def _public_state(self) -> Dict[str, Any]:
         """What defines the trigger: its public attributes and its zone key."""

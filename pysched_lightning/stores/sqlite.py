@@ -224,7 +224,8 @@ class SQLiteStore:
         if not isinstance(owner, str):
             raise TypeError(f"owner must be a str, not {owner!r}")
         if fcntl is None:  # pragma: no cover
-            raise NotImplementedError("SQLiteStore's lock needs fcntl.flock (POSIX)")
+            raise OSError("SQLiteStore's lock needs fcntl.flock, which this platform "
+                          "lacks (POSIX only)")
         if not self._take(self._hold, wait):
             return False
         fd, held = None, False
