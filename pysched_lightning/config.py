@@ -38,7 +38,7 @@ import math
 import os
 from typing import Callable, Dict, Optional, Tuple, Union
 
-__all__ = ["Config", "ConfigError", "load_config", "DEFAULTS"]
+__all__ = ["Config", "ConfigError", "load_config", "parse_log_level", "DEFAULTS"]
 
 _PathLike = Union[str, "os.PathLike[str]"]
 
@@ -83,7 +83,8 @@ def _path(text: str) -> str:
     return text
 
 
-def _log_level(text: str) -> int:
+def parse_log_level(text: str) -> int:
+    """A logging level name or number as an int; ValueError if it is neither."""
     name = text.strip().upper()
     if name.lstrip("-").isdigit():
         return int(name)
@@ -107,7 +108,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, Callable[[str], object]]]] = {
         "PERSISTENCE_FILE": ("persistence_file", _path),
     },
     "LOGGING": {
-        "LOG_LEVEL": ("log_level", _log_level),
+        "LOG_LEVEL": ("log_level", parse_log_level),
     },
 }
 _PATH_FIELDS = ("jobs_folder", "logs_folder", "persistence_file")

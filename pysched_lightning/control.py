@@ -135,12 +135,7 @@ class ControlMixin:
         elif state is not None and state.pending is old:
             state.pending = new
         if self._journal is not None and self._journal.store is not None:
-            from .persistence import task_record
-            record = task_record(new, new[0] + self._offset, self._clock.wall())
-            record.runs = state.runs if state is not None else 0
-            record.missed = state.missed if state is not None else 0
-            record.paused = bool(state is not None and state.paused)
-            self._journal.saved(record)
+            self._journal.saved(self._stored_record(new))
         self._wakeup.notify()
 
     def run_now(self, task_id: str) -> None:

@@ -49,6 +49,8 @@ _log = logging.getLogger("pysched_lightning")
 #: With the real clocks, never sleep longer than this, so a step of the wall
 #: clock (NTP, suspend) is noticed and cron times are re-derived.
 _CLOCK_CHECK_SECONDS = 30.0
+#: After shutdown's timeout, how long interrupted runs get to return.
+_INTERRUPT_GRACE_SECONDS = 2.0
 #: How long finished runs' records may wait to be written with other writes.
 _JOURNAL_LINGER_SECONDS = 0.01
 #: How often a standby scheduler tries to take over the store.
@@ -325,16 +327,15 @@ class Scheduler(ControlMixin):
                 raise RuntimeError("cannot schedule new tasks after shutdown")
             if options.depend_on:
                 self._check_dependencies(options.depend_on, task_id)
-            if task_id in self._tasks or task_id in self._states:
-                existing = self._replace_existing(task, replace_existing, events)
-                if existing is not None:
-                    return existing
-            if record is not None:
-                self._journal.saved(record)  # flushed before delay() returns
-            if not self._active:  # stored; the scheduler that takes over runs it
-                batch = _NO_RUNS
+            batch = _NO_RUNS
+            if (task_id in self._tasks or task_id in self._states) and \
+                    self._replace_existing(task, replace_existing, events) is not None:
+                record = None  # the same task again: kept as it is, stored state too
             else:
-                batch = self._add_task(task, now, events)
+                if record is not None:
+                    self._journal.saved(record)  # flushed before delay() returns
+                if self._active:  # a standby only stores; the one taking over runs it
+                    batch = self._add_task(task, now, events)
         if events:
             self._listeners.emit(events)
         if record is not None or batch:
@@ -342,6 +343,18 @@ class Scheduler(ControlMixin):
         for run in batch:
             self._submit(run)
         return task_id
+
+    def _stored_record(self, task: Task) -> Any:
+        """Under the lock: the store record of a scheduled task, with its
+        schedule state (next run, counters, pause)."""
+        state = self._states.get(task[3])
+        waiting = task[3] in self._parked or (state is not None and state.pending is task)
+        record = task_record(task, None if waiting else task[0] + self._offset,
+                             self._clock.wall())
+        if state is not None:
+            record.runs, record.missed = state.runs, state.missed
+            record.status, record.paused = int(state.status), state.paused
+        return record
 
     def _add_task(self, task: Task, now: float, events: List[Event]) -> List[Run]:
         """Under the lock: schedule a new task; fire it at once if it is due."""
@@ -475,6 +488,8 @@ class Scheduler(ControlMixin):
             wait = self._wait_for_runs(1 if inside_run else 0, deadline)
             if not wait:
                 self._interrupt_running()
+                self._wait_for_runs(1 if inside_run else 0,
+                                    time.monotonic() + _INTERRUPT_GRACE_SECONDS)
         wait = wait and not (inside_run or me is self._thread)  # never join ourselves
         for lane in self._lanes:
             if lane is not None:
@@ -487,14 +502,21 @@ class Scheduler(ControlMixin):
                 self._journal.flush()
 
     def _interrupt_running(self) -> None:
-        """Shutdown's grace is over: mark the runs still going as timed out, so
-        cooperative tasks stop and command tasks kill their processes."""
+        """Shutdown's grace is over: the runs still going end as TIMEOUT (their
+        late outcome is dropped), and are told so: cooperative tasks stop and
+        command tasks kill their processes."""
+        events: List[Event] = []
         with self._lock:
             going = [run for state in self._states.values() if state.running
                      for run in state.kept_runs() if run.status is TaskStatus.RUNNING]
+            for run in going:
+                _log.warning("shutdown: interrupting task %r run %d", run.task_id,
+                             run.run_number)
+                error = TimeoutError(f"task {run.task_id!r} run {run.run_number} was "
+                                     "interrupted: the scheduler shut down")
+                self._complete(run, TaskStatus.TIMEOUT, None, error, None, events)
+        self._listeners.emit(events)
         for run in going:
-            _log.warning("shutdown: interrupting task %r run %d", run.task_id,
-                         run.run_number)
             run._mark_timed_out()
 
     def _inside_own_run(self) -> bool:
@@ -685,7 +707,9 @@ class Scheduler(ControlMixin):
     def _journal_is_due(self, now: float) -> bool:
         """Writes left by workers are flushed once they have waited a moment
         (other flushes usually take them along before that)."""
-        if self._journal is None or not self._journal.has_pending():
+        if self._journal is None:
+            return False
+        if not self._journal.has_pending():
             self._journal_due = None
             return False
         if self._journal_due is None:
@@ -774,11 +798,8 @@ class Scheduler(ControlMixin):
             return
         if state.pending is not None:
             task = state.pending
-        run = self._new_run(task, state, attempt, now)
-        run.scheduled = entry[0]
-        if attempt > 1:
-            run.run_number = state.runs  # a retry repeats the run it retries
-        self._enqueue(run, batch, events)
+        self._enqueue(self._new_run(task, state, attempt, now, scheduled=entry[0]), batch,
+                      events)
 
     def _new_state(self, task_id: str) -> _TaskState:
         state = self._states[task_id] = _TaskState()
@@ -787,11 +808,15 @@ class Scheduler(ControlMixin):
     def _state(self, task_id: str) -> _TaskState:
         return self._states.get(task_id) or self._new_state(task_id)
 
-    def _new_run(self, task: Task, state: _TaskState, attempt: int, now: float) -> Run:
+    def _new_run(self, task: Task, state: _TaskState, attempt: int, now: float,
+                  scheduled: Optional[float] = None) -> Run:
+        """A run of *task*, due at *scheduled* (default: the task's time); a
+        retry (attempt > 1) keeps the number of the run it retries."""
         if attempt == 1:
             state.runs += 1
         options = task[9]
-        run = Run(task, state.runs, attempt, task[0], now, options.timeout, state)
+        run = Run(task, state.runs, attempt, task[0] if scheduled is None else scheduled,
+                  now, options.timeout, state)
         if options.hard:  # attributes left at their class default cost nothing
             run.hard = True
         latest = state.latest
@@ -976,6 +1001,9 @@ class Scheduler(ControlMixin):
             waiters = self._waiters
             if waiters and (None in waiters or run.task_id in waiters):
                 self._run_done.notify_all()
+            if self._journal is not None and self._journal_due is None:
+                self._journal_due = self._clock.now() + _JOURNAL_LINGER_SECONDS
+                self._wakeup.notify()  # so the dispatcher's sleep ends by then
         if events:
             self._listeners.emit(events)
         if self._journal is not None:
@@ -1027,6 +1055,8 @@ class Scheduler(ControlMixin):
         if run.started is not None:
             state.perf = now - run.started
         task = run.task
+        if self._journal is not None:  # every attempt, retried or not
+            self._journal.finished(run, task.name)
         if status is not TaskStatus.COMPLETED:
             state.last_error = _error_line(exc, status)
             if self._retry(run, now, events):
@@ -1035,7 +1065,6 @@ class Scheduler(ControlMixin):
         if state.latest is run and not state.canceled:
             state.status = status
         if self._journal is not None:
-            self._journal.finished(run, task.name)
             self._journal.update(run.task_id, runs=state.runs, missed=state.missed,
                                  status=int(state.status))
         if self._listeners.callbacks:

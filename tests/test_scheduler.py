@@ -416,16 +416,27 @@ def test_shutdown_wait_false_returns_while_work_runs():
     sched.shutdown(wait=True)
 
 
-def test_shutdown_timeout_bounds_the_wait():
+def test_shutdown_timeout_bounds_the_wait_and_interrupts_the_run():
     gate = threading.Event()
+    seen = []
+
+    def cooperative():
+        gate.wait(10)
+        seen.append(psl.current_run().timed_out)
+
     sched = psl.Scheduler()
     sched.start()
-    tid = sched.delay('once', 0, 1, gate.wait)
-    wait_for(lambda: sched.get_status(tid) is psl.TaskStatus.RUNNING)
-    sched.shutdown(wait=True, timeout=0.1)
-    assert sched.get_status(tid) is psl.TaskStatus.RUNNING  # returned before the run ended
-    gate.set()
-    sched.shutdown(wait=True)
+    try:
+        tid = sched.delay('once', 0, 1, cooperative)
+        wait_for(lambda: sched.get_status(tid) is psl.TaskStatus.RUNNING)
+        sched.shutdown(wait=True, timeout=0.1)
+        assert not gate.is_set()  # returned while the run was still going...
+        assert sched.get_status(tid) is psl.TaskStatus.TIMEOUT  # ...marked as cut short
+        with pytest.raises(TimeoutError, match="interrupted"):
+            sched.get_result(tid, timeout=1)
+    finally:
+        gate.set()
+    wait_for(lambda: seen == [True])  # the task could see it was interrupted
 
 
 def test_shutdown_from_inside_a_task_does_not_deadlock():

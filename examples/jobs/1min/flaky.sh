@@ -1,0 +1,16 @@
+#!/bin/sh
+# Fails on purpose every other run, so the re-run after
+# JOB_FAIL_TIMEOUT_PERIOD_MINUTES shows in job_status.log and `pysched history`:
+# the first attempt fails, the re-run succeeds.
+# A failed job is re-run only when the fail period is shorter than its folder's
+# interval, so run pysched with JOB_FAIL_TIMEOUT_PERIOD_MINUTES = 0.25 (15 s) to
+# see the re-run; with the default 5 minutes the next 1-minute slot comes first.
+marker="${TMPDIR:-/tmp}/pysched-example-flaky.$(id -u)"
+if [ -e "$marker" ]; then
+    rm -f "$marker"
+    echo "flaky: second attempt, succeeding"
+    exit 0
+fi
+: > "$marker"
+echo "flaky: first attempt, failing on purpose" >&2
+exit 1

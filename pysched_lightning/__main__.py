@@ -1,0 +1,7 @@
+"""``python -m pysched_lightning``: the ``pysched`` command."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
