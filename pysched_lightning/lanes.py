@@ -8,10 +8,11 @@ other.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import threading
-from typing import Any, List, Optional
+from typing import Any, Deque, List, Optional
 
 import loky
 
@@ -35,7 +36,7 @@ def _ready_is_live(entry: Any) -> bool:
 class Lane:
     """An executor, how many runs it may still take, and who waits for it."""
 
-    __slots__ = ("executor", "free", "ready", "in_threads", "owned", "handoff")
+    __slots__ = ("executor", "free", "ready", "in_threads", "owned", "handoff", "returning")
 
     def __init__(self, executor: Any, owned: bool) -> None:
         self.executor = executor
@@ -46,6 +47,11 @@ class Lane:
         #: report their own start and see ``current_run()``).
         self.in_threads = runs_in_threads(executor)
         self.owned = owned
+        #: One entry per worker whose run has returned and who is on its way
+        #: to take the next ready run (a deque: appends and pops are atomic
+        #: without the scheduler's lock). While one is coming, a new due run
+        #: waits for it in the ready heap instead of waking another worker.
+        self.returning: Deque[None] = collections.deque()
         #: Sending work to a process pool pickles it and may spawn workers
         #: (seconds, the first time): a thread of its own does that, so the
         #: dispatcher never waits on it.

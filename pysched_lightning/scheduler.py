@@ -36,7 +36,7 @@ from .persistence import RunRecord, load_args, load_function, load_options, load
     task_record
 from .lanes import KillableProcesses, Lane
 from .queue import LazyHeap, OneOff
-from .runs import Run, TaskStatus, format_exception
+from .runs import _FINAL, Run, TaskStatus, format_exception
 from .task import DEFAULT_OPTIONS, Task, TaskOptions
 from .runlog import RunLog
 from .stores import open_store
@@ -835,9 +835,9 @@ class Scheduler(ControlMixin):
 
     def _enqueue(self, run: Run, batch: List[Run], events: List[Event]) -> None:
         lane = self._lane(run.hard)
-        if lane.has_room() and not lane.ready:
+        if lane.has_room() and not lane.ready and not lane.returning:
             self._take_slot(lane, run, batch, events)
-        else:
+        else:  # a worker that just finished a run takes it next, or a free one
             lane.ready.push((run.task[1], run.scheduled, next(self._seq), run))
 
     def _drain_ready(self, lane: Lane, now: float, batch: List[Run],
@@ -935,17 +935,28 @@ class Scheduler(ControlMixin):
     def _execute(self, run: Optional[Run]) -> None:
         """A worker thread runs *run*, then whatever waits in its lane's ready
         heap, most urgent first, before it gives its slot back."""
+        lane, now = self._lanes[0], self._clock.now
+        returning = lane.returning
         while run is not None:
             _set_current_run(run)
-            self._started(run)
+            # _started(), inlined: this loop is the hot path of every thread run
+            run.started = now()
+            run.status = TaskStatus.RUNNING
+            state = run._state
+            if state.latest is run and not state.canceled:
+                state.status = TaskStatus.RUNNING
+            if run.timeout is not None or self._listeners.callbacks:
+                self._started_extras(run)
             task = run.task
             try:
                 result = task[6](*task[7], **task[8])
             except BaseException as exc:
+                returning.append(None)  # this worker is about to take the next run
                 if exc.__traceback__ is not None:  # start the traceback in the task
                     exc.__traceback__ = exc.__traceback__.tb_next
                 run = self._finish(run, TaskStatus.ERROR, None, exc, pull=True)
             else:
+                returning.append(None)
                 run = self._finish(run, TaskStatus.COMPLETED, result, None, pull=True)
             finally:
                 _set_current_run(None)
@@ -956,6 +967,10 @@ class Scheduler(ControlMixin):
         state = run._state
         if state.latest is run and not state.canceled:
             state.status = TaskStatus.RUNNING
+        self._started_extras(run)
+
+    def _started_extras(self, run: Run) -> None:
+        """A run with a timeout gets its deadline; listeners hear STARTED."""
         if run.timeout is not None:
             with self._lock:
                 run._deadline = run.started + run.timeout
@@ -987,13 +1002,15 @@ class Scheduler(ControlMixin):
         following = None
         with self._lock:
             lane = self._lanes[1] if run.hard else self._lanes[0]
-            if not run.done:
+            if run.status not in _FINAL:
                 if run._deadline is not None and self._clock.now() > run._deadline:
                     status, result, exc, text = TaskStatus.TIMEOUT, None, _overran(run), None
                 self._complete(run, status, result, exc, text, events)
             self._running -= 1
-            if pull and lane.ready and not self._closing:
-                following = self._pop_ready(lane, self._clock.now(), events)
+            if pull:
+                lane.returning.pop()
+                if lane.ready and not self._closing:
+                    following = self._pop_ready(lane, self._clock.now(), events)
             if following is None:
                 lane.give_back()
                 if lane.ready:
@@ -1092,9 +1109,12 @@ class Scheduler(ControlMixin):
     def _after_run(self, task: Task, state: _TaskState, status: TaskStatus, now: float,
                    events: List[Event]) -> None:
         """A run is final: release or cancel dependents; retire a finished one-shot."""
-        state.retrying = False
+        if state.retrying:
+            state.retrying = False
         task_id = task[3]
-        if status is TaskStatus.COMPLETED:
+        if not self._dependents:
+            pass
+        elif status is TaskStatus.COMPLETED:
             self._release_dependents(task_id, now, events)
         else:
             self._fail_dependents(task_id, events)
