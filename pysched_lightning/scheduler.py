@@ -917,6 +917,8 @@ class Scheduler(ControlMixin):
             return False
         state.running += 1
         self._running += 1
+        if run._previous is not None:
+            run._previous = None  # a started run is never forgotten; don't chain history
         if self._listeners.callbacks:
             events.append(self._event(EventKind.SUBMITTED, run.task_id, run))
         return True

@@ -85,3 +85,22 @@ def test_result_map_reads_like_upstream():
         assert entry['future'].result() == 5
         with pytest.raises(KeyError):
             entry['nope']
+
+
+def test_history_bound_also_bounds_memory(clock):
+    """Regression: each run kept a link to the one before it, so runs dropped
+    from the bounded history stayed alive through their successors."""
+    import gc
+    from pysched_lightning.runs import Run
+    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep,
+                          history=5)
+    tid = sched.delay('recur', 1, 1, lambda: None)
+    sched.start()
+    try:
+        wait_for(lambda: sched.get_task(tid)['runs'] >= 200)
+        sched.pause()
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, Run) and o.task_id == tid]
+        assert len(alive) <= 10
+    finally:
+        sched.shutdown()
