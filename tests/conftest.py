@@ -45,6 +45,24 @@ class InlineExecutor(concurrent.futures.Executor):
         return future
 
 
+def virtual(clock, executor=None, **kwargs):
+    """A scheduler on the virtual clock; runs execute inline unless told otherwise."""
+    import pysched_lightning as psl
+    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
+                         delayfunc=clock.sleep, **kwargs)
+
+
+def pending_events(events):
+    """Everything a subscription queue holds right now."""
+    import queue
+    got = []
+    while True:
+        try:
+            got.append(events.get_nowait())
+        except queue.Empty:
+            return got
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.005):
     """Wait until predicate() is truthy, or fail after *timeout* seconds."""
     deadline = time.monotonic() + timeout

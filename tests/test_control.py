@@ -3,7 +3,6 @@ next_run_times."""
 from __future__ import annotations
 
 import datetime as dt
-import queue
 import threading
 import time
 from zoneinfo import ZoneInfo
@@ -11,24 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, wait_for
+from conftest import pending_events, virtual, wait_for
 
 S = psl.TaskStatus
 K = psl.EventKind
-
-
-def virtual(clock, executor=None, **kwargs):
-    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
-                         delayfunc=clock.sleep, **kwargs)
-
-
-def pending_events(events):
-    got = []
-    while True:
-        try:
-            got.append(events.get_nowait())
-        except queue.Empty:
-            return got
 
 
 class Ticker:

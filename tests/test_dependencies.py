@@ -7,15 +7,10 @@ from concurrent.futures import CancelledError
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, wait_for
+from conftest import virtual, wait_for
 
 S = psl.TaskStatus
 K = psl.EventKind
-
-
-def virtual(clock, executor=None, **kwargs):
-    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
-                         delayfunc=clock.sleep, **kwargs)
 
 
 def drain(events, until, timeout=5):

@@ -9,27 +9,13 @@ import time
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, wait_for
+from conftest import pending_events, virtual, wait_for
 
 S = psl.TaskStatus
 K = psl.EventKind
 
 EVENT_FIELDS = ("kind", "task_id", "run", "timestamp", "status", "result", "exception",
                 "traceback", "reason", "lateness", "count")
-
-
-def virtual(clock, executor=None, **kwargs):
-    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
-                         delayfunc=clock.sleep, **kwargs)
-
-
-def pending_events(events):
-    got = []
-    while True:
-        try:
-            got.append(events.get_nowait())
-        except queue.Empty:
-            return got
 
 
 def test_event_kinds_exist():

@@ -14,7 +14,7 @@ import pytest
 import pysched_lightning as psl
 from pysched_lightning.runlog import read_run_log
 from pysched_lightning.stores import open_store
-from conftest import InlineExecutor, VirtualClock, wait_for
+from conftest import InlineExecutor, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

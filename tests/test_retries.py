@@ -2,31 +2,16 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, wait_for
+from conftest import pending_events, virtual, wait_for
 
 S = psl.TaskStatus
 K = psl.EventKind
-
-
-def virtual(clock, executor=None, **kwargs):
-    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
-                         delayfunc=clock.sleep, **kwargs)
-
-
-def pending_events(events):
-    got = []
-    while True:
-        try:
-            got.append(events.get_nowait())
-        except queue.Empty:
-            return got
 
 
 def test_retries_with_backoff_make_attempts_1_to_n_plus_1(clock):

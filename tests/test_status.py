@@ -8,17 +8,12 @@ import time
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, wait_for
+from conftest import virtual, wait_for
 
 S = psl.TaskStatus
 
 INFO_KEYS = {"id", "name", "trigger", "interval", "priority", "status",
              "next_run_time", "runs", "missed", "last_error", "perf"}
-
-
-def virtual(clock, executor=None, **kwargs):
-    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
-                         delayfunc=clock.sleep, **kwargs)
 
 
 def ok(value="done"):

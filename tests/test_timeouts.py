@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 
@@ -10,24 +9,10 @@ import psutil
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, wait_for
+from conftest import pending_events, virtual, wait_for
 
 S = psl.TaskStatus
 K = psl.EventKind
-
-
-def virtual(clock, executor=None, **kwargs):
-    return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
-                         delayfunc=clock.sleep, **kwargs)
-
-
-def pending_events(events):
-    got = []
-    while True:
-        try:
-            got.append(events.get_nowait())
-        except queue.Empty:
-            return got
 
 
 # ------------------------------------------------------------ hard tasks

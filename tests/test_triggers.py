@@ -1,7 +1,6 @@
 """Tests for pysched_lightning.triggers: once, recur and cron, DST, validation, pickling."""
 from __future__ import annotations
 
-import math
 import pickle
 import random
 from datetime import datetime, timedelta, timezone
