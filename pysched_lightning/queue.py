@@ -43,7 +43,8 @@ class LazyHeap:
         heapq.heappush(self._heap, entry)
 
     def is_head(self, entry: Any) -> bool:
-        return self._heap[0] is entry
+        heap = self._heap
+        return bool(heap) and heap[0] is entry
 
     def peek(self) -> Optional[Any]:
         """The first live entry, or None; stale entries above it are dropped."""

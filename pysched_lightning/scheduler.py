@@ -459,12 +459,16 @@ class Scheduler(ControlMixin):
         """Stop a task: no further runs. A run in progress is not interrupted."""
         events: List[Event] = []
         with self._lock:
-            if task_id not in self._tasks:
+            task = self._tasks.get(task_id)
+            if task is None:
                 raise KeyError(f"no scheduled task with id {task_id!r}")
+            if self._timers.is_head(task):
+                self._wakeup.notify()  # the dispatcher may be waiting for it
             self._cancel_locked(task_id, "canceled by the user", events)
-            self._wakeup.notify()
-        self._listeners.emit(events)
-        self._flush()
+        if events:
+            self._listeners.emit(events)
+        if self._journal is not None:
+            self._flush()
 
     def _cancel_locked(self, task_id: str, reason: str, events: List[Event],
                        keep_stored: bool = False) -> None:
@@ -483,7 +487,8 @@ class Scheduler(ControlMixin):
         if self._listeners.callbacks:
             events.append(self._event(EventKind.CANCELED, task_id, reason=reason))
         self._fail_dependents(task_id, events)
-        self._run_done.notify_all()
+        if self._waiters:
+            self._run_done.notify_all()
 
     # ---------------------------------------------------------------- control
 
