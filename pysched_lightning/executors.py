@@ -10,13 +10,14 @@ from __future__ import annotations
 import concurrent.futures
 import os
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import cloudpickle
 import loky
 from tblib import pickling_support
 
-__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "capacity", "check_picklable"]
+__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "capacity", "check_picklable",
+           "unpicklable_part"]
 
 
 def _default_workers(max_workers: Optional[int]) -> int:
@@ -76,9 +77,10 @@ def runs_in_threads(executor: Any) -> bool:
     return isinstance(executor, concurrent.futures.ThreadPoolExecutor)
 
 
-def check_picklable(fn: Callable[..., Any], args: Tuple[Any, ...],
-                    kwargs: Dict[str, Any]) -> None:
-    """Raise TypeError naming the part of a hard task that cannot be pickled."""
+def unpicklable_part(fn: Any, args: Tuple[Any, ...],
+                     kwargs: Mapping[str, Any]) -> Optional[Tuple[str, Exception]]:
+    """The first part of a call that cloudpickle refuses, as
+    ``("args[1]=<value>", error)``, or None when all of it pickles."""
     parts = [("fn", fn)]
     parts += [(f"args[{i}]", value) for i, value in enumerate(args)]
     parts += [(f"kwargs[{key!r}]", value) for key, value in kwargs.items()]
@@ -86,6 +88,15 @@ def check_picklable(fn: Callable[..., Any], args: Tuple[Any, ...],
         try:
             cloudpickle.dumps(value)
         except Exception as exc:
-            raise TypeError(
-                f"hard task cannot be sent to a process: {label}={value!r} "
-                f"cannot be pickled ({type(exc).__name__}: {exc})") from exc
+            return f"{label}={value!r}", exc
+    return None
+
+
+def check_picklable(fn: Callable[..., Any], args: Tuple[Any, ...],
+                    kwargs: Mapping[str, Any]) -> None:
+    """Raise TypeError naming the part of a hard task that cannot be pickled."""
+    bad = unpicklable_part(fn, args, kwargs)
+    if bad is not None:
+        part, exc = bad
+        raise TypeError(f"hard task cannot be sent to a process: {part} cannot be "
+                        f"pickled ({type(exc).__name__}: {exc})") from exc

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Optional
 
 import cloudpickle
 
+from .executors import unpicklable_part
 from .runs import Run, TaskStatus
 from .stores.base import TaskRecord
 from .task import DEFAULT_OPTIONS, Task, TaskOptions
@@ -144,44 +145,38 @@ def _interval_text(interval: Any) -> str:
 
 def _dumps_function(fn: Any) -> bytes:
     """A function without an import name is kept by value (cloudpickle)."""
-    try:
-        return cloudpickle.dumps(fn, protocol=_PROTOCOL)
-    except Exception as exc:
-        raise TypeError(f"task cannot be stored: its fn {fn!r} cannot be pickled "
-                        f"({type(exc).__name__}: {exc})") from exc
+    return _dumps("fn", fn, by_value=True)
 
 
-def _dumps(label: str, value: Any) -> bytes:
+def _dumps(label: str, value: Any, by_value: bool = False) -> bytes:
     """Pickle with the fast standard pickler when the result can be loaded by
     another process; cloudpickle (by value) for lambdas and __main__ code."""
-    if isinstance(value, (dict, tuple)) and not value:
-        return _EMPTY_DICT if isinstance(value, dict) else _EMPTY_TUPLE
-    if value is DEFAULT_OPTIONS:
-        return _DEFAULT_OPTIONS
-    try:
-        data = pickle.dumps(value, protocol=_PROTOCOL)
-        if b"__main__" not in data:
-            return data
-    except Exception:
-        pass
+    if not by_value:
+        if isinstance(value, (dict, tuple)) and not value:
+            return _EMPTY_DICT if isinstance(value, dict) else _EMPTY_TUPLE
+        if value is DEFAULT_OPTIONS:
+            return _DEFAULT_OPTIONS
+        try:
+            data = pickle.dumps(value, protocol=_PROTOCOL)
+            if b"__main__" not in data:
+                return data
+        except Exception:
+            pass
     try:
         return cloudpickle.dumps(value, protocol=_PROTOCOL)
     except Exception as exc:
-        raise TypeError(f"task cannot be stored: {_which_part(label, value)} cannot be "
+        raise TypeError(f"task cannot be stored: {_part_name(label, value)} cannot be "
                         f"pickled ({type(exc).__name__}: {exc})") from exc
 
 
-def _which_part(label: str, value: Any) -> str:
+def _part_name(label: str, value: Any) -> str:
     """Name the argument that fails, not just 'args'."""
-    items = enumerate(value) if label == "args" and isinstance(value, tuple) else \
-        value.items() if label == "kwargs" and isinstance(value, dict) else ()
-    for key, item in items:
-        try:
-            cloudpickle.dumps(item)
-        except Exception:
-            where = f"args[{key}]" if label == "args" else f"kwargs[{key!r}]"
-            return f"{where}={item!r}"
-    return f"its {label} {value!r}"
+    bad = None
+    if label == "args" and isinstance(value, tuple):
+        bad = unpicklable_part(None, value, {})
+    elif label == "kwargs" and isinstance(value, dict):
+        bad = unpicklable_part(None, (), value)
+    return bad[0] if bad is not None else f"its {label} {value!r}"
 
 
 _PROTOCOL = 4  # Python 3.4+: every supported interpreter reads it
