@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 from .persistence import claim_key, run_record
 from .runs import Run, TaskStatus
@@ -133,7 +133,3 @@ class Journal:
             except Exception:
                 _log.exception("%r failed", step)
 
-
-def claimed(run: Run) -> Optional[bool]:
-    """Whether the store let *run* start (None: no claim was needed)."""
-    return run._claimed

@@ -84,10 +84,6 @@ class LazyHeap:
                 self._stale -= 1
         return None
 
-    def pop(self) -> Any:
-        """Remove and return the entry ``peek()`` returned."""
-        return heapq.heappop(self._heap)
-
     def discard(self) -> None:
         """Count one entry as stale (its task was canceled or replaced)."""
         self._stale += 1
@@ -103,8 +99,4 @@ class LazyHeap:
     def rebuild(self, entries: List[Any]) -> None:
         self._heap = list(entries)
         heapq.heapify(self._heap)
-        self._stale = 0
-
-    def clear(self) -> None:
-        self._heap.clear()
         self._stale = 0

@@ -61,7 +61,6 @@ _JOURNAL_LINGER_SECONDS = 0.01
 _STANDBY_RETRY_SECONDS = 1.0
 #: A wall-clock jump larger than this (seconds) counts as a step.
 _CLOCK_STEP_SECONDS = 1.0
-_EMPTY_ARGS: Tuple[Any, ...] = ()
 _NO_RUNS: List[Any] = []
 
 
