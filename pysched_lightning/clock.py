@@ -33,5 +33,18 @@ class Clock:
         self.may_step = wallfunc is not None or timefunc is time.monotonic
 
     def offset(self) -> float:
-        """wall − now: add it to a scheduler time to get a wall time."""
-        return self.wall() - self.now()
+        """wall − now: add it to a scheduler time to get a wall time.
+
+        Read between two readings of ``now``, three times, keeping the
+        tightest: a thread switch between the two clock reads would otherwise
+        put the offset off by that long, and cron jobs would fire that early.
+        """
+        now, wall = self.now, self.wall
+        best_span, best = float("inf"), 0.0
+        for _ in range(3):
+            before = now()
+            at = wall()
+            after = now()
+            if after - before < best_span:
+                best_span, best = after - before, at - (before + after) / 2
+        return best
