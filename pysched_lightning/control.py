@@ -15,6 +15,7 @@ from .events import EventKind
 from .queue import OneOff
 from .runs import TaskStatus
 from .task import Task
+from .validation import check_args, check_kwargs, check_priority, make_options
 
 __all__ = ["ControlMixin"]
 
@@ -106,20 +107,19 @@ class ControlMixin:
 
     def _validated_task(self, fields: Dict[str, Any], merged: Dict[str, Any]) -> Task:
         """Validate changes by the same path delay() takes, without scheduling."""
-        from .scheduler import _check_args, _check_kwargs, _check_priority, _make_options
         fn = fields["fn"]
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         priority = fields["priority"]
         if type(priority) is not int:
-            priority = _check_priority(priority)
-        options = _make_options(merged["name"], merged["hard"], merged["timeout"],
+            priority = check_priority(priority)
+        options = make_options(merged["name"], merged["hard"], merged["timeout"],
                                 merged["retries"], merged["retry_delay"],
                                 merged["retry_backoff"], merged["misfire_grace_time"],
                                 merged["coalesce"], merged["max_instances"],
                                 merged["depend_on"] or None)
-        return Task(0.0, priority, 0, "", "once", 0, fn, _check_args(fields["args"]),
-                    _check_kwargs(fields["kwargs"]), options)
+        return Task(0.0, priority, 0, "", "once", 0, fn, check_args(fields["args"]),
+                    check_kwargs(fields["kwargs"]), options)
 
     def _replace_task(self, old: Task, new: Task) -> None:
         """Under the lock: put *new* where *old* was in the schedule."""

@@ -37,10 +37,11 @@ from .persistence import RunRecord, load_args, load_function, load_options, load
 from .lanes import KillableProcesses, Lane
 from .queue import LazyHeap, OneOff
 from .runs import _FINAL, Run, TaskStatus, format_exception
-from .task import DEFAULT_OPTIONS, Task, TaskOptions
+from .task import DEFAULT_OPTIONS, Task
 from .runlog import RunLog
 from .stores import open_store
 from .triggers import RecurTrigger, make_trigger
+from .validation import check_args, check_kwargs, check_priority, check_seconds, make_options
 
 __all__ = ["Scheduler"]
 
@@ -64,19 +65,6 @@ _CLOCK_STEP_SECONDS = 1.0
 _NO_RUNS: List[Any] = []
 
 
-class _NoKwargs(dict):
-    """The kwargs of tasks given none: one shared, read-only empty dict."""
-
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a task's kwargs cannot be changed in place; use modify()")
-
-    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
-
-    def __reduce__(self) -> Any:
-        return (dict, ())
-
-
-_EMPTY_KWARGS: Mapping[str, Any] = _NoKwargs()
 _FAILED = (TaskStatus.ERROR, TaskStatus.TIMEOUT, TaskStatus.CANCELED)
 
 
@@ -172,7 +160,7 @@ class Scheduler(ControlMixin):
             raise TypeError(f"delayfunc must be callable, got {delayfunc!r}")
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise ValueError(f"history must be a positive int, got {history!r}")
-        self._default_timeout = _check_seconds("default_timeout", default_timeout)
+        self._default_timeout = check_seconds("default_timeout", default_timeout)
         if wallfunc is not None and not callable(wallfunc):
             raise TypeError(f"wallfunc must be callable, got {wallfunc!r}")
         self._clock = Clock(timefunc, wallfunc)
@@ -274,7 +262,7 @@ class Scheduler(ControlMixin):
             schedule = RecurTrigger(schedule.interval, anchor=due - schedule.seconds)
         return Task(due, record.priority, next(self._seq), record.id,
                     schedule if schedule is not None else record.trigger,
-                    json.loads(record.interval), fn, args, _check_kwargs(kwargs),
+                    json.loads(record.interval), fn, args, check_kwargs(kwargs),
                     load_options(record))
 
     def _flush(self) -> None:
@@ -321,16 +309,16 @@ class Scheduler(ControlMixin):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         if type(priority) is not int:
-            priority = _check_priority(priority)
-        args = _check_args(args)
-        kwargs = _check_kwargs(kwargs)
+            priority = check_priority(priority)
+        args = check_args(args)
+        kwargs = check_kwargs(kwargs)
         if (name is None and not hard and timeout is None and retries == 0
                 and misfire_grace_time is None and coalesce is True
                 and max_instances == 1 and depend_on is None
                 and self._default_timeout is None):
             options = DEFAULT_OPTIONS
         else:
-            options = _make_options(name, hard, timeout if timeout is not None
+            options = make_options(name, hard, timeout if timeout is not None
                                     else self._default_timeout, retries, retry_delay,
                                     retry_backoff, misfire_grace_time, coalesce,
                                     max_instances, depend_on)
@@ -1370,85 +1358,3 @@ def _same_record(a: Any, b: Any) -> bool:
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _check_priority(priority: Any) -> Any:
-    if isinstance(priority, bool) or not isinstance(priority, (int, float)) \
-            or priority != priority:
-        raise TypeError(f"priority must be a number, got {priority!r}")
-    return priority
-
-
-def _check_args(args: Any) -> Tuple[Any, ...]:
-    if type(args) is tuple:
-        return args
-    if isinstance(args, (list, tuple)):
-        return tuple(args)
-    raise TypeError(f"args must be a tuple or list, got {args!r}")
-
-
-def _check_kwargs(kwargs: Any) -> Mapping[str, Any]:
-    if not kwargs:
-        if kwargs is None or isinstance(kwargs, Mapping):
-            return _EMPTY_KWARGS
-    elif isinstance(kwargs, Mapping):
-        bad = [key for key in kwargs if not isinstance(key, str)]
-        if bad:
-            raise TypeError(f"kwargs keys must be str, got {bad[0]!r}")
-        return dict(kwargs)
-    raise TypeError(f"kwargs must be a dict, got {kwargs!r}")
-
-
-def _check_seconds(label: str, value: Any, allow_zero: bool = False) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, _dt.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{label} must be a number of seconds, got {value!r}")
-    if not (value > 0 or (allow_zero and value == 0)) or value == math.inf:
-        raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _make_options(name: Any, hard: Any, timeout: Any, retries: Any, retry_delay: Any,
-                  retry_backoff: Any, misfire_grace_time: Any, coalesce: Any,
-                  max_instances: Any, depend_on: Any) -> TaskOptions:
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {name!r}")
-    if not isinstance(hard, bool):
-        raise TypeError(f"hard must be True or False, got {hard!r}")
-    if not isinstance(coalesce, bool):
-        raise TypeError(f"coalesce must be True or False, got {coalesce!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-    if isinstance(max_instances, bool) or not isinstance(max_instances, int) \
-            or max_instances < 1:
-        raise ValueError(f"max_instances must be an int >= 1, got {max_instances!r}")
-    retry_delay = _check_seconds("retry_delay", retry_delay, allow_zero=True) or 0.0
-    if isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) \
-            or not 1 <= retry_backoff < math.inf:
-        raise ValueError(f"retry_backoff must be a number >= 1, got {retry_backoff!r}")
-    return TaskOptions(
-        name=name, timeout=_check_seconds("timeout", timeout), retries=retries,
-        retry_delay=retry_delay, retry_backoff=float(retry_backoff),
-        misfire_grace_time=_check_seconds("misfire_grace_time", misfire_grace_time,
-                                          allow_zero=True),
-        coalesce=coalesce, max_instances=max_instances, hard=hard,
-        depend_on=_check_depend_on(depend_on))
-
-
-def _check_depend_on(depend_on: Any) -> Tuple[str, ...]:
-    if depend_on is None:
-        return ()
-    if isinstance(depend_on, str):
-        return (depend_on,)
-    try:
-        deps = tuple(depend_on)
-    except TypeError:
-        raise TypeError(f"depend_on must be a task id or a list of them, "
-                        f"got {depend_on!r}") from None
-    bad = [d for d in deps if not isinstance(d, str)]
-    if bad:
-        raise TypeError(f"depend_on must hold task ids (str), got {bad[0]!r}")
-    return deps
