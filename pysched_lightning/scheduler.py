@@ -10,14 +10,11 @@ listeners and executors are always called with the lock released.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import heapq
 import itertools
 import logging
 import math
-import json
 import os
-import socket
 import threading
 import time
 from collections import deque
@@ -29,18 +26,16 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional
 from .clock import Clock
 from .context import _set_current_run, current_run
 from .control import ControlMixin
+from .durability import DurabilityMixin
 from .events import Event, EventKind, Listeners
 from .executors import ProcessPoolExecutor, ThreadPoolExecutor, _call_in_process, check_picklable
 from .journal import Journal
-from .persistence import RunRecord, load_args, load_function, load_options, load_schedule, \
-    task_record
+from .persistence import RunRecord, task_record
 from .lanes import KillableProcesses, Lane
 from .queue import LazyHeap, OneOff
 from .runs import _FINAL, Run, TaskStatus, format_exception
 from .task import DEFAULT_OPTIONS, Task
-from .runlog import RunLog
-from .stores import open_store
-from .triggers import RecurTrigger, make_trigger
+from .triggers import make_trigger
 from .validation import check_args, check_kwargs, check_priority, check_seconds, make_options
 
 __all__ = ["Scheduler"]
@@ -58,8 +53,6 @@ _FIRE_PER_PASS = 32
 _LOCK_YIELDS = 100
 #: How long finished runs' records may wait to be written with other writes.
 _JOURNAL_LINGER_SECONDS = 0.01
-#: How often a standby scheduler tries to take over the store.
-_STANDBY_RETRY_SECONDS = 1.0
 #: A wall-clock jump larger than this (seconds) counts as a step.
 _CLOCK_STEP_SECONDS = 1.0
 _NO_RUNS: List[Any] = []
@@ -131,7 +124,7 @@ class _TaskState:
         return [self.latest] if self.latest is not None else []
 
 
-class Scheduler(ControlMixin):
+class Scheduler(DurabilityMixin, ControlMixin):
     """A priority scheduler running tasks on a thread pool or in processes.
 
     ``executor`` runs ordinary tasks (default: a thread pool made for this
@@ -197,78 +190,6 @@ class Scheduler(ControlMixin):
         self._journal_due: Optional[float] = None  # when leftover writes get flushed
         self._active = True  # False: a standby waiting for the store's holder to stop
         self._open_store(store, run_log)
-
-    # ------------------------------------------------------------------ store
-
-    def _open_store(self, store: Any, run_log: Any) -> None:
-        opened = open_store(store)
-        log = RunLog(run_log) if isinstance(run_log, (str, os.PathLike)) else run_log
-        self._owns = (opened is not store, log is not run_log)
-        if opened is None and log is None:
-            return
-        self._journal = Journal(opened, log, lambda: self._offset, self._lock)
-        if opened is None:
-            return
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._active = opened.acquire(self._owner, wait=False)
-        if self._active:
-            self._load_from_store()
-        else:
-            _log.warning("store %r is held by another scheduler (%s): this one waits as a "
-                         "STANDBY and runs nothing until that one stops", opened,
-                         opened.holder())
-
-    @property
-    def store(self) -> Any:
-        """The store this scheduler keeps its tasks in, or None."""
-        return self._journal.store if self._journal is not None else None
-
-    def _load_from_store(self) -> None:
-        """Schedule the stored tasks (a slot missed while down is due now)."""
-        store = self._journal.store
-        interrupted = store.mark_interrupted()
-        if interrupted:
-            _log.warning("%d run(s) were interrupted when the last scheduler stopped",
-                         interrupted)
-        now = self._clock.now()
-        for record in store.load_tasks():
-            try:
-                task = self._task_from_record(record, now)
-            except Exception:
-                _log.exception("stored task %r cannot be loaded; it stays in the store "
-                               "untouched", record.id)
-                continue
-            if task is None:
-                continue
-            with self._lock:
-                self._tasks[task[3]] = task
-                self._timers.push(task)
-                state = self._state(task[3])
-                state.runs, state.missed = record.runs, record.missed
-                state.status, state.paused = TaskStatus(record.status), bool(record.paused)
-                for dep in task[9].depend_on:
-                    self._dependents.setdefault(dep, set()).add(task[3])
-            _log.info("loaded task %r (%s), next run %s", task[3], task.name,
-                      _dt.datetime.fromtimestamp(record.next_run, _dt.timezone.utc))
-
-    def _task_from_record(self, record: Any, now: float) -> Optional[Task]:
-        if record.next_run is None:
-            return None
-        fn = load_function(record)
-        args, kwargs = load_args(record)
-        schedule = load_schedule(record)
-        due = record.next_run - self._offset
-        if isinstance(schedule, RecurTrigger):  # its grid was on the old process's clock
-            schedule = RecurTrigger(schedule.interval, anchor=due - schedule.seconds)
-        return Task(due, record.priority, next(self._seq), record.id,
-                    schedule if schedule is not None else record.trigger,
-                    json.loads(record.interval), fn, args, check_kwargs(kwargs),
-                    load_options(record))
-
-    def _flush(self) -> None:
-        """Write what the journal holds (called without the lock)."""
-        if self._journal is not None:
-            self._journal.flush()
 
     # ------------------------------------------------------------------ state
 
@@ -365,18 +286,6 @@ class Scheduler(ControlMixin):
             self._submit(run)
         return task_id
 
-    def _stored_record(self, task: Task) -> Any:
-        """Under the lock: the store record of a scheduled task, with its
-        schedule state (next run, counters, pause)."""
-        state = self._states.get(task[3])
-        waiting = task[3] in self._parked or (state is not None and state.pending is task)
-        record = task_record(task, None if waiting else task[0] + self._offset,
-                             self._clock.wall())
-        if state is not None:
-            record.runs, record.missed = state.runs, state.missed
-            record.status, record.paused = int(state.status), state.paused
-        return record
-
     def _add_task(self, task: Task, now: float, events: List[Event]) -> List[Run]:
         """Under the lock: schedule a new task; fire it at once if it is due."""
         task_id, due = task[3], task[0]
@@ -394,20 +303,6 @@ class Scheduler(ControlMixin):
         if self._timers.is_head(task):
             self._wakeup.notify()
         return _NO_RUNS
-
-    def _standby_keeps(self, record: Any, replace_existing: bool) -> bool:
-        """A standby has nothing in memory: it compares with the store. True
-        when an identical task is stored already (it keeps its state)."""
-        stored = next((r for r in self._journal.store.load_tasks() if r.id == record.id),
-                      None)
-        if stored is None:
-            return False
-        if _same_record(stored, record):
-            return True
-        if not replace_existing:
-            raise ValueError(f"a task with id {record.id!r} already exists "
-                             "(pass replace_existing=True to replace it)")
-        return False
 
     def _make_schedule(self, trigger: str, interval: Any, now: float,
                        tz: Any) -> Tuple[Any, float]:
@@ -684,24 +579,6 @@ class Scheduler(ControlMixin):
                 _log.exception("dispatcher error (the scheduler goes on)")
                 with self._lock:
                     self._wakeup.wait(0.05)  # don't spin if the error repeats
-
-    def _wait_as_standby(self) -> bool:
-        """Until the store's holder stops: try to take the store once a second.
-        (A blocking lock could not be interrupted by shutdown.)"""
-        store = self._journal.store
-        while True:
-            with self._lock:
-                if self._closing:
-                    return False
-            if store.acquire(self._owner, wait=False):
-                break
-            with self._lock:
-                self._wakeup.wait(_STANDBY_RETRY_SECONDS)
-        _log.warning("store %r: the previous scheduler stopped; this one takes over", store)
-        self._load_from_store()
-        with self._lock:
-            self._active = True
-        return True
 
     def _next_batch(self) -> Tuple[Optional[List[Run]], List[Event], Optional[float]]:
         """Under the lock: collect due runs, or wait until something may be due."""
@@ -1059,37 +936,6 @@ class Scheduler(ControlMixin):
             following = self._settle_journal(following)
         return following
 
-    def _settle_journal(self, following: Optional[Run]) -> Optional[Run]:
-        """A worker does not wait to write its run's record: the next flush
-        (a delay(), the dispatcher, or the journal's linger) takes it along.
-        Before the next run, it makes sure that run's claim is decided."""
-        journal = self._journal
-        while following is not None and journal.store is not None:
-            if following._claimed is None:
-                journal.flush()
-            if following._claimed is not False:
-                break
-            following = self._refuse(following, pull=True)
-        return following
-
-    def _refuse(self, run: Run, pull: bool = False) -> Optional[Run]:
-        """The store says this slot ran already (another process): skip it."""
-        events: List[Event] = []
-        following = None
-        with self._lock:
-            lane = self._lanes[1] if run.hard else self._lanes[0]
-            run._state.running -= 1
-            self._running -= 1
-            self._drop_run(run, 0.0, "already claimed in the store by another scheduler",
-                           events)
-            if pull and lane.ready and not self._closing:
-                following = self._pop_ready(lane, self._clock.now(), events)
-            if following is None:
-                lane.give_back()
-        self._listeners.emit(events)
-        self._flush()
-        return following
-
     def _complete(self, run: Run, status: TaskStatus, result: Any,
                   exc: Optional[BaseException], text: Optional[str],
                   events: List[Event]) -> None:
@@ -1350,10 +1196,6 @@ def _same_definition(a: Task, b: Task) -> bool:
             and a[9] == b[9])
 
 
-def _same_record(a: Any, b: Any) -> bool:
-    fields = ("trigger", "interval", "priority", "fn_ref", "fn_pickle", "args", "kwargs",
-              "options")
-    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
