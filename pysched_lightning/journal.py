@@ -80,20 +80,12 @@ class Journal:
         """Under the scheduler lock: are there writes not yet flushed?"""
         return bool(self._pending)
 
-    def flush(self, block: bool = True) -> bool:
-        """Write what is pending; a failed write is logged, never raised.
-
-        Without *block*, return False at once if another thread is writing
-        (what is left is written by the next flush)."""
+    def flush(self) -> None:
+        """Write what is pending; a failed write is logged, never raised."""
         with self._scheduler_lock:
             wanted = self._noted
-        if not self._flush_lock.acquire(blocking=block):
-            return False
-        try:
+        with self._flush_lock:
             self._flush_upto(wanted)
-        finally:
-            self._flush_lock.release()
-        return True
 
     def _flush_upto(self, wanted: int) -> None:
         """Under the flush lock: commit everything noted, unless another

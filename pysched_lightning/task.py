@@ -40,11 +40,6 @@ class TaskOptions:
         self.hard = hard
         self.depend_on = depend_on
 
-    def replace(self, **changes: Any) -> "TaskOptions":
-        values = {slot: getattr(self, slot) for slot in self.__slots__}
-        values.update(changes)
-        return TaskOptions(**values)
-
     def _values(self) -> Tuple[Any, ...]:
         return tuple(getattr(self, slot) for slot in self.__slots__)
 
