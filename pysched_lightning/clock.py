@@ -29,8 +29,10 @@ class Clock:
         else:
             start, wall_start = timefunc(), time.time()
             self.wall = lambda: wall_start + (timefunc() - start)
-        #: True when the wall clock runs on its own and may step against ``now``.
-        self.may_step = wallfunc is not None or timefunc is time.monotonic
+        #: True when the wall clock runs on its own and may step against ``now``
+        #: (a wall clock that is the scheduler's own clock cannot).
+        self.may_step = (wallfunc is not None and wallfunc is not timefunc) \
+            or timefunc is time.monotonic
 
     def offset(self) -> float:
         """wall − now: add it to a scheduler time to get a wall time.

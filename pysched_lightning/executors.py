@@ -2,7 +2,7 @@
 
 Both pools keep upstream's surface (``run(fn, args, kwargs)`` returning the
 future and setting ``.future``) on top of the standard ``submit``. Work sent
-to a process goes through ``_call_in_process`` so an exception comes back
+to a process goes through ``call_in_process`` so an exception comes back
 with its real traceback (tblib), naming the function and line in the worker.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import cloudpickle
 import loky
 from tblib import pickling_support
 
-__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "capacity", "check_picklable",
+__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "call_in_process", "check_picklable",
            "unpicklable_part"]
 
 
@@ -53,10 +53,10 @@ class ProcessPoolExecutor(_RunMixin, loky.ProcessPoolExecutor):
         super().__init__(_default_workers(max_workers), **loky_options)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-        return super().submit(_call_in_process, fn, args, kwargs)
+        return super().submit(call_in_process, fn, args, kwargs)
 
 
-def _call_in_process(fn: Callable[..., Any], args: Tuple[Any, ...],
+def call_in_process(fn: Callable[..., Any], args: Tuple[Any, ...],
                      kwargs: Dict[str, Any]) -> Any:
     """Run in the worker; an exception travels back with its traceback."""
     try:
@@ -64,17 +64,6 @@ def _call_in_process(fn: Callable[..., Any], args: Tuple[Any, ...],
     except BaseException as exc:
         pickling_support.install(exc)
         raise
-
-
-def capacity(executor: Any) -> Optional[int]:
-    """How many runs *executor* executes at once, or None if unknown."""
-    workers = getattr(executor, "_max_workers", None)
-    return workers if isinstance(workers, int) and workers > 0 else None
-
-
-def runs_in_threads(executor: Any) -> bool:
-    """True when work submitted to *executor* runs in this process's threads."""
-    return isinstance(executor, concurrent.futures.ThreadPoolExecutor)
 
 
 def unpicklable_part(fn: Any, args: Tuple[Any, ...],

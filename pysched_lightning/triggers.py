@@ -153,10 +153,16 @@ class RecurTrigger(Trigger):
 
     Run k is due at ``anchor + k * interval`` (k >= 1), however late earlier
     runs were, so a slow task or a stalled process never shifts the grid.
+    ``wall_offset`` (wall clock - scheduler clock when the grid was laid)
+    names each run's slot in a store: it does not move when the wall clock
+    steps, so slots stay distinct however the wall clock moves.
     """
 
+    _wall_offset = 0.0
+
     def __init__(self, interval: Union[float, _dt.timedelta], *, anchor: float,
-                 name: str = "recur") -> None:
+                 name: str = "recur", wall_offset: float = 0.0) -> None:
+        self._wall_offset = _finite(wall_offset, "wall_offset")
         self.name = name
         self.interval = interval
         self.wall_clock = False
@@ -189,6 +195,10 @@ class RecurTrigger(Trigger):
             k += jump
             jump *= 2
         return anchor + k * step
+
+    @property
+    def wall_offset(self) -> float:
+        return self._wall_offset
 
     def describe(self) -> str:
         return "every %s" % _format_seconds(self.seconds)
@@ -359,7 +369,7 @@ def make_trigger(trigger: str, interval: Any, *, now: float, wall_now: float,
             raise TypeError("'recur' interval must be a number of seconds or a "
                             "timedelta, not %s %r" % (type(interval).__name__, interval))
         _reject_tz(tz, trigger, interval)
-        return RecurTrigger(interval, anchor=now)
+        return RecurTrigger(interval, anchor=now, wall_offset=wall_now - now)
 
     if trigger == "cron":
         if isinstance(interval, str):

@@ -6,10 +6,9 @@ import datetime as _dt
 import math
 from typing import Any, Mapping, Optional, Tuple
 
-from .task import TaskOptions
 
 __all__ = ["EMPTY_KWARGS", "check_priority", "check_args", "check_kwargs", "check_seconds",
-           "make_options", "check_depend_on"]
+           "check_depend_on"]
 
 
 class _NoKwargs(dict):
@@ -64,33 +63,6 @@ def check_seconds(label: str, value: Any, allow_zero: bool = False) -> Optional[
     if not (value > 0 or (allow_zero and value == 0)) or value == math.inf:
         raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")
     return float(value)
-
-
-def make_options(name: Any, hard: Any, timeout: Any, retries: Any, retry_delay: Any,
-                  retry_backoff: Any, misfire_grace_time: Any, coalesce: Any,
-                  max_instances: Any, depend_on: Any) -> TaskOptions:
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {name!r}")
-    if not isinstance(hard, bool):
-        raise TypeError(f"hard must be True or False, got {hard!r}")
-    if not isinstance(coalesce, bool):
-        raise TypeError(f"coalesce must be True or False, got {coalesce!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-    if isinstance(max_instances, bool) or not isinstance(max_instances, int) \
-            or max_instances < 1:
-        raise ValueError(f"max_instances must be an int >= 1, got {max_instances!r}")
-    retry_delay = check_seconds("retry_delay", retry_delay, allow_zero=True) or 0.0
-    if isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) \
-            or not 1 <= retry_backoff < math.inf:
-        raise ValueError(f"retry_backoff must be a number >= 1, got {retry_backoff!r}")
-    return TaskOptions(
-        name=name, timeout=check_seconds("timeout", timeout), retries=retries,
-        retry_delay=retry_delay, retry_backoff=float(retry_backoff),
-        misfire_grace_time=check_seconds("misfire_grace_time", misfire_grace_time,
-                                          allow_zero=True),
-        coalesce=coalesce, max_instances=max_instances, hard=hard,
-        depend_on=check_depend_on(depend_on))
 
 
 def check_depend_on(depend_on: Any) -> Tuple[str, ...]:

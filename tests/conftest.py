@@ -46,10 +46,19 @@ class InlineExecutor(concurrent.futures.Executor):
 
 
 def virtual(clock, executor=None, **kwargs):
-    """A scheduler on the virtual clock; runs execute inline unless told otherwise."""
+    """A scheduler on the virtual clock, whose wall clock is the virtual one
+    too (so ``secs(run.started)`` is a virtual time); runs execute inline
+    unless told otherwise."""
     import pysched_lightning as psl
+    kwargs.setdefault("wallfunc", clock.now)
     return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
                          delayfunc=clock.sleep, **kwargs)
+
+
+def secs(moment):
+    """A run's time (an aware datetime) as POSIX seconds; on a ``virtual()``
+    scheduler that is the virtual clock's time."""
+    return None if moment is None else moment.timestamp()
 
 
 def pending_events(events):

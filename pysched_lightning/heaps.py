@@ -1,4 +1,4 @@
-"""The two heaps of the dispatcher, with O(1) cancel by lazy deletion.
+"""A heap with O(1) cancel by lazy deletion, for the timer and ready heaps.
 
 The timer heap orders by (due time, priority, seq); the ready heap, of runs
 that are due but wait for a free worker, by (priority, due time, seq). A
@@ -11,19 +11,9 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, List, Optional
 
-__all__ = ["LazyHeap", "OneOff"]
+__all__ = ["LazyHeap"]
 
 _COMPACT_MIN = 1024
-
-
-class OneOff(tuple):
-    """An extra run of a task outside its schedule: a retry or ``run_now``."""
-
-    __slots__ = ()
-
-    def __new__(cls, time: float, priority: int, seq: int, task_id: str,
-                attempt: int, reason: str) -> "OneOff":
-        return tuple.__new__(cls, (time, priority, seq, task_id, attempt, reason))
 
 
 class LazyHeap:

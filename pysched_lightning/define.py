@@ -1,0 +1,89 @@
+"""Making a Task from what ``delay()``, ``modify()`` and ``reschedule()`` are
+given, checking every part before anything changes."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from .aioloop import is_coroutine_function
+from .executors import check_picklable
+from .options import ASYNC_OPTIONS, DEFAULT_OPTIONS, OPTION_NAMES, TaskOptions, make_options
+from .task import Task
+from .triggers import make_trigger
+from .validation import check_args, check_kwargs, check_priority
+
+__all__ = ["build_task", "when_of", "options_of", "check_callable"]
+
+
+def check_callable(fn: Any) -> Callable[..., Any]:
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {fn!r}")
+    return fn
+
+
+def options_of(given: Mapping[str, Any], default_timeout: Optional[float],
+               fn: Any) -> TaskOptions:
+    """The TaskOptions for *given* keyword options (None means: default)."""
+    is_async = is_coroutine_function(fn)
+    if default_timeout is None and all(value is None for value in given.values()):
+        return ASYNC_OPTIONS if is_async else DEFAULT_OPTIONS
+    values = dict(given)
+    if values.get("timeout") is None:
+        values["timeout"] = default_timeout
+    return make_options(is_async=is_async, **values)
+
+
+def when_of(trigger: Any, interval: Any, tz: Any, now: float,
+            offset: float) -> Tuple[Any, float]:
+    """The trigger object (or 'once' for a plain delay) and the first due
+    time on the scheduler's clock."""
+    if trigger == "once" and tz is None and type(interval) in (int, float) \
+            and 0 <= interval < math.inf:
+        return "once", now + interval
+    trig = make_trigger(trigger, interval, now=now, wall_now=now + offset, tz=tz)
+    if trig.wall_clock:
+        return trig, trig.first_due - offset
+    if trig.next_due(trig.first_due) is None:
+        return trig.name, trig.first_due  # a one-shot needs no trigger object
+    return trig, trig.first_due
+
+
+def build_task(trigger: Any, interval: Any, priority: Any, fn: Any, args: Any, kwargs: Any,
+               options: TaskOptions, task_id: str, seq: int, tz: Any, now: float,
+               offset: float) -> Task:
+    """A new Task; raises TypeError/ValueError naming the first bad value."""
+    if type(priority) is not int:
+        priority = check_priority(priority)
+    args = check_args(args)
+    kwargs = check_kwargs(kwargs)
+    if options.hard:
+        check_picklable(fn, args, kwargs)
+    when, due = when_of(trigger, interval, tz, now, offset)
+    return Task(due, priority, seq, task_id, when, interval, fn, args, kwargs, options)
+
+
+def changed_task(old: Task, changes: Dict[str, Any]) -> Task:
+    """*old* with ``modify()``'s *changes* (checked as ``delay()`` checks them)."""
+    unknown = sorted(set(changes) - _MODIFIABLE)
+    if unknown:
+        raise TypeError(f"modify() got unknown option {unknown[0]!r}; "
+                        f"allowed: {', '.join(sorted(_MODIFIABLE))}")
+    fn = check_callable(changes.get("fn", old.fn))
+    merged = {name: getattr(old.options, name) for name in OPTION_NAMES}
+    merged["depend_on"] = merged["depend_on"] or None
+    merged.update({k: v for k, v in changes.items() if k in merged})
+    options = make_options(is_async=is_coroutine_function(fn), **merged)
+    priority = changes.get("priority", old.priority)
+    if type(priority) is not int:
+        priority = check_priority(priority)
+    args = check_args(changes.get("args", old.args))
+    kwargs = check_kwargs(changes.get("kwargs", old.kwargs))
+    if options.hard:
+        check_picklable(fn, args, kwargs)
+    return Task(old.time, priority, old.seq, old.id, old.when, old.interval, fn, args,
+                kwargs, options)
+
+
+_MODIFIABLE = frozenset({"priority", "fn", "args", "kwargs", "name", "timeout", "retries",
+                         "retry_delay", "retry_backoff", "misfire_grace_time", "coalesce",
+                         "max_instances"})
