@@ -20,7 +20,8 @@ import os
 import shlex
 import shutil
 import signal
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type,
+                    Union)
 
 from .context import current_run
 from .process_group import run_in_group
@@ -57,7 +58,7 @@ class CommandError(RuntimeError):
         super().__init__(message)
         self.result = result
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> Tuple[Type[CommandError], Tuple[str, Optional[CommandResult]]]:
         return (type(self), (self.args[0] if self.args else "", self.result))
 
 
@@ -75,7 +76,8 @@ class CommandTimeout(TimeoutError):
         self.result = result
         self.timeout = timeout
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> Tuple[Type[CommandTimeout],
+                                  Tuple[str, Optional[CommandResult], Optional[float]]]:
         return (type(self), (self.args[0] if self.args else "", self.result,
                              self.timeout))
 
@@ -119,12 +121,12 @@ class Command:
         #: The absolute working directory, or None for the scheduler's own.
         self.cwd: Optional[str] = _check_cwd(cwd)
         #: The variables set over the environment when the command runs.
-        self.env: Optional[dict] = _check_env(env)
+        self.env: Optional[Dict[str, str]] = _check_env(env)
         self.timeout: Optional[float] = _check_timeout(timeout)
         self.max_output: int = _check_max_output(max_output)
         if not shell:
             _check_program(self.cmd[0], self.cwd, self.env)
-        display = self.cmd if shell else shlex.join(self.cmd)
+        display = self.cmd if isinstance(self.cmd, str) else shlex.join(self.cmd)
         #: A display name for the task, such as ``command 'ls -l'``.
         self.name = f"command {_shorten(display)!r}"
 
@@ -163,7 +165,7 @@ class Command:
             parts.append(f"max_output={self.max_output!r}")
         return f"Command({', '.join(parts)})"
 
-    def _key(self) -> tuple:
+    def _key(self) -> Tuple[object, ...]:
         env = None if self.env is None else tuple(sorted(self.env.items()))
         return (self.cmd, self.cwd, env, self.shell, self.timeout, self.max_output)
 
@@ -205,7 +207,7 @@ def _check_cmd(cmd: Any, shell: bool) -> Union[str, Tuple[str, ...]]:
     return shlex.join(cmd) if shell else tuple(cmd)
 
 
-def _check_cwd(cwd: Any) -> Optional[str]:
+def _check_cwd(cwd: object) -> Optional[str]:
     if cwd is None:
         return None
     if not isinstance(cwd, (str, os.PathLike)):
@@ -218,7 +220,7 @@ def _check_cwd(cwd: Any) -> Optional[str]:
     return os.path.abspath(path)
 
 
-def _check_env(env: Any) -> Optional[dict]:
+def _check_env(env: object) -> Optional[Dict[str, str]]:
     if env is None:
         return None
     if not isinstance(env, Mapping):
@@ -237,7 +239,7 @@ def _check_env(env: Any) -> Optional[dict]:
     return checked
 
 
-def _check_timeout(timeout: Any) -> Optional[float]:
+def _check_timeout(timeout: object) -> Optional[float]:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
@@ -249,7 +251,7 @@ def _check_timeout(timeout: Any) -> Optional[float]:
     return value
 
 
-def _check_max_output(max_output: Any) -> int:
+def _check_max_output(max_output: object) -> int:
     if isinstance(max_output, bool) or not isinstance(max_output, int):
         raise TypeError(f"max_output must be an int number of bytes, not {max_output!r}")
     if max_output < 0:
@@ -257,7 +259,8 @@ def _check_max_output(max_output: Any) -> int:
     return max_output
 
 
-def _check_program(program: str, cwd: Optional[str], env: Optional[dict]) -> None:
+def _check_program(program: str, cwd: Optional[str],
+                   env: Optional[Mapping[str, str]]) -> None:
     """Fail now, not at the first run, when the program cannot be found."""
     if os.sep in program or (os.altsep and os.altsep in program):
         # Popen resolves a relative path against cwd when one is given.
@@ -278,7 +281,7 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _NAME_CHARS else text[:_NAME_CHARS - 3] + "..."
 
 
-def failure_message(name: str, code: Any, error: Any) -> str:
+def failure_message(name: str, code: object, error: object) -> str:
     if isinstance(code, int) and code < 0:
         try:
             signame = signal.Signals(-code).name

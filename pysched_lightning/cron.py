@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping, Optional, Set, Tuple, Union
+from typing import Callable, List, Mapping, Optional, Set, Tuple, Union
 
 from croniter import croniter
 from croniter.croniter import CroniterError
@@ -135,15 +135,20 @@ _MONTH_NAMES = {name: number for number, name in enumerate(
 _DOW_NAMES = {name: number for number, name in enumerate(
     ("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 
-# (name, low, high, names) for each field, in 5-field order.
-_FIELDS = (
+#: A field: (name, low, high, names for values or None).
+_FieldSpec = Tuple[str, int, int, Optional[Mapping[str, int]]]
+#: The values a field allows: numbers, and "L" (the last day) in day of month.
+_Values = Set[Union[int, str]]
+
+# Each field, in 5-field order.
+_FIELDS: Tuple[_FieldSpec, ...] = (
     ("minute", 0, 59, None),
     ("hour", 0, 23, None),
     ("day of month", 1, 31, None),
     ("month", 1, 12, _MONTH_NAMES),
     ("day of week", 0, 7, _DOW_NAMES),
 )
-_SECOND_FIELD = ("second", 0, 59, None)
+_SECOND_FIELD: _FieldSpec = ("second", 0, 59, None)
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _FIELD_SEPARATOR = re.compile(r"[ \t]+")
 _LAST_DAY = "L"
@@ -153,7 +158,7 @@ class _FieldError(ValueError):
     """A problem inside one field; turned into the full message by parse_cron."""
 
 
-def parse_cron(expression: Any) -> CronSpec:
+def parse_cron(expression: object) -> CronSpec:
     """Validate a cron string field by field and build its croniter form.
 
     Accepted: 5 fields, 6 fields with seconds first, or an alias.  Each field
@@ -190,7 +195,7 @@ def parse_cron(expression: Any) -> CronSpec:
             % (expression, len(fields), "" if len(fields) == 1 else "s",
                ", ".join(CRON_ALIASES)))
 
-    values = []
+    values: List[_Values] = []
     for field, spec in zip(fields, specs):
         try:
             values.append(_parse_field(field, spec))
@@ -213,8 +218,8 @@ def parse_cron(expression: Any) -> CronSpec:
         dom_out = "*" if dom_text == "*" or full_dom else _join(dom)
         dow_out = "*" if dow_text == "*" or full_dow else _join(dow)
         if dow_text == "*" and dom_text != "*" and _LAST_DAY not in dom:
-            longest = max(_DAYS_IN_MONTH[m - 1] for m in month)
-            if min(dom) > longest:
+            longest = max(_DAYS_IN_MONTH[m - 1] for m in _numbers(month))
+            if min(_numbers(dom)) > longest:
                 raise ValueError(
                     "invalid cron expression %r: day of month field %r never occurs in "
                     "the months allowed by the month field %r"
@@ -224,7 +229,7 @@ def parse_cron(expression: Any) -> CronSpec:
     else:
         dom_out, dow_out = _join(dom), _join(dow)
 
-    out = []
+    out: List[str] = []
     for index, (value, spec) in enumerate(zip(values, specs)):
         if index == offset + 2:
             out.append(dom_out)
@@ -243,19 +248,23 @@ def parse_cron(expression: Any) -> CronSpec:
     return CronSpec(canonical, seconds_first, wildcard)
 
 
-def _join(values: Any) -> str:
+def _join(values: _Values) -> str:
     """A value set as a croniter list ('l' for the last day of the month)."""
-    numbers_ = sorted(v for v in values if v != _LAST_DAY)
-    text = [str(v) for v in numbers_]
+    text = [str(v) for v in _numbers(values)]
     if _LAST_DAY in values:
         text.append("l")
     return ",".join(text)
 
 
-def _parse_field(field: str, spec: Tuple[str, int, int, Any]) -> set:
+def _numbers(values: _Values) -> List[int]:
+    """The numbers in a value set, sorted (without "L")."""
+    return sorted(v for v in values if isinstance(v, int))
+
+
+def _parse_field(field: str, spec: _FieldSpec) -> _Values:
     """The set of values a field allows; _FieldError says what is wrong."""
     name, low, high, names = spec
-    result: set = set()
+    result: _Values = set()
     for item in field.split(","):
         if item == "":
             raise _FieldError("empty list item")
@@ -291,7 +300,7 @@ def _parse_field(field: str, spec: Tuple[str, int, int, Any]) -> set:
     return result
 
 
-def _field_value(text: str, spec: Tuple[str, int, int, Any]) -> int:
+def _field_value(text: str, spec: _FieldSpec) -> int:
     """One number or name in a field, checked against the field's range."""
     name, low, high, names = spec
     if text.isdigit() and text.isascii():

@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 import uuid
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .commands import CommandError, CommandResult, failure_message
@@ -129,11 +129,11 @@ class Script:
                 self._module = _load_script(self.path)
             return self._module
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> Dict[str, Any]:
         return {"path": self.path, "func": self.func, "args": self.args,
                 "kwargs": self.kwargs, "fresh": self.fresh, "name": self.name}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
         self._module = None
@@ -149,7 +149,7 @@ class Script:
             parts.append("fresh=False")
         return f"Script({', '.join(parts)})"
 
-    def _key(self) -> tuple:
+    def _key(self) -> Tuple[object, ...]:
         return (self.path, self.func, self.args, self.kwargs, self.fresh)
 
     def __eq__(self, other: object) -> bool:
@@ -164,7 +164,7 @@ class Script:
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
     """Compiles from the source every time: no stale or written ``.pyc``."""
 
-    def get_code(self, fullname: str) -> Any:
+    def get_code(self, fullname: str) -> CodeType:
         return self.source_to_code(self.get_data(self.path), self.path)
 
 
@@ -197,7 +197,7 @@ def _get_function(module: ModuleType, owner: Script) -> Callable[..., Any]:
     return fn
 
 
-def _sibling_hint(exc: Exception, path: str) -> str:
+def _sibling_hint(exc: BaseException, path: str) -> str:
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split(".")[0]
         folder = os.path.dirname(path)
@@ -208,7 +208,7 @@ def _sibling_hint(exc: Exception, path: str) -> str:
     return ""
 
 
-def _exit_status(exc: SystemExit) -> Tuple[Any, Any, Any]:
+def _exit_status(exc: SystemExit) -> Tuple[int, None, Optional[str]]:
     """``sys.exit(code)`` read as a process exit: None is 0, a message is 1."""
     code = exc.code
     if code is None:
@@ -218,7 +218,7 @@ def _exit_status(exc: SystemExit) -> Tuple[Any, Any, Any]:
     return (1, None, str(code))
 
 
-def _normalize(value: Any, name: str) -> CommandResult:
+def _normalize(value: object, name: str) -> CommandResult:
     """Read a script's return value as ``(exit_code, output, error)``."""
     if isinstance(value, (tuple, list)):
         if len(value) > 3:

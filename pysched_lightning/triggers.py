@@ -67,7 +67,7 @@ class Trigger(abc.ABC):
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self._public_state() == other._public_state()  # type: ignore[attr-defined]
+        return self._public_state() == other._public_state()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.name, self.first_due))
@@ -162,7 +162,8 @@ class CronTrigger(Trigger):
     field by field at construction, so errors name the offending field.
     """
 
-    def __init__(self, expression: str, *, wall_now: float, tz: Any = None) -> None:
+    def __init__(self, expression: str, *, wall_now: float,
+                 tz: Union[str, _dt.tzinfo, None] = None) -> None:
         self.name = "cron"
         self.interval = expression
         self.wall_clock = True
@@ -238,7 +239,7 @@ class CronTrigger(Trigger):
 # --------------------------------------------------------------------------
 
 def make_trigger(trigger: str, interval: Any, *, now: float, wall_now: float,
-                 tz: Any = None) -> Trigger:
+                 tz: Union[str, _dt.tzinfo, None] = None) -> Trigger:
     """Build the trigger for ``delay(trigger, interval, ...)``, validating the input.
 
     *now* is the scheduler clock and *wall_now* the wall clock (epoch seconds)
@@ -282,7 +283,7 @@ def make_trigger(trigger: str, interval: Any, *, now: float, wall_now: float,
                     "datetime, not %s %r" % (type(interval).__name__, interval))
 
 
-def _reject_tz(tz: Any, trigger: str, interval: Any) -> None:
+def _reject_tz(tz: object, trigger: str, interval: object) -> None:
     """tz= only means something for cron strings and datetimes."""
     if tz is not None:
         raise ValueError("tz=%r is only allowed with a cron expression or a datetime, "
