@@ -65,7 +65,7 @@ class Trigger(abc.ABC):
                 if not key.startswith("_") or key == "_tz_key"}
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        if not isinstance(other, Trigger) or type(other) is not type(self):
             return NotImplemented
         return self._public_state() == other._public_state()
 
