@@ -78,12 +78,9 @@ def local_zone() -> Tuple[_dt.tzinfo, Optional[str]]:
         if key == "":
             return zone_from_key("UTC"), "UTC"
         if os.path.isabs(key):
-            path_key = key_from_path(os.path.realpath(key))
-            if path_key is not None:
-                try:
-                    return zone_from_key(path_key), path_key
-                except ValueError:
-                    pass
+            found = _zone_at_path(key)
+            if found is not None:
+                return found
         else:
             try:
                 return zone_from_key(key), key
@@ -96,12 +93,9 @@ def local_zone() -> Tuple[_dt.tzinfo, Optional[str]]:
 
     localtime = "/etc/localtime"
     if os.path.exists(localtime):
-        path_key = key_from_path(os.path.realpath(localtime))
-        if path_key is not None:
-            try:
-                return zone_from_key(path_key), path_key
-            except ValueError:
-                pass
+        found = _zone_at_path(localtime)
+        if found is not None:
+            return found
         if _zoneinfo is not None:
             try:
                 with open(localtime, "rb") as handle:
@@ -110,6 +104,17 @@ def local_zone() -> Tuple[_dt.tzinfo, Optional[str]]:
                 pass
     _log.debug("local time zone unknown; using dateutil.tz.tzlocal()")
     return _dutz.tzlocal(), None
+
+
+def _zone_at_path(path: str) -> Optional[Tuple[_dt.tzinfo, str]]:
+    """The zone a zoneinfo file (or a link to one) stands for, with its key, or None."""
+    key = key_from_path(os.path.realpath(path))
+    if key is not None:
+        try:
+            return zone_from_key(key), key
+        except ValueError:
+            pass
+    return None
 
 
 def tz_spec(tz: object) -> Tuple[Optional[str], Optional[_dt.tzinfo], str]:
