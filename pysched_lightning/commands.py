@@ -1,4 +1,4 @@
-"""Command tasks: run a program on a schedule, and the results command and script tasks share.
+"""Command tasks, which run a program on a schedule, and the result types scripts share.
 
 ``command("backup.sh --full")`` builds a plain callable that the scheduler
 runs like any task. It is a class, not a closure, so it pickles with the
