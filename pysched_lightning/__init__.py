@@ -1,11 +1,12 @@
 """pysched_lightning: a priority scheduler for one-shot, recurring and cron tasks."""
+from .commands import Command, CommandError, CommandResult, CommandTimeout, command
 from .context import RunContext, current_run
 from .events import Event, EventKind
 from .executors import ProcessPoolExecutor, ThreadPoolExecutor
-from .jobs import Command, CommandError, CommandResult, CommandTimeout, Script, command, script
 from .options import LaneKind, TaskOptions
 from .runs import Run, TaskStatus
 from .scheduler import Scheduler
+from .scripts import Script, script
 from .task import Task, task
 
 __all__ = [

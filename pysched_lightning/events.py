@@ -11,7 +11,10 @@ import enum
 import logging
 import queue
 import threading
-from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, FrozenSet, Iterable, List, Optional, Tuple
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runs import Run
 
 __all__ = ["EventKind", "Event", "Listeners"]
 
@@ -64,7 +67,7 @@ class Event:
                  "exception", "traceback", "reason", "lateness", "count")
 
     def __init__(self, kind: EventKind, task_id: Optional[str] = None,
-                 run: Any = None, timestamp: float = 0.0, *,
+                 run: Optional[Run] = None, timestamp: float = 0.0, *,
                  reason: Optional[str] = None, lateness: Optional[float] = None,
                  count: int = 1) -> None:
         self.kind = kind
@@ -88,7 +91,7 @@ class Event:
         return f"<Event {self.kind.name} task={self.task_id!r}{extra}>"
 
 
-_Listener = Tuple[Callable[[Event], Any], Optional[FrozenSet[EventKind]]]
+_Listener = Tuple[Callable[[Event], object], Optional[FrozenSet[EventKind]]]
 
 
 class Listeners:
@@ -100,7 +103,7 @@ class Listeners:
         #: the scheduler's hot path skips building events at all.
         self.callbacks: Tuple[_Listener, ...] = ()
 
-    def add(self, callback: Callable[[Event], Any],
+    def add(self, callback: Callable[[Event], object],
             kinds: Optional[Iterable[EventKind]] = None) -> None:
         if not callable(callback):
             raise TypeError(f"listener must be callable, got {callback!r}")
@@ -108,7 +111,7 @@ class Listeners:
         with self._lock:
             self.callbacks += ((callback, wanted),)
 
-    def remove(self, callback: Callable[[Event], Any]) -> None:
+    def remove(self, callback: Callable[[Event], object]) -> None:
         with self._lock:
             kept = tuple(entry for entry in self.callbacks if entry[0] != callback)
             if len(kept) == len(self.callbacks):

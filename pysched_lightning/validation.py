@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from typing import Any, Mapping, Optional, Tuple
-
-
+from typing import Any, Mapping, NoReturn, Optional, Tuple
 __all__ = ["EMPTY_KWARGS", "check_priority", "check_args", "check_kwargs", "check_seconds",
            "check_depend_on"]
 
 
-class _NoKwargs(dict):
+class _NoKwargs(dict[str, Any]):
     """The kwargs of tasks given none: one shared, read-only empty dict."""
 
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a task's kwargs cannot be changed in place; use modify()")
 
     __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
@@ -26,14 +24,14 @@ class _NoKwargs(dict):
 EMPTY_KWARGS: Mapping[str, Any] = _NoKwargs()
 
 
-def check_priority(priority: Any) -> Any:
+def check_priority(priority: object) -> float:
     if isinstance(priority, bool) or not isinstance(priority, (int, float)) \
             or priority != priority:
         raise TypeError(f"priority must be a number, got {priority!r}")
     return priority
 
 
-def check_args(args: Any) -> Tuple[Any, ...]:
+def check_args(args: object) -> Tuple[Any, ...]:
     if type(args) is tuple:
         return args
     if isinstance(args, (list, tuple)):
@@ -41,7 +39,7 @@ def check_args(args: Any) -> Tuple[Any, ...]:
     raise TypeError(f"args must be a tuple or list, got {args!r}")
 
 
-def check_kwargs(kwargs: Any) -> Mapping[str, Any]:
+def check_kwargs(kwargs: object) -> Mapping[str, Any]:
     if not kwargs:
         if kwargs is None or isinstance(kwargs, Mapping):
             return EMPTY_KWARGS
@@ -53,7 +51,7 @@ def check_kwargs(kwargs: Any) -> Mapping[str, Any]:
     raise TypeError(f"kwargs must be a dict, got {kwargs!r}")
 
 
-def check_seconds(label: str, value: Any, allow_zero: bool = False) -> Optional[float]:
+def check_seconds(label: str, value: object, allow_zero: bool = False) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, _dt.timedelta):

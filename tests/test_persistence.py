@@ -190,7 +190,7 @@ def test_json_run_log_has_a_line_per_finished_run(tmp_path):
 CHILD = textwrap.dedent("""
     import sys, time
     import pysched_lightning as psl
-    from pysched_lightning import jobs
+    from pysched_lightning import commands
     sched = psl.Scheduler(store=sys.argv[1])
     sched.delay('recur', 0.2, 1, time.time, task_id='heartbeat')
     sched.start()
