@@ -31,7 +31,7 @@ class Clock:
             self.wall = lambda: wall_start + (timefunc() - start)
         #: True when the wall clock runs on its own and may step against ``now``
         #: (a wall clock that is the scheduler's own clock cannot).
-        self.may_step = (wallfunc is not None and wallfunc is not timefunc) \
+        self.may_step = (wallfunc is not None and wallfunc != timefunc) \
             or timefunc is time.monotonic
 
     def offset(self) -> float:

@@ -174,6 +174,7 @@ def replace_task(st: State, new: Task, fx: Effects) -> None:
     """Put *new* in place of the scheduled task with its id (modify,
     reschedule): later runs use it; the schedule state is kept."""
     known(st, new.id)
+    new = new.at(new.time, next(st.seq))  # a heap entry of its own
     if st.timetable.replace(new):
         st.wakeup.notify()
     st.event(fx, EventKind.MODIFIED, new.id)

@@ -94,7 +94,7 @@ def _next_occurrence(st: State, task: Task, now: float, fx: Effects) -> Optional
     period = getattr(trig, "seconds", None)  # recur only: the slots are countable
     if coalesce and period is not None and current - due >= period:
         skipped = int((current - due) // period)
-        reason = f"{_late_reason(st, task.time)}; coalesced into the next run"
+        reason = _late_reason(st, task.time)
         record = st.runbook.skip(task, task.time + period, st.offset, skipped, reason, now)
         if st.journal is not None:
             st.journal.missed(record, st.offset)

@@ -118,7 +118,7 @@ def returned(st: State, run: Run, fx: Effects) -> None:
     for waiting in st.runbook.returned(run):
         if not waiting.done:
             admit(st, waiting, fx)
-    st.notify_waiters(run.task_id)  # shutdown() waits for every run to return
+    st.notify_waiters(run.task_id, fx)  # shutdown() waits for every run to return
 
 
 # -- the end of a run ----------------------------------------------------------
@@ -136,8 +136,6 @@ def finish(st: State, run: Run, status: TaskStatus, result: Any,
     otherwise the slot is given back."""
     now = st.clock.now()
     lane = st.lanes.of(run)
-    if pull and lane.returning:
-        lane.returning.pop()
     if not run.done:
         if run._deadline is not None and now > run._deadline:
             status = TaskStatus.TIMEOUT  # the outcome came too late to count
@@ -146,6 +144,10 @@ def finish(st: State, run: Run, status: TaskStatus, result: Any,
             run.result, run.exception, run.traceback, run.error = result, exc, text, error
         end(st, run, status, now, fx)
     returned(st, run, fx)
+    if pull and lane.returning:
+        # Only now: runs that its end released (a retry waiting for it,
+        # dependents) waited in the ready heap for this worker to take them.
+        lane.returning.pop()
     following = next_ready(st, lane, now, fx) if pull and lane.ready else None
     if following is None:
         lane.give_back()
@@ -163,7 +165,7 @@ def end(st: State, run: Run, status: TaskStatus, now: float, fx: Effects) -> Non
     if st.journal is not None:  # every attempt, retried or not
         st.journal.finished(run, st.offset)
         st.write_soon(now)
-    st.notify_waiters(run.task_id)
+    st.notify_waiters(run.task_id, fx)
     if status is not TaskStatus.COMPLETED and _retry(st, run, now, fx):
         return
     if status is TaskStatus.ERROR:
@@ -251,7 +253,7 @@ def drop(st: State, run: Run, status: TaskStatus, reason: str, now: float, fx: E
     record = st.runbook.drop(run, status, reason, now)
     if run._owns_future:
         run._resolve_future()
-    st.notify_waiters(run.task_id)
+    st.notify_waiters(run.task_id, fx)
     if status is not TaskStatus.MISSED:
         return
     if st.journal is not None and recorded:
@@ -286,7 +288,7 @@ def cancel_task(st: State, task_id: str, reason: str, fx: Effects,
         st.journal.task_removed(task_id)
     fx.log(logging.INFO, "task %r canceled: %s", task_id, reason)
     st.event(fx, EventKind.CANCELED, task_id, reason=reason)
-    st.notify_waiters(task_id)
+    st.notify_waiters(task_id, fx)
     _fail_dependents(st, task_id, fx)
 
 

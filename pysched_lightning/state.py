@@ -107,10 +107,12 @@ class State:
             self.journal_due = now + JOURNAL_LINGER_SECONDS
             self.wakeup.notify()
 
-    def notify_waiters(self, task_id: Optional[str]) -> None:
+    def notify_waiters(self, task_id: Optional[str], fx: "Effects") -> None:
+        """A run of *task_id* ended: threads waiting for it are woken once the
+        listeners have heard of it (see ``Workers.aftermath``)."""
         waiters = self.waiters
         if waiters and (None in waiters or task_id in waiters):
-            self.run_done.notify_all()
+            fx.wake = True
 
     def wait_run_done(self, key: Optional[str], timeout: Optional[float]) -> None:
         """With the lock held: wait until a run of *key* (None: any) finishes."""
@@ -127,7 +129,7 @@ class State:
 class Effects:
     """What a transition leaves to do after the state lock is released."""
 
-    __slots__ = ("events", "logs", "runs", "expired", "kills")
+    __slots__ = ("events", "logs", "runs", "expired", "wake")
 
     def __init__(self) -> None:
         self.events: Optional[List[Event]] = None
@@ -137,8 +139,8 @@ class Effects:
         self.runs: Optional[List[Run]] = None
         #: Runs past their deadline, to be told (and killed or cancelled).
         self.expired: Optional[List[Run]] = None
-        #: Runs whose process or coroutine is to be stopped.
-        self.kills: Optional[List[Run]] = None
+        #: Wake the threads waiting for runs to end (get_result, shutdown).
+        self.wake = False
 
     def add_event(self, event: Event) -> None:
         if self.events is None:
@@ -161,10 +163,11 @@ class Effects:
         self.expired.append(run)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.logs or self.runs or self.expired or self.kills)
+        return bool(self.events or self.logs or self.runs or self.expired or self.wake)
 
     def clear(self) -> None:
-        self.events = self.logs = self.runs = self.expired = self.kills = None
+        self.events = self.logs = self.runs = self.expired = None
+        self.wake = False
 
 
 def emit_logs(logger: logging.Logger, fx: Effects) -> None:

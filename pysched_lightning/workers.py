@@ -55,6 +55,9 @@ class Workers:
             self._listeners.emit(fx.events)
         if fx.expired:
             self.stop_runs(fx.expired)
+        if fx.wake:
+            with self._st.lock:
+                self._st.run_done.notify_all()
         runs = fx.runs
         fx.clear()
         if runs:
@@ -113,9 +116,11 @@ class Workers:
 
     def _send(self, lane: Lane, run: Run) -> None:
         """Send a run to a process pool or another executor; its outcome
-        comes back through the future."""
+        comes back through the future. (A run counts as started when it is
+        sent: an executor may even run it inside ``submit``.)"""
         task = run.task
         try:
+            self._started(run)
             if run.lane is LaneKind.PROCESSES and run.timeout is not None:
                 if self._killable is None:
                     self._killable = self._killable_factory()
@@ -125,7 +130,8 @@ class Workers:
             else:
                 future = _submit_elsewhere(lane.executor, run)
                 run._handle = future
-            self._started(run)
+            if run.status is TaskStatus.TIMEOUT:  # its deadline passed meanwhile
+                self.stop_runs([run])
             future.add_done_callback(partial(self._future_done, lane, run))
         except BaseException as exc:
             self._not_sent(run, exc)

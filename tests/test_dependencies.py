@@ -80,7 +80,7 @@ def test_dependent_waits_for_dependency_to_complete(clock):
         clock.advance(7)
         return "dep"
 
-    with virtual(clock) as sched:
+    with virtual(clock, wallfunc=clock.now) as sched:
         start = clock.now()
         a = sched.delay("once", 20, 1, slow_dep)
         b = sched.delay("once", 1, 1, lambda: "dependent", depend_on=a)
@@ -91,7 +91,7 @@ def test_dependent_waits_for_dependency_to_complete(clock):
 
 
 def test_dependent_also_waits_for_its_own_time(clock):
-    with virtual(clock) as sched:
+    with virtual(clock, wallfunc=clock.now) as sched:
         start = clock.now()
         a = sched.delay("once", 1, 1, lambda: "dep")
         b = sched.delay("once", 40, 1, lambda: "dependent", depend_on=a)

@@ -126,7 +126,7 @@ def test_late_one_shot_within_grace_or_without_one_runs(clock, grace):
     def stall():
         clock.advance(60)
 
-    with virtual(clock) as sched:
+    with virtual(clock, wallfunc=clock.now) as sched:
         missed = sched.subscribe([K.MISSED])
         start = clock.now()
         sched.delay("once", 5, 1, stall)

@@ -23,7 +23,7 @@ def test_retries_with_backoff_make_attempts_1_to_n_plus_1(clock):
         raise ConnectionError(f"attempt {len(calls)} failed")
 
     status_at_retry = []
-    with virtual(clock) as sched:
+    with virtual(clock, wallfunc=clock.now) as sched:
         events = sched.subscribe([K.RETRY, K.FAILED])
         sched.add_listener(lambda e: status_at_retry.append(sched.get_status(e.task_id)),
                            kinds=[K.RETRY])
@@ -59,7 +59,7 @@ def test_retry_that_succeeds_completes(clock):
             raise outcome
         return outcome
 
-    with virtual(clock) as sched:
+    with virtual(clock, wallfunc=clock.now) as sched:
         retries = sched.subscribe([K.RETRY])
         tid = sched.delay("once", 0, 1, flaky, retries=5, retry_delay=10)
         assert sched.get_result(tid, timeout=5) == "third time lucky"
@@ -102,7 +102,7 @@ def test_timed_out_attempt_is_retried(clock):
             return "too late"
         return "second attempt in time"
 
-    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+    with virtual(clock, psl.ThreadPoolExecutor(2), wallfunc=clock.now) as sched:
         tid = sched.delay("once", 0, 1, hangs_first_time, timeout=30, retries=1,
                           retry_delay=4)
         wait_for(lambda: sched.get_status(tid) is S.COMPLETED, timeout=5)
@@ -117,21 +117,42 @@ def test_timed_out_attempt_is_retried(clock):
 
 
 def test_retries_exhausted_after_timeouts_end_in_timeout(clock):
+    def hang():  # until told it timed out, as a cooperative thread task does
+        wait_for(lambda: psl.current_run().timed_out, timeout=10)
+
+    with virtual(clock, psl.ThreadPoolExecutor(4)) as sched:
+        events = sched.subscribe([K.RETRY, K.TIMEOUT])
+        tid = sched.delay("once", 0, 1, hang, timeout=5, retries=2, retry_delay=1)
+        got = [events.get(timeout=5) for _ in range(3)]
+        assert [e.kind for e in got] == [K.RETRY, K.RETRY, K.TIMEOUT]
+        assert sched.get_status(tid) is S.TIMEOUT
+        assert [r.attempt for r in sched.runs(tid)] == [3, 2, 1]
+
+
+def test_timed_out_thread_run_still_counts_as_running_so_retries_do_not_stack_threads(clock):
+    """A thread cannot be killed: a run past its timeout keeps its thread
+    until it returns, and the retry waits for it instead of taking another
+    thread (retries of a hung task used to fill the pool)."""
     release = threading.Event()
+    threads = []
 
     def hang():
+        threads.append(threading.current_thread().name)
         release.wait(10)
 
     with virtual(clock, psl.ThreadPoolExecutor(4)) as sched:
-        try:
-            events = sched.subscribe([K.RETRY, K.TIMEOUT])
-            tid = sched.delay("once", 0, 1, hang, timeout=5, retries=2, retry_delay=1)
-            got = [events.get(timeout=5) for _ in range(3)]
-            assert [e.kind for e in got] == [K.RETRY, K.RETRY, K.TIMEOUT]
-            assert sched.get_status(tid) is S.TIMEOUT
-            assert [r.attempt for r in sched.runs(tid)] == [3, 2, 1]
-        finally:
-            release.set()
+        events = sched.subscribe([K.RETRY])
+        tid = sched.delay("once", 0, 1, hang, timeout=5, retries=2, retry_delay=1)
+        assert events.get(timeout=5).kind is K.RETRY
+
+        def retry():
+            return next((r for r in sched.runs(tid) if r.attempt == 2), None)
+        wait_for(retry, timeout=5)  # it is due (the virtual clock moved on)...
+        assert retry().status is S.SUSPENDED  # ...but waits: it was not started
+        assert threads == ["pysched-worker_0"]
+        release.set()  # the hung attempt returns: the retry runs now
+        wait_for(lambda: len(threads) == 2, timeout=5)
+        assert sched.get_task(tid)["runs"] == 1  # a retry is the same run, again
 
 
 def test_retry_is_logged_as_a_warning(clock, caplog):
@@ -159,7 +180,7 @@ def test_recurring_task_retries_do_not_shift_its_schedule(clock):
         return "ok"
 
     done = []
-    with virtual(clock, history=50) as sched:
+    with virtual(clock, history=50, wallfunc=clock.now) as sched:
         def stop_after(event):
             done.append(event.run)
             if len(done) == 4:
