@@ -9,32 +9,20 @@ survives the process being killed (even by SIGKILL), though not necessarily
 a power cut; readers in other processes (``pysched list``) never block the
 writer and wait up to ``busy_timeout`` for a writer's lock.
 
-The one-active-scheduler lock is an ``fcntl.flock`` on ``<db path>.lock``
-(POSIX only), taken on a fresh open file per store object, so it also
-excludes a second store object in the same process, and the OS drops it when
-the holder dies. The lock file holds the owner as one JSON line
-(``{"owner": ..., "pid": ..., "host": ...}``) while held and is emptied on
-release; it is never deleted (deleting a lock file races its next taker).
-A child made by a bare ``fork()`` shares the parent's open lock file, and so
-its hold: spawn processes instead (loky and ``multiprocessing`` "spawn" do).
+The one-active-scheduler lock is a :class:`~.filelock.FileHold` on
+``<db path>.lock``.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import socket
 import sqlite3
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 from .base import RUN_FIELDS, TaskRecord
+from .filelock import FileHold
 from .memory import (CLAIMED_FIELDS, ERROR, INTERRUPTED, RUNNING, TASK_FIELDS, check_limit, run_row,
                      task_changes, task_row, _key_text, _opt_text)
 
@@ -44,8 +32,6 @@ __all__ = ["SQLiteStore"]
 SCHEMA_VERSION = 1
 #: How long a statement waits for another process's write lock, in ms.
 BUSY_TIMEOUT_MS = 5000
-#: How often a waiting acquire() retries the file lock, in seconds.
-LOCK_POLL = 0.05
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tasks (
@@ -152,13 +138,8 @@ class SQLiteStore:
         #: Guards the connection: one statement or one batch at a time.
         self._db_lock = threading.RLock()
         self._depth = 0  # batch nesting, guarded by _db_lock
-        #: Serializes this object's holds; held while the store is held.
-        self._hold = threading.Lock()
-        #: Guards the held lock file's descriptor and owner.
-        self._lock_state = threading.Lock()
-        self._lock_fd: Optional[int] = None
-        self._owner: Optional[str] = None
         self._closed = threading.Event()
+        self._file_hold = FileHold(self.lock_path, self._closed)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                      isolation_level=None, check_same_thread=False)
@@ -198,14 +179,6 @@ class SQLiteStore:
         state = " closed" if self._closed.is_set() else ""
         return f"<SQLiteStore {self.path!r}{state}>"
 
-    def __del__(self) -> None:
-        # A store dropped while held must not keep the lock until the process ends.
-        if getattr(self, "_lock_fd", None) is not None:
-            try:
-                self.release()
-            except Exception:  # pragma: no cover - interpreter shutdown
-                pass
-
     def __enter__(self) -> "SQLiteStore":
         return self
 
@@ -215,86 +188,17 @@ class SQLiteStore:
     # -- the one active scheduler -------------------------------------------
 
     def acquire(self, owner: str, wait: bool = False) -> bool:
-        """Hold the store as *owner* (see :meth:`Store.acquire`).
-
-        A waiting acquire retries every ``LOCK_POLL`` seconds rather than
-        blocking in ``flock``, so that :meth:`close` can end it: it then
-        returns False.
-        """
-        if not isinstance(owner, str):
-            raise TypeError(f"owner must be a str, not {owner!r}")
-        if fcntl is None:  # pragma: no cover
-            raise OSError("SQLiteStore's lock needs fcntl.flock, which this platform "
-                          "lacks (POSIX only)")
-        if not self._take(self._hold, wait):
-            return False
-        fd, held = None, False
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            while not self._closed.is_set():
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except (BlockingIOError, PermissionError):
-                    if not wait:
-                        break
-                    self._closed.wait(LOCK_POLL)
-                    continue
-                line = json.dumps({"owner": owner, "pid": os.getpid(),
-                                   "host": socket.gethostname()})
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, (line + "\n").encode(), 0)
-                with self._lock_state:
-                    self._lock_fd, self._owner = fd, owner
-                held = True
-                if self._closed.is_set():  # closed meanwhile: do not keep it
-                    self.release()
-                    return False
-                return True
-            return False
-        finally:
-            if not held:
-                if fd is not None:
-                    os.close(fd)
-                self._hold.release()
-
-    def _take(self, lock: threading.Lock, wait: bool) -> bool:
-        if not wait:
-            return not self._closed.is_set() and lock.acquire(blocking=False)
-        while not self._closed.is_set():
-            if lock.acquire(timeout=LOCK_POLL):
-                return True
-        return False
+        """Hold the store as *owner* (see :meth:`Store.acquire`); a waiting
+        acquire returns False if the store is closed meanwhile."""
+        return self._file_hold.acquire(owner, wait)
 
     def holder(self) -> Optional[str]:
-        """The owner holding the store, read from the lock file (no hold needed).
-
-        A lock file left by a process that died (on this host) counts as free.
-        """
-        if self._owner is not None:
-            return self._owner
-        try:
-            with open(self.lock_path, encoding="utf-8") as file:
-                info = json.loads(file.readline() or "null")
-        except (OSError, ValueError):
-            return None
-        if not isinstance(info, dict) or not isinstance(info.get("owner"), str):
-            return None
-        if info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
-            return None
-        return info["owner"]
+        """The owner holding the store, read from the lock file (no hold needed)."""
+        return self._file_hold.holder()
 
     def release(self) -> None:
         """End the hold, if this store object holds it; otherwise do nothing."""
-        with self._lock_state:
-            fd, self._lock_fd, self._owner = self._lock_fd, None, None
-        if fd is None:
-            return
-        try:
-            os.ftruncate(fd, 0)  # before unlocking, so the next holder's line survives
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-            self._hold.release()
+        self._file_hold.release()
 
     # -- transactions -------------------------------------------------------
 
@@ -431,14 +335,3 @@ def _update_sql(names: tuple) -> str:
         sql = _UPDATE_SQL.setdefault(names, f"UPDATE tasks SET {sets} WHERE id = ?")
     return sql
 
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, but another user's
-    return True
