@@ -6,12 +6,12 @@ import os
 import re
 from typing import Any, Optional
 
-from .base import RUN_FIELDS, Store, StoreLockedError, TaskRecord
+from ..protocols import RUN_FIELDS, STATUS_NAMES, Store, StoreLockedError, TaskRecord
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
-__all__ = ["Store", "TaskRecord", "RUN_FIELDS", "StoreLockedError", "SQLiteStore",
-           "MemoryStore", "open_store"]
+__all__ = ["Store", "TaskRecord", "RUN_FIELDS", "STATUS_NAMES", "StoreLockedError",
+           "SQLiteStore", "MemoryStore", "open_store"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _PASSWORD = re.compile(r"(//[^/@:]*):[^/@]*@")
