@@ -599,8 +599,9 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
 
 
 def _run_json(run: Dict[str, Any]) -> Dict[str, Any]:
-    """A stored run as the run log writes it: status label, ISO UTC times."""
-    out = dict(run)
+    """A stored run as the run log writes it: status label, ISO UTC times
+    (the pickled outcome stays in the store)."""
+    out = {key: value for key, value in run.items() if key != "outcome"}
     out["status"] = _status_label(run["status"])
     for key in ("scheduled", "started", "finished"):
         out[key] = _iso(run[key])

@@ -55,15 +55,14 @@ class Dispatcher:
                 flush, delay = step
                 if flush:
                     self._st.journal.flush()  # type: ignore[union-attr]
+                self._workers.aftermath(fx)
+                if delay is not None:
+                    self._delayfunc(delay)  # type: ignore[misc]
             except Exception:
                 _log.exception("dispatcher error (the scheduler goes on)")
+                self._workers.aftermath(fx)  # runs that got a slot are sent, always
                 with self._st.lock:
                     self._st.wakeup.wait(0.05)  # don't spin if the error repeats
-                delay = None
-            finally:
-                self._workers.aftermath(fx)  # runs that got a slot are sent, always
-            if delay is not None:
-                self._delayfunc(delay)  # type: ignore[misc]
 
     def _next_step(self, fx: Effects) -> Optional[Tuple[bool, Optional[float]]]:
         """Under the lock: collect due work in *fx*, or wait until something

@@ -193,5 +193,3 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release the hold and free the store's resources; closing twice is fine."""
-
-from .stores.base import TaskRecord  # INTERIM

@@ -169,6 +169,15 @@ class Effects:
         self.events = self.logs = self.runs = self.expired = None
         self.wake = False
 
+    def take(self) -> "Effects":
+        """A copy of what is noted; this one is left empty (so doing the
+        effects twice, after an error, never sends a run twice)."""
+        taken = Effects()
+        taken.events, taken.logs, taken.runs = self.events, self.logs, self.runs
+        taken.expired, taken.wake = self.expired, self.wake
+        self.clear()
+        return taken
+
 
 def emit_logs(logger: logging.Logger, fx: Effects) -> None:
     """Write the noted log lines (outside the lock: handlers are user code)."""

@@ -49,19 +49,18 @@ class Workers:
 
     def aftermath(self, fx: Effects) -> None:
         """Do what a transition left to do, outside the state lock."""
-        if fx.logs:
-            emit_logs(_log, fx)
-        if fx.events:
-            self._listeners.emit(fx.events)
-        if fx.expired:
-            self.stop_runs(fx.expired)
-        if fx.wake:
+        todo = fx.take()
+        if todo.logs:
+            emit_logs(_log, todo)
+        if todo.events:
+            self._listeners.emit(todo.events)
+        if todo.expired:
+            self.stop_runs(todo.expired)
+        if todo.wake:
             with self._st.lock:
                 self._st.run_done.notify_all()
-        runs = fx.runs
-        fx.clear()
-        if runs:
-            self.submit(runs)
+        if todo.runs:
+            self.submit(todo.runs)
 
     def stop_runs(self, runs: List[Run]) -> None:
         """Runs ended by a deadline or a shutdown: tell them, and stop what can

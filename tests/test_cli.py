@@ -321,10 +321,10 @@ def test_sigterm_stops_cleanly_and_state_is_saved(tmp_path, store_of):
     record = tasks(store)["1s/hello.sh"]
     assert record.runs == len(log) and record.next_run > time.time() - 5
     assert record.trigger == "recur" and json.loads(record.interval) == 1
-    stored = {(r["scheduled"], r["attempt"]): r for r in store.runs("1s/hello.sh")}
+    stored = {(r["slot"], r["attempt"]): r for r in store.runs("1s/hello.sh")}
     assert len(stored) == len(log)
     for line in log:                                    # the run log and the store agree
-        run = stored[(round(stamp(line["scheduled"]), 3), line["attempt"])]
+        run = stored[(line["slot"], line["attempt"])]
         assert run["status"] == 0 and run["output"] == line["output"]
 
     history = pysched("history", "--json", "-c", "p.ini", cwd=tmp_path)
@@ -511,11 +511,12 @@ def test_sigkill_then_restart_runs_the_missed_slot_once(tmp_path, store_of):
 
     with Daemon(tmp_path, "-c", "p.ini") as daemon:
         def after_restart():
-            return [r for r in store.runs("2s/tick.sh") if r["started"] >= daemon.started]
+            return [r for r in store.runs("2s/tick.sh")
+                    if r["started"] is not None and r["started"] >= daemon.started]
         wait_for(lambda: after_restart(), 10, POLL)
         [caught_up] = after_restart()
         # It ran at once, for the slot that passed while the process was down...
-        assert caught_up["scheduled"] == round(missed_slot, 3)
+        assert caught_up["slot"] == f"{missed_slot:.3f}"
         assert caught_up["started"] - daemon.started < 2    # before any fresh 2 s slot
         # ...once: the next run is the next slot on the grid, not another missed one.
         wait_for(lambda: len(after_restart()) >= 2, 10, POLL)
