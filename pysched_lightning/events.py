@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import enum
 import logging
+from datetime import datetime
 import queue
 import threading
 from typing import TYPE_CHECKING, Callable, FrozenSet, Iterable, List, Optional, Tuple
+
+from .runs import safe_repr
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runs import Run
@@ -67,13 +70,13 @@ class Event:
                  "exception", "traceback", "reason", "lateness", "count")
 
     def __init__(self, kind: EventKind, task_id: Optional[str] = None,
-                 run: Optional[Run] = None, timestamp: float = 0.0, *,
+                 run: Optional[Run] = None, timestamp: Optional[datetime] = None, *,
                  reason: Optional[str] = None, lateness: Optional[float] = None,
                  count: int = 1) -> None:
         self.kind = kind
         self.task_id = task_id
         self.run = run
-        #: Wall-clock time of the event, POSIX seconds.
+        #: When it happened (wall clock), an aware UTC datetime.
         self.timestamp = timestamp
         self.status = getattr(run, "status", None)
         self.result = getattr(run, "result", None)
@@ -131,7 +134,8 @@ class Listeners:
                 try:
                     callback(event)
                 except Exception:
-                    _log.exception("event listener %r failed on %r", callback, event)
+                    _log.exception("event listener %s failed on %r", safe_repr(callback, 200),
+                                   event)
 
 
 def _kinds(kinds: Optional[Iterable[EventKind]]) -> Optional[FrozenSet[EventKind]]:

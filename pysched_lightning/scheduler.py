@@ -21,6 +21,7 @@ from . import control, definitions, queries
 from .aioloop import EventLoopThread
 from .arguments import check_scheduler_arguments
 from .clock import Clock
+from .contrib.dask import as_dask_executor
 from .define import build_task, changed_task, check_callable, options_of, when_of
 from .dispatcher import Dispatcher
 from .events import Event, EventKind, Listeners
@@ -72,6 +73,7 @@ class Scheduler:
             executor, timefunc, delayfunc, process_executor, history, default_timeout,
             wallfunc, run_log, max_async)
         clock = Clock(timefunc, wallfunc)
+        executor = as_dask_executor(executor) or executor  # per-run priorities, cancel
         lanes = Lanes(executor if executor is not None else ThreadPoolExecutor(),
                       executor is None, process_executor, ProcessPool, EventLoopThread(),
                       max_async)

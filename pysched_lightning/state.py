@@ -15,6 +15,7 @@ import itertools
 import logging
 import math
 import threading
+from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from .clock import Clock
@@ -98,7 +99,8 @@ class State:
               run: Optional[Run] = None, **extra: Any) -> None:
         """Note an event, if anybody listens."""
         if self.listening:
-            fx.add_event(Event(kind, task_id, run, self.clock.wall(), **extra))
+            when = datetime.fromtimestamp(self.clock.wall(), timezone.utc)
+            fx.add_event(Event(kind, task_id, run, when, **extra))
 
     def write_soon(self, now: float) -> None:
         """Writes were noted that nobody flushes at once: the dispatcher

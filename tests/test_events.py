@@ -51,7 +51,8 @@ def test_lifecycle_of_a_one_shot_in_order(clock):
     assert completed.exception is None and completed.traceback is None
     assert completed.run is not None and completed.run.task_id == tid
     # timestamps are wall-clock POSIX seconds
-    assert abs(completed.timestamp - time.time()) < 60
+    assert abs(completed.timestamp.timestamp() - time.time()) < 60
+    assert completed.timestamp.tzinfo is not None  # an aware datetime, as run times are
 
 
 def test_failed_event_carries_exception_and_traceback(clock):

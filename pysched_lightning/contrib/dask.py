@@ -29,7 +29,7 @@ import types
 import uuid
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
-from ..executors import _call_in_process, unpicklable_part
+from ..executors import call_in_process, unpicklable_part
 from ..validation import check_priority
 
 __all__ = ["DaskExecutor", "as_dask_executor", "SUBMIT_OPTIONS"]
@@ -69,10 +69,10 @@ def _check_options(options: Dict[str, Any]) -> None:
 
 def _key(fn: Callable[..., Any], args: Tuple[Any, ...]) -> str:
     """A unique dask key named for the user's function, which dask's
-    dashboard shows (not the scheduler's ``_call_in_process`` wrapper)."""
+    dashboard shows (not the scheduler's ``call_in_process`` wrapper)."""
     from dask.utils import funcname
 
-    target = args[0] if fn is _call_in_process and args and callable(args[0]) else fn
+    target = args[0] if fn is call_in_process and args and callable(args[0]) else fn
     return f"{funcname(target)}-{uuid.uuid4().hex}"
 
 
@@ -80,7 +80,7 @@ def _raise_if_unpicklable(fn: Callable[..., Any], args: Tuple[Any, ...],
                           kwargs: Dict[str, Any], error: Exception) -> None:
     """dask's error for a call it cannot pickle does not say which part:
     name it (the user's function and arguments, inside the scheduler's wrapper)."""
-    if fn is _call_in_process and len(args) == 3 and not kwargs:
+    if fn is call_in_process and len(args) == 3 and not kwargs:
         fn, args, kwargs = args
     bad = unpicklable_part(fn, tuple(args), kwargs)
     if bad is not None:
