@@ -64,7 +64,6 @@ def add_task(st: State, task: Task, replace_existing: bool, same: bool, now: flo
     *same* says the caller found (without the lock: ``==`` is user code)
     that the definition under this id is the same as *task*'s."""
     old = check_add(st, task, replace_existing)
-    state = st.runbook.get(task.id)
     added = Added.NEW
     if old is not None:
         if same:
@@ -72,15 +71,25 @@ def add_task(st: State, task: Task, replace_existing: bool, same: bool, now: flo
         _retract(st, task.id, now, fx)
         added = Added.REPLACED
         fx.log(logging.INFO, "task %r: definition changed, replacing it", task.id)
-    elif state is not None:  # a canceled task's id is free again
+    elif task.id in st.runbook:  # a canceled task's id is free again
         st.runbook.restart(task.id)
+    add_new(st, task, now, fx)
+    return added
+
+
+def add_new(st: State, task: Task, now: float, fx: Effects) -> None:
+    """Schedule *task*, whose id is new (``delay()``'s own ids are)."""
+    if st.closing:
+        raise RuntimeError("cannot schedule new tasks after shutdown")
+    if task.options.depend_on:
+        _check_dependencies(st, task)
     due_now = task.time <= now and st.started and not st.paused
     if st.timetable.add(task, in_heap=not due_now):
         st.wakeup.notify()
-    st.event(fx, EventKind.ADDED, task.id)
+    if st.listening:
+        st.event(fx, EventKind.ADDED, task.id)
     if due_now:
         fire(st, task, now, fx)
-    return added
 
 
 def _retract(st: State, task_id: str, now: float, fx: Effects) -> None:

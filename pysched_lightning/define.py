@@ -54,12 +54,18 @@ def build_task(trigger: Any, interval: Any, priority: Any, fn: Any, args: Any, k
     """A new Task; raises TypeError/ValueError naming the first bad value."""
     if type(priority) is not int:
         priority = check_priority(priority)
-    args = check_args(args)
+    if type(args) is not tuple:
+        args = check_args(args)
     kwargs = check_kwargs(kwargs)
     if options.hard:
         check_picklable(fn, args, kwargs)
-    when, due = when_of(trigger, interval, tz, now, offset)
-    return Task(due, priority, seq, task_id, when, interval, fn, args, kwargs, options)
+    if trigger == "once" and tz is None and type(interval) in (int, float) \
+            and 0 <= interval < math.inf:  # a plain delay, the common case
+        when, due = "once", now + interval
+    else:
+        when, due = when_of(trigger, interval, tz, now, offset)
+    return tuple.__new__(Task, (due, priority, seq, task_id, when, interval, fn, args,
+                                kwargs, options))
 
 
 def changed_task(old: Task, changes: Dict[str, Any]) -> Task:

@@ -62,7 +62,7 @@ def fire(st: State, task: Task, now: float, fx: Effects) -> None:
         return
     if task.options.depend_on and not _dependencies_met(st, task, fx):
         return
-    run = st.runbook.new_run(task, 1, task.time, st.offset)
+    run = st.runbook.new_run(task, 1, task.time, st.offset, None, state)
     grace = task.options.misfire_grace_time
     if grace is not None and now - task.time > grace:
         drop(st, run, TaskStatus.MISSED, _late_reason(st, task.time), now, fx,

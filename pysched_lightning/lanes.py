@@ -131,8 +131,11 @@ class Lanes:
         self._lanes: Dict[LaneKind, Lane] = {LaneKind.THREADS: self.threads}
 
     def of(self, run: Run) -> Lane:
-        lane = self._lanes.get(run.lane)
-        return lane if lane is not None else self._make(run.lane)
+        kind = run.lane
+        if kind is LaneKind.THREADS:  # most runs: no hashing of the enum
+            return self.threads
+        lane = self._lanes.get(kind)
+        return lane if lane is not None else self._make(kind)
 
     def all(self) -> List[Lane]:
         return list(self._lanes.values())

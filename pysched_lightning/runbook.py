@@ -102,10 +102,11 @@ class RunBook:
         return state
 
     def new_run(self, task: Task, attempt: int, scheduled: float, offset: float,
-                number: Optional[int] = None) -> Run:
+                number: Optional[int] = None, state: Optional[TaskState] = None) -> Run:
         """A run of *task* due at *scheduled*; it becomes the task's latest.
         A retry passes the *number* of the run it retries."""
-        state = self.state(task.id)
+        if state is None:
+            state = self.state(task.id)
         if number is None:
             state.runs += 1
             number = state.runs
@@ -238,9 +239,10 @@ class RunBook:
         state.finished_at = now
         return state
 
-    def retire(self, task: Task, now: float) -> None:
+    def retire(self, task: Task, now: float, state: Optional[TaskState] = None) -> None:
         """The task's last run is over: it stays queryable until purged."""
-        state = self.state(task.id)
+        if state is None:
+            state = self.state(task.id)
         state.retired = task
         state.finished_at = now
 

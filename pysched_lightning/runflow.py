@@ -39,9 +39,7 @@ def admit(st: State, run: Run, fx: Effects) -> None:
     if st.paused or run._state.paused:
         lane.held.append(run)
     elif lane.has_room() and not lane.ready and not lane.returning:
-        if _start(st, run, fx):
-            lane.take()
-            fx.submit(run)
+        _start(st, run, lane, fx, True)
     else:  # a worker that just finished a run takes it next, or a free one
         lane.queue(run, next(st.seq))
 
@@ -49,16 +47,16 @@ def admit(st: State, run: Run, fx: Effects) -> None:
 def drain(st: State, lane: Lane, now: float, fx: Effects) -> None:
     """Fill the lane's free slots from its ready heap."""
     while lane.has_room():
-        run = next_ready(st, lane, now, fx)
-        if run is None:
+        if next_ready(st, lane, now, fx, True) is None:
             return
-        lane.take()
-        fx.submit(run)
 
 
-def next_ready(st: State, lane: Lane, now: float, fx: Effects) -> Optional[Run]:
+def next_ready(st: State, lane: Lane, now: float, fx: Effects,
+               take: bool = False) -> Optional[Run]:
     """The next ready run that may start, by (priority, due time), started;
-    runs of paused tasks are held, runs too late or overlapping dropped."""
+    runs of paused tasks are held, runs too late or overlapping dropped.
+    With *take* it gets a slot of its own and is sent (see :func:`_start`);
+    without, it is for the calling worker, which keeps its slot."""
     if st.paused or st.closing:
         return None
     while True:
@@ -72,13 +70,15 @@ def next_ready(st: State, lane: Lane, now: float, fx: Effects) -> Optional[Run]:
         late = now - run._t_scheduled
         if grace is not None and late > grace:
             drop(st, run, TaskStatus.MISSED, "no free worker", now, fx, late)
-        elif _start(st, run, fx):
+        elif _start(st, run, lane, fx, take):
             return run
 
 
-def _start(st: State, run: Run, fx: Effects) -> bool:
+def _start(st: State, run: Run, lane: Lane, fx: Effects, take: bool) -> bool:
     """Count *run* as started, unless max_instances says it would overlap:
-    then a regular run is MISSED and an extra one waits for the running one."""
+    then a regular run is MISSED and an extra one waits for the running one.
+    With *take* it gets a lane slot and is noted to be sent at once, before
+    anything else, so that a failure later in the pass cannot strand it."""
     runbook = st.runbook
     if not runbook.may_start(run):
         if run.attempt > 1 or run.manual:
@@ -89,9 +89,13 @@ def _start(st: State, run: Run, fx: Effects) -> bool:
                  now - run._t_scheduled)
         return False
     runbook.start(run)
+    if take:
+        lane.take()
+        fx.submit(run)
     if st.journal is not None:
         st.journal.claim(run, st.offset)
-    st.event(fx, EventKind.SUBMITTED, run.task_id, run)
+    if st.listening:
+        st.event(fx, EventKind.SUBMITTED, run.task_id, run)
     return True
 
 
@@ -178,8 +182,9 @@ def end(st: State, run: Run, status: TaskStatus, now: float, fx: Effects) -> Non
         state = run._state
         st.journal.task_changed(run.task_id, runs=state.runs, missed=state.missed,
                                 status=int(state.status))
-    st.event(fx, _EVENT_OF_STATUS[status], run.task_id, run)
-    _after_final(st, run.task, status, now, fx)
+    if st.listening:
+        st.event(fx, _EVENT_OF_STATUS[status], run.task_id, run)
+    _after_final(st, run, status, now, fx)
 
 
 def _retry(st: State, run: Run, now: float, fx: Effects) -> bool:
@@ -200,19 +205,22 @@ def _retry(st: State, run: Run, now: float, fx: Effects) -> bool:
     return True
 
 
-def _after_final(st: State, task: Task, status: TaskStatus, now: float,
+def _after_final(st: State, run: Run, status: TaskStatus, now: float,
                  fx: Effects) -> None:
     """A run is final: release or cancel dependents; retire a finished task."""
-    task_id = task.id
-    if status is TaskStatus.COMPLETED:
-        _release_dependents(st, task_id, now, fx)
-    elif status in FAILED or st.timetable.has_fired_last(task_id):
-        _fail_dependents(st, task_id, fx)
-    if st.timetable.retire(task):
-        st.runbook.retire(task, now)
+    task = run.task
+    timetable = st.timetable
+    if timetable.depended_on(task.id):
+        if status is TaskStatus.COMPLETED:
+            _release_dependents(st, task.id, now, fx)
+        elif status in FAILED or timetable.has_fired_last(task.id):
+            _fail_dependents(st, task.id, fx)
+    if timetable.retire(task):
+        st.runbook.retire(task, now, run._state)
         if st.journal is not None:
-            st.journal.task_finished(task_id, int(st.runbook.status_of(task_id, False)))
-        st.event(fx, EventKind.REMOVED, task_id)
+            st.journal.task_finished(task.id, int(run._state.status))
+        if st.listening:
+            st.event(fx, EventKind.REMOVED, task.id)
 
 
 def _release_dependents(st: State, task_id: str, now: float, fx: Effects) -> None:
@@ -267,7 +275,7 @@ def drop(st: State, run: Run, status: TaskStatus, reason: str, now: float, fx: E
     if st.timetable.has_fired_last(run.task_id) and not state.running:
         if not state.canceled:
             state.status = TaskStatus.MISSED  # its only occurrence never ran
-        _after_final(st, run.task, TaskStatus.MISSED, now, fx)
+        _after_final(st, run, TaskStatus.MISSED, now, fx)
 
 
 def cancel_task(st: State, task_id: str, reason: str, fx: Effects,

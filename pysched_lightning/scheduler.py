@@ -18,11 +18,12 @@ from concurrent.futures import CancelledError
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 from . import control, definitions, queries
-from .aioloop import EventLoopThread
+from .aioloop import EventLoopThread, is_coroutine_function
 from .arguments import check_scheduler_arguments
 from .clock import Clock
 from .contrib.dask import as_dask_executor
 from .define import build_task, changed_task, check_callable, options_of, when_of
+from .options import ASYNC_OPTIONS, DEFAULT_OPTIONS
 from .dispatcher import Dispatcher
 from .events import Event, EventKind, Listeners
 from .executors import ThreadPoolExecutor
@@ -141,27 +142,37 @@ class Scheduler:
         Bad input raises before anything changes; with a store, the task is
         stored when this returns.
         """
-        check_callable(fn)
-        options = options_of(dict(name=name, hard=hard, timeout=timeout, retries=retries,
-                                  retry_delay=retry_delay, retry_backoff=retry_backoff,
-                                  misfire_grace_time=misfire_grace_time, coalesce=coalesce,
-                                  max_instances=max_instances, depend_on=depend_on),
-                             self._default_timeout, fn)
+        if not callable(fn):
+            check_callable(fn)
+        if (name is None and hard is None and timeout is None and retries is None
+                and retry_delay is None and retry_backoff is None
+                and misfire_grace_time is None and coalesce is None
+                and max_instances is None and depend_on is None
+                and self._default_timeout is None):  # no option: the shared defaults
+            options = ASYNC_OPTIONS if is_coroutine_function(fn) else DEFAULT_OPTIONS
+        else:
+            options = options_of(dict(name=name, hard=hard, timeout=timeout,
+                                      retries=retries, retry_delay=retry_delay,
+                                      retry_backoff=retry_backoff,
+                                      misfire_grace_time=misfire_grace_time,
+                                      coalesce=coalesce, max_instances=max_instances,
+                                      depend_on=depend_on), self._default_timeout, fn)
         if task_id is not None and not isinstance(task_id, str):
             raise TypeError(f"task_id must be a str, got {task_id!r}")
         st = self._state
         seq = next(st.seq)
+        now = st.clock.now()
         task = build_task(trigger, interval, priority, fn, args, kwargs, options,
-                          task_id or f"{self._id_prefix}{seq}", seq, tz, st.clock.now(),
-                          st.offset)
-        if task_id is None and st.journal is None:  # a new id: nothing to compare
-            fx = Effects()
-            with st.lock:
-                control.add_task(st, task, replace_existing, False, st.clock.now(), fx)
-            if fx:
-                self._workers.aftermath(fx)
-            return task.id
-        return definitions.add_checked(st, self._workers, self._standby, task, replace_existing)
+                          task_id or f"{self._id_prefix}{seq}", seq, tz, now, st.offset)
+        if task_id is not None or st.journal is not None:
+            return definitions.add_checked(st, self._workers, self._standby, task,
+                                           replace_existing)
+        fx = Effects()  # a new id, no store: nothing to compare or write first
+        with st.lock:
+            control.add_new(st, task, now, fx)
+        if fx:
+            self._workers.aftermath(fx)
+        return task.id
 
     def cancel(self, task_id: str) -> None:
         """Stop a task: no further runs, its queued runs dropped (their futures

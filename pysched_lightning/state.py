@@ -15,6 +15,7 @@ import itertools
 import logging
 import math
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -99,8 +100,12 @@ class State:
               run: Optional[Run] = None, **extra: Any) -> None:
         """Note an event, if anybody listens."""
         if self.listening:
-            when = datetime.fromtimestamp(self.clock.wall(), timezone.utc)
-            fx.add_event(Event(kind, task_id, run, when, **extra))
+            try:
+                wall = self.clock.wall()
+            except Exception:  # a user's wall clock must not break a transition
+                wall = time.time()
+            fx.add_event(Event(kind, task_id, run, datetime.fromtimestamp(wall, timezone.utc),
+                               **extra))
 
     def write_soon(self, now: float) -> None:
         """Writes were noted that nobody flushes at once: the dispatcher
@@ -171,19 +176,13 @@ class Effects:
         self.events = self.logs = self.runs = self.expired = None
         self.wake = False
 
-    def take(self) -> "Effects":
-        """A copy of what is noted; this one is left empty (so doing the
-        effects twice, after an error, never sends a run twice)."""
-        taken = Effects()
-        taken.events, taken.logs, taken.runs = self.events, self.logs, self.runs
-        taken.expired, taken.wake = self.expired, self.wake
-        self.clear()
-        return taken
 
 
-def emit_logs(logger: logging.Logger, fx: Effects) -> None:
+
+def emit_logs(logger: logging.Logger,
+              logs: List[Tuple[int, str, Tuple[Any, ...]]]) -> None:
     """Write the noted log lines (outside the lock: handlers are user code)."""
-    for level, message, args in fx.logs or ():
+    for level, message, args in logs:
         try:
             logger.log(level, message, *args)
         except Exception:  # pragma: no cover - logging reports its own errors

@@ -87,6 +87,10 @@ class Timetable:
     def dependents_of(self, task_id: str) -> List[str]:
         return sorted(self._dependents.get(task_id, ()))
 
+    def depended_on(self, task_id: str) -> bool:
+        """True when some task (scheduled or not) names *task_id* in depend_on."""
+        return task_id in self._dependents
+
     def has_dependents(self, task_id: str) -> bool:
         """True when a scheduled task still depends on *task_id*."""
         return any(dep in self._tasks for dep in self._dependents.get(task_id, ()))

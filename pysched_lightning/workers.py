@@ -48,19 +48,23 @@ class Workers:
     # -- after the lock ---------------------------------------------------------
 
     def aftermath(self, fx: Effects) -> None:
-        """Do what a transition left to do, outside the state lock."""
-        todo = fx.take()
-        if todo.logs:
-            emit_logs(_log, todo)
-        if todo.events:
-            self._listeners.emit(todo.events)
-        if todo.expired:
-            self.stop_runs(todo.expired)
-        if todo.wake:
+        """Do what a transition left to do, outside the state lock. (Each
+        part is taken off *fx* first, so doing it twice, after an error,
+        never sends a run twice.)"""
+        logs, events, expired, wake, runs = fx.logs, fx.events, fx.expired, fx.wake, fx.runs
+        fx.logs = fx.events = fx.expired = fx.runs = None
+        fx.wake = False
+        if logs:
+            emit_logs(_log, logs)
+        if events:
+            self._listeners.emit(events)
+        if expired:
+            self.stop_runs(expired)
+        if wake:
             with self._st.lock:
                 self._st.run_done.notify_all()
-        if todo.runs:
-            self.submit(todo.runs)
+        if runs:
+            self.submit(runs)
 
     def stop_runs(self, runs: List[Run]) -> None:
         """Runs ended by a deadline or a shutdown: tell them, and stop what can

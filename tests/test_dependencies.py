@@ -210,3 +210,28 @@ def test_dependency_finished_before_the_dependent_was_added(clock):
             sched.get_result(after_bad, timeout=5)
         assert sched.get_status(after_bad) is S.CANCELED
     assert called == []
+
+
+# ------------------------------------------------------------------ regressions
+
+def test_replacing_a_task_keeps_the_tasks_that_depend_on_it():
+    """Re-adding an id with a changed definition used to cancel its dependents."""
+    with psl.Scheduler() as sched:
+        sched.delay('once', 3600, 1, lambda: 'old', task_id='extract')
+        load = sched.delay('once', 0, 1, lambda: 'loaded', depend_on='extract')
+        sched.delay('once', 0, 1, lambda: 'new', task_id='extract')  # changed: replaced
+        assert sched.get_result(load, timeout=5) == 'loaded'
+        assert sched.get_result('extract', timeout=5) == 'new'
+
+
+def test_purge_keeps_a_finished_task_that_another_still_waits_for(clock):
+    with virtual(clock) as sched:
+        first = sched.delay('once', 0, 1, lambda: 'first')
+        assert sched.get_result(first, timeout=5) == 'first'
+        later = sched.delay('once', 3600, 1, lambda: 'later', depend_on=first)
+        sched.purge()
+        assert sched.get_status(first) is S.COMPLETED
+        assert sched.get_result(later, timeout=5) == 'later'  # not canceled
+        sched.purge()
+        with pytest.raises(KeyError):
+            sched.get_status(first)  # nobody waits for it any more

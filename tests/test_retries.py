@@ -208,3 +208,31 @@ def test_bad_retry_options_are_rejected(clock):
         with pytest.raises(ValueError, match="0.5"):
             sched.delay("once", 0, 1, print, retries=1, retry_backoff=0.5)
         assert sched.get_all() == []
+
+
+# ------------------------------------------------------------------ regressions
+
+def test_a_retry_keeps_the_number_of_the_run_it_retries(clock):
+    calls = []
+
+    def first_call_fails():
+        calls.append(clock.now())
+        if len(calls) == 1:
+            raise RuntimeError("first")
+
+    with virtual(clock) as sched:
+        tid = sched.delay('recur', 10, 1, first_call_fails, retries=1, retry_delay=15)
+        wait_for(lambda: len(calls) >= 4)  # run 1 fails, run 2, retry of run 1, run 3
+        runs = sched.runs(tid)
+    retry = next(r for r in runs if r.attempt == 2)
+    assert retry.run_number == 1
+    assert sorted(r.run_number for r in runs if r.attempt == 1)[:3] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("options", [dict(retries=5000, retry_delay=1, retry_backoff=2.0),
+                                     dict(retries=100, retry_delay=60, retry_backoff=10)])
+def test_a_retry_backoff_that_overflows_is_refused_at_delay(clock, options):
+    with virtual(clock) as sched:
+        with pytest.raises(ValueError, match="ten years"):
+            sched.delay('once', 0, 1, print, **options)
+        assert dict(sched.task) == {}

@@ -543,3 +543,74 @@ def test_failed_run_does_not_keep_its_frames_alive():
     gc.collect()
     assert refs[0]() is None
     assert 'big = Big()' in sched.result[tid].traceback or 'boom' in sched.result[tid].traceback
+
+
+# ------------------------------------------------------------------ regressions
+
+def test_an_error_in_a_dispatch_pass_leaks_no_worker_slot(caplog):
+    """A failure part-way through a pass used to keep the slots of the runs
+    it had already started: the pool shrank for good."""
+    calls = {'n': 0}
+
+    def flaky_clock():  # fails now and then, in the dispatcher's passes only
+        if threading.current_thread().name == "pysched-dispatcher":
+            calls['n'] += 1
+            if calls['n'] % 7 == 0:
+                raise OSError("the clock hiccupped")
+        return time.monotonic()
+
+    done = []
+    sched = psl.Scheduler(executor=psl.ThreadPoolExecutor(2), timefunc=flaky_clock)
+    sched.start()
+    try:
+        for i in range(200):
+            sched.delay('once', 0.001 * (i % 5), 1, done.append, args=(i,))
+        wait_for(lambda: len(done) == 200, timeout=10)
+        assert any('dispatcher error' in r.getMessage() for r in caplog.records)
+        last = sched.delay('once', 0, 1, lambda: 'still two workers')
+        assert sched.get_result(last, timeout=5) == 'still two workers'
+    finally:
+        sched.shutdown()
+
+
+def test_a_log_handler_may_call_back_into_the_scheduler():
+    """Log records were emitted with the scheduler's lock held: a handler
+    that asked the scheduler anything deadlocked it."""
+    seen = []
+
+    class Asking(logging.Handler):
+        def emit(self, record):
+            seen.append(len(sched.get_all()))
+
+    handler = Asking()
+    logger = logging.getLogger("pysched_lightning")
+    logger.addHandler(handler)
+    try:
+        with psl.Scheduler() as sched:
+            tid = sched.delay('once', 0, 1, lambda: 1 / 0)
+            with pytest.raises(ZeroDivisionError):
+                sched.get_result(tid, timeout=5)
+            wait_for(lambda: seen)
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("options, says", [
+    (dict(retry_delay=-1), "retry_delay"),
+    (dict(retry_backoff=-2), "retry_backoff"),
+    (dict(retry_backoff=0.5, retries=0), "retry_backoff"),
+    (dict(max_instances=0), "max_instances"),
+    (dict(coalesce="yes"), "coalesce"),
+    (dict(timeout=0), "timeout"),
+    (dict(misfire_grace_time=-1), "misfire_grace_time"),
+    (dict(name=3), "name"),
+])
+@pytest.mark.parametrize("named", [False, True])
+def test_bad_options_are_refused_on_every_path(options, says, named, tmp_path):
+    """Options were checked only off the fast path: retry_delay=-1 with no
+    retries was accepted."""
+    kwargs = dict(task_id="named") if named else {}
+    with psl.Scheduler(store=str(tmp_path / "s.db") if named else None) as sched:
+        with pytest.raises((TypeError, ValueError), match=says):
+            sched.delay('once', 0, 1, print, **options, **kwargs)
+        assert dict(sched.task) == {} and sched.get_all() == []
