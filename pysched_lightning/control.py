@@ -220,7 +220,7 @@ def snapshot(st: State, task_id: str) -> Dict[str, Any]:
     if task is None and state is None:
         raise KeyError(f"no task with id {task_id!r}")
     scheduled = task is not None
-    if task is None:
+    if task is None and state is not None:
         task = state.retired or (state.latest.task if state.latest is not None else None)
     return {
         "task": task, "scheduled": scheduled,

@@ -53,8 +53,8 @@ class Dispatcher:
                 if step is None:
                     return  # shutdown
                 flush, delay = step
-                if flush:
-                    self._st.journal.flush()  # type: ignore[union-attr]
+                if flush and self._st.journal is not None:
+                    self._st.journal.flush()
                 self._workers.aftermath(fx)
                 if delay is not None:
                     self._delayfunc(delay)  # type: ignore[misc]

@@ -42,10 +42,10 @@ def fire_due(st: State, now: float, fx: Effects) -> bool:
         entry = pop_due(now)
         if entry is None:
             return False
-        if type(entry) is Task:
-            fire(st, entry, now, fx)
-        else:
+        if isinstance(entry, Extra):
             _fire_extra(st, entry, now, fx)
+        else:
+            fire(st, entry, now, fx)
         if fx.runs and not threads.has_room():
             return True
     return True

@@ -10,13 +10,8 @@ from __future__ import annotations
 import dataclasses
 import types
 from concurrent.futures import Future
-from typing import (Any, Callable, ContextManager, Dict, Iterable, List, Mapping, Optional,
-                    Union)
+from typing import (Any, Callable, ContextManager, Dict, Iterable, List, Mapping, Optional, Protocol, runtime_checkable, Union)
 
-try:  # Python 3.8+: typing.Protocol
-    from typing import Protocol, runtime_checkable
-except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol, runtime_checkable  # type: ignore
 
 __all__ = ["Trigger", "Executor", "Store", "TaskRecord", "RUN_FIELDS", "StoreLockedError",
            "COMPLETED", "ERROR", "SUSPENDED", "RUNNING", "CANCELED", "TIMEOUT", "MISSED",
@@ -47,7 +42,7 @@ class Trigger(Protocol):
 class Executor(Protocol):
     """Where a run executes: ``submit`` returns a future, as in concurrent.futures."""
 
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future: ...
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "Future[Any]": ...
 
     def shutdown(self, wait: bool = True) -> None: ...
 

@@ -82,9 +82,10 @@ def runs(st: State, task_id: str, limit: Optional[int]) -> List[Run]:
         state = st.runbook.get(task_id)
         kept = state.kept_runs() if state is not None else []
         task = st.timetable.get(task_id) or (state.retired if state is not None else None)
-    store = st.journal.store if st.journal is not None else None
-    if store is not None:
-        st.journal.flush()  # type: ignore[union-attr]
+    journal = st.journal
+    store = journal.store if journal is not None else None
+    if journal is not None and store is not None:
+        journal.flush()
         rows = store.runs(task_id, limit)
         if rows or known:
             return [Run.from_record(row, task) for row in rows]

@@ -124,6 +124,7 @@ class Run(RunContext, Mapping[str, Any]):
     count = 1
     #: True for a run made by run_now(), outside the schedule.
     manual = False
+    _t_scheduled: float
     _t_timestamp: Optional[float] = None
     _t_started: Optional[float] = None
     _t_finished: Optional[float] = None
@@ -309,7 +310,7 @@ class Run(RunContext, Mapping[str, Any]):
         run.attempt = record.get("attempt") or 1
         run.status = TaskStatus(record.get("status", TaskStatus.SUSPENDED))
         run._offset = 0.0
-        run._t_scheduled = record.get("scheduled")
+        run._t_scheduled = float(record["scheduled"])
         run._t_started = record.get("started")
         run._t_finished = record.get("finished")
         run.error = record.get("error")

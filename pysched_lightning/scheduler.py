@@ -74,8 +74,8 @@ class Scheduler:
             executor, timefunc, delayfunc, process_executor, history, default_timeout,
             wallfunc, run_log, max_async)
         clock = Clock(timefunc, wallfunc)
-        executor = as_dask_executor(executor) or executor  # per-run priorities, cancel
-        lanes = Lanes(executor if executor is not None else ThreadPoolExecutor(),
+        dask = as_dask_executor(executor)  # per-run priorities, cancel at a deadline
+        lanes = Lanes(dask or executor or ThreadPoolExecutor(),
                       executor is None, process_executor, ProcessPool, EventLoopThread(),
                       max_async)
         opened = open_store(store)

@@ -75,7 +75,7 @@ class Closer:
 
     def run_forever(self, start: Callable[[], None]) -> None:
         start()
-        previous: Dict[int, Any] = {}
+        previous: Dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, self._on_signal)
@@ -177,10 +177,11 @@ class Closer:
         self._workers.shutdown(wait)
         if st.journal is None:
             return
+        journal = st.journal
         if self._inside_own_run():
             def close_after_run() -> None:
                 self._wait_for_runs(0, None)
-                st.journal.close()  # type: ignore[union-attr]
+                journal.close()
             threading.Thread(target=close_after_run, name="pysched-closer",
                              daemon=True).start()
         else:

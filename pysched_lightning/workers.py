@@ -268,7 +268,8 @@ class Workers:
         if run.timeout is not None or st.listening:
             self._started(run)
         task = run.task
-        status, result, exc = TaskStatus.COMPLETED, None, None
+        status, result = TaskStatus.COMPLETED, None
+        exc: Optional[BaseException] = None
         try:
             result = await task.fn(*task.args, **task.kwargs)
         except CancelledError as cancelled:
