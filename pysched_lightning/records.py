@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import io
 import json
 import pickle
 import uuid
@@ -128,19 +129,19 @@ def load_function(record: TaskRecord) -> Callable[..., Any]:
         for part in qualname.split("."):
             found = getattr(found, part)
         return found
-    return pickle.loads(record.fn_pickle)  # type: ignore[arg-type]
+    return _loads(record.fn_pickle)  # type: ignore[arg-type]
 
 
 def load_args(record: TaskRecord) -> Any:
-    return pickle.loads(record.args), pickle.loads(record.kwargs)
+    return _loads(record.args), _loads(record.kwargs)
 
 
 def load_options(record: TaskRecord) -> TaskOptions:
-    return pickle.loads(record.options)
+    return _loads(record.options)
 
 
 def load_schedule(record: TaskRecord) -> Any:
-    return None if record.schedule is None else pickle.loads(record.schedule)
+    return None if record.schedule is None else _loads(record.schedule)
 
 
 def _interval_text(interval: Any) -> str:
@@ -188,6 +189,21 @@ def _part_name(label: str, value: Any) -> str:
     elif label == "kwargs" and isinstance(value, dict):
         bad = unpicklable_part(None, (), value)
     return bad[0] if bad is not None else f"its {label} {safe_repr(value, 200)}"
+
+
+#: Where classes pickled by earlier versions live now.
+_MOVED = {"pysched_lightning.jobs": "pysched_lightning"}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Loads stored pickles, following classes that moved between versions."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(_MOVED.get(module, module), name)
+
+
+def _loads(data: Optional[bytes]) -> Any:
+    return _Unpickler(io.BytesIO(data or b"")).load()
 
 
 _PROTOCOL = 4  # Python 3.4+: every supported interpreter reads it

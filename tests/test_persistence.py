@@ -355,3 +355,20 @@ def test_a_finished_one_shot_with_a_task_id_is_not_run_again_after_a_restart(sto
         sched.shutdown()
     with open(marker) as runs:
         assert runs.read() == "migrate\n"
+
+
+def test_a_store_written_by_the_previous_version_loads_and_runs(tmp_path):
+    """tests/data/store-schema1.db was written by pysched_lightning 0.2 (schema
+    1, command tasks pickled under the old ``pysched_lightning.jobs`` module)."""
+    import shutil
+    path = tmp_path / "old.db"
+    shutil.copy(os.path.join(REPO, "tests", "data", "store-schema1.db"), path)
+    with psl.Scheduler(store=str(path)) as sched:
+        assert {'echo-hourly', 'daily', 'later'} <= set(sched.task)
+        [done] = sched.runs('done-once')  # the task itself left the store when it ended
+        assert done.status is psl.TaskStatus.COMPLETED and done.run_number == 1
+        assert sched.next_run_times('daily', 1)[0].hour == 6
+        sched.run_now('echo-hourly')
+        wait_for(lambda: sched.runs('echo-hourly'))
+        wait_for(lambda: sched.runs('echo-hourly')[0].status is psl.TaskStatus.COMPLETED)
+        assert sched.runs('echo-hourly')[0].output == "hello\n"
