@@ -1,0 +1,502 @@
+"""Process pools for hard tasks that survive dying workers, and killable runs.
+
+One worker process that dies (``os._exit``, a signal, a segfault) breaks a
+whole loky or stdlib process pool: every later submit would fail. A
+``ProcessPool`` replaces the broken pool once, fails only the calls that may
+have reached a worker (with ``WorkerCrashedError``) and sends the others to
+the new pool. ``KillableProcesses`` runs each call alone in a one-worker pool,
+so killing it (a timeout) harms nothing else and never waits.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import weakref
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+
+import loky
+from loky.process_executor import TerminatedWorkerError
+from tblib import pickling_support
+
+from .errors import WorkerCrashedError, describe_death, signal_name
+from .executors import ProcessPoolExecutor, _default_workers
+
+__all__ = ["ProcessPool", "KillableProcesses", "ProcessHandle"]
+
+_log = logging.getLogger("pysched_lightning.processes")
+
+#: How many pools a call may be sent to before it fails: a call that never
+#: reached a worker is sent again when its pool breaks, but not forever.
+_MAX_SENDS = 3
+#: loky's TerminatedWorkerError says e.g. "The exit codes of the workers are
+#: {SIGKILL(-9)}" (or "{EXIT(3)}").
+_LOKY_EXIT_CODES = re.compile(r"exit codes of the workers are \{([^}]*)\}")
+_CODE = re.compile(r"\((-?\d+)\)")
+#: How long to wait for a dead stdlib worker's exit code (as loky does).
+_EXIT_CODE_PATIENCE = 0.5
+#: (exit code, signal name) of a dead worker; both None when unknown.
+Death = Tuple[Optional[int], Optional[str]]
+_UNKNOWN: Death = (None, None)
+
+
+def _skip() -> None:
+    """What a worker runs instead of a call that was taken back."""
+
+
+class _Call:
+    """``fn(*args, **kwargs)`` on its way to a worker, sent at most once.
+
+    A pool pickles a call exactly when it hands it to the workers (in its
+    feeder thread). When the pool breaks, a call not pickled yet never
+    reached a worker and may run elsewhere: the feeder and the pool race for
+    the one token, and a call the pool took back is pickled as a no-op.
+    """
+
+    __slots__ = ("fn", "args", "kwargs", "sends", "_token", "_pickled")
+
+    def __init__(self, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any,
+                 sends: int = 1) -> None:
+        self.fn, self.args, self.kwargs, self.sends = fn, args, kwargs, sends
+        self._token = [None]
+        self._pickled = False
+
+    def __call__(self) -> Any:  # in the worker
+        try:
+            return self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:  # travels back with its traceback
+            pickling_support.install(exc)
+            raise
+
+    def take_back(self) -> bool:
+        """True if the call never reached a worker (and now never will)."""
+        try:
+            self._token.pop()  # atomic: only one side gets the token
+        except IndexError:
+            return False
+        return True
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        if self._pickled or self.take_back():
+            self._pickled = True
+            return _Call, (self.fn, self.args, self.kwargs)
+        return _Call, (_skip, (), {})
+
+
+class _Breakage:
+    """A pool broke: how its worker died, once the first to notice knows."""
+
+    __slots__ = ("death", "known")
+
+    def __init__(self) -> None:
+        #: (exit code, signal); None when the pool broke but no worker died.
+        self.death: Optional[Death] = _UNKNOWN
+        self.known = threading.Event()
+
+
+class _PoolFuture(Future):
+    """The caller's future for a call; cancelling it cancels the call."""
+
+    _inner: Optional[Future] = None
+
+    def cancel(self) -> bool:
+        inner = self._inner
+        if inner is not None and not inner.cancel():
+            return False
+        return super().cancel()
+
+
+def _settle(setter: Callable[[Any], None], value: Any) -> None:
+    try:
+        setter(value)
+    except InvalidStateError:  # the caller cancelled it meanwhile
+        pass
+
+
+class ProcessPool:
+    """A process pool that replaces itself when a worker dies.
+
+    Wraps *executor* (a ``psl.ProcessPoolExecutor``, a loky or a
+    ``concurrent.futures`` process pool), or a new loky pool of
+    *max_workers* processes. A call whose worker died, or that was in a
+    worker of the pool when another worker died (the pool kills them all),
+    fails with ``WorkerCrashedError``; the pool is replaced by a fresh one
+    of the same kind, size and options, once per breakage, with one WARNING.
+    Calls that had not reached a worker yet run on the new pool.
+    """
+
+    def __init__(self, executor: Any = None, max_workers: Optional[int] = None) -> None:
+        if executor is None:
+            executor = loky.ProcessPoolExecutor(_default_workers(max_workers))
+        elif max_workers is not None:
+            raise ValueError(f"give executor or max_workers, not both "
+                             f"(max_workers={max_workers!r})")
+        elif not isinstance(executor, (loky.ProcessPoolExecutor,
+                                       concurrent.futures.ProcessPoolExecutor)):
+            raise TypeError(f"executor must be a loky or concurrent.futures "
+                            f"ProcessPoolExecutor, got {executor!r}")
+        self._workers: int = executor._max_workers
+        self._lock = threading.Lock()  # guards the attributes below
+        #: The pool in use and the function that sends it a call, as one
+        #: tuple so that submit() reads them together without the lock.
+        self._current: Tuple[Any, Callable[[_Call], Future]] = (executor, _sender(executor))
+        #: Each broken pool's breakage, so that it is handled once.
+        self._breakages: "weakref.WeakKeyDictionary[Any, _Breakage]" = \
+            weakref.WeakKeyDictionary()
+        self._retired: List[threading.Thread] = []
+        self._closed = False
+
+    @property
+    def capacity(self) -> int:
+        """How many calls run at once: the number of worker processes."""
+        return self._workers
+
+    @property
+    def executor(self) -> Any:
+        """The process pool in use now (a new one after each breakage)."""
+        return self._current[0]
+
+    def submit(self, fn: Callable[..., Any], args: Tuple[Any, ...] = (),
+               kwargs: Optional[Mapping[str, Any]] = None) -> Future:
+        """Run ``fn(*args, **kwargs)`` in a worker; an exception comes back
+        with its remote traceback. RuntimeError after shutdown."""
+        future = _PoolFuture()
+        self._send(_Call(fn, args, kwargs or {}), future)
+        return future
+
+    def _send(self, call: _Call, future: _PoolFuture) -> None:
+        for _ in range(_MAX_SENDS):
+            executor, send = self._current
+            try:
+                inner = send(call)
+            except BrokenProcessPool as exc:  # it broke before taking the call
+                if self._closed:
+                    raise RuntimeError("the process pool is shut down") from exc
+                self._replace(executor, exc)
+                continue
+            future._inner = inner
+            inner.add_done_callback(partial(self._relay, call, future, executor))
+            return
+        raise WorkerCrashedError(message="new process pools kept breaking before they "
+                                 "could take the call")
+
+    def _relay(self, call: _Call, future: _PoolFuture, executor: Any, inner: Future) -> None:
+        """Give *future* the outcome of *inner* (in the pool's own thread)."""
+        try:
+            exc = inner.exception()
+        except CancelledError:
+            Future.cancel(future)
+            return
+        if exc is None:  # the hot path: a few µs per call matter here
+            try:
+                future.set_result(inner.result())
+            except InvalidStateError:  # the caller cancelled it meanwhile
+                pass
+        elif isinstance(exc, BrokenProcessPool):
+            try:
+                self._broken(call, future, executor, exc)
+            except BaseException as error:  # the caller must hear of it
+                _settle(future.set_exception, error)
+        else:
+            _settle(future.set_exception, exc)
+
+    def _broken(self, call: _Call, future: _PoolFuture, executor: Any,
+                exc: BrokenProcessPool) -> None:
+        death = self._replace(executor, exc)
+        if call.take_back() and call.sends < _MAX_SENDS:
+            try:  # it never reached a worker: it runs on the new pool
+                self._send(_Call(call.fn, call.args, call.kwargs, call.sends + 1), future)
+            except RuntimeError:  # shut down meanwhile: it will not run
+                Future.cancel(future)
+            return
+        if death is None:  # the pool broke, but not by a death (e.g. unpickling)
+            _settle(future.set_exception, exc)
+            return
+        error = WorkerCrashedError(*death)
+        error.__cause__ = exc
+        _settle(future.set_exception, error)
+
+    def _replace(self, broken: Any, exc: BrokenProcessPool) -> Optional[Death]:
+        """Put a fresh pool in place of *broken*, the first time only; how its
+        worker died (None when it broke for another reason)."""
+        with self._lock:
+            breakage = self._breakages.get(broken)
+            first, replaced = breakage is None, False
+            if breakage is None:
+                breakage = self._breakages[broken] = _Breakage()
+                replaced = self._current[0] is broken and not self._closed
+                if replaced:
+                    fresh = _fresh_like(broken)
+                    self._current = (fresh, _sender(fresh))
+                # The broken pool stops itself; its manager thread is joined at shutdown.
+                thread = getattr(broken, "_executor_manager_thread", None)
+                self._retired = [t for t in self._retired if t.is_alive()]
+                if isinstance(thread, threading.Thread):
+                    self._retired.append(thread)
+        if not first:
+            breakage.known.wait()
+            return breakage.death
+        try:
+            breakage.death = _death_of(broken, exc)  # may wait a moment: not under the lock
+        finally:
+            breakage.known.set()
+        if replaced:
+            why = "it broke" if breakage.death is None else describe_death(*breakage.death)
+            _log.warning("process pool broken: %s (%s: %s); replaced by a new pool of %d "
+                         "workers", why, type(exc).__name__, str(exc).split("\n")[0],
+                         self._workers)
+        return breakage.death
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the pool; with *wait*, return once its processes are gone
+        (without, they exit after the calls already sent)."""
+        with self._lock:
+            self._closed = True
+            executor = self._current[0]
+            retired, self._retired = self._retired, []
+        executor.shutdown(wait=wait)
+        if wait:
+            me = threading.current_thread()
+            for thread in retired:
+                if thread is not me:
+                    thread.join()
+
+    def __enter__(self) -> "ProcessPool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown(wait=True)
+
+
+def _sender(executor: Any) -> Callable[[_Call], Future]:
+    if isinstance(executor, ProcessPoolExecutor):  # its submit would wrap the call again
+        return partial(loky.ProcessPoolExecutor.submit, executor)
+    return executor.submit
+
+
+def _fresh_like(executor: Any) -> Any:
+    """A new pool of the same kind, size and options as *executor*."""
+    workers = executor._max_workers
+    initializer = getattr(executor, "_initializer", None)
+    options: Dict[str, Any] = {}
+    if initializer is not None:
+        options.update(initializer=initializer, initargs=getattr(executor, "_initargs", ()))
+    if isinstance(executor, loky.ProcessPoolExecutor):
+        options.update(timeout=getattr(executor, "_timeout", None),
+                       context=getattr(executor, "_context", None),
+                       env=getattr(executor, "_env", None))
+        kind = ProcessPoolExecutor if isinstance(executor, ProcessPoolExecutor) \
+            else loky.ProcessPoolExecutor
+        return kind(workers, **options)
+    options["mp_context"] = getattr(executor, "_mp_context", None)
+    if sys.version_info >= (3, 11):
+        options["max_tasks_per_child"] = getattr(executor, "_max_tasks_per_child", None)
+    return concurrent.futures.ProcessPoolExecutor(workers, **options)
+
+
+def _death_of(executor: Any, exc: BaseException) -> Optional[Death]:
+    """How the worker whose death broke *executor* ended; None when the pool
+    broke for another reason (a call or result that failed to unpickle)."""
+    found = _LOKY_EXIT_CODES.search(str(exc))
+    if found is not None:
+        return _worst([int(code) for code in _CODE.findall(found.group(1))])
+    if isinstance(exc, TerminatedWorkerError):
+        return _UNKNOWN
+    if exc.__cause__ is not None or isinstance(executor, loky.ProcessPoolExecutor):
+        return None
+    # The stdlib pool does not say. Its dead worker is the one process with an
+    # exit code: the pool fails the calls before it terminates the others.
+    # A worker's sentinel fires as its exit begins; its exit code may take a
+    # moment longer to become known.
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    deadline = time.monotonic() + _EXIT_CODE_PATIENCE
+    while True:
+        codes = []
+        for process in processes:
+            try:
+                code = process.exitcode
+            except ValueError:  # closed
+                continue
+            if code is not None:
+                codes.append(code)
+        if codes or time.monotonic() > deadline:
+            return _worst(codes)
+        time.sleep(0.01)
+
+
+def _worst(codes: List[int]) -> Death:
+    """The death to report among *codes*; a SIGTERM may be the pool's own."""
+    if not codes:
+        return _UNKNOWN
+    codes.sort(key=lambda code: code == -signal.SIGTERM)
+    code = codes[0]
+    return code, signal_name(-code) if code < 0 else None
+
+
+class ProcessHandle:
+    """A call given to ``KillableProcesses``: what ``kill()`` takes."""
+
+    __slots__ = ("pid", "_worker", "_done", "_killed")
+
+    def __init__(self, worker: "_Worker") -> None:
+        #: The process running the call.
+        self.pid: int = worker.pid
+        self._worker = worker
+        self._done = False
+        self._killed = False
+
+    def __repr__(self) -> str:
+        state = "killed" if self._killed else "done" if self._done else "running"
+        return f"<ProcessHandle pid={self.pid} {state}>"
+
+
+class _Worker:
+    """A one-worker loky pool whose process is up, and its pid."""
+
+    __slots__ = ("executor", "pid")
+
+    def __init__(self) -> None:
+        self.executor = loky.ProcessPoolExecutor(max_workers=1)
+        try:
+            self.pid: int = self.executor.submit(os.getpid).result()
+        except BaseException:
+            self.executor.shutdown(wait=False, kill_workers=True)
+            raise
+
+
+class KillableProcesses:
+    """Each call alone in a process of its own, so that it can be killed.
+
+    loky cannot kill one call without breaking its whole pool, so a call
+    that may have to be killed (a hard task with a timeout) gets a
+    one-worker pool. Idle ones (at most *max_idle*, default one per core)
+    are kept for the next call; one whose process died is not.
+    """
+
+    def __init__(self, max_idle: Optional[int] = None) -> None:
+        self._max_idle = _default_workers(max_idle)
+        self._lock = threading.Lock()  # guards the attributes below
+        self._idle: List[_Worker] = []
+        self._busy: Set[_Worker] = set()
+        self._stopping: List[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], args: Tuple[Any, ...] = (),
+               kwargs: Optional[Mapping[str, Any]] = None) -> Tuple[Future, ProcessHandle]:
+        """Run ``fn(*args, **kwargs)`` in an idle worker process, or a new
+        one: then this waits until the process is up, so that a timeout
+        does not count its start."""
+        for _ in range(_MAX_SENDS):
+            worker = self._acquire()
+            try:
+                inner = worker.executor.submit(_Call(fn, args, kwargs or {}))
+            except BrokenProcessPool:  # its process died while idle
+                self._drop(worker)
+                continue
+            future = _PoolFuture()
+            future._inner = inner
+            handle = ProcessHandle(worker)
+            inner.add_done_callback(partial(self._finished, handle, future))
+            return future, handle
+        raise WorkerCrashedError(message="new worker processes kept dying before they "
+                                 "could take the call")
+
+    def kill(self, handle: ProcessHandle) -> bool:
+        """Kill the process running *handle*'s call, without waiting for it
+        to go; its future then fails with ``WorkerCrashedError``. False if
+        the call had already finished."""
+        with self._lock:
+            if handle._done or handle._killed:
+                return False
+            handle._killed = True
+            self._busy.discard(handle._worker)
+        self._stop(handle._worker, kill=True)
+        return True
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop every worker: with *wait*, let running calls finish and wait
+        for the processes to go; without, kill them."""
+        with self._lock:
+            self._closed = True
+            workers = self._idle + list(self._busy)
+            self._idle, self._busy = [], set()
+            stopping, self._stopping = self._stopping, []
+        for worker in workers:
+            worker.executor.shutdown(wait=wait, kill_workers=not wait)
+        if wait:
+            me = threading.current_thread()
+            for thread in stopping:
+                if thread is not me:
+                    thread.join()
+
+    def _acquire(self) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot run calls after shutdown")
+            if self._idle:
+                worker = self._idle.pop()
+                self._busy.add(worker)
+                return worker
+        worker = _Worker()  # seconds, at worst; never under the lock
+        with self._lock:
+            if not self._closed:
+                self._busy.add(worker)
+                return worker
+        worker.executor.shutdown(wait=False, kill_workers=True)
+        raise RuntimeError("cannot run calls after shutdown")
+
+    def _finished(self, handle: ProcessHandle, future: _PoolFuture, inner: Future) -> None:
+        """A call ended (in its pool's thread): keep or drop its worker, and
+        give *future* the outcome."""
+        exc = None if inner.cancelled() else inner.exception()
+        worker = handle._worker
+        broken = exc if isinstance(exc, BrokenProcessPool) else None
+        died = broken is not None
+        with self._lock:
+            handle._done = True
+            killed = handle._killed
+            keep = not (killed or died or self._closed) and len(self._idle) < self._max_idle
+            if not killed:
+                self._busy.discard(worker)
+            if keep:
+                self._idle.append(worker)
+        if not (keep or killed):
+            self._stop(worker, kill=died)
+        if killed:
+            error: Optional[BaseException] = WorkerCrashedError(
+                -signal.SIGKILL, "SIGKILL", "the worker process was killed on request "
+                "(signal SIGKILL)")
+        elif broken is not None:
+            error = WorkerCrashedError(*(_death_of(worker.executor, broken) or _UNKNOWN))
+            error.__cause__ = broken
+        elif inner.cancelled():
+            Future.cancel(future)
+            return
+        else:
+            error = exc
+        if error is not None:
+            _settle(future.set_exception, error)
+        else:
+            _settle(future.set_result, inner.result())
+
+    def _drop(self, worker: _Worker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+        self._stop(worker, kill=True)
+
+    def _stop(self, worker: _Worker, kill: bool) -> None:
+        """Shut *worker* down without waiting; its thread is joined at shutdown."""
+        thread = getattr(worker.executor, "_executor_manager_thread", None)
+        worker.executor.shutdown(wait=False, kill_workers=kill)
+        if isinstance(thread, threading.Thread):
+            with self._lock:
+                self._stopping = [t for t in self._stopping if t.is_alive()]
+                self._stopping.append(thread)
