@@ -12,23 +12,19 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import re
 import signal
-import sys
 import threading
-import time
 import weakref
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Set, Tuple
 
 import loky
-from loky.process_executor import TerminatedWorkerError
 from tblib import pickling_support
 
-from .errors import WorkerCrashedError, describe_death, signal_name
-from .executors import ProcessPoolExecutor, _default_workers
+from .errors import WorkerCrashedError
+from .executors import ProcessPoolExecutor, _default_workers, fresh_pool_like
 
 __all__ = ["ProcessPool", "KillableProcesses", "ProcessHandle"]
 
@@ -37,15 +33,6 @@ _log = logging.getLogger("pysched_lightning.processes")
 #: How many pools a call may be sent to before it fails: a call that never
 #: reached a worker is sent again when its pool breaks, but not forever.
 _MAX_SENDS = 3
-#: loky's TerminatedWorkerError says e.g. "The exit codes of the workers are
-#: {SIGKILL(-9)}" (or "{EXIT(3)}").
-_LOKY_EXIT_CODES = re.compile(r"exit codes of the workers are \{([^}]*)\}")
-_CODE = re.compile(r"\((-?\d+)\)")
-#: How long to wait for a dead stdlib worker's exit code (as loky does).
-_EXIT_CODE_PATIENCE = 0.5
-#: (exit code, signal name) of a dead worker; both None when unknown.
-Death = Tuple[Optional[int], Optional[str]]
-_UNKNOWN: Death = (None, None)
 
 
 def _skip() -> None:
@@ -94,11 +81,11 @@ class _Call:
 class _Breakage:
     """A pool broke: how its worker died, once the first to notice knows."""
 
-    __slots__ = ("death", "known")
+    __slots__ = ("crash", "known")
 
     def __init__(self) -> None:
-        #: (exit code, signal); None when the pool broke but no worker died.
-        self.death: Optional[Death] = _UNKNOWN
+        #: What its lost calls fail with; None when no worker died.
+        self.crash: Optional[WorkerCrashedError] = None
         self.known = threading.Event()
 
 
@@ -210,23 +197,23 @@ class ProcessPool:
 
     def _broken(self, call: _Call, future: _PoolFuture, executor: Any,
                 exc: BrokenProcessPool) -> None:
-        death = self._replace(executor, exc)
+        crash = self._replace(executor, exc)
         if call.take_back() and call.sends < _MAX_SENDS:
             try:  # it never reached a worker: it runs on the new pool
                 self._send(_Call(call.fn, call.args, call.kwargs, call.sends + 1), future)
             except RuntimeError:  # shut down meanwhile: it will not run
                 Future.cancel(future)
             return
-        if death is None:  # the pool broke, but not by a death (e.g. unpickling)
+        if crash is None:  # the pool broke, but not by a death (e.g. unpickling)
             _settle(future.set_exception, exc)
             return
-        error = WorkerCrashedError(*death)
+        error = WorkerCrashedError(crash.exitcode, crash.signal)  # one per call
         error.__cause__ = exc
         _settle(future.set_exception, error)
 
-    def _replace(self, broken: Any, exc: BrokenProcessPool) -> Optional[Death]:
-        """Put a fresh pool in place of *broken*, the first time only; how its
-        worker died (None when it broke for another reason)."""
+    def _replace(self, broken: Any, exc: BrokenProcessPool) -> Optional[WorkerCrashedError]:
+        """Put a fresh pool in place of *broken*, the first time only; what
+        its lost calls fail with (None when no worker died)."""
         with self._lock:
             breakage = self._breakages.get(broken)
             first, replaced = breakage is None, False
@@ -234,7 +221,7 @@ class ProcessPool:
                 breakage = self._breakages[broken] = _Breakage()
                 replaced = self._current[0] is broken and not self._closed
                 if replaced:
-                    fresh = _fresh_like(broken)
+                    fresh = fresh_pool_like(broken)
                     self._current = (fresh, _sender(fresh))
                 # The broken pool stops itself; its manager thread is joined at shutdown.
                 thread = getattr(broken, "_executor_manager_thread", None)
@@ -243,17 +230,17 @@ class ProcessPool:
                     self._retired.append(thread)
         if not first:
             breakage.known.wait()
-            return breakage.death
-        try:
-            breakage.death = _death_of(broken, exc)  # may wait a moment: not under the lock
+            return breakage.crash
+        try:  # may wait a moment for an exit code: not under the lock
+            breakage.crash = WorkerCrashedError.from_broken_pool(broken, exc)
         finally:
             breakage.known.set()
         if replaced:
-            why = "it broke" if breakage.death is None else describe_death(*breakage.death)
+            why = "it broke" if breakage.crash is None else str(breakage.crash)
             _log.warning("process pool broken: %s (%s: %s); replaced by a new pool of %d "
                          "workers", why, type(exc).__name__, str(exc).split("\n")[0],
                          self._workers)
-        return breakage.death
+        return breakage.crash
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the pool; with *wait*, return once its processes are gone
@@ -280,65 +267,6 @@ def _sender(executor: Any) -> Callable[[_Call], Future]:
     if isinstance(executor, ProcessPoolExecutor):  # its submit would wrap the call again
         return partial(loky.ProcessPoolExecutor.submit, executor)
     return executor.submit
-
-
-def _fresh_like(executor: Any) -> Any:
-    """A new pool of the same kind, size and options as *executor*."""
-    workers = executor._max_workers
-    initializer = getattr(executor, "_initializer", None)
-    options: Dict[str, Any] = {}
-    if initializer is not None:
-        options.update(initializer=initializer, initargs=getattr(executor, "_initargs", ()))
-    if isinstance(executor, loky.ProcessPoolExecutor):
-        options.update(timeout=getattr(executor, "_timeout", None),
-                       context=getattr(executor, "_context", None),
-                       env=getattr(executor, "_env", None))
-        kind = ProcessPoolExecutor if isinstance(executor, ProcessPoolExecutor) \
-            else loky.ProcessPoolExecutor
-        return kind(workers, **options)
-    options["mp_context"] = getattr(executor, "_mp_context", None)
-    if sys.version_info >= (3, 11):
-        options["max_tasks_per_child"] = getattr(executor, "_max_tasks_per_child", None)
-    return concurrent.futures.ProcessPoolExecutor(workers, **options)
-
-
-def _death_of(executor: Any, exc: BaseException) -> Optional[Death]:
-    """How the worker whose death broke *executor* ended; None when the pool
-    broke for another reason (a call or result that failed to unpickle)."""
-    found = _LOKY_EXIT_CODES.search(str(exc))
-    if found is not None:
-        return _worst([int(code) for code in _CODE.findall(found.group(1))])
-    if isinstance(exc, TerminatedWorkerError):
-        return _UNKNOWN
-    if exc.__cause__ is not None or isinstance(executor, loky.ProcessPoolExecutor):
-        return None
-    # The stdlib pool does not say. Its dead worker is the one process with an
-    # exit code: the pool fails the calls before it terminates the others.
-    # A worker's sentinel fires as its exit begins; its exit code may take a
-    # moment longer to become known.
-    processes = list((getattr(executor, "_processes", None) or {}).values())
-    deadline = time.monotonic() + _EXIT_CODE_PATIENCE
-    while True:
-        codes = []
-        for process in processes:
-            try:
-                code = process.exitcode
-            except ValueError:  # closed
-                continue
-            if code is not None:
-                codes.append(code)
-        if codes or time.monotonic() > deadline:
-            return _worst(codes)
-        time.sleep(0.01)
-
-
-def _worst(codes: List[int]) -> Death:
-    """The death to report among *codes*; a SIGTERM may be the pool's own."""
-    if not codes:
-        return _UNKNOWN
-    codes.sort(key=lambda code: code == -signal.SIGTERM)
-    code = codes[0]
-    return code, signal_name(-code) if code < 0 else None
 
 
 class ProcessHandle:
@@ -475,7 +403,8 @@ class KillableProcesses:
                 -signal.SIGKILL, "SIGKILL", "the worker process was killed on request "
                 "(signal SIGKILL)")
         elif broken is not None:
-            error = WorkerCrashedError(*(_death_of(worker.executor, broken) or _UNKNOWN))
+            error = WorkerCrashedError.from_broken_pool(worker.executor, broken) or \
+                WorkerCrashedError()
             error.__cause__ = broken
         elif inner.cancelled():
             Future.cancel(future)

@@ -49,12 +49,36 @@ def fail_in_worker(value):
     raise ValueError(f"{marker}: {value!r}")
 
 
+_GREETING = None
+
+
+def greet(word):
+    global _GREETING
+    _GREETING = word
+
+
+def greeting():
+    return _GREETING
+
+
 def wait_for_file(path):
     """Block until *path* exists (the test creates it), then return our pid."""
     deadline = time.monotonic() + 30
     while not os.path.exists(path):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{path} never appeared")
+        time.sleep(0.005)
+    return os.getpid()
+
+
+def meet(folder, count):
+    """Wait until *count* workers have called this at once; return our pid
+    (so *count* calls on *count* workers return every worker's pid)."""
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(folder)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {os.listdir(folder)} arrived")
         time.sleep(0.005)
     return os.getpid()
 
@@ -165,6 +189,23 @@ def test_calls_in_flight_when_a_worker_dies_all_settle_and_the_pool_is_replaced_
         assert pool.submit(pid).result(timeout=60) != os.getpid()
 
 
+@pytest.mark.parametrize("kind", ["loky", "stdlib"])
+def test_the_new_pool_keeps_the_options_of_the_broken_one(kind):
+    if kind == "loky":
+        executor = psl.ProcessPoolExecutor(1, initializer=greet, initargs=("hello",))
+    else:
+        executor = concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"), initializer=greet,
+            initargs=("hello",))
+    with ProcessPool(executor) as pool:
+        assert pool.submit(greeting).result(timeout=60) == "hello"
+        with pytest.raises(WorkerCrashedError):
+            pool.submit(exit_3).result(timeout=60)
+        assert pool.executor is not executor and type(pool.executor) is type(executor)
+        assert pool.submit(greeting).result(timeout=60) == "hello"
+        assert pool.capacity == 1
+
+
 def test_a_remote_exception_keeps_its_traceback_naming_the_function():
     with ProcessPool(max_workers=1) as pool:
         future = pool.submit(fail_in_worker, (3,))
@@ -188,14 +229,18 @@ def test_a_result_that_cannot_be_unpickled_fails_its_call_but_not_the_next(caplo
 
 
 @pytest.mark.parametrize("wait", [True, False])
-def test_shutdown_leaves_no_worker_process_behind(wait, no_leaked_threads):
+def test_shutdown_leaves_no_worker_process_behind(wait, tmp_path, no_leaked_threads):
     pool = ProcessPool(max_workers=2)
-    pids = {f.result(timeout=60) for f in [pool.submit(sleep_then_pid, (0.3,))
-                                           for _ in range(2)]}
+
+    def worker_pids(folder):
+        folder.mkdir()
+        calls = [pool.submit(meet, (str(folder), 2)) for _ in range(2)]
+        return {call.result(timeout=60) for call in calls}
+
+    pids = worker_pids(tmp_path / "first")
     with pytest.raises(WorkerCrashedError):  # and a broken pool on the way
         pool.submit(sigkill_self).result(timeout=60)
-    pids |= {f.result(timeout=60) for f in [pool.submit(sleep_then_pid, (0.3,))
-                                            for _ in range(2)]}
+    pids |= worker_pids(tmp_path / "second")
     assert len(pids) == 4
     pool.shutdown(wait=wait)
     if wait:
