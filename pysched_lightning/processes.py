@@ -177,6 +177,7 @@ class ProcessPool:
 
     def _relay(self, call: _Call, future: _PoolFuture, executor: Any, inner: Future) -> None:
         """Give *future* the outcome of *inner* (in the pool's own thread)."""
+        future._inner = None  # no cycle through inner's callbacks: freed without gc
         try:
             exc = inner.exception()
         except CancelledError:
@@ -384,6 +385,7 @@ class KillableProcesses:
     def _finished(self, handle: ProcessHandle, future: _PoolFuture, inner: Future) -> None:
         """A call ended (in its pool's thread): keep or drop its worker, and
         give *future* the outcome."""
+        future._inner = None  # no cycle through inner's callbacks: freed without gc
         exc = None if inner.cancelled() else inner.exception()
         worker = handle._worker
         broken = exc if isinstance(exc, BrokenProcessPool) else None
