@@ -217,18 +217,23 @@ class ProcessPool:
         its lost calls fail with (None when no worker died)."""
         with self._lock:
             breakage = self._breakages.get(broken)
-            first, replaced = breakage is None, False
+            first, replaced, failed = breakage is None, False, None
             if breakage is None:
                 breakage = self._breakages[broken] = _Breakage()
-                replaced = self._current[0] is broken and not self._closed
-                if replaced:
-                    fresh = fresh_pool_like(broken)
-                    self._current = (fresh, _sender(fresh))
+                if self._current[0] is broken and not self._closed:
+                    try:
+                        fresh = fresh_pool_like(broken)
+                    except Exception as error:  # later submits fail with the pool's error
+                        failed = error
+                    else:
+                        self._current, replaced = (fresh, _sender(fresh)), True
                 # The broken pool stops itself; its manager thread is joined at shutdown.
                 thread = getattr(broken, "_executor_manager_thread", None)
                 self._retired = [t for t in self._retired if t.is_alive()]
                 if isinstance(thread, threading.Thread):
                     self._retired.append(thread)
+        if failed is not None:
+            _log.error("could not replace the broken process pool", exc_info=failed)
         if not first:
             breakage.known.wait()
             return breakage.crash
