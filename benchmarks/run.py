@@ -772,9 +772,11 @@ class HardRawPool:
             self.pool = cf.ProcessPoolExecutor(HARD_WORKERS)
         self.noop = noop
 
-    def run_many(self, k):
-        submit, noop = self.pool.submit, self.noop
-        cf.wait([submit(noop) for _ in range(k)])
+    def run_many(self, k, fn=None, args=()):
+        submit, fn = self.pool.submit, fn or self.noop
+        done, _ = cf.wait([submit(fn, *args) for _ in range(k)])
+        for future in done:
+            future.result()  # a failed warm-up must not pass unseen
         return time.perf_counter()
 
     def shutdown(self):
@@ -790,24 +792,28 @@ class HardAPS:
         from apscheduler.executors.pool import ProcessPoolExecutor as APSProcessPool
         from apscheduler.schedulers.background import BackgroundScheduler
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
-        self.noop, self.counter = noop, None
+        self.noop, self.counter, self.failed = noop, None, None
         self.s = BackgroundScheduler(
             executors={"default": APSProcessPool(HARD_WORKERS)},
             job_defaults={"misfire_grace_time": None, "coalesce": False,
                           "max_instances": 1_000_000},
             timezone=timezone.utc)
-        self.s.add_listener(lambda _event: self.counter.hit(),
-                            EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        self.s.add_listener(self._hit, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.s.start()
 
-    def run_many(self, k):
+    def run_many(self, k, fn=None, args=()):
         c = self.counter = Counter(k)
-        add, noop = self.s.add_job, self.noop
+        add, fn = self.s.add_job, fn or self.noop
         for _ in range(k):
-            add(noop)
+            add(fn, args=args)
         if not c.done.wait(max(60.0, k / 50)):
             raise TimeoutError(f"{c.count}/{k} jobs done")
         return c.t_done
+
+    def _hit(self, event):
+        if getattr(event, "exception", None) is not None:
+            self.failed = event.exception
+        self.counter.hit()
 
     def shutdown(self):
         self.s.shutdown(wait=True)
@@ -819,20 +825,24 @@ class HardPSL:
 
     def __init__(self, name, noop):
         psl = load_psl()
-        self.noop, self.counter = noop, None
+        self.noop, self.counter, self.failed = noop, None, None
         self.s = psl.Scheduler(process_executor=psl.ProcessPoolExecutor(HARD_WORKERS))
-        self.s.add_listener(lambda _event: self.counter.hit(),
-                            [psl.EventKind.COMPLETED, psl.EventKind.FAILED])
+        self.s.add_listener(self._hit, [psl.EventKind.COMPLETED, psl.EventKind.FAILED])
         self.s.start()
 
-    def run_many(self, k):
+    def run_many(self, k, fn=None, args=()):
         c = self.counter = Counter(k)
-        delay, noop = self.s.delay, self.noop
+        delay, fn = self.s.delay, fn or self.noop
         for _ in range(k):
-            delay("once", 0, 1, noop, hard=True)
+            delay("once", 0, 1, fn, args=args, hard=True)
         if not c.done.wait(max(60.0, k / 50)):
             raise TimeoutError(f"{c.count}/{k} runs done")
         return c.t_done
+
+    def _hit(self, event):
+        if event.kind.name != "COMPLETED":
+            self.failed = event.exception
+        self.counter.hit()
 
     def shutdown(self):
         self.s.shutdown(wait=True)
@@ -851,7 +861,12 @@ def bench_hard(name, n, repeats):
     ad = HARD_ADAPTERS[name](name, _hard_tasks.noop)
     res = {"n": n, "repeats": repeats, "workers": HARD_WORKERS, "runs_tasks_per_s": []}
     try:
-        ad.run_many(max(50, 10 * HARD_WORKERS))  # warm-up: the workers start here
+        # Warm-up: every worker process is up (they meet), then a few no-ops.
+        with tempfile.TemporaryDirectory(prefix="psl-bench-meet-") as folder:
+            ad.run_many(HARD_WORKERS, _hard_tasks.meet, (folder, HARD_WORKERS))
+        ad.run_many(max(50, 10 * HARD_WORKERS))
+        if getattr(ad, "failed", None) is not None:
+            raise RuntimeError(f"warm-up task failed: {ad.failed!r}")
         for _ in range(repeats):
             gc.collect()
             t0 = time.perf_counter()
