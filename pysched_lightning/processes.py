@@ -15,14 +15,14 @@ import os
 import signal
 import threading
 import weakref
-from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from typing import Any, Callable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Set, Tuple, Union
 
 import loky
-from tblib import pickling_support
 
+from .calls import Call, CallbackSink, FutureSink
 from .errors import WorkerCrashedError
 from .executors import ProcessPoolExecutor, _default_workers, fresh_pool_like
 
@@ -33,49 +33,8 @@ _log = logging.getLogger("pysched_lightning.processes")
 #: How many pools a call may be sent to before it fails: a call that never
 #: reached a worker is sent again when its pool breaks, but not forever.
 _MAX_SENDS = 3
-
-
-def _skip() -> None:
-    """What a worker runs instead of a call that was taken back."""
-
-
-class _Call:
-    """``fn(*args, **kwargs)`` on its way to a worker, sent at most once.
-
-    A pool pickles a call exactly when it hands it to the workers (in its
-    feeder thread). When the pool breaks, a call not pickled yet never
-    reached a worker and may run elsewhere: the feeder and the pool race for
-    the one token, and a call the pool took back is pickled as a no-op.
-    """
-
-    __slots__ = ("fn", "args", "kwargs", "sends", "_token", "_pickled")
-
-    def __init__(self, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any,
-                 sends: int = 1) -> None:
-        self.fn, self.args, self.kwargs, self.sends = fn, args, kwargs, sends
-        self._token = [None]
-        self._pickled = False
-
-    def __call__(self) -> Any:  # in the worker
-        try:
-            return self.fn(*self.args, **self.kwargs)
-        except BaseException as exc:  # travels back with its traceback
-            pickling_support.install(exc)
-            raise
-
-    def take_back(self) -> bool:
-        """True if the call never reached a worker (and now never will)."""
-        try:
-            self._token.pop()  # atomic: only one side gets the token
-        except IndexError:
-            return False
-        return True
-
-    def __reduce__(self) -> Tuple[Any, ...]:
-        if self._pickled or self.take_back():
-            self._pickled = True
-            return _Call, (self.fn, self.args, self.kwargs)
-        return _Call, (_skip, (), {})
+#: Where a call's outcome goes.
+_Sink = Union[FutureSink, CallbackSink]
 
 
 class _Breakage:
@@ -87,25 +46,6 @@ class _Breakage:
         #: What its lost calls fail with; None when no worker died.
         self.crash: Optional[WorkerCrashedError] = None
         self.known = threading.Event()
-
-
-class _PoolFuture(Future):
-    """The caller's future for a call; cancelling it cancels the call."""
-
-    _inner: Optional[Future] = None
-
-    def cancel(self) -> bool:
-        inner = self._inner
-        if inner is not None and not inner.cancel():
-            return False
-        return super().cancel()
-
-
-def _settle(setter: Callable[[Any], None], value: Any) -> None:
-    try:
-        setter(value)
-    except InvalidStateError:  # the caller cancelled it meanwhile
-        pass
 
 
 class ProcessPool:
@@ -134,7 +74,7 @@ class ProcessPool:
         self._lock = threading.Lock()  # guards the attributes below
         #: The pool in use and the function that sends it a call, as one
         #: tuple so that submit() reads them together without the lock.
-        self._current: Tuple[Any, Callable[[_Call], Future]] = (executor, _sender(executor))
+        self._current: Tuple[Any, Callable[[Call], Future]] = (executor, _sender(executor))
         #: Each broken pool's breakage, so that it is handled once.
         self._breakages: "weakref.WeakKeyDictionary[Any, _Breakage]" = \
             weakref.WeakKeyDictionary()
@@ -155,11 +95,20 @@ class ProcessPool:
                kwargs: Optional[Mapping[str, Any]] = None) -> Future:
         """Run ``fn(*args, **kwargs)`` in a worker; an exception comes back
         with its remote traceback. RuntimeError after shutdown."""
-        future = _PoolFuture()
-        self._send(_Call(fn, args, kwargs or {}), future)
+        future = FutureSink()
+        self._dispatch(Call(fn, args, kwargs or {}), future)
         return future
 
-    def _send(self, call: _Call, future: _PoolFuture) -> None:
+    def send(self, fn: Callable[..., Any], args: Tuple[Any, ...],
+             kwargs: Optional[Mapping[str, Any]],
+             done: Callable[[Any, Optional[BaseException]], Any]) -> None:
+        """Like ``submit``, without a future: ``done(result, None)`` or
+        ``done(None, exception)`` is called once, in the pool's own thread
+        (keep it short, and let it not raise). For callers that need only
+        the outcome, it saves making and settling a second future."""
+        self._dispatch(Call(fn, args, kwargs or {}), CallbackSink(done))
+
+    def _dispatch(self, call: Call, sink: _Sink) -> None:
         for _ in range(_MAX_SENDS):
             executor, send = self._current
             try:
@@ -169,48 +118,49 @@ class ProcessPool:
                     raise RuntimeError("the process pool is shut down") from exc
                 self._replace(executor, exc)
                 continue
-            future._inner = inner
-            inner.add_done_callback(partial(self._relay, call, future, executor))
+            sink.attach(inner)
+            inner.add_done_callback(partial(self._relay, call, sink, executor))
             return
         raise WorkerCrashedError(message="new process pools kept breaking before they "
                                  "could take the call")
 
-    def _relay(self, call: _Call, future: _PoolFuture, executor: Any, inner: Future) -> None:
-        """Give *future* the outcome of *inner* (in the pool's own thread)."""
-        future._inner = None  # no cycle through inner's callbacks: freed without gc
+    def _relay(self, call: Call, sink: _Sink, executor: Any, inner: Future) -> None:
+        """Give *sink* the outcome of *inner* (in the pool's own thread)."""
+        sink.attach(None)
         try:
             exc = inner.exception()
         except CancelledError:
-            Future.cancel(future)
+            sink.drop()
             return
         if exc is None:  # the hot path: a few µs per call matter here
+            sink.succeed(inner.result())
+            return
+        if isinstance(exc, BrokenProcessPool):
             try:
-                future.set_result(inner.result())
-            except InvalidStateError:  # the caller cancelled it meanwhile
-                pass
-        elif isinstance(exc, BrokenProcessPool):
-            try:
-                self._broken(call, future, executor, exc)
+                lost = self._broken(call, sink, executor, exc)
             except BaseException as error:  # the caller must hear of it
-                _settle(future.set_exception, error)
-        else:
-            _settle(future.set_exception, exc)
+                lost = error
+            if lost is None:
+                return
+            exc = lost
+        sink.fail(exc)
 
-    def _broken(self, call: _Call, future: _PoolFuture, executor: Any,
-                exc: BrokenProcessPool) -> None:
+    def _broken(self, call: Call, sink: _Sink, executor: Any,
+                exc: BrokenProcessPool) -> Optional[BaseException]:
+        """The call's pool broke: send it again if it never reached a worker
+        (None), else what it fails with."""
         crash = self._replace(executor, exc)
         if call.take_back() and call.sends < _MAX_SENDS:
             try:  # it never reached a worker: it runs on the new pool
-                self._send(_Call(call.fn, call.args, call.kwargs, call.sends + 1), future)
+                self._dispatch(call.again(), sink)
             except RuntimeError:  # shut down meanwhile: it will not run
-                Future.cancel(future)
-            return
+                sink.drop()
+            return None
         if crash is None:  # the pool broke, but not by a death (e.g. unpickling)
-            _settle(future.set_exception, exc)
-            return
+            return exc
         error = WorkerCrashedError(crash.exitcode, crash.signal)  # one per call
         error.__cause__ = exc
-        _settle(future.set_exception, error)
+        return error
 
     def _replace(self, broken: Any, exc: BrokenProcessPool) -> Optional[WorkerCrashedError]:
         """Put a fresh pool in place of *broken*, the first time only; what
@@ -269,7 +219,7 @@ class ProcessPool:
         self.shutdown(wait=True)
 
 
-def _sender(executor: Any) -> Callable[[_Call], Future]:
+def _sender(executor: Any) -> Callable[[Call], Future]:
     if isinstance(executor, ProcessPoolExecutor):  # its submit would wrap the call again
         return partial(loky.ProcessPoolExecutor.submit, executor)
     return executor.submit
@@ -331,12 +281,12 @@ class KillableProcesses:
         for _ in range(_MAX_SENDS):
             worker = self._acquire()
             try:
-                inner = worker.executor.submit(_Call(fn, args, kwargs or {}))
+                inner = worker.executor.submit(Call(fn, args, kwargs or {}))
             except BrokenProcessPool:  # its process died while idle
                 self._drop(worker)
                 continue
-            future = _PoolFuture()
-            future._inner = inner
+            future = FutureSink()
+            future.attach(inner)
             handle = ProcessHandle(worker)
             inner.add_done_callback(partial(self._finished, handle, future))
             return future, handle
@@ -387,10 +337,10 @@ class KillableProcesses:
         worker.executor.shutdown(wait=False, kill_workers=True)
         raise RuntimeError("cannot run calls after shutdown")
 
-    def _finished(self, handle: ProcessHandle, future: _PoolFuture, inner: Future) -> None:
+    def _finished(self, handle: ProcessHandle, future: FutureSink, inner: Future) -> None:
         """A call ended (in its pool's thread): keep or drop its worker, and
         give *future* the outcome."""
-        future._inner = None  # no cycle through inner's callbacks: freed without gc
+        future.attach(None)
         exc = None if inner.cancelled() else inner.exception()
         worker = handle._worker
         broken = exc if isinstance(exc, BrokenProcessPool) else None
@@ -414,14 +364,14 @@ class KillableProcesses:
                 WorkerCrashedError()
             error.__cause__ = broken
         elif inner.cancelled():
-            Future.cancel(future)
+            future.drop()
             return
         else:
             error = exc
         if error is not None:
-            _settle(future.set_exception, error)
+            future.fail(error)
         else:
-            _settle(future.set_result, inner.result())
+            future.succeed(inner.result())
 
     def _drop(self, worker: _Worker) -> None:
         with self._lock:

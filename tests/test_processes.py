@@ -206,6 +206,32 @@ def test_the_new_pool_keeps_the_options_of_the_broken_one(kind):
         assert pool.capacity == 1
 
 
+def test_send_calls_back_with_the_outcome_without_a_future(no_leaked_threads):
+    outcomes = []
+    arrived = threading.Event()
+
+    def done(result, exc):
+        outcomes.append((result, exc))
+        if len(outcomes) == 3:
+            arrived.set()
+
+    pool = ProcessPool(max_workers=1)
+    try:
+        assert pool.send(pid, (), None, done) is None
+        pool.send(fail_in_worker, (7,), {}, done)
+        pool.send(exit_3, (), None, done)
+        assert arrived.wait(60)
+        (value, none), (no_value, failure), (lost, crash) = outcomes
+        assert value != os.getpid() and none is None
+        assert no_value is None and isinstance(failure, ValueError)
+        assert "fail_in_worker" in "".join(traceback.format_exception(failure))
+        assert lost is None and isinstance(crash, WorkerCrashedError) and crash.exitcode == 3
+    finally:
+        pool.shutdown(wait=True)
+    with pytest.raises(RuntimeError):
+        pool.send(pid, (), None, done)
+
+
 def test_a_remote_exception_keeps_its_traceback_naming_the_function():
     with ProcessPool(max_workers=1) as pool:
         future = pool.submit(fail_in_worker, (3,))
