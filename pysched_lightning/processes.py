@@ -142,25 +142,28 @@ class ProcessPool:
                 lost = error
             if lost is None:
                 return
+            if isinstance(lost, CancelledError):
+                sink.drop()
+                return
             exc = lost
         sink.fail(exc)
 
     def _broken(self, call: Call, sink: _Sink, executor: Any,
                 exc: BrokenProcessPool) -> Optional[BaseException]:
         """The call's pool broke: send it again if it never reached a worker
-        (None), else what it fails with."""
+        (None), else what it fails with (CancelledError: it will not run)."""
         crash = self._replace(executor, exc)
         if call.take_back() and call.sends < _MAX_SENDS:
             try:  # it never reached a worker: it runs on the new pool
                 self._dispatch(call.again(), sink)
-            except RuntimeError:  # shut down meanwhile: it will not run
-                sink.drop()
+            except RuntimeError as closed:  # shut down meanwhile
+                return CancelledError(str(closed))
             return None
         if crash is None:  # the pool broke, but not by a death (e.g. unpickling)
             return exc
-        error = WorkerCrashedError(crash.exitcode, crash.signal)  # one per call
-        error.__cause__ = exc
-        return error
+        lost = WorkerCrashedError(crash.exitcode, crash.signal)  # one per call
+        lost.__cause__ = exc
+        return lost
 
     def _replace(self, broken: Any, exc: BrokenProcessPool) -> Optional[WorkerCrashedError]:
         """Put a fresh pool in place of *broken*, the first time only; what
