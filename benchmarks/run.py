@@ -77,7 +77,7 @@ QUICK = dict(
     idle_s=0.3, wake_tries=3,
 )
 
-BENCHES = ["throughput", "lateness", "add_cancel", "recurring", "idle", "sqlite"]
+BENCHES = ["throughput", "lateness", "add_cancel", "recurring", "idle", "sqlite", "hard"]
 CONTENDERS = ["tpe", "sched", "apscheduler", "psl"]
 LABELS = {
     "tpe": "plain ThreadPoolExecutor",
@@ -753,6 +753,134 @@ def bench_sqlite(cfg, tmpdir):
 
 
 # ---------------------------------------------------------------------------
+# hard tasks: no-ops in worker processes, through each contender's process pool
+
+HARD_WORKERS = 2
+HARD_SIZES = {"full": (1_000, 3), "quick": (200, 3)}  # (tasks per run, runs)
+T_HARD_RATIO = 0.80
+HARD_CONTENDERS = ["loky", "stdlib", "apscheduler", "psl"]
+
+
+class HardRawPool:
+    """A plain process pool: submit all, wait for all (loky: the baseline)."""
+
+    def __init__(self, name, noop):
+        if name == "loky":
+            import loky
+            self.pool = loky.ProcessPoolExecutor(HARD_WORKERS)
+        else:
+            self.pool = cf.ProcessPoolExecutor(HARD_WORKERS)
+        self.noop = noop
+
+    def run_many(self, k, fn=None, args=()):
+        submit, fn = self.pool.submit, fn or self.noop
+        done, _ = cf.wait([submit(fn, *args) for _ in range(k)])
+        for future in done:
+            future.result()  # a failed warm-up must not pass unseen
+        return time.perf_counter()
+
+    def shutdown(self):
+        self.pool.shutdown(wait=True)
+
+
+class HardAPS:
+    """APScheduler 3 with its ProcessPoolExecutor; counts EVENT_JOB_EXECUTED."""
+
+    def __init__(self, name, noop):
+        import logging
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
+        from apscheduler.executors.pool import ProcessPoolExecutor as APSProcessPool
+        from apscheduler.schedulers.background import BackgroundScheduler
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        self.noop, self.counter, self.failed = noop, None, None
+        self.s = BackgroundScheduler(
+            executors={"default": APSProcessPool(HARD_WORKERS)},
+            job_defaults={"misfire_grace_time": None, "coalesce": False,
+                          "max_instances": 1_000_000},
+            timezone=timezone.utc)
+        self.s.add_listener(self._hit, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        self.s.start()
+
+    def run_many(self, k, fn=None, args=()):
+        c = self.counter = Counter(k)
+        add, fn = self.s.add_job, fn or self.noop
+        for _ in range(k):
+            add(fn, args=args)
+        if not c.done.wait(max(60.0, k / 50)):
+            raise TimeoutError(f"{c.count}/{k} jobs done")
+        return c.t_done
+
+    def _hit(self, event):
+        if getattr(event, "exception", None) is not None:
+            self.failed = event.exception
+        self.counter.hit()
+
+    def shutdown(self):
+        self.s.shutdown(wait=True)
+
+
+class HardPSL:
+    """pysched_lightning: ``delay('once', 0, 1, noop, hard=True)`` on
+    ``psl.ProcessPoolExecutor(2)``; counts COMPLETED (and FAILED) events."""
+
+    def __init__(self, name, noop):
+        psl = load_psl()
+        self.noop, self.counter, self.failed = noop, None, None
+        self.s = psl.Scheduler(process_executor=psl.ProcessPoolExecutor(HARD_WORKERS))
+        self.s.add_listener(self._hit, [psl.EventKind.COMPLETED, psl.EventKind.FAILED])
+        self.s.start()
+
+    def run_many(self, k, fn=None, args=()):
+        c = self.counter = Counter(k)
+        delay, fn = self.s.delay, fn or self.noop
+        for _ in range(k):
+            delay("once", 0, 1, fn, args=args, hard=True)
+        if not c.done.wait(max(60.0, k / 50)):
+            raise TimeoutError(f"{c.count}/{k} runs done")
+        return c.t_done
+
+    def _hit(self, event):
+        if event.kind.name != "COMPLETED":
+            self.failed = event.exception
+        self.counter.hit()
+
+    def shutdown(self):
+        self.s.shutdown(wait=True)
+
+
+HARD_ADAPTERS = {"loky": HardRawPool, "stdlib": HardRawPool, "apscheduler": HardAPS,
+                 "psl": HardPSL}
+
+
+def bench_hard(name, n, repeats):
+    """``n`` no-op tasks due now on HARD_WORKERS processes, all submitted at
+    once; tasks/s from the first submit to the last completion, best of
+    ``repeats``, after a warm-up that starts the worker processes."""
+    import _hard_tasks  # benchmarks/ is on sys.path; workers import it by name
+    settle()
+    ad = HARD_ADAPTERS[name](name, _hard_tasks.noop)
+    res = {"n": n, "repeats": repeats, "workers": HARD_WORKERS, "runs_tasks_per_s": []}
+    try:
+        # Warm-up: every worker process is up (they meet), then a few no-ops.
+        with tempfile.TemporaryDirectory(prefix="psl-bench-meet-") as folder:
+            ad.run_many(HARD_WORKERS, _hard_tasks.meet, (folder, HARD_WORKERS))
+        ad.run_many(max(50, 10 * HARD_WORKERS))
+        if getattr(ad, "failed", None) is not None:
+            raise RuntimeError(f"warm-up task failed: {ad.failed!r}")
+        for _ in range(repeats):
+            gc.collect()
+            t0 = time.perf_counter()
+            t_done = ad.run_many(n)
+            res["runs_tasks_per_s"].append(n / (t_done - t0))
+        res["tasks_per_s"] = max(res["runs_tasks_per_s"])
+    finally:
+        err = shutdown_with_timeout(ad)
+        if err:
+            res["shutdown_error"] = err
+    return res
+
+
+# ---------------------------------------------------------------------------
 # the table: one row per measurement, one column per contender
 
 class Report:
@@ -1082,6 +1210,53 @@ def main(argv=None):
                 rep.cell(key, "psl", f"{fmt_int(r['tasks_per_s'])}"
                          + (f" ({ratio:.2f}x of {fmt_int(tp_psl)})" if ratio else ""))
                 rep.target(key, rep.targets[key][0], ratio is not None and ratio >= T_SQLITE_RATIO)
+
+    # 7. hard tasks ---------------------------------------------------------
+    if "hard" in benches:
+        key = "hard"
+        n_hard, hard_reps = HARD_SIZES["quick" if args.quick else "full"]
+        print(f"Hard tasks: {n_hard:,} no-ops on {HARD_WORKERS} worker processes, "
+              f"best of {hard_reps} after a warm-up")
+        rep.measure(key, f"Hard tasks, {n_hard:,} no-ops on {HARD_WORKERS} processes (tasks/s, "
+                         f"best of {hard_reps}; ratio to a raw loky pool)")
+        rep.target(key, f">= {T_HARD_RATIO:.2f}x raw loky", None)
+        hard = {}
+        # The raw pools are always measured: loky is the baseline of the ratios.
+        for name in HARD_CONTENDERS:
+            if name in ("apscheduler", "psl") and (name not in who or name in skipped):
+                continue
+            r = run("hard", name, lambda nm, *_: bench_hard(nm, n_hard, hard_reps))
+            if r is not None:
+                hard[name] = r
+        base = hard.get("loky", {}).get("tasks_per_s")
+
+        def hard_cell(name):
+            r = hard.get(name)
+            if r is None:
+                return None
+            if "error" in r:
+                return "ERROR: " + r["error"]
+            ratio = r["tasks_per_s"] / base if base else None
+            r["ratio_to_loky"] = ratio
+            return fmt_int(r["tasks_per_s"]) + (f" ({ratio:.2f}x)" if ratio else "")
+
+        plain = "; ".join(f"{label} {hard_cell(name)}" for name, label in
+                          (("loky", "raw loky"), ("stdlib", "stdlib ProcessPoolExecutor"))
+                          if name in hard)
+        if "tpe" in rep.columns:
+            rep.cell(key, "tpe", plain)
+        else:
+            rep.note(f"hard tasks, plain process pools: {plain}")
+        for name in ("apscheduler", "psl"):
+            if name in skipped and name in rep.columns:
+                rep.cell(key, name, f"skipped ({skipped[name]})")
+            elif name in hard:
+                rep.cell(key, name, hard_cell(name))
+        r = hard.get("psl")
+        if r is not None:
+            ok = "error" not in r and r.get("ratio_to_loky") is not None \
+                and r["ratio_to_loky"] >= T_HARD_RATIO
+            rep.target(key, rep.targets[key][0], ok)
 
     elapsed = time.perf_counter() - t_start
     print()

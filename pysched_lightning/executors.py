@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import sys
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -17,7 +18,7 @@ import loky
 from tblib import pickling_support
 
 __all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "call_in_process", "check_picklable",
-           "unpicklable_part"]
+           "unpicklable_part", "fresh_pool_like"]
 
 
 def _default_workers(max_workers: Optional[int]) -> int:
@@ -64,6 +65,26 @@ def call_in_process(fn: Callable[..., Any], args: Tuple[Any, ...],
     except BaseException as exc:
         pickling_support.install(exc)
         raise
+
+
+def fresh_pool_like(executor: Any) -> Any:
+    """A new process pool of the same kind (psl, loky or stdlib), size and
+    options as *executor*, e.g. to replace it once it is broken."""
+    options: Dict[str, Any] = {}
+    initializer = getattr(executor, "_initializer", None)
+    if initializer is not None:
+        options.update(initializer=initializer, initargs=getattr(executor, "_initargs", ()))
+    if isinstance(executor, loky.ProcessPoolExecutor):
+        options.update(timeout=getattr(executor, "_timeout", None),
+                       context=getattr(executor, "_context", None),
+                       env=getattr(executor, "_env", None))
+        kind = ProcessPoolExecutor if isinstance(executor, ProcessPoolExecutor) \
+            else loky.ProcessPoolExecutor
+        return kind(executor._max_workers, **options)
+    options["mp_context"] = getattr(executor, "_mp_context", None)
+    if sys.version_info >= (3, 11):
+        options["max_tasks_per_child"] = getattr(executor, "_max_tasks_per_child", None)
+    return concurrent.futures.ProcessPoolExecutor(executor._max_workers, **options)
 
 
 def unpicklable_part(fn: Any, args: Tuple[Any, ...],
