@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from .firing import expire_deadlines, fire_due, follow_wall_clock, time_to_next
 from .runflow import drain
+from .runs import error_line
 from .state import JOURNAL_LINGER_SECONDS, Effects, State
 from .workers import Workers
 
@@ -56,6 +57,9 @@ class Dispatcher:
                 if flush and self._st.journal is not None:
                     self._st.journal.flush()
                 self._workers.aftermath(fx)
+                for error in self._st.clock.take_errors():
+                    _log.error("reading the clock failed (its last reading was used): %s",
+                               error_line(error))
                 if delay is not None:
                     self._delayfunc(delay)  # type: ignore[misc]
             except Exception:

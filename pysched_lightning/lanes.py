@@ -28,8 +28,9 @@ _log = logging.getLogger("pysched_lightning")
 
 ReadyEntry = namedtuple("ReadyEntry", "priority due seq run")
 
-#: Runs in flight per worker process: one running, one queued in the pool.
-PROCESS_PIPELINE = 2
+#: Runs in flight per worker process: enough that a worker never waits for
+#: the round trip that sends its next run; the ready heap orders the rest.
+PROCESS_PIPELINE = 4
 
 
 class Mechanism(enum.Enum):
