@@ -203,18 +203,27 @@ def test_missed_runs_are_runs_too(store_kind, tmp_path):
 # --------------------------------------------------------------- get_task()
 
 def test_get_task_last_run_is_the_latest_run(store_kind, tmp_path):
+    attempts = []
+
+    def fails_once():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("first attempt fails")
+        return 42
+
     sched = psl.Scheduler(store=spec_of(store_kind, tmp_path))
     sched.start()
     try:
-        tid = sched.delay('recur', 0.02, 1, answer)
-        wait_for(lambda: sched.get_task(tid)['runs'] >= 2)
-        sched.cancel(tid)
+        tid = sched.delay('once', 0, 1, fails_once, retries=1)
+        wait_for(lambda: sched.get_status(tid) is Status.COMPLETED)
         last = sched.get_task(tid)['last_run']
         assert_run(last, Status.COMPLETED)
-        newest = sched.runs(tid)[0]
-        assert (last.run_number, last.status, last.result) == \
-            (newest.run_number, newest.status, newest.result)
+        assert (last.attempt, last.result) == (2, 42)
+        newest, first = sched.runs(tid)
+        assert (last.run_number, last.attempt, last.status, last.result) == \
+            (newest.run_number, newest.attempt, newest.status, newest.result)
         assert last.started == newest.started
+        assert (first.attempt, first.status) == (1, Status.ERROR)
     finally:
         sched.shutdown()
 

@@ -18,8 +18,8 @@ from pysched_lightning.stores import open_store
 from conftest import wait_for
 
 # A daemon as a user writes it: a task that takes a while, then run_forever().
-# The task signals that it started, and finishes once the test lets it ("go"),
-# so the signal is sure to arrive while it runs. A listener notes the shutdown
+# The task says it started (once run_forever() handles signals), and finishes
+# once the test lets it ("go"), so the signal is sure to arrive while it runs. A listener notes the shutdown
 # and what the script sees after run_forever() returns is written to "after".
 DAEMON = textwrap.dedent("""
     import json, os, signal, sys, time
@@ -32,6 +32,11 @@ DAEMON = textwrap.dedent("""
         return os.path.join(work, name)
 
     def job():
+        # report "started" only once run_forever() has put its handlers in place
+        deadline = time.monotonic() + 30
+        while any(a == b for a, b in zip(handlers, current_handlers())) \\
+                and time.monotonic() < deadline:
+            time.sleep(0.005)
         open(path("started"), "w").close()
         deadline = time.monotonic() + 30
         while not os.path.exists(path("go")):
@@ -45,7 +50,10 @@ DAEMON = textwrap.dedent("""
     def note_shutdown(event):
         open(path("shutting-down"), "w").close()
 
-    handlers = [repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)]
+    def current_handlers():
+        return [repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)]
+
+    handlers = current_handlers()
     sched = psl.Scheduler(store=path("jobs.db"), run_log=path("runs.log"))
     sched.add_listener(note_shutdown, kinds=[psl.EventKind.SCHEDULER_SHUTDOWN])
     sched.delay('once', 0, 1, job, task_id='job')
@@ -53,11 +61,30 @@ DAEMON = textwrap.dedent("""
     after = {
         "stopped": sched.stopped,
         "holder": open_store(path("jobs.db")).holder(),
-        "handlers restored": handlers == [repr(signal.getsignal(s))
-                                          for s in (signal.SIGINT, signal.SIGTERM)],
+        "handlers restored": handlers == current_handlers(),
     }
     with open(path("after"), "w") as f:
         json.dump(after, f)
+""")
+
+
+# A signal that comes while run_forever() starts the scheduler: here the
+# SCHEDULER_STARTED listener (called inside start(), in the main thread) sends
+# it, which stands for a service manager stopping the daemon at that moment.
+SIGNALLED_AT_START = textwrap.dedent("""
+    import json, os, signal, sys
+    import pysched_lightning as psl
+    from pysched_lightning.stores import open_store
+
+    work, signum = sys.argv[1], int(sys.argv[2])
+    db = os.path.join(work, "jobs.db")
+    sched = psl.Scheduler(store=db)
+    sched.add_listener(lambda event: os.kill(os.getpid(), signum),
+                       kinds=[psl.EventKind.SCHEDULER_STARTED])
+    sched.delay('once', 3600, 1, print, args=("later",), task_id='later')
+    sched.run_forever()
+    with open(os.path.join(work, "after"), "w") as f:
+        json.dump({"stopped": sched.stopped, "holder": open_store(db).holder()}, f)
 """)
 
 
@@ -110,6 +137,18 @@ def test_signal_ends_run_forever_with_a_clean_shutdown(tmp_path, signum):
     assert [(line['task_id'], line['status']) for line in lines] == [('job', 'Completed')]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_while_run_forever_starts_the_scheduler(tmp_path, signum):
+    script = tmp_path / "daemon.py"
+    script.write_text(SIGNALLED_AT_START)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(int(signum))],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    after = json.loads((tmp_path / "after").read_text())
+    assert after == {"stopped": True, "holder": None}
+    assert [r.id for r in open_store(str(tmp_path / "jobs.db")).load_tasks()] == ['later']
+
+
 def test_run_forever_in_a_thread_returns_when_another_thread_shuts_down(
         tmp_path, no_leaked_threads):
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
@@ -126,7 +165,6 @@ def test_run_forever_in_a_thread_returns_when_another_thread_shuts_down(
         tid = sched.delay('recur', 0.02, 1, lambda: "tick")
         wait_for(lambda: sched.get_task(tid)['runs'] >= 2)
         assert not returned.is_set() and not sched.stopped
-        assert all(run.status is psl.TaskStatus.COMPLETED for run in sched.runs(tid))
     finally:
         sched.shutdown()
     thread.join(timeout=10)
