@@ -4,6 +4,7 @@ task, and never leave a coroutine unawaited or a thread behind."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import gc
 import threading
@@ -463,6 +464,18 @@ def test_hard_coroutine_function_is_refused_at_delay(sched, fn, args, named):
         sched.get_task('refused')
 
 
+def test_async_generator_function_is_refused_at_delay(sched):
+    """Calling it makes an async generator, not a coroutine: there is nothing
+    to run to completion, so it cannot be a task (it must not "complete"
+    with the generator object as its result)."""
+    async def poll_feed():
+        yield "item"
+
+    with pytest.raises(TypeError, match="poll_feed"):
+        sched.delay('once', 0, 1, poll_feed, task_id='feed')
+    assert 'feed' not in sched.task
+
+
 def test_hard_coroutine_function_is_refused_by_the_task_decorator(sched):
     @psl.task(sched, 'once', 0, 1, hard=True)
     async def crawl():
@@ -520,8 +533,8 @@ def test_shutdown_timeout_cancels_running_coroutines(no_leaked_threads):
     scheduler.shutdown(wait=True, timeout=0.2)
     assert cancelled.is_set()
     assert scheduler.get_status(tid) is Status.TIMEOUT
-    for q in queued:
-        with pytest.raises(Exception):
+    for q in queued:  # never started: they will not run
+        with pytest.raises(concurrent.futures.CancelledError):
             scheduler.get_result(q, timeout=5)
 
 
