@@ -18,9 +18,10 @@ from pysched_lightning.stores import open_store
 from conftest import wait_for
 
 # A daemon as a user writes it: a task that takes a while, then run_forever().
-# The task says it started (once run_forever() handles signals), and finishes
-# once the test lets it ("go"), so the signal is sure to arrive while it runs. A listener notes the shutdown
-# and what the script sees after run_forever() returns is written to "after".
+# The task says it started (once run_forever() handles signals) and finishes
+# once the test lets it ("go"), so the signal is sure to arrive while it runs.
+# A listener notes the shutdown; what the script sees after run_forever()
+# returns is written to "after".
 DAEMON = textwrap.dedent("""
     import json, os, signal, sys, time
     import pysched_lightning as psl
