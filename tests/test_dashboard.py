@@ -398,3 +398,35 @@ def test_json_is_valid_for_every_task(site):
         status, one = fetch_json(f"{site}/api/tasks/{task['id']}")
         assert status == 200 and one["task"]["id"] == task["id"]
         json.dumps(one)
+
+
+def test_the_timeline_draws_at_most_a_mark_per_pixel_and_escapes_titles():
+    from pysched_lightning.dashboard.model import TaskRow
+    from pysched_lightning.dashboard.timeline import WIDTH, Row, draw
+    now = 1_800_000_000.0
+    task = TaskRow(id="t&1", name="<b>busy</b>", trigger="recur", written="every 0.2 s",
+                   words="Every 0.2 seconds", tz=None, next_run=None, status=0, last_run=None,
+                   last_duration=None, last_exit_code=None, last_error=None, runs=0, missed=0,
+                   paused=False)
+    runs = [{"task_id": "t&1", "name": "<b>busy</b>", "run": k, "attempt": 1, "slot": None,
+             "status": 1 if k == 7000 else 0, "scheduled": now - 3600 + k * 0.2,
+             "started": now - 3600 + k * 0.2, "finished": now - 3600 + k * 0.2 + 0.1,
+             "duration": 0.1, "exit_code": None, "error": "E<rr>", "reason": None, "count": 1}
+            for k in range(18000)]
+    svg = draw([Row(task, runs)], now - 3600, now, now, lambda run: "/r?a=1&b=2",
+               lambda tid: f"/tasks/{tid}")
+    marks = svg.count('<a href="/tasks/t&amp;1" class="mark')
+    assert 0 < marks <= WIDTH
+    assert "<b>" not in svg and "&lt;b&gt;busy&lt;/b&gt;" in svg
+    assert 'class="mark error"' in svg                     # one failure among 18,000 still shows
+    assert "18000 runs" not in svg and " runs from " in svg  # merged marks count their runs
+
+
+def test_the_status_shown_is_that_of_what_happened_last():
+    from pysched_lightning.dashboard.model import display_status
+    missed = {"status": 6, "scheduled": 100.0, "started": None}
+    late_run = {"status": 0, "scheduled": 50.0, "started": 150.0}
+    assert display_status([missed, late_run], 2) == 0      # the catch-up ran after the skip
+    assert display_status([dict(missed, scheduled=200.0), late_run], 2) == 6
+    assert display_status([missed, dict(late_run, status=3)], 2) == 3   # still going
+    assert display_status([], 2) == 2                      # never ran: the task's own

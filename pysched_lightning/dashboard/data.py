@@ -14,8 +14,8 @@ import os
 import reprlib
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from .model import (MISSED, RUNNING, TaskRow, display_status, interval_of, last_finished,
-                    schedule_words)
+from .model import (MISSED, RUNNING, TaskRow, display_status, error_summary, interval_of,
+                    last_finished, schedule_words)
 from .runs import MemoryRuns, StoreRuns
 
 __all__ = ["Source", "StoreSource", "SchedulerSource", "make_source", "ACTIONS", "missed_total",
@@ -91,7 +91,7 @@ class StoreSource(Source):
             status=display_status(latest, record.status),
             last_run=_run_time(last), last_duration=last.get("duration") if last else None,
             last_exit_code=last.get("exit_code") if last else None,
-            last_error=last.get("error") if last else None,
+            last_error=error_summary(last),
             runs=record.runs, missed=record.missed, paused=bool(record.paused),
             priority=record.priority, call=info.get("call") if isinstance(
                 info.get("call"), str) else None,
@@ -153,7 +153,7 @@ class SchedulerSource(Source):
             last_run=_timestamp(getattr(last, "started", None) or getattr(last, "scheduled", None)),
             last_duration=getattr(last, "duration", None),
             last_exit_code=getattr(last, "exit_code", None),
-            last_error=getattr(last, "error", None),
+            last_error=_live_error(last),
             runs=info.get("runs") or 0, missed=info.get("missed") or 0,
             paused=bool(info.get("paused")), priority=info.get("priority"),
             call=_call_text(task) if task is not None else None,
@@ -218,6 +218,12 @@ def _json_object(text: Optional[str]) -> Dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _live_error(run: Any) -> Optional[str]:
+    if run is None:
+        return None
+    return error_summary({"exit_code": run.exit_code, "stderr": run.stderr, "error": run.error})
 
 
 def _run_time(run: Optional[Mapping[str, Any]]) -> Optional[float]:

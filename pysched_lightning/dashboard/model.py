@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 __all__ = ["TaskRow", "STATUS", "status_label", "status_class", "FAILING", "RUN_KEYS",
            "schedule_words", "every_text", "display_status", "last_finished", "worst_status",
-           "run_dict", "run_json", "interval_of", "iso"]
+           "run_dict", "run_json", "interval_of", "iso", "error_summary"]
 
 #: Status codes (the store's, ``TaskStatus``'s) and their labels.
 STATUS: Mapping[int, str] = {0: "Completed", 1: "Error", 2: "Suspended", 3: "Running",
@@ -112,17 +112,26 @@ class TaskRow:
 def display_status(latest: List[Mapping[str, Any]], stored: Optional[int]) -> Optional[int]:
     """The status to show for a task from its newest run records: RUNNING if
     one of them is (a skipped overlapping run may be newer than the run still
-    going), else the newest record's, else the task's own (*stored*)."""
+    going), else that of the record that happened last, else the task's own
+    (*stored*). A run happened when it started, a skipped one when it was
+    due: a late catch-up run after a stall is newer than the MISSED record of
+    the slots it skipped."""
     if any(run.get("status") == RUNNING for run in latest):
         return RUNNING
     if latest:
-        return latest[0].get("status")
+        return by_happening(latest)[0].get("status")
     return stored
 
 
+def by_happening(runs: List[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """*runs*, the one that happened last first (started, else due)."""
+    return sorted(runs, key=lambda run: run.get("started") if run.get("started") is not None
+                  else run.get("scheduled") or 0.0, reverse=True)
+
+
 def last_finished(latest: List[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
-    """The newest record of a run that ran (it has a start), or None."""
-    return next((run for run in latest if run.get("started") is not None), None)
+    """The record of the run that started last, or None."""
+    return next((run for run in by_happening(latest) if run.get("started") is not None), None)
 
 
 def every_text(seconds: float) -> str:
@@ -188,6 +197,19 @@ def interval_of(text: Optional[str]) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def error_summary(run: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """What went wrong, in one line: for a command, its exit code and the last
+    line of its stderr (its traceback is the library's, not the job's);
+    otherwise the error line."""
+    if run is None:
+        return None
+    code, stderr = run.get("exit_code"), run.get("stderr")
+    if code is not None and code != 0:
+        lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+        return f"exit {code}: {lines[-1]}" if lines else f"exit {code}"
+    return run.get("error")
 
 
 def run_dict(record: Mapping[str, Any]) -> Dict[str, Any]:

@@ -3,9 +3,9 @@ drawn on the server (no charting library, no JavaScript needed).
 
 Bars are coloured by status; a late start draws a whisker from the due time;
 missed and canceled runs that never started are diamonds at their due time.
-Runs closer together than a pixel are drawn as one mark (the most alarming
-status wins; its title counts them), so a row never holds more marks than
-the chart has pixels, however many runs the window holds. Every text is
+Runs too short to see that start in the same 3-pixel column are drawn as one
+mark (the most alarming status wins; its title counts them), so a row holds
+at most a few hundred marks however many runs the window holds. Every text is
 escaped here, since the SVG is written as markup.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ LATE_AFTER = 1.0
 
 WIDTH, LABEL, ROW, HEADER, BAR = 1200, 230, 24, 30, 14
 _X0, _X1 = LABEL + 10, WIDTH - 14
+_BUCKET = 3.0  # pixels: shorter runs starting in one such column are drawn as one mark
 _STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800)
 
 
@@ -107,8 +108,12 @@ def _axis(since: float, until: float, height: int, x_of: Callable[[float], float
 
 def _marks(runs: Sequence[Mapping[str, Any]], x_of: Callable[[float], float],
            now: float) -> List[_Mark]:
-    """The runs as marks, those within a pixel of each other merged."""
-    single: List[_Mark] = []
+    """The runs as marks. A run at least ``_BUCKET`` pixels long is a bar of
+    its own; shorter ones that start in the same ``_BUCKET``-pixel column
+    (and diamonds likewise) become one mark, so one failure among thousands
+    of runs still shows as one red mark in its own place."""
+    marks: List[_Mark] = []
+    columns: Dict[Any, _Mark] = {}
     for run in runs:
         started = run.get("started")
         begin = started if started is not None else run["scheduled"]
@@ -117,17 +122,19 @@ def _marks(runs: Sequence[Mapping[str, Any]], x_of: Callable[[float], float],
             end = now if run.get("status") == RUNNING and started is not None else begin
         x0 = x_of(begin)
         x1 = max(x_of(end), x0 + (2.0 if started is not None else 0.0))
-        single.append(_Mark(x0, x1, [dict(run)], started is not None))
-    single.sort(key=lambda mark: mark.x0)
-    merged: List[_Mark] = []
-    for mark in single:
-        last = merged[-1] if merged else None
-        if last is not None and mark.x0 < last.x1 + 1.0 and mark.started == last.started:
-            last.x1 = max(last.x1, mark.x1)
-            last.runs.extend(mark.runs)
+        if x1 - x0 >= _BUCKET:
+            marks.append(_Mark(x0, x1, [dict(run)], True))
+            continue
+        key = (int((x0 - _X0) // _BUCKET), started is not None)
+        column = columns.get(key)
+        if column is None:
+            columns[key] = _Mark(x0, x1, [dict(run)], started is not None)
         else:
-            merged.append(mark)
-    return merged
+            column.x0, column.x1 = min(column.x0, x0), max(column.x1, x1)
+            column.runs.append(dict(run))
+    marks.extend(columns.values())
+    marks.sort(key=lambda mark: mark.x0)
+    return marks
 
 
 def _draw_mark(mark: _Mark, top: int, x_of: Callable[[float], float],
@@ -156,7 +163,7 @@ def _draw_mark(mark: _Mark, top: int, x_of: Callable[[float], float],
         parts.append(f'<rect class="bar" x="{mark.x0:.1f}" y="{middle - BAR / 2}" '
                      f'width="{mark.x1 - mark.x0:.1f}" height="{BAR}" rx="2">'
                      f'<title>{_e(title)}</title></rect>')
-        if late:
+        if late and len(mark.runs) > 1:  # a merged mark: a dot says some started late
             parts.append(f'<circle class="late-dot" cx="{mark.x0:.1f}" cy="{middle - BAR / 2}" '
                          f'r="2.5"/>')
     parts.append("</a>")
