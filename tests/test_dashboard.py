@@ -415,11 +415,13 @@ def test_the_timeline_draws_at_most_a_mark_per_pixel_and_escapes_titles():
             for k in range(18000)]
     svg = draw([Row(task, runs)], now - 3600, now, now, lambda run: "/r?a=1&b=2",
                lambda tid: f"/tasks/{tid}")
-    marks = svg.count('<a href="/tasks/t&amp;1" class="mark')
-    assert 0 < marks <= WIDTH
+    marks = re.findall(r'class="mark[^"]*"', svg)
+    # 18,000 runs: a green span, the failure's column in red, a green span
+    assert marks == ['class="mark group ok"', 'class="mark group error"', 'class="mark group ok"']
     assert "<b>" not in svg and "&lt;b&gt;busy&lt;/b&gt;" in svg
-    assert 'class="mark error"' in svg                     # one failure among 18,000 still shows
-    assert "18000 runs" not in svg and " runs from " in svg  # merged marks count their runs
+    assert "18000 runs" not in svg and " runs from " in svg  # each mark counts its runs
+    assert sum(int(n) for n in re.findall(r"<title>(\d+) runs from", svg)) == 18000
+    assert len(svg) < WIDTH * 10
 
 
 def test_the_status_shown_is_that_of_what_happened_last():
@@ -430,3 +432,49 @@ def test_the_status_shown_is_that_of_what_happened_last():
     assert display_status([dict(missed, scheduled=200.0), late_run], 2) == 6
     assert display_status([missed, dict(late_run, status=3)], 2) == 3   # still going
     assert display_status([], 2) == 2                      # never ran: the task's own
+
+
+def test_a_dense_row_reads_its_newest_runs_and_every_older_failure(tmp_path):
+    from pysched_lightning.dashboard.data import StoreSource
+    from pysched_lightning.dashboard.pages import ROW_RUN_LIMIT, timeline_rows
+    from pysched_lightning.stores import SQLiteStore
+    from store_records import record
+    now = time.time()
+    store = SQLiteStore(tmp_path / "dense.db")
+    total = ROW_RUN_LIMIT + 200
+    with store.batch():
+        store.save_task(record("dense", paused=False))
+        for k in range(total):
+            at = now - 3000 + k
+            store.finish_run({"task_id": "dense", "name": "dense", "run": k + 1, "attempt": 1,
+                              "slot": f"{at:.3f}", "status": 1 if k == 5 else 0,
+                              "scheduled": at, "started": at, "finished": at + 0.5,
+                              "duration": 0.5, "error": "E: old failure" if k == 5 else None})
+    try:
+        source = StoreSource(store)
+        [row] = timeline_rows(source, source.tasks(), now - 3600)
+    finally:
+        store.close()
+    assert len(row.runs) == ROW_RUN_LIMIT + 1
+    assert [r["run"] for r in row.runs if r["status"] == 1] == [6]      # the old failure is there
+    assert row.not_drawn == total - ROW_RUN_LIMIT - 1
+    assert row.complete_since == now - 3000 + 200
+
+
+def test_links_follow_the_mount_point(replay):
+    import io
+    from wsgiref.util import setup_testing_defaults
+    application = app(replay["path"])
+    try:
+        environ = {"SCRIPT_NAME": "/scheduler", "PATH_INFO": "/tasks", "QUERY_STRING": "",
+                   "wsgi.input": io.BytesIO()}
+        setup_testing_defaults(environ)
+        status = []
+        html = b"".join(application(environ, lambda s, h: status.append(s))).decode()
+    finally:
+        application.close()
+    assert status == ["200 OK"]
+    links = re.findall(r'(?:href|action|src)="([^"]+)"', html)
+    local = [link for link in links if not link.startswith(("data:", "http"))]
+    assert local and all(link.startswith("/scheduler/") for link in local)
+    assert '/scheduler/tasks/jobs/nightly-backup.sh"' in html

@@ -25,8 +25,10 @@ ROWS_PER_PAGE = 50
 RUNS_PER_PAGE = 50
 MAX_RUNS_PER_PAGE = 1000
 NEXT_TIMES = 10
-#: Runs read per timeline row; older ones in the window are counted, not drawn.
-ROW_RUN_LIMIT = 2000
+#: Runs read per timeline row; of older ones in the window only those that did
+#: not complete are drawn (the others are counted).
+ROW_RUN_LIMIT = 1000
+_NOT_COMPLETED = (ERROR, TIMEOUT, MISSED, CANCELED, RUNNING)
 #: Runs ``/api/timeline`` returns at most per call (``limit=`` up to this).
 API_TIMELINE_LIMIT = 10_000
 _DAY = 86400.0
@@ -121,14 +123,20 @@ def paged(items: List[Any], page: int, size: int) -> Tuple[List[Any], int]:
 
 
 def timeline_rows(source: Source, tasks: List[TaskRow], since: float) -> List[Row]:
-    """Each task's runs since *since*, at most ROW_RUN_LIMIT read per task."""
+    """Each task's runs since *since*: the newest ROW_RUN_LIMIT, and before
+    them the ones that did not complete (failures always show); the
+    completed ones among those are counted, not drawn."""
     rows = []
     for task in tasks:
         runs = source.runs.select(task.id, ROW_RUN_LIMIT, since=since)
-        hidden = 0
+        hidden, older = 0, None
         if len(runs) >= ROW_RUN_LIMIT:
-            hidden = source.runs.count(task.id, since=since) - len(runs)
-        rows.append(Row(task, runs, max(hidden, 0)))
+            older = runs[-1]["scheduled"]
+            problems = source.runs.select(task.id, ROW_RUN_LIMIT, since=since, before=older,
+                                          statuses=_NOT_COMPLETED)
+            hidden = source.runs.count(task.id, since=since) - len(runs) - len(problems)
+            runs = runs + problems
+        rows.append(Row(task, runs, max(hidden, 0), older))
     return rows
 
 

@@ -33,11 +33,13 @@ _STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 17280
 
 @dataclasses.dataclass
 class Row:
-    """One task's row: its runs in the window, and how many were not read."""
+    """One task's row: its runs in the window; before *complete_since*, only
+    those that did not complete (*not_drawn* completed ones are left out)."""
 
     task: TaskRow
     runs: List[Dict[str, Any]]
     not_drawn: int = 0
+    complete_since: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -71,12 +73,12 @@ def draw(rows: Sequence[Row], since: float, until: float, now: float,
         label = row.task.name if len(row.task.name) <= 30 else row.task.name[:29] + "\u2026"
         out.append(f'<a href="{_e(task_url(row.task.id))}"><text class="label" x="8" '
                    f'y="{top + 16}"><title>{_e(row.task.id)}</title>{_e(label)}</text></a>')
-        if row.not_drawn:
-            oldest = min((run["scheduled"] for run in row.runs), default=until)
+        if row.not_drawn and row.complete_since is not None:
             out.append(f'<rect class="hidden-runs" x="{_X0}" y="{top + 4}" '
-                       f'width="{max(x_of(oldest) - _X0, 2):.1f}" height="{BAR + 2}">'
-                       f'<title>{row.not_drawn:,} older runs in this window are not drawn; '
-                       f'see the task\'s history</title></rect>')
+                       f'width="{max(x_of(row.complete_since) - _X0, 2):.1f}" '
+                       f'height="{BAR + 2}"><title>{row.not_drawn:,} completed runs before '
+                       f'{_clock(row.complete_since)} are not drawn (failures and missed runs '
+                       f'are); the task\'s history lists them all</title></rect>')
         for mark in _marks(row.runs, x_of, now):
             out.append(_draw_mark(mark, top, x_of, run_url, task_url, row.task.id))
         out.append("</g>")
@@ -132,9 +134,32 @@ def _marks(runs: Sequence[Mapping[str, Any]], x_of: Callable[[float], float],
         else:
             column.x0, column.x1 = min(column.x0, x0), max(column.x1, x1)
             column.runs.append(dict(run))
-    marks.extend(columns.values())
-    marks.sort(key=lambda mark: mark.x0)
-    return marks
+    return sorted(marks + _spans(columns), key=lambda mark: mark.x0)
+
+
+def _spans(columns: Dict[Any, _Mark]) -> List[_Mark]:
+    """Neighbouring columns whose runs all ended alike become one span: a
+    week of a task every 20 minutes is a few marks, not hundreds, and a
+    failure among them keeps a mark of its own."""
+    spans: List[_Mark] = []
+    last_key: Any = None
+    for key in sorted(columns):
+        mark = columns[key]
+        prev = spans[-1] if spans else None
+        if (prev is not None and last_key is not None and key[1] == last_key[1]
+                and key[0] - last_key[0] <= 1 and _uniform(prev) and _uniform(mark)
+                and prev.runs[0]["status"] == mark.runs[0]["status"]):
+            prev.x1 = max(prev.x1, mark.x1)
+            prev.runs.extend(mark.runs)
+        else:
+            spans.append(mark)
+        last_key = key
+    return spans
+
+
+def _uniform(mark: _Mark) -> bool:
+    first = mark.runs[0]["status"]
+    return all(run["status"] == first for run in mark.runs)
 
 
 def _draw_mark(mark: _Mark, top: int, x_of: Callable[[float], float],
@@ -143,12 +168,13 @@ def _draw_mark(mark: _Mark, top: int, x_of: Callable[[float], float],
     status = worst_status(run["status"] for run in mark.runs)
     css = status_class(status)
     middle = top + ROW / 2
-    if len(mark.runs) == 1:
+    if len(mark.runs) == 1:  # a run links to its page; a group is a title on its row
         run = mark.runs[0]
-        href, title = run_url(run), _run_title(run)
+        title = _run_title(run)
+        parts = [f'<a href="{_e(run_url(run))}" class="mark {css}">']
     else:
-        href, title = task_url(task_id), _group_title(mark.runs)
-    parts = [f'<a href="{_e(href)}" class="mark {css}">']
+        title = _group_title(mark.runs)
+        parts = [f'<g class="mark group {css}">']
     if not mark.started:  # missed or canceled before it started: a diamond at its due time
         x, r = mark.x0, 5
         shape = "missed" if status == MISSED else "unstarted"
@@ -166,7 +192,7 @@ def _draw_mark(mark: _Mark, top: int, x_of: Callable[[float], float],
         if late and len(mark.runs) > 1:  # a merged mark: a dot says some started late
             parts.append(f'<circle class="late-dot" cx="{mark.x0:.1f}" cy="{middle - BAR / 2}" '
                          f'r="2.5"/>')
-    parts.append("</a>")
+    parts.append("</a>" if len(mark.runs) == 1 else "</g>")
     return "".join(parts)
 
 
@@ -177,7 +203,7 @@ def _lateness(run: Mapping[str, Any]) -> float:
 
 def _run_title(run: Mapping[str, Any]) -> str:
     """The tooltip of one run: what, when, how long, how it ended."""
-    bits = [f"{run.get('name') or run.get('task_id')} run {run.get('run')}"]
+    bits = [f"run {run.get('run')}" if run.get("run") else "skipped"]
     if (run.get("attempt") or 1) > 1:
         bits[0] += f" attempt {run['attempt']}"
     bits.append(status_label(run.get("status")))

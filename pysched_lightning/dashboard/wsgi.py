@@ -378,8 +378,13 @@ def _split(rest: str, suffixes: Iterable[str]) -> Tuple[str, Optional[str]]:
 
 
 def _run_url(req: Request, run: Mapping[str, Any], part: str = "run", **extra: Any) -> str:
+    """A run's page: its task, due time and attempt name it; the slot only
+    when it says more than the due time (a manual run's own key)."""
+    slot = run.get("slot")
+    if slot == f"{run['scheduled']:.3f}":
+        slot = None
     return req.url(f"/tasks/{run['task_id']}/{part}", at=repr(run["scheduled"]),
-                   attempt=run["attempt"], slot=run.get("slot"), **extra)
+                   attempt=run["attempt"], slot=slot, **extra)
 
 
 def _secure(req: Request) -> bool:
