@@ -9,6 +9,7 @@ works without the extra.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +44,6 @@ def app(target: Any, *, actions: bool = False, token: Optional[str] = None,
     """
     _require()
     from .wsgi import Dashboard
-    import time
     return Dashboard(target, actions=actions, token=token, refresh=refresh, title=title,
                      allowed_hosts=allowed_hosts, clock=clock or time.time)
 

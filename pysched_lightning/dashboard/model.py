@@ -125,8 +125,12 @@ def display_status(latest: List[Mapping[str, Any]], stored: Optional[int]) -> Op
 
 def by_happening(runs: List[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
     """*runs*, the one that happened last first (started, else due)."""
-    return sorted(runs, key=lambda run: run.get("started") if run.get("started") is not None
-                  else run.get("scheduled") or 0.0, reverse=True)
+    return sorted(runs, key=_happened, reverse=True)
+
+
+def _happened(run: Mapping[str, Any]) -> float:
+    started = run.get("started")
+    return float(started if started is not None else run.get("scheduled") or 0.0)
 
 
 def last_finished(latest: List[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:

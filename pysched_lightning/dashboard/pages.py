@@ -41,7 +41,7 @@ STATUS_FILTERS: Mapping[str, Tuple[str, Callable[[TaskRow], bool]]] = {
     "completed": ("completed", lambda row: row.status == COMPLETED),
     "missed": ("missed", lambda row: row.status == MISSED),
     "canceled": ("canceled", lambda row: row.status == CANCELED),
-    "waiting": ("never run", lambda row: row.status in (None, SUSPENDED)),
+    "waiting": ("waiting (never run)", lambda row: row.status in (None, SUSPENDED)),
     "paused": ("paused", lambda row: row.paused),
 }
 

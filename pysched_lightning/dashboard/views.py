@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 import jinja2
 from markupsafe import Markup, escape
 
-from .model import error_summary, iso, status_class, status_label
+from .model import SUSPENDED, error_summary, iso, status_class, status_label
 
 __all__ = ["environment", "moment", "relative", "duration", "badge", "tail", "TEXT_LIMIT"]
 
@@ -91,9 +91,14 @@ def duration(seconds: Optional[float]) -> str:
 
 
 def badge(code: Optional[int], paused: bool = False) -> Markup:
-    """A coloured status label."""
-    label = status_label(code) if code is not None else "Never run"
-    out = Markup('<span class="badge {0}">{1}</span>').format(status_class(code), label)
+    """A coloured status label. SUSPENDED reads "Waiting" here (for its time,
+    a dependency or a worker): "suspended" would sound like paused."""
+    if code is None or code == SUSPENDED:
+        out = Markup('<span class="badge waiting" title="Suspended: waiting for its time, a '
+                     'dependency or a free worker">Waiting</span>')
+    else:
+        out = Markup('<span class="badge {0}">{1}</span>').format(status_class(code),
+                                                                  status_label(code))
     if paused:
         out += Markup(' <span class="badge paused">Paused</span>')
     return out
