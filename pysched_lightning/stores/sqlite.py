@@ -10,14 +10,18 @@ a power cut; readers in other processes (``pysched list``) never block the
 writer and wait up to ``busy_timeout`` for a writer's lock.
 
 The one-active-scheduler lock is a :class:`~.filelock.FileHold` on
-``<db path>.lock``.
+``<db path>.lock``. ``read_only=True`` opens an existing file for reading
+only (SQLite's ``mode=ro``): a dashboard beside a running scheduler, which
+must never write, upgrade or hold the store.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
+import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from ..protocols import ERROR, RUN_FIELDS, RUNNING, TaskRecord
@@ -83,7 +87,7 @@ class SQLiteStore:
     follow the rules of :mod:`.rules`, as in the memory store.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]") -> None:
+    def __init__(self, path: "str | os.PathLike[str]", *, read_only: bool = False) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"a SQLite store path must be a str or PathLike, not {path!r}")
         filename = os.fspath(path)
@@ -94,14 +98,19 @@ class SQLiteStore:
         self.path = os.path.abspath(filename)
         #: The sidecar file that the active scheduler holds locked.
         self.lock_path = self.path + ".lock"
+        #: True for a reader that never writes (a dashboard beside a scheduler).
+        self.read_only = bool(read_only)
         #: Guards the connection: one statement or one batch at a time.
         self._db_lock = threading.RLock()
         self._depth = 0  # batch nesting, guarded by _db_lock
         self._closed = threading.Event()
         self._file_hold = FileHold(self.lock_path, self._closed)
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                     isolation_level=None, check_same_thread=False)
+        if self.read_only:
+            self._conn = _connect_read_only(self.path)
+        else:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                         isolation_level=None, check_same_thread=False)
         try:
             self._setup()
         except BaseException as exc:
@@ -113,6 +122,9 @@ class SQLiteStore:
     def _setup(self) -> None:
         execute = self._conn.execute
         execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if self.read_only:  # no journal mode to set, nothing to upgrade
+            _check_readable(execute("PRAGMA user_version").fetchone()[0])
+            return
         mode = execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal mode is {mode})")
@@ -129,7 +141,8 @@ class SQLiteStore:
                 raise
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed.is_set() else ""
+        state = " read-only" if self.read_only else ""
+        state += " closed" if self._closed.is_set() else ""
         return f"<SQLiteStore {self.path!r}{state}>"
 
     def __enter__(self) -> "SQLiteStore":
@@ -142,7 +155,11 @@ class SQLiteStore:
 
     def acquire(self, owner: str, wait: bool = False) -> bool:
         """Hold the store as *owner* (see :meth:`Store.acquire`); a waiting
-        acquire returns False if the store is closed meanwhile."""
+        acquire returns False if the store is closed meanwhile. A read-only
+        store cannot be held (PermissionError)."""
+        if self.read_only:
+            raise PermissionError(f"the store {self.path!r} is open read-only: it cannot "
+                                  f"be held by {owner!r}")
         return self._file_hold.acquire(owner, wait)
 
     def holder(self) -> Optional[str]:
@@ -304,6 +321,26 @@ class SQLiteStore:
         self.release()
         with self._db_lock:
             self._conn.close()
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write (``mode=ro``) to the existing file *path*."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, "no store file to read", path)
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                           isolation_level=None, check_same_thread=False)
+
+
+def _check_readable(version: int) -> None:
+    """A read-only store reads schema SCHEMA_VERSION only: it cannot upgrade."""
+    check_version(version)
+    if version == 0:
+        raise sqlite3.DatabaseError("not a pysched_lightning store (it has no schema)")
+    if version < SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} must be upgraded to {SCHEMA_VERSION} before it can "
+            "be read; open it once with a scheduler of this version (pysched run)")
 
 
 def _task_record(row: Tuple[Any, ...]) -> TaskRecord:
