@@ -414,6 +414,7 @@ def test_sigkill_then_restart_runs_the_missed_slot_once(tmp_path, store_of):
         assert daemon.stop() == 0, daemon.stderr
     assert tasks(store)["2s/tick.sh"].missed >= 1
     assert "Traceback" not in daemon.stderr
+    assert "job 2s/tick.sh: every 2 s, next run at once (due " in daemon.stderr
 
 
 def test_restart_keeps_unchanged_jobs_and_drops_removed_ones(tmp_path, store_of):

@@ -112,21 +112,27 @@ def test_stored_script_reads_a_stored_command(tmp_path):
 
 
 @pytest.fixture
-def cli_log():
-    """The CLI's logging set up on a StringIO; the root logger restored after."""
+def root_logging():
+    """Puts the root logger back as it was: the CLI sets up its own handler."""
     root = logging.getLogger()
     saved = list(root.handlers), root.level
-    stream = io.StringIO()
-
-    def setup(level=logging.INFO):
-        setup_logging(level, stream)
-        return stream
-    yield setup
+    yield
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in saved[0]:
         root.addHandler(handler)
     root.setLevel(saved[1])
+
+
+@pytest.fixture
+def cli_log(root_logging):
+    """The CLI's logging set up on a StringIO."""
+    stream = io.StringIO()
+
+    def setup(level=logging.INFO):
+        setup_logging(level, stream)
+        return stream
+    return setup
 
 
 def _fail_python():
@@ -200,7 +206,7 @@ def test_status_screen_fits_the_terminal():
 
 
 def test_optional_commands_register_or_say_which_extra_they_need(tmp_path, monkeypatch,
-                                                                  capsys):
+                                                                  capsys, root_logging):
     (tmp_path / "psl_fake_dashboard.py").write_text(textwrap.dedent("""
         def _show(args, config):
             print(f"dashboard on port {args.port}")

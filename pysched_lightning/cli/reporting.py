@@ -26,15 +26,18 @@ __all__ = ["RunReporter", "LibraryRecords", "setup_logging", "CLI_LOGGER"]
 CLI_LOGGER = "pysched_lightning.cli"
 _LIBRARY_LOGGER = "pysched_lightning"
 
-#: The library's messages about a run's outcome, which the reporter's lines
-#: replace (matched by their format string, as the core writes them).
+#: The library's messages that the CLI's own lines replace: a run's outcome
+#: (the reporter's), a task loaded, replaced or canceled (the job lines').
+#: Matched by their format string, as the core writes them.
 _REPLACED = frozenset({
     "task %r run %d failed:\n%s",                              # with the traceback
     "task %r: %s",                                             # a retry
     "task %r: run skipped, %.3f s late (%s)",
     "task %r: %d run(s) coalesced into one, %.3f s late (%s)",
-    "loaded task %r, next run at %s (POSIX time)",             # the start lines say it
+    "loaded task %r, next run at %s (POSIX time)",             # the job lines say these
     "loaded task %r (%s), next run %s",
+    "task %r: definition changed, replacing it",
+    "task %r canceled: %s",
 })
 _RETRY_WHEN = re.compile(r"retrying in .*$")
 

@@ -109,7 +109,11 @@ class JobRunner:
             moment = None
         if moment is not None:
             due = moment.timestamp()
-            text += f", next run {self.local.text(due)} ({relative(due - time.time())})"
+            if due < time.time() - 1:  # a slot that passed while no scheduler ran
+                text += f", next run at once (due {self.local.text(due)}, while no " \
+                        "scheduler ran)"
+            else:
+                text += f", next run {self.local.text(due)} ({relative(due - time.time())})"
         if retries:
             text += (f"; a failed run is re-run every {duration_words(delay)}, "
                      f"at most {retries} time{'s' if retries > 1 else ''}")

@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Any, Deque, List, Optional, TextIO, Tuple
+from typing import Any, Deque, Dict, List, Optional, TextIO, Tuple
 
 from ..protocols import ERROR, TIMEOUT
 from .reporting import RunReporter
@@ -54,7 +54,7 @@ class _LogLines:
 
 def render(*, now: float, local: LocalTime, title: str,
            running: List[Tuple[str, int, int, Optional[float]]],
-           upcoming: List[Tuple[float, str]], failures: List[dict],
+           upcoming: List[Tuple[float, str]], failures: List[Dict[str, Any]],
            log_lines: List[str], columns: int, rows: int) -> List[str]:
     """The screen's lines, at most *rows*, each cut to fit *columns*.
 
@@ -128,7 +128,7 @@ class StatusScreen:
         lines = render(now=time.time(), local=self.reporter.local, title=self.title,
                        running=self._running(), upcoming=self._upcoming(),
                        failures=self._failures(), log_lines=self._log_lines.last(size.lines),
-                       columns=size.columns, rows=size.lines)
+                       columns=size.columns, rows=max(size.lines, 1))
         self._write(_HOME + "".join(line + _CLEAR_LINE + "\r\n" for line in lines[:-1])
                     + lines[-1] + _CLEAR_LINE + _CLEAR_BELOW)
 
@@ -164,7 +164,7 @@ class StatusScreen:
             due.extend((moment.timestamp(), info["id"]) for moment in times)
         return sorted(due)[:NEXT_RUNS]
 
-    def _failures(self) -> List[dict]:
+    def _failures(self) -> List[Dict[str, Any]]:
         store = self.sched.store
         if store is None:
             return []
