@@ -17,10 +17,12 @@ import time
 from typing import Any, Deque, Dict, List, Optional, TextIO, Tuple
 
 from ..protocols import ERROR, TIMEOUT
-from .reporting import RunReporter
+from .reporting import CLI_LOGGER, RunReporter
 from .text import LocalTime, relative, span, status_label, useful_line
 
 __all__ = ["StatusScreen", "render"]
+
+_log = logging.getLogger(CLI_LOGGER)
 
 _ENTER = "\x1b[?1049h\x1b[?25l"   # the alternate screen, cursor hidden
 _LEAVE = "\x1b[?25h\x1b[?1049l"
@@ -125,19 +127,24 @@ class StatusScreen:
         if not self.on:
             return
         size = shutil.get_terminal_size()
-        lines = render(now=time.time(), local=self.reporter.local, title=self.title,
-                       running=self._running(), upcoming=self._upcoming(),
-                       failures=self._failures(), log_lines=self._log_lines.last(size.lines),
-                       columns=size.columns, rows=max(size.lines, 1))
+        try:
+            lines = render(now=time.time(), local=self.reporter.local, title=self.title,
+                           running=self._running(), upcoming=self._upcoming(),
+                           failures=self._failures(),
+                           log_lines=self._log_lines.last(size.lines),
+                           columns=size.columns, rows=max(size.lines, 1))
+        except Exception:  # the screen is an extra: the jobs run on without it
+            self.close()
+            _log.exception("--status: drawing the status screen failed; it is off")
+            return
         self._write(_HOME + "".join(line + _CLEAR_LINE + "\r\n" for line in lines[:-1])
                     + lines[-1] + _CLEAR_LINE + _CLEAR_BELOW)
 
     def close(self) -> None:
         """Give the terminal back, and the log lines to their stream."""
-        if not self.on:
-            return
-        self.on = False
-        self._write(_LEAVE)
+        if self.on:
+            self.on = False
+            self._write(_LEAVE)
         for handler, stream in self._taken:
             handler.setStream(stream)
         self._taken = []
