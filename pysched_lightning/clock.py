@@ -55,7 +55,8 @@ class Clock:
                  wallfunc: Optional[Callable[[], float]] = None) -> None:
         if timefunc is not time.monotonic:
             timefunc = _Steady(timefunc, "timefunc")
-        self.now = timefunc
+        self.now: Callable[[], float] = timefunc
+        self.wall: Callable[[], float]
         if wallfunc is not None:
             self.wall = _Steady(wallfunc, "wallfunc")
         elif timefunc is time.monotonic:

@@ -2,11 +2,13 @@
 given, checking every part before anything changes."""
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from .aioloop import is_coroutine_function
 from .executors import check_picklable
+from .runs import safe_repr
 from .options import ASYNC_OPTIONS, DEFAULT_OPTIONS, OPTION_NAMES, TaskOptions, make_options
 from .task import Task
 from .triggers import make_trigger
@@ -21,10 +23,24 @@ def check_callable(fn: Any) -> Callable[..., Any]:
     return fn
 
 
+def check_kind(fn: Any, hard: Any) -> bool:
+    """Refuse what cannot run as asked, naming it; True for a coroutine function."""
+    if inspect.isasyncgenfunction(fn):
+        raise TypeError(f"fn {safe_repr(fn, 200)} is an async generator function: it "
+                        "makes an async iterator, not a result; schedule a coroutine "
+                        "function that consumes it")
+    is_async = is_coroutine_function(fn)
+    if is_async and hard is True:
+        raise TypeError(f"fn {safe_repr(fn, 200)} is an async def function: it runs on "
+                        "the scheduler's event loop and cannot be a hard task "
+                        "(hard=True runs it in a process)")
+    return is_async
+
+
 def options_of(given: Mapping[str, Any], default_timeout: Optional[float],
                fn: Any) -> TaskOptions:
     """The TaskOptions for *given* keyword options (None means: default)."""
-    is_async = is_coroutine_function(fn)
+    is_async = check_kind(fn, given.get("hard"))
     if default_timeout is None and all(value is None for value in given.values()):
         return ASYNC_OPTIONS if is_async else DEFAULT_OPTIONS
     values = dict(given)
@@ -43,9 +59,7 @@ def when_of(trigger: Any, interval: Any, tz: Any, now: float,
     trig = make_trigger(trigger, interval, now=now, wall_now=now + offset, tz=tz)
     if trig.wall_clock:
         return trig, trig.first_due - offset
-    if trig.next_due(trig.first_due) is None:
-        return trig.name, trig.first_due  # a one-shot needs no trigger object
-    return trig, trig.first_due
+    return trig, trig.first_due  # it keeps the interval as given (a timedelta...)
 
 
 def build_task(trigger: Any, interval: Any, priority: Any, fn: Any, args: Any, kwargs: Any,
@@ -78,7 +92,7 @@ def changed_task(old: Task, changes: Dict[str, Any]) -> Task:
     merged = {name: getattr(old.options, name) for name in OPTION_NAMES}
     merged["depend_on"] = merged["depend_on"] or None
     merged.update({k: v for k, v in changes.items() if k in merged})
-    options = make_options(is_async=is_coroutine_function(fn), **merged)
+    options = make_options(is_async=check_kind(fn, merged["hard"]), **merged)
     priority = changes.get("priority", old.priority)
     if type(priority) is not int:
         priority = check_priority(priority)

@@ -16,6 +16,7 @@ from . import control
 from .journal import Journal, Write
 from .protocols import TaskRecord
 from .records import slot_offset, task_record
+from .standby import same_record
 from .state import Effects, State
 from .task import Task
 
@@ -38,11 +39,14 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             if on_standby:  # a standby only stores; the one taking over runs it
                 standby.store_only(task, _record(st, task), replace_existing)
                 return task.id
+    journal = st.journal
+    store = journal.store if journal is not None else None
+    record = _record(st, task) if store is not None else None  # refused here if unstorable
     while True:
         with st.lock:
             old = control.check_add(st, task, replace_existing)
-        same = old is not None and _same(old, task)
-        write = _store(st, task) if not same else None
+        same = old is not None and _same(old, task, store, record)
+        write = _store(st, task, record) if not same else None
         fx = Effects()
         with st.lock:
             if control.existing(st, task.id) is not old:
@@ -99,8 +103,14 @@ def purge(st: State, days: Any, hours: Any, minutes: Any) -> int:
     return removed
 
 
-def _same(old: Task, new: Task) -> bool:
-    """Compare two definitions (user ``__eq__`` may raise: then they differ)."""
+def _same(old: Task, new: Task, store: Any, record: Optional[TaskRecord]) -> bool:
+    """Do two definitions schedule the same work? With a store, by their
+    stored bytes (a lambda or a partial re-made at start-up equals its
+    stored self only so); else by ``==`` (user code: raising means no)."""
+    if record is not None:
+        stored = store.task(record.id)
+        if stored is not None:
+            return same_record(stored, record)
     try:
         return bool(control.same_definition(old, new))
     except Exception:
@@ -115,12 +125,12 @@ def _wall(st: State, task: Task) -> float:
     return task.time + slot_offset(task, st.offset)
 
 
-def _store(st: State, task: Task) -> Optional[Write]:
+def _store(st: State, task: Task, record: Optional[TaskRecord]) -> Optional[Write]:
     """Write *task* to the store (if any) and wait for the commit."""
     journal = st.journal
-    if journal is None or journal.store is None:
+    if journal is None or journal.store is None or record is None:
         return None
-    write = journal.save_task(_record(st, task))
+    write = journal.save_task(record)
     _commit(journal, write, task.id)
     return write
 

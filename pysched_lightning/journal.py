@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any, Callable, List, Optional
 
 from .protocols import TaskRecord
@@ -184,7 +185,11 @@ class Journal:
         if self.run_log is not None and owns_log:
             steps.append(self.run_log.close)
         if self.store is not None:
-            steps.append(self.store.close if owns_store else self.store.release)
+            # The hold ends now; a store the scheduler made stays readable (its
+            # runs() answer after shutdown) until the journal is collected.
+            steps.append(self.store.release)
+            if owns_store:
+                weakref.finalize(self, self.store.close)
         for step in steps:
             try:
                 step()

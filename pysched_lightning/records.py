@@ -129,7 +129,7 @@ def load_function(record: TaskRecord) -> Callable[..., Any]:
         for part in qualname.split("."):
             found = getattr(found, part)
         return found
-    return _loads(record.fn_pickle)  # type: ignore[arg-type]
+    return _loads(record.fn_pickle)
 
 
 def load_args(record: TaskRecord) -> Any:

@@ -172,7 +172,11 @@ def end(st: State, run: Run, status: TaskStatus, now: float, fx: Effects) -> Non
     st.notify_waiters(run.task_id, fx)
     if status is not TaskStatus.COMPLETED and _retry(st, run, now, fx):
         return
-    if status is TaskStatus.ERROR:
+    if status is TaskStatus.ERROR and run.exit_code is not None:
+        # a command: its exit code and the tail of its stderr say it all
+        fx.log(logging.ERROR, "task %r run %d failed: %s", run.task_id, run.run_number,
+               run.error)
+    elif status is TaskStatus.ERROR:
         fx.log(logging.ERROR, "task %r run %d failed:\n%s", run.task_id, run.run_number,
                run.traceback or run.error)
     elif status is TaskStatus.TIMEOUT:
@@ -268,8 +272,9 @@ def drop(st: State, run: Run, status: TaskStatus, reason: str, now: float, fx: E
         st.journal.missed(record, st.offset)
         st.journal.task_changed(run.task_id, missed=run._state.missed)
         st.write_soon(now)
-    fx.log(logging.WARNING, "task %r: run skipped, %.3f s late (%s)", run.task_id,
-           lateness or 0.0, reason)
+    if record is run:  # the first of repeated skips; the others add to its count
+        fx.log(logging.WARNING, "task %r: run skipped, %.3f s late (%s)", run.task_id,
+               lateness or 0.0, reason)
     st.event(fx, EventKind.MISSED, run.task_id, run, reason=reason, lateness=lateness)
     state = run._state
     if st.timetable.has_fired_last(run.task_id) and not state.running:

@@ -16,6 +16,7 @@ import traceback as _traceback
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any, Iterator, Mapping, Optional
 
+from .commands import CommandError, CommandResult, CommandTimeout
 from .context import RunContext
 
 __all__ = ["TaskStatus", "Run", "format_exception", "error_line", "safe_repr"]
@@ -216,11 +217,14 @@ class Run(RunContext, Mapping[str, Any]):
     def _command_part(self, index: int, key: str) -> Any:
         if self._stored is not None:
             return self._stored.get(key)
-        outcome = self.result if self.exception is None else \
-            getattr(self.exception, "result", None)
-        if isinstance(outcome, tuple) and type(outcome).__name__ == "CommandResult":
-            return outcome[index]
-        return None
+        exc = self.exception
+        if exc is None:
+            outcome = self.result
+        elif isinstance(exc, (CommandError, CommandTimeout)):
+            outcome = exc.result
+        else:
+            return None
+        return outcome[index] if isinstance(outcome, CommandResult) else None
 
     @property
     def future(self) -> Future:
@@ -312,6 +316,7 @@ class Run(RunContext, Mapping[str, Any]):
         run._offset = 0.0
         run._t_scheduled = float(record["scheduled"])
         run._t_started = record.get("started")
+        run._t_timestamp = run._t_started  # handed over when it started, as far as is known
         run._t_finished = record.get("finished")
         run.error = record.get("error")
         run.traceback = record.get("traceback")

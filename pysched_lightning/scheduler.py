@@ -18,11 +18,11 @@ from concurrent.futures import CancelledError
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 from . import control, definitions, queries
-from .aioloop import EventLoopThread, is_coroutine_function
+from .aioloop import EventLoopThread
 from .arguments import check_scheduler_arguments
 from .clock import Clock
 from .contrib.dask import as_dask_executor
-from .define import build_task, changed_task, check_callable, options_of, when_of
+from .define import build_task, changed_task, check_callable, check_kind, options_of, when_of
 from .options import ASYNC_OPTIONS, DEFAULT_OPTIONS
 from .dispatcher import Dispatcher
 from .events import Event, EventKind, Listeners
@@ -78,8 +78,13 @@ class Scheduler:
         lanes = Lanes(dask or executor or ThreadPoolExecutor(),
                       executor is None, process_executor, ProcessPool, EventLoopThread(),
                       max_async)
-        opened = open_store(store)
         log = RunLog(run_log) if isinstance(run_log, (str, os.PathLike)) else run_log
+        try:
+            opened = open_store(store)
+        except BaseException:
+            if log is not run_log:
+                log.close()  # opened first, so nothing is left open
+            raise
         st = State(clock, lanes, history, None)
         if opened is not None or log is not None:
             st.journal = Journal(opened, log, st.lock, opened is not store, log is not run_log)
@@ -149,7 +154,7 @@ class Scheduler:
                 and misfire_grace_time is None and coalesce is None
                 and max_instances is None and depend_on is None
                 and self._default_timeout is None):  # no option: the shared defaults
-            options = ASYNC_OPTIONS if is_coroutine_function(fn) else DEFAULT_OPTIONS
+            options = ASYNC_OPTIONS if check_kind(fn, None) else DEFAULT_OPTIONS
         else:
             options = options_of(dict(name=name, hard=hard, timeout=timeout,
                                       retries=retries, retry_delay=retry_delay,

@@ -74,12 +74,13 @@ class Closer:
         self._close(wait=not inside and thread is not threading.current_thread())
 
     def run_forever(self, start: Callable[[], None]) -> None:
-        start()
         previous: Dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
+            # first the handlers: a signal during start() must still stop cleanly
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, self._on_signal)
         try:
+            start()
             self.requested.wait()
         finally:
             for signum, handler in previous.items():

@@ -9,6 +9,7 @@ so a task stored during the takeover is loaded, never lost.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 import threading
@@ -110,8 +111,9 @@ class Standby:
             with st.lock:
                 scheduled = _schedule_loaded(st, task, record, latest)
             if scheduled:
-                _log.info("loaded task %r, next run at %s (POSIX time)", task.id,
-                          record.next_run)
+                _log.info("loaded task %r, next run at %s", task.id,
+                          _dt.datetime.fromtimestamp(record.next_run or 0.0, _dt.timezone.utc)
+                          .isoformat(timespec="seconds"))
 
 
 def _schedule_loaded(st: State, task: Task, record: TaskRecord, latest: Optional[Run]) -> bool:
@@ -141,9 +143,10 @@ def _task_from_record(record: TaskRecord, st: State, seq: int) -> Task:
     if isinstance(schedule, RecurTrigger):  # its grid was on the old process's clock
         schedule = RecurTrigger(schedule.interval, anchor=due - schedule.seconds,
                                 wall_offset=offset)
+    interval = schedule.interval if schedule is not None else json.loads(record.interval)
     return Task(due, record.priority, seq, record.id,
                 schedule if schedule is not None else record.trigger,
-                json.loads(record.interval), fn, args, check_kwargs(kwargs), options)
+                interval, fn, args, check_kwargs(kwargs), options)
 
 
 def _latest_run(store: Any, record: TaskRecord, task: Task) -> Optional[Run]:
@@ -158,8 +161,16 @@ def _latest_run(store: Any, record: TaskRecord, task: Task) -> Optional[Run]:
 
 
 def same_record(a: TaskRecord, b: TaskRecord) -> bool:
-    """True when two stored records define the same task (their bytes)."""
+    """True when two stored records define the same task (their bytes, and
+    the zone of a cron or datetime trigger)."""
     fields = ("trigger", "interval", "priority", "fn_ref", "fn_pickle", "args", "kwargs",
               "options")
     return all(getattr(a, f) == getattr(b, f) for f in fields) and \
-        type(a.priority) is type(b.priority)
+        type(a.priority) is type(b.priority) and _zone(a) == _zone(b)
+
+
+def _zone(record: TaskRecord) -> Any:
+    try:
+        return json.loads(record.info or "{}").get("tz")
+    except ValueError:
+        return None

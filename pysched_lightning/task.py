@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections import namedtuple
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Tuple, Union
 
 from .options import TaskOptions
 from .protocols import Trigger
@@ -17,7 +17,7 @@ from .protocols import Trigger
 if TYPE_CHECKING:  # pragma: no cover
     from .scheduler import Scheduler
 
-__all__ = ["Task", "task", "callable_name"]
+__all__ = ["Task", "task", "Delayable", "callable_name"]
 
 _TaskFields = namedtuple("_TaskFields",
                          "time priority seq id when interval fn args kwargs options")
@@ -90,6 +90,15 @@ def callable_name(fn: Any) -> str:
         return type(fn).__name__
 
 
+class Delayable(Protocol):
+    """A function decorated with ``@task``: still callable, and it schedules
+    itself with ``.delay(*args, **kwargs)`` (returning the task id)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def delay(self, *args: Any, **kwargs: Any) -> str: ...
+
+
 class task:
     """``@task(sched, 'recur', 3, 2)`` — the function gains ``.delay(*a, **kw)``.
 
@@ -106,7 +115,7 @@ class task:
         self.priority = priority
         self.options = options
 
-    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self, fn: Callable[..., Any]) -> Delayable:
         if not callable(fn):
             raise TypeError(f"@task must decorate a callable, got {fn!r}")
         spec = self
@@ -120,4 +129,4 @@ class task:
                                         fn, args, kwargs, **spec.options)
 
         wrapper.delay = delay  # type: ignore[attr-defined]
-        return wrapper
+        return wrapper  # type: ignore[return-value]  # it has delay() now

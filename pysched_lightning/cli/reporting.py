@@ -31,10 +31,11 @@ _LIBRARY_LOGGER = "pysched_lightning"
 #: Matched by their format string, as the core writes them.
 _REPLACED = frozenset({
     "task %r run %d failed:\n%s",                              # with the traceback
+    "task %r run %d failed: %s",                               # a command's
     "task %r: %s",                                             # a retry
     "task %r: run skipped, %.3f s late (%s)",
     "task %r: %d run(s) coalesced into one, %.3f s late (%s)",
-    "loaded task %r, next run at %s (POSIX time)",             # the job lines say these
+    "loaded task %r, next run at %s",                          # the job lines say these
     "loaded task %r (%s), next run %s",
     "task %r: definition changed, replacing it",
     "task %r canceled: %s",

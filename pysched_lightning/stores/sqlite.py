@@ -105,12 +105,15 @@ class SQLiteStore:
         self._depth = 0  # batch nesting, guarded by _db_lock
         self._closed = threading.Event()
         self._file_hold = FileHold(self.lock_path, self._closed)
-        if self.read_only:
-            self._conn = _connect_read_only(self.path)
-        else:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                         isolation_level=None, check_same_thread=False)
+        try:
+            if self.read_only:
+                self._conn = _connect_read_only(self.path)
+            else:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                             isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise type(exc)(f"cannot open the store {self.path!r}: {exc}") from exc
         try:
             self._setup()
         except BaseException as exc:
