@@ -365,3 +365,35 @@ def test_killable_shutdown_without_wait_kills_running_calls(no_leaked_threads):
         future.result(timeout=10)
     with pytest.raises(RuntimeError):
         processes.submit(pid)
+
+
+# ------------------------------------------- through the scheduler (regressions)
+
+@pytest.mark.parametrize("timeout", [None, 30], ids=["pool", "killable"])
+@pytest.mark.parametrize("dies, says", [(exit_3, "exit code 3"), (sigkill_self, "SIGKILL"),
+                                        (segfault, "SIGSEGV")])
+def test_a_hard_task_that_kills_its_worker_fails_alone_and_later_hard_tasks_run(
+        dies, says, timeout):
+    """One crashed worker process used to break every later hard task:
+    each failed with TerminatedWorkerError, forever."""
+    with psl.Scheduler(process_executor=psl.ProcessPoolExecutor(1)) as sched:
+        bad = sched.delay('once', 0, 1, dies, hard=True, timeout=timeout)
+        with pytest.raises(WorkerCrashedError, match=says):
+            sched.get_result(bad, timeout=60)
+        assert sched.get_status(bad) is psl.TaskStatus.ERROR
+        assert says in sched.runs(bad)[0].error
+        for _ in range(3):
+            good = sched.delay('once', 0, 1, greet, args=("again",), hard=True,
+                               timeout=timeout)
+            assert sched.get_result(good, timeout=60) == greet("again")
+
+
+def test_a_hard_task_past_its_timeout_is_killed_and_the_dispatcher_goes_on(tmp_path):
+    """Killing a timed-out hard task blocked the dispatcher while the process
+    was shut down; now the kill happens in the background."""
+    with psl.Scheduler(process_executor=psl.ProcessPoolExecutor(1)) as sched:
+        slow = sched.delay('once', 0, 1, sleep_then_pid, args=(60,), hard=True, timeout=0.5)
+        with pytest.raises(TimeoutError):
+            sched.get_result(slow, timeout=60)
+        assert sched.get_result(sched.delay('once', 0, 1, lambda: 'on time'),
+                                timeout=10) == 'on time'
