@@ -14,7 +14,9 @@ from .task import Task
 from .triggers import make_trigger
 from .validation import check_args, check_kwargs, check_priority
 
-__all__ = ["build_task", "when_of", "options_of", "check_callable"]
+__all__ = ["build_task", "when_of", "options_of", "check_callable", "check_kind"]
+
+_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 def check_callable(fn: Any) -> Callable[..., Any]:
@@ -25,6 +27,9 @@ def check_callable(fn: Any) -> Callable[..., Any]:
 
 def check_kind(fn: Any, hard: Any) -> bool:
     """Refuse what cannot run as asked, naming it; True for a coroutine function."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and not code.co_flags & _ASYNC_FLAGS and hard is not True:
+        return False  # a plain function, the common case: no more to ask
     if inspect.isasyncgenfunction(fn):
         raise TypeError(f"fn {safe_repr(fn, 200)} is an async generator function: it "
                         "makes an async iterator, not a result; schedule a coroutine "

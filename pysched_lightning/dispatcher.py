@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Tuple
 from .firing import expire_deadlines, fire_due, follow_wall_clock, time_to_next
 from .runflow import drain
 from .runs import error_line
-from .state import JOURNAL_LINGER_SECONDS, Effects, State
+from .state import JOURNAL_LINGER_SECONDS, Effects, State, acquire_busy
 from .workers import Workers
 
 __all__ = ["Dispatcher"]
@@ -73,7 +73,8 @@ class Dispatcher:
         may be due. Returns (flush the journal?, seconds for delayfunc), or
         None at shutdown."""
         st = self._st
-        with st.lock:
+        acquire_busy(st.lock)  # the dispatcher's own thread: see acquire_busy
+        try:
             while not st.closing:
                 now = st.clock.now()
                 if st.clock.may_step:
@@ -91,6 +92,8 @@ class Dispatcher:
                     return False, wait
                 st.wakeup.wait(wait)
             return None
+        finally:
+            st.lock.release()
 
     def _flush_due(self, now: float) -> bool:
         """Writes left by workers are flushed once they have waited a moment

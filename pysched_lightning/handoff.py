@@ -21,7 +21,7 @@ from .lanes import Lane
 from .options import LaneKind
 from .runflow import finish
 from .runs import Run, TaskStatus, error_line, format_exception
-from .state import Effects, State
+from .state import Effects, State, wait_while_busy
 
 __all__ = ["Handoff"]
 
@@ -94,6 +94,7 @@ class Handoff:
             text, error = format_exception(exc), error_line(exc)
         fx = Effects()
         pull = lane.to_processes  # a process lane sends the next run itself
+        wait_while_busy(self._st.lock)
         with self._st.lock:
             following = finish(self._st, run, status, result, exc, text, error, fx, pull)
         self._workers.aftermath(fx)

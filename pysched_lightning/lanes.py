@@ -20,7 +20,7 @@ import loky
 
 from .heaps import LazyHeap
 from .options import LaneKind
-from .runs import Run
+from .runs import Run, TaskStatus
 
 __all__ = ["Lane", "Lanes", "Mechanism"]
 
@@ -45,7 +45,8 @@ class Mechanism(enum.Enum):
 
 
 def _ready_is_live(entry: ReadyEntry) -> bool:
-    return not entry.run.done
+    # A queued run is SUSPENDED until it starts or is dropped.
+    return entry.run.status is TaskStatus.SUSPENDED
 
 
 class Lane:

@@ -140,7 +140,7 @@ def finish(st: State, run: Run, status: TaskStatus, result: Any,
     otherwise the slot is given back."""
     now = st.clock.now()
     lane = st.lanes.of(run)
-    if not run.done:
+    if run.status is TaskStatus.RUNNING:  # not ended by a deadline or a shutdown
         if run._deadline is not None and now > run._deadline:
             status = TaskStatus.TIMEOUT  # the outcome came too late to count
             overrun(run)

@@ -35,7 +35,7 @@ from .runlog import RunLog
 from .runs import Run, TaskStatus
 from .shutdown import Closer
 from .standby import Standby
-from .state import Effects, State
+from .state import Effects, State, wait_while_busy
 from .stores import open_store
 from .task import Task
 from .workers import Workers
@@ -173,9 +173,10 @@ class Scheduler:
             return definitions.add_checked(st, self._workers, self._standby, task,
                                            replace_existing)
         fx = Effects()  # a new id, no store: nothing to compare or write first
+        wait_while_busy(st.lock)
         with st.lock:
             control.add_new(st, task, now, fx)
-        if fx:
+        if fx.runs or fx.wake or fx.events or fx.logs or fx.expired:  # (no call)
             self._workers.aftermath(fx)
         return task.id
 

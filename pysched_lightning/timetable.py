@@ -101,7 +101,8 @@ class Timetable:
         """Schedule a new task; True when it became the heap's head. With
         ``in_heap=False`` the caller fires it at once instead."""
         self._tasks[task.id] = task
-        self._link(task)
+        if task.options.depend_on:
+            self._link(task)
         if not in_heap:
             return False
         self._timers.push(task)

@@ -21,7 +21,7 @@ from .lanes import Mechanism
 from .options import LaneKind
 from .runflow import finish, refuse
 from .runs import Run, TaskStatus, error_line, format_exception
-from .state import Effects, State, emit_logs
+from .state import Effects, State, acquire_busy, emit_logs
 
 __all__ = ["Workers"]
 
@@ -176,16 +176,22 @@ class Workers:
                 if exc.__traceback__ is not None:  # start the traceback in the task
                     exc.__traceback__ = exc.__traceback__.tb_next
                 text, error = format_exception(exc), error_line(exc)
-                with lock:
+                acquire_busy(lock)  # a pool thread: see acquire_busy
+                try:
                     run = finish(st, run, TaskStatus.ERROR, None, exc, text, error, fx, True)
+                finally:
+                    lock.release()
             else:
                 returning.append(None)
-                with lock:
+                acquire_busy(lock)
+                try:
                     run = finish(st, run, TaskStatus.COMPLETED, result, None, None, None,
                                  fx, True)
+                finally:
+                    lock.release()
             finally:
                 _current.reset(token)
-            if fx:
+            if fx.runs or fx.wake or fx.events or fx.logs or fx.expired:  # (no call)
                 self.aftermath(fx)
             if run is not None and run._claimed is not True and st.journal is not None:
                 run = self.claimed(run, fx)
