@@ -2,6 +2,7 @@
 given, checking every part before anything changes."""
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -51,7 +52,17 @@ def options_of(given: Mapping[str, Any], default_timeout: Optional[float],
     values = dict(given)
     if values.get("timeout") is None:
         values["timeout"] = default_timeout
-    return make_options(is_async=is_async, **values)
+    try:
+        return _options(tuple(values.items()), is_async)
+    except TypeError:  # an unhashable value (a list of dependencies): no cache
+        return make_options(is_async=is_async, **values)
+
+
+@functools.lru_cache(maxsize=256)
+def _options(values: Tuple[Tuple[str, Any], ...], is_async: bool) -> TaskOptions:
+    """The same options given again (a task delayed in a loop) share one,
+    already checked, TaskOptions (it is never changed in place)."""
+    return make_options(is_async=is_async, **dict(values))
 
 
 def when_of(trigger: Any, interval: Any, tz: Any, now: float,
@@ -69,7 +80,7 @@ def when_of(trigger: Any, interval: Any, tz: Any, now: float,
 
 def build_task(trigger: Any, interval: Any, priority: Any, fn: Any, args: Any, kwargs: Any,
                options: TaskOptions, task_id: str, seq: int, tz: Any, now: float,
-               offset: float) -> Task:
+               offset: float, picklable: Any = None) -> Task:
     """A new Task; raises TypeError/ValueError naming the first bad value."""
     if type(priority) is not int:
         priority = check_priority(priority)
@@ -77,7 +88,7 @@ def build_task(trigger: Any, interval: Any, priority: Any, fn: Any, args: Any, k
         args = check_args(args)
     kwargs = check_kwargs(kwargs)
     if options.hard:
-        check_picklable(fn, args, kwargs)
+        check_picklable(fn, args, kwargs, picklable)
     if trigger == "once" and tz is None and type(interval) in (int, float) \
             and 0 <= interval < math.inf:  # a plain delay, the common case
         when, due = "once", now + interval

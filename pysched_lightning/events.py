@@ -121,6 +121,14 @@ class Listeners:
                 raise KeyError(f"listener {callback!r} is not registered")
             self.callbacks = kept
 
+    def wanted(self) -> FrozenSet[EventKind]:
+        """The kinds some listener wants (events of other kinds are not even
+        made)."""
+        kinds: FrozenSet[EventKind] = frozenset()
+        for _, wanted in self.callbacks:
+            kinds |= wanted if wanted is not None else frozenset(EventKind)
+        return kinds
+
     def subscribe(self, kinds: Optional[Iterable[EventKind]] = None) -> "queue.Queue[Event]":
         events: "queue.Queue[Event]" = queue.Queue()
         self.add(events.put, kinds)

@@ -8,6 +8,7 @@ with its real traceback (tblib), naming the function and line in the worker.
 from __future__ import annotations
 
 import concurrent.futures
+import weakref
 import os
 import sys
 from concurrent.futures import Future
@@ -103,10 +104,21 @@ def unpicklable_part(fn: Any, args: Tuple[Any, ...],
 
 
 def check_picklable(fn: Callable[..., Any], args: Tuple[Any, ...],
-                    kwargs: Mapping[str, Any]) -> None:
-    """Raise TypeError naming the part of a hard task that cannot be pickled."""
-    bad = unpicklable_part(fn, args, kwargs)
+                    kwargs: Mapping[str, Any],
+                    known: Optional["weakref.WeakKeyDictionary[Any, bool]"] = None) -> None:
+    """Raise TypeError naming the part of a hard task that cannot be pickled.
+    *known* remembers the functions that pickled (a hard task is often
+    delayed again and again with the same function)."""
+    if known is not None:
+        try:
+            if known.get(fn):
+                fn = None  # pickled before
+        except TypeError:  # not weakly referable: check it every time
+            known = None
+    bad = unpicklable_part(fn, args, kwargs) if fn is not None or args or kwargs else None
     if bad is not None:
         part, exc = bad
         raise TypeError(f"hard task cannot be sent to a process: {part} cannot be "
                         f"pickled ({type(exc).__name__}: {exc})") from exc
+    if known is not None and fn is not None:
+        known[fn] = True

@@ -37,6 +37,18 @@ class Handoff:
         #: One-process executors for hard tasks with a timeout (made on first use).
         self.killable: Any = None
         self._thread: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        #: Set once a process run came back: the pool's workers are up, and a
+        #: send no longer waits for them to start.
+        self._warm = False
+
+    def send_soon(self, runs: List[Run]) -> None:
+        """Send *runs* to processes: from the calling thread once the pool is
+        up (a send is then cheap), else from the hand-off thread, which may
+        wait seconds for worker processes to start."""
+        if self._warm and all(run.timeout is None for run in runs):
+            self._send_all(runs)
+        else:
+            self.send_later(runs)
 
     def send_later(self, runs: List[Run]) -> None:
         """Send *runs* from the hand-off thread (one job for the batch)."""
@@ -86,6 +98,7 @@ class Handoff:
             awaited = self._st.lanes.loop.run(result)
             awaited.add_done_callback(partial(self._future_done, lane, run))
             return
+        self._warm = True
         text = error = None
         status = TaskStatus.COMPLETED
         if exc is not None:

@@ -30,7 +30,7 @@ ReadyEntry = namedtuple("ReadyEntry", "priority due seq run")
 
 #: Runs in flight per worker process: enough that a worker never waits for
 #: the round trip that sends its next run; the ready heap orders the rest.
-PROCESS_PIPELINE = 4
+PROCESS_PIPELINE = 8
 
 
 class Mechanism(enum.Enum):
@@ -131,26 +131,27 @@ class Lanes:
             mechanism = Mechanism.PULL if _runs_in_threads(executor) else Mechanism.FUTURE
             self.threads = Lane(executor, mechanism, capacity(executor), owned)
         self._lanes: Dict[LaneKind, Lane] = {LaneKind.THREADS: self.threads}
+        self._processes: Optional[Lane] = None
+        self._coroutines: Optional[Lane] = None
 
     def of(self, run: Run) -> Lane:
         kind = run.lane
-        if kind is LaneKind.THREADS:  # most runs: no hashing of the enum
+        if kind is LaneKind.THREADS:  # identity checks: an enum's hash is Python code
             return self.threads
-        lane = self._lanes.get(kind)
-        return lane if lane is not None else self._make(kind)
+        if kind is LaneKind.PROCESSES:
+            return self._processes or self._make(kind)
+        return self._coroutines or self._make(kind)
 
     def all(self) -> List[Lane]:
         return list(self._lanes.values())
 
-    def made(self, kind: LaneKind) -> Optional[Lane]:
-        return self._lanes.get(kind)
-
     def _make(self, kind: LaneKind) -> Lane:
         if kind is LaneKind.PROCESSES:
             given = self._process_executor
-            lane = self._pool_lane(self._process_pool(given), owned=given is None)
+            lane = self._processes = self._pool_lane(self._process_pool(given),
+                                                     owned=given is None)
         else:
-            lane = Lane(self.loop, Mechanism.LOOP, self._max_async, True)
+            lane = self._coroutines = Lane(self.loop, Mechanism.LOOP, self._max_async, True)
         self._lanes[kind] = lane
         return lane
 

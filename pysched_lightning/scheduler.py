@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from concurrent.futures import CancelledError
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
@@ -92,6 +93,8 @@ class Scheduler:
         self._listeners = Listeners()
         self._workers = Workers(st, self._listeners, KillableProcesses)
         self._id_prefix = os.urandom(3).hex() + "-"
+        #: Functions of hard tasks that pickled once: not pickled at every delay().
+        self._picklable: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
         self._standby: Optional[Standby] = None
         if opened is not None:
             owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -168,7 +171,8 @@ class Scheduler:
         seq = next(st.seq)
         now = st.clock.now()
         task = build_task(trigger, interval, priority, fn, args, kwargs, options,
-                          task_id or f"{self._id_prefix}{seq}", seq, tz, now, st.offset)
+                          task_id or f"{self._id_prefix}{seq}", seq, tz, now, st.offset,
+                          self._picklable)
         if task_id is not None or st.journal is not None:
             return definitions.add_checked(st, self._workers, self._standby, task,
                                            replace_existing)
@@ -323,20 +327,23 @@ class Scheduler:
                      kinds: Optional[Iterable[EventKind]] = None) -> None:
         """Call ``callback(event)`` for each event (of ``kinds``, if given)."""
         self._listeners.add(callback, kinds)
-        with self._state.lock:
-            self._state.listening = True
+        self._heard()
 
     def remove_listener(self, callback: Callable[[Event], Any]) -> None:
         self._listeners.remove(callback)
-        with self._state.lock:
-            self._state.listening = bool(self._listeners.callbacks)
+        self._heard()
 
     def subscribe(self, kinds: Optional[Iterable[EventKind]] = None) -> Any:
         """A ``queue.Queue`` that receives the events (of ``kinds``, if given)."""
         events = self._listeners.subscribe(kinds)
-        with self._state.lock:
-            self._state.listening = True
+        self._heard()
         return events
+
+    def _heard(self) -> None:
+        """The listeners changed: events are made for the kinds they want."""
+        wanted = self._listeners.wanted()
+        with self._state.lock:
+            self._state.wanted, self._state.listening = wanted, bool(wanted)
 
     def _emit(self, kind: EventKind) -> None:
         fx = Effects()

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from .clock import Clock
 from .events import Event, EventKind
@@ -90,16 +90,18 @@ class State:
         self.resumed_at = -math.inf
         #: True while a standby waits for the store: tasks are stored only.
         self.standby = False
-        #: Whether anybody listens for events (else none are built).
+        #: Whether anybody listens for events (else none are built), and to
+        #: which kinds (events of others are not built either).
         self.listening = False
+        self.wanted: FrozenSet[EventKind] = frozenset()
         #: When the journal's pending writes are to be flushed by the
         #: dispatcher (None: nothing pending, or flushed by its writer).
         self.journal_due: Optional[float] = None
 
     def event(self, fx: "Effects", kind: EventKind, task_id: Optional[str] = None,
               run: Optional[Run] = None, **extra: Any) -> None:
-        """Note an event, if anybody listens."""
-        if self.listening:
+        """Note an event, if anybody listens to its kind."""
+        if kind in self.wanted:
             try:
                 wall = self.clock.wall()
             except Exception:  # a user's wall clock must not break a transition

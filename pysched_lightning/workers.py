@@ -106,7 +106,7 @@ class Workers:
             except BaseException as exc:  # e.g. the executor was shut down
                 self.not_sent(run, exc)
         if to_processes:
-            self._handoff.send_later(to_processes)
+            self._handoff.send_soon(to_processes)
 
     def not_sent(self, run: Run, exc: BaseException) -> None:
         """*run* could not be sent: it ends (CANCELED during shutdown, else ERROR)."""
@@ -142,7 +142,7 @@ class Workers:
         st = self._st
         if run._t_started is None:
             run._t_started = st.clock.now()
-        if run.timeout is None and not st.listening:
+        if run.timeout is None and EventKind.STARTED not in st.wanted:
             return
         fx = Effects()
         with st.lock:
@@ -164,7 +164,7 @@ class Workers:
         while run is not None:
             token = _current.set(run)
             run._t_started = now()
-            if run.timeout is not None or st.listening:
+            if run.timeout is not None or EventKind.STARTED in st.wanted:
                 self.started(run)
             task = run.task
             try:
