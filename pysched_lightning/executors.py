@@ -109,16 +109,17 @@ def check_picklable(fn: Callable[..., Any], args: Tuple[Any, ...],
     """Raise TypeError naming the part of a hard task that cannot be pickled.
     *known* remembers the functions that pickled (a hard task is often
     delayed again and again with the same function)."""
+    check_fn = True
     if known is not None:
         try:
-            if known.get(fn):
-                fn = None  # pickled before
+            check_fn = not known.get(fn)  # pickled before?
         except TypeError:  # not weakly referable: check it every time
             known = None
-    bad = unpicklable_part(fn, args, kwargs) if fn is not None or args or kwargs else None
+    bad = unpicklable_part(fn if check_fn else None, args, kwargs) \
+        if check_fn or args or kwargs else None
     if bad is not None:
         part, exc = bad
         raise TypeError(f"hard task cannot be sent to a process: {part} cannot be "
                         f"pickled ({type(exc).__name__}: {exc})") from exc
-    if known is not None and fn is not None:
+    if known is not None and check_fn:
         known[fn] = True

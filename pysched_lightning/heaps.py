@@ -97,5 +97,4 @@ class LazyHeap(List[Any]):
     def __eq__(self, other: object) -> bool:
         return self is other
 
-    def __hash__(self) -> int:
-        return id(self)
+    __hash__ = object.__hash__  # type: ignore[assignment]  # identity, as __eq__
