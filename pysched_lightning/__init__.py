@@ -1,6 +1,7 @@
 """pysched_lightning: a priority scheduler for one-shot, recurring and cron tasks."""
 from .commands import Command, CommandError, CommandResult, CommandTimeout, command
 from .context import RunContext, current_run
+from .errors import StoreWriteError, WorkerCrashedError
 from .events import Event, EventKind
 from .executors import ProcessPoolExecutor, ThreadPoolExecutor
 from .options import LaneKind, TaskOptions
@@ -13,6 +14,6 @@ __all__ = [
     "Scheduler", "task", "Task", "TaskOptions", "LaneKind", "ThreadPoolExecutor",
     "ProcessPoolExecutor", "TaskStatus", "Run", "Event", "EventKind", "RunContext",
     "current_run", "command", "script", "Command", "Script", "CommandResult",
-    "CommandError", "CommandTimeout",
+    "CommandError", "CommandTimeout", "WorkerCrashedError", "StoreWriteError",
 ]
 __version__ = "0.3.0"

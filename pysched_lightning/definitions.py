@@ -13,6 +13,7 @@ import math
 from typing import Any, Optional
 
 from . import control
+from .errors import StoreWriteError
 from .journal import Journal, Write
 from .protocols import TaskRecord
 from .records import slot_offset, task_record
@@ -20,11 +21,7 @@ from .standby import same_record
 from .state import Effects, State
 from .task import Task
 
-__all__ = ["add_checked", "replace_checked", "purge", "StoreWriteError"]
-
-
-class StoreWriteError(RuntimeError):
-    """The store could not keep a task: nothing was scheduled or changed."""
+__all__ = ["add_checked", "replace_checked", "purge"]
 
 
 def add_checked(st: State, workers: Any, standby: Any, task: Task,

@@ -9,7 +9,7 @@ from typing import Any, List, Optional, Tuple
 
 from loky.process_executor import TerminatedWorkerError
 
-__all__ = ["WorkerCrashedError"]
+__all__ = ["WorkerCrashedError", "StoreWriteError"]
 
 #: loky's TerminatedWorkerError says e.g. "The exit codes of the workers are
 #: {SIGKILL(-9)}" (or "{EXIT(3)}").
@@ -108,3 +108,7 @@ def _worst(codes: List[int]) -> Tuple[Optional[int], Optional[str]]:
     codes.sort(key=lambda code: code == -_signal.SIGTERM)
     code = codes[0]
     return code, signal_name(-code) if code < 0 else None
+
+
+class StoreWriteError(RuntimeError):
+    """The store could not keep a task: ``delay()`` scheduled nothing."""

@@ -65,9 +65,8 @@ def test_a_write_that_fails_alone_is_reported_to_its_writer(journal):
 
 def test_delay_raises_when_its_task_cannot_be_stored_and_schedules_nothing(tmp_path):
     import pysched_lightning as psl
-    from pysched_lightning.definitions import StoreWriteError
     with psl.Scheduler(store=PoisonedStore(tmp_path / "s.db")) as sched:
-        with pytest.raises(StoreWriteError, match="refused"):
+        with pytest.raises(psl.StoreWriteError, match="refused"):
             sched.delay('once', 0, 1, print, task_id="refused")
         assert "refused" not in sched.task
         assert sched.get_result(sched.delay('once', 0, 1, int), timeout=5) == 0
