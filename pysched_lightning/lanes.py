@@ -52,8 +52,8 @@ def _ready_is_live(entry: ReadyEntry) -> bool:
 class Lane:
     """An executor, how many runs it may still take, and who waits for it."""
 
-    __slots__ = ("executor", "mechanism", "free", "ready", "held", "returning", "owned",
-                 "to_processes")
+    __slots__ = ("executor", "mechanism", "free", "capacity", "ready", "held", "returning",
+                 "owned", "to_processes")
 
     def __init__(self, executor: Any, mechanism: Mechanism, capacity: Optional[int],
                  owned: bool, to_processes: bool = False) -> None:
@@ -65,6 +65,7 @@ class Lane:
         self.to_processes = to_processes
         #: Free slots; None when the executor sets no limit of its own.
         self.free = capacity
+        self.capacity = capacity
         self.ready = LazyHeap(_ready_is_live)
         #: Runs of paused tasks, taken off the ready heap until resumed.
         self.held: List[Run] = []
@@ -83,7 +84,9 @@ class Lane:
             self.free -= 1
 
     def give_back(self) -> None:
-        if self.free is not None:
+        # (never past the capacity: a run given up on while it was being
+        # handed over may still come back from its executor)
+        if self.free is not None and self.free < self.capacity:  # type: ignore[operator]
             self.free += 1
 
     def queue(self, run: Run, seq: int) -> None:

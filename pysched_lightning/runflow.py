@@ -118,7 +118,11 @@ def refuse(st: State, run: Run, fx: Effects, pull: bool) -> Optional[Run]:
 
 
 def returned(st: State, run: Run, fx: Effects) -> None:
-    """*run*'s executor gave it back: runs waiting for it may start."""
+    """*run*'s executor gave it back: runs waiting for it may start. (Once:
+    a run a shutdown gave up on may still come back from its executor.)"""
+    if run._returned:
+        return
+    run._returned = True
     for waiting in st.runbook.returned(run):
         if not waiting.done:
             admit(st, waiting, fx)

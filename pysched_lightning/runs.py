@@ -125,6 +125,8 @@ class Run(RunContext, Mapping[str, Any]):
     count = 1
     #: True for a run made by run_now(), outside the schedule.
     manual = False
+    #: True once its executor gave it back (or a shutdown gave up on it).
+    _returned = False
     _t_scheduled: float
     _t_timestamp: Optional[float] = None
     _t_started: Optional[float] = None

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Optional
 from .context import current_run
 from .events import EventKind, Listeners
 from .records import slot_offset
-from .runflow import drop, end, queued_runs
+from .runflow import drop, end, queued_runs, returned
 from .runs import Run, TaskStatus
 from .state import Effects, State
 
@@ -98,6 +98,12 @@ class Closer:
         st = self._st
         now = st.clock.now()
         rewind: Dict[str, float] = {}
+        for run in st.runbook.running_runs():
+            if run._t_started is None:  # admitted, but it never began (nor will it now)
+                returned(st, run, fx)
+                run.status = TaskStatus.SUSPENDED
+                drop(st, run, TaskStatus.CANCELED, "the scheduler shut down before it started",
+                     now, fx)
         for run in queued_runs(st) + st.runbook.waiting_runs():
             schedule = run.task.schedule
             if schedule is not None and not run.manual and run.attempt == 1 \

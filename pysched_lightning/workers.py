@@ -46,17 +46,19 @@ class Workers:
         logs, events, expired, wake, runs = fx.logs, fx.events, fx.expired, fx.wake, fx.runs
         fx.logs = fx.events = fx.expired = fx.runs = None
         fx.wake = False
-        if logs:
-            emit_logs(_log, logs)
-        if events:
-            self._listeners.emit(events)
-        if expired:
-            self.stop_runs(expired)
-        if wake:
-            with self._st.lock:
-                self._st.run_done.notify_all()
-        if runs:
-            self.submit(runs)
+        try:
+            if logs:
+                emit_logs(_log, logs)
+            if events:
+                self._listeners.emit(events)
+            if expired:
+                self.stop_runs(expired)
+            if wake:
+                with self._st.lock:
+                    self._st.run_done.notify_all()
+        finally:  # runs that got a slot are sent, even if a KeyboardInterrupt came
+            if runs:
+                self.submit(runs)
 
     def stop_runs(self, runs: List[Run]) -> None:
         """Runs ended by a deadline or a shutdown: tell them, and stop what can
@@ -88,13 +90,13 @@ class Workers:
             journal.flush()
         now = st.clock.now()
         to_processes = []
-        for run in runs:
-            run._t_timestamp = now
-            if run._claimed is False:
-                self._refused(run)
-                continue
-            lane = st.lanes.of(run)
+        for index, run in enumerate(runs):
             try:
+                if run._claimed is False:
+                    self._refused(run)
+                    continue
+                lane = st.lanes.of(run)
+                run._t_timestamp = now
                 if lane.mechanism is Mechanism.PULL:
                     lane.executor.submit(self._work, run)
                 elif lane.mechanism is Mechanism.LOOP:
@@ -103,14 +105,23 @@ class Workers:
                     to_processes.append(run)
                 else:
                     self._handoff.send(lane, run)
-            except BaseException as exc:  # e.g. the executor was shut down
+            except Exception as exc:  # e.g. the executor was shut down
                 self.not_sent(run, exc)
+            except BaseException as exc:
+                # A KeyboardInterrupt (main thread): the runs not handed over
+                # end here, so none is left waiting; one that was handed over
+                # after all is skipped by its worker.
+                for left in runs[index:]:
+                    self.not_sent(left, exc)
+                raise
         if to_processes:
             self._handoff.send_soon(to_processes)
 
     def not_sent(self, run: Run, exc: BaseException) -> None:
-        """*run* could not be sent: it ends (CANCELED during shutdown, else ERROR)."""
-        status = TaskStatus.CANCELED if self._st.closing else TaskStatus.ERROR
+        """*run* could not be sent: it ends (CANCELED during shutdown or when
+        interrupted, else ERROR)."""
+        status = TaskStatus.CANCELED if self._st.closing or not isinstance(exc, Exception) \
+            else TaskStatus.ERROR
         fx = Effects()
         with self._st.lock:
             finish(self._st, run, status, None, exc, format_exception(exc),
@@ -168,7 +179,10 @@ class Workers:
                 self.started(run)
             task = run.task
             try:
-                result = task.fn(*task.args, **task.kwargs)
+                if run.status is not TaskStatus.RUNNING:
+                    result = None  # a shutdown gave up on it before it began
+                else:
+                    result = task.fn(*task.args, **task.kwargs)
                 if type(result) is types.CoroutineType:
                     result = self._await(result, run)
             except BaseException as exc:

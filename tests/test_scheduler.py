@@ -615,3 +615,40 @@ def test_bad_options_are_refused_on_every_path(options, says, named, tmp_path):
         with pytest.raises((TypeError, ValueError), match=says):
             sched.delay('once', 0, 1, print, **options, **kwargs)
         assert dict(sched.task) == {} and sched.get_all() == []
+
+
+def test_an_interrupt_during_delay_never_leaves_the_scheduler_locked():
+    """The adaptive lock of the old core could be left held by a
+    KeyboardInterrupt landing right after its non-blocking acquire (delay()
+    runs in the main thread, where SIGINT lands): the scheduler deadlocked.
+    Interrupted anywhere in delay(), it stays usable and shuts down."""
+    import signal
+    armed = [False]
+
+    def interrupt(signum, frame):
+        if armed[0]:  # once per arming: the test's own lines are never hit
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    interrupted = 0
+    sched = psl.Scheduler(executor=psl.ThreadPoolExecutor(2))
+    sched.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)
+        deadline = time.monotonic() + 5
+        while interrupted < 300 and time.monotonic() < deadline:
+            armed[0] = True
+            try:
+                for _ in range(50):
+                    sched.delay('once', 0, 1, int)
+            except KeyboardInterrupt:
+                interrupted += 1
+            armed[0] = False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupted > 0
+    assert sched.get_result(sched.delay('once', 0, 1, lambda: 'alive'), timeout=5) == 'alive'
+    sched.shutdown(wait=True, timeout=30)  # returns: nothing is left waiting forever
+    assert sched.stopped
