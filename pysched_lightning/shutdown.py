@@ -99,7 +99,7 @@ class Closer:
         now = st.clock.now()
         rewind: Dict[str, float] = {}
         for run in st.runbook.running_runs():
-            if run._t_started is None:  # admitted, but it never began (nor will it now)
+            if run._t_timestamp is None:  # admitted, never handed over (an interrupt)
                 returned(st, run, fx)
                 run.status = TaskStatus.SUSPENDED
                 drop(st, run, TaskStatus.CANCELED, "the scheduler shut down before it started",
