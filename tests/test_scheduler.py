@@ -617,6 +617,7 @@ def test_bad_options_are_refused_on_every_path(options, says, named, tmp_path):
         assert dict(sched.task) == {} and sched.get_all() == []
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the storm hits GC too
 def test_an_interrupt_during_delay_never_leaves_the_scheduler_locked():
     """The adaptive lock of the old core could be left held by a
     KeyboardInterrupt landing right after its non-blocking acquire (delay()
