@@ -75,6 +75,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .config import Config, ConfigError, load_config, parse_log_level
+from .remote.cli import add_serve_parser, cmd_serve
 
 __all__ = ["main", "FolderSchedule", "Job", "parse_folder_name", "parse_schedule_file",
            "scan_jobs", "retry_policy"]
@@ -714,10 +715,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "task id (default: all jobs)")
     history.add_argument("-n", type=int, default=DEFAULT_HISTORY, metavar="N",
                          help=f"how many runs (default {DEFAULT_HISTORY}; 0 for all)")
+    add_serve_parser(commands)
     return parser
 
 
-_COMMANDS = {"run": cmd_run, "list": cmd_list, "history": cmd_history}
+_COMMANDS = {"run": cmd_run, "list": cmd_list, "history": cmd_history, "serve": cmd_serve}
 
 
 def _setup_logging(level: int) -> None:

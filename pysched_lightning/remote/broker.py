@@ -1,0 +1,85 @@
+"""RabbitMQ plumbing shared by the client and the service: connection
+parameters, queue names, the declarations both sides make, and the bounded
+back-off between reconnection attempts.
+
+Both sides declare every queue they use (durable, no arguments), so a
+message sent before the other side first ran is kept, and a queue made by
+either side is the same queue.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import pika
+import pika.exceptions
+
+__all__ = ["DEFAULT_BROKER", "parameters", "request_queue", "reply_queue", "declare",
+           "Backoff", "RECOVERABLE", "PERSISTENT", "close_quietly"]
+
+_log = logging.getLogger("pysched_lightning.remote")
+
+#: The broker both sides use unless told otherwise (RabbitMQ's local default).
+DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/%2F"
+#: delivery_mode for messages the broker writes to disk.
+PERSISTENT = 2
+#: Failures after which reconnecting may help (the broker went away, a
+#: channel was closed under us); anything else is a bug or a refusal.
+RECOVERABLE = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError,
+               ConnectionError, OSError)
+
+
+def parameters(url: Any) -> pika.URLParameters:
+    """pika's parameters for an ``amqp://`` or ``amqps://`` URL."""
+    if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
+        raise ValueError(f"broker must be an amqp:// or amqps:// URL, got {url!r}")
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:
+        raise ValueError(f"broker URL {url!r} cannot be used: {exc}") from None
+    return params
+
+
+def request_queue(service: str) -> str:
+    """The queue a service consumes and clients publish tasks to."""
+    return f"{service}.requests"
+
+
+def reply_queue(service: str, client: str) -> str:
+    """The durable queue that holds one client's responses from one service."""
+    return f"{service}.replies.{client}"
+
+
+def declare(channel: Any, queue: str) -> None:
+    channel.queue_declare(queue=queue, durable=True)
+
+
+def close_quietly(connection: Any) -> None:
+    """Close *connection* if it is open; errors are logged at DEBUG, not raised."""
+    if connection is None:
+        return
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:
+        _log.debug("closing a broker connection failed", exc_info=True)
+
+
+class Backoff:
+    """Delays between reconnection attempts: 0.5 s, doubling up to *cap*."""
+
+    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def failed(self, what: str, error: Optional[BaseException]) -> float:
+        """Log the failure at WARNING; the seconds to wait before the next try."""
+        delay = self._next
+        self._next = min(self._cap, self._next * 2)
+        _log.warning("%s (%s); retrying in %.1f s", what,
+                     f"{type(error).__name__}: {error}" if error else "connection lost", delay)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._first

@@ -1,0 +1,441 @@
+"""The Service: runs the tasks clients send over RabbitMQ on its own Scheduler.
+
+One consumer thread owns the connection that reads the request queue. It
+takes every delivery that has arrived, checks each (size, signature,
+framing, fields; a failing one is logged and rejected, never unpickled),
+stores the good ones in the inbox in one transaction, acknowledges them,
+and schedules them. Each task runs on the service's ``Scheduler``; its
+outcome (an event) becomes a signed response that the publisher thread
+stores and sends to the client's reply queue.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+import urllib.parse
+from typing import Any, Dict, List, Optional, Tuple
+
+import pika
+import pika.exceptions
+
+from .. import EventKind, Scheduler, ThreadPoolExecutor
+from .broker import (DEFAULT_BROKER, RECOVERABLE, Backoff, close_quietly, declare, parameters,
+                     request_queue)
+from .execution import NotRun, run_in_process, run_in_thread
+from .inbox import Inbox, NewMessage, store_path
+from .messages import RemoteError, encode_response, parse_task
+from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, RejectedMessage, check_limit, check_name,
+                       make_key, signature_of, unframe, verify)
+from .publisher import Outgoing, Publisher
+
+__all__ = ["Service"]
+
+_log = logging.getLogger("pysched_lightning.remote")
+
+_OUTCOMES = {EventKind.COMPLETED: "completed", EventKind.FAILED: "error",
+             EventKind.TIMEOUT: "timeout", EventKind.CANCELED: "canceled"}
+#: Finished tasks are dropped from the scheduler's memory in batches this big.
+_PURGE_EVERY = 1000
+
+
+class _Inflight:
+    """What the service keeps in memory about a scheduled task."""
+
+    __slots__ = ("client", "lifetime", "started")
+
+    def __init__(self, client: str, lifetime: Optional[float]) -> None:
+        self.client = client
+        self.lifetime = lifetime
+        self.started: Optional[float] = None
+
+
+class Service:
+    """Runs tasks from clients that hold *secret*, on its own scheduler.
+
+    ``name`` names the request queue (``<name>.requests``); one service runs
+    per name (its consumer is exclusive) and per ``store``, the SQLite file
+    that keeps every accepted message until its response is published.
+    ``secret`` (bytes or str) is required unless ``insecure=True``.
+    ``workers`` threads run ordinary tasks (default: one per core); hard
+    tasks run in processes. ``prefetch`` bounds the deliveries not yet
+    acknowledged. ``fsync=True`` makes every commit survive a power cut, not
+    only a crash of the service, at the cost of one fsync per commit.
+    """
+
+    def __init__(self, name: str = "pysched", broker: str = DEFAULT_BROKER,
+                 store: str = "sqlite:///service.db", secret: Any = None, *,
+                 insecure: bool = False, workers: Optional[int] = None, prefetch: int = 64,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 fsync: bool = False) -> None:
+        self.name = check_name("name", name)
+        self._params = parameters(broker)
+        self._broker = _redacted(broker)
+        self._path = store_path(store)
+        self._key = make_key(secret, insecure)
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        self._workers = workers
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) \
+                or not 1 <= prefetch <= 65535:
+            raise ValueError(f"prefetch must be an int from 1 to 65535, got {prefetch!r}")
+        self._prefetch = prefetch
+        self._max_size = check_limit(max_message_size)
+        if not isinstance(fsync, bool):
+            raise TypeError(f"fsync must be True or False, got {fsync!r}")
+        self._fsync = fsync
+        self._state_lock = threading.Lock()  # guards _state
+        self._state = "new"  # -> starting -> running -> stopping -> stopped
+        self._stop_requested = threading.Event()
+        self._consumer_done = threading.Event()
+        self._stopped = threading.Event()
+        self._consumer_ident: Optional[int] = None
+        self._inflight_lock = threading.Lock()  # guards _inflight and _finished
+        self._inflight: Dict[str, _Inflight] = {}
+        self._finished = 0  # since the last purge of the scheduler
+        # Set by start(); the consumer thread alone uses the connection.
+        self._inbox: Optional[Inbox] = None
+        self._scheduler: Optional[Scheduler] = None
+        self._publisher: Optional[Publisher] = None
+        self._connection: Any = None
+        self._channel: Any = None
+        self._deliveries: List[Tuple[Any, Any, bytes]] = []
+
+    def __repr__(self) -> str:
+        return f"<Service {self.name!r} on {self._broker} store={self._path!r} {self._state}>"
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self, block: bool = True) -> None:
+        """Open the store, resume what it holds, and consume requests.
+
+        Blocks until :meth:`stop` (or Ctrl-C) unless ``block=False``, which
+        consumes in a background thread. Raises ``ConnectionError`` if the
+        broker cannot be reached now; once running, a lost connection is
+        retried with a bounded back-off.
+        """
+        with self._state_lock:
+            if self._state != "new":
+                raise RuntimeError(f"service {self.name!r} was started already")
+            self._state = "starting"
+        try:
+            self._open()
+        except BaseException:
+            self._close_parts()
+            with self._state_lock:
+                self._state = "stopped"
+            self._consumer_done.set()
+            self._stopped.set()
+            raise
+        with self._state_lock:
+            self._state = "running"
+        _log.info("service %r consuming %s on %s (store %s)", self.name,
+                  request_queue(self.name), self._broker, self._path)
+        if not block:
+            threading.Thread(target=self._consume_then_stop, daemon=True,
+                             name=f"pysched-service-{self.name}").start()
+            return
+        try:
+            self._consume_then_stop()
+        except BaseException:  # KeyboardInterrupt: stop cleanly, then let it go on
+            self.stop()
+            raise
+        self._stopped.wait()
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop consuming, let running tasks finish (at most *timeout* seconds:
+        then they are answered "timeout"), publish their responses, close.
+
+        Tasks not yet due stay in the store and run after the next start.
+        """
+        with self._state_lock:
+            state = self._state
+            if state == "new":
+                raise RuntimeError(f"service {self.name!r} was not started")
+            driver = state not in ("stopping", "stopped")
+            if driver:
+                self._state = "stopping"
+        on_consumer = threading.get_ident() == self._consumer_ident
+        if not driver:
+            if not on_consumer:
+                self._stopped.wait()
+            return
+        self._stop_requested.set()
+        self._wake_consumer()
+        if not on_consumer:
+            self._consumer_done.wait()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True, timeout=timeout)
+        self._close_parts()
+        with self._state_lock:
+            self._state = "stopped"
+        self._stopped.set()
+        _log.info("service %r stopped", self.name)
+
+    def _open(self) -> None:
+        self._inbox = Inbox(self._path, self._fsync)
+        try:
+            self._connection, self._channel = self._connect()
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise RuntimeError(f"service {self.name!r} cannot consume "
+                               f"{request_queue(self.name)!r}: {exc} (is another service "
+                               "of that name running?)") from None
+        except RECOVERABLE as exc:
+            raise ConnectionError(f"service {self.name!r} cannot reach the broker at "
+                                  f"{self._broker}: {type(exc).__name__}: {exc}") from None
+        executor = ThreadPoolExecutor(self._workers) if self._workers else None
+        self._scheduler = Scheduler(executor=executor)
+        self._scheduler.add_listener(self._on_event, kinds=[EventKind.STARTED, *_OUTCOMES])
+        self._publisher = Publisher(self._params, self.name, self._inbox, self._key,
+                                    self._published)
+        self._recover()
+        self._scheduler.start()
+        self._publisher.start()
+
+    def _close_parts(self) -> None:
+        if self._publisher is not None:
+            self._publisher.stop()
+        if self._scheduler is not None and not self._scheduler.stopped:
+            self._scheduler.shutdown(wait=True)
+        close_quietly(self._connection)
+        self._connection = self._channel = None
+        if self._inbox is not None:
+            self._inbox.close()
+
+    # ------------------------------------------------------------- consuming
+
+    def _connect(self) -> Tuple[Any, Any]:
+        connection = pika.BlockingConnection(self._params)
+        try:
+            channel = connection.channel()
+            queue = request_queue(self.name)
+            declare(channel, queue)
+            channel.basic_qos(prefetch_count=self._prefetch)
+            channel.basic_consume(queue, self._on_delivery, exclusive=True)
+        except BaseException:
+            close_quietly(connection)
+            raise
+        return connection, channel
+
+    def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._deliveries.append((method, properties, body))
+
+    def _wake_consumer(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(_nothing)
+            except Exception:
+                pass  # closed: the consumer is reconnecting and sees the stop request
+
+    def _consume_then_stop(self) -> None:
+        self._consumer_ident = threading.get_ident()
+        try:
+            self._consume()
+        except Exception:
+            _log.exception("service %r: the consumer failed; the service stops", self.name)
+        finally:
+            self._deliveries = []
+            close_quietly(self._connection)
+            self._connection = self._channel = None
+            self._consumer_done.set()
+        if not self._stop_requested.is_set():
+            self.stop()
+
+    def _consume(self) -> None:
+        backoff = Backoff()
+        while not self._stop_requested.is_set():
+            try:
+                if self._connection is None:
+                    self._connection, self._channel = self._connect()
+                    _log.info("service %r: connected to the broker again", self.name)
+                    backoff.reset()
+                    continue  # see a stop request made while connecting before blocking
+                self._connection.process_data_events(time_limit=None)
+                if self._deliveries:
+                    batch, self._deliveries = self._deliveries, []
+                    self._accept(self._channel, batch)
+            except (*RECOVERABLE, sqlite3.Error) as exc:
+                # Deliveries not acknowledged go back to the queue with the
+                # connection; those already stored come back as duplicates.
+                self._deliveries = []
+                close_quietly(self._connection)
+                self._connection = self._channel = None
+                self._stop_requested.wait(
+                    backoff.failed(f"service {self.name!r}: consuming failed", exc))
+
+    def _accept(self, channel: Any, batch: List[Tuple[Any, Any, bytes]]) -> None:
+        """Check, store (one commit), acknowledge, then schedule a batch."""
+        now = time.time()
+        good = []
+        for method, properties, body in batch:
+            try:
+                header, _ = verify(body, signature_of(properties.headers), self._key,
+                                   self._max_size, "task", properties.message_id)
+                task = parse_task(header)
+            except RejectedMessage as exc:
+                _log.warning("service %r rejected message %r: %s", self.name,
+                             exc.message_id, exc.reason)
+                channel.basic_reject(method.delivery_tag, requeue=False)
+                continue
+            response = None
+            if task.delay and task.due < now and not task.enable_overdue:
+                response = encode_response(task.message_id, "overdue", exception=RemoteError(
+                    f"task {task.message_id!r} was {now - task.due:.3f} s overdue when the "
+                    "service received it; not run (enable_overdue=False)"), finished=now,
+                    max_size=self._max_size)
+            due = task.due if task.delay else now
+            good.append((method.delivery_tag, task,
+                         NewMessage(task.message_id, task.client, due, body, response)))
+        if not good:
+            return
+        assert self._inbox is not None and self._publisher is not None
+        fresh = self._inbox.accept([new for _, _, new in good])
+        # Stored: from here on the batch is acknowledged whatever happens (a
+        # message seen again is recognised). Scheduling first starts the
+        # tasks a little sooner.
+        try:
+            self._dispatch(good, fresh)
+        finally:
+            channel.basic_ack(good[-1][0], multiple=True)  # the rejected are settled already
+
+    def _dispatch(self, good: List[Tuple[int, Any, NewMessage]], fresh: List[bool]) -> None:
+        assert self._publisher is not None
+        for (_, task, new), is_new in zip(good, fresh):
+            if not is_new:
+                _log.info("service %r: message %r arrived again (redelivered or sent "
+                          "twice); it was accepted before and is not run again",
+                          self.name, task.message_id)
+            elif new.response is not None:
+                _log.info("service %r: task %r is overdue; not run", self.name, task.message_id)
+                self._publisher.put(Outgoing(task.message_id, task.client, new.response, True))
+            else:
+                self._schedule(task.message_id, task.client, new.due, task.priority,
+                               task.hard, task.lifetime)
+
+    def _schedule(self, message_id: str, client: str, due: float, priority: float, hard: bool,
+                  lifetime: Optional[float]) -> None:
+        assert self._scheduler is not None and self._inbox is not None
+        with self._inflight_lock:
+            self._inflight[message_id] = _Inflight(client, lifetime)
+        fn: Any
+        if hard:
+            fn, args = run_in_process, (self._inbox.path, self._fsync, message_id)
+        else:
+            fn, args = run_in_thread, (self._inbox, message_id)
+        try:
+            self._scheduler.delay("once", max(0.0, due - time.time()), priority, fn, args,
+                                  task_id=message_id, hard=hard, timeout=lifetime)
+        except Exception as exc:
+            _log.exception("service %r could not schedule task %r", self.name, message_id)
+            with self._inflight_lock:
+                self._inflight.pop(message_id, None)
+            self._answer(message_id, client, "error", exception=exc)
+
+    # ------------------------------------------------------------- outcomes
+
+    def _on_event(self, event: Any) -> None:
+        kind, message_id = event.kind, event.task_id
+        if kind is EventKind.STARTED:
+            with self._inflight_lock:
+                info = self._inflight.get(message_id)
+                if info is not None:
+                    info.started = time.time()
+            return
+        if kind is EventKind.CANCELED and self._stop_requested.is_set():
+            return  # dropped by the scheduler's shutdown: still accepted, runs after restart
+        with self._inflight_lock:
+            info = self._inflight.pop(message_id, None)
+        if info is None:
+            return
+        exception = event.exception
+        if isinstance(exception, NotRun):
+            _log.error("service %r: %s", self.name, exception)
+            return
+        status = _OUTCOMES[kind]
+        result = event.result if kind is EventKind.COMPLETED else None
+        if kind is EventKind.TIMEOUT:
+            limit = f" of {info.lifetime:g} s" if info.lifetime is not None else ""
+            exception = TimeoutError(f"task {message_id!r} ran past its lifetime{limit}")
+        elif kind is EventKind.CANCELED and exception is None:
+            exception = RemoteError(f"task {message_id!r} was canceled")
+        self._answer(message_id, info.client, status, result, exception, event.traceback,
+                     info.started)
+
+    def _answer(self, message_id: str, client: str, status: str, result: Any = None,
+                exception: Optional[BaseException] = None, traceback: Optional[str] = None,
+                started: Optional[float] = None) -> None:
+        assert self._publisher is not None
+        body = encode_response(message_id, status, result, exception, traceback, started,
+                               time.time(), self._max_size)
+        self._publisher.put(Outgoing(message_id, client, body))
+
+    def _published(self, count: int) -> None:
+        """After responses went out: now and then, let the scheduler forget
+        finished tasks (their records would otherwise grow without bound)."""
+        with self._inflight_lock:
+            self._finished += count
+            due = self._finished >= _PURGE_EVERY
+            if due:
+                self._finished = 0
+        if due and self._scheduler is not None:
+            self._scheduler.purge()
+
+    # ------------------------------------------------------------- recovery
+
+    def _recover(self) -> None:
+        """Resume the store: answer interrupted runs, requeue responses, reschedule."""
+        assert self._inbox is not None and self._publisher is not None
+        rows = self._inbox.unfinished()
+        interrupted = [row for row in rows if row.state == "started"]
+        if interrupted:
+            _log.warning("service %r: %d task(s) were running when the service stopped; "
+                         "they are answered 'interrupted' and not run again: %s", self.name,
+                         len(interrupted), [row.message_id for row in interrupted])
+            answers = {row.message_id: encode_response(
+                row.message_id, "interrupted", exception=RemoteError(
+                    f"the service stopped while task {row.message_id!r} was running; it is "
+                    "not run again"), started=row.started, max_size=self._max_size)
+                for row in interrupted}
+            self._inbox.mark_done(answers.items())
+            rows = [row._replace(state="done", response=answers[row.message_id])
+                    if row.message_id in answers else row for row in rows]
+        resumed = 0
+        for row in rows:
+            if row.state == "done":
+                assert row.response is not None
+                self._publisher.put(Outgoing(row.message_id, row.client, bytes(row.response),
+                                             True))
+                continue
+            assert row.body is not None
+            try:
+                task = parse_task(unframe(bytes(row.body))[0])
+            except RejectedMessage as exc:  # a stored body no longer parses: answer, not run
+                self._answer(row.message_id, row.client, "error",
+                             exception=RemoteError(f"stored task unreadable: {exc.reason}"))
+                continue
+            self._schedule(row.message_id, row.client, row.due, task.priority, task.hard,
+                           task.lifetime)
+            resumed += 1
+        if rows:
+            _log.info("service %r resumed %d accepted task(s) and %d response(s) from %s",
+                      self.name, resumed, len(rows) - resumed, self._path)
+
+
+def _nothing() -> None:
+    """A callback that only wakes the consumer's connection."""
+
+
+def _redacted(url: str) -> str:
+    """*url* without its password, for log lines."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
