@@ -91,7 +91,12 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
                           "(or --insecure, to accept tasks from anyone)")
     if args.grace < 0:
         raise ConfigError(f"--grace must be >= 0, got {args.grace!r}")
-    from .service import Service  # the broker client is needed from here on
+    try:
+        from .service import Service  # the broker client is needed from here on
+    except ImportError as exc:
+        _log.error("pysched serve needs the 'remote' extra (pip install "
+                   "'pysched-lightning[remote]'): %s", exc)
+        return 1
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("pika").setLevel(logging.WARNING)  # a line per connection otherwise
