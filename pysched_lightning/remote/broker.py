@@ -1,5 +1,5 @@
 """RabbitMQ plumbing shared by the client and the service: connection
-parameters, queue names, the declarations both sides make, and the bounded
+parameters, queue names, the declaration both sides make, and the bounded
 back-off between reconnection attempts.
 
 Both sides declare every queue they use (durable, no arguments), so a
@@ -9,13 +9,13 @@ either side is the same queue.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+import urllib.parse
+from typing import Any, Callable, Optional
 
 import pika
-import pika.exceptions
 
-__all__ = ["DEFAULT_BROKER", "parameters", "request_queue", "reply_queue", "declare",
-           "Backoff", "RECOVERABLE", "PERSISTENT", "close_quietly"]
+__all__ = ["DEFAULT_BROKER", "PERSISTENT", "parameters", "redacted", "request_queue",
+           "reply_queue", "declare_async", "Backoff"]
 
 _log = logging.getLogger("pysched_lightning.remote")
 
@@ -23,10 +23,6 @@ _log = logging.getLogger("pysched_lightning.remote")
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/%2F"
 #: delivery_mode for messages the broker writes to disk.
 PERSISTENT = 2
-#: Failures after which reconnecting may help (the broker went away, a
-#: channel was closed under us); anything else is a bug or a refusal.
-RECOVERABLE = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError,
-               ConnectionError, OSError)
 
 
 def parameters(url: Any) -> pika.URLParameters:
@@ -34,10 +30,18 @@ def parameters(url: Any) -> pika.URLParameters:
     if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
         raise ValueError(f"broker must be an amqp:// or amqps:// URL, got {url!r}")
     try:
-        params = pika.URLParameters(url)
+        return pika.URLParameters(url)
     except Exception as exc:
         raise ValueError(f"broker URL {url!r} cannot be used: {exc}") from None
-    return params
+
+
+def redacted(url: str) -> str:
+    """*url* without its password, for log lines and error messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def request_queue(service: str) -> str:
@@ -50,19 +54,8 @@ def reply_queue(service: str, client: str) -> str:
     return f"{service}.replies.{client}"
 
 
-def declare(channel: Any, queue: str) -> None:
-    channel.queue_declare(queue=queue, durable=True)
-
-
-def close_quietly(connection: Any) -> None:
-    """Close *connection* if it is open; errors are logged at DEBUG, not raised."""
-    if connection is None:
-        return
-    try:
-        if connection.is_open:
-            connection.close()
-    except Exception:
-        _log.debug("closing a broker connection failed", exc_info=True)
+def declare_async(channel: Any, queue: str, callback: Callable[[Any], None]) -> None:
+    channel.queue_declare(queue, durable=True, callback=callback)
 
 
 class Backoff:

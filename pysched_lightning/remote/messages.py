@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 import pickle
 import uuid
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import cloudpickle
 
-from .protocol import RejectedMessage, check_name, check_number, frame, sign, unframe, verify
+from .protocol import RejectedMessage, check_name, check_number, check_priority, frame, verify
 
 __all__ = ["Request", "Response", "RemoteError", "STATUSES", "TaskHeader",
            "encode_request", "parse_task", "encode_response", "decode_response", "new_id"]
@@ -53,7 +52,7 @@ class Request:
     args: Tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     delay: Optional[float] = None
-    priority: float = 1
+    priority: int = 1
     hard: bool = False
     lifetime: Optional[float] = None
     enable_overdue: bool = True
@@ -69,7 +68,7 @@ class Request:
                 any(not isinstance(key, str) for key in self.kwargs):
             raise TypeError(f"kwargs must be a dict with str keys, got {self.kwargs!r}")
         check_number("delay", self.delay)
-        check_number("priority", self.priority, minimum=-math.inf, allow_none=False)
+        check_priority(self.priority)
         check_number("lifetime", self.lifetime, allow_min=False)
         for label in ("hard", "enable_overdue"):
             if not isinstance(getattr(self, label), bool):
@@ -104,7 +103,7 @@ class TaskHeader(NamedTuple):
     client: str
     sent: float
     delay: Optional[float]
-    priority: float
+    priority: int
     hard: bool
     lifetime: Optional[float]
     enable_overdue: bool
@@ -150,8 +149,7 @@ def parse_task(header: Dict[str, Any]) -> TaskHeader:
             client=check_name("client", header.get("client")),
             sent=_required(check_number("sent", header.get("sent"), allow_none=False)),
             delay=check_number("delay", header.get("delay")),
-            priority=_required(check_number("priority", header.get("priority"),
-                                            minimum=-math.inf, allow_none=False)),
+            priority=check_priority(header.get("priority")),
             hard=_flag("hard", header.get("hard")),
             lifetime=check_number("lifetime", header.get("lifetime"), allow_min=False),
             enable_overdue=_flag("overdue", header.get("overdue")),
@@ -253,8 +251,3 @@ def _when(value: Any) -> Optional[_dt.datetime]:
     number = check_number("time", value, allow_none=False)
     assert number is not None
     return _dt.datetime.fromtimestamp(number, _dt.timezone.utc)
-
-
-def signed(key: Optional[bytes], body: bytes) -> Optional[str]:
-    """The signature for *body*, or None without a key."""
-    return None if key is None else sign(key, body)

@@ -25,7 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 __all__ = ["PROTOCOL_VERSION", "DEFAULT_MAX_MESSAGE_SIZE", "SIGNATURE_HEADER",
            "RejectedMessage", "make_key", "check_name", "check_limit", "check_number",
-           "sign", "frame", "unframe", "verify", "signature_of"]
+           "check_priority", "sign", "frame", "unframe", "verify", "signature_of"]
 
 #: The version this code writes and the only one it reads.
 PROTOCOL_VERSION = 1
@@ -95,6 +95,13 @@ def check_number(label: str, value: Any, *, minimum: float = 0.0,
     if value < minimum or (value == minimum and not allow_min):
         relation = ">=" if allow_min else ">"
         raise ValueError(f"{label} must be {relation} {minimum:g}, got {value!r}")
+    return value
+
+
+def check_priority(value: Any) -> int:
+    """A priority: an int, lower is more urgent (as ``Scheduler.delay`` takes it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"priority must be an int, got {value!r}")
     return value
 
 

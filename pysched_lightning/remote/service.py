@@ -1,34 +1,28 @@
 """The Service: runs the tasks clients send over RabbitMQ on its own Scheduler.
 
-One consumer thread owns the connection that reads the request queue. It
-takes every delivery that has arrived, checks each (size, signature,
-framing, fields; a failing one is logged and rejected, never unpickled),
-stores the good ones in the inbox in one transaction, acknowledges them,
-and schedules them. Each task runs on the service's ``Scheduler``; its
-outcome (an event) becomes a signed response that the publisher thread
-stores and sends to the client's reply queue.
+Its link's thread receives deliveries in batches and checks each one (size,
+signature, framing, fields: a failing one is logged and rejected, never
+unpickled); it stores the good ones in the inbox in one transaction,
+acknowledges them, and schedules them. Each task runs on the service's
+``Scheduler``; its outcome (an event) becomes a signed response that the
+outbox stores and publishes to the client's reply queue.
 """
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
-import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
-import pika
-import pika.exceptions
-
 from .. import EventKind, Scheduler, ThreadPoolExecutor
-from .broker import (DEFAULT_BROKER, RECOVERABLE, Backoff, close_quietly, declare, parameters,
-                     request_queue)
+from .broker import DEFAULT_BROKER, parameters, redacted, request_queue
 from .execution import NotRun, run_in_process, run_in_thread
 from .inbox import Inbox, NewMessage, store_path
-from .messages import RemoteError, encode_response, parse_task
+from .link import Delivery, Link
+from .messages import RemoteError, TaskHeader, encode_response, parse_task
+from .outbox import Outbox, Outgoing
 from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, RejectedMessage, check_limit, check_name,
                        make_key, signature_of, unframe, verify)
-from .publisher import Outgoing, Publisher
 
 __all__ = ["Service"]
 
@@ -38,6 +32,9 @@ _OUTCOMES = {EventKind.COMPLETED: "completed", EventKind.FAILED: "error",
              EventKind.TIMEOUT: "timeout", EventKind.CANCELED: "canceled"}
 #: Finished tasks are dropped from the scheduler's memory in batches this big.
 _PURGE_EVERY = 1000
+#: At stop, how long responses may take to be confirmed before they are left
+#: (stored) for the next start.
+_PUBLISH_GRACE = 10.0
 
 
 class _Inflight:
@@ -66,12 +63,12 @@ class Service:
 
     def __init__(self, name: str = "pysched", broker: str = DEFAULT_BROKER,
                  store: str = "sqlite:///service.db", secret: Any = None, *,
-                 insecure: bool = False, workers: Optional[int] = None, prefetch: int = 64,
+                 insecure: bool = False, workers: Optional[int] = None, prefetch: int = 256,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  fsync: bool = False) -> None:
         self.name = check_name("name", name)
         self._params = parameters(broker)
-        self._broker = _redacted(broker)
+        self._broker = redacted(broker)
         self._path = store_path(store)
         self._key = make_key(secret, insecure)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
@@ -89,19 +86,14 @@ class Service:
         self._state_lock = threading.Lock()  # guards _state
         self._state = "new"  # -> starting -> running -> stopping -> stopped
         self._stop_requested = threading.Event()
-        self._consumer_done = threading.Event()
         self._stopped = threading.Event()
-        self._consumer_ident: Optional[int] = None
         self._inflight_lock = threading.Lock()  # guards _inflight and _finished
         self._inflight: Dict[str, _Inflight] = {}
         self._finished = 0  # since the last purge of the scheduler
-        # Set by start(); the consumer thread alone uses the connection.
-        self._inbox: Optional[Inbox] = None
+        self._inbox: Optional[Inbox] = None  # the parts, made by start()
         self._scheduler: Optional[Scheduler] = None
-        self._publisher: Optional[Publisher] = None
-        self._connection: Any = None
-        self._channel: Any = None
-        self._deliveries: List[Tuple[Any, Any, bytes]] = []
+        self._outbox: Optional[Outbox] = None
+        self._link: Optional[Link] = None
 
     def __repr__(self) -> str:
         return f"<Service {self.name!r} on {self._broker} store={self._path!r} {self._state}>"
@@ -115,10 +107,10 @@ class Service:
     def start(self, block: bool = True) -> None:
         """Open the store, resume what it holds, and consume requests.
 
-        Blocks until :meth:`stop` (or Ctrl-C) unless ``block=False``, which
-        consumes in a background thread. Raises ``ConnectionError`` if the
-        broker cannot be reached now; once running, a lost connection is
-        retried with a bounded back-off.
+        Blocks until :meth:`stop` (or Ctrl-C) unless ``block=False``. Raises
+        ``ConnectionError`` if the broker cannot be reached now, and
+        ``RuntimeError`` if another service of this name or on this store runs;
+        once running, a lost connection is retried with a bounded back-off.
         """
         with self._state_lock:
             if self._state != "new":
@@ -130,23 +122,18 @@ class Service:
             self._close_parts()
             with self._state_lock:
                 self._state = "stopped"
-            self._consumer_done.set()
             self._stopped.set()
             raise
         with self._state_lock:
             self._state = "running"
         _log.info("service %r consuming %s on %s (store %s)", self.name,
                   request_queue(self.name), self._broker, self._path)
-        if not block:
-            threading.Thread(target=self._consume_then_stop, daemon=True,
-                             name=f"pysched-service-{self.name}").start()
-            return
-        try:
-            self._consume_then_stop()
-        except BaseException:  # KeyboardInterrupt: stop cleanly, then let it go on
-            self.stop()
-            raise
-        self._stopped.wait()
+        if block:
+            try:
+                self._stopped.wait()
+            except BaseException:  # KeyboardInterrupt: stop cleanly, then let it go on
+                self.stop()
+                raise
 
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop consuming, let running tasks finish (at most *timeout* seconds:
@@ -155,23 +142,25 @@ class Service:
         Tasks not yet due stay in the store and run after the next start.
         """
         with self._state_lock:
-            state = self._state
-            if state == "new":
+            if self._state == "new":
                 raise RuntimeError(f"service {self.name!r} was not started")
-            driver = state not in ("stopping", "stopped")
+            driver = self._state not in ("stopping", "stopped")
             if driver:
                 self._state = "stopping"
-        on_consumer = threading.get_ident() == self._consumer_ident
         if not driver:
-            if not on_consumer:
-                self._stopped.wait()
+            self._stopped.wait()
             return
         self._stop_requested.set()
-        self._wake_consumer()
-        if not on_consumer:
-            self._consumer_done.wait()
+        link = self._link
+        if link is not None:
+            cancelled = threading.Event()
+            link.call(lambda: link.cancel_consuming(cancelled.set))
+            cancelled.wait(_PUBLISH_GRACE)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True, timeout=timeout)
+        if self._outbox is not None and not self._outbox.wait_idle(_PUBLISH_GRACE):
+            _log.warning("service %r stops with responses not yet confirmed by the broker; "
+                         "they are stored and go out at its next start", self.name)
         self._close_parts()
         with self._state_lock:
             self._state = "stopped"
@@ -180,109 +169,50 @@ class Service:
 
     def _open(self) -> None:
         self._inbox = Inbox(self._path, self._fsync)
-        try:
-            self._connection, self._channel = self._connect()
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            raise RuntimeError(f"service {self.name!r} cannot consume "
-                               f"{request_queue(self.name)!r}: {exc} (is another service "
-                               "of that name running?)") from None
-        except RECOVERABLE as exc:
-            raise ConnectionError(f"service {self.name!r} cannot reach the broker at "
-                                  f"{self._broker}: {type(exc).__name__}: {exc}") from None
         executor = ThreadPoolExecutor(self._workers) if self._workers else None
         self._scheduler = Scheduler(executor=executor)
         self._scheduler.add_listener(self._on_event, kinds=[EventKind.STARTED, *_OUTCOMES])
-        self._publisher = Publisher(self._params, self.name, self._inbox, self._key,
-                                    self._published)
+        self._outbox = Outbox(self.name, self._inbox, self._key, self._published)
+        queue = request_queue(self.name)
+        self._link = Link(self._params, f"service {self.name!r}", declare=[queue],
+                          consume=queue, prefetch=self._prefetch, exclusive=True,
+                          on_deliveries=self._accept, on_ready=self._outbox.drain)
+        self._outbox.attach(self._link)
         self._recover()
+        try:
+            self._link.start()
+        except ConnectionError as exc:
+            raise ConnectionError(f"service {self.name!r} cannot reach the broker at "
+                                  f"{self._broker}: {exc}") from None
         self._scheduler.start()
-        self._publisher.start()
 
     def _close_parts(self) -> None:
-        if self._publisher is not None:
-            self._publisher.stop()
+        if self._link is not None:
+            self._link.stop()
         if self._scheduler is not None and not self._scheduler.stopped:
             self._scheduler.shutdown(wait=True)
-        close_quietly(self._connection)
-        self._connection = self._channel = None
         if self._inbox is not None:
             self._inbox.close()
 
-    # ------------------------------------------------------------- consuming
+    # ------------------------------------------------------------- accepting (link thread)
 
-    def _connect(self) -> Tuple[Any, Any]:
-        connection = pika.BlockingConnection(self._params)
-        try:
-            channel = connection.channel()
-            queue = request_queue(self.name)
-            declare(channel, queue)
-            channel.basic_qos(prefetch_count=self._prefetch)
-            channel.basic_consume(queue, self._on_delivery, exclusive=True)
-        except BaseException:
-            close_quietly(connection)
-            raise
-        return connection, channel
-
-    def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        self._deliveries.append((method, properties, body))
-
-    def _wake_consumer(self) -> None:
-        connection = self._connection
-        if connection is not None:
-            try:
-                connection.add_callback_threadsafe(_nothing)
-            except Exception:
-                pass  # closed: the consumer is reconnecting and sees the stop request
-
-    def _consume_then_stop(self) -> None:
-        self._consumer_ident = threading.get_ident()
-        try:
-            self._consume()
-        except Exception:
-            _log.exception("service %r: the consumer failed; the service stops", self.name)
-        finally:
-            self._deliveries = []
-            close_quietly(self._connection)
-            self._connection = self._channel = None
-            self._consumer_done.set()
-        if not self._stop_requested.is_set():
-            self.stop()
-
-    def _consume(self) -> None:
-        backoff = Backoff()
-        while not self._stop_requested.is_set():
-            try:
-                if self._connection is None:
-                    self._connection, self._channel = self._connect()
-                    _log.info("service %r: connected to the broker again", self.name)
-                    backoff.reset()
-                    continue  # see a stop request made while connecting before blocking
-                self._connection.process_data_events(time_limit=None)
-                if self._deliveries:
-                    batch, self._deliveries = self._deliveries, []
-                    self._accept(self._channel, batch)
-            except (*RECOVERABLE, sqlite3.Error) as exc:
-                # Deliveries not acknowledged go back to the queue with the
-                # connection; those already stored come back as duplicates.
-                self._deliveries = []
-                close_quietly(self._connection)
-                self._connection = self._channel = None
-                self._stop_requested.wait(
-                    backoff.failed(f"service {self.name!r}: consuming failed", exc))
-
-    def _accept(self, channel: Any, batch: List[Tuple[Any, Any, bytes]]) -> None:
+    def _accept(self, batch: List[Delivery]) -> None:
         """Check, store (one commit), acknowledge, then schedule a batch."""
+        if self._stop_requested.is_set():
+            return  # not acknowledged: back to the queue with the connection
+        assert self._inbox is not None and self._link is not None
         now = time.time()
-        good = []
-        for method, properties, body in batch:
+        good: List[Tuple[Delivery, TaskHeader, NewMessage]] = []
+        for delivery in batch:
+            properties = delivery.properties
             try:
-                header, _ = verify(body, signature_of(properties.headers), self._key,
+                header, _ = verify(delivery.body, signature_of(properties.headers), self._key,
                                    self._max_size, "task", properties.message_id)
                 task = parse_task(header)
             except RejectedMessage as exc:
                 _log.warning("service %r rejected message %r: %s", self.name,
                              exc.message_id, exc.reason)
-                channel.basic_reject(method.delivery_tag, requeue=False)
+                self._link.reject(delivery.tag)
                 continue
             response = None
             if task.delay and task.due < now and not task.enable_overdue:
@@ -291,22 +221,18 @@ class Service:
                     "service received it; not run (enable_overdue=False)"), finished=now,
                     max_size=self._max_size)
             due = task.due if task.delay else now
-            good.append((method.delivery_tag, task,
-                         NewMessage(task.message_id, task.client, due, body, response)))
+            good.append((delivery, task, NewMessage(task.message_id, task.client, due,
+                                                    delivery.body, response)))
         if not good:
             return
-        assert self._inbox is not None and self._publisher is not None
-        fresh = self._inbox.accept([new for _, _, new in good])
-        # Stored: from here on the batch is acknowledged whatever happens (a
-        # message seen again is recognised). Scheduling first starts the
-        # tasks a little sooner.
         try:
-            self._dispatch(good, fresh)
-        finally:
-            channel.basic_ack(good[-1][0], multiple=True)  # the rejected are settled already
-
-    def _dispatch(self, good: List[Tuple[int, Any, NewMessage]], fresh: List[bool]) -> None:
-        assert self._publisher is not None
+            fresh = self._inbox.accept([new for _, _, new in good])
+        except Exception as exc:  # not stored, so not acknowledged: they come again
+            self._link.restart(exc)
+            return
+        # Stored, so acknowledged (the rejected ones are settled already): a
+        # client's launch returns once the broker hears this.
+        self._link.ack(good[-1][0].tag)
         for (_, task, new), is_new in zip(good, fresh):
             if not is_new:
                 _log.info("service %r: message %r arrived again (redelivered or sent "
@@ -314,31 +240,32 @@ class Service:
                           self.name, task.message_id)
             elif new.response is not None:
                 _log.info("service %r: task %r is overdue; not run", self.name, task.message_id)
-                self._publisher.put(Outgoing(task.message_id, task.client, new.response, True))
+                self._outbox.put(Outgoing(task.message_id, task.client,  # type: ignore
+                                          new.response, True))
             else:
-                self._schedule(task.message_id, task.client, new.due, task.priority,
-                               task.hard, task.lifetime)
+                self._schedule(task, new.due)
 
-    def _schedule(self, message_id: str, client: str, due: float, priority: float, hard: bool,
-                  lifetime: Optional[float]) -> None:
+    def _schedule(self, task: TaskHeader, due: float) -> None:
         assert self._scheduler is not None and self._inbox is not None
+        message_id = task.message_id
         with self._inflight_lock:
-            self._inflight[message_id] = _Inflight(client, lifetime)
+            self._inflight[message_id] = _Inflight(task.client, task.lifetime)
         fn: Any
-        if hard:
+        args: Tuple[Any, ...]
+        if task.hard:
             fn, args = run_in_process, (self._inbox.path, self._fsync, message_id)
         else:
             fn, args = run_in_thread, (self._inbox, message_id)
         try:
-            self._scheduler.delay("once", max(0.0, due - time.time()), priority, fn, args,
-                                  task_id=message_id, hard=hard, timeout=lifetime)
+            self._scheduler.delay("once", max(0.0, due - time.time()), task.priority, fn, args,
+                                  task_id=message_id, hard=task.hard, timeout=task.lifetime)
         except Exception as exc:
             _log.exception("service %r could not schedule task %r", self.name, message_id)
             with self._inflight_lock:
                 self._inflight.pop(message_id, None)
-            self._answer(message_id, client, "error", exception=exc)
+            self._answer(message_id, task.client, "error", exception=exc)
 
-    # ------------------------------------------------------------- outcomes
+    # ------------------------------------------------------------- outcomes (any thread)
 
     def _on_event(self, event: Any) -> None:
         kind, message_id = event.kind, event.task_id
@@ -358,23 +285,22 @@ class Service:
         if isinstance(exception, NotRun):
             _log.error("service %r: %s", self.name, exception)
             return
-        status = _OUTCOMES[kind]
         result = event.result if kind is EventKind.COMPLETED else None
         if kind is EventKind.TIMEOUT:
             limit = f" of {info.lifetime:g} s" if info.lifetime is not None else ""
             exception = TimeoutError(f"task {message_id!r} ran past its lifetime{limit}")
         elif kind is EventKind.CANCELED and exception is None:
             exception = RemoteError(f"task {message_id!r} was canceled")
-        self._answer(message_id, info.client, status, result, exception, event.traceback,
-                     info.started)
+        self._answer(message_id, info.client, _OUTCOMES[kind], result, exception,
+                     event.traceback, info.started)
 
     def _answer(self, message_id: str, client: str, status: str, result: Any = None,
                 exception: Optional[BaseException] = None, traceback: Optional[str] = None,
                 started: Optional[float] = None) -> None:
-        assert self._publisher is not None
+        assert self._outbox is not None
         body = encode_response(message_id, status, result, exception, traceback, started,
                                time.time(), self._max_size)
-        self._publisher.put(Outgoing(message_id, client, body))
+        self._outbox.put(Outgoing(message_id, client, body))
 
     def _published(self, count: int) -> None:
         """After responses went out: now and then, let the scheduler forget
@@ -391,7 +317,7 @@ class Service:
 
     def _recover(self) -> None:
         """Resume the store: answer interrupted runs, requeue responses, reschedule."""
-        assert self._inbox is not None and self._publisher is not None
+        assert self._inbox is not None and self._outbox is not None
         rows = self._inbox.unfinished()
         interrupted = [row for row in rows if row.state == "started"]
         if interrupted:
@@ -410,8 +336,7 @@ class Service:
         for row in rows:
             if row.state == "done":
                 assert row.response is not None
-                self._publisher.put(Outgoing(row.message_id, row.client, bytes(row.response),
-                                             True))
+                self._outbox.put(Outgoing(row.message_id, row.client, bytes(row.response), True))
                 continue
             assert row.body is not None
             try:
@@ -420,22 +345,8 @@ class Service:
                 self._answer(row.message_id, row.client, "error",
                              exception=RemoteError(f"stored task unreadable: {exc.reason}"))
                 continue
-            self._schedule(row.message_id, row.client, row.due, task.priority, task.hard,
-                           task.lifetime)
+            self._schedule(task, row.due)
             resumed += 1
         if rows:
             _log.info("service %r resumed %d accepted task(s) and %d response(s) from %s",
                       self.name, resumed, len(rows) - resumed, self._path)
-
-
-def _nothing() -> None:
-    """A callback that only wakes the consumer's connection."""
-
-
-def _redacted(url: str) -> str:
-    """*url* without its password, for log lines."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

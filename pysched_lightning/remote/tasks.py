@@ -11,7 +11,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .messages import Request
-from .protocol import check_number
+from .protocol import check_number, check_priority
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -42,7 +42,7 @@ class RemoteTask:
         self._hard = False
         self._task_lifetime: Any = CLIENT_DEFAULT
         self._hard_task_lifetime: Any = CLIENT_DEFAULT
-        self._priority: float = 1
+        self._priority = 1
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -67,8 +67,7 @@ class RemoteTask:
             if value is not _KEEP:
                 changes["_" + label] = check_number(label, value, allow_min=False)
         if priority is not _KEEP:
-            changes["_priority"] = check_number("priority", priority, minimum=-float("inf"),
-                                               allow_none=False)
+            changes["_priority"] = check_priority(priority)
         self.__dict__.update(changes)
         return self
 
