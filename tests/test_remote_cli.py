@@ -10,7 +10,7 @@ import pytest
 
 from pysched_lightning.config import ConfigError
 from pysched_lightning.remote.cli import read_secret
-from test_remote_support import SECRET, Broker, ServiceProcess, add, broker, unique
+from test_remote_support import HERE, SECRET, Broker, ServiceProcess, add, broker, unique
 
 
 def serve(*args, env=None, timeout=60):
@@ -108,3 +108,40 @@ def test_pysched_works_without_the_remote_extra(tmp_path):
     done = run("serve", "--broker", "amqp://localhost", "--store", tmp_path / "s.db")
     assert done.returncode == 1
     assert "pip install 'pysched-lightning[remote]'" in done.stderr
+
+
+def test_the_examples_run_as_written(tmp_path):
+    """examples/remote_service.py, then examples/remote_client.py against it."""
+    import signal
+    from conftest import wait_for
+    url = broker()
+    probe = Broker(url)
+    name = unique("example")
+    probe.track(f"{name}.requests", f"{name}.replies.example-client")
+    examples = HERE.parent / "examples"
+    env = {**os.environ, "PYSCHED_SECRET": SECRET, "PYSCHED_SERVICE": name,
+           "PYSCHED_BROKER": url}
+    log = open(tmp_path / "service.log", "w")
+    service = subprocess.Popen(
+        [sys.executable, str(examples / "remote_service.py")], cwd=tmp_path, env=env,
+        stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C works
+    try:
+        wait_for(lambda: probe.consumers(f"{name}.requests") > 0 or service.poll() is not None,
+                 30)
+        client = subprocess.run([sys.executable, str(examples / "remote_client.py")],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert client.returncode == 0, client.stderr
+        for line in ("add(2, 3)              completed 5", "ZeroDivisionError: division by zero",
+                     "lifetime 1 s   timeout", "add in 2 s             completed 42",
+                     "awaited: [0, 2, 4, 6, 8]"):
+            assert line in client.stdout, client.stdout
+        service.send_signal(signal.SIGINT)
+        assert service.wait(30) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+        log.close()
+        probe.close()
+    assert f"service {name!r} stopped" in (tmp_path / "service.log").read_text()
+    assert (tmp_path / "service.db").exists()

@@ -174,3 +174,40 @@ def test_a_task_not_yet_due_survives_a_clean_stop(env, tmp_path):
     assert response.status == "completed" and (tmp_path / "ran").exists()
     assert response.started.timestamp() >= launched + 1.0  # its due time was kept
     assert service.stop() == 0
+
+
+def test_both_sides_reconnect_and_nothing_is_lost_or_run_twice(env, tmp_path, caplog):
+    """The broker connections drop (a TCP relay is cut) several times while
+    tasks flow: every task is answered, each ran once."""
+    import logging
+    from pysched_lightning.remote import Client, Service
+    from test_remote_support import Proxy
+    probe, url = env
+    proxy = Proxy()
+    name, client_name = unique("svc"), unique("client")
+    probe.track(f"{name}.requests", f"{name}.replies.{client_name}")
+    caplog.set_level(logging.INFO, logger="pysched_lightning.remote")
+    service = Service(name, proxy.url(), f"sqlite:///{tmp_path}/s.db", SECRET, workers=2)
+    service.start(block=False)
+    runs = str(tmp_path / "runs")
+    try:
+        with Client(client_name, service=name, broker=proxy.url(), secret=SECRET) as client:
+            task = client.task(record)
+            ids = {}
+            for i in range(30):
+                ids[task.launch(runs, f"t{i}", 0.01)] = f"t{i}"
+                if i % 10 == 5:
+                    proxy.cut()
+            for round_ in range(2):  # and while the responses are on their way
+                time.sleep(0.05)
+                proxy.cut()
+            responses = {tag: client.sync_await_response(message_id, timeout=60)
+                         for message_id, tag in ids.items()}
+    finally:
+        service.stop()
+        proxy.close()
+    assert {r.status for r in responses.values()} == {"completed"}
+    for tag in ids.values():
+        assert len(lines(tmp_path / "runs" / "starts" / tag)) == 1, tag
+    assert "broker connection lost" in caplog.text and "retrying in" in caplog.text
+    assert "connected to the broker again" in caplog.text

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import pathlib
+import selectors
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from typing import Any, Dict, List, Optional
@@ -122,6 +125,92 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
+
+
+class Proxy:
+    """A TCP relay to the broker that a test can cut: every connection through
+    it drops at once (as when a network or the broker goes away), and new
+    ones are relayed again."""
+
+    def __init__(self, target: tuple = ("127.0.0.1", 5672)) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.peers: Dict[socket.socket, socket.socket] = {}
+        self.cuts = 0
+        self.cutting = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._relay, name="test-proxy", daemon=True)
+        self.thread.start()
+
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def cut(self) -> None:
+        """Drop every connection through the proxy now."""
+        self.cutting.set()
+        self.wake_w.send(b"x")
+        wait_for(lambda: not self.cutting.is_set())
+
+    def close(self) -> None:
+        self.stopping = True
+        self.wake_w.send(b"x")
+        self.thread.join(10)
+
+    def _relay(self) -> None:
+        while not self.stopping:
+            for key, _ in self.selector.select(1.0):
+                if key.data == "wake":
+                    self.wake_r.recv(64)
+                    if self.cutting.is_set():
+                        self._drop_all()
+                        self.cuts += 1
+                        self.cutting.clear()
+                elif key.fileobj is self.listener:
+                    inside, _ = self.listener.accept()
+                    outside = socket.create_connection(self.target)
+                    self.peers[inside], self.peers[outside] = outside, inside
+                    self.selector.register(inside, selectors.EVENT_READ, "peer")
+                    self.selector.register(outside, selectors.EVENT_READ, "peer")
+                elif key.fileobj in self.peers:
+                    self._pass(key.fileobj)
+        self._drop_all()
+        self.selector.close()
+        self.listener.close()
+
+    def _pass(self, sock: Any) -> None:
+        try:
+            data = sock.recv(65536)
+            if data:
+                self.peers[sock].sendall(data)
+                return
+        except OSError:
+            pass
+        self._drop(sock)
+
+    def _drop(self, sock: Any) -> None:
+        other = self.peers.pop(sock, None)
+        for s in (sock, other):
+            if s is None:
+                continue
+            self.peers.pop(s, None)
+            try:
+                self.selector.unregister(s)
+            except (KeyError, ValueError):
+                pass
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _drop_all(self) -> None:
+        for sock in list(self.peers):
+            self._drop(sock)
 
 
 # --------------------------------------------------------------------------

@@ -25,14 +25,17 @@ DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/%2F"
 PERSISTENT = 2
 
 
-def parameters(url: Any) -> pika.URLParameters:
-    """pika's parameters for an ``amqp://`` or ``amqps://`` URL."""
+def parameters(url: Any, name: str = "pysched") -> pika.URLParameters:
+    """pika's parameters for an ``amqp://`` or ``amqps://`` URL; *name* is what
+    the broker's connection list shows (e.g. ``service 'pysched'``)."""
     if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
         raise ValueError(f"broker must be an amqp:// or amqps:// URL, got {url!r}")
     try:
-        return pika.URLParameters(url)
+        params = pika.URLParameters(url)
     except Exception as exc:
         raise ValueError(f"broker URL {url!r} cannot be used: {exc}") from None
+    params.client_properties = {**(params.client_properties or {}), "connection_name": name}
+    return params
 
 
 def redacted(url: str) -> str:

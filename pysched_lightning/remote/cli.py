@@ -99,7 +99,9 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
         return 1
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("pika").setLevel(logging.WARNING)  # a line per connection otherwise
+        # pika logs a line per connection, and a traceback when one drops;
+        # the service's own lines already say what happened and what it does.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
 
     options = {}
     if args.max_message_size:

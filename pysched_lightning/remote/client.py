@@ -51,7 +51,7 @@ class Client:
                  confirm_timeout: float = 30.0) -> None:
         self.name = check_name("name", name)
         self.service = check_name("service", service)
-        params = parameters(broker)
+        params = parameters(broker, f"pysched client {self.name!r}")
         self._key = make_key(secret, insecure)
         self.task_lifetime = check_number("task_lifetime", task_lifetime, allow_min=False)
         self.hard_task_lifetime = check_number("hard_task_lifetime", hard_task_lifetime,

@@ -56,6 +56,7 @@ class Replies:
         self._channel: Any = None
         self._last_tag = 0
         self._backoff = Backoff(first=0.05, cap=5.0)
+        self._retry_at = 0.0  # peek() does not reconnect before this (monotonic)
 
     def connect(self) -> None:
         """The first connection; declares the queues (raises if unreachable)."""
@@ -73,9 +74,11 @@ class Replies:
                 return response
             self._reading = True
         try:
-            self._read(0)
-        except _LOST as exc:
-            _log.warning("%s: reading responses failed: %s", self._label, exc)
+            if self._channel is not None or time.monotonic() >= self._retry_at:
+                self._read(0)
+        except _LOST as exc:  # no waiting here: the next try is after a pause
+            self._retry_at = time.monotonic() + self._backoff.failed(
+                f"{self._label}: reading responses failed", exc)
         finally:
             self._hand_on()
         return self.get(message_id)

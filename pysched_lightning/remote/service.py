@@ -67,7 +67,7 @@ class Service:
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  fsync: bool = False) -> None:
         self.name = check_name("name", name)
-        self._params = parameters(broker)
+        self._params = parameters(broker, f"pysched service {self.name!r}")
         self._broker = redacted(broker)
         self._path = store_path(store)
         self._key = make_key(secret, insecure)
@@ -152,13 +152,14 @@ class Service:
             return
         self._stop_requested.set()
         link = self._link
-        if link is not None:
+        if link is not None and link.ready:  # (while reconnecting there is no consumer)
             cancelled = threading.Event()
             link.call(lambda: link.cancel_consuming(cancelled.set))
             cancelled.wait(_PUBLISH_GRACE)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True, timeout=timeout)
-        if self._outbox is not None and not self._outbox.wait_idle(_PUBLISH_GRACE):
+        grace = _PUBLISH_GRACE if link is not None and link.ready else 1.0
+        if self._outbox is not None and not self._outbox.wait_idle(grace):
             _log.warning("service %r stops with responses not yet confirmed by the broker; "
                          "they are stored and go out at its next start", self.name)
         self._close_parts()
