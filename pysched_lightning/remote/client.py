@@ -66,7 +66,8 @@ class Client:
         self._confirm_timeout = timeout
         label = f"client {self.name!r}"
         requests, replies = request_queue(self.service), reply_queue(self.service, self.name)
-        self._senders = Senders(params, requests, label)
+        self._requests = requests
+        self._senders = Senders(params, label)
         self._replies = Replies(params, replies, [requests, replies], self._key,
                                 self._max_size, label)
         try:
@@ -116,7 +117,7 @@ class Client:
         headers = {SIGNATURE_HEADER: sign(self._key, body)} if self._key else None
         properties = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=message_id,
                                           content_type=_CONTENT_TYPE, headers=headers)
-        self._senders.send(body, properties, self._confirm_timeout)
+        self._senders.send(self._requests, body, properties, self._confirm_timeout)
         return message_id
 
     # ------------------------------------------------------------- responses

@@ -13,13 +13,16 @@ the framing and the task's own code.
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from typing import Any, Optional
 
 from .inbox import Inbox, start_in
 from .protocol import unframe
 
-__all__ = ["NotRun", "run_in_thread", "run_in_process"]
+__all__ = ["NotRun", "run_in_thread", "run_in_process", "runs_here"]
+
+_here = threading.local()  # .inbox: whose tasks this thread runs
 
 
 class NotRun(RuntimeError):
@@ -27,7 +30,13 @@ class NotRun(RuntimeError):
 
 
 def run_in_thread(inbox: Inbox, message_id: str) -> Any:
+    _here.inbox = inbox
     return _call(message_id, inbox.start(message_id, time.time()))
+
+
+def runs_here(inbox: Inbox) -> bool:
+    """True in a thread that runs *inbox*'s tasks (a worker of its service)."""
+    return getattr(_here, "inbox", None) is inbox
 
 
 def run_in_process(path: str, fsync: bool, message_id: str) -> Any:

@@ -10,7 +10,9 @@ accepted ones, publish done ones, and answer started ones "interrupted"
 (they may have run partly, so they are not run again).
 
 Published rows keep only their id (body and response are dropped), so a
-replay of an old message is still recognised.
+replay of an old message is still recognised. (A response is marked
+published with the next commit after the broker confirmed it, so one
+confirmed just before a crash is sent again: clients keep the first copy.)
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ CREATE INDEX IF NOT EXISTS remote_messages_open ON remote_messages (state)
 """
 #: How long a write waits for another connection (a hard task's process).
 _BUSY_TIMEOUT_MS = 10_000
+#: UPDATE ... RETURNING (SQLite 3.35): start a row and read it in one statement.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 
 
 class NewMessage(NamedTuple):
@@ -131,8 +135,10 @@ class Inbox:
         with self._db_lock:
             return _start(self._db, message_id, started)
 
-    def mark_done(self, outcomes: Iterable[Tuple[str, bytes]]) -> List[bool]:
-        """Store responses (accepted or started -> done); for each, True if stored."""
+    def mark_done(self, outcomes: Iterable[Tuple[str, bytes]],
+                  published: Sequence[str] = ()) -> List[bool]:
+        """Store responses (accepted or started -> done); for each, True if
+        stored. Rows in *published* are marked published in the same commit."""
         stored = []
         with self._db_lock:
             db = self._db
@@ -144,22 +150,20 @@ class Inbox:
                         "WHERE message_id = ? AND state IN ('accepted', 'started')",
                         (response, message_id))
                     stored.append(cursor.rowcount == 1)
+                _published(db, published)
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
                 raise
         return stored
 
-    def mark_published(self, message_ids: Iterable[str]) -> None:
+    def mark_published(self, message_ids: Sequence[str]) -> None:
         """done -> published; the body and response are dropped, the id is kept."""
         with self._db_lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(
-                    "UPDATE remote_messages SET state = 'published', body = NULL, "
-                    "response = NULL WHERE message_id = ? AND state = 'done'",
-                    ((message_id,) for message_id in message_ids))
+                _published(db, message_ids)
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
@@ -198,13 +202,26 @@ def start_in(path: str, fsync: bool, message_id: str, started: float) -> Optiona
 
 
 def _start(db: sqlite3.Connection, message_id: str, started: float) -> Optional[bytes]:
+    # Autocommit: the update is committed when the statement is done.
+    if _RETURNING:
+        row = db.execute("UPDATE remote_messages SET state = 'started', started = ? "
+                         "WHERE message_id = ? AND state = 'accepted' RETURNING body",
+                         (started, message_id)).fetchone()
+        return None if row is None else bytes(row[0])
     cursor = db.execute("UPDATE remote_messages SET state = 'started', started = ? "
                         "WHERE message_id = ? AND state = 'accepted'", (started, message_id))
-    if cursor.rowcount != 1:  # autocommit: the update is committed on return
+    if cursor.rowcount != 1:
         return None
     row = db.execute("SELECT body FROM remote_messages WHERE message_id = ?",
                      (message_id,)).fetchone()
     return bytes(row[0])
+
+
+def _published(db: sqlite3.Connection, message_ids: Sequence[str]) -> None:
+    if message_ids:
+        db.executemany("UPDATE remote_messages SET state = 'published', body = NULL, "
+                       "response = NULL WHERE message_id = ? AND state = 'done'",
+                       [(message_id,) for message_id in message_ids])
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -69,6 +69,7 @@ class Link:
         self._declared: Set[str] = set()
         self._declaring: Dict[str, List[Callable[[], None]]] = {}
         self._batch: List[Delivery] = []
+        self._after: Deque[Callable[[], None]] = collections.deque()
         self._last_error: Optional[BaseException] = None
         self._backoff = Backoff()
 
@@ -126,6 +127,18 @@ class Link:
         if self._ready:
             self._channel.basic_reject(tag, requeue=False)
 
+    def after_writing(self, fn: Callable[[], None]) -> None:
+        """Run *fn* in the next pass of the loop, after what is queued (an
+        acknowledgement, say) has been written to the socket; if the
+        connection ends first, at once."""
+        if not self._after:
+            self._connection.ioloop.add_callback(self._run_after)
+        self._after.append(fn)
+
+    def _run_after(self) -> None:
+        while self._after:
+            self._after.popleft()()
+
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run *fn* in the link's thread after *delay* seconds, unless the
         connection ends first."""
@@ -181,6 +194,7 @@ class Link:
         self._declaring.clear()
         self._returned.clear()
         self._batch = []  # not acknowledged: the broker delivers them again
+        self._run_after()  # their work does not need the connection
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         error = ConnectionError(f"{self._label}: the connection closed before the broker "
                                 "confirmed the message")

@@ -15,7 +15,7 @@ import collections
 import functools
 import logging
 import threading
-from typing import Callable, Deque, List, NamedTuple, Optional
+from typing import Any, Callable, Deque, List, NamedTuple, Optional
 
 import pika
 
@@ -24,11 +24,18 @@ from .inbox import Inbox
 from .link import Link
 from .protocol import SIGNATURE_HEADER, sign
 
-__all__ = ["Outgoing", "Outbox"]
+__all__ = ["Outgoing", "Outbox", "response_properties"]
 
 _log = logging.getLogger("pysched_lightning.remote")
 
 _CONTENT_TYPE = "application/x-pysched-response"
+
+
+def response_properties(key: Optional[bytes], message_id: str, body: bytes) -> Any:
+    """The AMQP properties of a response: persistent, signed when there is a key."""
+    headers = {SIGNATURE_HEADER: sign(key, body)} if key else None
+    return pika.BasicProperties(delivery_mode=PERSISTENT, message_id=message_id,
+                                content_type=_CONTENT_TYPE, headers=headers)
 
 
 class Outgoing(NamedTuple):
@@ -93,11 +100,8 @@ class Outbox:
             items = self._store(items)
         for item in items:
             self._sending += 1
-            headers = {SIGNATURE_HEADER: sign(self._key, item.body)} if self._key else None
             link.publish(reply_queue(self._service, item.client), item.body,
-                         pika.BasicProperties(delivery_mode=PERSISTENT,
-                                              message_id=item.message_id,
-                                              content_type=_CONTENT_TYPE, headers=headers),
+                         response_properties(self._key, item.message_id, item.body),
                          functools.partial(self._sent, item))
         self._check_idle()
 

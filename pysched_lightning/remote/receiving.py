@@ -29,6 +29,10 @@ __all__ = ["Replies"]
 _log = logging.getLogger("pysched_lightning.remote")
 
 _PREFETCH = 256
+#: Kept responses are acknowledged together: once this many...
+_ACK_EVERY = 64
+#: ...or once the oldest has waited this long (s), at the next read.
+_ACK_AFTER = 0.5
 #: A reader re-checks for close() and cancellation at least this often (s).
 _SLICE = 1.0
 _LOST = (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelClosed,
@@ -54,7 +58,9 @@ class Replies:
         # Used only by the thread in the reader role (or by close() once none is).
         self._connection: Any = None
         self._channel: Any = None
-        self._last_tag = 0
+        self._last_tag = 0  # the newest response kept and not acknowledged
+        self._acked = 0  # the newest acknowledged (tags count up per connection)
+        self._kept_since = 0.0  # when the oldest one not acknowledged was kept
         self._backoff = Backoff(first=0.05, cap=5.0)
         self._retry_at = 0.0  # peek() does not reconnect before this (monotonic)
 
@@ -122,6 +128,11 @@ class Replies:
                     pass  # closing already
             while self._reading:
                 self._arrived.wait()
+        try:
+            if self._channel is not None and self._channel.is_open:
+                self._ack_kept(now=True)
+        except _LOST:
+            pass  # not acknowledged: delivered again to the next client of this name
         self._drop_connection()
 
     # ------------------------------------------------------------- the reader
@@ -134,11 +145,21 @@ class Replies:
     def _read(self, time_limit: float) -> None:
         if self._channel is None or not self._channel.is_open:
             self._connect()
+        self._ack_kept()
         self._connection.process_data_events(time_limit=time_limit)
-        if self._last_tag:
-            self._channel.basic_ack(self._last_tag, multiple=True)
-            self._last_tag = 0
         self._backoff.reset()
+
+    def _ack_kept(self, now: bool = False) -> None:
+        """Acknowledge the responses kept so far, in one frame: at the start
+        of a read once a few are kept or the oldest is a moment old, and at
+        close; not while the waiting thread could be returning its response.
+        If the process dies first, they are delivered again, to the next
+        client of this name."""
+        if self._last_tag and (now or self._last_tag - self._acked >= _ACK_EVERY
+                               or time.monotonic() - self._kept_since >= _ACK_AFTER):
+            self._channel.basic_ack(self._last_tag, multiple=True)
+            self._acked = self._last_tag
+            self._last_tag = 0
 
     def _connect(self) -> None:
         self._drop_connection()
@@ -156,7 +177,7 @@ class Replies:
 
     def _drop_connection(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        self._last_tag = 0  # not acknowledged: the broker delivers them again
+        self._last_tag = self._acked = 0  # not acknowledged: the broker delivers them again
         if connection is not None and connection.is_open:
             try:
                 connection.close()
@@ -175,6 +196,8 @@ class Replies:
         with self._lock:  # a copy sent again: the first one is kept
             self._responses.setdefault(response.message_id, response)
             self._arrived.notify_all()
+        if not self._last_tag:
+            self._kept_since = time.monotonic()
         self._last_tag = method.delivery_tag
 
 

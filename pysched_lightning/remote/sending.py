@@ -1,13 +1,14 @@
-"""Sending tasks: each launching thread publishes on a connection of its own.
+"""Sending from the calling thread, on a connection of that thread's own.
 
 pika connections are not thread-safe; rather than hand every message to
-another thread (two thread switches per launch, which on a busy machine cost
-more than the broker's own round trip), each thread that launches gets its
-own ``BlockingConnection``, made on its first launch and reused. A publish
-waits for the broker's confirm; a lost connection is made again and the
-message sent again (the service recognises a copy by its message id).
-Connections of threads that have ended are closed when the next one is made,
-and all of them by :meth:`Senders.close`.
+another thread (two thread switches per message, which on a busy machine
+cost more than the broker's own round trip), each thread that sends gets its
+own ``BlockingConnection``, made on its first send and reused: a client's
+launching threads, a service's workers. A publish waits for the broker's
+confirm; a lost connection is made again and the message sent again (the
+receiver recognises a copy by its message id). Connections of threads that
+have ended are closed when the next one is made, and all of them by
+:meth:`Senders.close`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Set, Tuple
 
 import pika
 import pika.exceptions
@@ -37,14 +38,15 @@ class LaunchError(RuntimeError):
 class _Sender:
     """One thread's connection and confirm-mode channel."""
 
-    def __init__(self, params: pika.URLParameters, queue: str) -> None:
+    def __init__(self, params: pika.URLParameters) -> None:
         self.params = params
-        self.queue = queue
         self.lock = threading.Lock()  # held while its thread publishes; close() takes it
         self.connection: Any = None
         self.channel: Any = None
+        self.declared: Set[str] = set()  # queues declared on this connection
 
-    def send(self, body: bytes, properties: Any, deadline: float, label: str) -> None:
+    def send(self, queue: str, body: bytes, properties: Any, deadline: float,
+             label: str) -> None:
         with self.lock:
             backoff = Backoff(first=0.05, cap=2.0)
             while True:
@@ -52,7 +54,10 @@ class _Sender:
                     channel = self.channel
                     if channel is None or not channel.is_open:
                         channel = self._connect()
-                    channel.basic_publish("", self.queue, body, properties, mandatory=True)
+                    if queue not in self.declared:
+                        channel.queue_declare(queue, durable=True)
+                        self.declared.add(queue)
+                    channel.basic_publish("", queue, body, properties, mandatory=True)
                     return
                 except pika.exceptions.NackError:
                     raise LaunchError(f"the broker refused message {properties.message_id!r}")
@@ -73,7 +78,6 @@ class _Sender:
         try:
             channel = connection.channel()
             channel.confirm_delivery()
-            channel.queue_declare(self.queue, durable=True)
         except BaseException:
             connection.close()
             raise
@@ -82,6 +86,7 @@ class _Sender:
 
     def close_now(self) -> None:
         connection, self.connection, self.channel = self.connection, None, None
+        self.declared = set()
         if connection is not None and connection.is_open:
             try:
                 connection.close()
@@ -90,19 +95,20 @@ class _Sender:
 
 
 class Senders:
-    """The sending connections of one client, one per launching thread."""
+    """The sending connections of one client or service, one per thread."""
 
-    def __init__(self, params: pika.URLParameters, queue: str, label: str) -> None:
+    def __init__(self, params: pika.URLParameters, label: str) -> None:
         self._params = params
-        self._queue = queue
         self._label = label
         self._lock = threading.Lock()  # guards _senders and _closed
         self._senders: Dict[int, Tuple["weakref.ref[threading.Thread]", _Sender]] = {}
         self._closed = False
 
-    def send(self, body: bytes, properties: Any, timeout: float) -> None:
-        """Publish from the calling thread; returns once the broker confirmed."""
-        self._mine().send(body, properties, time.monotonic() + timeout, self._label)
+    def send(self, queue: str, body: bytes, properties: Any, timeout: float) -> None:
+        """Publish to *queue* (declared first) from the calling thread; returns
+        once the broker confirmed. Raises LaunchError if the broker refused it,
+        TimeoutError if it could not be sent in *timeout* seconds."""
+        self._mine().send(queue, body, properties, time.monotonic() + timeout, self._label)
 
     def _mine(self) -> _Sender:
         thread = threading.current_thread()
@@ -116,7 +122,7 @@ class Senders:
             ended = [k for k, (ref, _) in self._senders.items()
                      if ref() is None or not ref().is_alive()]  # type: ignore[union-attr]
             gone = [self._senders.pop(k)[1] for k in ended]
-            sender = _Sender(self._params, self._queue)
+            sender = _Sender(self._params)
             self._senders[key] = (weakref.ref(thread), sender)
         for old in gone:  # their threads ended: nobody else uses these
             old.close_now()

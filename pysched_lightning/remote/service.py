@@ -15,14 +15,15 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import EventKind, Scheduler, ThreadPoolExecutor
-from .broker import DEFAULT_BROKER, parameters, redacted, request_queue
-from .execution import NotRun, run_in_process, run_in_thread
+from .broker import DEFAULT_BROKER, parameters, redacted, reply_queue, request_queue
+from .execution import NotRun, run_in_process, run_in_thread, runs_here
 from .inbox import Inbox, NewMessage, store_path
 from .link import Delivery, Link
 from .messages import RemoteError, TaskHeader, encode_response, parse_task
-from .outbox import Outbox, Outgoing
+from .outbox import Outbox, Outgoing, response_properties
 from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, RejectedMessage, check_limit, check_name,
                        make_key, signature_of, unframe, verify)
+from .sending import Senders
 
 __all__ = ["Service"]
 
@@ -35,6 +36,9 @@ _PURGE_EVERY = 1000
 #: At stop, how long responses may take to be confirmed before they are left
 #: (stored) for the next start.
 _PUBLISH_GRACE = 10.0
+#: How long a worker tries to publish a response itself before it leaves it
+#: to the outbox.
+_DIRECT_TIMEOUT = 0.5
 
 
 class _Inflight:
@@ -94,6 +98,10 @@ class Service:
         self._scheduler: Optional[Scheduler] = None
         self._outbox: Optional[Outbox] = None
         self._link: Optional[Link] = None
+        self._responders: Optional[Senders] = None  # the workers' own connections
+        self._confirmed_lock = threading.Lock()  # guards _confirmed
+        #: Responses workers published, to mark published with the next commit.
+        self._confirmed: List[str] = []
 
     def __repr__(self) -> str:
         return f"<Service {self.name!r} on {self._broker} store={self._path!r} {self._state}>"
@@ -174,6 +182,7 @@ class Service:
         self._scheduler = Scheduler(executor=executor)
         self._scheduler.add_listener(self._on_event, kinds=[EventKind.STARTED, *_OUTCOMES])
         self._outbox = Outbox(self.name, self._inbox, self._key, self._published)
+        self._responders = Senders(self._params, f"service {self.name!r}")
         queue = request_queue(self.name)
         self._link = Link(self._params, f"service {self.name!r}", declare=[queue],
                           consume=queue, prefetch=self._prefetch, exclusive=True,
@@ -192,7 +201,11 @@ class Service:
             self._link.stop()
         if self._scheduler is not None and not self._scheduler.stopped:
             self._scheduler.shutdown(wait=True)
+        if self._responders is not None:  # their worker threads have ended
+            self._responders.close()
         if self._inbox is not None:
+            if self._confirmed:
+                self._inbox.mark_published(self._confirmed)
             self._inbox.close()
 
     # ------------------------------------------------------------- accepting (link thread)
@@ -232,8 +245,14 @@ class Service:
             self._link.restart(exc)
             return
         # Stored, so acknowledged (the rejected ones are settled already): a
-        # client's launch returns once the broker hears this.
+        # client's launch returns once the broker hears this, so the
+        # acknowledgement goes out before the scheduling.
         self._link.ack(good[-1][0].tag)
+        self._link.after_writing(lambda: self._dispatch(good, fresh))
+
+    def _dispatch(self, good: List[Tuple[Delivery, TaskHeader, NewMessage]],
+                  fresh: List[bool]) -> None:
+        assert self._outbox is not None
         for (_, task, new), is_new in zip(good, fresh):
             if not is_new:
                 _log.info("service %r: message %r arrived again (redelivered or sent "
@@ -241,8 +260,7 @@ class Service:
                           self.name, task.message_id)
             elif new.response is not None:
                 _log.info("service %r: task %r is overdue; not run", self.name, task.message_id)
-                self._outbox.put(Outgoing(task.message_id, task.client,  # type: ignore
-                                          new.response, True))
+                self._outbox.put(Outgoing(task.message_id, task.client, new.response, True))
             else:
                 self._schedule(task, new.due)
 
@@ -298,10 +316,43 @@ class Service:
     def _answer(self, message_id: str, client: str, status: str, result: Any = None,
                 exception: Optional[BaseException] = None, traceback: Optional[str] = None,
                 started: Optional[float] = None) -> None:
-        assert self._outbox is not None
+        assert self._outbox is not None and self._inbox is not None
         body = encode_response(message_id, status, result, exception, traceback, started,
                                time.time(), self._max_size)
-        self._outbox.put(Outgoing(message_id, client, body))
+        if runs_here(self._inbox):
+            self._answer_here(message_id, client, body)
+        else:
+            self._outbox.put(Outgoing(message_id, client, body))
+
+    def _answer_here(self, message_id: str, client: str, body: bytes) -> None:
+        """In a worker: store the response and publish it on this thread's own
+        connection, sparing a hand-off to the link's thread. What the broker
+        does not take at once goes through the outbox."""
+        assert self._outbox is not None and self._inbox is not None
+        assert self._responders is not None
+        with self._confirmed_lock:
+            confirmed, self._confirmed = self._confirmed, []
+        try:  # one commit: this response done, the ones confirmed before published
+            stored, = self._inbox.mark_done([(message_id, body)], confirmed)
+        except Exception:
+            with self._confirmed_lock:
+                self._confirmed[:0] = confirmed
+            self._outbox.put(Outgoing(message_id, client, body))  # it retries the store
+            return
+        if not stored:
+            _log.error("service %r: the response to %r not stored (its row was not "
+                       "running); not sent", self.name, message_id)
+            return
+        try:
+            self._responders.send(reply_queue(self.name, client), body,
+                                  response_properties(self._key, message_id, body),
+                                  _DIRECT_TIMEOUT)
+        except Exception:
+            self._outbox.put(Outgoing(message_id, client, body, True))
+            return
+        with self._confirmed_lock:
+            self._confirmed.append(message_id)
+        self._published(1)
 
     def _published(self, count: int) -> None:
         """After responses went out: now and then, let the scheduler forget
