@@ -44,12 +44,14 @@ _DIRECT_TIMEOUT = 0.5
 class _Inflight:
     """What the service keeps in memory about a scheduled task."""
 
-    __slots__ = ("client", "lifetime", "started")
+    __slots__ = ("client", "lifetime", "started", "queued")
 
-    def __init__(self, client: str, lifetime: Optional[float]) -> None:
+    def __init__(self, client: str, lifetime: Optional[float], queued: bool) -> None:
         self.client = client
         self.lifetime = lifetime
         self.started: Optional[float] = None
+        #: Due already, waiting for a worker (counted in Service._queued).
+        self.queued = queued
 
 
 class Service:
@@ -91,8 +93,9 @@ class Service:
         self._state = "new"  # -> starting -> running -> stopping -> stopped
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
-        self._inflight_lock = threading.Lock()  # guards _inflight and _finished
+        self._inflight_lock = threading.Lock()  # guards _inflight, _queued and _finished
         self._inflight: Dict[str, _Inflight] = {}
+        self._queued = 0  # tasks due and not started: waiting for a worker
         self._finished = 0  # since the last purge of the scheduler
         self._inbox: Optional[Inbox] = None  # the parts, made by start()
         self._scheduler: Optional[Scheduler] = None
@@ -267,8 +270,10 @@ class Service:
     def _schedule(self, task: TaskHeader, due: float) -> None:
         assert self._scheduler is not None and self._inbox is not None
         message_id = task.message_id
+        delay = max(0.0, due - time.time())
         with self._inflight_lock:
-            self._inflight[message_id] = _Inflight(task.client, task.lifetime)
+            self._inflight[message_id] = _Inflight(task.client, task.lifetime, not delay)
+            self._queued += not delay
         fn: Any
         args: Tuple[Any, ...]
         if task.hard:
@@ -276,12 +281,12 @@ class Service:
         else:
             fn, args = run_in_thread, (self._inbox, message_id)
         try:
-            self._scheduler.delay("once", max(0.0, due - time.time()), task.priority, fn, args,
+            self._scheduler.delay("once", delay, task.priority, fn, args,
                                   task_id=message_id, hard=task.hard, timeout=task.lifetime)
         except Exception as exc:
             _log.exception("service %r could not schedule task %r", self.name, message_id)
             with self._inflight_lock:
-                self._inflight.pop(message_id, None)
+                self._unqueue(self._inflight.pop(message_id, None))
             self._answer(message_id, task.client, "error", exception=exc)
 
     # ------------------------------------------------------------- outcomes (any thread)
@@ -293,11 +298,13 @@ class Service:
                 info = self._inflight.get(message_id)
                 if info is not None:
                     info.started = time.time()
+                    self._unqueue(info)
             return
         if kind is EventKind.CANCELED and self._stop_requested.is_set():
             return  # dropped by the scheduler's shutdown: still accepted, runs after restart
         with self._inflight_lock:
             info = self._inflight.pop(message_id, None)
+            self._unqueue(info)
         if info is None:
             return
         exception = event.exception
@@ -313,13 +320,22 @@ class Service:
         self._answer(message_id, info.client, _OUTCOMES[kind], result, exception,
                      event.traceback, info.started)
 
+    def _unqueue(self, info: Optional[_Inflight]) -> None:
+        """Under _inflight_lock: *info*'s task no longer waits for a worker."""
+        if info is not None and info.queued:
+            info.queued = False
+            self._queued -= 1
+
     def _answer(self, message_id: str, client: str, status: str, result: Any = None,
                 exception: Optional[BaseException] = None, traceback: Optional[str] = None,
                 started: Optional[float] = None) -> None:
         assert self._outbox is not None and self._inbox is not None
         body = encode_response(message_id, status, result, exception, traceback, started,
                                time.time(), self._max_size)
-        if runs_here(self._inbox):
+        # A worker publishes its task's response itself, sparing a hand-off,
+        # unless other tasks wait for a worker: then the outbox (which sends
+        # many at once) does, so that they need not wait for the broker too.
+        if runs_here(self._inbox) and not self._queued:
             self._answer_here(message_id, client, body)
         else:
             self._outbox.put(Outgoing(message_id, client, body))
