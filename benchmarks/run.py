@@ -71,7 +71,7 @@ FULL = dict(
     sched_cancel_n=200,                          # stdlib sched.cancel is O(n)
     rec_n=200, rec_interval=0.05, rec_duration=3.0,
     idle_s=1.0, wake_tries=7,
-    remote_n=1_000, remote_warmup=100, remote_rounds=10, remote_repeats=5, remote_threads=4,
+    remote_n=1_000, remote_warmup=100, remote_rounds=10, remote_repeats=5,
 )
 QUICK = dict(
     tp_n=2_000, tp_repeats=3, tp_warmup=200,
@@ -81,7 +81,7 @@ QUICK = dict(
     sched_cancel_n=50,
     rec_n=40, rec_interval=0.05, rec_duration=1.0,
     idle_s=0.3, wake_tries=3,
-    remote_n=200, remote_warmup=20, remote_rounds=4, remote_repeats=2, remote_threads=4,
+    remote_n=200, remote_warmup=20, remote_rounds=4, remote_repeats=2,
 )
 
 BENCHES = ["throughput", "lateness", "add_cancel", "recurring", "idle", "sqlite", "remote"]
@@ -766,6 +766,14 @@ def bench_sqlite(cfg, tmpdir):
 
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
+# Both contenders run a no-op from a module their workers import: Celery
+# finds tasks by name, and pysched_lightning sends an importable function by
+# reference (a function of a script's __main__ would travel by value).
+_PSL_TASKS = """
+def noop():
+    return None
+"""
+
 _CELERY_APP = """
 from celery import Celery
 app = Celery("psl_bench_celery", broker={broker!r}, backend="rpc://")
@@ -806,26 +814,14 @@ def _round_trips(launch, wait, n):
     return out
 
 
-def _burst(launch, wait, n, threads=1):
+def _burst(launch, wait, n):
     """Launch n no-op tasks back to back, then collect every response: tasks/s
-    from the first launch to the last response. With *threads*, each thread
-    launches its share and collects its own (Celery's rpc:// results go to
-    the launching thread's backend)."""
-    def launcher(count):
-        handles = [launch() for _ in range(count)]
-        for h in handles:
-            wait(h)
-
+    from the first launch to the last response."""
     t = time.perf_counter()
-    if threads == 1:
-        launcher(n)
-    else:
-        pool = [threading.Thread(target=launcher, args=(n // threads,)) for _ in range(threads)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
-    return {"tasks_per_s": n // threads * threads / (time.perf_counter() - t)}
+    handles = [launch() for _ in range(n)]
+    for h in handles:
+        wait(h)
+    return n / (time.perf_counter() - t)
 
 
 def bench_remote(cfg, broker, tmpdir):
@@ -844,7 +840,7 @@ def bench_remote(cfg, broker, tmpdir):
     from pysched_lightning.remote import Client
 
     n, warmup = cfg["remote_n"], cfg["remote_warmup"]
-    rounds, repeats, threads = cfg["remote_rounds"], cfg["remote_repeats"], cfg["remote_threads"]
+    rounds, repeats = cfg["remote_rounds"], cfg["remote_repeats"]
     tag = uuid.uuid4().hex[:8]
     service, client_name = f"bench-{tag}", f"bench-client-{tag}"
     celery_queue = f"bench-celery-{tag}"
@@ -853,6 +849,8 @@ def bench_remote(cfg, broker, tmpdir):
                PYTHONPATH=os.pathsep.join([tmpdir, os.environ.get("PYTHONPATH", "")]))
     with open(os.path.join(tmpdir, "psl_bench_celery.py"), "w") as f:
         f.write(_CELERY_APP.format(broker=broker, queue=celery_queue))
+    with open(os.path.join(tmpdir, "psl_bench_tasks.py"), "w") as f:
+        f.write(_PSL_TASKS)
     logs = open(os.path.join(tmpdir, "remote-bench.log"), "w")
     procs = [
         subprocess.Popen([sys.executable, "-m", "pysched_lightning", "serve", "--broker", broker,
@@ -869,8 +867,9 @@ def bench_remote(cfg, broker, tmpdir):
     client = None
     try:
         import psl_bench_celery as celery_app
+        import psl_bench_tasks
         client = Client(client_name, service=service, broker=broker, secret=secret)
-        psl_noop = client.task(noop)
+        psl_noop = client.task(psl_bench_tasks.noop)
         contenders = {
             "celery": (celery_app.noop.delay, lambda r: r.get(timeout=60)),
             "psl": (psl_noop.launch, lambda m: client.sync_await_response(m, timeout=60)),
@@ -882,11 +881,10 @@ def bench_remote(cfg, broker, tmpdir):
         for _ in range(rounds):
             for name, (launch, wait) in contenders.items():
                 lat[name] += _round_trips(launch, wait, n // rounds)
-        bursts = {(name, k): [] for name in contenders for k in (1, threads)}
+        bursts = {name: [] for name in contenders}
         for _ in range(repeats):
-            for k in (1, threads):
-                for name, (launch, wait) in contenders.items():
-                    bursts[name, k].append(_burst(launch, wait, n, k))
+            for name, (launch, wait) in contenders.items():
+                bursts[name].append(_burst(launch, wait, n))
         import celery
         import pika
         out = {"versions": {"celery": celery.__version__, "pika": pika.__version__}}
@@ -894,11 +892,8 @@ def bench_remote(cfg, broker, tmpdir):
             xs = sorted(lat[name])
             out[name] = {"n": len(xs), "p50_ms": pct(xs, 50) * 1e3, "p99_ms": pct(xs, 99) * 1e3,
                          "max_ms": xs[-1] * 1e3}
-            for k, key in ((1, "tasks_per_s"), (threads, "threads_tasks_per_s")):
-                runs = sorted(r["tasks_per_s"] for r in bursts[name, k])
-                out[name][key] = runs[-1]
-                out[name][key.replace("tasks_per_s", "all")] = runs
-        out["threads"] = threads
+            out[name]["tasks_per_s"] = max(bursts[name])
+            out[name]["all_tasks_per_s"] = bursts[name]
         return out
     finally:
         if client is not None:
@@ -912,6 +907,8 @@ def bench_remote(cfg, broker, tmpdir):
                 proc.kill()
         logs.close()
         sys.path.remove(tmpdir)
+        for module in ("psl_bench_celery", "psl_bench_tasks"):
+            sys.modules.pop(module, None)
         _remote_cleanup(broker, [f"{service}.requests", f"{service}.replies.{client_name}",
                                  celery_queue])
 
@@ -1268,15 +1265,12 @@ def main(argv=None):
         rep.columns.append("celery")
         rep.measure("remote_rt", f"Remote round trip, {n:,} no-op tasks one at a time, launch → "
                                  "response (ms, p50 / p99)")
-        rep.measure("remote_tp", f"Remote throughput, {n:,} launched back to back from one "
-                                 f"thread, responses collected (tasks/s, best of "
-                                 f"{cfg['remote_repeats']})")
-        rep.measure("remote_tp_threads", f"Remote throughput, the same from "
-                                         f"{cfg['remote_threads']} launching threads")
+        rep.measure("remote_tp", f"Remote throughput, {n:,} launched back to back, responses "
+                                 f"collected (tasks/s, best of {cfg['remote_repeats']})")
         rep.target("remote_rt", "p50 <= Celery's", None)
         rep.target("remote_tp", ">= Celery's", None)
         if "psl" in skipped:
-            for key in ("remote_rt", "remote_tp", "remote_tp_threads"):
+            for key in ("remote_rt", "remote_tp"):
                 rep.cell(key, "psl", f"skipped ({skipped['psl']})")
         else:
             with tempfile.TemporaryDirectory(prefix="psl-remote-") as tmp:
@@ -1286,16 +1280,15 @@ def main(argv=None):
                 pass
             elif "skipped" in r:
                 rep.note("remote rows skipped: " + r["skipped"])
-                for key in ("remote_rt", "remote_tp", "remote_tp_threads"):
+                for key in ("remote_rt", "remote_tp"):
                     rep.cell(key, "psl", f"skipped ({r['skipped']})")
             elif "error" in r:
-                error_cells(r, "psl", "remote_rt", "remote_tp", "remote_tp_threads")
+                error_cells(r, "psl", "remote_rt", "remote_tp")
             else:
                 for name in ("celery", "psl"):
                     x = r[name]
                     rep.cell("remote_rt", name, f"{fmt_ms(x['p50_ms'])} / {fmt_ms(x['p99_ms'])}")
                     rep.cell("remote_tp", name, fmt_int(x["tasks_per_s"]))
-                    rep.cell("remote_tp_threads", name, fmt_int(x["threads_tasks_per_s"]))
                 c, p = r["celery"], r["psl"]
                 rep.target("remote_rt", rep.targets["remote_rt"][0], p["p50_ms"] <= c["p50_ms"])
                 rep.target("remote_tp", rep.targets["remote_tp"][0],

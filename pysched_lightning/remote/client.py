@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Optional
 
 import pika
+import pika.exceptions
 
 from .broker import DEFAULT_BROKER, PERSISTENT, parameters, redacted, reply_queue, request_queue
 from .messages import Request, Response, encode_request
@@ -72,6 +73,8 @@ class Client:
                                 self._max_size, label)
         try:
             self._replies.connect()
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise RuntimeError(f"{label}: the broker refused: {exc.reply_text}") from None
         except Exception as exc:
             raise ConnectionError(f"{label} cannot reach the broker at {redacted(broker)}: "
                                   f"{type(exc).__name__}: {exc}") from None

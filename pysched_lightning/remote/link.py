@@ -97,6 +97,8 @@ class Link:
     def stop(self) -> None:
         """Close the connection and end the thread (what is not confirmed is not)."""
         self._stopping.set()
+        if self._thread.ident is None:
+            return  # never started
         self.call(self._close)
         self._thread.join()
 
@@ -322,8 +324,9 @@ class Link:
 
 
 def _startup_error(label: str, error: Optional[BaseException]) -> BaseException:
-    if isinstance(error, pika.exceptions.ChannelClosedByBroker) and error.reply_code == 403:
-        return RuntimeError(f"{label}: {error.reply_text} (is another service of that "
-                            "name running?)")
-    return ConnectionError(f"{label}: cannot reach the broker: "
-                           f"{type(error).__name__}: {error}")
+    """What start() raises: RuntimeError if the broker refused what was asked
+    (a queue in exclusive use, a queue declared otherwise), else ConnectionError."""
+    if isinstance(error, pika.exceptions.ChannelClosedByBroker):
+        hint = " (is another service of that name running?)" if error.reply_code == 403 else ""
+        return RuntimeError(f"{label}: the broker refused: {error.reply_text}{hint}")
+    return ConnectionError(f"{type(error).__name__}: {error}")

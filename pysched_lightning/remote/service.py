@@ -44,14 +44,14 @@ _DIRECT_TIMEOUT = 0.5
 class _Inflight:
     """What the service keeps in memory about a scheduled task."""
 
-    __slots__ = ("client", "lifetime", "started", "queued")
+    __slots__ = ("client", "lifetime", "started", "active")
 
-    def __init__(self, client: str, lifetime: Optional[float], queued: bool) -> None:
+    def __init__(self, client: str, lifetime: Optional[float], active: bool) -> None:
         self.client = client
         self.lifetime = lifetime
         self.started: Optional[float] = None
-        #: Due already, waiting for a worker (counted in Service._queued).
-        self.queued = queued
+        #: Due or running (counted in Service._active).
+        self.active = active
 
 
 class Service:
@@ -93,9 +93,9 @@ class Service:
         self._state = "new"  # -> starting -> running -> stopping -> stopped
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
-        self._inflight_lock = threading.Lock()  # guards _inflight, _queued and _finished
+        self._inflight_lock = threading.Lock()  # guards _inflight, _active and _finished
         self._inflight: Dict[str, _Inflight] = {}
-        self._queued = 0  # tasks due and not started: waiting for a worker
+        self._active = 0  # tasks due (scheduled to run now) or running
         self._finished = 0  # since the last purge of the scheduler
         self._inbox: Optional[Inbox] = None  # the parts, made by start()
         self._scheduler: Optional[Scheduler] = None
@@ -273,7 +273,7 @@ class Service:
         delay = max(0.0, due - time.time())
         with self._inflight_lock:
             self._inflight[message_id] = _Inflight(task.client, task.lifetime, not delay)
-            self._queued += not delay
+            self._active += not delay
         fn: Any
         args: Tuple[Any, ...]
         if task.hard:
@@ -286,7 +286,7 @@ class Service:
         except Exception as exc:
             _log.exception("service %r could not schedule task %r", self.name, message_id)
             with self._inflight_lock:
-                self._unqueue(self._inflight.pop(message_id, None))
+                self._settle(self._inflight.pop(message_id, None))
             self._answer(message_id, task.client, "error", exception=exc)
 
     # ------------------------------------------------------------- outcomes (any thread)
@@ -298,13 +298,16 @@ class Service:
                 info = self._inflight.get(message_id)
                 if info is not None:
                     info.started = time.time()
-                    self._unqueue(info)
+                    if not info.active:
+                        info.active = True
+                        self._active += 1
             return
         if kind is EventKind.CANCELED and self._stop_requested.is_set():
             return  # dropped by the scheduler's shutdown: still accepted, runs after restart
         with self._inflight_lock:
             info = self._inflight.pop(message_id, None)
-            self._unqueue(info)
+            self._settle(info)
+            idle = not self._active
         if info is None:
             return
         exception = event.exception
@@ -318,24 +321,26 @@ class Service:
         elif kind is EventKind.CANCELED and exception is None:
             exception = RemoteError(f"task {message_id!r} was canceled")
         self._answer(message_id, info.client, _OUTCOMES[kind], result, exception,
-                     event.traceback, info.started)
+                     event.traceback, info.started, alone=idle)
 
-    def _unqueue(self, info: Optional[_Inflight]) -> None:
-        """Under _inflight_lock: *info*'s task no longer waits for a worker."""
-        if info is not None and info.queued:
-            info.queued = False
-            self._queued -= 1
+    def _settle(self, info: Optional[_Inflight]) -> None:
+        """Under _inflight_lock: *info*'s task is over."""
+        if info is not None and info.active:
+            info.active = False
+            self._active -= 1
 
     def _answer(self, message_id: str, client: str, status: str, result: Any = None,
                 exception: Optional[BaseException] = None, traceback: Optional[str] = None,
-                started: Optional[float] = None) -> None:
+                started: Optional[float] = None, alone: bool = False) -> None:
         assert self._outbox is not None and self._inbox is not None
         body = encode_response(message_id, status, result, exception, traceback, started,
                                time.time(), self._max_size)
-        # A worker publishes its task's response itself, sparing a hand-off,
-        # unless other tasks wait for a worker: then the outbox (which sends
-        # many at once) does, so that they need not wait for the broker too.
-        if runs_here(self._inbox) and not self._queued:
+        # When its task was the only one due or running, a worker publishes
+        # the response itself: no hand-off to the link's thread, the lowest
+        # latency. Otherwise the outbox does, many at once in the link's
+        # thread: the most throughput, and no worker waits for the broker
+        # while tasks wait for a worker.
+        if alone and runs_here(self._inbox):
             self._answer_here(message_id, client, body)
         else:
             self._outbox.put(Outgoing(message_id, client, body))
