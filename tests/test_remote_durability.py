@@ -74,26 +74,35 @@ def test_launch_returns_only_once_the_broker_has_the_message(env):
 def test_a_message_is_acknowledged_only_after_it_is_stored(env, tmp_path):
     probe, url = env
     service = new_service(probe, url, tmp_path).start(probe)
-    requests = f"{service.name}.requests"
     with new_client(probe, url, service.name) as client:
         assert client.sync_await_response(client.task(add).launch(1, 1), timeout=30).result == 2
-        # Hold the store's write lock: the service gets the next message but
-        # cannot store it.
-        holder = sqlite3.connect(str(service.store), isolation_level=None, timeout=30)
-        holder.execute("BEGIN EXCLUSIVE")
-        try:
-            message_id = client.task(touch).launch(str(tmp_path / "ran"))
-            wait_for(lambda: probe.ready(requests) == 0)  # delivered, not acknowledged
-            service.kill()
-            # Without ack-after-commit the message would be gone with the service.
-            wait_for(lambda: probe.ready(requests) == 1)
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        service.start(probe)
+        # The store refuses new rows (a trigger, added behind the service's back).
+        with sqlite3.connect(str(service.store)) as db:
+            db.execute("CREATE TRIGGER refuse BEFORE INSERT ON remote_messages "
+                       "BEGIN SELECT RAISE(ABORT, 'the store refuses'); END")
+        message_id = client.task(touch).launch(str(tmp_path / "ran"))
+        wait_for(lambda: "the store refuses" in service.log.read_text())
+        with sqlite3.connect(str(service.store)) as db:
+            db.execute("DROP TRIGGER refuse")
+        # Not acknowledged when the commit failed, so delivered again, and run.
         response = client.sync_await_response(message_id, timeout=30)
     assert response.status == "completed" and (tmp_path / "ran").exists()
+    log = service.log.read_text()
+    assert "storing received tasks failed; they go back to the queue" in log
     assert service.stop() == 0
+
+
+def test_launch_fails_when_the_broker_does_not_take_the_message(env):
+    from pysched_lightning.remote import LaunchError
+    probe, url = env
+    name = unique("svc")  # no service runs: the messages stay in the queue
+    with new_client(probe, url, name) as client:
+        client.task(add).launch(1, 1)
+        probe.channel.queue_delete(f"{name}.requests")
+        with pytest.raises(LaunchError, match="no queue took message"):
+            client.task(add).launch(1, 2)  # unroutable: the broker did not keep it
+        client.task(add).launch(1, 3)  # the queue is declared again
+    assert probe.ready(f"{name}.requests") == 1
 
 
 def test_a_killed_service_runs_every_accepted_task_exactly_once(env, tmp_path):

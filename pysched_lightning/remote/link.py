@@ -24,6 +24,9 @@ from .broker import Backoff, declare_async
 
 __all__ = ["Link", "Delivery", "Done"]
 
+#: What a channel operation raises while its connection is closing.
+_CLOSING = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
+
 _log = logging.getLogger("pysched_lightning.remote")
 
 #: Called once per publish, in the link's thread: None once the broker
@@ -71,6 +74,8 @@ class Link:
         self._batch: List[Delivery] = []
         self._after: Deque[Callable[[], None]] = collections.deque()
         self._last_error: Optional[BaseException] = None
+        self._why = "broker connection lost"
+        self._restarted = False
         self._backoff = Backoff()
 
     # ------------------------------------------------------------- any thread
@@ -113,21 +118,32 @@ class Link:
         if not self._ready:
             done(ConnectionError("not connected to the broker"))
         elif queue in self._declared:
-            self._channel.basic_publish("", queue, body, properties, mandatory=True)
+            try:
+                self._channel.basic_publish("", queue, body, properties, mandatory=True)
+            except _CLOSING as exc:  # the connection is going: the owner sends it again
+                done(ConnectionError(f"{self._label}: {exc}"))
+                return
             self._unconfirmed[self._next_tag] = (properties.message_id, done)
             self._next_tag += 1
         else:
             self._declare(queue, lambda: self.publish(queue, body, properties, done))
 
     def ack(self, tag: int) -> None:
-        """Acknowledge every delivery up to *tag*."""
+        """Acknowledge every delivery up to *tag* (if the connection is going,
+        they are delivered again, and recognised)."""
         if self._ready:
-            self._channel.basic_ack(tag, multiple=True)
+            try:
+                self._channel.basic_ack(tag, multiple=True)
+            except _CLOSING:
+                pass
 
     def reject(self, tag: int) -> None:
         """Drop one delivery (or dead-letter it, if the queue has a policy for that)."""
         if self._ready:
-            self._channel.basic_reject(tag, requeue=False)
+            try:
+                self._channel.basic_reject(tag, requeue=False)
+            except _CLOSING:
+                pass  # delivered again, and rejected again
 
     def after_writing(self, fn: Callable[[], None]) -> None:
         """Run *fn* in the next pass of the loop, after what is queued (an
@@ -146,11 +162,20 @@ class Link:
         connection ends first."""
         self._connection.ioloop.call_later(delay, fn)
 
-    def restart(self, error: BaseException) -> None:
+    def restart(self, what: str, error: BaseException) -> None:
         """Drop the connection and connect again after the back-off: what was
-        delivered and not acknowledged goes back to the queue."""
+        delivered and not acknowledged goes back to the queue. *what* went
+        wrong, for the log line."""
         self._last_error = error
+        self._why = what
+        self._restarted = True
         self._close()
+
+    def working(self) -> None:
+        """The owner's side works again after a restart(): back-off from the start."""
+        if self._restarted:
+            self._restarted = False
+            self._backoff.reset()
 
     def cancel_consuming(self, done: Callable[[], None]) -> None:
         """Stop receiving deliveries; *done* runs once the broker agreed (or now,
@@ -170,7 +195,12 @@ class Link:
                     on_close_callback=self._on_closed)
                 with self._lock:
                     self._connection = connection
-                connection.ioloop.start()  # until _on_closed or _on_open_error stops it
+                try:
+                    connection.ioloop.start()  # until _on_closed or _on_open_error stops it
+                except Exception as exc:  # a callback failed: start over, do not die
+                    _log.exception("%s: unexpected failure; reconnecting", self._label)
+                    self._last_error = exc
+                    _abandon(connection)
                 with self._lock:
                     self._connection = None
                 self._lost()
@@ -180,7 +210,8 @@ class Link:
                     return
                 if not self._stopping.is_set():
                     self._stopping.wait(self._backoff.failed(
-                        f"{self._label}: broker connection lost", self._last_error))
+                        f"{self._label}: {self._why}", self._last_error))
+                    self._why = "broker connection lost"
         except Exception as exc:
             _log.exception("%s: the broker link failed", self._label)
             if not self._first.is_set():
@@ -211,6 +242,7 @@ class Link:
         connection.ioloop.stop()
 
     def _on_closed(self, connection: Any, reason: BaseException) -> None:
+        self._ready = False
         if not isinstance(reason, pika.exceptions.ConnectionClosedByClient):
             self._last_error = reason
         connection.ioloop.stop()
@@ -242,12 +274,14 @@ class Link:
         if self._first.is_set():
             _log.info("%s: connected to the broker again", self._label)
         self._first.set()
-        self._backoff.reset()
+        if not self._restarted:  # after restart(), the owner says when things work
+            self._backoff.reset()
         self._on_ready()
         self._run_calls()
 
     def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
-        self._last_error = reason
+        if not isinstance(reason, pika.exceptions.ChannelClosedByClient):
+            self._last_error = reason
         self._ready = False
         connection = self._connection
         if connection is not None and connection.is_open:
@@ -321,6 +355,16 @@ class Link:
                 done(pika.exceptions.UnroutableError([message_id]))
             else:
                 done(None)
+
+
+def _abandon(connection: Any) -> None:
+    """Close a connection whose loop failed; its socket goes with it."""
+    try:
+        if connection.is_open:
+            connection.close()
+            connection.ioloop.start()  # until the close completes
+    except Exception:
+        _log.debug("abandoning a broker connection failed", exc_info=True)
 
 
 def _startup_error(label: str, error: Optional[BaseException]) -> BaseException:

@@ -245,8 +245,9 @@ class Service:
         try:
             fresh = self._inbox.accept([new for _, _, new in good])
         except Exception as exc:  # not stored, so not acknowledged: they come again
-            self._link.restart(exc)
+            self._link.restart("storing received tasks failed; they go back to the queue", exc)
             return
+        self._link.working()
         # Stored, so acknowledged (the rejected ones are settled already): a
         # client's launch returns once the broker hears this, so the
         # acknowledgement goes out before the scheduling.
