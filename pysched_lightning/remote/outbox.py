@@ -1,13 +1,15 @@
 """The service's outbox: finished tasks' responses, stored, then published.
 
-Workers (and recovery) put responses here from any thread. The link's thread
-takes every response waiting, stores the new ones (done) in one transaction,
-publishes them all at once to their clients' durable reply queues with
-publisher confirms, and marks the confirmed ones published, again in one
-transaction. A response is stored before it is sent, so a crash in between
-only means it is sent again at the next start (clients keep the first copy);
-it is marked published only once the broker confirms it, so nothing stored
-is dropped. One that is not confirmed is sent again.
+Responses are put here from any thread. The link's thread takes every
+response waiting, stores the new ones (done) in one transaction, publishes
+them all at once to their clients' durable reply queues with publisher
+confirms, and marks the confirmed ones published, again in one transaction.
+A worker whose task was the only one running may instead store and publish
+its response itself (``send_here``), on a connection of its own, sparing the
+hand-off. Either way a response is stored before it is sent, so a crash in
+between only means it is sent again at the next start (clients keep the
+first copy); it is marked published only after the broker confirmed it, so
+nothing stored is dropped. One that is not confirmed is sent again.
 """
 from __future__ import annotations
 
@@ -23,12 +25,16 @@ from .broker import PERSISTENT, Backoff, reply_queue
 from .inbox import Inbox
 from .link import Link
 from .protocol import SIGNATURE_HEADER, sign
+from .sending import Senders
 
 __all__ = ["Outgoing", "Outbox", "response_properties"]
 
 _log = logging.getLogger("pysched_lightning.remote")
 
 _CONTENT_TYPE = "application/x-pysched-response"
+#: How long a worker tries to publish a response itself before it leaves it
+#: to the link's thread.
+_HERE_TIMEOUT = 0.5
 
 
 def response_properties(key: Optional[bytes], message_id: str, body: bytes) -> Any:
@@ -50,12 +56,16 @@ class Outgoing(NamedTuple):
 class Outbox:
     """The responses of one service on their way to the broker."""
 
-    def __init__(self, service: str, inbox: Inbox, key: Optional[bytes],
-                 on_published: Callable[[int], None]) -> None:
+    def __init__(self, service: str, params: pika.URLParameters, inbox: Inbox,
+                 key: Optional[bytes], on_published: Callable[[int], None]) -> None:
         self._service = service
         self._inbox = inbox
         self._key = key
         self._on_published = on_published
+        self._senders = Senders(params, f"service {service!r}")  # the workers' connections
+        self._here_lock = threading.Lock()  # guards _sent_here
+        #: Responses workers published, to mark published with the next commit.
+        self._sent_here: List[str] = []
         self._lock = threading.Lock()  # guards _waiting, _drain_asked and _idle
         self._waiting: Deque[Outgoing] = collections.deque()
         self._drain_asked = False
@@ -82,6 +92,41 @@ class Outbox:
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every response put so far is confirmed; False on timeout."""
         return self._idle.wait(timeout)
+
+    def send_here(self, item: Outgoing) -> None:
+        """Store and publish *item* from this (worker) thread, on its own
+        connection; what the broker does not take at once is put() instead."""
+        with self._here_lock:
+            sent, self._sent_here = self._sent_here, []
+        try:  # one commit: this response done, those sent before published
+            stored, = self._inbox.mark_done([(item.message_id, item.body)], sent)
+        except Exception:
+            with self._here_lock:
+                self._sent_here[:0] = sent
+            self.put(item)  # the link's thread tries the store again
+            return
+        if not stored:
+            _log.error("service %r: the response to %r not stored (its row was not "
+                       "running); not sent", self._service, item.message_id)
+            return
+        try:
+            self._senders.send(reply_queue(self._service, item.client), item.body,
+                               response_properties(self._key, item.message_id, item.body),
+                               _HERE_TIMEOUT)
+        except Exception:
+            self.put(item._replace(stored=True))
+            return
+        with self._here_lock:
+            self._sent_here.append(item.message_id)
+        self._on_published(1)
+
+    def close(self) -> None:
+        """Once the workers are gone: close their connections, mark what they sent."""
+        self._senders.close()
+        with self._here_lock:
+            sent, self._sent_here = self._sent_here, []
+        if sent:
+            self._inbox.mark_published(sent)
 
     # ------------------------------------------------------------- the link's thread
 

@@ -15,15 +15,14 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import EventKind, Scheduler, ThreadPoolExecutor
-from .broker import DEFAULT_BROKER, parameters, redacted, reply_queue, request_queue
+from .broker import DEFAULT_BROKER, parameters, redacted, request_queue
 from .execution import NotRun, run_in_process, run_in_thread, runs_here
 from .inbox import Inbox, NewMessage, store_path
 from .link import Delivery, Link
 from .messages import RemoteError, TaskHeader, encode_response, parse_task
-from .outbox import Outbox, Outgoing, response_properties
+from .outbox import Outbox, Outgoing
 from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, RejectedMessage, check_limit, check_name,
                        make_key, signature_of, unframe, verify)
-from .sending import Senders
 
 __all__ = ["Service"]
 
@@ -36,9 +35,6 @@ _PURGE_EVERY = 1000
 #: At stop, how long responses may take to be confirmed before they are left
 #: (stored) for the next start.
 _PUBLISH_GRACE = 10.0
-#: How long a worker tries to publish a response itself before it leaves it
-#: to the outbox.
-_DIRECT_TIMEOUT = 0.5
 
 
 class _Inflight:
@@ -101,10 +97,6 @@ class Service:
         self._scheduler: Optional[Scheduler] = None
         self._outbox: Optional[Outbox] = None
         self._link: Optional[Link] = None
-        self._responders: Optional[Senders] = None  # the workers' own connections
-        self._confirmed_lock = threading.Lock()  # guards _confirmed
-        #: Responses workers published, to mark published with the next commit.
-        self._confirmed: List[str] = []
 
     def __repr__(self) -> str:
         return f"<Service {self.name!r} on {self._broker} store={self._path!r} {self._state}>"
@@ -184,8 +176,7 @@ class Service:
         executor = ThreadPoolExecutor(self._workers) if self._workers else None
         self._scheduler = Scheduler(executor=executor)
         self._scheduler.add_listener(self._on_event, kinds=[EventKind.STARTED, *_OUTCOMES])
-        self._outbox = Outbox(self.name, self._inbox, self._key, self._published)
-        self._responders = Senders(self._params, f"service {self.name!r}")
+        self._outbox = Outbox(self.name, self._params, self._inbox, self._key, self._published)
         queue = request_queue(self.name)
         self._link = Link(self._params, f"service {self.name!r}", declare=[queue],
                           consume=queue, prefetch=self._prefetch, exclusive=True,
@@ -204,11 +195,9 @@ class Service:
             self._link.stop()
         if self._scheduler is not None and not self._scheduler.stopped:
             self._scheduler.shutdown(wait=True)
-        if self._responders is not None:  # their worker threads have ended
-            self._responders.close()
+        if self._outbox is not None:  # the workers that used it have ended
+            self._outbox.close()
         if self._inbox is not None:
-            if self._confirmed:
-                self._inbox.mark_published(self._confirmed)
             self._inbox.close()
 
     # ------------------------------------------------------------- accepting (link thread)
@@ -338,43 +327,14 @@ class Service:
                                time.time(), self._max_size)
         # When its task was the only one due or running, a worker publishes
         # the response itself: no hand-off to the link's thread, the lowest
-        # latency. Otherwise the outbox does, many at once in the link's
-        # thread: the most throughput, and no worker waits for the broker
-        # while tasks wait for a worker.
+        # latency. Otherwise the link's thread does, many at once: the most
+        # throughput, and no worker waits for the broker while tasks wait for
+        # a worker.
+        item = Outgoing(message_id, client, body)
         if alone and runs_here(self._inbox):
-            self._answer_here(message_id, client, body)
+            self._outbox.send_here(item)
         else:
-            self._outbox.put(Outgoing(message_id, client, body))
-
-    def _answer_here(self, message_id: str, client: str, body: bytes) -> None:
-        """In a worker: store the response and publish it on this thread's own
-        connection, sparing a hand-off to the link's thread. What the broker
-        does not take at once goes through the outbox."""
-        assert self._outbox is not None and self._inbox is not None
-        assert self._responders is not None
-        with self._confirmed_lock:
-            confirmed, self._confirmed = self._confirmed, []
-        try:  # one commit: this response done, the ones confirmed before published
-            stored, = self._inbox.mark_done([(message_id, body)], confirmed)
-        except Exception:
-            with self._confirmed_lock:
-                self._confirmed[:0] = confirmed
-            self._outbox.put(Outgoing(message_id, client, body))  # it retries the store
-            return
-        if not stored:
-            _log.error("service %r: the response to %r not stored (its row was not "
-                       "running); not sent", self.name, message_id)
-            return
-        try:
-            self._responders.send(reply_queue(self.name, client), body,
-                                  response_properties(self._key, message_id, body),
-                                  _DIRECT_TIMEOUT)
-        except Exception:
-            self._outbox.put(Outgoing(message_id, client, body, True))
-            return
-        with self._confirmed_lock:
-            self._confirmed.append(message_id)
-        self._published(1)
+            self._outbox.put(item)
 
     def _published(self, count: int) -> None:
         """After responses went out: now and then, let the scheduler forget
