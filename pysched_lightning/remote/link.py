@@ -224,10 +224,15 @@ class Link:
         self._ready = False
         self._channel = None
         self._declared.clear()
-        self._declaring.clear()
         self._returned.clear()
         self._batch = []  # not acknowledged: the broker delivers them again
         self._run_after()  # their work does not need the connection
+        # What waited for a declaration runs now, not connected: publishes
+        # report their failure (and are sent again), the rest stops.
+        held = [then for waiting in self._declaring.values() for then in waiting]
+        self._declaring.clear()
+        for then in held:
+            then()
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         error = ConnectionError(f"{self._label}: the connection closed before the broker "
                                 "confirmed the message")
@@ -256,6 +261,8 @@ class Link:
         channel.confirm_delivery(self._on_confirm, callback=lambda frame: self._declare_next(0))
 
     def _declare_next(self, index: int) -> None:
+        if self._channel is None:
+            return  # the connection ended meanwhile
         if index < len(self._queues):
             self._declare(self._queues[index], lambda: self._declare_next(index + 1))
         elif self._consume is not None:

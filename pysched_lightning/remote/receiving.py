@@ -35,6 +35,8 @@ _ACK_EVERY = 64
 _ACK_AFTER = 0.5
 #: A reader re-checks for close() and cancellation at least this often (s).
 _SLICE = 1.0
+#: Unread for this long (s), the connection may have been closed by the broker.
+_IDLE = 30.0
 _LOST = (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelClosed,
          pika.exceptions.ChannelWrongStateError, ConnectionError, OSError)
 
@@ -63,6 +65,7 @@ class Replies:
         self._kept_since = 0.0  # when the oldest one not acknowledged was kept
         self._backoff = Backoff(first=0.05, cap=5.0)
         self._retry_at = 0.0  # peek() does not reconnect before this (monotonic)
+        self._last_read = time.monotonic()
 
     def connect(self) -> None:
         """The first connection; declares the queues (raises if unreachable)."""
@@ -111,6 +114,8 @@ class Replies:
             try:
                 self._read(min(remaining, _SLICE))
             except _LOST as exc:
+                if self._idle_loss(exc):
+                    continue
                 time.sleep(min(max(remaining, 0.0), self._backoff.failed(
                     f"{self._label}: reading responses failed", exc)))
             finally:
@@ -137,6 +142,17 @@ class Replies:
 
     # ------------------------------------------------------------- the reader
 
+    def _idle_loss(self, error: BaseException) -> bool:
+        """True (and quiet) when the connection was lost while nobody read: the
+        broker closes connections whose heartbeats stop. Connect again at once."""
+        if time.monotonic() - self._last_read < _IDLE:
+            return False
+        _log.info("%s: the reply connection was closed while idle (%s); connecting again",
+                  self._label, error)
+        self._drop_connection()
+        self._last_read = time.monotonic()
+        return True
+
     def _hand_on(self) -> None:
         with self._lock:
             self._reading = False
@@ -147,6 +163,7 @@ class Replies:
             self._connect()
         self._ack_kept()
         self._connection.process_data_events(time_limit=time_limit)
+        self._last_read = time.monotonic()
         self._backoff.reset()
 
     def _ack_kept(self, now: bool = False) -> None:

@@ -49,6 +49,7 @@ class _Sender:
              label: str) -> None:
         with self.lock:
             backoff = Backoff(first=0.05, cap=2.0)
+            idle = self.channel is not None  # a connection kept from an earlier send
             while True:
                 try:
                     channel = self.channel
@@ -66,6 +67,11 @@ class _Sender:
                     raise LaunchError(f"no queue took message {properties.message_id!r}")
                 except _LOST as exc:
                     self.close_now()
+                    if idle:  # the broker closes idle connections (missed heartbeats)
+                        idle = False
+                        _log.info("%s: a connection was closed while idle (%s); "
+                                  "connecting again", label, exc)
+                        continue
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise TimeoutError(f"{label}: the broker did not take message "
