@@ -5,13 +5,15 @@ Programs hand tasks to one scheduling service and get the answers back::
 
     from pysched_lightning.remote import Client, Service
 
+    # in the service's process (or: pysched serve --broker URL --store service.db)
     Service(name="pysched", broker=URL, store="sqlite:///service.db", secret=KEY).start()
 
+    # in any number of client processes
     with Client(name="web-1", service="pysched", broker=URL, secret=KEY) as client:
         @client.task
         def add(a, b):
             return a + b
-        message_id = add.launch(1, 2)
+        message_id = add.launch(1, 2)  # returns once the broker has it
         print(client.sync_await_response(message_id, timeout=10).result)
 
 The broker client (pika) is imported only when ``Client`` or ``Service`` is
