@@ -28,10 +28,12 @@ def served(url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("served")
     probe = Broker(url)
     probe.track(f"{name}.requests")
-    service = ServiceProcess(url, name, tmp / "service.db", tmp / "service.log").start(probe)
-    yield SimpleNamespace(name=name, url=url, probe=probe, pid=service.pid, log=service.log)
-    assert service.stop() == 0, service.log.read_text()
-    probe.close()
+    try:
+        service = ServiceProcess(url, name, tmp / "service.db", tmp / "service.log").start(probe)
+        yield SimpleNamespace(name=name, url=url, probe=probe, pid=service.pid, log=service.log)
+        assert service.stop() == 0, service.log.read_text()
+    finally:
+        probe.close()
 
 
 @pytest.fixture

@@ -96,6 +96,7 @@ def test_launch_fails_when_the_broker_does_not_take_the_message(env):
     from pysched_lightning.remote import LaunchError
     probe, url = env
     name = unique("svc")  # no service runs: the messages stay in the queue
+    probe.track(f"{name}.requests")
     with new_client(probe, url, name) as client:
         client.task(add).launch(1, 1)
         probe.channel.queue_delete(f"{name}.requests")

@@ -48,6 +48,7 @@ class Broker:
         self.connection = pika.BlockingConnection(pika.URLParameters(url))
         self.channel = self.connection.channel()
         self.queues: List[str] = []
+        self.services: List["ServiceProcess"] = []  # killed at close() if still running
 
     def track(self, *queues: str) -> None:
         self.queues.extend(queues)
@@ -70,6 +71,9 @@ class Broker:
             delivery_mode=2, headers=headers, message_id=message_id))
 
     def close(self) -> None:
+        for service in self.services:  # a test that failed half-way
+            if service.proc is not None and service.proc.poll() is None:
+                service.kill()
         for queue in self.queues:
             try:
                 self.channel.queue_delete(queue)
@@ -95,6 +99,8 @@ class ServiceProcess:
         env.pop("PYSCHED_SECRET", None)
         if self.secret is not None:
             env["PYSCHED_SECRET"] = self.secret
+        if self not in probe.services:
+            probe.services.append(self)
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pysched_lightning", "serve", "--broker", self.url,
