@@ -126,7 +126,8 @@ def returned(st: State, run: Run, fx: Effects) -> None:
     for waiting in st.runbook.returned(run):
         if not waiting.done:
             admit(st, waiting, fx)
-    st.notify_waiters(run.task_id, fx)  # shutdown() waits for every run to return
+    if st.waiters:  # shutdown() waits for every run to return
+        st.notify_waiters(run.task_id, fx)
 
 
 # -- the end of a run ----------------------------------------------------------
@@ -173,7 +174,8 @@ def end(st: State, run: Run, status: TaskStatus, now: float, fx: Effects) -> Non
     if st.journal is not None:  # every attempt, retried or not
         st.journal.finished(run, st.offset)
         st.write_soon(now)
-    st.notify_waiters(run.task_id, fx)
+    if st.waiters:
+        st.notify_waiters(run.task_id, fx)
     if status is not TaskStatus.COMPLETED and _retry(st, run, now, fx):
         return
     if status is TaskStatus.ERROR and run.exit_code is not None:
@@ -293,20 +295,24 @@ def cancel_task(st: State, task_id: str, reason: str, fx: Effects,
     runs are dropped, its dependents canceled. A run in progress goes on."""
     task = st.timetable.remove(task_id)
     now = st.clock.now()
-    state = st.runbook.state(task_id)
-    # Runs not started yet (in a ready heap, held, or waiting) are the
-    # task's SUSPENDED runs: dropping them makes their heap entries dead.
-    for run in state.kept_runs() + (state.waiting or []):
-        if run.status is TaskStatus.SUSPENDED:
-            drop(st, run, TaskStatus.CANCELED, reason, now, fx)
-    state.waiting = None
-    st.runbook.cancel(task, now)
+    state = st.runbook.cancel(task, now)
+    if state.latest is not None or state.waiting:
+        # Runs not started yet (in a ready heap, held, or waiting) are the
+        # task's SUSPENDED runs: dropping them makes their heap entries dead.
+        for run in state.kept_runs() + (state.waiting or []):
+            if run.status is TaskStatus.SUSPENDED:
+                drop(st, run, TaskStatus.CANCELED, reason, now, fx)
+        state.waiting = None
+        state.status = TaskStatus.CANCELED
     if st.journal is not None and not keep_stored:
         st.journal.task_removed(task_id)
     fx.log(logging.INFO, "task %r canceled: %s", task_id, reason)
-    st.event(fx, EventKind.CANCELED, task_id, reason=reason)
-    st.notify_waiters(task_id, fx)
-    _fail_dependents(st, task_id, fx)
+    if st.listening:
+        st.event(fx, EventKind.CANCELED, task_id, reason=reason)
+    if st.waiters:
+        st.notify_waiters(task_id, fx)
+    if st.timetable.depended_on(task_id):
+        _fail_dependents(st, task_id, fx)
 
 
 def queued_runs(st: State) -> List[Run]:
