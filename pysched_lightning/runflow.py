@@ -16,7 +16,6 @@ from .events import EventKind
 from .lanes import Lane
 from .runs import FAILED, Run, TaskStatus
 from .state import Effects, State
-from .task import Task
 from .timetable import Extra
 
 __all__ = ["admit", "drain", "next_ready", "finish", "end", "drop", "cancel_task",
@@ -108,13 +107,7 @@ def refuse(st: State, run: Run, fx: Effects, pull: bool) -> Optional[Run]:
     reason = run.reason or "already claimed in the store by another scheduler"
     run.status = TaskStatus.SUSPENDED  # it never ran
     drop(st, run, TaskStatus.MISSED, reason, now, fx, 0.0, recorded=False)
-    lane = st.lanes.of(run)
-    following = next_ready(st, lane, now, fx) if pull and lane.ready else None
-    if following is None:
-        lane.give_back()
-        if lane.ready and not st.paused:
-            st.wakeup.notify()
-    return following
+    return _next_for(st, st.lanes.of(run), now, fx, pull)
 
 
 def returned(st: State, run: Run, fx: Effects) -> None:
@@ -157,6 +150,12 @@ def finish(st: State, run: Run, status: TaskStatus, result: Any,
         # Only now: runs that its end released (a retry waiting for it,
         # dependents) waited in the ready heap for this worker to take them.
         lane.returning.pop()
+    return _next_for(st, lane, now, fx, pull)
+
+
+def _next_for(st: State, lane: Lane, now: float, fx: Effects, pull: bool) -> Optional[Run]:
+    """A slot is free: a pulling worker takes the lane's next ready run, or
+    the slot is given back (and the dispatcher told of waiting runs)."""
     following = next_ready(st, lane, now, fx) if pull and lane.ready else None
     if following is None:
         lane.give_back()

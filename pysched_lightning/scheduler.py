@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import weakref
 from concurrent.futures import CancelledError

@@ -20,7 +20,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, ConfigError, load_config, parse_log_level
-from .common import PROG, RUN_LOG_NAME, CommandFailed, UsageError
+from .common import PROG, RUN_LOG_NAME, CommandFailed, UsageError, positive_int
 from .reporting import CLI_LOGGER, setup_logging
 from .runner import DEFAULT_GRACE, cmd_run
 from .views import DEFAULT_HISTORY, cmd_history, cmd_list
@@ -45,15 +45,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
     return value
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
 
 
 def _register_plugins(commands: Any,
@@ -125,7 +116,7 @@ def build_parser(plugins: Sequence[Tuple[str, str, str]] = PLUGINS
                      metavar="SECONDS",
                      help="on SIGINT/SIGTERM, how long running jobs may finish before "
                           f"they are killed (default {DEFAULT_GRACE:g})")
-    run.add_argument("--workers", type=_positive_int, metavar="N",
+    run.add_argument("--workers", type=positive_int, metavar="N",
                      help="jobs that may run at the same time (default: max(8, CPUs))")
     run.add_argument("--status", action="store_true",
                      help="show a live status screen (running now, next runs, last "

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Set
 
 from ..config import Config
-from .common import RUN_LOG_NAME, CommandFailed, UsageError, open_store, paths
+from .common import RUN_LOG_NAME, CommandFailed, UsageError, open_store, paths, stopped_by_signals
 from .jobs import Job, describe_schedule, duration_words, retry_policy, scan_jobs
 from .reporting import CLI_LOGGER, RunReporter
 from .status import StatusScreen
@@ -122,19 +121,8 @@ class JobRunner:
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     """``pysched run``: schedule the folder's jobs until SIGINT/SIGTERM."""
-    stop = threading.Event()
-    received: List[str] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stopped_by_signals() as (stop, received):
         return _run(args, config, stop, received)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _claim_store(store_path: str, nuke: bool) -> None:

@@ -8,6 +8,8 @@ keeps earlier processes' runs too), else from the runs it keeps in memory.
 """
 from __future__ import annotations
 
+import abc
+
 import logging
 import math
 import os
@@ -30,29 +32,32 @@ _LATEST = 3
 ACTIONS = ("pause", "resume", "run-now", "cancel")
 
 
-class Source:
+class Source(abc.ABC):
     """What the pages read. ``runs`` is the run history (``StoreRuns`` or
     ``MemoryRuns``); ``live`` says whether actions are possible at all."""
 
     live = False
     runs: Any
 
+    @abc.abstractmethod
     def tasks(self) -> List[TaskRow]:
-        raise NotImplementedError
+        """Every task, as the tasks page lists them."""
 
+    @abc.abstractmethod
     def task(self, task_id: str) -> Optional[TaskRow]:
         """The task, or None if this source does not know it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def next_run_times(self, task_id: str, n: int) -> List[float]:
-        raise NotImplementedError
+        """The task's next *n* due times (POSIX seconds)."""
 
     def holder(self) -> Optional[str]:
         """Who holds the store right now (a scheduler's owner string), if anyone."""
         return None
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """What is shown, in words (a store's path, a live scheduler)."""
 
     def act(self, action: str, task_id: str) -> None:
         raise PermissionError("this dashboard reads a store from another process: "

@@ -8,6 +8,8 @@ skips nothing.
 """
 from __future__ import annotations
 
+import abc
+
 import math
 import reprlib
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -20,18 +22,19 @@ _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 200
 
 
-class RunHistory:
+class RunHistory(abc.ABC):
     """The queries the pages make; subclasses provide ``select`` and ``count``."""
 
+    @abc.abstractmethod
     def select(self, task_id: Optional[str] = None, limit: Optional[int] = None, *,
                before: Optional[float] = None, since: Optional[float] = None,
                statuses: Optional[Iterable[int]] = None) -> List[Dict[str, Any]]:
         """Runs newest first (by scheduled), filtered as ``Store.runs``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def count(self, task_id: Optional[str] = None, *, since: Optional[float] = None,
               statuses: Optional[Iterable[int]] = None) -> int:
-        raise NotImplementedError
+        """How many runs match, filtered as ``Store.count_runs``."""
 
     def at(self, task_id: str, scheduled: float) -> List[Dict[str, Any]]:
         """Every run of the task scheduled at exactly *scheduled*."""

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import stat
-import threading
-from typing import Any, List, Optional
+from typing import Any, Optional
 
+from ..cli.common import positive_int, stopped_by_signals
 from ..config import ConfigError
 
 __all__ = ["register", "add_serve_parser", "cmd_serve", "read_secret", "SECRET_ENV"]
@@ -58,9 +57,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true",
                        help="run without a secret: anyone who can publish to the broker "
                             "can run code here")
-    serve.add_argument("--workers", type=_positive_int, metavar="N",
+    serve.add_argument("--workers", type=positive_int, metavar="N",
                        help="threads for ordinary tasks (default: one per core)")
-    serve.add_argument("--max-message-size", type=_positive_int, metavar="BYTES",
+    serve.add_argument("--max-message-size", type=positive_int, metavar="BYTES",
                        help="refuse larger messages (default 10 MiB)")
     serve.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                        help="on SIGINT/SIGTERM, how long running tasks may finish before "
@@ -119,15 +118,7 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
 
-    stop = threading.Event()
-    received: List[str] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stopped_by_signals() as (stop, received):
         try:
             service.start(block=False)
         except (ConnectionError, RuntimeError) as exc:
@@ -139,17 +130,5 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
         _log.info("pysched serve: %s received; stopping (running tasks get %g s)",
                   received[0], args.grace)
         service.stop(timeout=args.grace)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
