@@ -29,7 +29,7 @@ def check_callable(fn: Any) -> Callable[..., Any]:
 def check_kind(fn: Any, hard: Any) -> bool:
     """Refuse what cannot run as asked, naming it; True for a coroutine function."""
     code = getattr(fn, "__code__", None)
-    if code is not None and not code.co_flags & _ASYNC_FLAGS and hard is not True:
+    if code is not None and not code.co_flags & _ASYNC_FLAGS:
         return False  # a plain function, the common case: no more to ask
     if inspect.isasyncgenfunction(fn):
         raise TypeError(f"fn {safe_repr(fn, 200)} is an async generator function: it "
