@@ -18,6 +18,11 @@ Contenders, each with 4 worker threads:
                (skipped with a note when apscheduler is not importable)
   psl          pysched_lightning.Scheduler (public API only)
 
+The remote benchmark (``--only remote``) instead starts two processes on the
+same RabbitMQ: ``pysched serve`` (2 worker threads, signed messages, SQLite
+store, publisher confirms) and a Celery worker (thread pool of 2, ``rpc://``
+results), and times no-op tasks launched from here through each.
+
 Ratios are against the baseline measured in the same run. The table is
 markdown, to paste into a README; the same figures go to JSON.
 """
@@ -66,6 +71,7 @@ FULL = dict(
     sched_cancel_n=200,                          # stdlib sched.cancel is O(n)
     rec_n=200, rec_interval=0.05, rec_duration=3.0,
     idle_s=1.0, wake_tries=7,
+    remote_n=1_000, remote_warmup=100, remote_rounds=10, remote_repeats=5,
 )
 QUICK = dict(
     tp_n=2_000, tp_repeats=3, tp_warmup=200,
@@ -75,9 +81,11 @@ QUICK = dict(
     sched_cancel_n=50,
     rec_n=40, rec_interval=0.05, rec_duration=1.0,
     idle_s=0.3, wake_tries=3,
+    remote_n=200, remote_warmup=20, remote_rounds=4, remote_repeats=2,
 )
 
-BENCHES = ["throughput", "lateness", "add_cancel", "recurring", "idle", "sqlite"]
+BENCHES = ["throughput", "lateness", "add_cancel", "recurring", "idle", "sqlite", "hard",
+           "remote"]
 CONTENDERS = ["tpe", "sched", "apscheduler", "psl"]
 LABELS = {
     "tpe": "plain ThreadPoolExecutor",
@@ -85,6 +93,7 @@ LABELS = {
     "apscheduler": "APScheduler 3.x",
     "psl": "pysched_lightning",
     "psl-sqlite": "pysched_lightning (sqlite store)",
+    "celery": "Celery 5 (rpc://, 2 threads)",
 }
 
 # Targets for pysched_lightning.
@@ -97,6 +106,7 @@ T_REC_P99_MS = 5.0
 T_IDLE_CPU = 1.0
 T_WAKE_MS = 2.0
 T_SQLITE_RATIO = 0.33
+# remote: p50 round trip at or below Celery's, throughput at least Celery's
 
 
 class NotSupported(Exception):
@@ -753,6 +763,309 @@ def bench_sqlite(cfg, tmpdir):
 
 
 # ---------------------------------------------------------------------------
+# hard tasks: no-ops in worker processes, through each contender's process pool
+
+HARD_WORKERS = 2
+HARD_SIZES = {"full": (1_000, 5), "quick": (200, 3)}  # (tasks per run, rounds)
+T_HARD_RATIO = 0.80
+HARD_CONTENDERS = ["loky", "stdlib", "apscheduler", "psl"]
+
+
+class HardRawPool:
+    """A plain process pool: submit all, wait for all (loky: the baseline)."""
+
+    def __init__(self, name, noop):
+        if name == "loky":
+            import loky
+            self.pool = loky.ProcessPoolExecutor(HARD_WORKERS)
+        else:
+            self.pool = cf.ProcessPoolExecutor(HARD_WORKERS)
+        self.noop = noop
+
+    def run_many(self, k, fn=None, args=()):
+        submit, fn = self.pool.submit, fn or self.noop
+        done, _ = cf.wait([submit(fn, *args) for _ in range(k)])
+        for future in done:
+            future.result()  # a failed warm-up must not pass unseen
+        return time.perf_counter()
+
+    def shutdown(self):
+        self.pool.shutdown(wait=True)
+
+
+class HardAPS:
+    """APScheduler 3 with its ProcessPoolExecutor; counts EVENT_JOB_EXECUTED."""
+
+    def __init__(self, name, noop):
+        import logging
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
+        from apscheduler.executors.pool import ProcessPoolExecutor as APSProcessPool
+        from apscheduler.schedulers.background import BackgroundScheduler
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        self.noop, self.counter, self.failed = noop, None, None
+        self.s = BackgroundScheduler(
+            executors={"default": APSProcessPool(HARD_WORKERS)},
+            job_defaults={"misfire_grace_time": None, "coalesce": False,
+                          "max_instances": 1_000_000},
+            timezone=timezone.utc)
+        self.s.add_listener(self._hit, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        self.s.start()
+
+    def run_many(self, k, fn=None, args=()):
+        c = self.counter = Counter(k)
+        add, fn = self.s.add_job, fn or self.noop
+        for _ in range(k):
+            add(fn, args=args)
+        if not c.done.wait(max(60.0, k / 50)):
+            raise TimeoutError(f"{c.count}/{k} jobs done")
+        return c.t_done
+
+    def _hit(self, event):
+        if getattr(event, "exception", None) is not None:
+            self.failed = event.exception
+        self.counter.hit()
+
+    def shutdown(self):
+        self.s.shutdown(wait=True)
+
+
+class HardPSL:
+    """pysched_lightning: ``delay('once', 0, 1, noop, hard=True)`` on
+    ``psl.ProcessPoolExecutor(2)``; counts COMPLETED (and FAILED) events."""
+
+    def __init__(self, name, noop):
+        psl = load_psl()
+        self.noop, self.counter, self.failed = noop, None, None
+        self.s = psl.Scheduler(process_executor=psl.ProcessPoolExecutor(HARD_WORKERS))
+        self.s.add_listener(self._hit, [psl.EventKind.COMPLETED, psl.EventKind.FAILED])
+        self.s.start()
+
+    def run_many(self, k, fn=None, args=()):
+        c = self.counter = Counter(k)
+        delay, fn = self.s.delay, fn or self.noop
+        for _ in range(k):
+            delay("once", 0, 1, fn, args=args, hard=True)
+        if not c.done.wait(max(60.0, k / 50)):
+            raise TimeoutError(f"{c.count}/{k} runs done")
+        return c.t_done
+
+    def _hit(self, event):
+        if event.kind.name != "COMPLETED":
+            self.failed = event.exception
+        self.counter.hit()
+
+    def shutdown(self):
+        self.s.shutdown(wait=True)
+
+
+HARD_ADAPTERS = {"loky": HardRawPool, "stdlib": HardRawPool, "apscheduler": HardAPS,
+                 "psl": HardPSL}
+
+
+def bench_hard(names, n, repeats):
+    """``n`` no-op tasks due now on HARD_WORKERS processes, all submitted at
+    once; tasks/s from the first submit to the last completion, best of
+    ``repeats``, after a warm-up that starts the worker processes. The
+    contenders take turns, round after round (a process benchmark on a
+    shared machine drifts: taking turns exposes them all to the same drift)."""
+    import _hard_tasks  # benchmarks/ is on sys.path; workers import it by name
+    settle()
+    adapters, results = {}, {}
+    try:
+        for name in names:
+            try:
+                ad = adapters[name] = HARD_ADAPTERS[name](name, _hard_tasks.noop)
+                # Warm-up: every worker process is up (they meet), then a few no-ops.
+                with tempfile.TemporaryDirectory(prefix="psl-bench-meet-") as folder:
+                    ad.run_many(HARD_WORKERS, _hard_tasks.meet, (folder, HARD_WORKERS))
+                ad.run_many(max(50, 10 * HARD_WORKERS))
+                if getattr(ad, "failed", None) is not None:
+                    raise RuntimeError(f"warm-up task failed: {ad.failed!r}")
+                results[name] = {"n": n, "repeats": repeats, "workers": HARD_WORKERS,
+                                 "runs_tasks_per_s": []}
+            except Exception as exc:  # that contender only
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                adapters.pop(name, None)
+        for _ in range(repeats):
+            for name, ad in adapters.items():
+                gc.collect()
+                t0 = time.perf_counter()
+                t_done = ad.run_many(n)
+                results[name]["runs_tasks_per_s"].append(n / (t_done - t0))
+        for name in adapters:
+            results[name]["tasks_per_s"] = max(results[name]["runs_tasks_per_s"])
+    finally:
+        for name, ad in adapters.items():
+            err = shutdown_with_timeout(ad)
+            if err:
+                results[name]["shutdown_error"] = err
+    return results
+
+
+# remote: a `pysched serve` process beside a Celery worker, on one broker
+
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+# Both contenders run a no-op from a module their workers import: Celery
+# finds tasks by name, and pysched_lightning sends an importable function by
+# reference (a function of a script's __main__ would travel by value).
+_PSL_TASKS = """
+def noop():
+    return None
+"""
+
+_CELERY_APP = """
+from celery import Celery
+app = Celery("psl_bench_celery", broker={broker!r}, backend="rpc://")
+app.conf.update(task_default_queue={queue!r}, broker_connection_retry_on_startup=True,
+                worker_hijack_root_logger=False)
+
+@app.task
+def noop():
+    return None
+"""
+
+
+def _remote_missing(broker):
+    """Why the remote benchmark cannot run here, or None."""
+    import socket
+    from urllib.parse import urlsplit
+    for module, extra in (("pika", "pip install -e '.[remote]'"),
+                          ("celery", "pip install -r benchmarks/requirements.txt")):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed ({extra})"
+    parts = urlsplit(broker)
+    try:
+        socket.create_connection((parts.hostname or "localhost", parts.port or 5672), 2).close()
+    except OSError as exc:
+        return f"RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} ({exc})"
+    return None
+
+
+def _round_trips(launch, wait, n):
+    """Launch and wait for one no-op task at a time: n latencies in seconds."""
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        wait(launch())
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _burst(launch, wait, n):
+    """Launch n no-op tasks back to back, then collect every response: tasks/s
+    from the first launch to the last response."""
+    t = time.perf_counter()
+    handles = [launch() for _ in range(n)]
+    for h in handles:
+        wait(h)
+    return n / (time.perf_counter() - t)
+
+
+def bench_remote(cfg, broker, tmpdir):
+    """Round trip (launch -> response) and throughput of no-op tasks through
+    RabbitMQ: a pysched_lightning service (signed messages, SQLite store,
+    publisher confirms, 2 worker threads) beside a Celery worker (rpc://
+    results, thread pool of 2). Both run as processes started here; their
+    measurements alternate so that load on the machine hits both alike."""
+    why = _remote_missing(broker)
+    if why:
+        return {"skipped": why}
+    import secrets
+    import signal
+    import subprocess
+    import uuid
+    from pysched_lightning.remote import Client
+
+    n, warmup = cfg["remote_n"], cfg["remote_warmup"]
+    rounds, repeats = cfg["remote_rounds"], cfg["remote_repeats"]
+    tag = uuid.uuid4().hex[:8]
+    service, client_name = f"bench-{tag}", f"bench-client-{tag}"
+    celery_queue = f"bench-celery-{tag}"
+    secret = secrets.token_hex(32)
+    env = dict(os.environ, PYSCHED_SECRET=secret,
+               PYTHONPATH=os.pathsep.join([tmpdir, os.environ.get("PYTHONPATH", "")]))
+    with open(os.path.join(tmpdir, "psl_bench_celery.py"), "w") as f:
+        f.write(_CELERY_APP.format(broker=broker, queue=celery_queue))
+    with open(os.path.join(tmpdir, "psl_bench_tasks.py"), "w") as f:
+        f.write(_PSL_TASKS)
+    logs = open(os.path.join(tmpdir, "remote-bench.log"), "w")
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "pysched_lightning", "serve", "--broker", broker,
+                          "--store", os.path.join(tmpdir, "bench-service.db"), "--name", service,
+                          "--workers", "2", "--log-level", "WARNING"],
+                         env=env, stdout=logs, stderr=subprocess.STDOUT),
+        subprocess.Popen([sys.executable, "-m", "celery", "-A", "psl_bench_celery", "worker",
+                          "--pool", "threads", "--concurrency", "2", "-Q", celery_queue,
+                          "--without-gossip", "--without-mingle", "--without-heartbeat",
+                          "--loglevel", "WARNING"],
+                         env=env, cwd=tmpdir, stdout=logs, stderr=subprocess.STDOUT),
+    ]
+    sys.path.insert(0, tmpdir)
+    client = None
+    try:
+        import psl_bench_celery as celery_app
+        import psl_bench_tasks
+        client = Client(client_name, service=service, broker=broker, secret=secret)
+        psl_noop = client.task(psl_bench_tasks.noop)
+        contenders = {
+            "celery": (celery_app.noop.delay, lambda r: r.get(timeout=60)),
+            "psl": (psl_noop.launch, lambda m: client.sync_await_response(m, timeout=60)),
+        }
+        for launch, wait in contenders.values():  # both up and warm before measuring
+            for _ in range(warmup):
+                wait(launch())
+        lat = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, (launch, wait) in contenders.items():
+                lat[name] += _round_trips(launch, wait, n // rounds)
+        bursts = {name: [] for name in contenders}
+        for _ in range(repeats):
+            for name, (launch, wait) in contenders.items():
+                bursts[name].append(_burst(launch, wait, n))
+        import celery
+        import pika
+        out = {"versions": {"celery": celery.__version__, "pika": pika.__version__}}
+        for name in contenders:
+            xs = sorted(lat[name])
+            out[name] = {"n": len(xs), "p50_ms": pct(xs, 50) * 1e3, "p99_ms": pct(xs, 99) * 1e3,
+                         "max_ms": xs[-1] * 1e3}
+            out[name]["tasks_per_s"] = max(bursts[name])
+            out[name]["all_tasks_per_s"] = bursts[name]
+        return out
+    finally:
+        if client is not None:
+            client.close()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs.close()
+        sys.path.remove(tmpdir)
+        for module in ("psl_bench_celery", "psl_bench_tasks"):
+            sys.modules.pop(module, None)
+        _remote_cleanup(broker, [f"{service}.requests", f"{service}.replies.{client_name}",
+                                 celery_queue])
+
+
+def _remote_cleanup(broker, queues):
+    import pika
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(broker))
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue)
+        connection.close()
+    except Exception as exc:  # the figures stand; say what was left behind
+        print(f"  (could not delete the benchmark's queues: {exc})", flush=True)
+
+
+# ---------------------------------------------------------------------------
 # the table: one row per measurement, one column per contender
 
 class Report:
@@ -857,6 +1170,8 @@ def main(argv=None):
                     help="comma-separated benchmark names (%s) and/or scheduler names (%s)"
                     % (",".join(BENCHES), ",".join(CONTENDERS)))
     ap.add_argument("--json", default=str(HERE / "results.json"), help="where to write the JSON results")
+    ap.add_argument("--broker", default=os.environ.get("PYSCHED_BENCH_BROKER", DEFAULT_BROKER),
+                    help="RabbitMQ for the remote benchmark (default %(default)s)")
     args = ap.parse_args(argv)
 
     cfg = QUICK if args.quick else FULL
@@ -1082,6 +1397,87 @@ def main(argv=None):
                 rep.cell(key, "psl", f"{fmt_int(r['tasks_per_s'])}"
                          + (f" ({ratio:.2f}x of {fmt_int(tp_psl)})" if ratio else ""))
                 rep.target(key, rep.targets[key][0], ratio is not None and ratio >= T_SQLITE_RATIO)
+
+    # 7. hard tasks ---------------------------------------------------------
+    if "hard" in benches:
+        key = "hard"
+        n_hard, hard_reps = HARD_SIZES["quick" if args.quick else "full"]
+        print(f"Hard tasks: {n_hard:,} no-ops on {HARD_WORKERS} worker processes, "
+              f"best of {hard_reps} rounds taken in turns, after a warm-up")
+        rep.measure(key, f"Hard tasks, {n_hard:,} no-ops on {HARD_WORKERS} processes (tasks/s, "
+                         f"best of {hard_reps}, in turns; ratio to a raw loky pool)")
+        rep.target(key, f">= {T_HARD_RATIO:.2f}x raw loky", None)
+        # The raw pools are always measured: loky is the baseline of the ratios.
+        names = [name for name in HARD_CONTENDERS
+                 if not (name in ("apscheduler", "psl") and (name not in who or name in skipped))]
+        hard = run("hard", "all", lambda *_: bench_hard(names, n_hard, hard_reps)) or {}
+        for name in names:
+            if name in hard:
+                print(f"  hard        {name:<12} best {hard[name].get('tasks_per_s', 0):,.0f}/s")
+        base = hard.get("loky", {}).get("tasks_per_s")
+
+        def hard_cell(name):
+            r = hard.get(name)
+            if r is None:
+                return None
+            if "error" in r:
+                return "ERROR: " + r["error"]
+            ratio = r["tasks_per_s"] / base if base else None
+            r["ratio_to_loky"] = ratio
+            return fmt_int(r["tasks_per_s"]) + (f" ({ratio:.2f}x)" if ratio else "")
+
+        plain = "; ".join(f"{label} {hard_cell(name)}" for name, label in
+                          (("loky", "raw loky"), ("stdlib", "stdlib ProcessPoolExecutor"))
+                          if name in hard)
+        if "tpe" in rep.columns:
+            rep.cell(key, "tpe", plain)
+        else:
+            rep.note(f"hard tasks, plain process pools: {plain}")
+        for name in ("apscheduler", "psl"):
+            if name in skipped and name in rep.columns:
+                rep.cell(key, name, f"skipped ({skipped[name]})")
+            elif name in hard:
+                rep.cell(key, name, hard_cell(name))
+        r = hard.get("psl")
+        if r is not None:
+            ok = "error" not in r and r.get("ratio_to_loky") is not None \
+                and r["ratio_to_loky"] >= T_HARD_RATIO
+            rep.target(key, rep.targets[key][0], ok)
+    # 7. remote: a service over RabbitMQ beside Celery ------------------------
+    if "remote" in benches and "psl" in who:
+        n = cfg["remote_n"]
+        print(f"Remote: {n:,} no-op tasks through RabbitMQ, pysched serve beside a Celery worker")
+        rep.columns.append("celery")
+        rep.measure("remote_rt", f"Remote round trip, {n:,} no-op tasks one at a time, launch → "
+                                 "response (ms, p50 / p99)")
+        rep.measure("remote_tp", f"Remote throughput, {n:,} launched back to back, responses "
+                                 f"collected (tasks/s, best of {cfg['remote_repeats']})")
+        rep.target("remote_rt", "p50 <= Celery's", None)
+        rep.target("remote_tp", ">= Celery's", None)
+        if "psl" in skipped:
+            for key in ("remote_rt", "remote_tp"):
+                rep.cell(key, "psl", f"skipped ({skipped['psl']})")
+        else:
+            with tempfile.TemporaryDirectory(prefix="psl-remote-") as tmp:
+                r = run("remote", "psl+celery", lambda _n, c: bench_remote(c, args.broker, tmp),
+                        cfg)
+            if r is None:
+                pass
+            elif "skipped" in r:
+                rep.note("remote rows skipped: " + r["skipped"])
+                for key in ("remote_rt", "remote_tp"):
+                    rep.cell(key, "psl", f"skipped ({r['skipped']})")
+            elif "error" in r:
+                error_cells(r, "psl", "remote_rt", "remote_tp")
+            else:
+                for name in ("celery", "psl"):
+                    x = r[name]
+                    rep.cell("remote_rt", name, f"{fmt_ms(x['p50_ms'])} / {fmt_ms(x['p99_ms'])}")
+                    rep.cell("remote_tp", name, fmt_int(x["tasks_per_s"]))
+                c, p = r["celery"], r["psl"]
+                rep.target("remote_rt", rep.targets["remote_rt"][0], p["p50_ms"] <= c["p50_ms"])
+                rep.target("remote_tp", rep.targets["remote_tp"][0],
+                           p["tasks_per_s"] >= c["tasks_per_s"])
 
     elapsed = time.perf_counter() - t_start
     print()

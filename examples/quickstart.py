@@ -4,12 +4,15 @@ Runs for about 8 seconds, prints what ran, then shuts down by itself.
 """
 import os
 import time
+from datetime import datetime
 
 import pysched_lightning as psl
 
 
 def tick(label):
-    print(f"{time.strftime('%H:%M:%S')}  {label}", flush=True)
+    # datetime.now() reads the precise clock; time.strftime() reads a coarse
+    # one that lags by a few ms, so a run due at 12:00:03 could print 12:00:02.
+    print(f"{datetime.now():%H:%M:%S.%f}"[:-3] + f"  {label}", flush=True)
 
 
 def crunch(n):

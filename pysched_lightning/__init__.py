@@ -1,16 +1,19 @@
 """pysched_lightning: a priority scheduler for one-shot, recurring and cron tasks."""
+from .commands import Command, CommandError, CommandResult, CommandTimeout, command
 from .context import RunContext, current_run
+from .errors import StoreWriteError, WorkerCrashedError
 from .events import Event, EventKind
 from .executors import ProcessPoolExecutor, ThreadPoolExecutor
-from .jobs import Command, CommandError, CommandResult, CommandTimeout, Script, command, script
+from .options import LaneKind, TaskOptions
 from .runs import Run, TaskStatus
 from .scheduler import Scheduler
-from .task import Task, TaskOptions, task
+from .scripts import Script, script
+from .task import Task, task
 
 __all__ = [
-    "Scheduler", "task", "Task", "TaskOptions", "ThreadPoolExecutor", "ProcessPoolExecutor",
-    "TaskStatus", "Run", "Event", "EventKind", "RunContext", "current_run",
-    "command", "script", "Command", "Script", "CommandResult", "CommandError",
-    "CommandTimeout",
+    "Scheduler", "task", "Task", "TaskOptions", "LaneKind", "ThreadPoolExecutor",
+    "ProcessPoolExecutor", "TaskStatus", "Run", "Event", "EventKind", "RunContext",
+    "current_run", "command", "script", "Command", "Script", "CommandResult",
+    "CommandError", "CommandTimeout", "WorkerCrashedError", "StoreWriteError",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -9,9 +9,41 @@ is derived from it, so a virtual clock drives cron schedules too.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 __all__ = ["Clock"]
+
+
+class _Steady:
+    """A clock function given by the user, read so that a failing reading
+    cannot break the scheduler halfway through a change: it gives the last
+    good reading instead, and keeps the error for the dispatcher to log."""
+
+    __slots__ = ("func", "last", "errors")
+
+    def __init__(self, func: Callable[[], float], label: str) -> None:
+        self.func = func
+        self.last = _reading(func, label)
+        self.errors: List[BaseException] = []
+
+    def __call__(self) -> float:
+        try:
+            value = self.func()
+        except Exception as exc:
+            if len(self.errors) < 100:
+                self.errors.append(exc)
+            return self.last
+        self.last = value
+        return value
+
+
+def _reading(func: Callable[[], float], label: str) -> float:
+    """One reading of a clock function, refused unless it is a finite number."""
+    value = func()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or value != value or value in (float("inf"), float("-inf")):
+        raise TypeError(f"{label} must return a finite number of seconds, got {value!r}")
+    return float(value)
 
 
 class Clock:
@@ -21,16 +53,31 @@ class Clock:
 
     def __init__(self, timefunc: Callable[[], float],
                  wallfunc: Optional[Callable[[], float]] = None) -> None:
-        self.now = timefunc
+        if timefunc is not time.monotonic:
+            timefunc = _Steady(timefunc, "timefunc")
+        self.now: Callable[[], float] = timefunc
+        self.wall: Callable[[], float]
         if wallfunc is not None:
-            self.wall = wallfunc
+            self.wall = _Steady(wallfunc, "wallfunc")
         elif timefunc is time.monotonic:
             self.wall = time.time
         else:
             start, wall_start = timefunc(), time.time()
             self.wall = lambda: wall_start + (timefunc() - start)
-        #: True when the wall clock runs on its own and may step against ``now``.
-        self.may_step = wallfunc is not None or timefunc is time.monotonic
+        #: True when the wall clock runs on its own and may step against ``now``
+        #: (a wall clock that is the scheduler's own clock cannot).
+        self.may_step = (wallfunc is not None
+                         and wallfunc != getattr(timefunc, "func", timefunc)) \
+            or timefunc is time.monotonic
+
+    def take_errors(self) -> List[BaseException]:
+        """The errors the user's clock functions raised since last asked."""
+        errors: List[BaseException] = []
+        for func in (self.now, self.wall):
+            if isinstance(func, _Steady) and func.errors:
+                errors.extend(func.errors)
+                func.errors.clear()
+        return errors
 
     def offset(self) -> float:
         """wall − now: add it to a scheduler time to get a wall time.

@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import math
 import os
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_log_level", "DEFAULTS"]
 
@@ -115,6 +115,14 @@ _PATH_FIELDS = ("jobs_folder", "logs_folder", "persistence_file")
 _SECTIONS = "[Timings], [Folders], [Logging]"
 
 
+class _CaseKeepingParser(configparser.ConfigParser):
+    """Keeps keys as written: load_config matches them without regard to case
+    itself, and its messages quote them as the user wrote them."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def load_config(path: Optional[_PathLike] = None) -> Config:
     """The configuration in the INI file *path*, or the defaults without one.
 
@@ -125,10 +133,9 @@ def load_config(path: Optional[_PathLike] = None) -> Config:
     if path is None:
         return DEFAULTS
     filename = os.path.abspath(os.fspath(path))
-    parser = configparser.ConfigParser(
+    parser = _CaseKeepingParser(
         interpolation=None, strict=True, default_section="\0no default section",
         inline_comment_prefixes=("#", ";"), empty_lines_in_values=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep the case
     try:
         with open(filename, encoding="utf-8") as stream:
             parser.read_file(stream, source=filename)
@@ -149,7 +156,7 @@ def load_config(path: Optional[_PathLike] = None) -> Config:
     except configparser.Error as exc:
         raise ConfigError(f"{filename}: not a valid INI file: {exc.message}") from None
 
-    values: Dict[str, object] = {}
+    values: Dict[str, Any] = {}  # Config field -> value of that field's type
     seen: Dict[str, str] = {}
     for section in parser.sections():
         keys = _SCHEMA.get(section.upper())
@@ -179,4 +186,4 @@ def load_config(path: Optional[_PathLike] = None) -> Config:
                 value = os.path.join(os.path.dirname(filename),
                                      os.path.expanduser(str(value)))
             values[field] = value
-    return dataclasses.replace(DEFAULTS, source=filename, **values)  # type: ignore[arg-type]
+    return dataclasses.replace(DEFAULTS, source=filename, **values)

@@ -7,6 +7,7 @@ their child process at the deadline.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from typing import Callable, List, Optional
@@ -14,7 +15,10 @@ from typing import Callable, List, Optional
 __all__ = ["RunContext", "current_run"]
 
 _log = logging.getLogger("pysched_lightning")
-_local = threading.local()
+# A context variable, not a thread-local: each worker thread and each asyncio
+# task of the scheduler's event loop sees its own run.
+_current: "contextvars.ContextVar[Optional[RunContext]]" = contextvars.ContextVar(
+    "pysched_lightning_current_run", default=None)
 # Guards every run's callback list: registering callbacks is rare (timeouts,
 # commands), so one lock serves all runs and a run costs no lock of its own.
 _callbacks_lock = threading.Lock()
@@ -75,9 +79,10 @@ def _call_safely(callback: Callable[[], None]) -> None:
 
 
 def current_run() -> Optional[RunContext]:
-    """The run being executed by this thread, or None outside a scheduled run."""
-    return getattr(_local, "run", None)
+    """The run being executed by this thread or coroutine, or None outside a
+    scheduled run."""
+    return _current.get()
 
 
 def _set_current_run(run: Optional[RunContext]) -> None:
-    _local.run = run
+    _current.set(run)

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import enum
 import logging
+from datetime import datetime
 import queue
 import threading
-from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, FrozenSet, Iterable, List, Optional, Tuple
+
+from .runs import safe_repr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runs import Run
 
 __all__ = ["EventKind", "Event", "Listeners"]
 
@@ -64,13 +70,13 @@ class Event:
                  "exception", "traceback", "reason", "lateness", "count")
 
     def __init__(self, kind: EventKind, task_id: Optional[str] = None,
-                 run: Any = None, timestamp: float = 0.0, *,
+                 run: Optional[Run] = None, timestamp: Optional[datetime] = None, *,
                  reason: Optional[str] = None, lateness: Optional[float] = None,
                  count: int = 1) -> None:
         self.kind = kind
         self.task_id = task_id
         self.run = run
-        #: Wall-clock time of the event, POSIX seconds.
+        #: When it happened (wall clock), an aware UTC datetime.
         self.timestamp = timestamp
         self.status = getattr(run, "status", None)
         self.result = getattr(run, "result", None)
@@ -88,7 +94,7 @@ class Event:
         return f"<Event {self.kind.name} task={self.task_id!r}{extra}>"
 
 
-_Listener = Tuple[Callable[[Event], Any], Optional[FrozenSet[EventKind]]]
+_Listener = Tuple[Callable[[Event], object], Optional[FrozenSet[EventKind]]]
 
 
 class Listeners:
@@ -100,7 +106,7 @@ class Listeners:
         #: the scheduler's hot path skips building events at all.
         self.callbacks: Tuple[_Listener, ...] = ()
 
-    def add(self, callback: Callable[[Event], Any],
+    def add(self, callback: Callable[[Event], object],
             kinds: Optional[Iterable[EventKind]] = None) -> None:
         if not callable(callback):
             raise TypeError(f"listener must be callable, got {callback!r}")
@@ -108,12 +114,20 @@ class Listeners:
         with self._lock:
             self.callbacks += ((callback, wanted),)
 
-    def remove(self, callback: Callable[[Event], Any]) -> None:
+    def remove(self, callback: Callable[[Event], object]) -> None:
         with self._lock:
             kept = tuple(entry for entry in self.callbacks if entry[0] != callback)
             if len(kept) == len(self.callbacks):
                 raise KeyError(f"listener {callback!r} is not registered")
             self.callbacks = kept
+
+    def wanted(self) -> FrozenSet[EventKind]:
+        """The kinds some listener wants (events of other kinds are not even
+        made)."""
+        kinds: FrozenSet[EventKind] = frozenset()
+        for _, wanted in self.callbacks:
+            kinds |= wanted if wanted is not None else frozenset(EventKind)
+        return kinds
 
     def subscribe(self, kinds: Optional[Iterable[EventKind]] = None) -> "queue.Queue[Event]":
         events: "queue.Queue[Event]" = queue.Queue()
@@ -128,7 +142,8 @@ class Listeners:
                 try:
                     callback(event)
                 except Exception:
-                    _log.exception("event listener %r failed on %r", callback, event)
+                    _log.exception("event listener %s failed on %r", safe_repr(callback, 200),
+                                   event)
 
 
 def _kinds(kinds: Optional[Iterable[EventKind]]) -> Optional[FrozenSet[EventKind]]:

@@ -2,13 +2,15 @@
 
 Both pools keep upstream's surface (``run(fn, args, kwargs)`` returning the
 future and setting ``.future``) on top of the standard ``submit``. Work sent
-to a process goes through ``_call_in_process`` so an exception comes back
+to a process goes through ``call_in_process`` so an exception comes back
 with its real traceback (tblib), naming the function and line in the worker.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import weakref
 import os
+import sys
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -16,8 +18,8 @@ import cloudpickle
 import loky
 from tblib import pickling_support
 
-__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "capacity", "check_picklable",
-           "unpicklable_part"]
+__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "call_in_process", "check_picklable",
+           "unpicklable_part", "fresh_pool_like"]
 
 
 def _default_workers(max_workers: Optional[int]) -> int:
@@ -53,10 +55,10 @@ class ProcessPoolExecutor(_RunMixin, loky.ProcessPoolExecutor):
         super().__init__(_default_workers(max_workers), **loky_options)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-        return super().submit(_call_in_process, fn, args, kwargs)
+        return super().submit(call_in_process, fn, args, kwargs)
 
 
-def _call_in_process(fn: Callable[..., Any], args: Tuple[Any, ...],
+def call_in_process(fn: Callable[..., Any], args: Tuple[Any, ...],
                      kwargs: Dict[str, Any]) -> Any:
     """Run in the worker; an exception travels back with its traceback."""
     try:
@@ -66,15 +68,24 @@ def _call_in_process(fn: Callable[..., Any], args: Tuple[Any, ...],
         raise
 
 
-def capacity(executor: Any) -> Optional[int]:
-    """How many runs *executor* executes at once, or None if unknown."""
-    workers = getattr(executor, "_max_workers", None)
-    return workers if isinstance(workers, int) and workers > 0 else None
-
-
-def runs_in_threads(executor: Any) -> bool:
-    """True when work submitted to *executor* runs in this process's threads."""
-    return isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+def fresh_pool_like(executor: Any) -> Any:
+    """A new process pool of the same kind (psl, loky or stdlib), size and
+    options as *executor*, e.g. to replace it once it is broken."""
+    options: Dict[str, Any] = {}
+    initializer = getattr(executor, "_initializer", None)
+    if initializer is not None:
+        options.update(initializer=initializer, initargs=getattr(executor, "_initargs", ()))
+    if isinstance(executor, loky.ProcessPoolExecutor):
+        options.update(timeout=getattr(executor, "_timeout", None),
+                       context=getattr(executor, "_context", None),
+                       env=getattr(executor, "_env", None))
+        kind = ProcessPoolExecutor if isinstance(executor, ProcessPoolExecutor) \
+            else loky.ProcessPoolExecutor
+        return kind(executor._max_workers, **options)
+    options["mp_context"] = getattr(executor, "_mp_context", None)
+    if sys.version_info >= (3, 11):
+        options["max_tasks_per_child"] = getattr(executor, "_max_tasks_per_child", None)
+    return concurrent.futures.ProcessPoolExecutor(executor._max_workers, **options)
 
 
 def unpicklable_part(fn: Any, args: Tuple[Any, ...],
@@ -93,10 +104,22 @@ def unpicklable_part(fn: Any, args: Tuple[Any, ...],
 
 
 def check_picklable(fn: Callable[..., Any], args: Tuple[Any, ...],
-                    kwargs: Mapping[str, Any]) -> None:
-    """Raise TypeError naming the part of a hard task that cannot be pickled."""
-    bad = unpicklable_part(fn, args, kwargs)
+                    kwargs: Mapping[str, Any],
+                    known: Optional["weakref.WeakKeyDictionary[Any, bool]"] = None) -> None:
+    """Raise TypeError naming the part of a hard task that cannot be pickled.
+    *known* remembers the functions that pickled (a hard task is often
+    delayed again and again with the same function)."""
+    check_fn = True
+    if known is not None:
+        try:
+            check_fn = not known.get(fn)  # pickled before?
+        except TypeError:  # not weakly referable: check it every time
+            known = None
+    bad = unpicklable_part(fn if check_fn else None, args, kwargs) \
+        if check_fn or args or kwargs else None
     if bad is not None:
         part, exc = bad
         raise TypeError(f"hard task cannot be sent to a process: {part} cannot be "
                         f"pickled ({type(exc).__name__}: {exc})") from exc
+    if known is not None and check_fn:
+        known[fn] = True

@@ -1,127 +1,227 @@
 """The journal: what the scheduler owes its store and its run log.
 
-Changes are noted under the scheduler's lock (a list append, cheap) and
-written by ``flush()`` after the lock is released, in one store transaction,
-so SQLite never runs under the scheduler's lock. ``flush()`` returns once
-everything noted before it was called is committed — by this thread or by
-another one that flushed meanwhile (group commit: threads finishing runs at
-the same time share one transaction). A run is claimed in the store before it
-starts, and a run whose claim was refused (another process ran that slot)
-must not start.
+Changes are noted with the state lock held (a list append, cheap, no user
+code) and written by ``flush()`` after the lock is released: the records
+are built then (``repr`` and pickling are user code) and committed in one
+store transaction, so the store never runs under the state lock.
+``flush()`` returns once everything noted before it was called is
+committed, by this thread or by another that flushed meanwhile (group
+commit: threads finishing runs at the same moment share one transaction).
+
+One failing write does not undo the others: when the shared transaction
+fails, each write is tried again in a transaction of its own, and only the
+one that fails alone is lost (logged, and reported to a ``delay()`` that
+waits for it). A run is claimed in the store when it starts; a run whose
+claim is refused (another scheduler ran that slot) does not execute.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, List
+import weakref
+from typing import Any, Callable, List, Optional
 
-from .persistence import claim_key, run_record
-from .runs import Run, TaskStatus
+from .protocols import TaskRecord
+from .records import run_record, slot_of
+from .runs import Run, TaskStatus, error_line
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "Write"]
 
 _log = logging.getLogger("pysched_lightning")
+
+
+class Write:
+    """One noted change; after a flush, ``error`` says whether it failed."""
+
+    __slots__ = ("kind", "target", "fields", "error")
+
+    def __init__(self, kind: str, target: Any, fields: Any = None) -> None:
+        self.kind = kind
+        self.target = target
+        self.fields = fields
+        self.error: Optional[BaseException] = None
 
 
 class Journal:
     """Pending writes for a store and/or a run log, flushed in order."""
 
-    def __init__(self, store: Any, run_log: Any, offset: Callable[[], float],
-                 scheduler_lock: Any) -> None:
+    def __init__(self, store: Any, run_log: Any, state_lock: Any, owns_store: bool,
+                 owns_log: bool) -> None:
         self.store = store
         self.run_log = run_log
-        self._offset = offset
-        self._scheduler_lock = scheduler_lock
-        self._pending: List[Callable[[], None]] = []  # appended under the scheduler lock
-        self._noted = 0  # writes noted so far (under the scheduler lock)
-        self._written = 0  # writes committed so far (under the flush lock)
-        self._flush_lock = threading.Lock()  # one transaction at a time, in order
+        self._owns = (owns_store, owns_log)
+        #: The scheduler's state lock: notes are appended with it held.
+        self._state_lock = state_lock
+        self._pending: List[Write] = []
+        self._noted = 0  # writes noted so far (state lock)
+        self._written = 0  # writes flushed so far (flush lock)
+        #: One flush at a time, in order.
+        self._flush_lock = threading.Lock()
 
-    # -- noted under the scheduler's lock ---------------------------------
+    # -- noted with the state lock held ------------------------------------
 
-    def _note(self, write: Callable[[], None]) -> None:
+    def _note(self, write: Write) -> Write:
         self._pending.append(write)
         self._noted += 1
+        return write
 
-    def claim(self, run: Run, name: str) -> None:
+    def claim(self, run: Run, offset: float) -> None:
+        """*run* starts: claim its slot in the store."""
         if self.store is None:
             return
+        if run._slot is None:
+            run._slot = slot_of(run, offset)
         run._claimed = None
-        scheduled = claim_key(run.scheduled + self._offset())
+        self._note(Write("claim", run))
 
-        def write() -> None:
-            run._claimed = self.store.claim_run(run.task_id, scheduled, run.attempt,
-                                                run.run_number, name)
-        self._note(write)
+    def finished(self, run: Run, offset: float) -> None:
+        """*run* is final (every attempt is recorded)."""
+        if run._slot is None and self.store is not None:
+            run._slot = slot_of(run, offset)
+        self._note(Write("run", run))
 
-    def finished(self, run: Run, name: str) -> None:
-        record = run_record(run, name, self._offset())
+    def missed(self, run: Run, offset: float) -> None:
+        """A MISSED record, new or with a grown count."""
+        self.finished(run, offset)
+
+    def task_changed(self, task_id: str, **fields: Any) -> None:
         if self.store is not None:
-            self._note(lambda: self.store.finish_run(record))
-        if self.run_log is not None:
-            logged = dict(record, status=TaskStatus(record["status"]).label)
-            self._note(lambda: self.run_log.write(logged))
+            self._note(Write("update", task_id, fields))
 
-    def update(self, task_id: str, **fields: Any) -> None:
+    def task_finished(self, task_id: str, status: int) -> None:
+        """The task's last run is over: it stays stored, finished, until purged."""
+        self.task_changed(task_id, next_run=None, status=status)
+
+    def task_removed(self, task_id: str) -> None:
         if self.store is not None:
-            self._note(lambda: self.store.update_task(task_id, **fields))
-
-    def removed(self, task_id: str) -> None:
-        if self.store is not None:
-            self._note(lambda: self.store.remove_task(task_id))
-
-    def saved(self, record: Any) -> None:
-        if self.store is not None:
-            self._note(lambda: self.store.save_task(record))
-
-    # -- outside the lock ---------------------------------------------------
+            self._note(Write("remove", task_id))
 
     def has_pending(self) -> bool:
-        """Under the scheduler lock: are there writes not yet flushed?"""
         return bool(self._pending)
 
+    # -- outside the lock -----------------------------------------------------
+
+    def save_task(self, record: TaskRecord, replace: bool = True) -> Write:
+        """Note a task record to store (takes the state lock briefly); flush,
+        then look at the returned write's ``error``."""
+        with self._state_lock:
+            return self._note(Write("save", record, replace))
+
     def flush(self) -> None:
-        """Write what is pending; a failed write is logged, never raised."""
-        with self._scheduler_lock:
+        """Write what is pending; failures are logged and kept on their
+        writes, never raised."""
+        with self._state_lock:
             wanted = self._noted
         with self._flush_lock:
-            self._flush_upto(wanted)
+            if self._written >= wanted:
+                return  # another thread's flush took ours along
+            with self._state_lock:
+                pending, self._pending = self._pending, []
+                upto = self._noted
+            self._write(pending)
+            self._written = upto
 
-    def _flush_upto(self, wanted: int) -> None:
-        """Under the flush lock: commit everything noted, unless another
-        thread's commit already covered what the caller noted."""
-        if self._written >= wanted:
+    def _write(self, pending: List[Write]) -> None:
+        steps = [(write, self._step(write)) for write in pending]
+        if self.store is not None:
+            self._commit(steps)
+        if self.run_log is not None:
+            for write in pending:
+                if write.kind == "run" and write.error is None and write.fields is not None:
+                    self._log_run(write.fields)
+
+    def _step(self, write: Write) -> Callable[[], None]:
+        """The store call for *write*; builds records (user code: contained)."""
+        store = self.store
+        if write.kind == "run":
+            record = write.fields = _safe_record(write.target)
+            return lambda: store.finish_run(record)
+        if write.kind == "claim":
+            return lambda: _claim(store, write.target)
+        if write.kind == "update":
+            return lambda: store.update_task(write.target, **write.fields)
+        if write.kind == "remove":
+            return lambda: store.remove_task(write.target)
+        return lambda: store.save_task(write.target, replace=write.fields)
+
+    def _commit(self, steps: List[Any]) -> None:
+        if not steps:
             return
-        with self._scheduler_lock:
-            pending, self._pending = self._pending, []
-            upto = self._noted
         try:
-            if self.store is not None:
+            with self.store.batch():
+                for _, step in steps:
+                    step()
+            return
+        except Exception as exc:
+            _log.warning("writing %d change(s) to the store together failed (%s); "
+                         "writing them one by one", len(steps), error_line(exc))
+        for write, step in steps:  # one failing write must not undo the others
+            try:
                 with self.store.batch():
-                    self._run_all(pending)
-            else:
-                self._run_all(pending)
-        except Exception:
-            _log.exception("writing %d change(s) to the store failed", len(pending))
-        self._written = upto
+                    step()
+            except Exception as exc:
+                write.error = exc
+                if write.kind == "claim":
+                    write.target._claimed = False
+                    write.target.reason = f"could not be claimed in the store: {error_line(exc)}"
+                _log.error("writing %s %r to the store failed: %s", write.kind,
+                           _describe(write), error_line(exc))
 
-    @staticmethod
-    def _run_all(pending: List[Callable[[], None]]) -> None:
-        for write in pending:
-            write()
+    def _log_run(self, record: dict) -> None:
+        logged = {key: value for key, value in record.items() if key != "outcome"}
+        logged["status"] = TaskStatus(record["status"]).label
+        try:
+            self.run_log.write(logged)
+        except Exception as exc:
+            _log.error("writing run %s #%s to the run log failed: %s", record["task_id"],
+                       record["run"], error_line(exc))
 
-    def close(self, owns_store: bool, owns_log: bool) -> None:
+    def close(self) -> None:
         """Flush; then close what the scheduler made, and release a store it
         was given (so the caller may hand it to another scheduler)."""
         self.flush()
+        owns_store, owns_log = self._owns
         steps = []
         if self.run_log is not None and owns_log:
             steps.append(self.run_log.close)
         if self.store is not None:
-            steps.append(self.store.close if owns_store else self.store.release)
+            # The hold ends now; a store the scheduler made stays readable (its
+            # runs() answer after shutdown) until the journal is collected.
+            steps.append(self.store.release)
+            if owns_store:
+                weakref.finalize(self, self.store.close)
         for step in steps:
             try:
                 step()
-            except Exception:
-                _log.exception("%r failed", step)
+            except Exception as exc:
+                _log.error("closing %r failed: %s", step, error_line(exc))
 
+
+def _claim(store: Any, run: Run) -> None:
+    started = run._t_started if run._t_started is not None else run._t_timestamp
+    run._claimed = store.claim_run(
+        run.task_id, run._slot, run.attempt, run=run.run_number, name=run.name,
+        scheduled=run._t_scheduled + run._offset,
+        started=(started if started is not None else run._t_scheduled) + run._offset)
+
+
+def _safe_record(run: Run) -> dict:
+    """The run's record; a result or exception that cannot be shown or
+    pickled never loses the record itself."""
+    try:
+        return run_record(run)
+    except Exception as exc:  # e.g. a name property that raises
+        record = {"task_id": run.task_id, "name": run.task_id, "run": run.run_number,
+                  "attempt": run.attempt, "slot": run._slot, "status": int(run.status),
+                  "scheduled": run._t_scheduled + run._offset,
+                  "error": run.error or f"<record failed: {error_line(exc)}>"}
+        return record
+
+
+def _describe(write: Write) -> str:
+    target = write.target
+    if isinstance(target, Run):
+        return f"{target.task_id} #{target.run_number}"
+    if isinstance(target, TaskRecord):
+        return target.id
+    return str(target)

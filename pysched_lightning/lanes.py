@@ -1,74 +1,80 @@
-"""A lane is one executor with its free worker slots and its ready heap.
+"""Lanes: each executor with its free worker slots and the runs waiting for one.
 
-The dispatcher hands a due run straight to the executor while the lane has a
-free slot; otherwise the run waits in the lane's ready heap, ordered by
-(priority, due time, seq), so an urgent task overtakes a backlog. Runs for
-processes and runs for threads have separate lanes, so neither blocks the
-other.
+The dispatcher hands a due run straight to its lane's executor while the
+lane has a free slot; otherwise the run waits in the lane's ready heap,
+ordered by (priority, due time, seq), so an urgent task overtakes a
+backlog. Thread runs, process runs and coroutines have separate lanes, so
+none blocks another. Pure data except for making and shutting down the
+executors; the scheduler's state lock guards it.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import enum
 import logging
-import threading
-from typing import Any, Deque, List, Optional
+from collections import namedtuple
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 import loky
 
-from .executors import capacity, runs_in_threads
-from .queue import LazyHeap
+from .heaps import LazyHeap
+from .options import LaneKind
+from .runs import Run, TaskStatus
 
-__all__ = ["Lane", "KillableProcesses"]
+__all__ = ["Lane", "Lanes", "Mechanism"]
 
 _log = logging.getLogger("pysched_lightning")
 
+ReadyEntry = namedtuple("ReadyEntry", "priority due seq run")
 
-def _is_process_pool(executor: Any) -> bool:
-    return isinstance(executor, (loky.ProcessPoolExecutor,
-                                 concurrent.futures.ProcessPoolExecutor))
+#: Runs in flight per worker process: enough that a worker never waits for
+#: the round trip that sends its next run; the ready heap orders the rest.
+PROCESS_PIPELINE = 8
 
 
-def _ready_is_live(entry: Any) -> bool:
-    return not entry[3]._state.canceled
+class Mechanism(enum.Enum):
+    """How a lane's runs reach their executor."""
+
+    #: Our own worker threads: each runs a run, then pulls the next ready one.
+    PULL = "pull"
+    #: ``executor.submit()``; the outcome comes back through the future.
+    FUTURE = "future"
+    #: A coroutine on the scheduler's event loop.
+    LOOP = "loop"
+
+
+def _ready_is_live(entry: ReadyEntry) -> bool:
+    # A queued run is SUSPENDED until it starts or is dropped.
+    return entry.run.status is TaskStatus.SUSPENDED
 
 
 class Lane:
     """An executor, how many runs it may still take, and who waits for it."""
 
-    __slots__ = ("executor", "free", "ready", "in_threads", "owned", "handoff", "returning")
+    __slots__ = ("executor", "mechanism", "free", "capacity", "ready", "held", "returning",
+                 "owned", "to_processes")
 
-    def __init__(self, executor: Any, owned: bool) -> None:
+    def __init__(self, executor: Any, mechanism: Mechanism, capacity: Optional[int],
+                 owned: bool, to_processes: bool = False) -> None:
         self.executor = executor
-        #: Free worker slots; None when the executor does not say its size.
-        self.free: Optional[int] = capacity(executor)
+        self.mechanism = mechanism
+        #: The executor is a process pool (a ``ProcessPool``): runs are sent
+        #: through a hand-off thread, and the thread that hears a run end
+        #: sends the next one.
+        self.to_processes = to_processes
+        #: Free slots; None when the executor sets no limit of its own.
+        self.free = capacity
+        self.capacity = capacity
         self.ready = LazyHeap(_ready_is_live)
-        #: True when runs execute in this process's threads (so they can
-        #: report their own start and see ``current_run()``).
-        self.in_threads = runs_in_threads(executor)
-        self.owned = owned
+        #: Runs of paused tasks, taken off the ready heap until resumed.
+        self.held: List[Run] = []
         #: One entry per worker whose run has returned and who is on its way
         #: to take the next ready run (a deque: appends and pops are atomic
-        #: without the scheduler's lock). While one is coming, a new due run
-        #: waits for it in the ready heap instead of waking another worker.
+        #: without the state lock). While one is coming, a new due run waits
+        #: for it in the ready heap instead of waking another worker.
         self.returning: Deque[None] = collections.deque()
-        #: Sending work to a process pool pickles it and may spawn workers
-        #: (seconds, the first time): a thread of its own does that, so the
-        #: dispatcher never waits on it.
-        self.handoff: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        if _is_process_pool(executor):
-            self.handoff = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="pysched-process-submit")
-
-    def shutdown(self, wait: bool) -> None:
-        """Stop the hand-off thread, then the executor."""
-        for executor in (self.handoff, self.executor):
-            if executor is None:
-                continue
-            try:
-                executor.shutdown(wait=wait)
-            except Exception:
-                _log.exception("shutting down executor %r failed", executor)
+        self.owned = owned
 
     def has_room(self) -> bool:
         return self.free is None or self.free > 0
@@ -78,49 +84,111 @@ class Lane:
             self.free -= 1
 
     def give_back(self) -> None:
-        if self.free is not None:
+        # (never past the capacity: a run given up on while it was being
+        # handed over may still come back from its executor)
+        if self.free is not None and self.free < self.capacity:  # type: ignore[operator]
             self.free += 1
 
+    def queue(self, run: Run, seq: int) -> None:
+        """*run* waits for a slot."""
+        self.ready.push(ReadyEntry(run.task.priority, run._t_scheduled, seq, run))
 
-class KillableProcesses:
-    """One-process loky executors for hard tasks with a timeout.
+    def pop_ready(self) -> Optional[Run]:
+        """The most urgent run waiting, removed; None when none waits."""
+        entry = self.ready.pop_live()
+        return None if entry is None else entry.run
 
-    loky cannot kill one task without breaking its whole pool, so a hard task
-    that may have to be killed runs alone in its own process; killing it harms
-    nothing else. Idle executors are kept for reuse.
+    def waiting(self) -> List[Run]:
+        """The runs in the ready heap, in no particular order."""
+        return [entry.run for entry in self.ready.entries()]
+
+    def release_held(self, task_id: Optional[str] = None) -> List[Run]:
+        """Take back the held runs (of one task, or all)."""
+        if task_id is None:
+            runs, self.held = self.held, []
+        else:
+            runs = [run for run in self.held if run.task_id == task_id]
+            self.held = [run for run in self.held if run.task_id != task_id]
+        return [run for run in runs if not run.done]
+
+
+class Lanes:
+    """The scheduler's lanes: its executor's, and the process and event-loop
+    lanes, made on first use.
+
+    *process_pool(executor)* wraps a process executor (None: a new one) in a
+    ``ProcessPool``; *loop* is the scheduler's event loop thread (it starts
+    on first use).
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: List[Any] = []
-        self._all: List[Any] = []
+    def __init__(self, executor: Any, owned: bool, process_executor: Any,
+                 process_pool: Callable[[Any], Any], loop: Any, max_async: int) -> None:
+        self._process_pool = process_pool
+        self._process_executor = process_executor
+        #: The event loop of coroutines (also of coroutines thread tasks return).
+        self.loop = loop
+        self._max_async = max_async
+        if _is_process_pool(executor):
+            self.threads = self._pool_lane(process_pool(executor), owned)
+        else:
+            mechanism = Mechanism.PULL if _runs_in_threads(executor) else Mechanism.FUTURE
+            self.threads = Lane(executor, mechanism, capacity(executor), owned)
+        self._lanes: Dict[LaneKind, Lane] = {LaneKind.THREADS: self.threads}
+        self._processes: Optional[Lane] = None
+        self._coroutines: Optional[Lane] = None
 
-    def acquire(self) -> Any:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        executor = loky.ProcessPoolExecutor(max_workers=1)
-        # Start the worker now, so a task's timeout does not count its spawn.
-        executor.submit(int).result()
-        with self._lock:
-            self._all.append(executor)
-        return executor
+    def of(self, run: Run) -> Lane:
+        kind = run.lane
+        if kind is LaneKind.THREADS:  # identity checks: an enum's hash is Python code
+            return self.threads
+        if kind is LaneKind.PROCESSES:
+            return self._processes or self._make(kind)
+        return self._coroutines or self._make(kind)
 
-    def release(self, executor: Any) -> None:
-        with self._lock:
-            if executor in self._all:
-                self._idle.append(executor)
+    def all(self) -> List[Lane]:
+        return list(self._lanes.values())
 
-    def kill(self, executor: Any) -> None:
-        with self._lock:
-            if executor in self._idle:
-                self._idle.remove(executor)
-            if executor in self._all:
-                self._all.remove(executor)
-        executor.shutdown(wait=True, kill_workers=True)
+    def _make(self, kind: LaneKind) -> Lane:
+        if kind is LaneKind.PROCESSES:
+            given = self._process_executor
+            lane = self._processes = self._pool_lane(self._process_pool(given),
+                                                     owned=given is None)
+        else:
+            lane = self._coroutines = Lane(self.loop, Mechanism.LOOP, self._max_async, True)
+        self._lanes[kind] = lane
+        return lane
+
+    @staticmethod
+    def _pool_lane(pool: Any, owned: bool) -> Lane:
+        # A few runs more than workers are in flight, so a worker process
+        # never waits for the round trip that sends it its next run.
+        return Lane(pool, Mechanism.FUTURE, pool.capacity * PROCESS_PIPELINE, owned,
+                    to_processes=True)
 
     def shutdown(self, wait: bool) -> None:
-        with self._lock:
-            executors, self._all, self._idle = self._all, [], []
+        """Shut down every lane's executor (the scheduler's own and those it
+        was given, as upstream did); a failure is logged, not raised."""
+        executors = [lane.executor for lane in self.all()]
+        if self.loop not in executors:
+            executors.append(self.loop)
         for executor in executors:
-            executor.shutdown(wait=wait, kill_workers=not wait)
+            try:
+                executor.shutdown(wait=wait)
+            except Exception:
+                _log.exception("shutting down executor %r failed", executor)
+
+
+def _is_process_pool(executor: Any) -> bool:
+    return isinstance(executor, (loky.ProcessPoolExecutor,
+                                 concurrent.futures.ProcessPoolExecutor))
+
+
+def capacity(executor: Any) -> Optional[int]:
+    """How many runs *executor* executes at once, or None if it does not say."""
+    workers = getattr(executor, "_max_workers", None)
+    return workers if isinstance(workers, int) and workers > 0 else None
+
+
+def _runs_in_threads(executor: Any) -> bool:
+    """True when work submitted to *executor* runs in this process's threads."""
+    return isinstance(executor, concurrent.futures.ThreadPoolExecutor)

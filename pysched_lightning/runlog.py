@@ -37,6 +37,8 @@ _ROTATED = re.compile(r"^\d{4}-\d{2}-\d{2}(_\d{2}(-\d{2}){0,2})?$", re.ASCII)
 _WHEN = re.compile(r"^(S|M|H|D|MIDNIGHT|W[0-6])$")
 
 _PathLike = Union[str, "os.PathLike[str]"]
+#: What json.dumps takes as a key.
+_JsonKey = Union[str, int, float, None]
 
 
 class RunLog:
@@ -105,7 +107,7 @@ class RunLog:
     def __enter__(self) -> RunLog:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -122,7 +124,7 @@ class _RunLogHandler(TimedRotatingFileHandler):
 
 
 def _to_json_line(record: Mapping[str, Any]) -> str:
-    converted: Dict[str, Any] = {}
+    converted: Dict[_JsonKey, object] = {}
     for key, value in record.items():
         name = _json_key(key)
         if isinstance(name, str) and (name in _TIME_KEYS or name.endswith("_at")):
@@ -138,7 +140,7 @@ def _to_json_line(record: Mapping[str, Any]) -> str:
                            "record": _safe_repr(record)}, ensure_ascii=False)
 
 
-def _json_key(key: Any) -> Any:
+def _json_key(key: object) -> _JsonKey:
     if isinstance(key, str) or key is None or isinstance(key, (bool, int)):
         return key
     if isinstance(key, float) and math.isfinite(key):
@@ -146,7 +148,7 @@ def _json_key(key: Any) -> Any:
     return _safe_repr(key)
 
 
-def _time_value(key: str, value: Any) -> Any:
+def _time_value(key: str, value: object) -> object:
     """An epoch float or a datetime as ISO 8601 UTC; anything else as usual."""
     try:
         if isinstance(value, datetime):
@@ -165,7 +167,7 @@ def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _jsonable(value: Any, depth: int) -> Any:
+def _jsonable(value: object, depth: int) -> object:
     """*value* as plain JSON types; what JSON cannot hold becomes its repr()."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
@@ -186,7 +188,7 @@ def _jsonable(value: Any, depth: int) -> Any:
     return _safe_repr(value)
 
 
-def _safe_repr(value: Any) -> str:
+def _safe_repr(value: object) -> str:
     try:
         return repr(value)
     except Exception:

@@ -1,19 +1,27 @@
-"""Run records: one per execution of a task, with its status and outcome.
+"""Run records: one per execution of a task, the same type with or without a
+store, and the statuses runs and tasks go through.
 
 A run keeps its exception with the traceback *text* formatted where it was
 caught; the frames' locals are cleared so a failing task cannot keep large
-objects alive through its history.
+objects alive through its history. Times read as aware UTC datetimes; the
+scheduler keeps them on its own clock underneath (``_t_*``) and converts
+with the wall-clock offset of the run's day.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import enum
+import pickle
 import traceback as _traceback
-from concurrent.futures import Future, InvalidStateError
-from typing import Any, Optional
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from typing import Any, Iterator, Mapping, Optional
 
+from .commands import CommandError, CommandResult, CommandTimeout
 from .context import RunContext
 
-__all__ = ["TaskStatus", "Run", "format_exception"]
+__all__ = ["TaskStatus", "Run", "format_exception", "error_line", "safe_repr"]
+
+_UTC = _dt.timezone.utc
 
 
 class TaskStatus(enum.IntEnum):
@@ -31,6 +39,8 @@ class TaskStatus(enum.IntEnum):
     CANCELED = 4
     #: The run exceeded its timeout.
     TIMEOUT = 5
+    #: The run was skipped (too late, or its previous run still going).
+    MISSED = 6
 
     @property
     def label(self) -> str:
@@ -38,63 +48,190 @@ class TaskStatus(enum.IntEnum):
         return self.name.capitalize()
 
 
-_FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.ERROR,
-                    TaskStatus.CANCELED, TaskStatus.TIMEOUT})
+FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.ERROR, TaskStatus.CANCELED,
+                   TaskStatus.TIMEOUT, TaskStatus.MISSED})
+#: The statuses that make a dependent task give up.
+FAILED = frozenset({TaskStatus.ERROR, TaskStatus.TIMEOUT, TaskStatus.CANCELED})
+
+#: The keys a run has as a mapping: upstream's result entries.
+_KEYS = ("timestamp", "task", "future")
 
 
 def format_exception(exc: BaseException) -> str:
-    """The traceback text of *exc*, then its frames' locals are released."""
-    text = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+    """The traceback text of *exc*, then its frames' locals are released.
+
+    Never raises: an exception whose ``__str__`` fails still gets a text.
+    """
+    try:
+        text = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        text = f"{_type_name(exc)}: <the exception could not be formatted>\n"
     if exc.__traceback__ is not None:
         _traceback.clear_frames(exc.__traceback__)
     return text
 
 
-class Run(RunContext):
-    """One execution of a task.
+def error_line(exc: BaseException, limit: int = 500) -> str:
+    """``"ValueError: message"`` on one line; never raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<str() of the exception failed>"
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = f"{_type_name(exc)}: {line}" if line else _type_name(exc)
+    return line if len(line) <= limit else line[:limit] + "..."
 
-    Read like upstream's result entries too: ``run['timestamp']``,
-    ``run['task']`` and ``run['future']``.
+
+def safe_repr(value: Any, limit: int = 2000) -> str:
+    """``repr(value)``, cut at *limit*; a failing ``__repr__`` gives a placeholder."""
+    try:
+        text = repr(value)
+    except Exception as exc:
+        text = f"<unrepresentable {_type_name(value)}: {error_line(exc)}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _type_name(value: Any) -> str:
+    try:
+        return type(value).__qualname__
+    except Exception:  # pragma: no cover - a hostile metaclass
+        return "object"
+
+
+class Run(RunContext, Mapping[str, Any]):
+    """One execution of a task (or a skipped one, MISSED).
+
+    Attributes: ``task_id, name, run_number, attempt, status, scheduled,
+    started, finished`` (aware UTC datetimes), ``duration`` (seconds),
+    ``result, exception, traceback`` (text), ``error`` (one line),
+    ``reason`` (why it was missed or canceled), ``count`` (runs a MISSED
+    record stands for), ``exit_code, output, stderr`` (command tasks) and
+    ``future``. It also reads as upstream's result entry, a read-only
+    mapping with the keys ``'timestamp'``, ``'task'`` and ``'future'``.
     """
 
     # Defaults live on the class: a run is made for every execution, so its
     # constructor sets only what differs.
-    started: Optional[float] = None
-    finished: Optional[float] = None
     status = TaskStatus.SUSPENDED
     result: Any = None
     exception: Optional[BaseException] = None
     #: The formatted traceback of ``exception``, or None.
     traceback: Optional[str] = None
-    hard = False
-    #: Why the run did not happen, for a MISSED or CANCELED run.
+    #: The exception on one line, or None.
+    error: Optional[str] = None
+    #: Why the run was missed or canceled.
     reason: Optional[str] = None
+    #: How many runs a MISSED record stands for.
+    count = 1
+    #: True for a run made by run_now(), outside the schedule.
+    manual = False
+    #: True once its executor gave it back (or a shutdown gave up on it).
+    _returned = False
+    _t_scheduled: float
+    _t_timestamp: Optional[float] = None
+    _t_started: Optional[float] = None
+    _t_finished: Optional[float] = None
     _deadline: Optional[float] = None
-    _killable: Any = None
+    #: What the scheduler kills or cancels at a deadline (a process, a task).
+    _handle: Any = None
     _future: Optional[Future] = None
     _owns_future = False
     _previous: Optional["Run"] = None  # the task's latest run before this one
-    _claimed: Optional[bool] = None  # False: the store refused this run
+    #: The claim key in the store; None without a store.
+    _slot: Optional[str] = None
+    #: The store's answer to the claim: None (not asked yet), True or False.
+    _claimed: Optional[bool] = None
+    _stored: Optional[Mapping[str, Any]] = None
+    _name: Optional[str] = None
 
-    def __init__(self, task: Any, number: int, attempt: int, scheduled: float,
-                 timestamp: float, timeout: Optional[float], state: Any) -> None:
+    def __init__(self, task: Any, state: Any, number: int, attempt: int,
+                 scheduled: float, offset: float) -> None:
         self.task = task
-        self.task_id = task[3]
+        self.task_id = task.id
         self.run_number = number
         if attempt != 1:
             self.attempt = attempt
-        if timeout is not None:
-            self.timeout = timeout
-        #: When the run was due, on the scheduler's clock.
-        self.scheduled = scheduled
-        #: When it was handed to an executor, on the scheduler's clock.
-        self.timestamp = timestamp
+        options = task.options
+        if options.timeout is not None:
+            self.timeout = options.timeout
+        #: Where it executes (a LaneKind).
+        self.lane = options.lane
+        self._t_scheduled = scheduled
+        #: wall clock - scheduler clock when the run was made.
+        self._offset = offset
         self._state = state
+
+    # -- times, as aware datetimes --------------------------------------------
+
+    def _wall(self, t: Optional[float]) -> Optional[_dt.datetime]:
+        return None if t is None else _dt.datetime.fromtimestamp(t + self._offset, _UTC)
+
+    @property
+    def scheduled(self) -> Optional[_dt.datetime]:
+        """When the run was due."""
+        return self._wall(self._t_scheduled)
+
+    @property
+    def timestamp(self) -> Optional[_dt.datetime]:
+        """When the run was handed to its executor (upstream's key)."""
+        return self._wall(self._t_timestamp)
+
+    @property
+    def started(self) -> Optional[_dt.datetime]:
+        return self._wall(self._t_started)
+
+    @property
+    def finished(self) -> Optional[_dt.datetime]:
+        return self._wall(self._t_finished)
+
+    @property
+    def duration(self) -> Optional[float]:
+        """Seconds from start to finish, if both are known."""
+        if self._t_started is None or self._t_finished is None:
+            return None
+        return self._t_finished - self._t_started
+
+    # -- outcome ----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            self._name = self.task.name if self.task is not None else self.task_id
+        return self._name
+
+    @property
+    def done(self) -> bool:
+        """True once the run has a final status."""
+        return self.status in FINAL
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return self._command_part(0, "exit_code")
+
+    @property
+    def output(self) -> Optional[str]:
+        return self._command_part(1, "output")
+
+    @property
+    def stderr(self) -> Optional[str]:
+        return self._command_part(2, "stderr")
+
+    def _command_part(self, index: int, key: str) -> Any:
+        if self._stored is not None:
+            return self._stored.get(key)
+        exc = self.exception
+        if exc is None:
+            outcome = self.result
+        elif isinstance(exc, (CommandError, CommandTimeout)):
+            outcome = exc.result
+        else:
+            return None
+        return outcome[index] if isinstance(outcome, CommandResult) else None
 
     @property
     def future(self) -> Future:
-        """A future for the run's outcome: the executor's for a process run;
-        for a thread run one made on first use (most runs never need one)."""
+        """A future for the run's outcome, made on first use (most runs never
+        need one)."""
         future = self._future
         if future is None:
             future = self._future = Future()
@@ -111,34 +248,117 @@ class Run(RunContext):
         try:
             if self.status is TaskStatus.COMPLETED:
                 future.set_result(self.result)
-            elif self.status is TaskStatus.CANCELED:
+            elif self.status in (TaskStatus.CANCELED, TaskStatus.MISSED):
                 future.cancel()
+                future.set_running_or_notify_cancel()
             else:
-                future.set_exception(self.exception or TimeoutError(
-                    f"task {self.task_id!r} run {self.run_number} timed out"))
-        except InvalidStateError:
+                future.set_exception(self.outcome_error())
+        except (InvalidStateError, RuntimeError):
             pass  # resolved already, by the other side of a race
 
-    @property
-    def done(self) -> bool:
-        """True once the run has a final status."""
-        return self.status in _FINAL
+    def outcome(self) -> Any:
+        """The run's value, or raise its error (as ``get_result`` does)."""
+        if self.status is TaskStatus.COMPLETED:
+            return self.result
+        raise self.outcome_error()
 
-    @property
-    def duration(self) -> Optional[float]:
-        """Seconds from start to finish on the scheduler's clock, if known."""
-        if self.started is None or self.finished is None:
-            return None
-        return self.finished - self.started
+    def outcome_error(self) -> BaseException:
+        if self.status is TaskStatus.TIMEOUT:
+            if isinstance(self.exception, TimeoutError):
+                return self.exception
+            return TimeoutError(f"task {self.task_id!r} run {self.run_number} timed out")
+        if self.status in (TaskStatus.CANCELED, TaskStatus.MISSED):
+            why = f": {self.reason}" if self.reason else ""
+            return CancelledError(f"task {self.task_id!r} run {self.run_number} was "
+                                  f"{self.status.label.lower()}{why}")
+        if self.exception is not None:
+            return self.exception
+        return RuntimeError(f"task {self.task_id!r} run {self.run_number} failed: "
+                            f"{self.error or self.status.label}")
+
+    # -- upstream's mapping ---------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
-        if key in ("timestamp", "task", "future"):
+        if key in _KEYS:
             return getattr(self, key)
         raise KeyError(key)
 
-    def keys(self):
-        return ("timestamp", "task", "future")
+    def __iter__(self) -> Iterator[str]:
+        return iter(_KEYS)
+
+    def __len__(self) -> int:
+        return len(_KEYS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in _KEYS
+
+    # A run is a record, not a value: equal only to itself.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
     def __repr__(self) -> str:
         return (f"<Run {self.task_id!r} #{self.run_number} attempt {self.attempt} "
                 f"{self.status.label}>")
+
+    # -- from the store ---------------------------------------------------------
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], task: Any = None) -> "Run":
+        """A run as the store keeps it (earlier processes' runs included)."""
+        run = cls.__new__(cls)
+        run.task = task
+        run.task_id = record["task_id"]
+        run._name = record.get("name") or run.task_id
+        run.run_number = record.get("run") or 0
+        run.attempt = record.get("attempt") or 1
+        run.status = TaskStatus(record.get("status", TaskStatus.SUSPENDED))
+        run._offset = 0.0
+        run._t_scheduled = float(record["scheduled"])
+        run._t_started = record.get("started")
+        run._t_timestamp = run._t_started  # handed over when it started, as far as is known
+        run._t_finished = record.get("finished")
+        run.error = record.get("error")
+        run.traceback = record.get("traceback")
+        run.reason = record.get("reason")
+        run.count = record.get("count") or 1
+        run._stored = dict(record)
+        run.lane = None
+        run._state = None
+        _load_outcome(run, record.get("outcome"))
+        return run
+
+
+def _load_outcome(run: Run, data: Optional[bytes]) -> None:
+    """The stored result or exception, when it was kept and loads here (a
+    result that could not be pickled reads as None; its repr is in the
+    record's ``result`` text)."""
+    value = None
+    if data:
+        try:
+            value = pickle.loads(data)
+        except Exception:
+            value = None
+    if run.status is TaskStatus.COMPLETED:
+        run.result = value
+    elif isinstance(value, BaseException):
+        run.exception = value
+
+
+def outcome_bytes(run: Run, limit: int = 1 << 20) -> Optional[bytes]:
+    """The run's result (or exception) pickled for the store, or None when it
+    cannot be pickled or is larger than *limit*. Runs user code (pickling):
+    never call it under a lock."""
+    if run.status is TaskStatus.COMPLETED:
+        value: Any = run.result
+    elif run.exception is not None:
+        value = run.exception
+    else:
+        return None
+    try:
+        data = pickle.dumps(value, protocol=4)
+    except Exception:
+        return None
+    return data if len(data) <= limit else None

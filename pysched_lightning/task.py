@@ -1,130 +1,102 @@
-"""The Task record, its options, and the ``@task`` decorator.
+"""The Task record and the ``@task`` decorator.
 
-A Task is an immutable tuple ordered as the timer heap wants it
-(time, priority, seq, ...), so the heap compares tasks in C and a pending
-task costs no extra heap entry. A recurring task gets a new Task, with the
-next due time, each time it fires, as upstream's namedtuple did.
+A Task is an immutable named tuple ordered as the timer heap wants it
+(time, priority, seq, ...): the heap compares tasks in C, and a pending task
+costs no extra heap entry. A recurring task gets a new Task, with the next
+due time, each time it fires, as upstream's namedtuple did.
 """
 from __future__ import annotations
 
 import functools
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from collections import namedtuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Tuple, Union
+
+from .options import TaskOptions
+from .protocols import Trigger
 
 if TYPE_CHECKING:  # pragma: no cover
     from .scheduler import Scheduler
 
-__all__ = ["Task", "TaskOptions", "task"]
+__all__ = ["Task", "task", "Delayable", "callable_name"]
+
+_TaskFields = namedtuple("_TaskFields",
+                         "time priority seq id when interval fn args kwargs options")
 
 
-class TaskOptions:
-    """Per-task policy; tasks without options share one default instance."""
-
-    __slots__ = ("name", "timeout", "retries", "retry_delay", "retry_backoff",
-                 "misfire_grace_time", "coalesce", "max_instances", "hard",
-                 "depend_on")
-
-    def __init__(self, name: Optional[str] = None, timeout: Optional[float] = None,
-                 retries: int = 0, retry_delay: float = 0.0, retry_backoff: float = 1.0,
-                 misfire_grace_time: Optional[float] = None, coalesce: bool = True,
-                 max_instances: int = 1, hard: bool = False,
-                 depend_on: Tuple[str, ...] = ()) -> None:
-        self.name = name
-        self.timeout = timeout
-        self.retries = retries
-        self.retry_delay = retry_delay
-        self.retry_backoff = retry_backoff
-        self.misfire_grace_time = misfire_grace_time
-        self.coalesce = coalesce
-        self.max_instances = max_instances
-        self.hard = hard
-        self.depend_on = depend_on
-
-    def _values(self) -> Tuple[Any, ...]:
-        return tuple(getattr(self, slot) for slot in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TaskOptions):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{s}={getattr(self, s)!r}" for s in self.__slots__)
-        return f"TaskOptions({fields})"
-
-
-DEFAULT_OPTIONS = TaskOptions()
-
-
-class Task(tuple):
+class Task(_TaskFields):
     """A scheduled task, with upstream's fields as attributes.
 
     ``trigger`` is the trigger's name ('once', 'recur', 'cron'), ``interval``
     what was given for it, ``time`` the next due time on the scheduler's
-    clock. ``schedule`` is the trigger object (None for a one-shot delay).
+    clock, ``priority`` lower-is-more-urgent, ``seq`` the order of
+    scheduling (FIFO among equals). ``when`` is the trigger object, or the
+    string 'once' for a plain delay (it needs no object).
     """
 
     __slots__ = ()
-    _fields = ("trigger", "interval", "time", "priority", "fn", "args", "kwargs", "id")
 
-    def __new__(cls, time: float, priority: int, seq: int, id: str, trigger: Any,
-                interval: Any, fn: Callable[..., Any], args: Tuple[Any, ...],
-                kwargs: Dict[str, Any], options: TaskOptions) -> "Task":
-        return tuple.__new__(cls, (time, priority, seq, id, trigger, interval,
-                                   fn, args, kwargs, options))
-
-    time = property(itemgetter(0), doc="Next due time on the scheduler's clock.")
-    priority = property(itemgetter(1), doc="Lower is more urgent.")
-    seq = property(itemgetter(2), doc="Order of scheduling, for FIFO among equals.")
-    id = property(itemgetter(3), doc="The task id.")
-    interval = property(itemgetter(5), doc="The interval as given to delay().")
-    fn = property(itemgetter(6))
-    args = property(itemgetter(7))
-    kwargs = property(itemgetter(8))
-    options = property(itemgetter(9))
+    time: float
+    priority: Union[int, float]
+    seq: int
+    id: str
+    when: Union[str, Trigger]
+    interval: Any
+    fn: Callable[..., Any]
+    args: Tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    options: TaskOptions
 
     @property
     def trigger(self) -> str:
-        trig = self[4]
-        return trig if type(trig) is str else trig.name
+        when = self.when
+        return when if type(when) is str else when.name  # type: ignore[union-attr]
 
     @property
-    def schedule(self) -> Any:
+    def schedule(self) -> Optional[Trigger]:
         """The trigger object, or None for a one-shot given as a delay."""
-        trig = self[4]
-        return None if type(trig) is str else trig
+        when = self.when
+        return None if type(when) is str else when  # type: ignore[return-value]
 
     @property
     def name(self) -> str:
-        return self[9].name or _callable_name(self[6])
+        """The name given to delay(), else the function's. May run user code
+        (a callable's ``name``/``__qualname__``): never read under a lock."""
+        return self.options.name or callable_name(self.fn)
 
     def at(self, time: float, seq: int) -> "Task":
         """This task due at another time (a recurring task's next run)."""
-        return tuple.__new__(Task, (time, self[1], seq) + self[3:])
-
-    def _asdict(self) -> Dict[str, Any]:
-        return {field: getattr(self, field) for field in self._fields}
+        # The tuple is built directly: _replace() costs several times more,
+        # and this runs at every firing of a recurring task.
+        return tuple.__new__(Task, (time, self.priority, seq) + self[3:])
 
     def __repr__(self) -> str:
-        return (f"Task(id={self.id!r}, trigger={self.trigger!r}, interval={self.interval!r}, "
-                f"time={self.time!r}, priority={self.priority!r}, fn={self.name})")
-
-    def __reduce__(self):
-        return (_rebuild_task, (tuple(self),))
+        return (f"Task(id={self.id!r}, trigger={self.trigger!r}, "
+                f"interval={self.interval!r}, time={self.time!r}, "
+                f"priority={self.priority!r}, fn={callable_name(self.fn)})")
 
 
-def _rebuild_task(fields: Tuple[Any, ...]) -> Task:
-    return tuple.__new__(Task, fields)
+def callable_name(fn: Any) -> str:
+    """A readable name for a task's callable (a command's own name first)."""
+    try:
+        name = getattr(fn, "name", None)
+        if isinstance(name, str):
+            return name
+        func = getattr(fn, "func", None)  # functools.partial
+        if func is not None and getattr(fn, "args", None) is not None:
+            return callable_name(func)
+        found = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+        return found if isinstance(found, str) else type(fn).__name__
+    except Exception:  # a hostile property must not break a listing
+        return type(fn).__name__
 
 
-def _callable_name(fn: Any) -> str:
-    name = getattr(fn, "name", None)
-    if isinstance(name, str):
-        return name
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+class Delayable(Protocol):
+    """A function decorated with ``@task``: still callable, and it schedules
+    itself with ``.delay(*args, **kwargs)`` (returning the task id)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def delay(self, *args: Any, **kwargs: Any) -> str: ...
 
 
 class task:
@@ -136,14 +108,14 @@ class task:
     """
 
     def __init__(self, scheduler: "Scheduler", trigger: str, interval: Any,
-                 priority: int = 1, **options: Any) -> None:
+                 priority: Union[int, float] = 1, **options: Any) -> None:
         self.scheduler = scheduler
         self.trigger = trigger
         self.interval = interval
         self.priority = priority
         self.options = options
 
-    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self, fn: Callable[..., Any]) -> Delayable:
         if not callable(fn):
             raise TypeError(f"@task must decorate a callable, got {fn!r}")
         spec = self
@@ -157,4 +129,4 @@ class task:
                                         fn, args, kwargs, **spec.options)
 
         wrapper.delay = delay  # type: ignore[attr-defined]
-        return wrapper
+        return wrapper  # type: ignore[return-value]  # it has delay() now

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from typing import Any, Mapping, Optional, Tuple
-
-from .task import TaskOptions
-
+from typing import Any, Mapping, NoReturn, Optional, Tuple
 __all__ = ["EMPTY_KWARGS", "check_priority", "check_args", "check_kwargs", "check_seconds",
-           "make_options", "check_depend_on"]
+           "check_depend_on"]
 
 
-class _NoKwargs(dict):
+class _NoKwargs(dict[str, Any]):
     """The kwargs of tasks given none: one shared, read-only empty dict."""
 
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a task's kwargs cannot be changed in place; use modify()")
 
     __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
@@ -27,14 +24,14 @@ class _NoKwargs(dict):
 EMPTY_KWARGS: Mapping[str, Any] = _NoKwargs()
 
 
-def check_priority(priority: Any) -> Any:
+def check_priority(priority: object) -> float:
     if isinstance(priority, bool) or not isinstance(priority, (int, float)) \
             or priority != priority:
         raise TypeError(f"priority must be a number, got {priority!r}")
     return priority
 
 
-def check_args(args: Any) -> Tuple[Any, ...]:
+def check_args(args: object) -> Tuple[Any, ...]:
     if type(args) is tuple:
         return args
     if isinstance(args, (list, tuple)):
@@ -42,7 +39,7 @@ def check_args(args: Any) -> Tuple[Any, ...]:
     raise TypeError(f"args must be a tuple or list, got {args!r}")
 
 
-def check_kwargs(kwargs: Any) -> Mapping[str, Any]:
+def check_kwargs(kwargs: object) -> Mapping[str, Any]:
     if not kwargs:
         if kwargs is None or isinstance(kwargs, Mapping):
             return EMPTY_KWARGS
@@ -54,7 +51,7 @@ def check_kwargs(kwargs: Any) -> Mapping[str, Any]:
     raise TypeError(f"kwargs must be a dict, got {kwargs!r}")
 
 
-def check_seconds(label: str, value: Any, allow_zero: bool = False) -> Optional[float]:
+def check_seconds(label: str, value: object, allow_zero: bool = False) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, _dt.timedelta):
@@ -64,33 +61,6 @@ def check_seconds(label: str, value: Any, allow_zero: bool = False) -> Optional[
     if not (value > 0 or (allow_zero and value == 0)) or value == math.inf:
         raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")
     return float(value)
-
-
-def make_options(name: Any, hard: Any, timeout: Any, retries: Any, retry_delay: Any,
-                  retry_backoff: Any, misfire_grace_time: Any, coalesce: Any,
-                  max_instances: Any, depend_on: Any) -> TaskOptions:
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {name!r}")
-    if not isinstance(hard, bool):
-        raise TypeError(f"hard must be True or False, got {hard!r}")
-    if not isinstance(coalesce, bool):
-        raise TypeError(f"coalesce must be True or False, got {coalesce!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-    if isinstance(max_instances, bool) or not isinstance(max_instances, int) \
-            or max_instances < 1:
-        raise ValueError(f"max_instances must be an int >= 1, got {max_instances!r}")
-    retry_delay = check_seconds("retry_delay", retry_delay, allow_zero=True) or 0.0
-    if isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) \
-            or not 1 <= retry_backoff < math.inf:
-        raise ValueError(f"retry_backoff must be a number >= 1, got {retry_backoff!r}")
-    return TaskOptions(
-        name=name, timeout=check_seconds("timeout", timeout), retries=retries,
-        retry_delay=retry_delay, retry_backoff=float(retry_backoff),
-        misfire_grace_time=check_seconds("misfire_grace_time", misfire_grace_time,
-                                          allow_zero=True),
-        coalesce=coalesce, max_instances=max_instances, hard=hard,
-        depend_on=check_depend_on(depend_on))
 
 
 def check_depend_on(depend_on: Any) -> Tuple[str, ...]:

@@ -46,10 +46,18 @@ class InlineExecutor(concurrent.futures.Executor):
 
 
 def virtual(clock, executor=None, **kwargs):
-    """A scheduler on the virtual clock; runs execute inline unless told otherwise."""
+    """A scheduler on the virtual clock; runs execute inline unless told
+    otherwise. Its wall clock follows the real one, shifted by the virtual
+    time; ``wallfunc=clock.now`` makes it the virtual clock itself (then
+    ``secs(run.started)`` is a virtual time)."""
     import pysched_lightning as psl
     return psl.Scheduler(executor=executor or InlineExecutor(), timefunc=clock.now,
                          delayfunc=clock.sleep, **kwargs)
+
+
+def secs(moment):
+    """A run's time (an aware datetime) as POSIX seconds."""
+    return None if moment is None else moment.timestamp()
 
 
 def pending_events(events):

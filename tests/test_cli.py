@@ -7,132 +7,19 @@ processes it started.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from cli_support import (POLL, Daemon, logged, pysched, stamp, tasks, write_config,
+                         write_job)
+from cli_support import store_of  # noqa: F401  (a fixture)
 from conftest import wait_for
 from pysched_lightning.cli import (FolderSchedule, parse_folder_name, parse_schedule_file,
                                    retry_policy, scan_jobs)
 from pysched_lightning.config import ConfigError, load_config
-from pysched_lightning.runlog import read_run_log
 from pysched_lightning.stores import open_store
-
-REPO = Path(__file__).resolve().parents[1]
-POLL = 0.05
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def pysched(*args, cwd, timeout=30):
-    """Run ``python -m pysched_lightning ARGS`` to completion."""
-    return subprocess.run([sys.executable, "-m", "pysched_lightning", *map(str, args)],
-                          cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-class Daemon:
-    """``pysched run`` in the background; stderr goes to a file (no pipe to fill)."""
-
-    def __init__(self, tmp, *args):
-        self.stderr_path = Path(tmp) / f"stderr-{time.monotonic_ns()}.txt"
-        self._stderr = open(self.stderr_path, "w")
-        self.started = time.time()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pysched_lightning", "run", *map(str, args)],
-            cwd=tmp, env=_env(), stdout=subprocess.DEVNULL, stderr=self._stderr)
-
-    @property
-    def stderr(self):
-        return self.stderr_path.read_text()
-
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"pysched run did not stop on {sig!r}:\n{self.stderr}")
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._stderr.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def write_job(path, body, executable=True):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + body + "\n")
-    if executable:
-        path.chmod(0o755)
-    return path
-
-
-def write_config(path, fail=0.01, check=0.01, sleep=0.01, extra=""):
-    Path(path).write_text(
-        "[Timings]\n"
-        f"SLEEP_DURATION = {sleep}\n"
-        f"CHECK_FOR_NEW_JOBS_EVERY = {check}\n"
-        f"JOB_FAIL_TIMEOUT_PERIOD_MINUTES = {fail}\n"
-        "[Folders]\n"
-        "JOBS_FOLDER_DEFAULT = jobs\n"
-        "LOGS_FOLDER_DEFAULT = logs\n"
-        "PERSISTENCE_FILE = state/pysched.db\n"
-        "[Logging]\n"
-        "LOG_LEVEL = DEBUG\n" + extra)
-    return path
-
-
-def logged(tmp, task_id=None):
-    """The records in the JSON run log, of one task or all."""
-    path = Path(tmp) / "logs" / "job_status.log"
-    if not path.exists():
-        return []
-    return [r for r in read_run_log(path) if task_id is None or r["task_id"] == task_id]
-
-
-def stamp(iso):
-    from datetime import datetime
-    return datetime.fromisoformat(iso).timestamp()
-
-
-@pytest.fixture
-def store_of():
-    """Open stores read-only-style (as `pysched list` does) and close them after."""
-    opened = []
-
-    def open_(tmp):
-        store = open_store(str(Path(tmp) / "state" / "pysched.db"))
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
-
-
-def tasks(store):
-    return {record.id: record for record in store.load_tasks()}
-
 
 # ----------------------------------------------------- parsing (in-process)
 
@@ -321,10 +208,10 @@ def test_sigterm_stops_cleanly_and_state_is_saved(tmp_path, store_of):
     record = tasks(store)["1s/hello.sh"]
     assert record.runs == len(log) and record.next_run > time.time() - 5
     assert record.trigger == "recur" and json.loads(record.interval) == 1
-    stored = {(r["scheduled"], r["attempt"]): r for r in store.runs("1s/hello.sh")}
+    stored = {(r["slot"], r["attempt"]): r for r in store.runs("1s/hello.sh")}
     assert len(stored) == len(log)
     for line in log:                                    # the run log and the store agree
-        run = stored[(round(stamp(line["scheduled"]), 3), line["attempt"])]
+        run = stored[(line["slot"], line["attempt"])]
         assert run["status"] == 0 and run["output"] == line["output"]
 
     history = pysched("history", "--json", "-c", "p.ini", cwd=tmp_path)
@@ -465,7 +352,9 @@ def test_failed_job_is_rerun_after_the_fail_period(flaky_run):
     # Re-run after JOB_FAIL_TIMEOUT_PERIOD_MINUTES (0.6 s), well before the next
     # normal slot (3 s after the first).
     assert 0.55 <= gap < 2.5, gap
-    assert "attempt 1 error; retrying in 0.6 s" in flaky_run["stderr"]
+    assert "job 3s/flaky.sh run 1 attempt 1: Error after " in flaky_run["stderr"]
+    assert ", exit code 3: first attempt fails; retrying in 0.6 s" in flaky_run["stderr"]
+    assert "job 3s/flaky.sh run 1 attempt 2: Completed in " in flaky_run["stderr"]
 
 
 def test_failed_attempt_is_visible_in_the_run_log(flaky_run):
@@ -511,11 +400,12 @@ def test_sigkill_then_restart_runs_the_missed_slot_once(tmp_path, store_of):
 
     with Daemon(tmp_path, "-c", "p.ini") as daemon:
         def after_restart():
-            return [r for r in store.runs("2s/tick.sh") if r["started"] >= daemon.started]
+            return [r for r in store.runs("2s/tick.sh")
+                    if r["started"] is not None and r["started"] >= daemon.started]
         wait_for(lambda: after_restart(), 10, POLL)
         [caught_up] = after_restart()
         # It ran at once, for the slot that passed while the process was down...
-        assert caught_up["scheduled"] == round(missed_slot, 3)
+        assert caught_up["slot"] == f"{missed_slot:.3f}"
         assert caught_up["started"] - daemon.started < 2    # before any fresh 2 s slot
         # ...once: the next run is the next slot on the grid, not another missed one.
         wait_for(lambda: len(after_restart()) >= 2, 10, POLL)
@@ -524,6 +414,7 @@ def test_sigkill_then_restart_runs_the_missed_slot_once(tmp_path, store_of):
         assert daemon.stop() == 0, daemon.stderr
     assert tasks(store)["2s/tick.sh"].missed >= 1
     assert "Traceback" not in daemon.stderr
+    assert "job 2s/tick.sh: every 2 s, next run at once (due " in daemon.stderr
 
 
 def test_restart_keeps_unchanged_jobs_and_drops_removed_ones(tmp_path, store_of):

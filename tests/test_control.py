@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import pysched_lightning as psl
-from conftest import pending_events, virtual, wait_for
+from conftest import pending_events, virtual, wait_for, secs
 
 S = psl.TaskStatus
 K = psl.EventKind
@@ -33,7 +33,7 @@ class Ticker:
 # ------------------------------------------------------------------ pause
 
 def test_pause_and_resume_one_recurring_task(clock):
-    sched = virtual(clock)
+    sched = virtual(clock, wallfunc=clock.now)
     ticker = Ticker(clock, sched, limit=3)
     try:
         t0 = clock.now()
@@ -56,7 +56,7 @@ def test_pause_and_resume_one_recurring_task(clock):
     finally:
         sched.shutdown()
     # its next run is the next future due time on its grid: no catch-up run
-    assert first.scheduled >= before_resume
+    assert secs(first.scheduled) >= before_resume
     assert ticker.times[0] >= before_resume
     phases = [(t - t0) % 10 for t in ticker.times]
     assert [min(p, 10 - p) for p in phases] == [pytest.approx(0, abs=1e-6)] * 3
@@ -346,3 +346,63 @@ def test_next_run_times_of_a_cron_task_are_in_its_zone(clock):
     assert [(t.hour, t.minute) for t in times] == [(9, 0)] * 3
     assert [t.astimezone(zone).hour for t in times] == [9] * 3
     assert [(b - a) for a, b in zip(times, times[1:])] == [dt.timedelta(days=1)] * 2
+
+
+# ------------------------------------------------------------------ regressions
+
+def test_pause_holds_a_task_added_due_now():
+    ran = threading.Event()
+    with psl.Scheduler() as sched:
+        sched.pause()
+        tid = sched.delay('once', 0, 1, ran.set)
+        assert tid not in sched.result  # not fired: no run was made
+        assert sched.get_status(tid) is S.SUSPENDED
+        sched.resume()
+        assert ran.wait(5)
+
+
+def test_pause_holds_runs_queued_for_a_worker():
+    gate, ran = threading.Event(), []
+    with psl.Scheduler(executor=psl.ThreadPoolExecutor(1)) as sched:
+        blocker = sched.delay('once', 0, 1, gate.wait, args=(10,))
+        wait_for(lambda: sched.get_status(blocker) is S.RUNNING)
+        queued = sched.delay('once', 0, 1, ran.append, args=('queued',))
+        sched.pause(queued)
+        gate.set()
+        wait_for(lambda: sched.get_status(blocker) is S.COMPLETED)
+        other = sched.delay('once', 0, 1, ran.append, args=('other',))
+        sched.get_result(other, timeout=5)  # the worker was free: queued was held
+        assert ran == ['other'] and sched.get_status(queued) is S.SUSPENDED
+        sched.resume(queued)
+        sched.get_result(queued, timeout=5)
+        assert ran == ['other', 'queued']
+
+
+def test_pause_holds_dependents_released_by_a_completing_task():
+    ran = []
+    with psl.Scheduler() as sched:
+        first = sched.delay('once', 3600, 1, ran.append, args=('first',))
+        then = sched.delay('once', 0, 1, ran.append, args=('then',), depend_on=first)
+        sched.pause(then)
+        sched.run_now(first)
+        wait_for(lambda: sched.get_status(first) is S.COMPLETED)
+        assert ran == ['first'] and sched.get_status(then) is S.SUSPENDED
+        sched.resume(then)
+        sched.get_result(then, timeout=5)
+        assert ran == ['first', 'then']
+
+
+def test_modify_of_a_recurring_task_waiting_on_a_dependency_keeps_it_recurring():
+    runs = []
+    with psl.Scheduler() as sched:
+        dep = sched.delay('once', 3600, 1, lambda: None)
+        tid = sched.delay('recur', 0.02, 5, runs.append, args=('old',), depend_on=dep)
+        first = sched.get_task(tid)['next_run_time']
+        # an occurrence came due and waits for the dependency; the next is scheduled
+        wait_for(lambda: sched.get_task(tid)['next_run_time'] > first)
+        sched.modify(tid, priority=1, args=('new',))
+        sched.reschedule(tid, 'recur', 0.03)
+        assert len(sched.next_run_times(tid, 3)) == 3
+        sched.run_now(dep)
+        wait_for(lambda: len(runs) >= 3)
+        assert set(runs) == {'new'} and tid in sched.task

@@ -51,7 +51,8 @@ def test_lifecycle_of_a_one_shot_in_order(clock):
     assert completed.exception is None and completed.traceback is None
     assert completed.run is not None and completed.run.task_id == tid
     # timestamps are wall-clock POSIX seconds
-    assert abs(completed.timestamp - time.time()) < 60
+    assert abs(completed.timestamp.timestamp() - time.time()) < 60
+    assert completed.timestamp.tzinfo is not None  # an aware datetime, as run times are
 
 
 def test_failed_event_carries_exception_and_traceback(clock):
@@ -149,18 +150,13 @@ def test_a_listener_may_call_back_into_the_scheduler(clock):
 
 
 def test_retry_and_timeout_events_reach_listeners(clock):
-    release = threading.Event()
-
-    def hang():
-        release.wait(10)
+    def hang():  # until told it timed out, as a cooperative thread task does
+        wait_for(lambda: psl.current_run().timed_out, timeout=10)
 
     with virtual(clock, psl.ThreadPoolExecutor(3)) as sched:
         events = sched.subscribe([K.RETRY, K.TIMEOUT])
-        try:
-            hung = sched.delay("once", 0, 1, hang, timeout=1, retries=1)
-            got = [events.get(timeout=5) for _ in range(2)]
-        finally:
-            release.set()
+        hung = sched.delay("once", 0, 1, hang, timeout=1, retries=1)
+        got = [events.get(timeout=5) for _ in range(2)]
         assert [e.kind for e in got] == [K.RETRY, K.TIMEOUT]
         assert all(e.task_id == hung for e in got)
         assert next(e for e in got if e.kind is K.RETRY).reason

@@ -91,11 +91,14 @@ def test_restart_loads_tasks_and_catches_up_a_missed_slot_once(store, clock):
         assert second.get_task(tid)['runs'] == first.get_task(tid)['runs']
         restart = clock.now()
         second.start()
-        wait_for(lambda: len(store.runs(tid)) >= runs_before + 2)
-        new = sorted(r['scheduled'] for r in store.runs(tid))[runs_before:]
+        ran = lambda: [r for r in store.runs(tid) if r['status'] != psl.TaskStatus.MISSED]
+        wait_for(lambda: len(ran()) >= runs_before + 2)
+        new = sorted(r['scheduled'] for r in ran())[runs_before:]
         assert new[0] < restart  # the missed slot ran once at start...
         assert new[1] > restart  # ...then the regular grid, not 60 catch-up runs
         assert second.get_task(tid)['missed'] >= 59
+        [skipped] = [r for r in store.runs(tid) if r['status'] == psl.TaskStatus.MISSED]
+        assert skipped['count'] >= 59  # one record for the slots coalesced away
     finally:
         second.shutdown()
 
@@ -128,14 +131,18 @@ def test_cancel_removes_from_store_and_history_is_queryable(store, clock):
         assert {r.id for r in store.load_tasks()} == {ok, bad}
         sched.start()
         wait_for(lambda: sched.get_status(bad) is psl.TaskStatus.ERROR)
-        assert {r.id for r in store.load_tasks()} == set()  # finished: gone
+        finished = {r.id: r for r in store.load_tasks()}  # kept, finished, until purged
+        assert set(finished) == {ok, bad} and finished[ok].next_run is None
+        assert finished[ok].status == psl.TaskStatus.COMPLETED
         [ok_run] = sched.runs(ok)
-        assert ok_run.status is psl.TaskStatus.COMPLETED and ok_run['result'] == "'done'"
+        assert ok_run.status is psl.TaskStatus.COMPLETED and ok_run.result == 'done'
         [bad_run] = sched.runs(bad)
-        assert bad_run['status'] == psl.TaskStatus.ERROR
-        assert 'broken on purpose' in bad_run['traceback']
+        assert bad_run.status is psl.TaskStatus.ERROR
+        assert 'broken on purpose' in bad_run.traceback
+        assert isinstance(bad_run.exception, RuntimeError)  # kept, pickled
         assert sched.purge() >= 2
         assert store.runs(ok) == [] and store.runs(bad) == []
+        assert store.load_tasks() == []  # purge takes finished tasks too
     finally:
         sched.shutdown()
 
@@ -190,7 +197,7 @@ def test_json_run_log_has_a_line_per_finished_run(tmp_path):
 CHILD = textwrap.dedent("""
     import sys, time
     import pysched_lightning as psl
-    from pysched_lightning import jobs
+    from pysched_lightning import commands
     sched = psl.Scheduler(store=sys.argv[1])
     sched.delay('recur', 0.2, 1, time.time, task_id='heartbeat')
     sched.start()
@@ -229,3 +236,139 @@ def test_store_of_a_killed_scheduler_loads_cleanly_and_loses_no_task(tmp_path):
         wait_for(lambda: len(sched.runs('heartbeat')) > before)
     finally:
         sched.shutdown()
+
+
+# ------------------------------------------------------------------ regressions
+
+def write_marker(path, text):
+    with open(path, "a") as out:
+        out.write(text + "\n")
+
+
+def wait_for_file(path):
+    wait_for(lambda: os.path.exists(path), timeout=30)
+
+
+def test_clean_shutdown_keeps_queued_one_shots_for_the_restart(store, tmp_path):
+    """A one-shot that waited for a worker at shutdown used to be refused
+    after the restart as 'already claimed by another scheduler'."""
+    gate, marker = str(tmp_path / "open"), str(tmp_path / "ran")
+    first = psl.Scheduler(executor=psl.ThreadPoolExecutor(1), store=store)
+    first.start()
+    blocker = first.delay('once', 0, 1, wait_for_file, args=(gate,))
+    wait_for(lambda: first.get_status(blocker) is psl.TaskStatus.RUNNING)
+    queued = first.delay('once', 0, 1, write_marker, args=(marker, 'once'),
+                         task_id='queued-one-shot')
+    assert first.get_status(queued) is psl.TaskStatus.SUSPENDED
+    open(gate, "w").close()
+    first.shutdown(wait=True)
+    assert not os.path.exists(marker)  # it never started
+    second = psl.Scheduler(store=store)
+    second.start()
+    try:
+        assert second.get_result(queued, timeout=30) is None
+        wait_for(lambda: second.get_status(blocker) is psl.TaskStatus.COMPLETED)
+    finally:
+        second.shutdown()
+    with open(marker) as runs:
+        assert runs.read() == "once\n"  # after the restart, once
+
+
+def test_shutdown_without_wait_records_runs_that_finish_later_and_releases_the_store(
+        store, tmp_path, no_leaked_threads):
+    gate = str(tmp_path / "open")
+    sched = psl.Scheduler(store=store, run_log=str(tmp_path / "runs.log"))
+    sched.start()
+    tid = sched.delay('once', 0, 1, wait_for_file, args=(gate,))
+    wait_for(lambda: sched.get_status(tid) is psl.TaskStatus.RUNNING)
+    sched.shutdown(wait=False)
+    open(gate, "w").close()
+    wait_for(lambda: [r for r in store.runs(tid) if r['status'] == psl.TaskStatus.COMPLETED])
+    wait_for(lambda: store.holder() is None)
+    wait_for(lambda: read_run_log(str(tmp_path / "runs.log")))
+    assert read_run_log(str(tmp_path / "runs.log"))[0]["status"] == "Completed"
+
+
+def test_get_result_of_a_task_loaded_from_the_store(store, clock):
+    first = virtual(clock, store)
+    first.start()
+    done = first.delay('once', 0, 1, tick, args=('kept',), task_id='done')
+    failed = first.delay('once', 0, 1, fail_always, task_id='failed')
+    assert first.get_result(done, timeout=5) == 'kept'
+    wait_for(lambda: first.get_status(failed) is psl.TaskStatus.ERROR)
+    first.shutdown()
+    second = virtual(clock, store)
+    try:
+        assert second.get_status(done) is psl.TaskStatus.COMPLETED
+        assert second.get_result(done, timeout=5) == 'kept'
+        with pytest.raises(RuntimeError, match="broken on purpose"):
+            second.get_result(failed, timeout=5)
+        assert second.runs(done)[0].status is psl.TaskStatus.COMPLETED
+    finally:
+        second.shutdown()
+
+
+def test_two_manual_runs_in_the_same_millisecond_both_run(store, clock):
+    sched = virtual(clock, store)
+    try:
+        tid = sched.delay('once', 3600, 1, tick, args=('now',))
+        sched.run_now(tid)
+        sched.run_now(tid)  # the virtual clock has not moved: the same instant
+        sched.start()
+        def manual():
+            return {r['slot'] for r in store.runs(tid)
+                    if r['slot'].startswith('now:') and r['status'] == psl.TaskStatus.COMPLETED}
+        wait_for(lambda: len(manual()) == 2)
+    finally:
+        sched.shutdown()
+
+
+def test_a_wall_clock_stepped_back_does_not_refuse_a_recurring_tasks_runs(store, clock):
+    """Runs keyed by their wall time collided with the runs before the step:
+    they were refused as 'already claimed' and counted missed."""
+    wall = {'offset': 1_800_000_000.0}
+    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now,
+                          delayfunc=clock.sleep, store=store,
+                          wallfunc=lambda: clock.now() + wall['offset'])
+    try:
+        tid = sched.delay('recur', 60, 1, tick, args=('x',))
+        sched.start()
+        wait_for(lambda: sched.get_task(tid)['runs'] >= 3)
+        wall['offset'] -= 180  # the wall clock steps back by three intervals
+        before = sched.get_task(tid)['runs']
+        wait_for(lambda: sched.get_task(tid)['runs'] >= before + 5)
+        assert sched.get_task(tid)['missed'] == 0
+        refused = [r for r in store.runs(tid) if r['status'] == psl.TaskStatus.MISSED]
+        assert refused == []
+    finally:
+        sched.shutdown()
+
+
+def test_a_finished_one_shot_with_a_task_id_is_not_run_again_after_a_restart(store, tmp_path):
+    marker = str(tmp_path / "migrated")
+    for _ in range(2):  # start-up code, run twice
+        sched = psl.Scheduler(store=store)
+        sched.start()
+        tid = sched.delay('once', 0, 1, write_marker, args=(marker, 'migrate'),
+                          task_id='migrate')
+        assert sched.get_result(tid, timeout=30) is None
+        sched.shutdown()
+    with open(marker) as runs:
+        assert runs.read() == "migrate\n"
+
+
+def test_a_store_written_by_the_previous_version_loads_and_runs(tmp_path):
+    """tests/data/store-schema1.db was written by pysched_lightning 0.2 (schema
+    1, command tasks pickled under the old ``pysched_lightning.jobs`` module)."""
+    import shutil
+    path = tmp_path / "old.db"
+    shutil.copy(os.path.join(REPO, "tests", "data", "store-schema1.db"), path)
+    with psl.Scheduler(store=str(path)) as sched:
+        assert {'echo-hourly', 'daily', 'later'} <= set(sched.task)
+        [done] = sched.runs('done-once')  # the task itself left the store when it ended
+        assert done.status is psl.TaskStatus.COMPLETED and done.run_number == 1
+        assert sched.next_run_times('daily', 1)[0].hour == 6
+        sched.run_now('echo-hourly')
+        wait_for(lambda: sched.runs('echo-hourly'))
+        wait_for(lambda: sched.runs('echo-hourly')[0].status is psl.TaskStatus.COMPLETED)
+        assert sched.runs('echo-hourly')[0].output == "hello\n"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import pysched_lightning as psl
-from conftest import pending_events, virtual, wait_for
+from conftest import pending_events, virtual, wait_for, secs
 
 S = psl.TaskStatus
 K = psl.EventKind
@@ -23,7 +23,7 @@ def test_retries_with_backoff_make_attempts_1_to_n_plus_1(clock):
         raise ConnectionError(f"attempt {len(calls)} failed")
 
     status_at_retry = []
-    with virtual(clock) as sched:
+    with virtual(clock, wallfunc=clock.now) as sched:
         events = sched.subscribe([K.RETRY, K.FAILED])
         sched.add_listener(lambda e: status_at_retry.append(sched.get_status(e.task_id)),
                            kinds=[K.RETRY])
@@ -39,9 +39,9 @@ def test_retries_with_backoff_make_attempts_1_to_n_plus_1(clock):
     assert [r.status for r in runs] == [S.ERROR] * 4
     oldest_first = runs[::-1]
     for run in oldest_first:
-        assert run.finished - run.started == pytest.approx(1)
+        assert run.duration == pytest.approx(1)
     # retry k waits retry_delay * backoff**(k-1), counted from the failed attempt's end
-    gaps = [b.started - a.finished for a, b in zip(oldest_first, oldest_first[1:])]
+    gaps = [secs(b.started) - secs(a.finished) for a, b in zip(oldest_first, oldest_first[1:])]
     assert gaps == [pytest.approx(2), pytest.approx(6), pytest.approx(18)]
     assert [e.kind for e in got] == [K.RETRY, K.RETRY, K.RETRY, K.FAILED]
     assert [e.run.attempt for e in got] == [1, 2, 3, 4]
@@ -59,7 +59,7 @@ def test_retry_that_succeeds_completes(clock):
             raise outcome
         return outcome
 
-    with virtual(clock) as sched:
+    with virtual(clock, wallfunc=clock.now) as sched:
         retries = sched.subscribe([K.RETRY])
         tid = sched.delay("once", 0, 1, flaky, retries=5, retry_delay=10)
         assert sched.get_result(tid, timeout=5) == "third time lucky"
@@ -70,8 +70,8 @@ def test_retry_that_succeeds_completes(clock):
         (3, S.COMPLETED), (2, S.ERROR), (1, S.ERROR)]
     assert outcomes == []
     # default backoff is 1: every retry waits retry_delay
-    assert runs[0].started - runs[1].finished == pytest.approx(10)
-    assert runs[1].started - runs[2].finished == pytest.approx(10)
+    assert secs(runs[0].started) - secs(runs[1].finished) == pytest.approx(10)
+    assert secs(runs[1].started) - secs(runs[2].finished) == pytest.approx(10)
 
 
 def test_no_retries_by_default(clock):
@@ -102,7 +102,7 @@ def test_timed_out_attempt_is_retried(clock):
             return "too late"
         return "second attempt in time"
 
-    with virtual(clock, psl.ThreadPoolExecutor(2)) as sched:
+    with virtual(clock, psl.ThreadPoolExecutor(2), wallfunc=clock.now) as sched:
         tid = sched.delay("once", 0, 1, hangs_first_time, timeout=30, retries=1,
                           retry_delay=4)
         wait_for(lambda: sched.get_status(tid) is S.COMPLETED, timeout=5)
@@ -112,26 +112,47 @@ def test_timed_out_attempt_is_retried(clock):
     assert (first.attempt, first.status) == (1, S.TIMEOUT)
     assert (second.attempt, second.status) == (2, S.COMPLETED)
     # counted from the end of the timed-out attempt, i.e. its deadline
-    assert first.finished - first.started == pytest.approx(30)
-    assert second.started - first.finished == pytest.approx(4)
+    assert first.duration == pytest.approx(30)
+    assert secs(second.started) - secs(first.finished) == pytest.approx(4)
 
 
 def test_retries_exhausted_after_timeouts_end_in_timeout(clock):
+    def hang():  # until told it timed out, as a cooperative thread task does
+        wait_for(lambda: psl.current_run().timed_out, timeout=10)
+
+    with virtual(clock, psl.ThreadPoolExecutor(4)) as sched:
+        events = sched.subscribe([K.RETRY, K.TIMEOUT])
+        tid = sched.delay("once", 0, 1, hang, timeout=5, retries=2, retry_delay=1)
+        got = [events.get(timeout=5) for _ in range(3)]
+        assert [e.kind for e in got] == [K.RETRY, K.RETRY, K.TIMEOUT]
+        assert sched.get_status(tid) is S.TIMEOUT
+        assert [r.attempt for r in sched.runs(tid)] == [3, 2, 1]
+
+
+def test_timed_out_thread_run_still_counts_as_running_so_retries_do_not_stack_threads(clock):
+    """A thread cannot be killed: a run past its timeout keeps its thread
+    until it returns, and the retry waits for it instead of taking another
+    thread (retries of a hung task used to fill the pool)."""
     release = threading.Event()
+    threads = []
 
     def hang():
+        threads.append(threading.current_thread().name)
         release.wait(10)
 
     with virtual(clock, psl.ThreadPoolExecutor(4)) as sched:
-        try:
-            events = sched.subscribe([K.RETRY, K.TIMEOUT])
-            tid = sched.delay("once", 0, 1, hang, timeout=5, retries=2, retry_delay=1)
-            got = [events.get(timeout=5) for _ in range(3)]
-            assert [e.kind for e in got] == [K.RETRY, K.RETRY, K.TIMEOUT]
-            assert sched.get_status(tid) is S.TIMEOUT
-            assert [r.attempt for r in sched.runs(tid)] == [3, 2, 1]
-        finally:
-            release.set()
+        events = sched.subscribe([K.RETRY])
+        tid = sched.delay("once", 0, 1, hang, timeout=5, retries=2, retry_delay=1)
+        assert events.get(timeout=5).kind is K.RETRY
+
+        def retry():
+            return next((r for r in sched.runs(tid) if r.attempt == 2), None)
+        wait_for(retry, timeout=5)  # it is due (the virtual clock moved on)...
+        assert retry().status is S.SUSPENDED  # ...but waits: it was not started
+        assert threads == ["pysched-worker_0"]
+        release.set()  # the hung attempt returns: the retry runs now
+        wait_for(lambda: len(threads) == 2, timeout=5)
+        assert sched.get_task(tid)["runs"] == 1  # a retry is the same run, again
 
 
 def test_retry_is_logged_as_a_warning(clock, caplog):
@@ -159,7 +180,7 @@ def test_recurring_task_retries_do_not_shift_its_schedule(clock):
         return "ok"
 
     done = []
-    with virtual(clock, history=50) as sched:
+    with virtual(clock, history=50, wallfunc=clock.now) as sched:
         def stop_after(event):
             done.append(event.run)
             if len(done) == 4:
@@ -171,12 +192,12 @@ def test_recurring_task_retries_do_not_shift_its_schedule(clock):
         wait_for(lambda: len(done) >= 4, timeout=5)
         runs = sched.runs(tid)[::-1]
     first_attempts = [r for r in runs if r.attempt == 1][:4]
-    assert [r.scheduled - start for r in first_attempts] == [
+    assert [secs(r.scheduled) - start for r in first_attempts] == [
         pytest.approx(10), pytest.approx(20), pytest.approx(30), pytest.approx(40)]
-    assert all(r.started == pytest.approx(r.scheduled) for r in first_attempts)
+    assert all(secs(r.started) == pytest.approx(secs(r.scheduled)) for r in first_attempts)
     retried = [r for r in runs if r.attempt == 2][:4]
     assert [r.status for r in retried] == [S.COMPLETED] * 4
-    assert all(r.started - f.finished == pytest.approx(3)
+    assert all(secs(r.started) - secs(f.finished) == pytest.approx(3)
                for f, r in zip(first_attempts, retried))
 
 
@@ -187,3 +208,31 @@ def test_bad_retry_options_are_rejected(clock):
         with pytest.raises(ValueError, match="0.5"):
             sched.delay("once", 0, 1, print, retries=1, retry_backoff=0.5)
         assert sched.get_all() == []
+
+
+# ------------------------------------------------------------------ regressions
+
+def test_a_retry_keeps_the_number_of_the_run_it_retries(clock):
+    calls = []
+
+    def first_call_fails():
+        calls.append(clock.now())
+        if len(calls) == 1:
+            raise RuntimeError("first")
+
+    with virtual(clock) as sched:
+        tid = sched.delay('recur', 10, 1, first_call_fails, retries=1, retry_delay=15)
+        wait_for(lambda: len(calls) >= 4)  # run 1 fails, run 2, retry of run 1, run 3
+        runs = sched.runs(tid)
+    retry = next(r for r in runs if r.attempt == 2)
+    assert retry.run_number == 1
+    assert sorted(r.run_number for r in runs if r.attempt == 1)[:3] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("options", [dict(retries=5000, retry_delay=1, retry_backoff=2.0),
+                                     dict(retries=100, retry_delay=60, retry_backoff=10)])
+def test_a_retry_backoff_that_overflows_is_refused_at_delay(clock, options):
+    with virtual(clock) as sched:
+        with pytest.raises(ValueError, match="ten years"):
+            sched.delay('once', 0, 1, print, **options)
+        assert dict(sched.task) == {}

@@ -6,11 +6,12 @@ import threading
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, wait_for
+from conftest import InlineExecutor, wait_for, secs
 
 
 def test_every_execution_makes_a_run_record(clock):
-    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep)
+    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep,
+                          wallfunc=clock.now)
     counter = iter(range(100))
 
     def count():
@@ -29,7 +30,7 @@ def test_every_execution_makes_a_run_record(clock):
     assert len(runs) == 3
     assert [r.run_number for r in runs] == [1, 2, 3]
     assert [r.result for r in runs] == [0, 1, 2]
-    assert [r.scheduled for r in runs] == [1010.0, 1020.0, 1030.0]
+    assert [secs(r.scheduled) for r in runs] == [1010.0, 1020.0, 1030.0]
     assert all(r.status is psl.TaskStatus.COMPLETED for r in runs)
     assert all(r.started is not None and r.finished >= r.started for r in runs)
     assert sched.result[tid] is sched.runs(tid)[0]

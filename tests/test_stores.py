@@ -1,28 +1,28 @@
-"""Stores: the protocol's behaviour on both stores, then SQLite's file, lock
-and crash guarantees with real files and real processes."""
+"""Stores: the protocol's rules, each checked on both stores (the SQLite store
+on a real file). SQLite's own file, schema, lock and process guarantees are in
+test_store_sqlite.py."""
 from __future__ import annotations
 
+import ast
+import itertools
 import linecache
-import os
+import math
 import pathlib
-import queue
-import signal
-import sqlite3
-import subprocess
 import sys
-import textwrap
 import threading
-import time
 
 import pytest
 
+import pysched_lightning.protocols as protocols
+from pysched_lightning.protocols import (CANCELED, COMPLETED, ERROR, MISSED, RUNNING,
+                                         STATUS_NAMES, SUSPENDED, TIMEOUT)
 from pysched_lightning.runs import TaskStatus
 from pysched_lightning.stores import (RUN_FIELDS, MemoryStore, SQLiteStore, Store,
-                                      StoreLockedError, TaskRecord, open_store)
+                                      StoreLockedError, open_store)
 from conftest import wait_for
+from store_records import INTERRUPTED, claim, finished, record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-INTERRUPTED = "interrupted: the scheduler process stopped during this run"
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -44,69 +44,173 @@ def other(store, tmp_path):
         second.close()
 
 
-def record(task_id="t1", **changes):
-    """A TaskRecord with every field set to something other than its default."""
-    fields = dict(id=task_id, name=f"name of {task_id}", trigger="recur", interval="[3, 4]",
-                  priority=2.5, fn_ref=None, fn_pickle=b"\x80\x05fn\x00", args=b"\x80args",
-                  kwargs=b"\x80kwargs", options=b"\x80options", schedule=b"\x80trigger",
-                  next_run=1_700_000_000.25, paused=True, runs=7, missed=2,
-                  status=int(TaskStatus.ERROR), created=1_600_000_000.5,
-                  updated=1_650_000_000.75)
-    fields.update(changes)
-    return TaskRecord(**fields)
-
-
-def finished(task_id="t1", scheduled=100.0, attempt=0, **changes):
-    """A complete run record, as the scheduler passes it to finish_run."""
-    run = dict(task_id=task_id, name=f"name of {task_id}", run=1, attempt=attempt,
-               status=TaskStatus.COMPLETED, scheduled=scheduled, started=scheduled + 1,
-               finished=scheduled + 3, duration=2.0, exit_code=0, result="'done'",
-               error=None, traceback=None, output="out tail", stderr="err tail")
-    run.update(changes)
-    return run
-
-
 def keys(runs):
-    return [(r["task_id"], r["scheduled"], r["attempt"]) for r in runs]
+    return [(r["task_id"], r["slot"], r["attempt"]) for r in runs]
 
 
-# -- the protocol, on both stores ------------------------------------------
+def snapshot(store):
+    return store.load_tasks(), store.runs()
+
+
+# -- the records and the protocol ----------------------------------------------
 
 def test_both_stores_satisfy_the_protocol(store):
     assert isinstance(store, Store)
     assert open_store(store) is store
 
 
+def test_an_object_with_the_old_api_is_not_a_store():
+    old = type("Old", (), {name: (lambda self, *a, **k: None) for name in dir(Store)
+                           if not name.startswith("_") and name not in ("task", "count_runs")})
+    assert not isinstance(old(), Store)
+    with pytest.raises(TypeError, match="Old"):
+        open_store(old())
+
+
+def test_records_live_with_the_protocols_and_the_stores_reexport_them():
+    import pysched_lightning.stores as stores
+    for name in ("TaskRecord", "RUN_FIELDS", "StoreLockedError", "Store"):
+        assert getattr(stores, name) is getattr(protocols, name)
+    assert issubclass(StoreLockedError, RuntimeError)
+    # protocols.py imports nothing from the package, so it never takes part in a cycle.
+    tree = ast.parse(pathlib.Path(protocols.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and not (node.module or "").startswith("pysched_lightning")
+        elif isinstance(node, ast.Import):
+            assert not any(a.name.startswith("pysched_lightning") for a in node.names)
+
+
+def test_run_fields_and_status_codes():
+    assert RUN_FIELDS == ("task_id", "name", "run", "attempt", "slot", "status", "scheduled",
+                          "started", "finished", "duration", "exit_code", "result", "error",
+                          "traceback", "output", "stderr", "reason", "count", "outcome")
+    assert (COMPLETED, ERROR, SUSPENDED, RUNNING, CANCELED, TIMEOUT, MISSED) == tuple(range(7))
+    assert sorted(STATUS_NAMES) == list(range(7)) and STATUS_NAMES[MISSED] == "missed"
+    for status in TaskStatus:  # the scheduler's statuses are the codes a store keeps
+        assert STATUS_NAMES[int(status)] == status.name.lower()
+
+
+# -- tasks ----------------------------------------------------------------------
+
 def test_save_and_load_round_trip_every_field(store):
     pickled = record("p")
-    imported = record("i", fn_ref="jobs:report", fn_pickle=None, schedule=None,
+    imported = record("i", fn_ref="jobs:report", fn_pickle=None, schedule=None, info=None,
                       next_run=None, paused=False, created=1_600_000_001.0)
-    store.save_task(pickled)
-    store.save_task(imported)
+    assert store.save_task(pickled) is True
+    assert store.save_task(imported) is True
     loaded = store.load_tasks()
     assert loaded == [pickled, imported]  # every field; oldest created first
     assert [r.stored_as for r in loaded] == ["pickle", "import"]
-    assert type(loaded[0].paused) is bool and type(loaded[0].priority) is float
+    assert type(loaded[0].paused) is bool and type(loaded[0].info) is str
     assert all(type(r.status) is int and type(r.runs) is int for r in loaded)
+    assert store.task("p") == pickled and store.task("i") == imported
 
 
-def test_save_task_replaces_and_load_returns_copies(store):
-    store.save_task(record(priority=1))
-    store.save_task(record(priority=9, name="renamed"))
-    [loaded] = store.load_tasks()
-    assert (loaded.priority, loaded.name) == (9.0, "renamed")
-    loaded.name = "changed in memory only"
-    assert store.load_tasks()[0].name == "renamed"
+@pytest.mark.parametrize("priority", [2, 2.0, -7, 0.5, 2 ** 62, float("inf")])
+def test_priority_keeps_its_type(store, priority):
+    store.save_task(record(priority=priority))
+    for loaded in (store.load_tasks()[0], store.task("t1")):
+        assert loaded.priority == priority and type(loaded.priority) is type(priority)
+    store.update_task("t1", priority=3.0)
+    assert type(store.task("t1").priority) is float
+    store.update_task("t1", priority=3)
+    assert type(store.task("t1").priority) is int
+
+
+@pytest.mark.parametrize("field, value, error, words", [
+    ("priority", True, TypeError, ["'priority'", "True"]),
+    ("priority", math.nan, ValueError, ["'priority'", "NaN"]),
+    ("priority", "1", TypeError, ["'priority'", "'1'"]),
+    ("priority", 2 ** 63, ValueError, ["'priority'", str(2 ** 63)]),
+    ("runs", "7", TypeError, ["'runs'", "'7'"]),
+    ("runs", 1.5, TypeError, ["'runs'", "1.5"]),
+    ("status", 9, ValueError, ["'status'", "9"]),
+    ("paused", 2, TypeError, ["'paused'", "2"]),
+    ("next_run", "soon", TypeError, ["'next_run'", "'soon'"]),
+    ("next_run", math.nan, ValueError, ["'next_run'", "NaN"]),
+    ("args", "not bytes", TypeError, ["'args'", "'not bytes'"]),
+    ("args", 5, TypeError, ["'args'", "5"]),
+    ("info", {"call": "x"}, TypeError, ["'info'", "{'call': 'x'}"]),
+    ("name", 42, TypeError, ["'name'", "42"]),
+    ("id", 42, TypeError, ["42"]),
+])
+def test_bad_task_values_are_refused_and_change_nothing(store, field, value, error, words):
+    store.save_task(record("kept"))
+    before = snapshot(store)
+    with pytest.raises(error) as raised:
+        store.save_task(record("kept", **{field: value}))
+    assert all(word in str(raised.value) for word in words), raised.value
+    if field != "id":
+        with pytest.raises(error):
+            store.update_task("kept", **{field: value})
+    assert snapshot(store) == before
+
+
+def test_save_task_without_replace_inserts_only_a_new_id(store):
+    assert store.save_task(record(priority=1)) is True
+    assert store.save_task(record(priority=9, name="second"), replace=False) is False
+    assert store.task("t1") == record(priority=1)
+    assert store.save_task(record("t2"), replace=False) is True
+    assert store.save_task(record(priority=9, name="renamed")) is True  # replace (default)
+    assert [(r.id, r.priority, r.name) for r in store.load_tasks()] == \
+        [("t1", 9, "renamed"), ("t2", 2, "name of t2")]
+
+
+def test_save_task_without_replace_decides_once_among_threads(store):
+    won = []
+    start = threading.Barrier(4)
+
+    def contend(n):
+        start.wait()
+        won.extend(n for i in range(50) if store.save_task(record(f"t{i}", runs=n), False))
+
+    threads = [threading.Thread(target=contend, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 50
+    assert sorted(r.runs for r in store.load_tasks()) == sorted(won)
+
+
+def test_records_come_back_as_copies(store):
+    store.save_task(record())
+    loaded, one = store.load_tasks()[0], store.task("t1")
+    loaded.name = one.name = "changed in memory only"
+    assert store.task("t1").name == "name of t1"
+    store.finish_run(finished())
+    store.runs()[0]["status"] = ERROR
+    assert store.runs()[0]["status"] == COMPLETED
+
+
+def test_task_reads_one_task(store):
+    assert store.task("t1") is None
+    store.save_task(record())
+    assert store.task("t1") == record()
+    with pytest.raises(TypeError, match="42"):
+        store.task(42)
+
+
+def test_a_finished_one_shot_task_stays_until_removed(store):
+    store.save_task(record("once", trigger="once", schedule=None, next_run=1000.0,
+                           status=SUSPENDED))
+    store.update_task("once", next_run=None, status=COMPLETED, runs=1)
+    [kept] = store.load_tasks()
+    assert (kept.id, kept.next_run, kept.status, kept.runs) == ("once", None, COMPLETED, 1)
+    store.remove_task("once")
+    assert store.load_tasks() == [] and store.task("once") is None
 
 
 def test_update_task_changes_only_the_given_fields(store):
     store.save_task(record())
     store.update_task("t1", next_run=1234.5, runs=8, missed=3, status=TaskStatus.COMPLETED,
-                      paused=False, updated=1_700_000_001.0)
+                      paused=False, updated=1_700_000_001.0, info='{"x": 1}')
     assert store.load_tasks() == [record(next_run=1234.5, runs=8, missed=3, status=0,
-                                         paused=False, updated=1_700_000_001.0)]
-    store.update_task("t1", next_run=None)
-    assert store.load_tasks()[0].next_run is None
+                                         paused=False, updated=1_700_000_001.0,
+                                         info='{"x": 1}')]
+    store.update_task("t1", next_run=None, info=None)
+    assert (store.task("t1").next_run, store.task("t1").info) == (None, None)
     store.update_task("unknown", runs=1)  # a task canceled meanwhile: nothing happens
     assert [r.id for r in store.load_tasks()] == ["t1"]
     with pytest.raises(TypeError, match="'colour'"):
@@ -122,103 +226,268 @@ def test_remove_task_keeps_its_run_history(store):
     store.remove_task("t1")
     store.remove_task("never there")
     assert [r.id for r in store.load_tasks()] == ["t2"]
-    assert keys(store.runs()) == [("t1", 100.0, 0)]
+    assert keys(store.runs()) == [("t1", "100.000", 1)]
 
+
+# -- claiming and finishing runs -----------------------------------------------
 
 def test_claim_run_is_refused_for_a_key_claimed_already(store):
-    assert store.claim_run("t1", 100.0, 0, 1, "job") is True
-    assert store.claim_run("t1", 100, 0, 1, "job") is False      # 100 == 100.0
-    assert store.claim_run("t1", 100.0, 1, 1, "job") is True     # a retry: next attempt
-    assert store.claim_run("t1", 100.5, 0, 2, "job") is True     # the next scheduled time
-    assert store.claim_run("t2", 100.0, 0, 1, "other") is True   # another task
-    before = time.time()
+    assert claim(store, "t1", "100.000", 1) is True
+    assert claim(store, "t1", "100.000", 1, name="again", started=500.0) is False
+    assert claim(store, "t1", "100.000", 2) is True          # a retry: the next attempt
+    assert claim(store, "t1", "100.500", 1, run=2) is True   # the next slot
+    assert claim(store, "t1", "now:9f2c", 1, scheduled=100.0) is True  # a manual run
+    assert claim(store, "t2", "100.000", 1) is True          # another task
     [claimed] = store.runs("t2")
-    assert claimed["status"] == TaskStatus.RUNNING
-    assert (claimed["name"], claimed["run"], claimed["finished"]) == ("other", 1, None)
-    assert claimed["started"] <= before
+    assert claimed == dict.fromkeys(RUN_FIELDS) | dict(
+        task_id="t2", name="name of t2", run=1, attempt=1, slot="100.000", status=RUNNING,
+        scheduled=100.0, started=101.0, count=1)
+    assert len(store.runs("t1")) == 4
+    [first] = [r for r in store.runs("t1") if (r["slot"], r["attempt"]) == ("100.000", 1)]
+    # The refused claim changed nothing.
+    assert (first["name"], first["started"]) == ("name of t1", 101.0)
 
 
-def test_claim_run_from_many_threads_claims_each_key_once(store):
+def test_claim_run_takes_the_times_it_is_given(store):
+    claim(store, "t1", "a", scheduled=1_764_500_000.123, started=1_764_500_000.5)
+    [run] = store.runs()
+    assert (run["scheduled"], run["started"]) == (1_764_500_000.123, 1_764_500_000.5)
+    with pytest.raises(TypeError):
+        store.claim_run("t1", "b", 1, 1, "positional", 1.0, 2.0)  # keyword-only
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (dict(slot=""), ValueError, ["slot"]),
+    (dict(slot=100.0), TypeError, ["slot", "100.0"]),
+    (dict(task_id=None), TypeError, ["None"]),
+    (dict(attempt="1"), TypeError, ["'attempt'", "'1'"]),
+    (dict(scheduled=None), TypeError, ["scheduled", "None"]),
+    (dict(started=math.nan), ValueError, ["'started'", "NaN"]),
+    (dict(name=b"caf\xc3\xa9"), None, []),  # bytes are decoded
+])
+def test_claim_run_checks_its_arguments_first(store, change, error, words):
+    args = dict(task_id="t1", slot="s", attempt=1, run=1, name="n", scheduled=1.0, started=2.0)
+    args.update(change)
+    if error is None:
+        assert store.claim_run(**args) is True
+        assert store.runs()[0]["name"] == "caf\u00e9"
+        return
+    with pytest.raises(error) as raised:
+        store.claim_run(**args)
+    assert all(word in str(raised.value) for word in words), raised.value
+    assert store.runs() == []
+
+
+def test_claim_run_from_many_threads_claims_each_key_once(store, other):
     claimed = []
     start = threading.Barrier(4)
 
-    def contend():
+    def contend(n):
         start.wait()
-        claimed.extend(k for k in range(200) if store.claim_run("t", float(k), 0, k, "t"))
+        mine = store if n % 2 else other  # on SQLite: two store objects on one file
+        claimed.extend(k for k in range(200) if claim(mine, "t", f"{k}.000", 1, run=k))
 
-    threads = [threading.Thread(target=contend) for _ in range(4)]
+    threads = [threading.Thread(target=contend, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert sorted(claimed) == list(range(200))
-    assert len(store.runs()) == 200
+    assert len(store.runs()) == 200 and len(other.runs()) == 200
 
 
 def test_finish_run_completes_the_claimed_run(store):
-    store.claim_run("t1", 100.0, 0, 1, "name of t1")
-    claimed_start = store.runs()[0]["started"]
-    store.finish_run(finished(status=TaskStatus.ERROR, exit_code=3, result=None,
-                              error="ValueError: bad", traceback="Traceback...\n"))
+    claim(store, "t1", "100.000", 1)
+    store.finish_run(finished(status=ERROR, exit_code=3, result=None, error="ValueError: bad",
+                              traceback="Traceback...\n", outcome=b"\x80\x04exc"))
     [run] = store.runs()
     assert run == finished(status=1, exit_code=3, result=None, error="ValueError: bad",
-                           traceback="Traceback...\n")
+                           traceback="Traceback...\n", outcome=b"\x80\x04exc")
     assert type(run["status"]) is int and type(run["scheduled"]) is float
+    assert type(run["outcome"]) is bytes and type(run["count"]) is int
     assert list(run) == list(RUN_FIELDS)
-    # A record without name/run/started keeps what the claim recorded.
-    store.claim_run("t1", 200.0, 0, 2, "name of t1")
-    claimed_start = store.runs(limit=1)[0]["started"]
-    store.finish_run(dict(task_id="t1", scheduled=200, attempt=0, status=TaskStatus.TIMEOUT))
-    latest = store.runs(limit=1)[0]
-    assert (latest["name"], latest["run"], latest["started"], latest["status"]) == \
-        ("name of t1", 2, claimed_start, 5)
-    assert len(store.runs()) == 2
 
 
-def test_finish_run_inserts_an_unclaimed_run(store):
-    store.finish_run(finished(scheduled=100, status=TaskStatus.CANCELED, extra="ignored"))
-    assert store.runs() == [finished(status=4)]
-    assert store.claim_run("t1", 100.0, 0, 1, "x") is False
-    with pytest.raises(KeyError, match="attempt"):
-        store.finish_run({"task_id": "t1", "scheduled": 1.0})
+def test_finish_run_keeps_what_the_claim_recorded_when_not_given(store):
+    claim(store, "t1", "200.000", 1, run=2, name="claimed name", scheduled=200.0,
+          started=201.5)
+    store.finish_run(dict(task_id="t1", slot="200.000", attempt=1, status=TIMEOUT,
+                          scheduled=200.0, finished=230.0, reason="timeout after 30 s"))
+    [run] = store.runs()
+    assert run == dict.fromkeys(RUN_FIELDS) | dict(
+        task_id="t1", name="claimed name", run=2, attempt=1, slot="200.000", status=TIMEOUT,
+        scheduled=200.0, started=201.5, finished=230.0, reason="timeout after 30 s", count=1)
 
 
-def test_runs_newest_first_with_limit_and_task_filter(store):
-    for task_id, scheduled, attempt in [("a", 10.0, 0), ("b", 30.0, 0), ("a", 20.0, 0),
-                                        ("a", 20.0, 1), ("b", 5.0, 0)]:
-        store.finish_run(finished(task_id, scheduled, attempt))
-    everything = [("b", 30.0, 0), ("a", 20.0, 1), ("a", 20.0, 0), ("a", 10.0, 0), ("b", 5.0, 0)]
-    assert keys(store.runs()) == everything  # same scheduled time: the later insert first
-    assert keys(store.runs(limit=2)) == everything[:2]
-    assert keys(store.runs("a")) == [k for k in everything if k[0] == "a"]
-    assert keys(store.runs("a", limit=1)) == [("a", 20.0, 1)]
+def test_finish_run_replaces_every_other_field(store):
+    claim(store, "t1", "s", 1, scheduled=100.0)
+    store.finish_run(finished(slot="s", output="first", exit_code=1))
+    store.finish_run(finished(slot="s", scheduled=150.0, output=None, exit_code=None,
+                              status=CANCELED, outcome=None))
+    [run] = store.runs()
+    assert (run["scheduled"], run["output"], run["exit_code"], run["status"], run["outcome"]) \
+        == (150.0, None, None, CANCELED, None)
+    assert len(store.runs()) == 1
+
+
+def test_finish_run_inserts_a_run_never_claimed(store):
+    store.finish_run(finished(slot="100.000", status=CANCELED, extra="ignored"))
+    assert store.runs() == [finished(status=CANCELED)]
+    missed = dict(task_id="t1", slot="60.000", attempt=1, status=MISSED, scheduled=60.0,
+                  count=3, reason="the scheduler was down")
+    store.finish_run(missed)
+    assert store.runs(statuses=[MISSED]) == [dict.fromkeys(RUN_FIELDS) | missed]
+    assert claim(store, "t1", "100.000", 1) is False
+    assert claim(store, "t1", "60.000", 1) is False
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (dict(slot=None), KeyError, ["slot"]),
+    (dict(attempt=None), KeyError, ["attempt"]),
+    (dict(status=None), KeyError, ["status"]),
+    (dict(scheduled=None), KeyError, ["scheduled"]),
+    (dict(status=7), ValueError, ["'status'", "7"]),
+    (dict(status=True), TypeError, ["'status'", "True"]),
+    (dict(count=0), ValueError, ["'count'", "0"]),
+    (dict(outcome="text"), TypeError, ["'outcome'", "'text'"]),
+    (dict(exit_code="0"), TypeError, ["'exit_code'", "'0'"]),
+    (dict(result=object), TypeError, ["'result'"]),
+    (dict(duration=math.nan), ValueError, ["'duration'", "NaN"]),
+])
+def test_bad_run_records_are_refused_and_change_nothing(store, change, error, words):
+    claim(store, "t1", "100.000", 1)
+    before = store.runs()
+    with pytest.raises(error) as raised:
+        store.finish_run(finished(**change))
+    assert all(word in str(raised.value) for word in words), raised.value
+    assert store.runs() == before
+    with pytest.raises(TypeError, match="mapping"):
+        store.finish_run([("task_id", "t1")])
+
+
+# -- reading runs ---------------------------------------------------------------
+
+HISTORY = [("a", 10.0, 1), ("b", 30.0, 1), ("a", 20.0, 1), ("a", 20.0, 2), ("b", 5.0, 1),
+           ("c", 40.0, 1)]
+STATUS_OF = {("a", 20.0, 1): ERROR, ("b", 5.0, 1): TIMEOUT, ("c", 40.0, 1): MISSED}
+
+
+@pytest.fixture
+def history(store):
+    """Runs written in HISTORY's order; NEWEST lists them newest first."""
+    for task_id, scheduled, attempt in HISTORY:
+        store.finish_run(finished(task_id, f"{scheduled:.3f}", attempt, scheduled=scheduled,
+                                  status=STATUS_OF.get((task_id, scheduled, attempt), 0)))
+    return store
+
+
+NEWEST = [("c", 40.0, 1), ("b", 30.0, 1), ("a", 20.0, 2), ("a", 20.0, 1), ("a", 10.0, 1),
+          ("b", 5.0, 1)]  # at the same time, the later written first
+
+
+def listed(runs):
+    return [(r["task_id"], r["scheduled"], r["attempt"]) for r in runs]
+
+
+def test_runs_newest_first_with_limit_and_task_filter(history):
+    store = history
+    assert listed(store.runs()) == NEWEST
+    assert listed(store.runs(limit=2)) == NEWEST[:2]
+    assert listed(store.runs("a")) == [k for k in NEWEST if k[0] == "a"]
+    assert listed(store.runs("a", 1)) == [("a", 20.0, 2)]
     assert store.runs(limit=0) == [] and store.runs("nobody") == []
-    with pytest.raises(ValueError, match="-1"):
-        store.runs(limit=-1)
 
+
+def test_runs_and_count_runs_filter_alike(history):
+    for task_id, before, since, statuses in itertools.product(
+            [None, "a", "b"], [None, 20.0, 5.0], [None, 10.0, 41.0],
+            [None, (COMPLETED,), [ERROR, TIMEOUT, MISSED, ERROR], ()]):
+        want = [k for k in NEWEST
+                if (task_id is None or k[0] == task_id) and (before is None or k[1] < before)
+                and (since is None or k[1] >= since)
+                and (statuses is None or STATUS_OF.get(k, COMPLETED) in statuses)]
+        case = (task_id, before, since, statuses)
+        got = history.runs(task_id, before=before, since=since,
+                           statuses=None if statuses is None else iter(statuses))
+        assert listed(got) == want, case
+        assert listed(history.runs(task_id, 2, before=before, since=since,
+                                   statuses=statuses)) == want[:2], case
+        if before is None:
+            assert history.count_runs(task_id, since=since, statuses=statuses) == len(want), case
+
+
+def test_paging_with_before_walks_the_whole_history(store):
+    for k in range(25):
+        store.finish_run(finished("t", f"{k}.000", scheduled=float(k), run=k))
+    pages, cursor = [], None
+    while True:
+        page = store.runs("t", 10, before=cursor)
+        if not page:
+            break
+        pages.append([r["run"] for r in page])
+        cursor = page[-1]["scheduled"]
+    assert pages == [list(range(24, 14, -1)), list(range(14, 4, -1)), [4, 3, 2, 1, 0]]
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(limit=-1), ValueError, ["-1"]),
+    (dict(limit=2.0), ValueError, ["2.0"]),
+    (dict(before="yesterday"), TypeError, ["before", "'yesterday'"]),
+    (dict(since=math.nan), ValueError, ["since", "NaN"]),
+    (dict(since=True), TypeError, ["since", "True"]),
+    (dict(statuses="15"), TypeError, ["statuses", "'15'"]),
+    (dict(statuses=1), TypeError, ["statuses", "1"]),
+    (dict(statuses=[0, 9]), ValueError, ["9"]),
+    (dict(statuses=[None]), TypeError, ["None"]),
+    (dict(task_id=7), TypeError, ["7"]),
+])
+def test_bad_filters_are_refused(history, kwargs, error, words):
+    queries = [history.runs]
+    if not {"limit", "before"} & set(kwargs):  # count_runs takes neither
+        queries.append(history.count_runs)
+    for query in queries:
+        with pytest.raises(error) as raised:
+            query(**kwargs)
+        assert all(word in str(raised.value) for word in words), raised.value
+
+
+# -- the rest of the protocol ------------------------------------------------------
 
 def test_purge_runs_deletes_runs_over_before_the_time(store):
-    store.finish_run(finished("old", 10.0, finished=50.0))
-    store.finish_run(finished("new", 10.0, finished=150.0))
-    store.claim_run("died", 20.0, 0, 1, "died")
+    store.finish_run(finished("old", finished=50.0))
+    store.finish_run(finished("new", finished=150.0))
+    claim(store, "died", "20.000", started=20.5)
     store.mark_interrupted()
-    store.claim_run("running", 10.0, 0, 1, "running")  # still running: kept
-    store.finish_run(dict(task_id="never started", scheduled=30.0, attempt=0, status=4))
-    assert store.purge_runs(100.0) == 2  # old; never started (no times but scheduled 30)
-    assert sorted(r["task_id"] for r in store.runs()) == ["died", "new", "running"]
+    claim(store, "running", "10.000")  # still running: kept
+    store.finish_run(dict(task_id="never started", slot="30.000", attempt=1, status=MISSED,
+                          scheduled=30.0, count=2))
+    assert store.purge_runs(100.0) == 3  # old; died (started 20.5); never started (30)
+    assert sorted(r["task_id"] for r in store.runs()) == ["new", "running"]
     assert store.purge_runs(100.0) == 0
-    # An interrupted run has no finished time: it ended when it was claimed.
-    assert store.purge_runs(time.time() + 1) == 2
+    assert store.purge_runs(1e12) == 1
     assert [r["task_id"] for r in store.runs()] == ["running"]
+    with pytest.raises(TypeError, match="'soon'"):
+        store.purge_runs("soon")
+
+
+def test_mark_interrupted_turns_running_runs_into_errors(store):
+    claim(store, "t1", "1.000")
+    claim(store, "t2", "2.000")
+    store.finish_run(finished("t2", "2.000"))
+    assert store.mark_interrupted() == 1
+    interrupted = store.runs("t1")[0]
+    assert (interrupted["status"], interrupted["error"]) == (ERROR, INTERRUPTED)
+    assert store.runs("t2")[0]["status"] == COMPLETED
+    assert store.mark_interrupted() == 0
 
 
 def test_clear_deletes_every_task_and_run(store):
     store.save_task(record("t1"))
     store.save_task(record("t2"))
-    store.claim_run("t1", 1.0, 0, 1, "t1")
+    claim(store, "t1")
     store.finish_run(finished("t2"))
     store.clear()
-    assert store.load_tasks() == [] and store.runs() == []
+    assert store.load_tasks() == [] and store.runs() == [] and store.count_runs() == 0
     store.save_task(record("t3"))  # still usable
     assert [r.id for r in store.load_tasks()] == ["t3"]
 
@@ -226,30 +495,33 @@ def test_clear_deletes_every_task_and_run(store):
 def test_batch_commits_together(store):
     with store.batch():
         store.save_task(record("t1"))
-        store.claim_run("t1", 1.0, 0, 1, "t1")
+        claim(store, "t1")
         with store.batch():  # nested: joins the outer transaction
             store.update_task("t1", runs=8)
-    assert store.load_tasks()[0].runs == 8
-    assert len(store.runs()) == 1
+            store.finish_run(finished("t1"))
+    assert store.task("t1").runs == 8
+    assert store.runs() == [finished("t1")]
 
 
 def test_batch_is_atomic_on_an_exception(store):
     store.save_task(record("kept", runs=1))
-    store.finish_run(finished("kept", 1.0))
+    store.finish_run(finished("kept"))
     with pytest.raises(RuntimeError, match="boom"):
         with store.batch():
             store.save_task(record("new"))
+            store.save_task(record("kept", name="replaced"))
             store.update_task("kept", runs=99)
             store.remove_task("kept")
-            store.claim_run("new", 1.0, 0, 1, "new")
-            store.finish_run(finished("kept", 1.0, status=1))
+            claim(store, "new")
+            store.finish_run(finished("kept", status=ERROR))
+            store.finish_run(finished("kept", "other slot"))
             store.purge_runs(1e12)
             store.mark_interrupted()
             store.clear()
             store.save_task(record("after clear"))
             raise RuntimeError("boom")
     assert store.load_tasks() == [record("kept", runs=1)]
-    assert store.runs() == [finished("kept", 1.0)]
+    assert store.runs() == [finished("kept")]
 
 
 def test_nested_batch_failing_alone_rolls_back_only_its_part(store):
@@ -258,9 +530,11 @@ def test_nested_batch_failing_alone_rolls_back_only_its_part(store):
         with pytest.raises(KeyError):
             with store.batch():
                 store.save_task(record("inner"))
+                claim(store, "inner")
                 raise KeyError("inner fails")
         store.update_task("outer", runs=3)
     assert [(r.id, r.runs) for r in store.load_tasks()] == [("outer", 3)]
+    assert store.runs() == []
 
 
 def test_a_batch_excludes_other_threads_until_it_ends(store):
@@ -297,12 +571,12 @@ def test_stores_are_safe_from_many_threads(store):
             if i % 2:
                 with store.batch():
                     store.save_task(record(task_id))
-                    store.claim_run(task_id, float(i), 0, i, task_id)
+                    claim(store, task_id, f"{i}.000", run=i)
             else:
                 store.save_task(record(task_id))
-                store.claim_run(task_id, float(i), 0, i, task_id)
+                claim(store, task_id, f"{i}.000", run=i)
             store.update_task(task_id, runs=i)
-            store.finish_run(finished(task_id, float(i)))
+            store.finish_run(finished(task_id, f"{i}.000", scheduled=float(i)))
             store.runs(task_id)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
@@ -311,19 +585,7 @@ def test_stores_are_safe_from_many_threads(store):
     for t in threads:
         t.join()
     assert len(store.load_tasks()) == 120
-    assert len(store.runs()) == 120
-    assert all(r["status"] == 0 for r in store.runs())
-
-
-def test_mark_interrupted_turns_running_runs_into_errors(store):
-    store.claim_run("t1", 1.0, 0, 1, "t1")
-    store.claim_run("t2", 2.0, 0, 1, "t2")
-    store.finish_run(finished("t2", 2.0))
-    assert store.mark_interrupted() == 1
-    interrupted = store.runs("t1")[0]
-    assert (interrupted["status"], interrupted["error"]) == (TaskStatus.ERROR, INTERRUPTED)
-    assert store.runs("t2")[0]["status"] == TaskStatus.COMPLETED
-    assert store.mark_interrupted() == 0
+    assert store.count_runs() == 120 == store.count_runs(statuses=[COMPLETED])
 
 
 def test_acquire_holder_release(store, other):
@@ -368,266 +630,6 @@ def test_closing_a_store_ends_a_waiting_acquire(tmp_path):
         assert got == [False] and not standby.is_alive()
         holder.close()
         holder.close()
-
-
-def test_store_locked_error_is_a_runtime_error():
-    assert issubclass(StoreLockedError, RuntimeError)
-
-
-# -- SQLite: the file --------------------------------------------------------
-
-def test_sqlite_file_is_in_wal_mode_and_reopens_with_its_data(tmp_path):
-    path = tmp_path / "sub" / "dir" / "jobs.db"  # parents are created
-    store = SQLiteStore(path)
-    store.save_task(record())
-    store.finish_run(finished())
-    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-    store.close()
-    store.close()
-    reader = sqlite3.connect(path)
-    assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert reader.execute("PRAGMA user_version").fetchone()[0] == 1
-    reader.close()
-    with SQLiteStore(str(path)) as again:
-        assert again.load_tasks() == [record()]
-        assert again.runs() == [finished(status=0)]
-        assert repr(again) == f"<SQLiteStore {str(path)!r}>"
-        assert again.path == str(path) and again.lock_path == f"{path}.lock"
-    assert "closed" in repr(again)
-
-
-def test_sqlite_clear_keeps_the_file(tmp_path):
-    with SQLiteStore(tmp_path / "jobs.db") as store:
-        store.save_task(record())
-        store.clear()
-    assert (tmp_path / "jobs.db").exists()
-    with SQLiteStore(tmp_path / "jobs.db") as store:
-        assert store.load_tasks() == []
-
-
-def test_sqlite_refuses_a_newer_schema_and_a_non_database(tmp_path):
-    newer = tmp_path / "newer.db"
-    conn = sqlite3.connect(newer)
-    conn.execute("PRAGMA user_version = 99")
-    conn.close()
-    with pytest.raises(sqlite3.DatabaseError, match="newer"):
-        SQLiteStore(newer)
-    junk = tmp_path / "junk.db"
-    junk.write_bytes(b"this is not a database, not at all" * 100)
-    with pytest.raises(sqlite3.DatabaseError, match="junk.db"):
-        SQLiteStore(junk)
-    with pytest.raises(ValueError):
-        SQLiteStore(":memory:")
-    with pytest.raises(TypeError):
-        SQLiteStore(42)
-
-
-def test_a_dropped_store_does_not_keep_the_lock(tmp_path):
-    first = SQLiteStore(tmp_path / "jobs.db")
-    assert first.acquire("dropped")
-    del first
-    with SQLiteStore(tmp_path / "jobs.db") as second:
-        assert second.acquire("next")
-
-
-# -- SQLite: other processes -------------------------------------------------
-
-class Child:
-    """A Python child process running *code*; its stdout lines arrive in a queue."""
-
-    def __init__(self, code: str, *args: str) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
-        self.lines: "queue.Queue[str | None]" = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, wanted: str, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {wanted!r} from the child within {timeout} s")
-            if line is None:
-                raise AssertionError(f"the child ended before {wanted!r}: {self.proc.stderr.read()}")
-            if line.startswith(wanted):
-                return line
-
-    def send(self, text: str) -> None:
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def kill(self) -> list:
-        """SIGKILL; return the lines it had written that were not read yet."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._reader.join(10)
-        rest = []
-        while (line := self.lines.get_nowait()) is not None:
-            rest.append(line)
-        return rest
-
-    def finish(self, timeout: float = 10.0) -> list:
-        self.proc.wait(timeout)
-        self._reader.join(timeout)
-        lines = []
-        while (line := self.lines.get_nowait()) is not None:
-            lines.append(line)
-        assert self.proc.returncode == 0, self.proc.stderr.read()
-        return lines
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            stream.close()
-
-
-@pytest.fixture
-def children():
-    made = []
-
-    def start(code, *args):
-        made.append(Child(code, *args))
-        return made[-1]
-    yield start
-    for child in made:
-        child.close()
-
-
-HOLDER = """
-    import sys, time
-    from pysched_lightning.stores import SQLiteStore, TaskRecord
-    store = SQLiteStore(sys.argv[1])
-    assert store.acquire("child-scheduler")
-    store.save_task(TaskRecord("from-child", "n", "once", "1", 1, None, b"f", b"a", b"k",
-                               b"o", None, 5.0))
-    store.claim_run("from-child", 5.0, 0, 1, "n")
-    print("ready", flush=True)
-    time.sleep(60)
-"""
-
-
-def test_lock_excludes_another_process_and_is_freed_when_it_is_killed(tmp_path, children):
-    path = str(tmp_path / "jobs.db")
-    child = children(HOLDER, path)
-    child.expect("ready")
-    store = SQLiteStore(path)
-    try:
-        assert store.acquire("parent") is False
-        assert store.holder() == "child-scheduler"
-        # Reading needs no hold, while another process holds it.
-        assert [r.id for r in store.load_tasks()] == ["from-child"]
-        assert store.runs()[0]["status"] == TaskStatus.RUNNING
-        child.kill()
-        assert store.holder() is None  # the lock file names a dead process
-        assert store.acquire("parent") is True
-        assert store.holder() == "parent"
-        assert store.mark_interrupted() == 1
-    finally:
-        store.close()
-
-
-def test_a_standby_process_takes_over_when_the_holder_is_killed(tmp_path, children):
-    path = str(tmp_path / "jobs.db")
-    holder = children(HOLDER, path)
-    holder.expect("ready")
-    standby = children("""
-        import sys
-        from pysched_lightning.stores import SQLiteStore
-        store = SQLiteStore(sys.argv[1])
-        print("waiting", flush=True)
-        print("acquired", store.acquire("standby", wait=True), flush=True)
-    """, path)
-    standby.expect("waiting")
-    assert standby.proc.poll() is None
-    holder.kill()
-    assert standby.finish() == ["acquired True"]
-
-
-CRASHER = """
-    import os, sys
-    from pysched_lightning.stores import SQLiteStore, TaskRecord
-    store = SQLiteStore(sys.argv[1])
-    store.mark_interrupted()  # as a scheduler does on start
-    i = int(sys.argv[2])
-    while True:
-        i += 1
-        task_id = f"t{i}"
-        record = TaskRecord(task_id, "n", "recur", "1", 1, None, b"f" * 200, b"a", b"k",
-                            b"o" * 300, b"s", float(i), created=float(i))
-        if i % 5 == 0:
-            with store.batch():
-                store.save_task(record)
-                store.claim_run(task_id, float(i), 0, 1, "n")
-                store.update_task(task_id, runs=1)
-        else:
-            store.save_task(record)
-            store.update_task(task_id, next_run=i + 1.0, runs=i)
-            store.claim_run(task_id, float(i), 0, 1, "n")
-        os.write(1, f"saved {task_id} .\\n".encode())  # one write: a whole line or none
-        store.finish_run({"task_id": task_id, "scheduled": float(i), "attempt": 0,
-                          "status": 0, "output": "x" * 500})
-"""
-
-
-def test_a_store_killed_mid_write_loads_every_accepted_task(tmp_path, children):
-    path = str(tmp_path / "jobs.db")
-    reported = []
-    for round_ in range(3):  # each round reopens the file the last one left
-        child = children(CRASHER, path, str(round_ * 1_000_000))
-        with SQLiteStore(path) as reader:
-            for n in range(300):
-                reported.append(child.expect("saved").split()[1])
-                if n % 100 == 0:  # reading while another process writes never errors
-                    reader.load_tasks()
-                    reader.runs(limit=10)
-            reported += [line.split()[1] for line in child.kill() if line.endswith(" .")]
-    with SQLiteStore(path) as store:
-        loaded = {r.id: r for r in store.load_tasks()}
-        assert set(reported) <= set(loaded)
-        assert all(r.options == b"o" * 300 for r in loaded.values())
-        runs = store.runs()
-        assert {r["task_id"] for r in runs} >= set(reported)
-        assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        store.mark_interrupted()
-        assert not [r for r in store.runs() if r["status"] == TaskStatus.RUNNING]
-        # At most the run in flight when each child was killed.
-        assert sum(r["error"] == INTERRUPTED for r in store.runs()) <= 3
-
-
-RACER = """
-    import sys
-    from pysched_lightning.stores import SQLiteStore
-    store = SQLiteStore(sys.argv[1])
-    print("ready", flush=True)
-    sys.stdin.readline()
-    won = [k for k in range(300) if store.claim_run("race", float(k), 0, k, "race")]
-    print("won", *won, flush=True)
-"""
-
-
-def test_two_processes_racing_claim_run_claim_each_key_once(tmp_path, children):
-    path = str(tmp_path / "jobs.db")
-    SQLiteStore(path).close()  # the schema exists before they race
-    racers = [children(RACER, path) for _ in range(2)]
-    for racer in racers:
-        racer.expect("ready")
-    for racer in racers:
-        racer.send("go")
-    won = [[int(k) for k in racer.finish()[-1].split()[1:]] for racer in racers]
-    assert sorted(won[0] + won[1]) == list(range(300))
-    with SQLiteStore(path) as store:
-        assert len(store.runs("race")) == 300
 
 
 # -- open_store ----------------------------------------------------------------

@@ -6,19 +6,19 @@ import os
 import re
 from typing import Any, Optional
 
-from .base import RUN_FIELDS, Store, StoreLockedError, TaskRecord
+from ..protocols import RUN_FIELDS, STATUS_NAMES, Store, StoreLockedError, TaskRecord
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
-__all__ = ["Store", "TaskRecord", "RUN_FIELDS", "StoreLockedError", "SQLiteStore",
-           "MemoryStore", "open_store"]
+__all__ = ["Store", "TaskRecord", "RUN_FIELDS", "STATUS_NAMES", "StoreLockedError",
+           "SQLiteStore", "MemoryStore", "open_store"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _PASSWORD = re.compile(r"(//[^/@:]*):[^/@]*@")
 SUPPORTED = "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db', 'memory://' or a file path"
 
 
-def open_store(spec: Any) -> Optional[Store]:
+def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
     """The store *spec* names.
 
     * ``None``: None (the scheduler keeps everything in memory, no store);
@@ -29,13 +29,17 @@ def open_store(spec: Any) -> Optional[Store]:
     * ``'memory://'``: a new :class:`MemoryStore`;
     * any other str or :class:`os.PathLike`: a :class:`SQLiteStore` at that path.
 
+    With *read_only*, a SQLite file is opened for reading only (it must
+    exist: FileNotFoundError otherwise) and ``'memory://'`` is refused, since
+    a new memory store has nothing to read.
+
     Raises ValueError for another URL scheme or a malformed URL, TypeError
     for another type; the message names the value (without a URL's password).
     """
     if spec is None:
         return None
     if isinstance(spec, os.PathLike):
-        return SQLiteStore(spec)
+        return SQLiteStore(spec, read_only=read_only)
     if not isinstance(spec, str):
         if isinstance(spec, Store):
             return spec
@@ -45,11 +49,14 @@ def open_store(spec: Any) -> Optional[Store]:
         raise ValueError(f"store must not be an empty string; use {SUPPORTED}")
     match = _SCHEME.match(spec)
     if match is None:
-        return SQLiteStore(spec)
+        return SQLiteStore(spec, read_only=read_only)
     scheme, rest, shown = match.group(1).lower(), spec[match.end():], _PASSWORD.sub(r"\1:***@", spec)
     if scheme == "memory":
         if rest:
             raise ValueError(f"store {shown!r}: 'memory://' takes nothing after it")
+        if read_only:
+            raise ValueError(f"store {shown!r}: a new memory store has nothing to read; "
+                             "read a SQLite store, or the scheduler that owns the memory store")
         return MemoryStore()
     if scheme != "sqlite":
         raise ValueError(f"store {shown!r}: unsupported scheme {scheme!r}; use {SUPPORTED}")
@@ -62,4 +69,4 @@ def open_store(spec: Any) -> Optional[Store]:
         raise ValueError(f"store {shown!r} names no file; use 'memory://' for a store in memory")
     if "?" in path:
         raise ValueError(f"store {shown!r}: URL query parameters are not supported")
-    return SQLiteStore(path)
+    return SQLiteStore(path, read_only=read_only)

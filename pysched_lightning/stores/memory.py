@@ -1,136 +1,25 @@
 """A store in plain dicts: the store API without a file, and the reference
-for how every store treats values.
-
-Value rules, shared with :class:`~pysched_lightning.stores.sqlite.SQLiteStore`
-(which imports them from here):
-
-* Task records come back as new :class:`TaskRecord` objects with ``priority``,
-  ``next_run``, ``created`` and ``updated`` as floats, ``runs``, ``missed``
-  and ``status`` as ints and ``paused`` as a bool.
-* Run records are dicts with exactly the keys of :data:`RUN_FIELDS`; times
-  (``scheduled``, ``started``, ``finished``, ``duration``) are floats, counts
-  and codes (``run``, ``attempt``, ``status``, ``exit_code``) ints, the rest
-  text; a missing key is None. ``status`` is a :class:`TaskStatus` code.
-  Keys outside RUN_FIELDS are ignored.
-* A run is keyed by ``(task_id, scheduled, attempt)``. ``claim_run`` records
-  it as RUNNING with ``started`` = ``time.time()``; ``finish_run`` replaces
-  every field, except that a None ``name``, ``run`` or ``started`` keeps the
-  claimed value. ``runs()`` lists the
-  newest first: by ``scheduled`` descending, then by insertion descending.
-* ``update_task`` and ``remove_task`` on an unknown id do nothing (the
-  scheduler may race a cancel); ``remove_task`` keeps the task's run history.
-* ``purge_runs(before)`` deletes the runs that are over (any status but
-  RUNNING) and ended before *before*: their ``finished`` time, or for a run
-  that never got one (an interrupted run) its ``started``, else ``scheduled``.
-"""
+for every store (the value rules it follows are in :mod:`.rules`)."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import heapq
 import itertools
-import operator
 import threading
-import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from .base import RUN_FIELDS, TaskRecord
+from ..protocols import ERROR, RUN_FIELDS, RUNNING, TaskRecord
+from .rules import (CLAIMED_FIELDS, INTERRUPTED, check_key, check_limit, check_statuses,
+                    check_time, claim_row, run_row, task_changes, task_row)
 
 __all__ = ["MemoryStore"]
 
-#: TaskStatus codes (pysched_lightning.runs.TaskStatus), kept as ints here.
-ERROR = 1
-RUNNING = 3
-#: The error text of a run left running by a process that stopped.
-INTERRUPTED = "interrupted: the scheduler process stopped during this run"
-
-TASK_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TaskRecord))
-_task_values = operator.attrgetter(*TASK_FIELDS)
-
-
-def _opt_float(value: Any) -> Optional[float]:
-    return None if value is None else float(value)
-
-
-def _opt_int(value: Any) -> Optional[int]:
-    return None if value is None else int(value)
-
-
-def _opt_text(value: Any) -> Optional[str]:
-    if value is None or type(value) is str:
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
-
-
-def _opt_bytes(value: Any) -> Optional[bytes]:
-    return None if value is None else bytes(value)
-
-
-def _key_text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"a task id must be a str, not {value!r}")
-    return value
-
-
-#: How each task field is normalized when stored.
-TASK_CONVERT: Dict[str, Callable[[Any], Any]] = {
-    "id": _key_text, "name": _opt_text, "trigger": _opt_text, "interval": _opt_text,
-    "priority": _opt_float, "fn_ref": _opt_text, "fn_pickle": _opt_bytes,
-    "args": _opt_bytes, "kwargs": _opt_bytes, "options": _opt_bytes,
-    "schedule": _opt_bytes, "next_run": _opt_float, "paused": bool,
-    "runs": int, "missed": int, "status": int, "created": float, "updated": float,
-}
-_TASK_CONVERTERS = tuple(TASK_CONVERT[name] for name in TASK_FIELDS)
-
-_FLOAT_RUN_FIELDS = frozenset({"scheduled", "started", "finished", "duration"})
-_INT_RUN_FIELDS = frozenset({"run", "attempt", "status", "exit_code"})
-_RUN_CONVERTERS = tuple(
-    _opt_float if name in _FLOAT_RUN_FIELDS else _opt_int if name in _INT_RUN_FIELDS
-    else _opt_text for name in RUN_FIELDS)
-_REQUIRED_RUN_FIELDS = ("task_id", "scheduled", "attempt")
-#: The fields claim_run sets, which a finishing record without them leaves as claimed.
-CLAIMED_FIELDS = ("name", "run", "started")
-
-
-def task_row(record: TaskRecord) -> Tuple[Any, ...]:
-    """The normalized values of *record*, in TaskRecord field order."""
-    try:
-        values = _task_values(record)
-    except AttributeError as exc:
-        raise TypeError(f"save_task() needs a TaskRecord, not {record!r}") from exc
-    return tuple(convert(value) for convert, value in zip(_TASK_CONVERTERS, values))
-
-
-def task_changes(fields: Dict[str, Any]) -> Dict[str, Any]:
-    """*fields* for update_task, checked and normalized."""
-    unknown = [name for name in fields if name not in TASK_CONVERT or name == "id"]
-    if unknown:
-        known = ", ".join(name for name in TASK_FIELDS if name != "id")
-        raise TypeError(f"update_task() got unknown field(s) {', '.join(map(repr, unknown))}"
-                        f" (a task's id cannot change); known fields: {known}")
-    return {name: TASK_CONVERT[name](value) for name, value in fields.items()}
-
-
-def run_row(record: Dict[str, Any]) -> Tuple[Any, ...]:
-    """The normalized values of a run *record*, in RUN_FIELDS order."""
-    missing = [name for name in _REQUIRED_RUN_FIELDS if record.get(name) is None]
-    if missing:
-        raise KeyError(f"a run record needs {', '.join(missing)}; got {sorted(record)}")
-    get = record.get
-    return tuple(convert(get(name)) for convert, name in zip(_RUN_CONVERTERS, RUN_FIELDS))
-
-
-def check_limit(limit: Optional[int]) -> Optional[int]:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be None or an int >= 0, not {limit!r}")
-    return limit
-
-
 _MISSING = object()
-_RunKey = Tuple[str, float, int]
+_RunKey = Tuple[str, str, int]
+#: A stored run: (insertion sequence, record).
+_Entry = Tuple[int, Dict[str, Any]]
 
 
 class MemoryStore:
@@ -150,7 +39,7 @@ class MemoryStore:
         #: Guards the task and run dicts, the undo log and the batch depth.
         self._data_lock = threading.RLock()
         self._tasks: Dict[str, TaskRecord] = {}
-        self._runs: Dict[_RunKey, Tuple[int, Dict[str, Any]]] = {}
+        self._runs: Dict[_RunKey, _Entry] = {}
         self._seq = itertools.count(1)
         self._undo: List[Callable[[], None]] = []
         self._depth = 0
@@ -245,14 +134,24 @@ class MemoryStore:
         records.sort(key=lambda r: (r.created, r.id))
         return records
 
-    def save_task(self, record: TaskRecord) -> None:
+    def task(self, task_id: str) -> Optional[TaskRecord]:
+        task_id = check_key(task_id)
+        with self._data_lock:
+            found = self._tasks.get(task_id)
+            return None if found is None else dataclasses.replace(found)
+
+    def save_task(self, record: TaskRecord, replace: bool = True) -> bool:
         stored = TaskRecord(*task_row(record))
         with self._data_lock:
-            previous = self._tasks.get(stored.id, _MISSING)
+            previous: Any = self._tasks.get(stored.id, _MISSING)
+            if previous is not _MISSING and not replace:
+                return False
             self._tasks[stored.id] = stored
             self._changed(lambda: self._put_task(stored.id, previous))
+            return True
 
     def update_task(self, task_id: str, **fields: Any) -> None:
+        task_id = check_key(task_id)
         changes = task_changes(fields)
         with self._data_lock:
             previous = self._tasks.get(task_id)
@@ -262,36 +161,35 @@ class MemoryStore:
             self._changed(lambda: self._put_task(task_id, previous))
 
     def remove_task(self, task_id: str) -> None:
+        task_id = check_key(task_id)
         with self._data_lock:
-            previous = self._tasks.pop(task_id, _MISSING)
+            previous: Any = self._tasks.pop(task_id, _MISSING)
             if previous is not _MISSING:
                 self._changed(lambda: self._put_task(task_id, previous))
 
     # -- runs -------------------------------------------------------------------
 
-    def claim_run(self, task_id: str, scheduled: float, attempt: int, run: int,
-                  name: str) -> bool:
-        """Insert a RUNNING record (``started``: now, ``time.time()``) unless
-        ``(task_id, scheduled, attempt)`` exists; return whether it inserted."""
-        key = (_key_text(task_id), float(scheduled), int(attempt))
+    def claim_run(self, task_id: str, slot: str, attempt: int, *, run: int, name: str,
+                  scheduled: float, started: float) -> bool:
+        """Insert a RUNNING record unless ``(task_id, slot, attempt)`` exists;
+        return whether it inserted."""
+        row = dict(zip(RUN_FIELDS, claim_row(task_id, slot, attempt, run, name, scheduled,
+                                             started, RUNNING)))
+        key = (row["task_id"], row["slot"], row["attempt"])
         with self._data_lock:
             if key in self._runs:
                 return False
-            row = dict(zip(RUN_FIELDS, (None,) * len(RUN_FIELDS)))
-            row.update(task_id=key[0], name=_opt_text(name), run=int(run), attempt=key[2],
-                       status=RUNNING, scheduled=key[1], started=time.time())
             self._runs[key] = (next(self._seq), row)
             self._changed(lambda: self._put_run(key, _MISSING))
             return True
 
-    def finish_run(self, record: Dict[str, Any]) -> None:
-        """Replace the claimed run's fields with *record*'s (but a None ``name``,
-        ``run`` or ``started`` keeps the claimed value); insert it if unclaimed."""
+    def finish_run(self, record: Mapping[str, Any]) -> None:
+        """Write *record* over its claimed run, or insert it if unclaimed."""
         row = dict(zip(RUN_FIELDS, run_row(record)))
-        key = (row["task_id"], row["scheduled"], row["attempt"])
+        key = (row["task_id"], row["slot"], row["attempt"])
         with self._data_lock:
-            previous = self._runs.get(key, _MISSING)
-            if previous is _MISSING:
+            previous = self._runs.get(key)
+            if previous is None:
                 seq = next(self._seq)
             else:
                 seq, claimed = previous
@@ -299,7 +197,7 @@ class MemoryStore:
                     if row[name] is None:
                         row[name] = claimed[name]
             self._runs[key] = (seq, row)
-            self._changed(lambda: self._put_run(key, previous))
+            self._changed(lambda: self._put_run(key, _MISSING if previous is None else previous))
 
     def mark_interrupted(self) -> int:
         with self._data_lock:
@@ -307,30 +205,52 @@ class MemoryStore:
             for key, (seq, row) in list(self._runs.items()):
                 if row["status"] == RUNNING:
                     self._runs[key] = (seq, dict(row, status=ERROR, error=INTERRUPTED))
-                    self._changed(lambda k=key, e=(seq, row): self._put_run(k, e))
+                    self._changed(functools.partial(self._put_run, key, (seq, row)))
                     count += 1
             return count
 
-    def runs(self, task_id: Optional[str] = None,
-             limit: Optional[int] = None) -> List[Dict[str, Any]]:
-        """Run records, newest first: by ``scheduled``, then insertion, descending."""
+    def runs(self, task_id: Optional[str] = None, limit: Optional[int] = None, *,
+             before: Optional[float] = None, since: Optional[float] = None,
+             statuses: Optional[Iterable[int]] = None) -> List[Dict[str, Any]]:
+        """Run records, newest first (see :meth:`Store.runs`)."""
         limit = check_limit(limit)
-        with self._data_lock:
-            entries = [entry for key, entry in self._runs.items()
-                       if task_id is None or key[0] == task_id]
-        entries.sort(key=lambda e: (e[1]["scheduled"], e[0]), reverse=True)
-        if limit is not None:
-            entries = entries[:limit]
+        entries = self._select(task_id, before, since, statuses)
+        order = _newest_first
+        if limit is None:
+            entries.sort(key=order, reverse=True)
+        else:
+            entries = heapq.nlargest(limit, entries, key=order)
         return [dict(row) for _, row in entries]
+
+    def count_runs(self, task_id: Optional[str] = None, *, since: Optional[float] = None,
+                   statuses: Optional[Iterable[int]] = None) -> int:
+        return len(self._select(task_id, None, since, statuses))
+
+    def _select(self, task_id: Optional[str], before: Optional[float],
+                since: Optional[float], statuses: Optional[Iterable[int]]) -> List[_Entry]:
+        """The entries that pass the filters (checked first)."""
+        if task_id is not None:
+            task_id = check_key(task_id)
+        upper, lower = check_time("before", before), check_time("since", since)
+        codes = check_statuses(statuses)
+        with self._data_lock:
+            entries = list(self._runs.values())
+        return [(seq, row) for seq, row in entries
+                if (task_id is None or row["task_id"] == task_id)
+                and (upper is None or row["scheduled"] < upper)
+                and (lower is None or row["scheduled"] >= lower)
+                and (codes is None or row["status"] in codes)]
 
     def purge_runs(self, before: float) -> int:
         """Delete the runs over (not RUNNING) that ended before *before*."""
-        before = float(before)
+        bound = check_time("before", before)
+        if bound is None:
+            raise TypeError("purge_runs() needs a time, not None")
         with self._data_lock:
-            doomed = [key for key, (_, row) in self._runs.items() if _ended_before(row, before)]
+            doomed = [key for key, (_, row) in self._runs.items() if _ended_before(row, bound)]
             for key in doomed:
                 entry = self._runs.pop(key)
-                self._changed(lambda k=key, e=entry: self._put_run(k, e))
+                self._changed(functools.partial(self._put_run, key, entry))
             return len(doomed)
 
     def clear(self) -> None:
@@ -347,6 +267,10 @@ class MemoryStore:
         readable; closing twice is fine."""
         self._closed.set()
         self.release()
+
+
+def _newest_first(entry: _Entry) -> Tuple[float, int]:
+    return entry[1]["scheduled"], entry[0]
 
 
 def _ended_before(row: Dict[str, Any], before: float) -> bool:

@@ -9,119 +9,69 @@ survives the process being killed (even by SIGKILL), though not necessarily
 a power cut; readers in other processes (``pysched list``) never block the
 writer and wait up to ``busy_timeout`` for a writer's lock.
 
-The one-active-scheduler lock is an ``fcntl.flock`` on ``<db path>.lock``
-(POSIX only), taken on a fresh open file per store object, so it also
-excludes a second store object in the same process, and the OS drops it when
-the holder dies. The lock file holds the owner as one JSON line
-(``{"owner": ..., "pid": ..., "host": ...}``) while held and is emptied on
-release; it is never deleted (deleting a lock file races its next taker).
-A child made by a bare ``fork()`` shares the parent's open lock file, and so
-its hold: spawn processes instead (loky and ``multiprocessing`` "spawn" do).
+The one-active-scheduler lock is a :class:`~.filelock.FileHold` on
+``<db path>.lock``. ``read_only=True`` opens an existing file for reading
+only (SQLite's ``mode=ro``): a dashboard beside a running scheduler, which
+must never write, upgrade or hold the store.
 """
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import os
-import socket
 import sqlite3
 import threading
-import time
-from typing import Any, Dict, Iterator, List, Optional
+import urllib.parse
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-from .base import RUN_FIELDS, TaskRecord
-from .memory import (CLAIMED_FIELDS, ERROR, INTERRUPTED, RUNNING, TASK_FIELDS, check_limit, run_row,
-                     task_changes, task_row, _key_text, _opt_text)
+from ..protocols import ERROR, RUN_FIELDS, RUNNING, TaskRecord
+from .filelock import FileHold
+from .rules import (CLAIMED_FIELDS, INTERRUPTED, TASK_FIELDS, check_key, check_limit,
+                    check_statuses, check_time, claim_row, run_row, task_changes, task_row)
+from .schema import SCHEMA_VERSION, check_version, upgrade
 
 __all__ = ["SQLiteStore"]
 
-#: The schema's version, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
 #: How long a statement waits for another process's write lock, in ms.
 BUSY_TIMEOUT_MS = 5000
-#: How often a waiting acquire() retries the file lock, in seconds.
-LOCK_POLL = 0.05
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY NOT NULL,  -- WITHOUT ROWID: one b-tree, one page per write
-    name TEXT,
-    "trigger" TEXT,
-    "interval" TEXT,
-    priority REAL,
-    fn_ref TEXT,
-    fn_pickle BLOB,
-    args BLOB,
-    kwargs BLOB,
-    options BLOB,
-    schedule BLOB,
-    next_run REAL,
-    paused INTEGER NOT NULL DEFAULT 0,
-    runs INTEGER NOT NULL DEFAULT 0,
-    missed INTEGER NOT NULL DEFAULT 0,
-    status INTEGER NOT NULL DEFAULT 2,
-    created REAL NOT NULL DEFAULT 0,
-    updated REAL NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    name TEXT,
-    run INTEGER,
-    attempt INTEGER NOT NULL,
-    status INTEGER,
-    scheduled REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    duration REAL,
-    exit_code INTEGER,
-    result TEXT,
-    error TEXT,
-    traceback TEXT,
-    output TEXT,
-    stderr TEXT,
-    UNIQUE (task_id, scheduled, attempt)
-);
--- Lookups by task use the UNIQUE index, which leads with task_id. Every
--- index is one more page to write per commit, so there are few: purge()
--- scans (it is rare), and the history of all tasks walks runs_scheduled.
-CREATE INDEX IF NOT EXISTS runs_scheduled ON runs (scheduled);
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
 
 _TASK_COLUMNS = ", ".join(f'"{name}"' for name in TASK_FIELDS)  # 'trigger' is a keyword
 _RUN_COLUMNS = ", ".join(RUN_FIELDS)
-_SAVE_TASK = (f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) "
-              f"VALUES ({', '.join('?' * len(TASK_FIELDS))})")
+_TASK_VALUES = ", ".join("?" * len(TASK_FIELDS))
+_SAVE_TASK = f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({_TASK_VALUES})"
+# Values are checked before they get here, so only the primary key can conflict.
+_ADD_TASK = f"INSERT OR IGNORE INTO tasks ({_TASK_COLUMNS}) VALUES ({_TASK_VALUES})"
 _LOAD_TASKS = f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY created, id"
+_LOAD_TASK = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
 _REMOVE_TASK = "DELETE FROM tasks WHERE id = ?"
-_CLAIM_RUN = (f"INSERT OR IGNORE INTO runs (task_id, name, run, attempt, status, scheduled, "
-              f"started) VALUES (?, ?, ?, ?, {RUNNING}, ?, ?)")
-#: The fields claim_run sets, which a record without them leaves as claimed.
-_CLAIMED = CLAIMED_FIELDS
-_KEY_FIELDS = ("task_id", "scheduled", "attempt")
+_KEY_FIELDS = ("task_id", "slot", "attempt")
+_CLAIM_FIELDS = (*_KEY_FIELDS, "run", "name", "scheduled", "started", "status")
+_CLAIM_INDEX = tuple(RUN_FIELDS.index(name) for name in _CLAIM_FIELDS)
+_CLAIM_RUN = (f"INSERT OR IGNORE INTO runs ({', '.join(_CLAIM_FIELDS)}) "
+              f"VALUES ({', '.join('?' * len(_CLAIM_FIELDS))})")
 _RUN_KEY = tuple(RUN_FIELDS.index(name) for name in _KEY_FIELDS)
-_RUN_VALUES = tuple(i for i, name in enumerate(RUN_FIELDS) if name not in _KEY_FIELDS)
-_FINISH_RUN = ("UPDATE runs SET " + ", ".join(
-    f"{RUN_FIELDS[i]} = COALESCE(?, {RUN_FIELDS[i]})" if RUN_FIELDS[i] in _CLAIMED
-    else f"{RUN_FIELDS[i]} = ?" for i in _RUN_VALUES)
-    + " WHERE task_id = ? AND scheduled = ? AND attempt = ?")
-_INSERT_RUN = (f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) "
-               f"VALUES ({', '.join('?' * len(RUN_FIELDS))})")
+_SCHEDULED = RUN_FIELDS.index("scheduled")
+
+
+def _finish_sql(fields: Tuple[int, ...], where: str) -> str:
+    sets = ", ".join(f"{RUN_FIELDS[i]} = COALESCE(?, {RUN_FIELDS[i]})"
+                     if RUN_FIELDS[i] in CLAIMED_FIELDS else f"{RUN_FIELDS[i]} = ?"
+                     for i in fields)
+    return f"UPDATE runs SET {sets} WHERE task_id = ? AND slot = ? AND attempt = ?{where}"
+
+
+# SQLite rewrites every index on a column that an UPDATE sets, changed or not,
+# so finishing a claimed run sets ``scheduled`` only in the rare case that it
+# moved: that keeps both time indexes out of the finishing commit.
+_FINISH_FIELDS = tuple(i for i, name in enumerate(RUN_FIELDS)
+                       if name not in _KEY_FIELDS and name != "scheduled")
+_FINISH_RUN = _finish_sql(_FINISH_FIELDS, " AND scheduled = ?")
+_MOVE_RUN = _finish_sql((*_FINISH_FIELDS, _SCHEDULED), "")
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))})"
 _MARK_INTERRUPTED = f"UPDATE runs SET status = {ERROR}, error = ? WHERE status = {RUNNING}"
-_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs"
-_RUNS_ORDER = " ORDER BY scheduled DESC, id DESC LIMIT ?"
-_RUNS_ALL = _RUNS + _RUNS_ORDER
-_RUNS_OF_TASK = _RUNS + " WHERE task_id = ?" + _RUNS_ORDER
 _PURGE_RUNS = (f"DELETE FROM runs WHERE status IS NOT {RUNNING} "
                f"AND COALESCE(finished, started, scheduled) < ?")
-_TASK_INDEX = {name: i for i, name in enumerate(TASK_FIELDS)}
-_PAUSED = _TASK_INDEX["paused"]
+_PAUSED = TASK_FIELDS.index("paused")
 
 
 class SQLiteStore:
@@ -132,13 +82,12 @@ class SQLiteStore:
     per store object and not reentrant: a second ``acquire`` on a held
     store, from any thread or process, is refused (or waits).
 
-    ``runs()`` lists the newest first: by ``scheduled`` descending, then by
-    insertion (row id) descending. Values come back as stored: floats for
-    times, ints for counts and status codes (see :mod:`.memory` for the
-    rules both stores follow).
+    A file written by an older version is upgraded when it is opened (see
+    :mod:`.schema`); one written by a newer version is refused. Values
+    follow the rules of :mod:`.rules`, as in the memory store.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]") -> None:
+    def __init__(self, path: "str | os.PathLike[str]", *, read_only: bool = False) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"a SQLite store path must be a str or PathLike, not {path!r}")
         filename = os.fspath(path)
@@ -149,19 +98,22 @@ class SQLiteStore:
         self.path = os.path.abspath(filename)
         #: The sidecar file that the active scheduler holds locked.
         self.lock_path = self.path + ".lock"
+        #: True for a reader that never writes (a dashboard beside a scheduler).
+        self.read_only = bool(read_only)
         #: Guards the connection: one statement or one batch at a time.
         self._db_lock = threading.RLock()
         self._depth = 0  # batch nesting, guarded by _db_lock
-        #: Serializes this object's holds; held while the store is held.
-        self._hold = threading.Lock()
-        #: Guards the held lock file's descriptor and owner.
-        self._lock_state = threading.Lock()
-        self._lock_fd: Optional[int] = None
-        self._owner: Optional[str] = None
         self._closed = threading.Event()
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                     isolation_level=None, check_same_thread=False)
+        self._file_hold = FileHold(self.lock_path, self._closed)
+        try:
+            if self.read_only:
+                self._conn = _connect_read_only(self.path)
+            else:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                             isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise type(exc)(f"cannot open the store {self.path!r}: {exc}") from exc
         try:
             self._setup()
         except BaseException as exc:
@@ -173,38 +125,28 @@ class SQLiteStore:
     def _setup(self) -> None:
         execute = self._conn.execute
         execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if self.read_only:  # no journal mode to set, nothing to upgrade
+            _check_readable(execute("PRAGMA user_version").fetchone()[0])
+            return
         mode = execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal mode is {mode})")
         execute("PRAGMA synchronous = NORMAL")
         version = execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"schema version {version} is newer than this pysched_lightning's "
-                f"({SCHEMA_VERSION}); upgrade pysched_lightning to open it")
+        check_version(version)
         if version < SCHEMA_VERSION:
             execute("BEGIN IMMEDIATE")
             try:
-                # executescript() would commit first; run the statements one by one.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        execute(statement)
+                upgrade(execute, self.path)
                 execute("COMMIT")
             except BaseException:
                 execute("ROLLBACK")
                 raise
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed.is_set() else ""
+        state = " read-only" if self.read_only else ""
+        state += " closed" if self._closed.is_set() else ""
         return f"<SQLiteStore {self.path!r}{state}>"
-
-    def __del__(self) -> None:
-        # A store dropped while held must not keep the lock until the process ends.
-        if getattr(self, "_lock_fd", None) is not None:
-            try:
-                self.release()
-            except Exception:  # pragma: no cover - interpreter shutdown
-                pass
 
     def __enter__(self) -> "SQLiteStore":
         return self
@@ -215,86 +157,21 @@ class SQLiteStore:
     # -- the one active scheduler -------------------------------------------
 
     def acquire(self, owner: str, wait: bool = False) -> bool:
-        """Hold the store as *owner* (see :meth:`Store.acquire`).
-
-        A waiting acquire retries every ``LOCK_POLL`` seconds rather than
-        blocking in ``flock``, so that :meth:`close` can end it: it then
-        returns False.
-        """
-        if not isinstance(owner, str):
-            raise TypeError(f"owner must be a str, not {owner!r}")
-        if fcntl is None:  # pragma: no cover
-            raise OSError("SQLiteStore's lock needs fcntl.flock, which this platform "
-                          "lacks (POSIX only)")
-        if not self._take(self._hold, wait):
-            return False
-        fd, held = None, False
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            while not self._closed.is_set():
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except (BlockingIOError, PermissionError):
-                    if not wait:
-                        break
-                    self._closed.wait(LOCK_POLL)
-                    continue
-                line = json.dumps({"owner": owner, "pid": os.getpid(),
-                                   "host": socket.gethostname()})
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, (line + "\n").encode(), 0)
-                with self._lock_state:
-                    self._lock_fd, self._owner = fd, owner
-                held = True
-                if self._closed.is_set():  # closed meanwhile: do not keep it
-                    self.release()
-                    return False
-                return True
-            return False
-        finally:
-            if not held:
-                if fd is not None:
-                    os.close(fd)
-                self._hold.release()
-
-    def _take(self, lock: threading.Lock, wait: bool) -> bool:
-        if not wait:
-            return not self._closed.is_set() and lock.acquire(blocking=False)
-        while not self._closed.is_set():
-            if lock.acquire(timeout=LOCK_POLL):
-                return True
-        return False
+        """Hold the store as *owner* (see :meth:`Store.acquire`); a waiting
+        acquire returns False if the store is closed meanwhile. A read-only
+        store cannot be held (PermissionError)."""
+        if self.read_only:
+            raise PermissionError(f"the store {self.path!r} is open read-only: it cannot "
+                                  f"be held by {owner!r}")
+        return self._file_hold.acquire(owner, wait)
 
     def holder(self) -> Optional[str]:
-        """The owner holding the store, read from the lock file (no hold needed).
-
-        A lock file left by a process that died (on this host) counts as free.
-        """
-        if self._owner is not None:
-            return self._owner
-        try:
-            with open(self.lock_path, encoding="utf-8") as file:
-                info = json.loads(file.readline() or "null")
-        except (OSError, ValueError):
-            return None
-        if not isinstance(info, dict) or not isinstance(info.get("owner"), str):
-            return None
-        if info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
-            return None
-        return info["owner"]
+        """The owner holding the store, read from the lock file (no hold needed)."""
+        return self._file_hold.holder()
 
     def release(self) -> None:
         """End the hold, if this store object holds it; otherwise do nothing."""
-        with self._lock_state:
-            fd, self._lock_fd, self._owner = self._lock_fd, None, None
-        if fd is None:
-            return
-        try:
-            os.ftruncate(fd, 0)  # before unlocking, so the next holder's line survives
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-            self._hold.release()
+        self._file_hold.release()
 
     # -- transactions -------------------------------------------------------
 
@@ -336,19 +213,21 @@ class SQLiteStore:
         """Every task, oldest ``created`` first (then by id)."""
         with self._db_lock:
             rows = self._conn.execute(_LOAD_TASKS).fetchall()
-        records = []
-        for row in rows:
-            row = list(row)
-            row[_PAUSED] = bool(row[_PAUSED])
-            records.append(TaskRecord(*row))
-        return records
+        return [_task_record(row) for row in rows]
 
-    def save_task(self, record: TaskRecord) -> None:
+    def task(self, task_id: str) -> Optional[TaskRecord]:
+        task_id = check_key(task_id)
+        with self._db_lock:
+            row = self._conn.execute(_LOAD_TASK, (task_id,)).fetchone()
+        return None if row is None else _task_record(row)
+
+    def save_task(self, record: TaskRecord, replace: bool = True) -> bool:
         row = task_row(record)
         with self._db_lock:
-            self._conn.execute(_SAVE_TASK, row)
+            return self._conn.execute(_SAVE_TASK if replace else _ADD_TASK, row).rowcount == 1
 
     def update_task(self, task_id: str, **fields: Any) -> None:
+        task_id = check_key(task_id)
         changes = task_changes(fields)
         if not changes:
             return
@@ -358,51 +237,79 @@ class SQLiteStore:
 
     def remove_task(self, task_id: str) -> None:
         """Delete the task (its run history stays, until purged)."""
+        task_id = check_key(task_id)
         with self._db_lock:
             self._conn.execute(_REMOVE_TASK, (task_id,))
 
     # -- runs -------------------------------------------------------------------
 
-    def claim_run(self, task_id: str, scheduled: float, attempt: int, run: int,
-                  name: str) -> bool:
-        """Insert a RUNNING record (``started``: now, ``time.time()``) unless
-        ``(task_id, scheduled, attempt)`` exists, in this or another process
-        (the UNIQUE constraint decides); return whether it inserted."""
-        values = (_key_text(task_id), _opt_text(name), int(run), int(attempt),
-                  float(scheduled), time.time())
+    def claim_run(self, task_id: str, slot: str, attempt: int, *, run: int, name: str,
+                  scheduled: float, started: float) -> bool:
+        """Insert a RUNNING record unless ``(task_id, slot, attempt)`` exists,
+        in this or another process (the UNIQUE constraint decides); return
+        whether it inserted."""
+        row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
+        values = [row[i] for i in _CLAIM_INDEX]
         with self._db_lock:
             return self._conn.execute(_CLAIM_RUN, values).rowcount == 1
 
-    def finish_run(self, record: Dict[str, Any]) -> None:
-        """Replace the claimed run's fields with *record*'s (but a None ``name``,
-        ``run`` or ``started`` keeps the claimed value); insert it if unclaimed."""
+    def finish_run(self, record: Mapping[str, Any]) -> None:
+        """Write *record* over its claimed run, or insert it if unclaimed."""
         row = run_row(record)
-        values = [row[i] for i in _RUN_VALUES]
-        values.extend(row[i] for i in _RUN_KEY)
         with self._db_lock:
-            if self._conn.execute(_FINISH_RUN, values).rowcount == 0:
-                self._conn.execute(_INSERT_RUN, row)
+            if self._depth:  # the batch's write lock keeps other processes out
+                self._finish(row)
+            else:
+                with self.batch():
+                    self._finish(row)
+
+    def _finish(self, row: Tuple[Any, ...]) -> None:
+        execute = self._conn.execute
+        values = [row[i] for i in _FINISH_FIELDS]
+        values.extend(row[i] for i in _RUN_KEY)
+        if execute(_FINISH_RUN, (*values, row[_SCHEDULED])).rowcount:
+            return
+        values.insert(len(_FINISH_FIELDS), row[_SCHEDULED])
+        if execute(_MOVE_RUN, values).rowcount == 0:
+            execute(_INSERT_RUN, row)
 
     def mark_interrupted(self) -> int:
         with self._db_lock:
             return self._conn.execute(_MARK_INTERRUPTED, (INTERRUPTED,)).rowcount
 
-    def runs(self, task_id: Optional[str] = None,
-             limit: Optional[int] = None) -> List[Dict[str, Any]]:
-        """Run records, newest first (see the class docstring)."""
+    def runs(self, task_id: Optional[str] = None, limit: Optional[int] = None, *,
+             before: Optional[float] = None, since: Optional[float] = None,
+             statuses: Optional[Iterable[int]] = None) -> List[Dict[str, Any]]:
+        """Run records, newest first (see :meth:`Store.runs`)."""
         limit = check_limit(limit)
-        sql_limit = -1 if limit is None else limit
+        query = _query(task_id, before, since, statuses)
+        if query is None:
+            return []
+        where, params = query
+        params.append(-1 if limit is None else limit)
+        sql = _select_sql(f"SELECT {_RUN_COLUMNS} FROM runs", where,
+                          " ORDER BY scheduled DESC, id DESC LIMIT ?")
         with self._db_lock:
-            if task_id is None:
-                rows = self._conn.execute(_RUNS_ALL, (sql_limit,)).fetchall()
-            else:
-                rows = self._conn.execute(_RUNS_OF_TASK, (task_id, sql_limit)).fetchall()
+            rows = self._conn.execute(sql, params).fetchall()
         return [dict(zip(RUN_FIELDS, row)) for row in rows]
+
+    def count_runs(self, task_id: Optional[str] = None, *, since: Optional[float] = None,
+                   statuses: Optional[Iterable[int]] = None) -> int:
+        query = _query(task_id, None, since, statuses)
+        if query is None:
+            return 0
+        where, params = query
+        with self._db_lock:
+            return self._conn.execute(_select_sql("SELECT count(*) FROM runs", where, ""),
+                                      params).fetchone()[0]
 
     def purge_runs(self, before: float) -> int:
         """Delete the runs over (not RUNNING) that ended before *before*."""
+        bound = check_time("before", before)
+        if bound is None:
+            raise TypeError("purge_runs() needs a time, not None")
         with self._db_lock:
-            return self._conn.execute(_PURGE_RUNS, (float(before),)).rowcount
+            return self._conn.execute(_PURGE_RUNS, (bound,)).rowcount
 
     def clear(self) -> None:
         """Delete every task and run (the file stays)."""
@@ -419,6 +326,69 @@ class SQLiteStore:
             self._conn.close()
 
 
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write (``mode=ro``) to the existing file *path*."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, "no store file to read", path)
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                           isolation_level=None, check_same_thread=False)
+
+
+def _check_readable(version: int) -> None:
+    """A read-only store reads schema SCHEMA_VERSION only: it cannot upgrade."""
+    check_version(version)
+    if version == 0:
+        raise sqlite3.DatabaseError("not a pysched_lightning store (it has no schema)")
+    if version < SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} must be upgraded to {SCHEMA_VERSION} before it can "
+            "be read; open it once with a scheduler of this version (pysched run)")
+
+
+def _task_record(row: Tuple[Any, ...]) -> TaskRecord:
+    values = list(row)
+    values[_PAUSED] = bool(values[_PAUSED])
+    return TaskRecord(*values)
+
+
+def _query(task_id: Optional[str], before: Any, since: Any,
+           statuses: Optional[Iterable[int]]) -> Optional[Tuple[Tuple[str, ...], List[Any]]]:
+    """The WHERE terms and parameters of a runs() filter, checked; None when
+    nothing can match (no statuses)."""
+    terms: List[str] = []
+    params: List[Any] = []
+    if task_id is not None:
+        terms.append("task_id = ?")
+        params.append(check_key(task_id))
+    for term, value in (("scheduled < ?", check_time("before", before)),
+                        ("scheduled >= ?", check_time("since", since))):
+        if value is not None:
+            terms.append(term)
+            params.append(value)
+    codes = check_statuses(statuses)
+    if codes is not None:
+        if not codes:
+            return None
+        terms.append(f"status IN ({', '.join('?' * len(codes))})")
+        params.extend(codes)
+    return tuple(terms), params
+
+
+_SELECT_SQL: Dict[Tuple[str, Tuple[str, ...]], str] = {}
+
+
+def _select_sql(select: str, where: Tuple[str, ...], tail: str) -> str:
+    """*select* with these WHERE terms (the same string for the same filter,
+    so sqlite3's statement cache prepares it once)."""
+    key = (select + tail, where)
+    sql = _SELECT_SQL.get(key)
+    if sql is None:
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = _SELECT_SQL.setdefault(key, select + clause + tail)
+    return sql
+
+
 _UPDATE_SQL: Dict[tuple, str] = {}
 
 
@@ -431,14 +401,3 @@ def _update_sql(names: tuple) -> str:
         sql = _UPDATE_SQL.setdefault(names, f"UPDATE tasks SET {sets} WHERE id = ?")
     return sql
 
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, but another user's
-    return True

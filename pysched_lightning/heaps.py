@@ -1,4 +1,4 @@
-"""The two heaps of the dispatcher, with O(1) cancel by lazy deletion.
+"""A heap with O(1) cancel by lazy deletion, for the timer and ready heaps.
 
 The timer heap orders by (due time, priority, seq); the ready heap, of runs
 that are due but wait for a free worker, by (priority, due time, seq). A
@@ -11,73 +11,67 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, List, Optional
 
-__all__ = ["LazyHeap", "OneOff"]
+__all__ = ["LazyHeap"]
 
 _COMPACT_MIN = 1024
 
 
-class OneOff(tuple):
-    """An extra run of a task outside its schedule: a retry or ``run_now``."""
+class LazyHeap(List[Any]):
+    """A heap whose entries may go stale; ``is_live(entry)`` tells which.
 
-    __slots__ = ()
+    It is the list of its entries itself, so ``if heap:`` (is anything
+    queued?, asked on every run) costs no Python call; a stale entry counts
+    there until it surfaces. ``live()`` is the count without them.
+    """
 
-    def __new__(cls, time: float, priority: int, seq: int, task_id: str,
-                attempt: int, reason: str) -> "OneOff":
-        return tuple.__new__(cls, (time, priority, seq, task_id, attempt, reason))
-
-
-class LazyHeap:
-    """A heap whose entries may go stale; ``is_live(entry)`` tells which."""
-
-    __slots__ = ("_heap", "_stale", "_is_live")
+    __slots__ = ("_stale", "_is_live")
 
     def __init__(self, is_live: Callable[[Any], bool]) -> None:
-        self._heap: List[Any] = []
+        super().__init__()
         self._stale = 0
         self._is_live = is_live
 
-    def __len__(self) -> int:
-        return len(self._heap) - self._stale
+    def live(self) -> int:
+        """How many live entries it holds."""
+        return len(self) - self._stale
 
     def push(self, entry: Any) -> None:
-        heapq.heappush(self._heap, entry)
+        heapq.heappush(self, entry)
 
     def is_head(self, entry: Any) -> bool:
-        heap = self._heap
-        return bool(heap) and heap[0] is entry
+        return bool(self) and self[0] is entry
 
     def peek(self) -> Optional[Any]:
         """The first live entry, or None; stale entries above it are dropped."""
-        heap = self._heap
-        while heap:
-            head = heap[0]
+        while self:
+            head = self[0]
             if self._is_live(head):
                 return head
-            heapq.heappop(heap)
+            heapq.heappop(self)
             if self._stale:
                 self._stale -= 1
         return None
 
     def pop_due(self, now: float) -> Optional[Any]:
         """Remove and return the first live entry if it is due at *now*."""
-        heap, is_live = self._heap, self._is_live
-        while heap:
-            head = heap[0]
+        is_live = self._is_live
+        while self:
+            head = self[0]
             if not is_live(head):
-                heapq.heappop(heap)
+                heapq.heappop(self)
                 if self._stale:
                     self._stale -= 1
             elif head[0] <= now:
-                return heapq.heappop(heap)
+                return heapq.heappop(self)
             else:
                 return None
         return None
 
     def pop_live(self) -> Optional[Any]:
         """Remove and return the first live entry, or None."""
-        heap, is_live = self._heap, self._is_live
-        while heap:
-            head = heapq.heappop(heap)
+        is_live = self._is_live
+        while self:
+            head = heapq.heappop(self)
             if is_live(head):
                 return head
             if self._stale:
@@ -87,16 +81,20 @@ class LazyHeap:
     def discard(self) -> None:
         """Count one entry as stale (its task was canceled or replaced)."""
         self._stale += 1
-        if self._stale > _COMPACT_MIN and self._stale * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if self._is_live(entry)]
-            heapq.heapify(self._heap)
-            self._stale = 0
+        if self._stale > _COMPACT_MIN and self._stale * 2 > len(self):
+            self.rebuild(self.entries())
 
     def entries(self) -> List[Any]:
         """The live entries, in no particular order."""
-        return [entry for entry in self._heap if self._is_live(entry)]
+        return [entry for entry in self if self._is_live(entry)]
 
     def rebuild(self, entries: List[Any]) -> None:
-        self._heap = list(entries)
-        heapq.heapify(self._heap)
+        self[:] = entries
+        heapq.heapify(self)
         self._stale = 0
+
+    # A heap compares by identity: two heaps are never "equal" lists.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = object.__hash__  # type: ignore[assignment]  # identity, as __eq__

@@ -1,0 +1,84 @@
+"""What every ``pysched`` command shares: its errors, paths, store opening,
+argument types and the signals that stop it."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import threading
+from typing import Any, Dict, Iterator, List, Tuple
+
+from ..config import Config
+
+__all__ = ["PROG", "RUN_LOG_NAME", "UsageError", "CommandFailed", "paths", "open_store",
+           "positive_int", "stopped_by_signals"]
+
+PROG = "pysched"
+#: The run log's file name inside the logs folder (PyCron's).
+RUN_LOG_NAME = "job_status.log"
+
+
+class UsageError(Exception):
+    """A user mistake: reported on stderr, exit code 2."""
+
+
+class CommandFailed(Exception):
+    """An expected failure (a store in use, a file that cannot be read):
+    reported on stderr without a traceback, exit code 1."""
+
+
+def paths(args: argparse.Namespace, config: Config) -> Tuple[str, str, str]:
+    """The jobs folder, the logs folder and the store file, absolute."""
+    jobs = getattr(args, "target", None) or config.jobs_folder
+    logs = getattr(args, "log_folder", None) or config.logs_folder
+    store = getattr(args, "store", None) or config.persistence_file
+    return (os.path.abspath(os.path.expanduser(jobs)),
+            os.path.abspath(os.path.expanduser(logs)),
+            os.path.abspath(os.path.expanduser(store)))
+
+
+def open_store(path: str) -> Any:
+    """The SQLite store at *path*; CommandFailed (saying why) if it cannot be opened."""
+    from ..stores import open_store as _open
+    try:
+        return _open(path)
+    except Exception as exc:  # sqlite3.DatabaseError, OSError...
+        why = str(exc) if path in str(exc) else f"{path}: {exc}"
+        hint = ""
+        if "not a database" in why:
+            hint = (" (PERSISTENCE_FILE must name a pysched SQLite file, not a PyCron "
+                    "pickle; point it to a new file)")
+        raise CommandFailed(f"cannot open the store {why}{hint}") from None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an int of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[Tuple[threading.Event, List[str]]]:
+    """While inside, SIGINT and SIGTERM set the event (and are named in the
+    list) instead of ending the process; the previous handlers come back
+    after."""
+    stop = threading.Event()
+    received: List[str] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous: Dict[signal.Signals, Any] = {
+        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop, received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

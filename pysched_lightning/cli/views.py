@@ -1,0 +1,277 @@
+"""``pysched list`` and ``pysched history``: what the store says, for people.
+
+Both only read the store: a ``pysched run`` may hold it meanwhile. Tables
+give local times and name their zone; ``--json`` gives ISO 8601 UTC.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..config import Config
+from ..protocols import CANCELED, MISSED, RUNNING, TaskRecord
+from .common import CommandFailed, UsageError, open_store, paths
+from .jobs import Job, scan_jobs
+from .reporting import CLI_LOGGER
+from .text import (LocalTime, duration, iso, print_json, print_table, status_label,
+                   table_width, useful_line)
+
+__all__ = ["cmd_list", "cmd_history", "DEFAULT_HISTORY", "holder_text", "stored_script"]
+
+_log = logging.getLogger(CLI_LOGGER)
+
+#: Runs shown by ``history`` without ``-n``.
+DEFAULT_HISTORY = 20
+#: Statuses of runs that executed (or are executing): a job's last status.
+_EXECUTED = tuple(code for code in range(7) if code not in (MISSED, CANCELED))
+
+
+def holder_text(owner: Optional[str]) -> str:
+    """Who holds a store, for people: ``pid 4242 on web1`` from the owner
+    string ``web1:4242:7f3a...`` a scheduler writes."""
+    if owner is None:
+        return "nobody"
+    host, _, rest = owner.rpartition(":")
+    host, _, pid = host.rpartition(":")
+    if host and pid.isdigit() and rest:
+        return f"pid {pid} on {host}"
+    return owner
+
+
+def stored_script(record: TaskRecord) -> Optional[str]:
+    """The script a job's stored command runs (an absolute path), read from
+    the task's display info; None for anything else."""
+    try:
+        call = json.loads(record.info or "{}").get("call")
+        tree = ast.parse(call, mode="eval").body
+        while isinstance(tree, ast.Call) and not (isinstance(tree.func, ast.Name)
+                                                  and tree.func.id == "Command"):
+            tree = tree.func  # ``Command([...], cwd=...)()``: the inner call
+        argv = ast.literal_eval(tree.args[0]) if isinstance(tree, ast.Call) else None
+    except (ValueError, TypeError, SyntaxError, AttributeError, IndexError):
+        return None
+    if isinstance(argv, list) and argv and isinstance(argv[0], str) \
+            and os.path.isabs(argv[0]):
+        return argv[0]
+    return None
+
+
+def _read_store(path: str) -> Tuple[Dict[str, TaskRecord], Optional[Any]]:
+    """The stored task records by id and an open store (None if no file yet)."""
+    if not os.path.exists(path):
+        return {}, None
+    store = open_store(path)
+    return {record.id: record for record in store.load_tasks()}, store
+
+
+def _scan(jobs_dir: str) -> Dict[str, Job]:
+    if not os.path.isdir(jobs_dir):
+        _log.warning("the jobs folder %s does not exist (give it with -t); listing the "
+                     "store only", jobs_dir)
+        return {}
+    try:
+        jobs, problems = scan_jobs(jobs_dir)
+    except OSError as exc:
+        raise CommandFailed(f"cannot scan the jobs folder {jobs_dir}: {exc}") from None
+    for message in problems:
+        _log.warning("%s", message)
+    return jobs
+
+
+def _schedule_text(trigger: str, interval: Any) -> str:
+    if trigger == "recur" and isinstance(interval, (int, float)):
+        return f"{interval:g}s"
+    return str(interval)
+
+
+def _last_status(store: Any, task_id: str, held: bool) -> Tuple[Optional[str], Any]:
+    """A job's last status and the run it comes from: 'Running' while a run
+    goes on (never a skip's 'Missed'), else its last executed run's status,
+    else its last record's (a job that only ever missed)."""
+    going = store.runs(task_id, 1, statuses=(RUNNING,))
+    if going:
+        # A run left RUNNING with no scheduler holding the store was cut
+        # short; the next start records it as interrupted.
+        return ("Running" if held else "Interrupted"), going[0]
+    latest = store.runs(task_id, 1, statuses=_EXECUTED) or store.runs(task_id, 1)
+    if not latest:
+        return None, None
+    return status_label(latest[0]["status"]), latest[0]
+
+
+def _note(job: Optional[Job], record: Optional[TaskRecord], script: Optional[str],
+          held: bool, now: float) -> str:
+    if record is None:
+        return "not scheduled yet"
+    if script is not None and not os.path.exists(script):
+        return "script gone; dropped at the next " + ("rescan" if held else "start")
+    if job is not None and (script is None or script == job.path) and \
+            (record.trigger, json.loads(record.interval)) != (job.schedule.trigger,
+                                                              job.schedule.interval):
+        return "schedule changed; applied at the next " + ("rescan" if held else "start")
+    if record.paused:
+        return "paused"
+    if record.next_run is None:
+        return "finished"
+    if not held and record.next_run < now:
+        return "due while no scheduler ran: runs once at the next start"
+    return ""
+
+
+def _list_rows(jobs: Dict[str, Job], records: Dict[str, TaskRecord], store: Any,
+               held: bool) -> List[Dict[str, Any]]:
+    rows = []
+    now = time.time()
+    for task_id in sorted(set(jobs) | set(records)):
+        job, record = jobs.get(task_id), records.get(task_id)
+        script = stored_script(record) if record is not None else None
+        status, last = _last_status(store, task_id, held) if store is not None \
+            else (None, None)
+        if job is not None:
+            trigger, interval, text = (job.schedule.trigger, job.schedule.interval,
+                                       job.schedule.text)
+        else:
+            assert record is not None
+            trigger, interval = record.trigger, json.loads(record.interval)
+            text = _schedule_text(trigger, interval)
+        note = _note(job, record, script, held, now)
+        rows.append({
+            "job": task_id,
+            "schedule": text,
+            "trigger": trigger,
+            "interval": interval,
+            "next_run": record.next_run if record is not None else None,
+            "last_run": (last["started"] or last["scheduled"]) if last else None,
+            "last_status": status,
+            "last_exit_code": last["exit_code"] if last else None,
+            "running": status == "Running",
+            "runs": record.runs if record is not None else 0,
+            "missed": record.missed if record is not None else 0,
+            "in_folder": job is not None,
+            "in_store": record is not None,
+            "path": job.path if job is not None else script,
+            "note": note or None,
+        })
+    return rows
+
+
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    """``pysched list``: the jobs, with schedule, next run and last status."""
+    jobs_dir, _, store_path = paths(args, config)
+    jobs = _scan(jobs_dir)
+    records, store = _read_store(store_path)
+    try:
+        holder = store.holder() if store is not None else None
+        rows = _list_rows(jobs, records, store, holder is not None)
+    finally:
+        if store is not None:
+            store.close()
+    if args.json:
+        for row in rows:
+            row["next_run"], row["last_run"] = iso(row["next_run"]), iso(row["last_run"])
+        print_json(rows)
+        return 0
+    local = LocalTime()
+    if store is None:
+        state = "does not exist yet (no pysched run has used it)"
+    elif holder is None:
+        state = "not in use: no scheduler is running on it"
+    else:
+        state = f"in use by a running scheduler ({holder_text(holder)})"
+    print(f"store: {store_path}, {state}")
+    print(f"times: {local.name()}")
+    print()
+    print_table(
+        ["JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "LAST STATUS", "EXIT", "RUNS", "MISSED",
+         "NOTE"],
+        [[r["job"], r["schedule"], local.text(r["next_run"]), local.text(r["last_run"]),
+          r["last_status"] or "-",
+          "-" if r["last_exit_code"] is None else str(r["last_exit_code"]),
+          str(r["runs"]), str(r["missed"]), r["note"] or ""] for r in rows],
+        table_width())
+    if not rows:
+        print(f"(no jobs in {jobs_dir} or the store)", file=sys.stderr)
+    return 0
+
+
+def _job_id(text: str, jobs_dir: str) -> str:
+    """A JOB argument as a task id: ``5min/backup.sh``, also when given as a
+    path to the script (``jobs/5min/backup.sh``, absolute or from here)."""
+    absolute = os.path.abspath(text)
+    rel = os.path.relpath(absolute, jobs_dir)
+    inside = rel != os.pardir and not rel.startswith(os.pardir + os.sep)
+    if inside and (os.path.isabs(text) or os.path.exists(absolute)):
+        text = rel
+    text = text.replace(os.sep, "/")
+    while text.startswith("./"):
+        text = text[2:]
+    return text
+
+
+def _detail(run: Dict[str, Any]) -> str:
+    """What a history row says beyond its columns: why it failed or was skipped."""
+    if run["status"] == MISSED:
+        times = f" {run['count']} times" if (run["count"] or 1) > 1 else ""
+        return f"skipped{times}: {run['reason'] or 'no reason recorded'}"
+    if run["status"] == RUNNING:
+        return ""
+    return useful_line(run["stderr"], run["error"])
+
+
+def _run_json(run: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored run, every field but the pickled outcome: status as a label
+    (and its code), ISO 8601 UTC times."""
+    out = {key: value for key, value in run.items() if key != "outcome"}
+    out["status"] = status_label(run["status"])
+    out["status_code"] = run["status"]
+    for key in ("scheduled", "started", "finished"):
+        out[key] = iso(run[key])
+    return out
+
+
+def cmd_history(args: argparse.Namespace, config: Config) -> int:
+    """``pysched history``: recent runs from the store, newest first."""
+    jobs_dir, _, store_path = paths(args, config)
+    if args.n < 0:
+        raise UsageError(f"-n must be 0 (all) or more, not {args.n}")
+    limit = args.n or None
+    task_id = _job_id(args.job, jobs_dir) if args.job else None
+    records, store = _read_store(store_path)
+    try:
+        runs = store.runs(task_id, limit) if store is not None else []
+    finally:
+        if store is not None:
+            store.close()
+    if task_id is not None and not runs and task_id not in records:
+        known = False
+        if os.path.isdir(jobs_dir):
+            try:
+                known = task_id in scan_jobs(jobs_dir)[0]
+            except OSError:
+                pass
+        if not known:
+            raise UsageError(f"no job or task {task_id!r} in the store {store_path} or "
+                             f"the jobs folder {jobs_dir}")
+    if args.json:
+        print_json([_run_json(run) for run in runs])
+        return 0
+    local = LocalTime()
+    print(f"times: {local.name()}")
+    print_table(
+        ["STARTED", "JOB", "RUN", "ATTEMPT", "STATUS", "DURATION", "EXIT", "DETAIL"],
+        [[local.text(r["started"] if r["started"] is not None else r["scheduled"]),
+          r["name"] or r["task_id"], "-" if r["status"] == MISSED else str(r["run"]),
+          "-" if r["status"] == MISSED else str(r["attempt"]),
+          status_label(r["status"]) or "-", duration(r["duration"]),
+          "-" if r["exit_code"] is None else str(r["exit_code"]), _detail(r)]
+         for r in runs],
+        table_width())
+    if not runs:
+        print("(no runs yet)", file=sys.stderr)
+    return 0

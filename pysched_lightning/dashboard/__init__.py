@@ -1,0 +1,56 @@
+"""The web dashboard: tasks, runs, failures and a timeline, in a browser.
+
+``app(sched_or_store)`` returns a standard WSGI application to serve with
+any WSGI server or mount in Flask, Django or FastAPI; ``pysched dashboard``
+serves one on 127.0.0.1. It needs the extra: ``pip install
+'pysched-lightning[dashboard]'`` (Jinja2, cron-descriptor). This module
+imports nothing web-related until ``app()`` is called, so ``pysched``
+works without the extra.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .wsgi import Dashboard
+
+__all__ = ["app", "serve", "MissingExtra"]
+
+
+class MissingExtra(ImportError):
+    """The dashboard's packages are not installed."""
+
+
+def _require() -> None:
+    try:
+        import jinja2  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtra("the dashboard needs Jinja2: pip install "
+                           "'pysched-lightning[dashboard]'") from exc
+
+
+def app(target: Any, *, actions: bool = False, token: Optional[str] = None,
+        refresh: float = 5.0, title: str = "pysched dashboard",
+        allowed_hosts: Optional[Iterable[str]] = None,
+        clock: Optional[Callable[[], float]] = None) -> "Dashboard":
+    """A WSGI application showing *target*: a live ``Scheduler``, a store
+    object, or a store URL or path (opened read-only; ``close()`` it).
+
+    With a live scheduler, ``actions=True`` and a ``token`` of at least 16
+    characters offer pause, resume, run now and cancel to viewers who sign
+    in with the token (POST with a CSRF token; 403 otherwise). A store that
+    another process writes is only read.
+    """
+    _require()
+    from .wsgi import Dashboard
+    return Dashboard(target, actions=actions, token=token, refresh=refresh, title=title,
+                     allowed_hosts=allowed_hosts, clock=clock or time.time)
+
+
+def serve(application: Any, host: str = "127.0.0.1", port: int = 8765) -> Any:
+    """A server for the WSGI *application*, a thread per request: ``.url``,
+    ``.start()`` (serves in the background), ``.close()``; a context
+    manager too. Port 0 picks a free port."""
+    from .server import DashboardServer
+    return DashboardServer(application, host, port)

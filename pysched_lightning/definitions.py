@@ -1,0 +1,139 @@
+"""Adding, replacing and purging definitions where user code or the store
+is involved: comparing two definitions (``==`` of functions and
+arguments), pickling a task for the store and writing it all happen with
+the state lock released, then the change is made with it held.
+
+With a store, ``delay()`` writes the task first and schedules it only once
+it is committed: a write that fails raises from ``delay()`` and changes
+nothing.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from . import control
+from .errors import StoreWriteError
+from .journal import Journal, Write
+from .protocols import TaskRecord
+from .records import slot_offset, task_record
+from .standby import same_record
+from .state import Effects, State
+from .task import Task
+
+__all__ = ["add_checked", "replace_checked", "purge"]
+
+
+def add_checked(st: State, workers: Any, standby: Any, task: Task,
+                replace_existing: bool) -> str:
+    """``delay()`` of a named task, or of any task with a store or run log."""
+    if standby is not None:
+        with standby.takeover_lock:
+            with st.lock:
+                on_standby = st.standby
+                if st.closing:
+                    raise RuntimeError("cannot schedule new tasks after shutdown")
+            if on_standby:  # a standby only stores; the one taking over runs it
+                standby.store_only(task, _record(st, task), replace_existing)
+                return task.id
+    journal = st.journal
+    store = journal.store if journal is not None else None
+    record = _record(st, task) if store is not None else None  # refused here if unstorable
+    while True:
+        with st.lock:
+            old = control.check_add(st, task, replace_existing)
+        same = old is not None and _same(old, task, store, record)
+        write = _store(st, task, record) if not same else None
+        fx = Effects()
+        with st.lock:
+            if control.existing(st, task.id) is not old:
+                continue  # another delay() of this id came between: look again
+            try:
+                control.add_task(st, task, replace_existing, same, st.clock.now(), fx)
+            except BaseException:
+                if write is not None and old is None and st.journal is not None:
+                    st.journal.task_removed(task.id)  # stored, but not scheduled
+                raise
+        workers.aftermath(fx)
+        if st.journal is not None:
+            st.journal.flush()
+        return task.id
+
+
+def replace_checked(st: State, workers: Any, new: Task) -> None:
+    """``modify()``/``reschedule()``: store the new definition with the
+    task's schedule state, then put it in place."""
+    journal = st.journal
+    if journal is not None and journal.store is not None:
+        with st.lock:
+            snap = control.snapshot(st, new.id)
+        record = task_record(new, _wall(st, new), st.clock.wall())
+        record.runs, record.missed = snap["runs"], snap["missed"]
+        record.status, record.paused = int(snap["status"]), snap["paused"]
+        _commit(journal, journal.save_task(record), new.id)
+    fx = Effects()
+    with st.lock:
+        control.replace_task(st, new, fx)
+    workers.aftermath(fx)
+
+
+def purge(st: State, days: Any, hours: Any, minutes: Any) -> int:
+    """Drop finished tasks and run records older than the age given (every
+    finished one with no age), in memory and in the store."""
+    for label, value in (("days", days), ("hours", hours), ("minutes", minutes)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 <= value < math.inf:
+            raise ValueError(f"{label} must be a number >= 0, got {value!r}")
+    age = days * 86400 + hours * 3600 + minutes * 60
+    with st.lock:
+        cutoff = st.clock.now() - age
+        removed, tasks = control.purge(st, cutoff)
+        # with no age, every finished run goes, even one that ended just now
+        before_wall = math.inf if age == 0 else cutoff + st.offset
+        for task_id in tasks:
+            if st.journal is not None:
+                st.journal.task_removed(task_id)
+    journal = st.journal
+    if journal is not None and journal.store is not None:
+        journal.flush()
+        removed = max(removed, journal.store.purge_runs(before_wall))
+    return removed
+
+
+def _same(old: Task, new: Task, store: Any, record: Optional[TaskRecord]) -> bool:
+    """Do two definitions schedule the same work? With a store, by their
+    stored bytes (a lambda or a partial re-made at start-up equals its
+    stored self only so); else by ``==`` (user code: raising means no)."""
+    if record is not None:
+        stored = store.task(record.id)
+        if stored is not None:
+            return same_record(stored, record)
+    try:
+        return bool(control.same_definition(old, new))
+    except Exception:
+        return False
+
+
+def _record(st: State, task: Task) -> TaskRecord:
+    return task_record(task, _wall(st, task), st.clock.wall())
+
+
+def _wall(st: State, task: Task) -> float:
+    return task.time + slot_offset(task, st.offset)
+
+
+def _store(st: State, task: Task, record: Optional[TaskRecord]) -> Optional[Write]:
+    """Write *task* to the store (if any) and wait for the commit."""
+    journal = st.journal
+    if journal is None or journal.store is None or record is None:
+        return None
+    write = journal.save_task(record)
+    _commit(journal, write, task.id)
+    return write
+
+
+def _commit(journal: Journal, write: Write, task_id: str) -> None:
+    journal.flush()
+    if write.error is not None:
+        raise StoreWriteError(f"task {task_id!r} could not be stored, so it was not "
+                              f"scheduled: {write.error}") from write.error

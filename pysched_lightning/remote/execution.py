@@ -1,0 +1,51 @@
+"""Running a request's code on the service: mark the row started, load the
+stored call, unpickle it, call it.
+
+The scheduler is handed only the message id: the function and arguments are
+read from the inbox, and unpickled, at the moment they run, in the thread or
+process that runs them. So waiting tasks cost the scheduler no memory for
+their payloads, a task whose code cannot be unpickled on the service fails
+as that one task (an "error" response with the traceback), and a hard
+task's code is never unpickled in the service's own process. This module
+imports no broker client: a hard task's process loads only it, the inbox,
+the framing and the task's own code.
+"""
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from typing import Any, Optional
+
+from .inbox import Inbox, start_in
+from .protocol import unframe
+
+__all__ = ["NotRun", "run_in_thread", "run_in_process", "runs_here"]
+
+_here = threading.local()  # .inbox: whose tasks this thread runs
+
+
+class NotRun(RuntimeError):
+    """The row was no longer 'accepted' when its run came: it is not run again."""
+
+
+def run_in_thread(inbox: Inbox, message_id: str) -> Any:
+    _here.inbox = inbox
+    return _call(message_id, inbox.start(message_id, time.time()))
+
+
+def runs_here(inbox: Inbox) -> bool:
+    """True in a thread that runs *inbox*'s tasks (a worker of its service)."""
+    return getattr(_here, "inbox", None) is inbox
+
+
+def run_in_process(path: str, fsync: bool, message_id: str) -> Any:
+    return _call(message_id, start_in(path, fsync, message_id, time.time()))
+
+
+def _call(message_id: str, body: Optional[bytes]) -> Any:
+    if body is None:
+        raise NotRun(f"message {message_id!r} was started before; it is not run again")
+    fn, args, kwargs = pickle.loads(unframe(body)[1])
+    del body
+    return fn(*args, **kwargs)

@@ -1,0 +1,386 @@
+"""The Service: runs the tasks clients send over RabbitMQ on its own Scheduler.
+
+Its link's thread receives deliveries in batches and checks each one (size,
+signature, framing, fields: a failing one is logged and rejected, never
+unpickled); it stores the good ones in the inbox in one transaction,
+acknowledges them, and schedules them. Each task runs on the service's
+``Scheduler``; its outcome (an event) becomes a signed response that the
+outbox stores and publishes to the client's reply queue.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import EventKind, Scheduler, ThreadPoolExecutor
+from .broker import DEFAULT_BROKER, parameters, redacted, request_queue
+from .execution import NotRun, run_in_process, run_in_thread, runs_here
+from .inbox import Inbox, NewMessage, store_path
+from .link import Delivery, Link
+from .messages import RemoteError, TaskHeader, encode_response, parse_task
+from .outbox import Outbox, Outgoing
+from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, RejectedMessage, check_limit, check_name,
+                       make_key, signature_of, unframe, verify)
+
+__all__ = ["Service"]
+
+_log = logging.getLogger("pysched_lightning.remote")
+
+_OUTCOMES = {EventKind.COMPLETED: "completed", EventKind.FAILED: "error",
+             EventKind.TIMEOUT: "timeout", EventKind.CANCELED: "canceled"}
+#: Finished tasks are dropped from the scheduler's memory in batches this big.
+_PURGE_EVERY = 1000
+#: At stop, how long responses may take to be confirmed before they are left
+#: (stored) for the next start.
+_PUBLISH_GRACE = 10.0
+
+
+class _Inflight:
+    """What the service keeps in memory about a scheduled task."""
+
+    __slots__ = ("client", "lifetime", "started", "active")
+
+    def __init__(self, client: str, lifetime: Optional[float], active: bool) -> None:
+        self.client = client
+        self.lifetime = lifetime
+        self.started: Optional[float] = None
+        #: Due or running (counted in Service._active).
+        self.active = active
+
+
+class Service:
+    """Runs tasks from clients that hold *secret*, on its own scheduler.
+
+    ``name`` names the request queue (``<name>.requests``); one service runs
+    per name (its consumer is exclusive) and per ``store``, the SQLite file
+    that keeps every accepted message until its response is published.
+    ``secret`` (bytes or str) is required unless ``insecure=True``.
+    ``workers`` threads run ordinary tasks (default: one per core); hard
+    tasks run in processes. ``prefetch`` bounds the deliveries not yet
+    acknowledged. ``fsync=True`` makes every commit survive a power cut, not
+    only a crash of the service, at the cost of one fsync per commit.
+    """
+
+    def __init__(self, name: str = "pysched", broker: str = DEFAULT_BROKER,
+                 store: str = "sqlite:///service.db", secret: Any = None, *,
+                 insecure: bool = False, workers: Optional[int] = None, prefetch: int = 256,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 fsync: bool = False) -> None:
+        self.name = check_name("name", name)
+        self._params = parameters(broker, f"pysched service {self.name!r}")
+        self._broker = redacted(broker)
+        self._path = store_path(store)
+        self._key = make_key(secret, insecure)
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        self._workers = workers
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) \
+                or not 1 <= prefetch <= 65535:
+            raise ValueError(f"prefetch must be an int from 1 to 65535, got {prefetch!r}")
+        self._prefetch = prefetch
+        self._max_size = check_limit(max_message_size)
+        if not isinstance(fsync, bool):
+            raise TypeError(f"fsync must be True or False, got {fsync!r}")
+        self._fsync = fsync
+        self._state_lock = threading.Lock()  # guards _state
+        self._state = "new"  # -> starting -> running -> stopping -> stopped
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._inflight_lock = threading.Lock()  # guards _inflight, _active and _finished
+        self._inflight: Dict[str, _Inflight] = {}
+        self._active = 0  # tasks due (scheduled to run now) or running
+        self._finished = 0  # since the last purge of the scheduler
+        self._inbox: Optional[Inbox] = None  # the parts, made by start()
+        self._scheduler: Optional[Scheduler] = None
+        self._outbox: Optional[Outbox] = None
+        self._link: Optional[Link] = None
+
+    def __repr__(self) -> str:
+        return f"<Service {self.name!r} on {self._broker} store={self._path!r} {self._state}>"
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self, block: bool = True) -> None:
+        """Open the store, resume what it holds, and consume requests.
+
+        Blocks until :meth:`stop` (or Ctrl-C) unless ``block=False``. Raises
+        ``ConnectionError`` if the broker cannot be reached now, and
+        ``RuntimeError`` if another service of this name or on this store runs;
+        once running, a lost connection is retried with a bounded back-off.
+        """
+        with self._state_lock:
+            if self._state != "new":
+                raise RuntimeError(f"service {self.name!r} was started already")
+            self._state = "starting"
+        try:
+            self._open()
+        except BaseException:
+            self._close_parts()
+            with self._state_lock:
+                self._state = "stopped"
+            self._stopped.set()
+            raise
+        with self._state_lock:
+            self._state = "running"
+        _log.info("service %r consuming %s on %s (store %s)", self.name,
+                  request_queue(self.name), self._broker, self._path)
+        if block:
+            try:
+                self._stopped.wait()
+            except BaseException:  # KeyboardInterrupt: stop cleanly, then let it go on
+                self.stop()
+                raise
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop consuming, let running tasks finish (at most *timeout* seconds:
+        then they are answered "timeout"), publish their responses, close.
+
+        Tasks not yet due stay in the store and run after the next start.
+        """
+        with self._state_lock:
+            if self._state == "new":
+                raise RuntimeError(f"service {self.name!r} was not started")
+            driver = self._state not in ("stopping", "stopped")
+            if driver:
+                self._state = "stopping"
+        if not driver:
+            self._stopped.wait()
+            return
+        self._stop_requested.set()
+        link = self._link
+        if link is not None and link.ready:  # (while reconnecting there is no consumer)
+            cancelled = threading.Event()
+            link.call(lambda: link.cancel_consuming(cancelled.set))
+            cancelled.wait(_PUBLISH_GRACE)
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True, timeout=timeout)
+        grace = _PUBLISH_GRACE if link is not None and link.ready else 1.0
+        if self._outbox is not None and not self._outbox.wait_idle(grace):
+            _log.warning("service %r stops with responses not yet confirmed by the broker; "
+                         "they are stored and go out at its next start", self.name)
+        self._close_parts()
+        with self._state_lock:
+            self._state = "stopped"
+        self._stopped.set()
+        _log.info("service %r stopped", self.name)
+
+    def _open(self) -> None:
+        self._inbox = Inbox(self._path, self._fsync)
+        executor = ThreadPoolExecutor(self._workers) if self._workers else None
+        self._scheduler = Scheduler(executor=executor)
+        self._scheduler.add_listener(self._on_event, kinds=[EventKind.STARTED, *_OUTCOMES])
+        self._outbox = Outbox(self.name, self._params, self._inbox, self._key, self._published)
+        queue = request_queue(self.name)
+        self._link = Link(self._params, f"service {self.name!r}", declare=[queue],
+                          consume=queue, prefetch=self._prefetch, exclusive=True,
+                          on_deliveries=self._accept, on_ready=self._outbox.drain)
+        self._outbox.attach(self._link)
+        self._recover()
+        try:
+            self._link.start()
+        except ConnectionError as exc:
+            raise ConnectionError(f"service {self.name!r} cannot reach the broker at "
+                                  f"{self._broker}: {exc}") from None
+        self._scheduler.start()
+
+    def _close_parts(self) -> None:
+        if self._link is not None:
+            self._link.stop()
+        if self._scheduler is not None and not self._scheduler.stopped:
+            self._scheduler.shutdown(wait=True)
+        if self._outbox is not None:  # the workers that used it have ended
+            self._outbox.close()
+        if self._inbox is not None:
+            self._inbox.close()
+
+    # ------------------------------------------------------------- accepting (link thread)
+
+    def _accept(self, batch: List[Delivery]) -> None:
+        """Check, store (one commit), acknowledge, then schedule a batch."""
+        if self._stop_requested.is_set():
+            return  # not acknowledged: back to the queue with the connection
+        assert self._inbox is not None and self._link is not None
+        now = time.time()
+        good: List[Tuple[Delivery, TaskHeader, NewMessage]] = []
+        for delivery in batch:
+            properties = delivery.properties
+            try:
+                header, _ = verify(delivery.body, signature_of(properties.headers), self._key,
+                                   self._max_size, "task", properties.message_id)
+                task = parse_task(header)
+            except RejectedMessage as exc:
+                _log.warning("service %r rejected message %r: %s", self.name,
+                             exc.message_id, exc.reason)
+                self._link.reject(delivery.tag)
+                continue
+            response = None
+            if task.delay and task.due < now and not task.enable_overdue:
+                response = encode_response(task.message_id, "overdue", exception=RemoteError(
+                    f"task {task.message_id!r} was {now - task.due:.3f} s overdue when the "
+                    "service received it; not run (enable_overdue=False)"), finished=now,
+                    max_size=self._max_size)
+            due = task.due if task.delay else now
+            good.append((delivery, task, NewMessage(task.message_id, task.client, due,
+                                                    delivery.body, response)))
+        if not good:
+            return
+        try:
+            fresh = self._inbox.accept([new for _, _, new in good])
+        except Exception as exc:  # not stored, so not acknowledged: they come again
+            self._link.restart("storing received tasks failed; they go back to the queue", exc)
+            return
+        self._link.working()
+        # Stored, so acknowledged (the rejected ones are settled already): a
+        # client's launch returns once the broker hears this, so the
+        # acknowledgement goes out before the scheduling.
+        self._link.ack(good[-1][0].tag)
+        self._link.after_writing(lambda: self._dispatch(good, fresh))
+
+    def _dispatch(self, good: List[Tuple[Delivery, TaskHeader, NewMessage]],
+                  fresh: List[bool]) -> None:
+        assert self._outbox is not None
+        for (_, task, new), is_new in zip(good, fresh):
+            if not is_new:
+                _log.info("service %r: message %r arrived again (redelivered or sent "
+                          "twice); it was accepted before and is not run again",
+                          self.name, task.message_id)
+            elif new.response is not None:
+                _log.info("service %r: task %r is overdue; not run", self.name, task.message_id)
+                self._outbox.put(Outgoing(task.message_id, task.client, new.response, True))
+            else:
+                self._schedule(task, new.due)
+
+    def _schedule(self, task: TaskHeader, due: float) -> None:
+        assert self._scheduler is not None and self._inbox is not None
+        message_id = task.message_id
+        delay = max(0.0, due - time.time())
+        with self._inflight_lock:
+            self._inflight[message_id] = _Inflight(task.client, task.lifetime, not delay)
+            self._active += not delay
+        fn: Any
+        args: Tuple[Any, ...]
+        if task.hard:
+            fn, args = run_in_process, (self._inbox.path, self._fsync, message_id)
+        else:
+            fn, args = run_in_thread, (self._inbox, message_id)
+        try:
+            self._scheduler.delay("once", delay, task.priority, fn, args,
+                                  task_id=message_id, hard=task.hard, timeout=task.lifetime)
+        except Exception as exc:
+            _log.exception("service %r could not schedule task %r", self.name, message_id)
+            with self._inflight_lock:
+                self._settle(self._inflight.pop(message_id, None))
+            self._answer(message_id, task.client, "error", exception=exc)
+
+    # ------------------------------------------------------------- outcomes (any thread)
+
+    def _on_event(self, event: Any) -> None:
+        kind, message_id = event.kind, event.task_id
+        if kind is EventKind.STARTED:
+            with self._inflight_lock:
+                info = self._inflight.get(message_id)
+                if info is not None:
+                    info.started = time.time()
+                    if not info.active:
+                        info.active = True
+                        self._active += 1
+            return
+        if kind is EventKind.CANCELED and self._stop_requested.is_set():
+            return  # dropped by the scheduler's shutdown: still accepted, runs after restart
+        with self._inflight_lock:
+            info = self._inflight.pop(message_id, None)
+            self._settle(info)
+            idle = not self._active
+        if info is None:
+            return
+        exception = event.exception
+        if isinstance(exception, NotRun):
+            _log.error("service %r: %s", self.name, exception)
+            return
+        result = event.result if kind is EventKind.COMPLETED else None
+        if kind is EventKind.TIMEOUT:
+            limit = f" of {info.lifetime:g} s" if info.lifetime is not None else ""
+            exception = TimeoutError(f"task {message_id!r} ran past its lifetime{limit}")
+        elif kind is EventKind.CANCELED and exception is None:
+            exception = RemoteError(f"task {message_id!r} was canceled")
+        self._answer(message_id, info.client, _OUTCOMES[kind], result, exception,
+                     event.traceback, info.started, alone=idle)
+
+    def _settle(self, info: Optional[_Inflight]) -> None:
+        """Under _inflight_lock: *info*'s task is over."""
+        if info is not None and info.active:
+            info.active = False
+            self._active -= 1
+
+    def _answer(self, message_id: str, client: str, status: str, result: Any = None,
+                exception: Optional[BaseException] = None, traceback: Optional[str] = None,
+                started: Optional[float] = None, alone: bool = False) -> None:
+        assert self._outbox is not None and self._inbox is not None
+        body = encode_response(message_id, status, result, exception, traceback, started,
+                               time.time(), self._max_size)
+        # When its task was the only one due or running, a worker publishes
+        # the response itself: no hand-off to the link's thread, the lowest
+        # latency. Otherwise the link's thread does, many at once: the most
+        # throughput, and no worker waits for the broker while tasks wait for
+        # a worker.
+        item = Outgoing(message_id, client, body)
+        if alone and runs_here(self._inbox):
+            self._outbox.send_here(item)
+        else:
+            self._outbox.put(item)
+
+    def _published(self, count: int) -> None:
+        """After responses went out: now and then, let the scheduler forget
+        finished tasks (their records would otherwise grow without bound)."""
+        with self._inflight_lock:
+            self._finished += count
+            due = self._finished >= _PURGE_EVERY
+            if due:
+                self._finished = 0
+        if due and self._scheduler is not None:
+            self._scheduler.purge()
+
+    # ------------------------------------------------------------- recovery
+
+    def _recover(self) -> None:
+        """Resume the store: answer interrupted runs, requeue responses, reschedule."""
+        assert self._inbox is not None and self._outbox is not None
+        rows = self._inbox.unfinished()
+        interrupted = [row for row in rows if row.state == "started"]
+        if interrupted:
+            _log.warning("service %r: %d task(s) were running when the service stopped; "
+                         "they are answered 'interrupted' and not run again: %s", self.name,
+                         len(interrupted), [row.message_id for row in interrupted])
+            answers = {row.message_id: encode_response(
+                row.message_id, "interrupted", exception=RemoteError(
+                    f"the service stopped while task {row.message_id!r} was running; it is "
+                    "not run again"), started=row.started, max_size=self._max_size)
+                for row in interrupted}
+            self._inbox.mark_done(answers.items())
+            rows = [row._replace(state="done", response=answers[row.message_id])
+                    if row.message_id in answers else row for row in rows]
+        resumed = 0
+        for row in rows:
+            if row.state == "done":
+                assert row.response is not None
+                self._outbox.put(Outgoing(row.message_id, row.client, bytes(row.response), True))
+                continue
+            assert row.body is not None
+            try:
+                task = parse_task(unframe(bytes(row.body))[0])
+            except RejectedMessage as exc:  # a stored body no longer parses: answer, not run
+                self._answer(row.message_id, row.client, "error",
+                             exception=RemoteError(f"stored task unreadable: {exc.reason}"))
+                continue
+            self._schedule(task, row.due)
+            resumed += 1
+        if rows:
+            _log.info("service %r resumed %d accepted task(s) and %d response(s) from %s",
+                      self.name, resumed, len(rows) - resumed, self._path)

@@ -1,0 +1,199 @@
+"""Shutting a scheduler down, and running one until a signal.
+
+Shutdown stops new work at once: runs that never started are canceled (with
+a store, a recurring task's stored next run goes back to the earliest of
+them, and a one-shot keeps its stored due time, so a restart runs them,
+once). Running work may finish (at most ``timeout`` seconds, then it is told
+it timed out); then the executors, the event loop, the journal and the
+store are closed. ``shutdown(wait=False)`` returns at once and leaves that
+last part to a closer thread, which records the runs that end meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from .context import current_run
+from .events import EventKind, Listeners
+from .records import slot_offset
+from .runflow import drop, end, queued_runs, returned
+from .runs import Run, TaskStatus
+from .state import Effects, State
+
+__all__ = ["Closer"]
+
+_log = logging.getLogger("pysched_lightning")
+
+#: After shutdown's timeout, how long interrupted runs get to return.
+INTERRUPT_GRACE_SECONDS = 2.0
+
+
+class Closer:
+    """Shuts the scheduler down, once."""
+
+    def __init__(self, st: State, workers: Any, dispatcher: Any,
+                 listeners: Listeners) -> None:
+        self._st = st
+        self._workers = workers
+        self._dispatcher = dispatcher
+        self._listeners = listeners
+        #: Set when shutdown() is called (run_forever waits for it).
+        self.requested = threading.Event()
+        #: Guards _closed: closing happens once.
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+    def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
+        st = self._st
+        fx = Effects()
+        with st.lock:
+            first = not st.closing
+            st.closing = True
+            if first:
+                self._abandon_queued(fx)
+                st.event(fx, EventKind.SCHEDULER_SHUTDOWN)
+            st.wakeup.notify_all()
+            st.run_done.notify_all()
+        self._workers.aftermath(fx)
+        self.requested.set()
+        inside = 1 if self._inside_own_run() else 0
+        if not wait:
+            if first:
+                self._close_when_idle(inside)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        thread = self._dispatcher.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_remaining(deadline))
+        if not self._wait_for_runs(inside, deadline):
+            self._interrupt_running()
+            self._wait_for_runs(inside, time.monotonic() + INTERRUPT_GRACE_SECONDS)
+        self._close(wait=not inside and thread is not threading.current_thread())
+
+    def run_forever(self, start: Callable[[], None]) -> None:
+        previous: Dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            # first the handlers: a signal during start() must still stop cleanly
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            start()
+            self.requested.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.shutdown(wait=True, timeout=None)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.requested.set()
+
+    # -- with the lock held ---------------------------------------------------
+
+    def _abandon_queued(self, fx: Effects) -> None:
+        """Runs that never started are canceled; the store keeps what a
+        restart needs to run them."""
+        st = self._st
+        now = st.clock.now()
+        rewind: Dict[str, float] = {}
+        for run in st.runbook.running_runs():
+            if run._t_timestamp is None:  # admitted, never handed over (an interrupt)
+                returned(st, run, fx)
+                run.status = TaskStatus.SUSPENDED
+                drop(st, run, TaskStatus.CANCELED, "the scheduler shut down before it started",
+                     now, fx)
+        for run in queued_runs(st) + st.runbook.waiting_runs():
+            schedule = run.task.schedule
+            if schedule is not None and not run.manual and run.attempt == 1 \
+                    and run.task.id in st.timetable:
+                wall = run._t_scheduled + slot_offset(run.task, st.offset)
+                rewind[run.task_id] = min(wall, rewind.get(run.task_id, wall))
+            drop(st, run, TaskStatus.CANCELED, "the scheduler shut down before it started",
+                 now, fx)
+        if st.journal is not None:
+            for task_id, wall in rewind.items():
+                st.journal.task_changed(task_id, next_run=wall)
+
+    def _interrupt_running(self) -> None:
+        """Shutdown's grace is over: the runs still going end as TIMEOUT (a
+        late outcome is dropped), and are told so: cooperative tasks stop,
+        command tasks and hard tasks have their processes killed."""
+        st = self._st
+        fx = Effects()
+        with st.lock:
+            now = st.clock.now()
+            for run in st.runbook.running_runs():
+                if run.done:
+                    continue
+                fx.log(logging.WARNING, "shutdown: interrupting task %r run %d",
+                       run.task_id, run.run_number)
+                run.exception = TimeoutError(f"task {run.task_id!r} run {run.run_number} "
+                                             "was interrupted: the scheduler shut down")
+                run.error = f"TimeoutError: {run.exception}"
+                end(st, run, TaskStatus.TIMEOUT, now, fx)
+                fx.expire(run)
+        self._workers.aftermath(fx)
+
+    # -- without the lock ---------------------------------------------------------
+
+    def _inside_own_run(self) -> bool:
+        run = current_run()
+        return isinstance(run, Run) and run._state is self._st.runbook.get(run.task_id)
+
+    def _wait_for_runs(self, allowed: int, deadline: Optional[float]) -> bool:
+        """Wait until at most *allowed* runs are going; False if time ran out."""
+        st = self._st
+        with st.lock:
+            while st.runbook.running > allowed:
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    going = st.runbook.running - allowed
+                    break
+                st.wait_run_done(None, remaining)
+            else:
+                return True
+        _log.warning("shutdown: %d run(s) still going after the timeout", going)
+        return False
+
+    def _close_when_idle(self, inside: int) -> None:
+        """shutdown(wait=False): close now if nothing runs, else once the
+        running work has ended and been recorded (a closer thread)."""
+        with self._st.lock:
+            idle = self._st.runbook.running == 0
+        if idle:
+            self._close(wait=False)
+            return
+
+        def close_later() -> None:
+            self._wait_for_runs(0, None)
+            self._close(wait=not inside)
+        threading.Thread(target=close_later, name="pysched-closer").start()
+
+    def _close(self, wait: bool) -> None:
+        """Close the executors, then the journal and the store; when called
+        from inside a run, the journal waits (in a thread) for that run's
+        record."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        st = self._st
+        st.lanes.shutdown(wait)
+        self._workers.shutdown(wait)
+        if st.journal is None:
+            return
+        journal = st.journal
+        if self._inside_own_run():
+            def close_after_run() -> None:
+                self._wait_for_runs(0, None)
+                journal.close()
+            threading.Thread(target=close_after_run, name="pysched-closer",
+                             daemon=True).start()
+        else:
+            st.journal.close()
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,0 +1,75 @@
+"""The package's shape: no import cycles, small modules, typed."""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pysched_lightning"
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path, name: str, modules: set) -> set:
+    """The package modules *path* imports at import time (TYPE_CHECKING
+    imports and imports inside functions do not count)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in tree.body:  # module level only
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef,
+                                                            ast.AsyncFunctionDef)) else ():
+            if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(sub, ast.ImportFrom) and sub.level:
+                base = package
+                for _ in range(sub.level - 1):
+                    base = base.rpartition(".")[0]
+                target = f"{base}.{sub.module}" if sub.module else base
+                for alias in sub.names:
+                    full = f"{target}.{alias.name}"
+                    found.add(full if full in modules else target)
+    return {m for m in found if m in modules and m != name}
+
+
+def _graph() -> dict:
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(files)
+    return {name: _imports(path, name, modules) for name, path in files.items()}
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    # a package's __init__ importing its own submodules is not a cycle of concern
+    cycles = [c for c in cycles if not any(m == "pysched_lightning" for m in c)]
+    assert cycles == []
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
+def test_modules_stay_small(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 420, f"{path.name} has {lines} lines: one concept per module"
+
+
+def test_the_package_says_it_is_typed():
+    assert (PACKAGE / "py.typed").exists()

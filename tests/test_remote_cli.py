@@ -1,0 +1,147 @@
+"""``pysched serve``: the secret's sources, refusals, and a clean stop on
+SIGTERM, run as real processes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pysched_lightning.config import ConfigError
+from pysched_lightning.remote.cli import read_secret
+from test_remote_support import HERE, SECRET, Broker, ServiceProcess, add, broker, unique
+
+
+def serve(*args, env=None, timeout=60):
+    environ = {k: v for k, v in os.environ.items() if k != "PYSCHED_SECRET"}
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pysched_lightning", "serve", *map(str, args)],
+                          capture_output=True, text=True, env=environ, timeout=timeout)
+
+
+def secret_file(tmp_path, mode, text=SECRET + "\n"):
+    path = tmp_path / "secret"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_the_secret_comes_from_the_file_or_else_the_environment(tmp_path, caplog):
+    path = secret_file(tmp_path, 0o600)
+    assert read_secret(str(path), {"PYSCHED_SECRET": "env"}) == SECRET  # newline dropped
+    assert read_secret(None, {"PYSCHED_SECRET": "env"}) == "env"
+    assert read_secret(None, {}) is None
+    assert read_secret(None, {"PYSCHED_SECRET": ""}) is None
+    path.chmod(0o640)
+    assert read_secret(str(path), {}) == SECRET
+    assert "readable by its group" in caplog.text
+
+
+@pytest.mark.parametrize("mode, text, fragment", [
+    (0o644, SECRET, "readable or writable by every user"),
+    (0o602, SECRET, "readable or writable by every user"),
+    (0o600, "\n", "is empty"),
+])
+def test_an_unsafe_or_empty_secret_file_is_refused(tmp_path, mode, text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        read_secret(str(secret_file(tmp_path, mode, text)), {})
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_secret(str(tmp_path / "missing"), {})
+
+
+def test_serve_refuses_to_start_without_a_secret(tmp_path):
+    done = serve("--broker", "amqp://localhost", "--store", tmp_path / "s.db")
+    assert done.returncode == 2
+    assert "no secret: set $PYSCHED_SECRET or pass --secret-file" in done.stderr
+    done = serve("--broker", "amqp://localhost", "--store", tmp_path / "s.db",
+                 "--secret-file", secret_file(tmp_path, 0o644))
+    assert done.returncode == 2 and "chmod 600" in done.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_serve_reports_an_unreachable_broker(tmp_path):
+    done = serve("--broker", "amqp://guest:secretpw@127.0.0.1:1/%2F", "--store",
+                 tmp_path / "s.db", env={"PYSCHED_SECRET": SECRET})
+    assert done.returncode == 1
+    assert "cannot reach the broker at amqp://guest:***@127.0.0.1:1" in done.stderr
+    assert "secretpw" not in done.stderr
+
+
+def test_serve_with_a_secret_file_answers_and_stops_cleanly_on_sigterm(tmp_path):
+    from pysched_lightning.remote import Client
+    url = broker()
+    probe = Broker(url)
+    name, client_name = unique("svc"), unique("client")
+    probe.track(f"{name}.requests", f"{name}.replies.{client_name}")
+    path = secret_file(tmp_path, 0o600)
+    service = ServiceProcess(url, name, tmp_path / "s.db", tmp_path / "log",
+                             "--secret-file", str(path), secret="the env is not used")
+    try:
+        service.start(probe)
+        with Client(client_name, service=name, broker=url, secret=SECRET) as client:
+            response = client.sync_await_response(client.task(add).launch(1, 2), timeout=30)
+        assert response.result == 3
+        assert service.stop() == 0
+        log = service.log.read_text()
+        assert "SIGTERM received; stopping" in log and f"service {name!r} stopped" in log
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.kill()
+        probe.close()
+
+
+WITHOUT_PIKA = """
+import sys
+sys.modules["pika"] = None  # as if the 'remote' extra were not installed
+from pysched_lightning.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_pysched_works_without_the_remote_extra(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", WITHOUT_PIKA, *map(str, args)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYSCHED_SECRET": SECRET})
+    assert run("list", "-t", tmp_path, "-s", tmp_path / "p.db").returncode == 0
+    done = run("serve", "--broker", "amqp://localhost", "--store", tmp_path / "s.db")
+    assert done.returncode == 1
+    assert "pip install 'pysched-lightning[remote]'" in done.stderr
+
+
+def test_the_examples_run_as_written(tmp_path):
+    """examples/remote_service.py, then examples/remote_client.py against it."""
+    import signal
+    from conftest import wait_for
+    url = broker()
+    probe = Broker(url)
+    name = unique("example")
+    probe.track(f"{name}.requests", f"{name}.replies.example-client")
+    examples = HERE.parent / "examples"
+    env = {**os.environ, "PYSCHED_SECRET": SECRET, "PYSCHED_SERVICE": name,
+           "PYSCHED_BROKER": url}
+    log = open(tmp_path / "service.log", "w")
+    service = subprocess.Popen(
+        [sys.executable, str(examples / "remote_service.py")], cwd=tmp_path, env=env,
+        stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C works
+    try:
+        wait_for(lambda: probe.consumers(f"{name}.requests") > 0 or service.poll() is not None,
+                 30)
+        client = subprocess.run([sys.executable, str(examples / "remote_client.py")],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert client.returncode == 0, client.stderr
+        for line in ("add(2, 3)              completed 5", "ZeroDivisionError: division by zero",
+                     "lifetime 1 s   timeout", "add in 2 s             completed 42",
+                     "awaited: [0, 2, 4, 6, 8]"):
+            assert line in client.stdout, client.stdout
+        service.send_signal(signal.SIGINT)
+        assert service.wait(30) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+        log.close()
+        probe.close()
+    assert f"service {name!r} stopped" in (tmp_path / "service.log").read_text()
+    assert (tmp_path / "service.db").exists()
