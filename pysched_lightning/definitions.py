@@ -54,10 +54,8 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                 if write is not None and old is None and st.journal is not None:
                     st.journal.task_removed(task.id)  # stored, but not scheduled
                 raise
-        workers.aftermath(fx)
-        if st.journal is not None:
-            st.journal.flush()
-        return task.id
+        workers.aftermath(fx)  # what adding noted besides the task (a claim, a next
+        return task.id          # run time) is written with the next commit
 
 
 def replace_checked(st: State, workers: Any, new: Task) -> None:

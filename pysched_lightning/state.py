@@ -28,6 +28,8 @@ from .timetable import Timetable
 
 __all__ = ["State", "Effects", "Deadlines"]
 
+_log = logging.getLogger("pysched_lightning")
+
 #: How long noted writes may wait to be flushed together with others.
 JOURNAL_LINGER_SECONDS = 0.01
 
@@ -157,6 +159,8 @@ class Effects:
         self.events.append(event)
 
     def log(self, level: int, message: str, *args: Any) -> None:
+        if not _log.isEnabledFor(level):  # (reads the logger's level cache: no handler runs)
+            return
         if self.logs is None:
             self.logs = []
         self.logs.append((level, message, args))

@@ -83,10 +83,14 @@ class Workers:
     # -- sending --------------------------------------------------------------
 
     def submit(self, runs: List[Run]) -> None:
-        """Hand started runs to their executors (claims are decided first)."""
+        """Hand started runs to their executors. A run executes only once its
+        claim in the store is committed: a thread worker sees to it itself
+        (workers starting together share one commit); for the others the
+        claims are committed here first."""
         st = self._st
         journal = st.journal
-        if journal is not None and journal.store is not None:
+        if journal is not None and journal.store is not None and \
+                any(st.lanes.of(run).mechanism is not Mechanism.PULL for run in runs):
             journal.flush()
         now = st.clock.now()
         to_processes = []
@@ -172,7 +176,12 @@ class Workers:
         lane, now, lock = st.lanes.threads, st.clock.now, st.lock
         returning = lane.returning
         fx = Effects()
+        store = st.journal is not None and st.journal.store is not None
         while run is not None:
+            if store and run._claimed is not True:
+                run = self.claimed(run, fx)  # committed, or skipped if refused
+                if run is None:
+                    break
             token = _current.set(run)
             run._t_started = now()
             if run.timeout is not None or EventKind.STARTED in st.wanted:
@@ -207,8 +216,6 @@ class Workers:
                 _current.reset(token)
             if fx.runs or fx.wake or fx.events or fx.logs or fx.expired:  # (no call)
                 self.aftermath(fx)
-            if run is not None and run._claimed is not True and st.journal is not None:
-                run = self.claimed(run, fx)
 
     def _await(self, coro: Any, run: Run) -> Any:
         """A thread task returned a coroutine: run it on the event loop and
