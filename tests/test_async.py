@@ -179,16 +179,21 @@ def test_bad_arguments_to_a_coroutine_function_fail_the_run(sched):
 
 # ------------------------------------------------------------ timeouts, retries
 
-def test_timeout_cancels_the_coroutine(sched):
-    cancelled = threading.Event()
-
+def _sleeps_until_cancelled(cancelled: threading.Event):
+    """A coroutine function that sleeps a minute and sets ``cancelled`` when
+    it is cancelled, so a test can see the cancellation reach it."""
     async def waits_forever():
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
             cancelled.set()
             raise
+    return waits_forever
 
+
+def test_timeout_cancels_the_coroutine(sched):
+    cancelled = threading.Event()
+    waits_forever = _sleeps_until_cancelled(cancelled)
     timeouts = sched.subscribe([Kind.TIMEOUT])
     tid = sched.delay('once', 0, 1, waits_forever, timeout=0.2)
     with pytest.raises(TimeoutError):
@@ -201,14 +206,7 @@ def test_timeout_cancels_the_coroutine(sched):
 
 def test_default_timeout_applies_to_coroutines(no_leaked_threads):
     cancelled = threading.Event()
-
-    async def waits_forever():
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    waits_forever = _sleeps_until_cancelled(cancelled)
     scheduler = psl.Scheduler(default_timeout=0.2)
     scheduler.start()
     try:
@@ -514,14 +512,7 @@ def test_cancel_a_queued_coroutine(no_leaked_threads):
 
 def test_shutdown_timeout_cancels_running_coroutines(no_leaked_threads):
     cancelled = threading.Event()
-
-    async def long_job():
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    long_job = _sleeps_until_cancelled(cancelled)
     async def waiting():
         return "never started"
 
