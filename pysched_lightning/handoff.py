@@ -6,7 +6,8 @@ the dispatcher hands its batches to a thread of the hand-off's own. The
 pool's own thread, which also feeds the worker processes, only notes a
 run's outcome for that thread; there it is recorded and the lane's next
 ready run sent, keeping the worker processes busy without a round trip
-through the dispatcher. A hard task with a timeout runs alone in a
+through the dispatcher. Runs of quick functions share messages to the
+workers (see ``pace``). A hard task with a timeout runs alone in a
 killable process.
 """
 from __future__ import annotations
@@ -14,15 +15,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 import types
 from concurrent.futures import CancelledError
 from functools import partial
 from typing import Any, Callable, List, Optional, Tuple
 
+from .calls import Outcome
 from .executors import call_in_process
 from .lanes import Lane
 from .options import LaneKind
+from .pace import BATCH_SIZE, Pace
 from .runflow import finish
 from .runs import Run, TaskStatus, error_line, format_exception
 from .state import Effects, State, wait_while_busy
@@ -30,10 +32,6 @@ from .state import Effects, State, wait_while_busy
 __all__ = ["Handoff"]
 
 _log = logging.getLogger("pysched_lightning")
-
-#: How long the hand-off thread waits for more outcomes before recording a
-#: batch of them (each process run's outcome is recorded that much later).
-GATHER_SECONDS = 0.0005
 
 
 class Handoff:
@@ -46,8 +44,8 @@ class Handoff:
         self._killable_factory = killable
         #: One-process executors for hard tasks with a timeout (made on first use).
         self.killable: Any = None
-        #: Jobs for the hand-off thread: ("send", runs) or ("done", lane, run,
-        #: result, exc); None ends it.
+        #: Jobs for the hand-off thread: ("send", runs) or ("done", lane,
+        #: outcomes) with an ``Outcome`` per run; None ends it.
         self._jobs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
         #: Guards starting the thread.
@@ -55,6 +53,8 @@ class Handoff:
         #: Set once a process run came back: the pool's workers are up, and a
         #: send no longer waits for them to start.
         self._warm = False
+        #: How long each function's runs take in the worker processes.
+        self._pace = Pace()
 
     def send_soon(self, runs: List[Run]) -> None:
         """Send *runs* to processes: from the calling thread once the pool is
@@ -84,15 +84,11 @@ class Handoff:
         jobs = self._jobs
         while True:
             batch = [jobs.get()]
-            if batch[0] is not None and batch[0][0] == "done":
-                # Outcomes come in bursts: gathering those of the next moment
-                # costs one hold of the lock and one wake-up for all of them,
-                # rather than a thread switch each (the pool's own thread
-                # needs the GIL to feed the worker processes).
-                time.sleep(GATHER_SECONDS)
-            while not jobs.empty():
+            while not jobs.empty():  # all that came meanwhile: one hold of the lock
                 batch.append(jobs.get())
-            outcomes = [job[1:] for job in batch if job is not None and job[0] == "done"]
+            outcomes = [(job[1], run, result, exc) for job in batch
+                        if job is not None and job[0] == "done"
+                        for run, result, exc, _ in self._paced(job[2])]
             try:
                 if outcomes:
                     self._record(outcomes)
@@ -104,9 +100,39 @@ class Handoff:
             if None in batch:
                 return
 
+    def _paced(self, outcomes: List[Outcome]) -> List[Outcome]:
+        note = self._pace.note
+        for run, _, _, seconds in outcomes:
+            note(run.task.fn, seconds)
+        return outcomes
+
     def _send_all(self, runs: List[Run]) -> None:
+        """Send process runs: those of quick functions together, up to
+        BATCH_SIZE in a message, the others alone."""
+        quick, lanes = self._pace.quick, self._st.lanes
+        together: List[Run] = []
         for run in runs:
-            self.send(self._st.lanes.of(run), run)
+            lane = lanes.of(run)
+            if run.timeout is None and lane.to_processes and quick(run.task.fn):
+                together.append(run)
+                if len(together) == BATCH_SIZE:
+                    self._send_together(lane, together)
+                    together = []
+            else:
+                self.send(lane, run)
+        if together:
+            self._send_together(lanes.of(together[0]), together)
+
+    def _send_together(self, lane: Lane, runs: List[Run]) -> None:
+        """Send *runs* to one worker process in one message."""
+        try:
+            for run in runs:
+                self._workers.started(run)
+            lane.executor.send_batch([(run, run.task.fn, run.task.args, run.task.kwargs)
+                                      for run in runs], partial(self._outcomes, lane))
+        except BaseException as exc:
+            for run in runs:
+                self._workers.not_sent(run, exc)
 
     def send(self, lane: Lane, run: Run) -> None:
         """Send a run to a process pool or another executor. (A run counts as
@@ -119,9 +145,9 @@ class Handoff:
                     self.killable = self._killable_factory()
                 future, run._handle = self.killable.submit(task.fn, task.args, task.kwargs)
                 future.add_done_callback(partial(self._future_done, lane, run))
-            elif lane.to_processes:
-                lane.executor.send(task.fn, task.args, task.kwargs,
-                                   partial(self._outcome, lane, run))
+            elif lane.to_processes:  # a message of its own, timed like the others
+                lane.executor.send_batch([(run, task.fn, task.args, task.kwargs)],
+                                         partial(self._outcomes, lane))
             else:
                 future = run._handle = _submit_elsewhere(lane.executor, run)
                 future.add_done_callback(partial(self._future_done, lane, run))
@@ -138,11 +164,10 @@ class Handoff:
         else:
             self._done(lane, run, result, None)
 
-    def _outcome(self, lane: Lane, run: Run, result: Any,
-                 exc: Optional[BaseException]) -> None:
-        """In the pool's own thread: note the outcome for the hand-off thread
+    def _outcomes(self, lane: Lane, outcomes: List[Outcome]) -> None:
+        """In the pool's own thread: note the outcomes for the hand-off thread
         (that thread also feeds the worker processes: it must not wait)."""
-        self._jobs.put(("done", lane, run, result, exc))
+        self._jobs.put(("done", lane, outcomes))
 
     def _done(self, lane: Lane, run: Run, result: Any, exc: Optional[BaseException]) -> None:
         """The outcome of a run of an executor that is not a process pool (in
@@ -175,12 +200,10 @@ class Handoff:
                 # a process lane sends its next run itself
                 nxt = finish(st, run, status, result, exc, text, error, fx, lane.to_processes)
                 if nxt is not None:
-                    following.append((lane, nxt))
+                    following.append(nxt)
         self._workers.aftermath(fx)
-        for lane, nxt in following:
-            claimed = self._workers.claimed(nxt, fx)
-            if claimed is not None:
-                self.send(lane, claimed)
+        claimed = [self._workers.claimed(nxt, fx) for nxt in following]
+        self._send_all([run for run in claimed if run is not None])
 
     def shutdown(self, wait: bool) -> None:
         """Stop the hand-off thread and the killable processes."""

@@ -22,7 +22,7 @@ from typing import Any, Callable, List, Mapping, Optional, Set, Tuple, Union
 
 import loky
 
-from .calls import Call, CallbackSink, FutureSink
+from .calls import Batch, BatchSink, Call, CallbackSink, CallParts, FutureSink, Outcome
 from .errors import WorkerCrashedError
 from .executors import ProcessPoolExecutor, _default_workers, fresh_pool_like
 
@@ -34,7 +34,9 @@ _log = logging.getLogger("pysched_lightning.processes")
 #: reached a worker is sent again when its pool breaks, but not forever.
 _MAX_SENDS = 3
 #: Where a call's outcome goes.
-_Sink = Union[FutureSink, CallbackSink]
+_Sink = Union[FutureSink, CallbackSink, BatchSink]
+#: What goes to a worker in one message.
+_Sent = Union[Call, Batch]
 
 
 class _Breakage:
@@ -74,7 +76,7 @@ class ProcessPool:
         self._lock = threading.Lock()  # guards the attributes below
         #: The pool in use and the function that sends it a call, as one
         #: tuple so that submit() reads them together without the lock.
-        self._current: Tuple[Any, Callable[[Call], Future]] = (executor, _sender(executor))
+        self._current: Tuple[Any, Callable[[_Sent], Future]] = (executor, _sender(executor))
         #: Each broken pool's breakage, so that it is handled once.
         self._breakages: "weakref.WeakKeyDictionary[Any, _Breakage]" = \
             weakref.WeakKeyDictionary()
@@ -108,7 +110,19 @@ class ProcessPool:
         the outcome, it saves making and settling a second future."""
         self._dispatch(Call(fn, args, kwargs or {}), CallbackSink(done))
 
-    def _dispatch(self, call: Call, sink: _Sink) -> None:
+    def send_batch(self, calls: List[Tuple[Any, Callable[..., Any], Tuple[Any, ...],
+                                           Mapping[str, Any]]],
+                   done: Callable[[List[Outcome]], Any]) -> None:
+        """Send ``(key, fn, args, kwargs)`` calls to one worker in one
+        message, to run there in order. ``done(outcomes)`` is called in the
+        pool's own thread with ``(key, result, exception, seconds)`` for
+        every call, once (for all of them together, unless the batch had to
+        be split: then once per part). A message costs this process more
+        than a quick call takes to run; each outcome still stands alone."""
+        parts: List[CallParts] = [(fn, args, kwargs or {}) for _, fn, args, kwargs in calls]
+        self._dispatch(Batch(parts), BatchSink([call[0] for call in calls], done))
+
+    def _dispatch(self, call: _Sent, sink: _Sink) -> None:
         for _ in range(_MAX_SENDS):
             executor, send = self._current
             try:
@@ -124,7 +138,7 @@ class ProcessPool:
         raise WorkerCrashedError(message="new process pools kept breaking before they "
                                  "could take the call")
 
-    def _relay(self, call: Call, sink: _Sink, executor: Any, inner: Future) -> None:
+    def _relay(self, call: _Sent, sink: _Sink, executor: Any, inner: Future) -> None:
         """Give *sink* the outcome of *inner* (in the pool's own thread)."""
         sink.attach(None)
         try:
@@ -146,9 +160,19 @@ class ProcessPool:
                 sink.drop()
                 return
             exc = lost
+        elif isinstance(call, Batch) and len(call) > 1:
+            # The batch failed as a whole without breaking the pool: one of its
+            # calls could not be pickled here. Each goes alone, to find which.
+            assert isinstance(sink, BatchSink)
+            for index, one in enumerate(call.split()):
+                try:
+                    self._dispatch(one, sink.part(index))
+                except BaseException as error:  # e.g. shut down meanwhile
+                    sink.part(index).fail(error)
+            return
         sink.fail(exc)
 
-    def _broken(self, call: Call, sink: _Sink, executor: Any,
+    def _broken(self, call: _Sent, sink: _Sink, executor: Any,
                 exc: BrokenProcessPool) -> Optional[BaseException]:
         """The call's pool broke: send it again if it never reached a worker
         (None), else what it fails with (CancelledError: it will not run)."""
@@ -222,7 +246,7 @@ class ProcessPool:
         self.shutdown(wait=True)
 
 
-def _sender(executor: Any) -> Callable[[Call], Future]:
+def _sender(executor: Any) -> Callable[[_Sent], Future]:
     if isinstance(executor, ProcessPoolExecutor):  # its submit would wrap the call again
         return partial(loky.ProcessPoolExecutor.submit, executor)
     return executor.submit

@@ -397,3 +397,45 @@ def test_a_hard_task_past_its_timeout_is_killed_and_the_dispatcher_goes_on(tmp_p
             sched.get_result(slow, timeout=60)
         assert sched.get_result(sched.delay('once', 0, 1, lambda: 'on time'),
                                 timeout=10) == 'on time'
+
+
+def square(x):
+    return x * x
+
+
+def test_each_run_of_a_quick_hard_task_gets_its_own_outcome():
+    """Runs of a quick function share messages to the worker processes;
+    each run still gets its own result, or its own exception."""
+    with psl.Scheduler(process_executor=psl.ProcessPoolExecutor(2)) as sched:
+        assert sched.get_result(sched.delay('once', 0, 1, square, args=(1,), hard=True),
+                                timeout=60) == 1
+        with pytest.raises(ValueError):  # both functions are now known to be quick
+            sched.get_result(sched.delay('once', 0, 1, fail_in_worker, args=(0,),
+                                         hard=True), timeout=60)
+        sched.pause()  # they go out together, at resume()
+        ids = [sched.delay('once', 0, 1, fail_in_worker if i % 7 == 0 else square,
+                           args=(i,), hard=True) for i in range(120)]
+        sched.resume()
+        for i, task_id in enumerate(ids):
+            if i % 7 == 0:
+                with pytest.raises(ValueError, match=f"raised in the worker: {i}$"):
+                    sched.get_result(task_id, timeout=60)
+                assert sched.get_status(task_id) is psl.TaskStatus.ERROR
+                assert "fail_in_worker" in sched.runs(task_id)[0].traceback
+            else:
+                assert sched.get_result(task_id, timeout=60) == i * i
+
+
+def test_a_slow_hard_run_never_holds_back_the_outcome_of_a_quick_one(tmp_path):
+    go = tmp_path / "go"
+    with psl.Scheduler(process_executor=psl.ProcessPoolExecutor(2)) as sched:
+        sched.get_result(sched.delay('once', 0, 1, square, args=(1,), hard=True), timeout=60)
+        sched.pause()
+        slow = sched.delay('once', 0, 1, wait_for_file, args=(str(go),), hard=True)
+        quick = [sched.delay('once', 0, 2, square, args=(i,), hard=True) for i in range(20)]
+        sched.resume()
+        for i, task_id in enumerate(quick):
+            assert sched.get_result(task_id, timeout=30) == i * i
+        assert sched.get_status(slow) is psl.TaskStatus.RUNNING
+        go.write_text("go")
+        assert sched.get_result(slow, timeout=60) != os.getpid()
