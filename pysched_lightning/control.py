@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .events import EventKind
 from .firing import fire
+from .journal import EarlyClaim
+from .records import slot_at
 from .runflow import admit, cancel_task, drain, drop
 from .runbook import TaskState
 from .runs import TaskStatus
@@ -20,7 +22,7 @@ from .state import Effects, State
 from .task import Task
 from .timetable import Extra
 
-__all__ = ["Added", "add_task", "pause", "resume", "replace_task", "run_now", "purge",
+__all__ = ["Added", "add_task", "reserve_start", "unreserve", "pause", "resume", "replace_task", "run_now", "purge",
            "snapshot", "same_definition"]
 
 
@@ -59,10 +61,11 @@ def check_add(st: State, task: Task, replace_existing: bool) -> Optional[Task]:
 
 
 def add_task(st: State, task: Task, replace_existing: bool, same: bool, now: float,
-             fx: Effects) -> Added:
+             fx: Effects, early: Optional[EarlyClaim] = None) -> Added:
     """Schedule *task*; one due now fires at once when the scheduler runs.
     *same* says the caller found (without the lock: ``==`` is user code)
-    that the definition under this id is the same as *task*'s."""
+    that the definition under this id is the same as *task*'s. *early*: its
+    first run was claimed with it (see :func:`reserve_start`)."""
     old = check_add(st, task, replace_existing)
     added = Added.NEW
     if old is not None:
@@ -73,23 +76,50 @@ def add_task(st: State, task: Task, replace_existing: bool, same: bool, now: flo
         fx.log(logging.INFO, "task %r: definition changed, replacing it", task.id)
     elif task.id in st.runbook:  # a canceled task's id is free again
         st.runbook.restart(task.id)
-    add_new(st, task, now, fx)
+    add_new(st, task, now, fx, early)
     return added
 
 
-def add_new(st: State, task: Task, now: float, fx: Effects) -> None:
-    """Schedule *task*, whose id is new (``delay()``'s own ids are)."""
+def add_new(st: State, task: Task, now: float, fx: Effects,
+            early: Optional[EarlyClaim] = None) -> None:
+    """Schedule *task*, whose id is new (``delay()``'s own ids are). One
+    claimed *early* starts now, even if a pause came since: the pause came
+    after its ``delay()`` had decided so."""
     if st.closing:
         raise RuntimeError("cannot schedule new tasks after shutdown")
     if task.options.depend_on:
         _check_dependencies(st, task)
-    due_now = task.time <= now and st.started and not st.paused
+    due_now = task.time <= now and st.started and (early is not None or not st.paused)
     if st.timetable.add(task, in_heap=not due_now):
         st.wakeup.notify()
     if st.listening:
         st.event(fx, EventKind.ADDED, task.id)
     if due_now:
-        fire(st, task, now, fx)
+        fire(st, task, now, fx, early)
+
+
+def reserve_start(st: State, task: Task, name: str, now: float) -> Optional[EarlyClaim]:
+    """A new task that would start the moment it is added (due, its lane
+    idle): reserve its lane slot and make the claim of its first run (named
+    *name*: ``task.name`` may be user code), to be written with the task.
+    None otherwise."""
+    journal = st.journal
+    if journal is None or journal.store is None or not st.started or st.paused \
+            or st.closing or task.time > now or task.options.depend_on:
+        return None
+    lane = st.lanes.of_kind(task.options.lane)
+    if not lane.has_room() or lane.ready or lane.returning:
+        return None
+    lane.take()
+    return EarlyClaim(task.id, slot_at(task, task.time, st.offset), name,
+                      task.time + st.offset)
+
+
+def unreserve(st: State, task: Task, early: EarlyClaim) -> None:
+    """The slot reserved by :func:`reserve_start` goes back, unless its run took it."""
+    if not early.used:
+        early.used = True
+        st.lanes.of_kind(task.options.lane).give_back()
 
 
 def _retract(st: State, task_id: str, now: float, fx: Effects) -> None:

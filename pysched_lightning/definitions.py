@@ -5,7 +5,8 @@ the state lock released, then the change is made with it held.
 
 With a store, ``delay()`` writes the task first and schedules it only once
 it is committed: a write that fails raises from ``delay()`` and changes
-nothing.
+nothing. A new task that is to start at once gets its lane slot reserved
+first, and its first run's claim goes into the same commit as the task.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Optional
 
 from . import control
 from .errors import StoreWriteError
-from .journal import Journal, Write
+from .journal import EarlyClaim, Write
 from .protocols import TaskRecord
 from .records import slot_offset, task_record
 from .standby import same_record
@@ -25,8 +26,9 @@ __all__ = ["add_checked", "replace_checked", "purge"]
 
 
 def add_checked(st: State, workers: Any, standby: Any, task: Task,
-                replace_existing: bool) -> str:
-    """``delay()`` of a named task, or of any task with a store or run log."""
+                replace_existing: bool, fresh_id: bool = False) -> str:
+    """``delay()`` of a named task, or of any task with a store or run log.
+    *fresh_id*: the id was made by ``delay()``, so no other call can add it."""
     if standby is not None:
         with standby.takeover_lock:
             with st.lock:
@@ -40,20 +42,34 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
     store = journal.store if journal is not None else None
     record = _record(st, task) if store is not None else None  # refused here if unstorable
     while True:
+        early = None
         with st.lock:
             old = control.check_add(st, task, replace_existing)
+            if fresh_id and record is not None:
+                early = control.reserve_start(st, task, record.name, st.clock.now())
         same = old is not None and _same(old, task, store, record)
-        write = _store(st, task, record) if not same else None
+        try:
+            write = _store(st, task, record, early, fresh_id) if not same else None
+        except BaseException:
+            if early is not None:
+                with st.lock:
+                    control.unreserve(st, task, early)
+            raise
         fx = Effects()
         with st.lock:
-            if control.existing(st, task.id) is not old:
-                continue  # another delay() of this id came between: look again
             try:
-                control.add_task(st, task, replace_existing, same, st.clock.now(), fx)
+                if control.existing(st, task.id) is not old:
+                    continue  # another delay() of this id came between: look again
+                control.add_task(st, task, replace_existing, same, st.clock.now(), fx, early)
             except BaseException:
                 if write is not None and old is None and st.journal is not None:
                     st.journal.task_removed(task.id)  # stored, but not scheduled
+                    if early is not None:
+                        st.journal.claim_unused(early, "the scheduler shut down first")
                 raise
+            finally:
+                if early is not None:
+                    control.unreserve(st, task, early)
         workers.aftermath(fx)  # what adding noted besides the task (a claim, a next
         return task.id          # run time) is written with the next commit
 
@@ -68,7 +84,7 @@ def replace_checked(st: State, workers: Any, new: Task) -> None:
         record = task_record(new, _wall(st, new), st.clock.wall())
         record.runs, record.missed = snap["runs"], snap["missed"]
         record.status, record.paused = int(snap["status"]), snap["paused"]
-        _commit(journal, journal.save_task(record), new.id)
+        _raise_unstored(journal.store_task(record), new.id)
     fx = Effects()
     with st.lock:
         control.replace_task(st, new, fx)
@@ -120,18 +136,19 @@ def _wall(st: State, task: Task) -> float:
     return task.time + slot_offset(task, st.offset)
 
 
-def _store(st: State, task: Task, record: Optional[TaskRecord]) -> Optional[Write]:
-    """Write *task* to the store (if any) and wait for the commit."""
+def _store(st: State, task: Task, record: Optional[TaskRecord],
+           early: Optional[EarlyClaim], new_id: bool) -> Optional[Write]:
+    """Write *task* to the store (if any), with its *early* claim, and wait
+    for the commit."""
     journal = st.journal
     if journal is None or journal.store is None or record is None:
         return None
-    write = journal.save_task(record)
-    _commit(journal, write, task.id)
+    write = journal.store_task(record, claim=early, new_id=new_id)
+    _raise_unstored(write, task.id)
     return write
 
 
-def _commit(journal: Journal, write: Write, task_id: str) -> None:
-    journal.flush()
+def _raise_unstored(write: Write, task_id: str) -> None:
     if write.error is not None:
         raise StoreWriteError(f"task {task_id!r} could not be stored, so it was not "
                               f"scheduled: {write.error}") from write.error

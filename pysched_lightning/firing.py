@@ -13,6 +13,7 @@ import logging
 from typing import Optional
 
 from .events import EventKind
+from .journal import EarlyClaim
 from .records import slot_offset
 from .runflow import admit, cancel_task, drop, end, overrun
 from .runs import FAILED, TaskStatus
@@ -51,8 +52,10 @@ def fire_due(st: State, now: float, fx: Effects) -> bool:
     return True
 
 
-def fire(st: State, task: Task, now: float, fx: Effects) -> None:
-    """*task*'s due time has come: schedule its next occurrence, then run it."""
+def fire(st: State, task: Task, now: float, fx: Effects,
+         early: Optional[EarlyClaim] = None) -> None:
+    """*task*'s due time has come: schedule its next occurrence, then run it
+    (a new task's first run claimed *early* starts in its reserved slot)."""
     state = st.runbook.state(task.id)
     following = None if type(task.when) is str else _next_occurrence(st, task, now, fx)
     st.timetable.advance(task, following)
@@ -68,7 +71,7 @@ def fire(st: State, task: Task, now: float, fx: Effects) -> None:
         drop(st, run, TaskStatus.MISSED, _late_reason(st, task.time), now, fx,
              now - task.time)
     else:
-        admit(st, run, fx)
+        admit(st, run, fx, early)
 
 
 def _fire_extra(st: State, extra: Extra, now: float, fx: Effects) -> None:

@@ -12,7 +12,13 @@ One failing write does not undo the others: when the shared transaction
 fails, each write is tried again in a transaction of its own, and only the
 one that fails alone is lost (logged, and reported to a ``delay()`` that
 waits for it). A run is claimed in the store when it starts; a run whose
-claim is refused (another scheduler ran that slot) does not execute.
+claim is refused (another scheduler ran that slot) does not execute. A new
+task that starts the moment it is added has its first run claimed in the
+transaction that stores the task (an ``EarlyClaim``): one commit, not two.
+A task with a new id is committed by itself, ahead of what is pending (no
+pending write can concern it): ``delay()`` waits for its own task only, and
+the records of finished runs are left to the dispatcher's next flush, which
+commits them a few at a time.
 """
 from __future__ import annotations
 
@@ -25,7 +31,10 @@ from .protocols import TaskRecord
 from .records import run_record, slot_of
 from .runs import Run, TaskStatus, error_line
 
-__all__ = ["Journal", "Write"]
+__all__ = ["Journal", "Write", "EarlyClaim"]
+
+#: The most writes a flush commits in one transaction.
+_WRITES_PER_COMMIT = 16
 
 _log = logging.getLogger("pysched_lightning")
 
@@ -40,6 +49,23 @@ class Write:
         self.target = target
         self.fields = fields
         self.error: Optional[BaseException] = None
+
+
+class EarlyClaim:
+    """The claim of a new task's first run, made with the task's own write,
+    for a run that holds a lane slot reserved for it (``used`` once it took it).
+    ``claimed`` is the store's answer (None until committed)."""
+
+    __slots__ = ("task_id", "slot", "name", "wall_time", "claimed", "used")
+
+    def __init__(self, task_id: str, slot: str, name: str, wall_time: float) -> None:
+        self.task_id, self.slot, self.name, self.wall_time = task_id, slot, name, wall_time
+        self.claimed: Optional[bool] = None
+        self.used = False
+
+    def decide(self, store: Any) -> None:
+        self.claimed = store.claim_run(self.task_id, self.slot, 1, run=1, name=self.name,
+                                       scheduled=self.wall_time, started=self.wall_time)
 
 
 class Journal:
@@ -84,9 +110,24 @@ class Journal:
         """A MISSED record, new or with a grown count."""
         self.finished(run, offset)
 
+    def claim_unused(self, claim: EarlyClaim, reason: str) -> None:
+        """An early claim whose run will not execute (the scheduler shut
+        down meanwhile): its record says so, rather than RUNNING forever."""
+        if self.store is not None and claim.claimed:
+            self._note(Write("record", {
+                "task_id": claim.task_id, "name": claim.name, "run": 1, "attempt": 1,
+                "slot": claim.slot, "status": int(TaskStatus.CANCELED),
+                "scheduled": claim.wall_time, "reason": reason}))
+
     def task_changed(self, task_id: str, **fields: Any) -> None:
-        if self.store is not None:
-            self._note(Write("update", task_id, fields))
+        if self.store is None:
+            return
+        pending = self._pending
+        last = pending[-1] if pending else None
+        if last is not None and last.kind == "update" and last.target == task_id:
+            last.fields.update(fields)  # one write for a run's end and its task's
+            return
+        self._note(Write("update", task_id, fields))
 
     def task_finished(self, task_id: str, status: int) -> None:
         """The task's last run is over: it stays stored, finished, until purged."""
@@ -101,11 +142,20 @@ class Journal:
 
     # -- outside the lock -----------------------------------------------------
 
-    def save_task(self, record: TaskRecord, replace: bool = True) -> Write:
-        """Note a task record to store (takes the state lock briefly); flush,
-        then look at the returned write's ``error``."""
+    def store_task(self, record: TaskRecord, replace: bool = True,
+                   claim: Optional[EarlyClaim] = None, new_id: bool = False) -> Write:
+        """Write a task record, with its first run's *claim* if given (both
+        or neither are written), and wait for the commit; then look at the
+        returned write's ``error``. A *new_id* is committed by itself, ahead
+        of the pending writes, none of which can concern it."""
+        write = Write("save", record, (replace, claim))
+        if new_id:  # no flush to wait for: the store's own lock orders the commits
+            self._commit([(write, self._step(write))])
+            return write
         with self._state_lock:
-            return self._note(Write("save", record, replace))
+            self._note(write)
+        self.flush()
+        return write
 
     def flush(self) -> None:
         """Write what is pending; failures are logged and kept on their
@@ -124,7 +174,10 @@ class Journal:
     def _write(self, pending: List[Write]) -> None:
         steps = [(write, self._step(write)) for write in pending]
         if self.store is not None:
-            self._commit(steps)
+            # In short transactions, so that a delay() storing a new task
+            # never waits long for the store behind a backlog of records.
+            for start in range(0, len(steps), _WRITES_PER_COMMIT):
+                self._commit(steps[start:start + _WRITES_PER_COMMIT])
         if self.run_log is not None:
             for write in pending:
                 if write.kind == "run" and write.error is None and write.fields is not None:
@@ -138,11 +191,20 @@ class Journal:
             return lambda: store.finish_run(record)
         if write.kind == "claim":
             return lambda: _claim(store, write.target)
+        if write.kind == "record":
+            return lambda: store.finish_run(write.target)
         if write.kind == "update":
             return lambda: store.update_task(write.target, **write.fields)
         if write.kind == "remove":
             return lambda: store.remove_task(write.target)
-        return lambda: store.save_task(write.target, replace=write.fields)
+        replace, claim = write.fields
+        if claim is None:
+            return lambda: store.save_task(write.target, replace=replace)
+
+        def save_and_claim() -> None:  # in one transaction: both or neither
+            store.save_task(write.target, replace=replace)
+            claim.decide(store)
+        return save_and_claim
 
     def _commit(self, steps: List[Any]) -> None:
         if not steps:

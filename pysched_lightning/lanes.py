@@ -138,7 +138,9 @@ class Lanes:
         self._coroutines: Optional[Lane] = None
 
     def of(self, run: Run) -> Lane:
-        kind = run.lane
+        return self.of_kind(run.lane)
+
+    def of_kind(self, kind: LaneKind) -> Lane:
         if kind is LaneKind.THREADS:  # identity checks: an enum's hash is Python code
             return self.threads
         if kind is LaneKind.PROCESSES:

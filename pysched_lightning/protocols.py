@@ -79,7 +79,7 @@ class TaskRecord:
     fn_pickle: Optional[bytes]    # cloudpickle of the function when fn_ref is None
     args: bytes                   # pickled tuple
     kwargs: bytes                 # pickled dict
-    options: bytes                # pickled TaskOptions
+    options: Optional[bytes]      # pickled TaskOptions; None for the defaults
     schedule: Optional[bytes]     # pickled trigger object; None for a plain one-shot
     next_run: Optional[float]     # None when nothing more is scheduled
     paused: bool = False

@@ -25,6 +25,7 @@ from .runs import Run, TaskStatus, error_line, outcome_bytes, safe_repr
 from .task import Task, callable_name
 
 __all__ = ["task_record", "load_function", "load_args", "load_options", "load_schedule",
+           "info_options", "stored_options",
            "run_record", "slot_of", "slot_offset", "function_reference", "task_info"]
 
 
@@ -37,23 +38,37 @@ def task_record(task: Task, next_run: Optional[float], now_wall: float) -> TaskR
         interval=_interval_text(task.interval), priority=task.priority,
         fn_ref=ref, fn_pickle=None if ref else _dumps_function(fn),
         args=_dumps("args", task.args), kwargs=_dumps("kwargs", task.kwargs),
-        options=_dumps("options", task.options),
+        # the shared defaults are stored as NULL: a short row is a fast write
+        options=None if task.options is DEFAULT_OPTIONS else _dumps("options", task.options),
         schedule=None if task.schedule is None else _dumps("trigger", task.schedule),
         next_run=next_run, created=now_wall, updated=now_wall, info=task_info(task))
 
 
 def task_info(task: Task) -> str:
     """What a reader of the store (the dashboard, ``pysched list``) shows of a
-    task without unpickling anything: its call, schedule, zone and options."""
+    task without unpickling anything: its call, schedule, zone and options
+    (left out when they are the defaults: see :func:`info_options`)."""
     schedule = task.schedule
     zone = getattr(schedule, "zone", None)
     info = {
         "call": call_text(task.fn, task.args, task.kwargs),
         "schedule": schedule.describe() if schedule is not None else "once",
         "tz": getattr(zone, "key", None) or (str(zone) if zone is not None else None),
-        "options": task.options.as_dict(),
     }
+    if task.options is not DEFAULT_OPTIONS:
+        info["options"] = task.options.as_dict()
     return json.dumps(info, default=str)
+
+
+def info_options(info: Dict[str, Any]) -> Dict[str, Any]:
+    """The options a task's stored info shows (the defaults when it has none)."""
+    options = info.get("options")
+    return options if isinstance(options, dict) else DEFAULT_OPTIONS.as_dict()
+
+
+def stored_options(record: TaskRecord) -> bytes:
+    """A record's pickled options (NULL in the store: the defaults)."""
+    return _DEFAULT_OPTIONS if record.options is None else record.options
 
 
 def call_text(fn: Any, args: Tuple[Any, ...], kwargs: Any, limit: int = 500) -> str:
@@ -75,7 +90,12 @@ def slot_of(run: Run, offset: float) -> str:
     *offset* is the scheduler's wall - scheduler clock offset now."""
     if run.manual:
         return f"now:{uuid.uuid4().hex}"
-    return f"{run._t_scheduled + slot_offset(run.task, offset):.3f}"
+    return slot_at(run.task, run._t_scheduled, offset)
+
+
+def slot_at(task: Task, scheduled: float, offset: float) -> str:
+    """The key of *task*'s occurrence due at *scheduled* (scheduler clock)."""
+    return f"{scheduled + slot_offset(task, offset):.3f}"
 
 
 def slot_offset(task: Task, offset: float) -> float:
@@ -137,7 +157,7 @@ def load_args(record: TaskRecord) -> Any:
 
 
 def load_options(record: TaskRecord) -> TaskOptions:
-    return _loads(record.options)
+    return DEFAULT_OPTIONS if record.options is None else _loads(record.options)
 
 
 def load_schedule(record: TaskRecord) -> Any:

@@ -13,6 +13,7 @@ import logging
 from typing import Any, List, Optional
 
 from .events import EventKind
+from .journal import EarlyClaim
 from .lanes import Lane
 from .runs import FAILED, Run, TaskStatus
 from .state import Effects, State
@@ -32,10 +33,14 @@ _EVENT_OF_STATUS = {
 # -- admission ---------------------------------------------------------------
 
 
-def admit(st: State, run: Run, fx: Effects) -> None:
-    """*run* is due: start it if its lane has a free slot, else it waits."""
+def admit(st: State, run: Run, fx: Effects, early: Optional[EarlyClaim] = None) -> None:
+    """*run* is due: start it if its lane has a free slot, else it waits. A
+    run claimed *early*, with its task, starts in the slot reserved for it."""
     lane = st.lanes.of(run)
-    if st.paused or run._state.paused:
+    if early is not None:
+        run._slot, run._claimed = early.slot, early.claimed
+        early.used = _start(st, run, lane, fx, True, reserved=True)
+    elif st.paused or run._state.paused:
         lane.held.append(run)
     elif lane.has_room() and not lane.ready and not lane.returning:
         _start(st, run, lane, fx, True)
@@ -73,11 +78,13 @@ def next_ready(st: State, lane: Lane, now: float, fx: Effects,
             return run
 
 
-def _start(st: State, run: Run, lane: Lane, fx: Effects, take: bool) -> bool:
+def _start(st: State, run: Run, lane: Lane, fx: Effects, take: bool,
+           reserved: bool = False) -> bool:
     """Count *run* as started, unless max_instances says it would overlap:
     then a regular run is MISSED and an extra one waits for the running one.
-    With *take* it gets a lane slot and is noted to be sent at once, before
-    anything else, so that a failure later in the pass cannot strand it."""
+    With *take* it gets a lane slot (unless one was *reserved* for it) and is
+    noted to be sent at once, before anything else, so that a failure later
+    in the pass cannot strand it."""
     runbook = st.runbook
     if not runbook.may_start(run):
         if run.attempt > 1 or run.manual:
@@ -89,9 +96,10 @@ def _start(st: State, run: Run, lane: Lane, fx: Effects, take: bool) -> bool:
         return False
     runbook.start(run)
     if take:
-        lane.take()
+        if not reserved:
+            lane.take()
         fx.submit(run)
-    if st.journal is not None:
+    if st.journal is not None and run._claimed is None:  # (not claimed early)
         st.journal.claim(run, st.offset)
     if st.listening:
         st.event(fx, EventKind.SUBMITTED, run.task_id, run)

@@ -174,7 +174,7 @@ class Scheduler:
                           self._picklable)
         if task_id is not None or st.journal is not None:
             return definitions.add_checked(st, self._workers, self._standby, task,
-                                           replace_existing)
+                                           replace_existing, fresh_id=task_id is None)
         fx = Effects()  # a new id, no store: nothing to compare or write first
         wait_while_busy(st.lock)
         with st.lock:

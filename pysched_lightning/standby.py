@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .options import TaskOptions
 from .protocols import TaskRecord
-from .records import load_args, load_function, load_options, load_schedule
+from .records import load_args, load_function, load_options, load_schedule, stored_options
 from .runs import FINAL, Run, TaskStatus
 from .state import State
 from .task import Task
@@ -163,9 +163,9 @@ def _latest_run(store: Any, record: TaskRecord, task: Task) -> Optional[Run]:
 def same_record(a: TaskRecord, b: TaskRecord) -> bool:
     """True when two stored records define the same task (their bytes, and
     the zone of a cron or datetime trigger)."""
-    fields = ("trigger", "interval", "priority", "fn_ref", "fn_pickle", "args", "kwargs",
-              "options")
+    fields = ("trigger", "interval", "priority", "fn_ref", "fn_pickle", "args", "kwargs")
     return all(getattr(a, f) == getattr(b, f) for f in fields) and \
+        stored_options(a) == stored_options(b) and \
         type(a.priority) is type(b.priority) and _zone(a) == _zone(b)
 
 

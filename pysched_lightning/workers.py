@@ -90,7 +90,8 @@ class Workers:
         st = self._st
         journal = st.journal
         if journal is not None and journal.store is not None and \
-                any(st.lanes.of(run).mechanism is not Mechanism.PULL for run in runs):
+                any(run._claimed is None and st.lanes.of(run).mechanism is not Mechanism.PULL
+                    for run in runs):
             journal.flush()
         now = st.clock.now()
         to_processes = []

@@ -43,8 +43,8 @@ def test_one_failing_write_does_not_undo_the_others_in_a_group_commit(journal):
     """A failing write rolled back the whole shared transaction, and with it
     a delay()'s task that had been reported as stored."""
     journal, lock, store = journal
-    good = journal.save_task(task_record(a_task("good"), 1e9, 1e9))
-    journal.save_task(task_record(a_task("poison"), 1e9, 1e9))
+    good = journal.store_task(task_record(a_task("good"), 1e9, 1e9))
+    journal.store_task(task_record(a_task("poison"), 1e9, 1e9))
     with lock:
         journal.task_changed("poison", runs=1)  # this one fails
         journal.task_changed("good", runs=7)
@@ -56,11 +56,37 @@ def test_one_failing_write_does_not_undo_the_others_in_a_group_commit(journal):
 
 def test_a_write_that_fails_alone_is_reported_to_its_writer(journal):
     journal, _, store = journal
-    write = journal.save_task(task_record(a_task("refused"), 1e9, 1e9))
-    other = journal.save_task(task_record(a_task("kept"), 1e9, 1e9))
+    for new_id in (False, True):
+        write = journal.store_task(task_record(a_task("refused"), 1e9, 1e9), new_id=new_id)
+        other = journal.store_task(task_record(a_task("kept"), 1e9, 1e9), new_id=new_id)
+        assert isinstance(write.error, OSError) and other.error is None
+        assert store.task("refused") is None and store.task("kept") is not None
+
+
+def test_a_new_task_is_committed_ahead_of_pending_writes_which_stay_pending(journal):
+    journal, lock, store = journal
+    journal.store_task(task_record(a_task("old"), 1e9, 1e9))
+    with lock:
+        journal.task_changed("old", runs=3)
+    new = journal.store_task(task_record(a_task("new"), 1e9, 1e9), new_id=True)
+    assert new.error is None and store.task("new") is not None
+    assert store.task("old").runs == 0 and journal.has_pending()
     journal.flush()
-    assert isinstance(write.error, OSError) and other.error is None
-    assert store.task("refused") is None and store.task("kept") is not None
+    assert store.task("old").runs == 3 and not journal.has_pending()
+
+
+def test_many_pending_writes_are_all_committed_and_a_failing_one_loses_only_itself(journal):
+    journal, lock, store = journal
+    names = [f"t{i}" for i in range(40)]
+    for name in names:
+        journal.store_task(task_record(a_task(name), 1e9, 1e9), new_id=True)
+    with lock:
+        for runs, name in enumerate(names):
+            journal.task_changed(name, runs=runs)
+            if runs == 20:
+                journal.task_changed("poison", runs=1)
+    journal.flush()
+    assert [store.task(name).runs for name in names] == list(range(40))
 
 
 def test_delay_raises_when_its_task_cannot_be_stored_and_schedules_nothing(tmp_path):

@@ -4,9 +4,11 @@ keeps its types across a restart; a one-shot with a ``task_id`` whose stored
 run completed is not run again."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
+import pickle
 
 import pytest
 
@@ -367,6 +369,18 @@ def start_up(url, form, out, fn=None):
     return sched
 
 
+def migrate_once(url, out, then=None):
+    """A first start that runs the migration; *then(store)* before it stops."""
+    first = start_up(url, "seconds", out)
+    first.start()
+    try:
+        assert first.get_result('migrate', timeout=10) == "migrated"
+        if then is not None:
+            then(first.store)
+    finally:
+        first.shutdown()
+
+
 @pytest.mark.parametrize("form", ["seconds", "timedelta", "datetime", "partial", "lambda"])
 def test_completed_one_shot_is_not_run_again_after_a_restart(form, tmp_path):
     url = f"sqlite:///{tmp_path}/jobs.db"
@@ -396,17 +410,34 @@ def test_completed_one_shot_is_not_run_again_after_a_restart(form, tmp_path):
         assert f.read() == "migrated\n"
 
 
+def test_a_one_shot_stored_with_its_default_options_pickled_is_still_the_same(tmp_path):
+    """A store written before the defaults were stored as NULL holds them
+    pickled: the same one-shot is still the same, and not run again."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    out = str(tmp_path / "migrations")
+
+    def as_written_before(store):
+        stored = store.task('migrate')
+        assert stored.options is None  # the defaults: no bytes to write
+        store.save_task(dataclasses.replace(stored, options=pickle.dumps(psl.TaskOptions())))
+
+    migrate_once(url, out, then=as_written_before)
+    second = start_up(url, "seconds", out)
+    second.start()
+    try:
+        assert second.get_status('migrate') is Status.COMPLETED
+        assert [r.status for r in second.runs('migrate')] == [Status.COMPLETED]
+    finally:
+        second.shutdown()
+    with open(out) as f:
+        assert f.read() == "migrated\n"
+
+
 @pytest.mark.parametrize("change", ["function", "arguments"])
 def test_changed_one_shot_under_the_same_id_runs_again(change, tmp_path):
     url = f"sqlite:///{tmp_path}/jobs.db"
     out = str(tmp_path / "migrations")
-
-    first = start_up(url, "seconds", out)
-    first.start()
-    try:
-        assert first.get_result('migrate', timeout=10) == "migrated"
-    finally:
-        first.shutdown()
+    migrate_once(url, out)
 
     if change == "function":
         second = start_up(url, "seconds", out, fn=migrate_v2)

@@ -372,3 +372,44 @@ def test_a_store_written_by_the_previous_version_loads_and_runs(tmp_path):
         wait_for(lambda: sched.runs('echo-hourly'))
         wait_for(lambda: sched.runs('echo-hourly')[0].status is psl.TaskStatus.COMPLETED)
         assert sched.runs('echo-hourly')[0].output == "hello\n"
+
+
+# ------------------------------------------- a new task due now: one commit
+
+
+class RefusingNamedTasks:
+    """A real store that cannot store tasks named 'refused'."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def save_task(self, record, replace=True):
+        if record.name == "refused":
+            raise OSError("disk says no")
+        return self._store.save_task(record, replace)
+
+
+def test_a_task_due_now_is_claimed_in_the_store_when_delay_returns(store, tmp_path):
+    """Its first run's claim is written with the task itself."""
+    go = tmp_path / "go"
+    with psl.Scheduler(executor=psl.ThreadPoolExecutor(1), store=store) as sched:
+        first = sched.delay('once', 0, 1, wait_for_file, args=(str(go),))
+        assert [run["status"] for run in store.runs(first)] == [int(psl.TaskStatus.RUNNING)]
+        go.write_text("go")
+        assert sched.get_result(first, timeout=30) is None
+    assert [run["status"] for run in store.runs(first)] == [int(psl.TaskStatus.COMPLETED)]
+
+
+def test_a_new_task_that_cannot_be_stored_gives_back_the_worker_it_had_reserved(store):
+    """A task due now reserves a worker slot before it is stored; when the
+    write fails, delay() raises and the one worker is free again."""
+    with psl.Scheduler(executor=psl.ThreadPoolExecutor(1),
+                       store=RefusingNamedTasks(store)) as sched:
+        for _ in range(3):
+            with pytest.raises(psl.StoreWriteError, match="disk says no"):
+                sched.delay('once', 0, 1, tick, args=('x',), name='refused')
+        assert sched.get_result(sched.delay('once', 0, 1, tick, args=('y',)), timeout=30) == 'y'
+        assert [record.name for record in store.load_tasks()] == ['tick']

@@ -16,6 +16,7 @@ import os
 import reprlib
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from ..records import info_options
 from .model import (MISSED, RUNNING, TaskRow, display_status, error_summary, interval_of,
                     last_finished, schedule_words)
 from .runs import MemoryRuns, StoreRuns
@@ -89,7 +90,6 @@ class StoreSource(Source):
         written, words = schedule_words(record.trigger, interval, tz)
         latest = self.store.runs(record.id, _LATEST)
         last = last_finished(latest) or (latest[0] if latest else None)
-        options = info.get("options")
         return TaskRow(
             id=record.id, name=record.name or record.id, trigger=record.trigger,
             written=written, words=words, tz=tz, next_run=record.next_run,
@@ -100,7 +100,7 @@ class StoreSource(Source):
             runs=record.runs, missed=record.missed, paused=bool(record.paused),
             priority=record.priority, call=info.get("call") if isinstance(
                 info.get("call"), str) else None,
-            options=options if isinstance(options, dict) else {},
+            options=info_options(info),
             stored_as=record.stored_as, scheduled=record.next_run is not None)
 
     def next_run_times(self, task_id: str, n: int) -> List[float]:

@@ -53,7 +53,8 @@ import dataclasses
 import math
 import numbers
 import operator
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
+from collections import abc
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Set, Tuple
 
 from ..protocols import RUN_FIELDS, STATUS_NAMES, TaskRecord
 
@@ -188,7 +189,18 @@ TASK_CONVERT: Dict[str, _Convert] = {
     "created": _task(_float), "updated": _task(_float), "info": _TEXT_TASK,
 }
 assert set(TASK_CONVERT) == set(TASK_FIELDS), "every TaskRecord field has a rule"
-_TASK_RULES = tuple((name, TASK_CONVERT[name]) for name in TASK_FIELDS)
+_NONE: type = type(None)
+_STR, _TEXT, _BLOB = frozenset({str}), frozenset({str, _NONE}), frozenset({bytes, _NONE})
+#: Per task field, the types of the values that are stored as they are (not
+#: ints, whose range is checked, nor floats, which must not be NaN).
+_TASK_CLEAN: Dict[str, FrozenSet[type]] = {
+    "id": _STR, "name": _TEXT, "trigger": _STR, "interval": _STR, "fn_ref": _TEXT,
+    "fn_pickle": _BLOB, "args": frozenset({bytes}), "kwargs": frozenset({bytes}),
+    "options": _BLOB, "schedule": _BLOB, "paused": frozenset({bool}),
+    "info": _TEXT,
+}
+_TASK_RULES = tuple((name, TASK_CONVERT[name], _TASK_CLEAN.get(name, frozenset()))
+                    for name in TASK_FIELDS)
 _task_values = operator.attrgetter(*TASK_FIELDS)
 
 _OPT_RUN_INT, _OPT_RUN_FLOAT, _RUN_TEXT = (_optional(_run(_int)), _optional(_run(_float)),
@@ -202,7 +214,17 @@ _RUN_CONVERT: Dict[str, _Convert] = {
     "stderr": _RUN_TEXT, "reason": _RUN_TEXT, "count": _count, "outcome": _run(_blob),
 }
 assert set(_RUN_CONVERT) == set(RUN_FIELDS), "every run field has a rule"
-_RUN_RULES = tuple((name, _RUN_CONVERT[name]) for name in RUN_FIELDS)
+#: Per run field, the types of the values that are stored as they are (not
+#: ints, whose range is checked, nor floats, which must not be NaN).
+_RUN_CLEAN: Dict[str, FrozenSet[type]] = {
+    "task_id": _STR, "name": _TEXT, "run": frozenset({_NONE}),
+    "started": frozenset({_NONE}), "finished": frozenset({_NONE}),
+    "duration": frozenset({_NONE}), "exit_code": frozenset({_NONE}), "result": _TEXT,
+    "error": _TEXT, "traceback": _TEXT, "output": _TEXT, "stderr": _TEXT, "reason": _TEXT,
+    "outcome": _BLOB,
+}
+_RUN_RULES = tuple((name, _RUN_CONVERT[name], _RUN_CLEAN.get(name, frozenset()))
+                   for name in RUN_FIELDS)
 #: The fields a run record must have (not None).
 REQUIRED_RUN_FIELDS = ("task_id", "slot", "attempt", "status", "scheduled")
 
@@ -213,7 +235,8 @@ def task_row(record: TaskRecord) -> Tuple[Any, ...]:
         values = _task_values(record)
     except AttributeError as exc:
         raise TypeError(f"a store keeps TaskRecord objects, not {record!r}") from exc
-    return tuple(convert(name, value) for (name, convert), value in zip(_TASK_RULES, values))
+    return tuple(value if type(value) in clean else convert(name, value)
+                 for (name, convert, clean), value in zip(_TASK_RULES, values))
 
 
 def task_changes(fields: Mapping[str, Any]) -> Dict[str, Any]:
@@ -228,14 +251,20 @@ def task_changes(fields: Mapping[str, Any]) -> Dict[str, Any]:
 
 def run_row(record: Mapping[str, Any]) -> Tuple[Any, ...]:
     """The normalized values of a run *record*, in RUN_FIELDS order."""
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, abc.Mapping):
         raise TypeError(f"a run record is a mapping of RUN_FIELDS, not {record!r}")
     get = record.get
     missing = [name for name in REQUIRED_RUN_FIELDS if get(name) is None]
     if missing:
         raise KeyError(f"a run record needs a value for {', '.join(missing)}; "
                        f"got keys {list(record)}")
-    return tuple(convert(name, get(name)) for name, convert in _RUN_RULES)
+    # A value already of its stored type needs no conversion (the common
+    # case, and this runs for every run the scheduler records).
+    row: List[Any] = []
+    for name, convert, clean in _RUN_RULES:
+        value = get(name)
+        row.append(value if type(value) in clean else convert(name, value))
+    return tuple(row)
 
 
 def claim_row(task_id: str, slot: str, attempt: int, run: int, name: str, scheduled: float,
