@@ -62,6 +62,10 @@ class EventKind(enum.Enum):
     #: The whole scheduler was resumed.
     SCHEDULER_RESUMED = "scheduler_resumed"
 
+    # Members are singletons, so identity is their hash: Enum's own hashes the
+    # name in Python code, and the kinds listened to are looked up per run.
+    __hash__ = object.__hash__
+
 
 class Event:
     """Something that happened; finished runs also carry their outcome."""

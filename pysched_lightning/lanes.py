@@ -138,7 +138,10 @@ class Lanes:
         self._coroutines: Optional[Lane] = None
 
     def of(self, run: Run) -> Lane:
-        return self.of_kind(run.lane)
+        kind = run.lane
+        if kind is LaneKind.THREADS:  # identity checks: an enum's hash is Python code
+            return self.threads
+        return self.of_kind(kind)
 
     def of_kind(self, kind: LaneKind) -> Lane:
         if kind is LaneKind.THREADS:  # identity checks: an enum's hash is Python code
