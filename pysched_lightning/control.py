@@ -22,8 +22,8 @@ from .state import Effects, State
 from .task import Task
 from .timetable import Extra
 
-__all__ = ["Added", "add_task", "reserve_start", "unreserve", "pause", "resume", "replace_task", "run_now", "purge",
-           "snapshot", "same_definition"]
+__all__ = ["Added", "add_task", "reserve_start", "unreserve", "pause", "resume",
+           "replace_task", "run_now", "purge", "snapshot", "same_definition"]
 
 
 class Added(enum.Enum):

@@ -8,7 +8,8 @@ one message; there they run one after another, and each run's outcome comes
 back when the last one of its message ends: a few milliseconds late at
 most, as long as the function stays quick. A run of any other function
 (one not seen yet, a slow one) goes alone, so it never holds back another's
-outcome.
+outcome. A function is known by its code, whatever its arguments: the last
+run stands for the next.
 """
 from __future__ import annotations
 
@@ -70,8 +71,9 @@ class Pace:
 
 def _identity_of(fn: Any) -> Any:
     """What a call of *fn* runs, found without running any of the caller's
-    code: a function's code object (through partials and methods), a
-    builtin itself, or a callable object's class."""
+    code: a function's code object (through partials and methods), else the
+    callable itself (a builtin, or a callable object: two objects of one
+    class may do very different work)."""
     for _ in range(8):  # partials of partials, not forever
         kind = type(fn)
         if kind is types.FunctionType:
@@ -80,8 +82,6 @@ def _identity_of(fn: Any) -> Any:
             fn = fn.func
         elif kind is types.MethodType:
             fn = fn.__func__
-        elif kind is types.BuiltinFunctionType:
-            return fn
         else:
-            return kind
+            return fn
     return None

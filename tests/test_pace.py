@@ -42,8 +42,9 @@ def test_partials_methods_builtins_and_callable_objects_are_known_by_what_they_r
     assert pace.quick(work) and pace.quick(functools.partial(work, 2))
     pace.note(Job().method, 0.0)
     assert pace.quick(Job().method)
-    pace.note(Job(), 0.0)
-    assert pace.quick(Job()) and not pace.quick(other)
+    job = Job()
+    pace.note(job, 0.0)
+    assert pace.quick(job) and not pace.quick(Job()) and not pace.quick(other)
     pace.note(os.getpid, 0.0)
     assert pace.quick(os.getpid) and not pace.quick(os.getppid)
 
