@@ -569,43 +569,47 @@ def bench_throughput(name, cfg, make=None):
 
 def bench_throughput_in_turns(names, cfg):
     """``tp_n`` no-op tasks due now, tasks/s from the first submit to the
-    last completion, best of ``tp_turns`` rounds per contender after a
-    warm-up each. The contenders take turns, round after round: on a shared
-    machine the speed drifts between runs by more than the contenders
-    differ, and taking turns exposes them all to the same drift."""
+    last completion, best of ``tp_turns`` rounds per contender. The
+    contenders take turns, round after round (on a shared machine the speed
+    drifts between runs by more than the contenders differ, and taking turns
+    exposes them all to the same drift); each round is a fresh scheduler,
+    warmed up and shut down alone, so that no contender's heap (a
+    scheduler keeps its finished runs) slows another's garbage collections."""
     n, turns = cfg["tp_n"], cfg["tp_turns"]
     settle()
-    adapters, results = {}, {}
-    try:
+    results = {name: {"n": n, "repeats": turns, "runs_tasks_per_s": []} for name in names}
+    for _ in range(turns):
         for name in names:
+            if "error" in results[name]:
+                continue
             try:
-                ad = adapters[name] = ADAPTERS[name]()
-                warm = Counter(cfg["tp_warmup"])
-                ad.submit_now_many(warm.n, warm.hit)
-                if not warm.done.wait(60):
-                    raise TimeoutError(f"warm-up: {warm.count}/{warm.n} done after 60 s")
-                results[name] = {"n": n, "repeats": turns, "runs_tasks_per_s": []}
+                results[name]["runs_tasks_per_s"].append(_one_throughput_round(name, n, cfg))
             except Exception as exc:  # that contender only
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-                adapters.pop(name, None)
-        for _ in range(turns):
-            for name, ad in adapters.items():
-                gc.collect()
-                c = Counter(n)
-                t0 = time.perf_counter()
-                ad.submit_now_many(n, c.hit)
-                if not c.done.wait(max(60.0, n / 500)):
-                    raise TimeoutError(f"{name}: {c.count}/{n} done after "
-                                       f"{time.perf_counter() - t0:.0f} s")
-                results[name]["runs_tasks_per_s"].append(n / (c.t_done - t0))
-        for name in adapters:
-            results[name]["tasks_per_s"] = max(results[name]["runs_tasks_per_s"])
-    finally:
-        for name, ad in adapters.items():
-            err = shutdown_with_timeout(ad)
-            if err:
-                results[name]["shutdown_error"] = err
+    for result in results.values():
+        if "error" not in result:
+            result["tasks_per_s"] = max(result["runs_tasks_per_s"])
     return results
+
+
+def _one_throughput_round(name, n, cfg):
+    ad = ADAPTERS[name]()
+    try:
+        warm = Counter(cfg["tp_warmup"])
+        ad.submit_now_many(warm.n, warm.hit)
+        if not warm.done.wait(60):
+            raise TimeoutError(f"warm-up: {warm.count}/{warm.n} done after 60 s")
+        gc.collect()
+        c = Counter(n)
+        t0 = time.perf_counter()
+        ad.submit_now_many(n, c.hit)
+        if not c.done.wait(max(60.0, n / 500)):
+            raise TimeoutError(f"{c.count}/{n} done after {time.perf_counter() - t0:.0f} s")
+        return n / (c.t_done - t0)
+    finally:
+        err = shutdown_with_timeout(ad)
+        if err:
+            raise RuntimeError(err)
 
 
 def bench_lateness(name, cfg):

@@ -28,6 +28,10 @@ _log = logging.getLogger("pysched_lightning")
 
 ReadyEntry = namedtuple("ReadyEntry", "priority due seq run")
 
+# Members read on every run, bound once: on Python 3.11 reading an attribute
+# of an Enum class goes through EnumType.__getattr__, several times slower.
+_SUSPENDED, _THREADS = TaskStatus.SUSPENDED, LaneKind.THREADS
+
 #: Runs in flight per worker process: enough that a worker never waits for
 #: the round trip that sends its next run; the ready heap orders the rest.
 PROCESS_PIPELINE = 8
@@ -46,7 +50,7 @@ class Mechanism(enum.Enum):
 
 def _ready_is_live(entry: ReadyEntry) -> bool:
     # A queued run is SUSPENDED until it starts or is dropped.
-    return entry.run.status is TaskStatus.SUSPENDED
+    return entry.run.status is _SUSPENDED
 
 
 class Lane:
@@ -139,12 +143,12 @@ class Lanes:
 
     def of(self, run: Run) -> Lane:
         kind = run.lane
-        if kind is LaneKind.THREADS:  # identity checks: an enum's hash is Python code
+        if kind is _THREADS:  # identity checks: an enum's hash is Python code
             return self.threads
         return self.of_kind(kind)
 
     def of_kind(self, kind: LaneKind) -> Lane:
-        if kind is LaneKind.THREADS:  # identity checks: an enum's hash is Python code
+        if kind is _THREADS:  # identity checks: an enum's hash is Python code
             return self.threads
         if kind is LaneKind.PROCESSES:
             return self._processes or self._make(kind)

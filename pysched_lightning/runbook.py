@@ -17,6 +17,12 @@ from .task import Task
 __all__ = ["RunBook", "TaskState"]
 
 
+# Members read on every run, bound once: on Python 3.11 reading an attribute
+# of an Enum class goes through EnumType.__getattr__, several times slower.
+_SUSPENDED, _RUNNING, _COMPLETED, _MISSED = (TaskStatus.SUSPENDED, TaskStatus.RUNNING,
+                                            TaskStatus.COMPLETED, TaskStatus.MISSED)
+
+
 class TaskState:
     """What is known of one task's runs (made at its first run, or loaded).
 
@@ -117,8 +123,8 @@ class RunBook:
             if state.history is None:
                 state.history = deque((latest,), maxlen=self._history)
             state.history.append(run)
-        if state.status is not TaskStatus.SUSPENDED and not state.canceled:
-            state.status = TaskStatus.SUSPENDED
+        if state.status is not _SUSPENDED and not state.canceled:
+            state.status = _SUSPENDED
         state.latest = run
         self._results[task.id] = run
         return run
@@ -132,9 +138,9 @@ class RunBook:
         state = run._state
         state.running += 1
         self.running += 1
-        run.status = TaskStatus.RUNNING
+        run.status = _RUNNING
         if state.latest is run and not state.canceled:
-            state.status = TaskStatus.RUNNING
+            state.status = _RUNNING
 
     def end(self, run: Run, status: TaskStatus, now: float) -> None:
         """*run* has its outcome (set by the caller): record its final status."""
@@ -144,7 +150,7 @@ class RunBook:
         state = run._state
         if run._t_started is not None:
             state.perf = now - run._t_started
-        if status is not TaskStatus.COMPLETED:
+        if status is not _COMPLETED:
             state.last_error = run.error or status.label
 
     def settle(self, run: Run) -> None:
@@ -152,7 +158,7 @@ class RunBook:
         state = run._state
         if state.latest is run and not state.canceled:
             state.status = run.status
-        if run.status is not TaskStatus.MISSED:
+        if run.status is not _MISSED:
             state.last_missed = None
 
     def returned(self, run: Run) -> List[Run]:

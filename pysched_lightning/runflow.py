@@ -22,6 +22,11 @@ from .timetable import Extra
 __all__ = ["admit", "drain", "next_ready", "finish", "end", "drop", "cancel_task",
            "returned", "overrun", "refuse", "queued_runs"]
 
+# Members read on every run, bound once: on Python 3.11 reading an attribute
+# of an Enum class goes through EnumType.__getattr__, several times slower.
+_RUNNING, _COMPLETED, _ERROR, _TIMEOUT = (TaskStatus.RUNNING, TaskStatus.COMPLETED,
+                                         TaskStatus.ERROR, TaskStatus.TIMEOUT)
+
 _EVENT_OF_STATUS = {
     TaskStatus.COMPLETED: EventKind.COMPLETED,
     TaskStatus.ERROR: EventKind.FAILED,
@@ -146,9 +151,9 @@ def finish(st: State, run: Run, status: TaskStatus, result: Any,
     otherwise the slot is given back."""
     now = st.clock.now()
     lane = st.lanes.of(run)
-    if run.status is TaskStatus.RUNNING:  # not ended by a deadline or a shutdown
+    if run.status is _RUNNING:  # not ended by a deadline or a shutdown
         if run._deadline is not None and now > run._deadline:
-            status = TaskStatus.TIMEOUT  # the outcome came too late to count
+            status = _TIMEOUT  # the outcome came too late to count
             overrun(run)
         else:
             run.result, run.exception, run.traceback, run.error = result, exc, text, error
@@ -183,16 +188,16 @@ def end(st: State, run: Run, status: TaskStatus, now: float, fx: Effects) -> Non
         st.write_soon(now)
     if st.waiters:
         st.notify_waiters(run.task_id, fx)
-    if status is not TaskStatus.COMPLETED and _retry(st, run, now, fx):
+    if status is not _COMPLETED and _retry(st, run, now, fx):
         return
-    if status is TaskStatus.ERROR and run.exit_code is not None:
+    if status is _ERROR and run.exit_code is not None:
         # a command: its exit code and the tail of its stderr say it all
         fx.log(logging.ERROR, "task %r run %d failed: %s", run.task_id, run.run_number,
                run.error)
-    elif status is TaskStatus.ERROR:
+    elif status is _ERROR:
         fx.log(logging.ERROR, "task %r run %d failed:\n%s", run.task_id, run.run_number,
                run.traceback or run.error)
-    elif status is TaskStatus.TIMEOUT:
+    elif status is _TIMEOUT:
         fx.log(logging.WARNING, "%s", run.error)
     st.runbook.settle(run)
     if st.journal is not None:

@@ -176,7 +176,8 @@ class Scheduler:
             return definitions.add_checked(st, self._workers, self._standby, task,
                                            replace_existing, fresh_id=task_id is None)
         fx = Effects()  # a new id, no store: nothing to compare or write first
-        wait_while_busy(st.lock)
+        if st.lock.locked():  # (the common case costs no call)
+            wait_while_busy(st.lock)
         with st.lock:
             control.add_new(st, task, now, fx)
         if fx.runs or fx.wake or fx.events or fx.logs or fx.expired:  # (no call)

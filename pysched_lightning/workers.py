@@ -28,6 +28,11 @@ __all__ = ["Workers"]
 _log = logging.getLogger("pysched_lightning")
 
 
+# Members read on every run, bound once: on Python 3.11 reading an attribute
+# of an Enum class goes through EnumType.__getattr__, several times slower.
+_RUNNING, _COMPLETED, _STARTED = TaskStatus.RUNNING, TaskStatus.COMPLETED, EventKind.STARTED
+
+
 class Workers:
     """Sends runs to their lanes' executors; records what they did."""
 
@@ -185,11 +190,11 @@ class Workers:
                     break
             token = _current.set(run)
             run._t_started = now()
-            if run.timeout is not None or EventKind.STARTED in st.wanted:
+            if run.timeout is not None or _STARTED in st.wanted:
                 self.started(run)
             task = run.task
             try:
-                if run.status is not TaskStatus.RUNNING:
+                if run.status is not _RUNNING:
                     result = None  # a shutdown gave up on it before it began
                 else:
                     result = task.fn(*task.args, **task.kwargs)
@@ -207,9 +212,10 @@ class Workers:
                     lock.release()
             else:
                 returning.append(None)
-                acquire_busy(lock)
+                if not lock.acquire(False):  # (the common case costs no call)
+                    acquire_busy(lock)
                 try:
-                    run = finish(st, run, TaskStatus.COMPLETED, result, None, None, None,
+                    run = finish(st, run, _COMPLETED, result, None, None, None,
                                  fx, True)
                 finally:
                     lock.release()
