@@ -34,6 +34,11 @@ __all__ = ["Handoff"]
 _log = logging.getLogger("pysched_lightning")
 
 
+# Members read on every run, bound once: on Python 3.11 reading an attribute
+# of an Enum class goes through EnumType.__getattr__, several times slower.
+_PROCESSES, _COMPLETED, _TIMEOUT = LaneKind.PROCESSES, TaskStatus.COMPLETED, TaskStatus.TIMEOUT
+
+
 class Handoff:
     """Sends runs to futures-based executors and records their outcomes."""
 
@@ -140,7 +145,7 @@ class Handoff:
         task = run.task
         try:
             self._workers.started(run)
-            if run.lane is LaneKind.PROCESSES and run.timeout is not None:
+            if run.lane is _PROCESSES and run.timeout is not None:
                 if self.killable is None:
                     self.killable = self._killable_factory()
                 future, run._handle = self.killable.submit(task.fn, task.args, task.kwargs)
@@ -151,7 +156,7 @@ class Handoff:
             else:
                 future = run._handle = _submit_elsewhere(lane.executor, run)
                 future.add_done_callback(partial(self._future_done, lane, run))
-            if run.status is TaskStatus.TIMEOUT:  # its deadline passed meanwhile
+            if run.status is _TIMEOUT:  # its deadline passed meanwhile
                 self._workers.stop_runs([run])
         except BaseException as exc:
             self._workers.not_sent(run, exc)
@@ -185,7 +190,7 @@ class Handoff:
                 awaited = self._st.lanes.loop.run(result)
                 awaited.add_done_callback(partial(self._future_done, lane, run))
                 continue
-            status, text, error = TaskStatus.COMPLETED, None, None
+            status, text, error = _COMPLETED, None, None
             if exc is not None:
                 status = TaskStatus.CANCELED if isinstance(exc, CancelledError) \
                     else TaskStatus.ERROR

@@ -31,6 +31,7 @@ _log = logging.getLogger("pysched_lightning")
 # Members read on every run, bound once: on Python 3.11 reading an attribute
 # of an Enum class goes through EnumType.__getattr__, several times slower.
 _RUNNING, _COMPLETED, _STARTED = TaskStatus.RUNNING, TaskStatus.COMPLETED, EventKind.STARTED
+_PULL, _LOOP = Mechanism.PULL, Mechanism.LOOP
 
 
 class Workers:
@@ -95,7 +96,7 @@ class Workers:
         st = self._st
         journal = st.journal
         if journal is not None and journal.store is not None and \
-                any(run._claimed is None and st.lanes.of(run).mechanism is not Mechanism.PULL
+                any(run._claimed is None and st.lanes.of(run).mechanism is not _PULL
                     for run in runs):
             journal.flush()
         now = st.clock.now()
@@ -107,9 +108,9 @@ class Workers:
                     continue
                 lane = st.lanes.of(run)
                 run._t_timestamp = now
-                if lane.mechanism is Mechanism.PULL:
+                if lane.mechanism is _PULL:
                     lane.executor.submit(self._work, run)
-                elif lane.mechanism is Mechanism.LOOP:
+                elif lane.mechanism is _LOOP:
                     lane.executor.call_soon(self._coroutines.start, run)
                 elif lane.to_processes:
                     to_processes.append(run)
@@ -163,7 +164,7 @@ class Workers:
         st = self._st
         if run._t_started is None:
             run._t_started = st.clock.now()
-        if run.timeout is None and EventKind.STARTED not in st.wanted:
+        if run.timeout is None and _STARTED not in st.wanted:
             return
         fx = Effects()
         with st.lock:
