@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import types
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from .aioloop import is_coroutine_function
@@ -31,6 +32,8 @@ def check_kind(fn: Any, hard: Any) -> bool:
     code = getattr(fn, "__code__", None)
     if code is not None and not code.co_flags & _ASYNC_FLAGS:
         return False  # a plain function, the common case: no more to ask
+    if type(fn) is types.BuiltinFunctionType:
+        return False  # C code: never a coroutine function
     if inspect.isasyncgenfunction(fn):
         raise TypeError(f"fn {safe_repr(fn, 200)} is an async generator function: it "
                         "makes an async iterator, not a result; schedule a coroutine "
