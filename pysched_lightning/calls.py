@@ -105,20 +105,30 @@ class Batch(_SentOnce):
 
     In the worker it returns one ``(seconds, failed, payload)`` per call:
     *payload* is the result or the exception, pickled on its own unless it
-    is of a plain type.
+    is of a plain type. Its calls are pickled by the batch itself: if one of
+    them cannot be, ``refused`` holds the error and the worker runs nothing
+    (so the calls may go again, alone, and none runs twice).
     """
 
-    __slots__ = ("calls",)
+    __slots__ = ("calls", "refused")
 
     def __init__(self, calls: Sequence[CallParts], sends: int = 1) -> None:
         super().__init__(sends)
         self.calls = list(calls)
+        self.refused: Optional[Exception] = None
 
     def __len__(self) -> int:
         return len(self.calls)
 
     def __call__(self) -> List[Tuple[float, bool, Any]]:  # in the worker
-        return [_run_in_worker(fn, args, kwargs) for fn, args, kwargs in self.calls]
+        outcomes = []
+        for fn, args, kwargs in self.calls:
+            try:
+                outcomes.append(_run_in_worker(fn, args, kwargs))
+            except BaseException as exc:  # around the call, not in it: it ran
+                outcomes.append((0.0, True, cloudpickle.dumps(RuntimeError(
+                    f"the call's outcome was lost in the worker: {error_line(exc)}"))))
+        return outcomes
 
     def again(self) -> "Batch":
         """The same calls, to send to another pool."""
@@ -129,7 +139,18 @@ class Batch(_SentOnce):
         return [Batch([parts], self.sends) for parts in self.calls]
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return Batch, (self.calls if self._sending() else [],)
+        if not self._sending():
+            return _unpack, (None,)
+        try:
+            return _unpack, (cloudpickle.dumps(self.calls),)
+        except Exception as exc:  # an argument that cannot be pickled (any more)
+            self.refused = exc
+            return _unpack, (None,)
+
+
+def _unpack(data: Optional[bytes]) -> Batch:
+    """A batch in the worker (None: one that runs nothing)."""
+    return Batch([] if data is None else pickle.loads(data))
 
 
 def _run_in_worker(fn: Callable[..., Any], args: Tuple[Any, ...],

@@ -113,12 +113,11 @@ class ProcessPool:
     def send_batch(self, calls: List[Tuple[Any, Callable[..., Any], Tuple[Any, ...],
                                            Mapping[str, Any]]],
                    done: Callable[[List[Outcome]], Any]) -> None:
-        """Send ``(key, fn, args, kwargs)`` calls to one worker in one
-        message, to run there in order. ``done(outcomes)`` is called in the
-        pool's own thread with ``(key, result, exception, seconds)`` for
-        every call, once (for all of them together, unless the batch had to
-        be split: then once per part). A message costs this process more
-        than a quick call takes to run; each outcome still stands alone."""
+        """Send ``(key, fn, args, kwargs)`` calls to one worker in one message
+        (which costs this process more than a quick call takes), to run there
+        in order. ``done(outcomes)`` gets ``(key, result, exception, seconds)``
+        for every call, once, in the pool's own thread (once per part if a
+        call that could not be pickled made the calls go again one by one)."""
         parts: List[CallParts] = [(fn, args, kwargs or {}) for _, fn, args, kwargs in calls]
         self._dispatch(Batch(parts), BatchSink([call[0] for call in calls], done))
 
@@ -147,6 +146,9 @@ class ProcessPool:
             sink.drop()
             return
         if exc is None:  # the hot path: a few µs per call matter here
+            if isinstance(call, Batch) and call.refused is not None:
+                self._split(call, sink)
+                return
             sink.succeed(inner.result())
             return
         if isinstance(exc, BrokenProcessPool):
@@ -160,17 +162,20 @@ class ProcessPool:
                 sink.drop()
                 return
             exc = lost
-        elif isinstance(call, Batch) and len(call) > 1:
-            # The batch failed as a whole without breaking the pool: one of its
-            # calls could not be pickled here. Each goes alone, to find which.
-            assert isinstance(sink, BatchSink)
-            for index, one in enumerate(call.split()):
-                try:
-                    self._dispatch(one, sink.part(index))
-                except BaseException as error:  # e.g. shut down meanwhile
-                    sink.part(index).fail(error)
-            return
         sink.fail(exc)
+
+    def _split(self, batch: Batch, sink: _Sink) -> None:
+        """A batch that could not be pickled ran nothing: each of its calls
+        goes alone, so that only the one that cannot be pickled fails."""
+        assert isinstance(sink, BatchSink) and batch.refused is not None
+        parts = batch.split() if len(batch) > 1 else []
+        for index, one in enumerate(parts):
+            try:
+                self._dispatch(one, sink.part(index))
+            except BaseException as error:  # e.g. shut down meanwhile
+                sink.part(index).fail(error)
+        if not parts:  # the one that cannot be pickled
+            sink.fail(batch.refused)
 
     def _broken(self, call: _Sent, sink: _Sink, executor: Any,
                 exc: BrokenProcessPool) -> Optional[BaseException]:

@@ -124,12 +124,22 @@ def test_each_call_of_a_batch_comes_back_with_its_own_outcome_and_time(kind):
         assert send(pool, [(0, square, (5,), None)])[0][0][:2] == (25, None)
 
 
-def test_a_call_that_cannot_be_pickled_here_fails_alone_and_its_batch_mates_run():
-    with make_pool("loky") as pool:
-        outcomes, _ = send(pool, [(0, square, (2,), None),
+def append_line(path, x):
+    with open(path, "a") as out:
+        out.write(f"{x}\n")
+    return x
+
+
+@pytest.mark.parametrize("kind", ["loky", "stdlib"])
+def test_a_call_that_cannot_be_pickled_here_fails_alone_and_its_batch_mates_run_once(
+        kind, tmp_path):
+    ran = tmp_path / "ran"
+    with make_pool(kind) as pool:
+        outcomes, _ = send(pool, [(0, append_line, (str(ran), 2), None),
                                   (1, square, (threading.Lock(),), None),
-                                  (2, square, (5,), None)])
-        assert outcomes[0][:2] == (4, None) and outcomes[2][:2] == (25, None)
+                                  (2, append_line, (str(ran), 5), None)])
+        assert outcomes[0][:2] == (2, None) and outcomes[2][:2] == (5, None)
+        assert ran.read_text() == "2\n5\n"  # each ran once: the batch ran nothing
         result, exc, seconds = outcomes[1]
         assert result is None and seconds is None
         assert "lock" in "".join(traceback.format_exception(exc))
