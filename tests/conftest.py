@@ -83,6 +83,17 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.005):
         time.sleep(interval)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--torture-seconds", type=float, default=300.0,
+                     help="how long each long run of a searching test (-m torture) goes on")
+
+
+@pytest.fixture
+def torture_seconds(request):
+    """How long a test marked ``torture`` searches (``--torture-seconds``)."""
+    return request.config.getoption("--torture-seconds")
+
+
 @pytest.fixture
 def clock():
     return VirtualClock()
