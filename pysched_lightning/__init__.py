@@ -8,7 +8,8 @@ from .options import LaneKind, TaskOptions
 from .runs import Run, TaskStatus
 from .scheduler import Scheduler
 from .scripts import Script, script
-from .task import Task, task
+from .decorator import task
+from .task import Task
 
 __all__ = [
     "Scheduler", "task", "Task", "TaskOptions", "LaneKind", "ThreadPoolExecutor",

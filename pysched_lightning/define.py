@@ -9,8 +9,8 @@ import types
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from .aioloop import is_coroutine_function
-from .executors import check_picklable
 from .runs import safe_repr
+from .pickles import check_picklable
 from .options import ASYNC_OPTIONS, DEFAULT_OPTIONS, OPTION_NAMES, TaskOptions, make_options
 from .task import Task
 from .triggers import make_trigger

@@ -16,8 +16,7 @@ from typing import Any, Callable, Optional, Tuple
 from .firing import expire_deadlines, fire_due, follow_wall_clock, time_to_next
 from .runflow import drain
 from .runs import error_line
-from .state import JOURNAL_LINGER_SECONDS, Effects, State, acquire_busy
-from .workers import Workers
+from .state import JOURNAL_LINGER_SECONDS, Effects, Hands, State, acquire_busy
 
 __all__ = ["Dispatcher"]
 
@@ -27,7 +26,7 @@ _log = logging.getLogger("pysched_lightning")
 class Dispatcher:
     """Fires due tasks, expires deadlines, fills free worker slots."""
 
-    def __init__(self, st: State, workers: Workers,
+    def __init__(self, st: State, workers: Hands,
                  delayfunc: Optional[Callable[[float], Any]],
                  before: Optional[Callable[[], bool]] = None) -> None:
         self._st = st

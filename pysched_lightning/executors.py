@@ -8,18 +8,15 @@ with its real traceback (tblib), naming the function and line in the worker.
 from __future__ import annotations
 
 import concurrent.futures
-import weakref
 import os
 import sys
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-import cloudpickle
 import loky
 from tblib import pickling_support
 
-__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "call_in_process", "check_picklable",
-           "unpicklable_part", "fresh_pool_like"]
+__all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "call_in_process", "fresh_pool_like"]
 
 
 def _default_workers(max_workers: Optional[int]) -> int:
@@ -86,40 +83,3 @@ def fresh_pool_like(executor: Any) -> Any:
     if sys.version_info >= (3, 11):
         options["max_tasks_per_child"] = getattr(executor, "_max_tasks_per_child", None)
     return concurrent.futures.ProcessPoolExecutor(executor._max_workers, **options)
-
-
-def unpicklable_part(fn: Any, args: Tuple[Any, ...],
-                     kwargs: Mapping[str, Any]) -> Optional[Tuple[str, Exception]]:
-    """The first part of a call that cloudpickle refuses, as
-    ``("args[1]=<value>", error)``, or None when all of it pickles."""
-    parts = [("fn", fn)]
-    parts += [(f"args[{i}]", value) for i, value in enumerate(args)]
-    parts += [(f"kwargs[{key!r}]", value) for key, value in kwargs.items()]
-    for label, value in parts:
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:
-            return f"{label}={value!r}", exc
-    return None
-
-
-def check_picklable(fn: Callable[..., Any], args: Tuple[Any, ...],
-                    kwargs: Mapping[str, Any],
-                    known: Optional["weakref.WeakKeyDictionary[Any, bool]"] = None) -> None:
-    """Raise TypeError naming the part of a hard task that cannot be pickled.
-    *known* remembers the functions that pickled (a hard task is often
-    delayed again and again with the same function)."""
-    check_fn = True
-    if known is not None:
-        try:
-            check_fn = not known.get(fn)  # pickled before?
-        except TypeError:  # not weakly referable: check it every time
-            known = None
-    bad = unpicklable_part(fn if check_fn else None, args, kwargs) \
-        if check_fn or args or kwargs else None
-    if bad is not None:
-        part, exc = bad
-        raise TypeError(f"hard task cannot be sent to a process: {part} cannot be "
-                        f"pickled ({type(exc).__name__}: {exc})") from exc
-    if known is not None and check_fn:
-        known[fn] = True

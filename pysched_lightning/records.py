@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
-import io
 import json
 import pickle
 import uuid
@@ -18,8 +17,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import cloudpickle
 
-from .executors import unpicklable_part
 from .options import DEFAULT_OPTIONS, TaskOptions
+from .pickles import loads as _loads, unpicklable_part
 from .protocols import TaskRecord
 from .runs import Run, TaskStatus, error_line, outcome_bytes, safe_repr
 from .task import Task, callable_name
@@ -211,19 +210,6 @@ def _part_name(label: str, value: Any) -> str:
     return bad[0] if bad is not None else f"its {label} {safe_repr(value, 200)}"
 
 
-#: Where classes pickled by earlier versions live now.
-_MOVED = {"pysched_lightning.jobs": "pysched_lightning"}
-
-
-class _Unpickler(pickle.Unpickler):
-    """Loads stored pickles, following classes that moved between versions."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(_MOVED.get(module, module), name)
-
-
-def _loads(data: Optional[bytes]) -> Any:
-    return _Unpickler(io.BytesIO(data or b"")).load()
 
 
 _PROTOCOL = 4  # Python 3.4+: every supported interpreter reads it

@@ -16,8 +16,9 @@ import traceback as _traceback
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any, Iterator, Mapping, Optional
 
-from .commands import CommandError, CommandResult, CommandTimeout
 from .context import RunContext
+from .outcomes import CommandError, CommandResult, CommandTimeout
+from .pickles import loads
 
 __all__ = ["TaskStatus", "Run", "format_exception", "error_line", "safe_repr"]
 
@@ -338,7 +339,7 @@ def _load_outcome(run: Run, data: Optional[bytes]) -> None:
     value = None
     if data:
         try:
-            value = pickle.loads(data)
+            value = loads(data)
         except Exception:
             value = None
     if run.status is TaskStatus.COMPLETED:

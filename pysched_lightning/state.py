@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Tuple
 
 from .clock import Clock
 from .events import Event, EventKind
@@ -135,6 +135,12 @@ class State:
             waiters[key] -= 1
             if not waiters[key]:
                 del waiters[key]
+
+
+class Hands(Protocol):
+    """Who does what a transition left to do (the workers)."""
+
+    def aftermath(self, fx: "Effects") -> None: ...
 
 
 class Effects:

@@ -1,4 +1,4 @@
-"""The Task record and the ``@task`` decorator.
+"""The Task record: one scheduled occurrence of a task's definition.
 
 A Task is an immutable named tuple ordered as the timer heap wants it
 (time, priority, seq, ...): the heap compares tasks in C, and a pending task
@@ -7,17 +7,13 @@ due time, each time it fires, as upstream's namedtuple did.
 """
 from __future__ import annotations
 
-import functools
 from collections import namedtuple
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 from .options import TaskOptions
 from .protocols import Trigger
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .scheduler import Scheduler
-
-__all__ = ["Task", "task", "Delayable", "callable_name"]
+__all__ = ["Task", "callable_name"]
 
 _TaskFields = namedtuple("_TaskFields",
                          "time priority seq id when interval fn args kwargs options")
@@ -88,45 +84,3 @@ def callable_name(fn: Any) -> str:
         return found if isinstance(found, str) else type(fn).__name__
     except Exception:  # a hostile property must not break a listing
         return type(fn).__name__
-
-
-class Delayable(Protocol):
-    """A function decorated with ``@task``: still callable, and it schedules
-    itself with ``.delay(*args, **kwargs)`` (returning the task id)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-
-    def delay(self, *args: Any, **kwargs: Any) -> str: ...
-
-
-class task:
-    """``@task(sched, 'recur', 3, 2)`` — the function gains ``.delay(*a, **kw)``.
-
-    The function stays callable directly; ``fn.delay(...)`` schedules it with
-    the decorator's trigger, interval, priority and options, and returns the
-    task id.
-    """
-
-    def __init__(self, scheduler: "Scheduler", trigger: str, interval: Any,
-                 priority: Union[int, float] = 1, **options: Any) -> None:
-        self.scheduler = scheduler
-        self.trigger = trigger
-        self.interval = interval
-        self.priority = priority
-        self.options = options
-
-    def __call__(self, fn: Callable[..., Any]) -> Delayable:
-        if not callable(fn):
-            raise TypeError(f"@task must decorate a callable, got {fn!r}")
-        spec = self
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return fn(*args, **kwargs)
-
-        def delay(*args: Any, **kwargs: Any) -> str:
-            return spec.scheduler.delay(spec.trigger, spec.interval, spec.priority,
-                                        fn, args, kwargs, **spec.options)
-
-        wrapper.delay = delay  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]  # it has delay() now

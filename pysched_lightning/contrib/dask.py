@@ -29,7 +29,8 @@ import types
 import uuid
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
-from ..executors import call_in_process, unpicklable_part
+from ..executors import call_in_process
+from ..pickles import unpicklable_part
 from ..validation import check_priority
 
 __all__ = ["DaskExecutor", "as_dask_executor", "SUBMIT_OPTIONS"]
