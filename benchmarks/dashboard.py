@@ -35,8 +35,8 @@ for folder in (HERE, HERE.parent):
 
 import store_queries  # noqa: E402
 from pysched_lightning.dashboard import app, serve  # noqa: E402
-from pysched_lightning.stores import SQLiteStore  # noqa: E402
-from pysched_lightning.stores.schema import INDEXES  # noqa: E402
+from pysched_lightning.durability.stores import SQLiteStore  # noqa: E402
+from pysched_lightning.durability.stores.schema import INDEXES  # noqa: E402
 
 
 def build(path: str, tasks: int, runs: int) -> float:

@@ -30,10 +30,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.append(str(HERE.parent))
 
-from pysched_lightning.protocols import (CANCELED, COMPLETED, ERROR, MISSED,  # noqa: E402
-                                         RUN_FIELDS, TIMEOUT, TaskRecord)
-from pysched_lightning.stores import SQLiteStore  # noqa: E402
-from pysched_lightning.stores.schema import INDEXES  # noqa: E402
+from pysched_lightning.records.protocols import (CANCELED, COMPLETED, ERROR, MISSED,
+                                                 RUN_FIELDS, TIMEOUT, TaskRecord)
+from pysched_lightning.durability.stores import SQLiteStore  # noqa: E402
+from pysched_lightning.durability.stores.schema import INDEXES  # noqa: E402
 
 PERIOD = 1200.0  # most tasks run every 20 minutes
 HOT_PERIOD = 12.0  # and one every 12 seconds

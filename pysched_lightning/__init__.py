@@ -1,15 +1,16 @@
 """pysched_lightning: a priority scheduler for one-shot, recurring and cron tasks."""
-from .commands import Command, CommandError, CommandResult, CommandTimeout, command
-from .context import RunContext, current_run
-from .errors import StoreWriteError, WorkerCrashedError
-from .events import Event, EventKind
-from .executors import ProcessPoolExecutor, ThreadPoolExecutor
-from .options import LaneKind, TaskOptions
-from .runs import Run, TaskStatus
-from .scheduler import Scheduler
-from .scripts import Script, script
 from .decorator import task
-from .task import Task
+from .execution.commands import (Command, CommandError, CommandResult, CommandTimeout,
+                                 command)
+from .execution.executors import ProcessPoolExecutor, ThreadPoolExecutor
+from .execution.scripts import Script, script
+from .records.context import RunContext, current_run
+from .records.errors import StoreWriteError, WorkerCrashedError
+from .records.events import Event, EventKind
+from .records.options import LaneKind, TaskOptions
+from .records.runs import Run, TaskStatus
+from .records.task import Task
+from .scheduler import Scheduler
 
 __all__ = [
     "Scheduler", "task", "Task", "TaskOptions", "LaneKind", "ThreadPoolExecutor",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from .validation import check_seconds
+from .records.validation import check_seconds
 
 __all__ = ["check_scheduler_arguments", "check_executor", "check_run_log"]
 

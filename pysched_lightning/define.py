@@ -8,13 +8,14 @@ import math
 import types
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from .aioloop import is_coroutine_function
-from .runs import safe_repr
-from .pickles import check_picklable
-from .options import ASYNC_OPTIONS, DEFAULT_OPTIONS, OPTION_NAMES, TaskOptions, make_options
-from .task import Task
-from .triggers import make_trigger
-from .validation import check_args, check_kwargs, check_priority
+from .execution.aioloop import is_coroutine_function
+from .records.options import (ASYNC_OPTIONS, DEFAULT_OPTIONS, OPTION_NAMES, TaskOptions,
+                              make_options)
+from .records.pickles import check_picklable
+from .records.runs import safe_repr
+from .records.task import Task
+from .records.validation import check_args, check_kwargs, check_priority
+from .timing.triggers import make_trigger
 
 __all__ = ["build_task", "when_of", "options_of", "check_callable", "check_kind"]
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from . import control
-from .errors import StoreWriteError
-from .journal import EarlyClaim, Write
-from .protocols import TaskRecord
-from .records import slot_offset, task_record
-from .standby import same_record
-from .state import Effects, State
-from .task import Task
+from .core import control
+from .core.standby import same_record
+from .core.state import Effects, State
+from .durability.encoding import slot_offset, task_record
+from .durability.journal import EarlyClaim, Write
+from .records.errors import StoreWriteError
+from .records.protocols import TaskRecord
+from .records.task import Task
 
 __all__ = ["add_checked", "replace_checked", "purge"]
 

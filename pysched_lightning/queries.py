@@ -12,11 +12,11 @@ import time
 from concurrent.futures import CancelledError
 from typing import Any, Dict, List, Optional
 
-from . import control
-from .records import function_reference
-from .runs import Run, TaskStatus
-from .state import State
-from .task import Task
+from .core import control
+from .core.state import State
+from .durability.encoding import function_reference
+from .records.runs import Run, TaskStatus
+from .records.task import Task
 
 __all__ = ["wait_for_result", "status", "runs", "next_run_times", "task_info",
            "all_task_info", "definition"]

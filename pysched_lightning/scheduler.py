@@ -17,28 +17,30 @@ import weakref
 from concurrent.futures import CancelledError
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
-from . import control, definitions, queries
-from .aioloop import EventLoopThread
+from . import definitions, queries
 from .arguments import check_scheduler_arguments
-from .clock import Clock
 from .contrib.dask import as_dask_executor
-from .define import build_task, changed_task, check_callable, check_kind, options_of, when_of
-from .options import ASYNC_OPTIONS, DEFAULT_OPTIONS
-from .dispatcher import Dispatcher
-from .events import Event, EventKind, Listeners
-from .executors import ThreadPoolExecutor
-from .journal import Journal
-from .lanes import Lanes
-from .processes import KillableProcesses, ProcessPool
-from .protocols import Executor, Store
-from .runlog import RunLog
-from .runs import Run, TaskStatus
+from .core import control
+from .core.dispatcher import Dispatcher
+from .core.lanes import Lanes
+from .core.standby import Standby
+from .core.state import Effects, State, wait_while_busy
+from .define import (build_task, changed_task, check_callable, check_kind, options_of,
+                     when_of)
+from .durability.journal import Journal
+from .durability.runlog import RunLog
+from .durability.stores import open_store
+from .execution.aioloop import EventLoopThread
+from .execution.executors import ThreadPoolExecutor
+from .execution.processes import KillableProcesses, ProcessPool
+from .execution.workers import Workers
+from .records.events import Event, EventKind, Listeners
+from .records.options import ASYNC_OPTIONS, DEFAULT_OPTIONS
+from .records.protocols import Executor, Store
+from .records.runs import Run, TaskStatus
+from .records.task import Task
 from .shutdown import Closer
-from .standby import Standby
-from .state import Effects, State, wait_while_busy
-from .stores import open_store
-from .task import Task
-from .workers import Workers
+from .timing.clock import Clock
 
 __all__ = ["Scheduler"]
 

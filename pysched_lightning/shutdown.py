@@ -16,12 +16,12 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-from .context import current_run
-from .events import EventKind, Listeners
-from .records import slot_offset
-from .runflow import drop, end, queued_runs, returned
-from .runs import Run, TaskStatus
-from .state import Effects, State
+from .core.runflow import drop, end, queued_runs, returned
+from .core.state import Effects, State
+from .durability.encoding import slot_offset
+from .records.context import current_run
+from .records.events import EventKind, Listeners
+from .records.runs import Run, TaskStatus
 
 __all__ = ["Closer"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pysched_lightning.runlog import read_run_log
-from pysched_lightning.stores import open_store
+from pysched_lightning.durability.runlog import read_run_log
+from pysched_lightning.durability.stores import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 POLL = 0.05

@@ -2,7 +2,7 @@
 every field set to something other than its default."""
 from __future__ import annotations
 
-from pysched_lightning.protocols import COMPLETED, ERROR, TaskRecord
+from pysched_lightning.records.protocols import COMPLETED, ERROR, TaskRecord
 
 INTERRUPTED = "interrupted: the scheduler process stopped during this run"
 

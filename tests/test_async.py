@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 import pysched_lightning as psl
-from pysched_lightning.stores import open_store
+from pysched_lightning.durability.stores import open_store
 from conftest import InlineExecutor, pending_events, wait_for
 
 Status = psl.TaskStatus

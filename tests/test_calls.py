@@ -12,9 +12,9 @@ import traceback
 
 import pytest
 
-from pysched_lightning.calls import Batch
-from pysched_lightning.errors import WorkerCrashedError
-from pysched_lightning.processes import ProcessPool
+from pysched_lightning.execution.calls import Batch
+from pysched_lightning.records.errors import WorkerCrashedError
+from pysched_lightning.execution.processes import ProcessPool
 from test_processes import exit_3, fail_in_worker, pid, unloadable
 
 # ------------------------------------------------------------------ calls

@@ -18,8 +18,8 @@ from cli_support import store_of  # noqa: F401  (a fixture)
 from conftest import wait_for
 from pysched_lightning.cli import (FolderSchedule, parse_folder_name, parse_schedule_file,
                                    retry_policy, scan_jobs)
-from pysched_lightning.config import ConfigError, load_config
-from pysched_lightning.stores import open_store
+from pysched_lightning.cli.config import ConfigError, load_config
+from pysched_lightning.durability.stores import open_store
 
 # ----------------------------------------------------- parsing (in-process)
 

@@ -21,8 +21,8 @@ import pytest
 
 from cli_support import REPO, Daemon, pysched, write_config, write_job
 from conftest import wait_for
-from pysched_lightning.protocols import ERROR, MISSED, RUN_FIELDS, RUNNING
-from pysched_lightning.stores import open_store
+from pysched_lightning.records.protocols import ERROR, MISSED, RUN_FIELDS, RUNNING
+from pysched_lightning.durability.stores import open_store
 
 POLL = 0.05
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")

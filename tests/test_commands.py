@@ -12,9 +12,9 @@ import cloudpickle
 import psutil
 import pytest
 
-from pysched_lightning.context import RunContext, _set_current_run
-from pysched_lightning.commands import (Command, CommandError, CommandResult,
-                                        CommandTimeout, command)
+from pysched_lightning.records.context import RunContext, _set_current_run
+from pysched_lightning.execution.commands import (Command, CommandError, CommandResult,
+                                                  CommandTimeout, command)
 
 PY = sys.executable
 

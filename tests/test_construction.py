@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 import pysched_lightning as psl
-from pysched_lightning.stores import open_store
+from pysched_lightning.durability.stores import open_store
 from conftest import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_leaked_threads")

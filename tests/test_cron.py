@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from dateutil import tz as dateutil_tz
 
-from pysched_lightning import zones
-from pysched_lightning.triggers import CronTrigger
+from pysched_lightning.timing import zones
+from pysched_lightning.timing.triggers import CronTrigger
 from walltime import BERLIN, NEW_YORK, SYDNEY, UTC, cron, epoch, fires, local, offset_hours
 
 

@@ -15,7 +15,7 @@ import pysched_lightning as psl  # noqa: E402
 from conftest import wait_for  # noqa: E402
 from dashboard_stores import BIG_OUTPUT, fetch, fetch_json, replay_store, serve  # noqa: E402
 from pysched_lightning.dashboard import app  # noqa: E402
-from pysched_lightning.stores import open_store  # noqa: E402
+from pysched_lightning.durability.stores import open_store  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -437,7 +437,7 @@ def test_the_status_shown_is_that_of_what_happened_last():
 def test_a_dense_row_reads_its_newest_runs_and_every_older_failure(tmp_path):
     from pysched_lightning.dashboard.data import StoreSource
     from pysched_lightning.dashboard.pages import ROW_RUN_LIMIT, timeline_rows
-    from pysched_lightning.stores import SQLiteStore
+    from pysched_lightning.durability.stores import SQLiteStore
     from store_records import record
     now = time.time()
     store = SQLiteStore(tmp_path / "dense.db")

@@ -9,7 +9,7 @@ import pytest
 
 import pysched_lightning as psl
 from conftest import wait_for
-from pysched_lightning.stores import SQLiteStore, open_store
+from pysched_lightning.durability.stores import SQLiteStore, open_store
 from store_records import record
 
 

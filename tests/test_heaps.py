@@ -1,7 +1,7 @@
 """The lazy-deletion heap under the timer and ready heaps."""
 from __future__ import annotations
 
-from pysched_lightning.heaps import LazyHeap
+from pysched_lightning.core.heaps import LazyHeap
 
 
 def test_dead_entries_are_skipped_and_the_heap_is_rebuilt_when_they_dominate():

@@ -5,11 +5,11 @@ import threading
 
 import pytest
 
-from pysched_lightning.journal import Journal
-from pysched_lightning.records import task_record
-from pysched_lightning.stores import SQLiteStore
-from pysched_lightning.task import Task
-from pysched_lightning.options import DEFAULT_OPTIONS
+from pysched_lightning.durability.journal import Journal
+from pysched_lightning.durability.encoding import task_record
+from pysched_lightning.durability.stores import SQLiteStore
+from pysched_lightning.records.task import Task
+from pysched_lightning.records.options import DEFAULT_OPTIONS
 
 
 class PoisonedStore(SQLiteStore):

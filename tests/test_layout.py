@@ -73,3 +73,62 @@ def test_modules_stay_small(path):
 
 def test_the_package_says_it_is_typed():
     assert (PACKAGE / "py.typed").exists()
+
+
+#: The layers, top to bottom: a module imports its own layer and those below.
+LAYERS = [
+    ("apps", ("pysched_lightning.cli", "pysched_lightning.dashboard", "pysched_lightning.remote",
+              "pysched_lightning.__main__")),
+    ("facade", ("pysched_lightning",)),
+    ("execution", ("pysched_lightning.execution", "pysched_lightning.contrib")),
+    ("core", ("pysched_lightning.core",)),
+    ("durability", ("pysched_lightning.durability",)),
+    ("timing", ("pysched_lightning.timing",)),
+    ("records", ("pysched_lightning.records",)),
+]
+
+
+def _layer(module: str) -> int:
+    """The index in LAYERS of *module*'s layer (the longest prefix decides)."""
+    best, found = -1, None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), index
+    assert found is not None, module
+    return found
+
+
+def _all_imports(path: pathlib.Path, name: str, modules: set) -> set:
+    """Every package module *path* imports, anywhere (functions and
+    TYPE_CHECKING blocks included: a layer must not even name one above it)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                found.add(full if full in modules else target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m in modules and m != name}
+
+
+def test_imports_run_down_the_layers_only():
+    """apps -> facade -> execution -> core -> durability -> timing -> records."""
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(files)
+    upward = []
+    for name, path in sorted(files.items()):
+        for imported in sorted(_all_imports(path, name, modules)):
+            if _layer(imported) < _layer(name):
+                upward.append(f"{name} ({LAYERS[_layer(name)][0]}) imports {imported} "
+                              f"({LAYERS[_layer(imported)][0]})")
+    assert upward == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import os
 
-from pysched_lightning.pace import QUICK_SECONDS, Pace
+from pysched_lightning.execution.pace import QUICK_SECONDS, Pace
 
 
 def work(x=0):

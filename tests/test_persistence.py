@@ -13,8 +13,8 @@ import time
 import pytest
 
 import pysched_lightning as psl
-from pysched_lightning.runlog import read_run_log
-from pysched_lightning.stores import open_store
+from pysched_lightning.durability.runlog import read_run_log
+from pysched_lightning.durability.stores import open_store
 from conftest import InlineExecutor, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,7 +198,6 @@ def test_json_run_log_has_a_line_per_finished_run(tmp_path):
 CHILD = textwrap.dedent("""
     import sys, time
     import pysched_lightning as psl
-    from pysched_lightning import commands
     sched = psl.Scheduler(store=sys.argv[1])
     sched.delay('recur', 0.2, 1, time.time, task_id='heartbeat')
     sched.start()

@@ -21,8 +21,8 @@ import pytest
 
 import pysched_lightning as psl
 from conftest import wait_for
-from pysched_lightning.errors import WorkerCrashedError
-from pysched_lightning.processes import KillableProcesses, ProcessPool
+from pysched_lightning.records.errors import WorkerCrashedError
+from pysched_lightning.execution.processes import KillableProcesses, ProcessPool
 
 # ------------------------------------------------------------------ calls
 # (module level, so that worker processes can unpickle them)

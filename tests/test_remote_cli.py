@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pysched_lightning.config import ConfigError
+from pysched_lightning.cli.config import ConfigError
 from pysched_lightning.remote.cli import read_secret
 from test_remote_support import HERE, SECRET, Broker, ServiceProcess, add, broker, unique
 

@@ -11,10 +11,10 @@ import threading
 import pytest
 
 from pysched_lightning.remote import RemoteError, Request, Response
-from pysched_lightning.remote.messages import (decode_response, encode_request, encode_response,
-                                               parse_task)
-from pysched_lightning.remote.protocol import (PROTOCOL_VERSION, RejectedMessage, frame, make_key,
-                                               sign, signature_of, verify)
+from pysched_lightning.remote.messages import (decode_response, encode_request,
+                                               encode_response, parse_task)
+from pysched_lightning.remote.protocol import (PROTOCOL_VERSION, RejectedMessage, frame,
+                                               make_key, sign, signature_of, verify)
 from test_remote_support import TouchOnUnpickle, add, touch
 
 KEY = make_key("k" * 32, False)

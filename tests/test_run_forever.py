@@ -14,7 +14,7 @@ import threading
 import pytest
 
 import pysched_lightning as psl
-from pysched_lightning.stores import open_store
+from pysched_lightning.durability.stores import open_store
 from conftest import wait_for
 
 # A daemon as a user writes it: a task that takes a while, then run_forever().

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pysched_lightning.runlog import RunLog, read_run_log
+from pysched_lightning.durability.runlog import RunLog, read_run_log
 
 DAY = 86400
 #: 2020-01-01 00:00:00 UTC, for rotated file names we can predict.

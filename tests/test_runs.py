@@ -92,7 +92,7 @@ def test_history_bound_also_bounds_memory(clock):
     """Regression: each run kept a link to the one before it, so runs dropped
     from the bounded history stayed alive through their successors."""
     import gc
-    from pysched_lightning.runs import Run
+    from pysched_lightning.records.runs import Run
     sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep,
                           history=5)
     tid = sched.delay('recur', 1, 1, lambda: None)

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from pysched_lightning.commands import CommandError, CommandResult
-from pysched_lightning.scripts import Script, script
+from pysched_lightning.execution.commands import CommandError, CommandResult
+from pysched_lightning.execution.scripts import Script, script
 
 
 def _write_script(path, body):

@@ -5,7 +5,7 @@ import json
 import threading
 
 import pysched_lightning as psl
-from pysched_lightning.stores import SQLiteStore
+from pysched_lightning.durability.stores import SQLiteStore
 from conftest import wait_for
 
 

@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from pysched_lightning.protocols import COMPLETED, ERROR, RUN_FIELDS, RUNNING, TIMEOUT
-from pysched_lightning.stores import SQLiteStore, TaskRecord
+from pysched_lightning.records.protocols import (COMPLETED, ERROR, RUN_FIELDS, RUNNING,
+                                                 TIMEOUT)
+from pysched_lightning.durability.stores import SQLiteStore, TaskRecord
 from store_records import INTERRUPTED, claim, finished, record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_the_dashboard_queries_read_an_index_not_the_table(tmp_path):
         # and these are the statements the store runs:
         store.runs("t", 50, before=5.0)
         store.count_runs(since=5.0, statuses=(ERROR, TIMEOUT))
-        from pysched_lightning.stores import sqlite as module
+        from pysched_lightning.durability.stores import sqlite as module
         assert set(module._SELECT_SQL.values()) >= {
             f"SELECT {columns} FROM runs WHERE task_id = ? AND scheduled < ? "
             "ORDER BY scheduled DESC, id DESC LIMIT ?",
@@ -101,7 +102,7 @@ def test_the_dashboard_queries_read_an_index_not_the_table(tmp_path):
 def test_finishing_a_claimed_run_leaves_the_time_indexes_alone(tmp_path):
     """The finishing UPDATE does not set ``scheduled`` (SQLite would rewrite
     both time indexes), unless the record moves the run to another time."""
-    from pysched_lightning.stores import sqlite as module
+    from pysched_lightning.durability.stores import sqlite as module
     assert "scheduled =" not in module._FINISH_RUN.split("WHERE")[0]
     with SQLiteStore(tmp_path / "jobs.db") as store:
         claim(store, "t1", "s", scheduled=100.0)

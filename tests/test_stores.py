@@ -13,12 +13,12 @@ import threading
 
 import pytest
 
-import pysched_lightning.protocols as protocols
-from pysched_lightning.protocols import (CANCELED, COMPLETED, ERROR, MISSED, RUNNING,
-                                         STATUS_NAMES, SUSPENDED, TIMEOUT)
-from pysched_lightning.runs import TaskStatus
-from pysched_lightning.stores import (RUN_FIELDS, MemoryStore, SQLiteStore, Store,
-                                      StoreLockedError, open_store)
+import pysched_lightning.records.protocols as protocols
+from pysched_lightning.records.protocols import (CANCELED, COMPLETED, ERROR, MISSED,
+                                                 RUNNING, STATUS_NAMES, SUSPENDED, TIMEOUT)
+from pysched_lightning.records.runs import TaskStatus
+from pysched_lightning.durability.stores import (RUN_FIELDS, MemoryStore, SQLiteStore,
+                                                 Store, StoreLockedError, open_store)
 from conftest import wait_for
 from store_records import INTERRUPTED, claim, finished, record
 
@@ -68,7 +68,7 @@ def test_an_object_with_the_old_api_is_not_a_store():
 
 
 def test_records_live_with_the_protocols_and_the_stores_reexport_them():
-    import pysched_lightning.stores as stores
+    import pysched_lightning.durability.stores as stores
     for name in ("TaskRecord", "RUN_FIELDS", "StoreLockedError", "Store"):
         assert getattr(stores, name) is getattr(protocols, name)
     assert issubclass(StoreLockedError, RuntimeError)

@@ -8,12 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from dateutil import tz as dateutil_tz
 
-from pysched_lightning.triggers import (
-    CronTrigger,
-    OnceTrigger,
-    RecurTrigger,
-    make_trigger,
-)
+from pysched_lightning.timing.triggers import (CronTrigger, OnceTrigger, RecurTrigger,
+                                               make_trigger)
 from walltime import BERLIN, UTC, cron, epoch
 
 
@@ -217,5 +213,6 @@ def test_pickles_name_the_trigger_classes_only(trigger, interval, tz):
     # (cron, zones) must not appear in them, so they may move freely.
     t = make_trigger(trigger, interval, now=100.0, wall_now=epoch(2024, 3, 30), tz=tz)
     data = pickle.dumps(t)
-    assert b"pysched_lightning.triggers" in data
-    assert b"pysched_lightning.cron" not in data and b"pysched_lightning.zones" not in data
+    assert b"pysched_lightning.timing.triggers" in data
+    assert b"pysched_lightning.timing.cron" not in data
+    assert b"pysched_lightning.timing.zones" not in data

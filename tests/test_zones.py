@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from pysched_lightning import zones
-from pysched_lightning.triggers import make_trigger
+from pysched_lightning.timing import zones
+from pysched_lightning.timing.triggers import make_trigger
 from walltime import BERLIN, UTC, cron, epoch
 
 

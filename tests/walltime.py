@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from pysched_lightning.triggers import make_trigger
+from pysched_lightning.timing.triggers import make_trigger
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

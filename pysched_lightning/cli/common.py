@@ -9,7 +9,7 @@ import signal
 import threading
 from typing import Any, Dict, Iterator, List, Tuple
 
-from ..config import Config
+from .config import Config
 
 __all__ = ["PROG", "RUN_LOG_NAME", "UsageError", "CommandFailed", "paths", "open_store",
            "positive_int", "stopped_by_signals"]
@@ -40,7 +40,7 @@ def paths(args: argparse.Namespace, config: Config) -> Tuple[str, str, str]:
 
 def open_store(path: str) -> Any:
     """The SQLite store at *path*; CommandFailed (saying why) if it cannot be opened."""
-    from ..stores import open_store as _open
+    from ..durability.stores import open_store as _open
     try:
         return _open(path)
     except Exception as exc:  # sqlite3.DatabaseError, OSError...

@@ -105,7 +105,7 @@ def parse_schedule_file(path: str) -> FolderSchedule:
             return parse_folder_name(text)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
-    from ..triggers import make_trigger
+    from ..timing.triggers import make_trigger
     try:
         make_trigger("cron", text, now=0.0, wall_now=time.time())
     except (ValueError, TypeError) as exc:
@@ -116,7 +116,7 @@ def parse_schedule_file(path: str) -> FolderSchedule:
 @functools.lru_cache(maxsize=256)
 def _cron_period(expression: str) -> float:
     """The shortest gap between two of the first firings of *expression* (UTC)."""
-    from ..triggers import make_trigger
+    from ..timing.triggers import make_trigger
     trig = make_trigger("cron", expression, now=0.0, wall_now=_GAP_REFERENCE, tz="UTC")
     due: Optional[float] = trig.first_due
     gap = math.inf

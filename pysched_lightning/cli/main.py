@@ -19,8 +19,8 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..config import Config, ConfigError, load_config, parse_log_level
 from .common import PROG, RUN_LOG_NAME, CommandFailed, UsageError, positive_int
+from .config import Config, ConfigError, load_config, parse_log_level
 from .reporting import CLI_LOGGER, setup_logging
 from .runner import DEFAULT_GRACE, cmd_run
 from .views import DEFAULT_HISTORY, cmd_history, cmd_list

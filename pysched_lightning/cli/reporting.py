@@ -16,9 +16,9 @@ import sys
 import threading
 from typing import Callable, Dict, Optional, Set, TextIO, Tuple
 
-from ..commands import Command, CommandError
-from ..events import Event, EventKind
-from ..runs import Run
+from ..execution.commands import Command, CommandError
+from ..records.events import Event, EventKind
+from ..records.runs import Run
 from .text import LocalTime, duration, stderr_tail
 
 __all__ = ["RunReporter", "LibraryRecords", "setup_logging", "CLI_LOGGER"]

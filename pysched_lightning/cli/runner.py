@@ -19,8 +19,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set
 
-from ..config import Config
-from .common import RUN_LOG_NAME, CommandFailed, UsageError, open_store, paths, stopped_by_signals
+from .common import (RUN_LOG_NAME, CommandFailed, UsageError, open_store, paths,
+                     stopped_by_signals)
+from .config import Config
 from .jobs import Job, describe_schedule, duration_words, retry_policy, scan_jobs
 from .reporting import CLI_LOGGER, RunReporter
 from .status import StatusScreen

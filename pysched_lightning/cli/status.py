@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, TextIO, Tuple
 
-from ..protocols import ERROR, TIMEOUT
+from ..records.protocols import ERROR, TIMEOUT
 from .reporting import CLI_LOGGER, RunReporter
 from .text import LocalTime, relative, span, status_label, useful_line
 

@@ -11,8 +11,8 @@ import sys
 import textwrap
 from typing import Any, List, Optional, Sequence, TextIO, Tuple
 
-from ..runs import TaskStatus
-from ..zones import local_zone
+from ..records.runs import TaskStatus
+from ..timing.zones import local_zone
 
 __all__ = ["status_label", "iso", "LocalTime", "duration", "span", "relative", "useful_line",
            "stderr_tail", "format_table", "print_table", "print_json", "table_width"]

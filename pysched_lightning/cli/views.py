@@ -14,9 +14,9 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import Config
-from ..protocols import CANCELED, MISSED, RUNNING, TaskRecord
+from ..records.protocols import CANCELED, MISSED, RUNNING, TaskRecord
 from .common import CommandFailed, UsageError, open_store, paths
+from .config import Config
 from .jobs import Job, scan_jobs
 from .reporting import CLI_LOGGER
 from .text import (LocalTime, duration, iso, print_json, print_table, status_label,

@@ -29,9 +29,9 @@ import types
 import uuid
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
-from ..executors import call_in_process
-from ..pickles import unpicklable_part
-from ..validation import check_priority
+from ..execution.executors import call_in_process
+from ..records.pickles import unpicklable_part
+from ..records.validation import check_priority
 
 __all__ = ["DaskExecutor", "as_dask_executor", "SUBMIT_OPTIONS"]
 

@@ -149,7 +149,7 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m pysched_lightning.dashboard``: the command on its own."""
-    from ..config import ConfigError, load_config, parse_log_level
+    from ..cli.config import ConfigError, load_config, parse_log_level
 
     parser = argparse.ArgumentParser(prog="python -m pysched_lightning.dashboard",
                                      description=__doc__.splitlines()[0])

@@ -9,14 +9,13 @@ keeps earlier processes' runs too), else from the runs it keeps in memory.
 from __future__ import annotations
 
 import abc
-
 import logging
 import math
 import os
 import reprlib
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from ..records import info_options
+from ..durability.encoding import info_options
 from .model import (MISSED, RUNNING, TaskRow, display_status, error_summary, interval_of,
                     last_finished, schedule_words)
 from .runs import MemoryRuns, StoreRuns
@@ -195,14 +194,14 @@ class SchedulerSource(Source):
 def make_source(target: Any) -> Source:
     """The source for ``app(target)``: a Scheduler, a store object, or a store
     URL or path (opened read-only; it must exist)."""
-    from ..protocols import Store
+    from ..records.protocols import Store
     from ..scheduler import Scheduler
     if isinstance(target, Source):
         return target
     if isinstance(target, Scheduler):
         return SchedulerSource(target)
     if isinstance(target, (str, os.PathLike)):
-        from ..stores import open_store
+        from ..durability.stores import open_store
         return StoreSource(open_store(target, read_only=True), owned=True)
     if isinstance(target, Store):
         return StoreSource(target)
@@ -276,7 +275,7 @@ def _preview(trigger: str, interval: Any, tz: Any, first: float, n: int) -> List
     if trigger == "recur" and isinstance(interval, (int, float)) and interval > 0:
         return [first + k * float(interval) for k in range(n)]
     if trigger == "cron" and isinstance(interval, str):
-        from ..triggers import make_trigger
+        from ..timing.triggers import make_trigger
         try:
             cron = make_trigger("cron", interval, now=0.0, wall_now=first - 0.001,
                                 tz=tz if isinstance(tz, str) else None)

@@ -12,8 +12,8 @@ import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .data import Source, count_running, missed_total
-from .model import (CANCELED, COMPLETED, ERROR, FAILING, MISSED, RUNNING, SUSPENDED, TIMEOUT,
-                    TaskRow, worst_status)
+from .model import (CANCELED, COMPLETED, ERROR, FAILING, MISSED, RUNNING, SUSPENDED,
+                    TIMEOUT, TaskRow, worst_status)
 from .timeline import WINDOWS, Row
 
 __all__ = ["BadRequest", "Summary", "summary", "filter_tasks", "sort_tasks", "paged",

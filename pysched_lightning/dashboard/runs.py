@@ -9,7 +9,6 @@ skips nothing.
 from __future__ import annotations
 
 import abc
-
 import math
 import reprlib
 from typing import Any, Dict, Iterable, List, Optional, Tuple

@@ -20,7 +20,7 @@ import stat
 from typing import Any, Optional
 
 from ..cli.common import positive_int, stopped_by_signals
-from ..config import ConfigError
+from ..cli.config import ConfigError
 
 __all__ = ["register", "add_serve_parser", "cmd_serve", "read_secret", "SECRET_ENV"]
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Optional
 import pika
 import pika.exceptions
 
-from .broker import DEFAULT_BROKER, PERSISTENT, parameters, redacted, reply_queue, request_queue
+from .broker import (DEFAULT_BROKER, PERSISTENT, parameters, redacted, reply_queue,
+                     request_queue)
 from .messages import Request, Response, encode_request
 from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, SIGNATURE_HEADER, check_limit, check_name,
                        check_number, make_key, sign)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import (Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set,
+                    Tuple)
 
 import pika
 import pika.exceptions

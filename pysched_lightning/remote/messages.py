@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import cloudpickle
 
-from .protocol import RejectedMessage, check_name, check_number, check_priority, frame, verify
+from .protocol import (RejectedMessage, check_name, check_number, check_priority, frame,
+                       verify)
 
 __all__ = ["Request", "Response", "RemoteError", "STATUSES", "TaskHeader",
            "encode_request", "parse_task", "encode_response", "decode_response", "new_id"]

@@ -1,0 +1,168 @@
+"""Firing: what happens when a task's time comes, and when a deadline passes.
+
+A due task schedules its next occurrence (coalescing missed ones), then runs
+unless it is paused, waits for a dependency, or is past its grace time. A
+retry or a manual run is a run of its own. Runs past their timeout end as
+TIMEOUT. When the wall clock steps, wall-clock tasks move with it. Every
+function here runs with the state lock held and notes side effects in
+``fx`` (see ``state.py``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from ..durability.encoding import slot_offset
+from ..durability.journal import EarlyClaim
+from ..records.events import EventKind
+from ..records.runs import FAILED, TaskStatus
+from ..records.task import Task
+from .runflow import admit, cancel_task, drop, end, overrun
+from .state import Effects, State
+from .timetable import Extra
+
+__all__ = ["fire_due", "fire", "expire_deadlines", "follow_wall_clock", "time_to_next"]
+
+#: How many due timers the dispatcher fires per hold of the lock.
+FIRE_PER_PASS = 32
+#: A wall-clock jump larger than this (seconds) counts as a step.
+CLOCK_STEP_SECONDS = 1.0
+#: With the real clocks, never sleep longer than this, so a step of the wall
+#: clock (NTP, suspend) is noticed and cron times are re-derived.
+CLOCK_CHECK_SECONDS = 30.0
+
+
+def fire_due(st: State, now: float, fx: Effects) -> bool:
+    """Fire due timers; True if some are left for the next pass.
+
+    A pass stops once the free workers have work, and after a bounded
+    number of timers, so that during a burst the workers start at once and
+    take ready runs between passes instead of waiting for the lock."""
+    pop_due, threads = st.timetable.pop_due, st.lanes.threads
+    for _ in range(FIRE_PER_PASS):
+        entry = pop_due(now)
+        if entry is None:
+            return False
+        if isinstance(entry, Extra):
+            _fire_extra(st, entry, now, fx)
+        else:
+            fire(st, entry, now, fx)
+        if fx.runs and not threads.has_room():
+            return True
+    return True
+
+
+def fire(st: State, task: Task, now: float, fx: Effects,
+         early: Optional[EarlyClaim] = None) -> None:
+    """*task*'s due time has come: schedule its next occurrence, then run it
+    (a new task's first run claimed *early* starts in its reserved slot)."""
+    state = st.runbook.state(task.id)
+    following = None if type(task.when) is str else _next_occurrence(st, task, now, fx)
+    st.timetable.advance(task, following)
+    if state.paused:
+        if following is None:
+            st.timetable.park(task)  # a one-shot runs on resume
+        return
+    if task.options.depend_on and not _dependencies_met(st, task, fx):
+        return
+    run = st.runbook.new_run(task, 1, task.time, st.offset, None, state)
+    grace = task.options.misfire_grace_time
+    if grace is not None and now - task.time > grace:
+        drop(st, run, TaskStatus.MISSED, _late_reason(st, task.time), now, fx,
+             now - task.time)
+    else:
+        admit(st, run, fx, early)
+
+
+def _fire_extra(st: State, extra: Extra, now: float, fx: Effects) -> None:
+    """A retry or a run_now() is due: a run with the task's current definition."""
+    task = st.timetable.get(extra.task_id)
+    if task is None:
+        return
+    run = st.runbook.new_run(task, extra.attempt, extra.time, st.offset, extra.number)
+    if extra.kind == "run_now":
+        run.manual = True
+    elif extra.slot is not None:
+        run._slot = extra.slot  # a retry is another attempt at the same slot
+    admit(st, run, fx)
+
+
+def _next_occurrence(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]:
+    """A recurring task's next occurrence; missed slots coalesce into this one."""
+    trig = task.when
+    offset = st.offset if trig.wall_clock else 0.0  # type: ignore[union-attr]
+    due, current = task.time + offset, now + offset
+    coalesce = task.options.coalesce
+    following = trig.next_due(max(due, current) if coalesce else due)  # type: ignore[union-attr]
+    period = getattr(trig, "seconds", None)  # recur only: the slots are countable
+    if coalesce and period is not None and current - due >= period:
+        skipped = int((current - due) // period)
+        reason = _late_reason(st, task.time)
+        record = st.runbook.skip(task, task.time + period, st.offset, skipped, reason, now)
+        if st.journal is not None:
+            st.journal.missed(record, st.offset)
+            st.journal.task_changed(task.id, missed=record._state.missed)
+        fx.log(logging.WARNING, "task %r: %d run(s) coalesced into one, %.3f s late (%s)",
+               task.id, skipped, current - due, reason)
+        st.event(fx, EventKind.MISSED, task.id, record, reason=reason,
+                 lateness=current - due, count=skipped)
+    if following is None:
+        return None
+    nxt = task.at(following - offset, next(st.seq))
+    if st.journal is not None:
+        st.journal.task_changed(task.id, next_run=nxt.time + slot_offset(nxt, st.offset))
+    return nxt
+
+
+def _dependencies_met(st: State, task: Task, fx: Effects) -> bool:
+    """True when every dependency completed; a failed one cancels the task,
+    an unfinished one parks this occurrence until it completes."""
+    statuses = [st.runbook.status_of(dep, dep in st.timetable)
+                for dep in task.options.depend_on]
+    if any(status in FAILED for status in statuses):
+        cancel_task(st, task.id, "a dependency failed", fx)
+        return False
+    if all(status is TaskStatus.COMPLETED for status in statuses):
+        return True
+    st.timetable.park(task)  # a later occurrence replaces a waiting one
+    return False
+
+
+def _late_reason(st: State, due: float) -> str:
+    return "scheduler paused" if due < st.resumed_at else "scheduler stalled"
+
+
+# -- deadlines and clocks -------------------------------------------------------
+
+
+def expire_deadlines(st: State, now: float, fx: Effects) -> None:
+    """Runs past their timeout end as TIMEOUT; they are told (and their
+    process killed or coroutine cancelled) once the lock is released."""
+    for run in st.deadlines.pop_expired(now):
+        overrun(run)
+        end(st, run, TaskStatus.TIMEOUT, now, fx)
+        fx.expire(run)
+
+
+def follow_wall_clock(st: State, fx: Effects) -> None:
+    """After a wall-clock step, re-derive the heap times of wall-clock tasks."""
+    offset = st.clock.offset()
+    shift = st.offset - offset
+    if abs(shift) <= CLOCK_STEP_SECONDS:
+        return
+    fx.log(logging.WARNING, "wall clock stepped by %+.1f s; re-deriving cron and "
+           "datetime times", -shift)
+    st.offset = offset
+    st.timetable.shift_wall_clock_tasks(shift, st.seq)
+
+
+def time_to_next(st: State, now: float) -> Optional[float]:
+    """Seconds until something may be due (None: nothing is scheduled)."""
+    due = [] if st.paused else [st.timetable.head_time()]
+    due.append(st.deadlines.next())
+    times = [t for t in due if t is not None]
+    may_step = st.clock.may_step
+    if not times:
+        return CLOCK_CHECK_SECONDS if may_step and len(st.timetable) else None
+    wait = max(0.0, min(times) - now)
+    return min(wait, CLOCK_CHECK_SECONDS) if may_step else wait

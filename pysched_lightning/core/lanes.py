@@ -1,0 +1,203 @@
+"""Lanes: each executor with its free worker slots and the runs waiting for one.
+
+The dispatcher hands a due run straight to its lane's executor while the
+lane has a free slot; otherwise the run waits in the lane's ready heap,
+ordered by (priority, due time, seq), so an urgent task overtakes a
+backlog. Thread runs, process runs and coroutines have separate lanes, so
+none blocks another. Pure data except for making and shutting down the
+executors; the scheduler's state lock guards it.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import enum
+import logging
+from collections import namedtuple
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+import loky
+
+from ..records.options import LaneKind
+from ..records.runs import Run, TaskStatus
+from .heaps import LazyHeap
+
+__all__ = ["Lane", "Lanes", "Mechanism"]
+
+_log = logging.getLogger("pysched_lightning")
+
+ReadyEntry = namedtuple("ReadyEntry", "priority due seq run")
+
+# Members read on every run, bound once: on Python 3.11 reading an attribute
+# of an Enum class goes through EnumType.__getattr__, several times slower.
+_SUSPENDED, _THREADS = TaskStatus.SUSPENDED, LaneKind.THREADS
+
+#: Runs in flight per worker process: enough that a worker never waits for
+#: the round trip that sends its next run; the ready heap orders the rest.
+PROCESS_PIPELINE = 8
+
+
+class Mechanism(enum.Enum):
+    """How a lane's runs reach their executor."""
+
+    #: Our own worker threads: each runs a run, then pulls the next ready one.
+    PULL = "pull"
+    #: ``executor.submit()``; the outcome comes back through the future.
+    FUTURE = "future"
+    #: A coroutine on the scheduler's event loop.
+    LOOP = "loop"
+
+
+def _ready_is_live(entry: ReadyEntry) -> bool:
+    # A queued run is SUSPENDED until it starts or is dropped.
+    return entry.run.status is _SUSPENDED
+
+
+class Lane:
+    """An executor, how many runs it may still take, and who waits for it."""
+
+    __slots__ = ("executor", "mechanism", "free", "capacity", "ready", "held", "returning",
+                 "owned", "to_processes")
+
+    def __init__(self, executor: Any, mechanism: Mechanism, capacity: Optional[int],
+                 owned: bool, to_processes: bool = False) -> None:
+        self.executor = executor
+        self.mechanism = mechanism
+        #: The executor is a process pool (a ``ProcessPool``): runs are sent
+        #: through a hand-off thread, and the thread that hears a run end
+        #: sends the next one.
+        self.to_processes = to_processes
+        #: Free slots; None when the executor sets no limit of its own.
+        self.free = capacity
+        self.capacity = capacity
+        self.ready = LazyHeap(_ready_is_live)
+        #: Runs of paused tasks, taken off the ready heap until resumed.
+        self.held: List[Run] = []
+        #: One entry per worker whose run has returned and who is on its way
+        #: to take the next ready run (a deque: appends and pops are atomic
+        #: without the state lock). While one is coming, a new due run waits
+        #: for it in the ready heap instead of waking another worker.
+        self.returning: Deque[None] = collections.deque()
+        self.owned = owned
+
+    def has_room(self) -> bool:
+        return self.free is None or self.free > 0
+
+    def take(self) -> None:
+        if self.free is not None:
+            self.free -= 1
+
+    def give_back(self) -> None:
+        # (never past the capacity: a run given up on while it was being
+        # handed over may still come back from its executor)
+        if self.free is not None and self.free < self.capacity:  # type: ignore[operator]
+            self.free += 1
+
+    def queue(self, run: Run, seq: int) -> None:
+        """*run* waits for a slot."""
+        self.ready.push(ReadyEntry(run.task.priority, run._t_scheduled, seq, run))
+
+    def pop_ready(self) -> Optional[Run]:
+        """The most urgent run waiting, removed; None when none waits."""
+        entry = self.ready.pop_live()
+        return None if entry is None else entry.run
+
+    def waiting(self) -> List[Run]:
+        """The runs in the ready heap, in no particular order."""
+        return [entry.run for entry in self.ready.entries()]
+
+    def release_held(self, task_id: Optional[str] = None) -> List[Run]:
+        """Take back the held runs (of one task, or all)."""
+        if task_id is None:
+            runs, self.held = self.held, []
+        else:
+            runs = [run for run in self.held if run.task_id == task_id]
+            self.held = [run for run in self.held if run.task_id != task_id]
+        return [run for run in runs if not run.done]
+
+
+class Lanes:
+    """The scheduler's lanes: its executor's, and the process and event-loop
+    lanes, made on first use.
+
+    *process_pool(executor)* wraps a process executor (None: a new one) in a
+    ``ProcessPool``; *loop* is the scheduler's event loop thread (it starts
+    on first use).
+    """
+
+    def __init__(self, executor: Any, owned: bool, process_executor: Any,
+                 process_pool: Callable[[Any], Any], loop: Any, max_async: int) -> None:
+        self._process_pool = process_pool
+        self._process_executor = process_executor
+        #: The event loop of coroutines (also of coroutines thread tasks return).
+        self.loop = loop
+        self._max_async = max_async
+        if _is_process_pool(executor):
+            self.threads = self._pool_lane(process_pool(executor), owned)
+        else:
+            mechanism = Mechanism.PULL if _runs_in_threads(executor) else Mechanism.FUTURE
+            self.threads = Lane(executor, mechanism, capacity(executor), owned)
+        self._lanes: Dict[LaneKind, Lane] = {LaneKind.THREADS: self.threads}
+        self._processes: Optional[Lane] = None
+        self._coroutines: Optional[Lane] = None
+
+    def of(self, run: Run) -> Lane:
+        kind = run.lane
+        if kind is _THREADS:  # identity checks: an enum's hash is Python code
+            return self.threads
+        return self.of_kind(kind)
+
+    def of_kind(self, kind: LaneKind) -> Lane:
+        if kind is _THREADS:  # identity checks: an enum's hash is Python code
+            return self.threads
+        if kind is LaneKind.PROCESSES:
+            return self._processes or self._make(kind)
+        return self._coroutines or self._make(kind)
+
+    def all(self) -> List[Lane]:
+        return list(self._lanes.values())
+
+    def _make(self, kind: LaneKind) -> Lane:
+        if kind is LaneKind.PROCESSES:
+            given = self._process_executor
+            lane = self._processes = self._pool_lane(self._process_pool(given),
+                                                     owned=given is None)
+        else:
+            lane = self._coroutines = Lane(self.loop, Mechanism.LOOP, self._max_async, True)
+        self._lanes[kind] = lane
+        return lane
+
+    @staticmethod
+    def _pool_lane(pool: Any, owned: bool) -> Lane:
+        # A few runs more than workers are in flight, so a worker process
+        # never waits for the round trip that sends it its next run.
+        return Lane(pool, Mechanism.FUTURE, pool.capacity * PROCESS_PIPELINE, owned,
+                    to_processes=True)
+
+    def shutdown(self, wait: bool) -> None:
+        """Shut down every lane's executor (the scheduler's own and those it
+        was given, as upstream did); a failure is logged, not raised."""
+        executors = [lane.executor for lane in self.all()]
+        if self.loop not in executors:
+            executors.append(self.loop)
+        for executor in executors:
+            try:
+                executor.shutdown(wait=wait)
+            except Exception:
+                _log.exception("shutting down executor %r failed", executor)
+
+
+def _is_process_pool(executor: Any) -> bool:
+    return isinstance(executor, (loky.ProcessPoolExecutor,
+                                 concurrent.futures.ProcessPoolExecutor))
+
+
+def capacity(executor: Any) -> Optional[int]:
+    """How many runs *executor* executes at once, or None if it does not say."""
+    workers = getattr(executor, "_max_workers", None)
+    return workers if isinstance(workers, int) and workers > 0 else None
+
+
+def _runs_in_threads(executor: Any) -> bool:
+    """True when work submitted to *executor* runs in this process's threads."""
+    return isinstance(executor, concurrent.futures.ThreadPoolExecutor)

@@ -1,0 +1,177 @@
+"""Taking a store's tasks: loading them at start, or waiting as a standby
+while another scheduler holds the store, then taking over.
+
+A standby runs nothing. A ``delay()`` made meanwhile stores a new task id
+(never overwriting the active scheduler's row); a changed definition of an
+existing id is kept aside and applied when this scheduler takes over. The
+takeover and a standby's ``delay()`` exclude each other (``takeover_lock``),
+so a task stored during the takeover is loaded, never lost.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..durability.encoding import (load_args, load_function, load_options, load_schedule,
+                                   stored_options)
+from ..records.options import TaskOptions
+from ..records.protocols import TaskRecord
+from ..records.runs import FINAL, Run, TaskStatus
+from ..records.task import Task
+from ..records.validation import check_kwargs
+from ..timing.triggers import RecurTrigger
+from .state import State
+
+__all__ = ["Standby", "same_record"]
+
+_log = logging.getLogger("pysched_lightning")
+
+#: How often a standby scheduler tries to take over the store.
+STANDBY_RETRY_SECONDS = 1.0
+
+
+class Standby:
+    """The store's tasks, taken now or when its holder stops."""
+
+    def __init__(self, st: State, store: Any, owner: str,
+                 replace: Callable[[List[Tuple[Task, TaskRecord]]], None]) -> None:
+        self._st = st
+        self._store = store
+        self._owner = owner
+        #: Applies the definitions a standby's delay() changed (at takeover).
+        self._replace = replace
+        #: Held by the takeover and by a standby's delay().
+        self.takeover_lock = threading.Lock()
+        self._changed: Dict[str, Tuple[Task, TaskRecord]] = {}
+
+    def take(self) -> bool:
+        """Hold the store and load its tasks; False when another holds it."""
+        if not self._store.acquire(self._owner, wait=False):
+            _log.warning("store %r is held by another scheduler (%s): this one waits as "
+                         "a STANDBY and runs nothing until that one stops", self._store,
+                         self._store.holder())
+            return False
+        self._load()
+        return True
+
+    def wait_to_take_over(self) -> bool:
+        """Until the store's holder stops: try to take the store once a second
+        (a blocking lock could not be interrupted by shutdown). False when
+        this scheduler shuts down first."""
+        st = self._st
+        while True:
+            with st.lock:
+                if st.closing:
+                    return False
+            if self._store.acquire(self._owner, wait=False):
+                break
+            with st.lock:
+                st.wakeup.wait(STANDBY_RETRY_SECONDS)
+        _log.warning("store %r: the previous scheduler stopped; this one takes over",
+                     self._store)
+        with self.takeover_lock:
+            self._load()
+            changed, self._changed = list(self._changed.values()), {}
+            self._replace(changed)
+            with st.lock:
+                st.standby = False
+        return True
+
+    def store_only(self, task: Task, record: TaskRecord, replace_existing: bool) -> None:
+        """A standby's delay() (with ``takeover_lock`` held): a new id is
+        stored; an identical definition is kept; a changed one waits for the
+        takeover."""
+        if self._store.save_task(record, replace=False):
+            return
+        stored = self._store.task(record.id)
+        if stored is not None and same_record(stored, record):
+            return
+        if not replace_existing:
+            raise ValueError(f"a task with id {record.id!r} already exists "
+                             "(pass replace_existing=True to replace it)")
+        self._changed[task.id] = (task, record)
+
+    def _load(self) -> None:
+        """Schedule the stored tasks (a slot missed while down is due now)."""
+        store, st = self._store, self._st
+        interrupted = store.mark_interrupted()
+        if interrupted:
+            _log.warning("%d run(s) were interrupted when the last scheduler stopped",
+                         interrupted)
+        for record in store.load_tasks():
+            try:
+                task = _task_from_record(record, st, next(st.seq))
+                latest = _latest_run(store, record, task)
+            except Exception:
+                _log.exception("stored task %r cannot be loaded; it stays in the store "
+                               "untouched", record.id)
+                continue
+            with st.lock:
+                scheduled = _schedule_loaded(st, task, record, latest)
+            if scheduled:
+                _log.info("loaded task %r, next run at %s", task.id,
+                          _dt.datetime.fromtimestamp(record.next_run or 0.0, _dt.timezone.utc)
+                          .isoformat(timespec="seconds"))
+
+
+def _schedule_loaded(st: State, task: Task, record: TaskRecord, latest: Optional[Run]) -> bool:
+    """With the lock held: put a loaded task in place (a task added by a
+    delay() meanwhile wins). True when it is scheduled; a finished one is
+    only kept, to be queried (and not run again) until purged."""
+    if task.id in st.timetable or task.id in st.runbook:
+        return False
+    status = TaskStatus(record.status)
+    st.runbook.load(task.id, record.runs, record.missed, status, bool(record.paused), latest)
+    if record.next_run is None:
+        st.runbook.retire(task, record.updated - st.offset)
+        return False
+    st.timetable.add(task)
+    st.wakeup.notify()
+    return True
+
+
+def _task_from_record(record: TaskRecord, st: State, seq: int) -> Task:
+    fn = load_function(record)
+    args, kwargs = load_args(record)
+    schedule = load_schedule(record)
+    options: TaskOptions = load_options(record)
+    offset = st.offset
+    wall_due = record.next_run if record.next_run is not None else record.updated
+    due = wall_due - offset
+    if isinstance(schedule, RecurTrigger):  # its grid was on the old process's clock
+        schedule = RecurTrigger(schedule.interval, anchor=due - schedule.seconds,
+                                wall_offset=offset)
+    interval = schedule.interval if schedule is not None else json.loads(record.interval)
+    return Task(due, record.priority, seq, record.id,
+                schedule if schedule is not None else record.trigger,
+                interval, fn, args, check_kwargs(kwargs), options)
+
+
+def _latest_run(store: Any, record: TaskRecord, task: Task) -> Optional[Run]:
+    """The task's last stored run, so get_result() answers after a restart."""
+    if TaskStatus(record.status) not in FINAL:
+        return None
+    rows = store.runs(record.id, limit=5)
+    for row in rows:
+        if row.get("status") != TaskStatus.MISSED:
+            return Run.from_record(row, task)
+    return None
+
+
+def same_record(a: TaskRecord, b: TaskRecord) -> bool:
+    """True when two stored records define the same task (their bytes, and
+    the zone of a cron or datetime trigger)."""
+    fields = ("trigger", "interval", "priority", "fn_ref", "fn_pickle", "args", "kwargs")
+    return all(getattr(a, f) == getattr(b, f) for f in fields) and \
+        stored_options(a) == stored_options(b) and \
+        type(a.priority) is type(b.priority) and _zone(a) == _zone(b)
+
+
+def _zone(record: TaskRecord) -> Any:
+    try:
+        return json.loads(record.info or "{}").get("tz")
+    except ValueError:
+        return None

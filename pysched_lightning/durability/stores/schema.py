@@ -1,0 +1,146 @@
+"""The SQLite store's schema, and the upgrade of a file an older version wrote.
+
+The version is kept in ``PRAGMA user_version``: 0 is a new file, 1 the
+first schema (runs keyed by their scheduled time), 2 this one (runs keyed by
+a slot). :func:`upgrade` brings a file to :data:`SCHEMA_VERSION` inside the
+caller's transaction, so an upgrade happens entirely or not at all.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any, Callable
+
+from ...records.protocols import ERROR, SUSPENDED
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "INDEXES", "upgrade"]
+
+_log = logging.getLogger("pysched_lightning.stores")
+
+#: The schema's version, kept in ``PRAGMA user_version``.
+SCHEMA_VERSION = 2
+
+# Columns appear in the tables as they do in TaskRecord and RUN_FIELDS, except
+# that a run's long texts and its outcome come last: SQLite reads a row's
+# columns in order, so the short ones stay on the row's first page.
+TABLES = (f"""
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY NOT NULL,  -- WITHOUT ROWID: one b-tree, one page per write
+    name TEXT,
+    "trigger" TEXT,
+    "interval" TEXT,
+    priority,  -- no declared type, so no conversion: an int stays an int
+    fn_ref TEXT,
+    fn_pickle BLOB,
+    args BLOB,
+    kwargs BLOB,
+    options BLOB,
+    schedule BLOB,
+    next_run REAL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    runs INTEGER NOT NULL DEFAULT 0,
+    missed INTEGER NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL DEFAULT {SUSPENDED},
+    created REAL NOT NULL DEFAULT 0,
+    updated REAL NOT NULL DEFAULT 0,
+    info TEXT
+) WITHOUT ROWID""", """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,  -- the insertion order, for runs scheduled alike
+    task_id TEXT NOT NULL,
+    name TEXT,
+    run INTEGER,
+    attempt INTEGER NOT NULL,
+    slot TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    scheduled REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    duration REAL,
+    exit_code INTEGER,
+    count INTEGER NOT NULL DEFAULT 1,
+    reason TEXT,
+    result TEXT,
+    error TEXT,
+    traceback TEXT,
+    output TEXT,
+    stderr TEXT,
+    outcome BLOB,
+    UNIQUE (task_id, slot, attempt)
+)""")
+
+# Every index costs every claim a page write, so there are two besides the
+# claim key, each needed by a query that would otherwise read the whole table
+# (benchmarks/store_queries.py measures them on 1,000,000 runs): one task's
+# history, newest first, and paging back through it; and the recent runs of
+# every task, and counting them. Status is in neither: it changes when a run
+# finishes, and indexing it would add an index write to that commit too.
+INDEXES = (
+    "CREATE INDEX runs_task_scheduled ON runs (task_id, scheduled)",
+    "CREATE INDEX runs_scheduled ON runs (scheduled)",
+)
+
+_V1_TO_V2 = (
+    "ALTER TABLE tasks RENAME TO tasks_v1",
+    TABLES[0],
+    # Schema 1 declared priority REAL, which turned every int into a float:
+    # a whole number goes back to an int (the API's priorities are ints).
+    """INSERT INTO tasks SELECT id, name, "trigger", "interval",
+           CASE WHEN typeof(priority) = 'real' AND abs(priority) < 9.0e18
+                     AND priority = CAST(priority AS INTEGER)
+                THEN CAST(priority AS INTEGER) ELSE priority END,
+           fn_ref, fn_pickle, args, kwargs, options, schedule, next_run, paused, runs,
+           missed, status, created, updated, NULL
+       FROM tasks_v1""",
+    "DROP TABLE tasks_v1",
+    "ALTER TABLE runs RENAME TO runs_v1",
+    "DROP INDEX IF EXISTS runs_scheduled",
+    TABLES[1],
+    # A run's slot is its scheduled time as the scheduler printed it...
+    f"""INSERT OR IGNORE INTO runs (id, task_id, name, run, attempt, slot, status, scheduled,
+           started, finished, duration, exit_code, result, error, traceback, output, stderr)
+       SELECT id, task_id, name, run, attempt, printf('%.3f', scheduled),
+           COALESCE(status, {ERROR}), scheduled, started, finished, duration, exit_code,
+           result, error, traceback, output, stderr
+       FROM runs_v1 ORDER BY id""",
+    # ...and where two times print alike (written by hand, not the scheduler,
+    # which rounded them to the millisecond), the later row's id tells them apart.
+    f"""INSERT INTO runs (id, task_id, name, run, attempt, slot, status, scheduled,
+           started, finished, duration, exit_code, result, error, traceback, output, stderr)
+       SELECT id, task_id, name, run, attempt, printf('%.3f#%d', scheduled, id),
+           COALESCE(status, {ERROR}), scheduled, started, finished, duration, exit_code,
+           result, error, traceback, output, stderr
+       FROM runs_v1 WHERE id NOT IN (SELECT id FROM runs)""",
+    "DROP TABLE runs_v1",
+    *INDEXES,
+)
+
+
+def upgrade(execute: Callable[..., Any], path: str) -> None:
+    """Bring the file to SCHEMA_VERSION, inside the caller's write transaction
+    (``BEGIN IMMEDIATE``, so the version read here cannot change meanwhile)."""
+    version = execute("PRAGMA user_version").fetchone()[0]
+    check_version(version)
+    if version == SCHEMA_VERSION:
+        return  # another process upgraded it while this one waited
+    if version == 0:
+        for statement in (*TABLES, *INDEXES):
+            execute(statement)
+    elif version == 1:
+        counts = [execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                  for table in ("tasks", "runs")]
+        for statement in _V1_TO_V2:
+            execute(statement)
+        _log.info("%s: schema 1 upgraded to %d (%d tasks, %d runs)", path, SCHEMA_VERSION,
+                  *counts)
+    else:
+        raise sqlite3.DatabaseError(f"schema version {version} is unknown")
+    execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def check_version(version: int) -> None:
+    """Refuse a file that a newer pysched_lightning wrote."""
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this pysched_lightning's "
+            f"({SCHEMA_VERSION}); upgrade pysched_lightning to open it")

@@ -1,0 +1,403 @@
+"""A store in one SQLite file, for tasks that survive a restart.
+
+One connection per store object, shared by the scheduler's threads under
+``_db_lock``; statements are fixed strings, so sqlite3's statement cache
+prepares each once. Outside ``batch()`` every call is its own (autocommit)
+transaction; inside, the calls share one ``BEGIN IMMEDIATE`` transaction.
+The file is in WAL mode with ``synchronous=NORMAL``: a committed call
+survives the process being killed (even by SIGKILL), though not necessarily
+a power cut; readers in other processes (``pysched list``) never block the
+writer and wait up to ``busy_timeout`` for a writer's lock.
+
+The one-active-scheduler lock is a :class:`~.filelock.FileHold` on
+``<db path>.lock``. ``read_only=True`` opens an existing file for reading
+only (SQLite's ``mode=ro``): a dashboard beside a running scheduler, which
+must never write, upgrade or hold the store.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import threading
+import urllib.parse
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+from ...records.protocols import ERROR, RUN_FIELDS, RUNNING, TaskRecord
+from .filelock import FileHold
+from .rules import (CLAIMED_FIELDS, INTERRUPTED, TASK_FIELDS, check_key, check_limit,
+                    check_statuses, check_time, claim_row, run_row, task_changes, task_row)
+from .schema import SCHEMA_VERSION, check_version, upgrade
+
+__all__ = ["SQLiteStore"]
+
+#: How long a statement waits for another process's write lock, in ms.
+BUSY_TIMEOUT_MS = 5000
+
+_TASK_COLUMNS = ", ".join(f'"{name}"' for name in TASK_FIELDS)  # 'trigger' is a keyword
+_RUN_COLUMNS = ", ".join(RUN_FIELDS)
+_TASK_VALUES = ", ".join("?" * len(TASK_FIELDS))
+_SAVE_TASK = f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({_TASK_VALUES})"
+# Values are checked before they get here, so only the primary key can conflict.
+_ADD_TASK = f"INSERT OR IGNORE INTO tasks ({_TASK_COLUMNS}) VALUES ({_TASK_VALUES})"
+_LOAD_TASKS = f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY created, id"
+_LOAD_TASK = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
+_REMOVE_TASK = "DELETE FROM tasks WHERE id = ?"
+_KEY_FIELDS = ("task_id", "slot", "attempt")
+_CLAIM_FIELDS = (*_KEY_FIELDS, "run", "name", "scheduled", "started", "status")
+_CLAIM_INDEX = tuple(RUN_FIELDS.index(name) for name in _CLAIM_FIELDS)
+_CLAIM_RUN = (f"INSERT OR IGNORE INTO runs ({', '.join(_CLAIM_FIELDS)}) "
+              f"VALUES ({', '.join('?' * len(_CLAIM_FIELDS))})")
+_RUN_KEY = tuple(RUN_FIELDS.index(name) for name in _KEY_FIELDS)
+_SCHEDULED = RUN_FIELDS.index("scheduled")
+
+
+def _finish_sql(fields: Tuple[int, ...], where: str) -> str:
+    sets = ", ".join(f"{RUN_FIELDS[i]} = COALESCE(?, {RUN_FIELDS[i]})"
+                     if RUN_FIELDS[i] in CLAIMED_FIELDS else f"{RUN_FIELDS[i]} = ?"
+                     for i in fields)
+    return f"UPDATE runs SET {sets} WHERE task_id = ? AND slot = ? AND attempt = ?{where}"
+
+
+# SQLite rewrites every index on a column that an UPDATE sets, changed or not,
+# so finishing a claimed run sets ``scheduled`` only in the rare case that it
+# moved: that keeps both time indexes out of the finishing commit.
+_FINISH_FIELDS = tuple(i for i, name in enumerate(RUN_FIELDS)
+                       if name not in _KEY_FIELDS and name != "scheduled")
+_FINISH_RUN = _finish_sql(_FINISH_FIELDS, " AND scheduled = ?")
+_MOVE_RUN = _finish_sql((*_FINISH_FIELDS, _SCHEDULED), "")
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))})"
+_MARK_INTERRUPTED = f"UPDATE runs SET status = {ERROR}, error = ? WHERE status = {RUNNING}"
+_PURGE_RUNS = (f"DELETE FROM runs WHERE status IS NOT {RUNNING} "
+               f"AND COALESCE(finished, started, scheduled) < ?")
+_PAUSED = TASK_FIELDS.index("paused")
+
+
+class SQLiteStore:
+    """Tasks and runs in the SQLite file *path* (its parent is created).
+
+    Thread-safe. Reading (``load_tasks``, ``runs``, ``holder``) needs no
+    hold, so a second process can read while a scheduler runs. The hold is
+    per store object and not reentrant: a second ``acquire`` on a held
+    store, from any thread or process, is refused (or waits).
+
+    A file written by an older version is upgraded when it is opened (see
+    :mod:`.schema`); one written by a newer version is refused. Values
+    follow the rules of :mod:`.rules`, as in the memory store.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", *, read_only: bool = False) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"a SQLite store path must be a str or PathLike, not {path!r}")
+        filename = os.fspath(path)
+        if not isinstance(filename, str) or not filename or filename == ":memory:":
+            raise ValueError(f"a SQLite store needs a file path, not {path!r} "
+                             "(use MemoryStore() for a store in memory)")
+        #: The database file, absolute.
+        self.path = os.path.abspath(filename)
+        #: The sidecar file that the active scheduler holds locked.
+        self.lock_path = self.path + ".lock"
+        #: True for a reader that never writes (a dashboard beside a scheduler).
+        self.read_only = bool(read_only)
+        #: Guards the connection: one statement or one batch at a time.
+        self._db_lock = threading.RLock()
+        self._depth = 0  # batch nesting, guarded by _db_lock
+        self._closed = threading.Event()
+        self._file_hold = FileHold(self.lock_path, self._closed)
+        try:
+            if self.read_only:
+                self._conn = _connect_read_only(self.path)
+            else:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                             isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise type(exc)(f"cannot open the store {self.path!r}: {exc}") from exc
+        try:
+            self._setup()
+        except BaseException as exc:
+            self._conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) and self.path not in str(exc):
+                raise type(exc)(f"{self.path}: {exc}") from exc
+            raise
+
+    def _setup(self) -> None:
+        execute = self._conn.execute
+        execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if self.read_only:  # no journal mode to set, nothing to upgrade
+            _check_readable(execute("PRAGMA user_version").fetchone()[0])
+            return
+        mode = execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal mode is {mode})")
+        execute("PRAGMA synchronous = NORMAL")
+        version = execute("PRAGMA user_version").fetchone()[0]
+        check_version(version)
+        if version < SCHEMA_VERSION:
+            execute("BEGIN IMMEDIATE")
+            try:
+                upgrade(execute, self.path)
+                execute("COMMIT")
+            except BaseException:
+                execute("ROLLBACK")
+                raise
+
+    def __repr__(self) -> str:
+        state = " read-only" if self.read_only else ""
+        state += " closed" if self._closed.is_set() else ""
+        return f"<SQLiteStore {self.path!r}{state}>"
+
+    def __enter__(self) -> "SQLiteStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- the one active scheduler -------------------------------------------
+
+    def acquire(self, owner: str, wait: bool = False) -> bool:
+        """Hold the store as *owner* (see :meth:`Store.acquire`); a waiting
+        acquire returns False if the store is closed meanwhile. A read-only
+        store cannot be held (PermissionError)."""
+        if self.read_only:
+            raise PermissionError(f"the store {self.path!r} is open read-only: it cannot "
+                                  f"be held by {owner!r}")
+        return self._file_hold.acquire(owner, wait)
+
+    def holder(self) -> Optional[str]:
+        """The owner holding the store, read from the lock file (no hold needed)."""
+        return self._file_hold.holder()
+
+    def release(self) -> None:
+        """End the hold, if this store object holds it; otherwise do nothing."""
+        self._file_hold.release()
+
+    # -- transactions -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction: the calls inside commit together, or roll back on an
+        exception. A nested batch is a savepoint inside the outer transaction.
+        Other threads' calls wait until the batch ends."""
+        with self._db_lock:
+            execute = self._conn.execute
+            outer = self._depth == 0
+            savepoint = f"batch{self._depth}"
+            execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    execute("ROLLBACK")
+                else:
+                    execute(f"ROLLBACK TO {savepoint}")
+                    execute(f"RELEASE {savepoint}")
+                raise
+            self._depth -= 1
+            if not outer:
+                execute(f"RELEASE {savepoint}")
+                return
+            try:
+                execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    execute("ROLLBACK")
+                raise
+
+    # -- tasks ----------------------------------------------------------------
+
+    def load_tasks(self) -> List[TaskRecord]:
+        """Every task, oldest ``created`` first (then by id)."""
+        with self._db_lock:
+            rows = self._conn.execute(_LOAD_TASKS).fetchall()
+        return [_task_record(row) for row in rows]
+
+    def task(self, task_id: str) -> Optional[TaskRecord]:
+        task_id = check_key(task_id)
+        with self._db_lock:
+            row = self._conn.execute(_LOAD_TASK, (task_id,)).fetchone()
+        return None if row is None else _task_record(row)
+
+    def save_task(self, record: TaskRecord, replace: bool = True) -> bool:
+        row = task_row(record)
+        with self._db_lock:
+            return self._conn.execute(_SAVE_TASK if replace else _ADD_TASK, row).rowcount == 1
+
+    def update_task(self, task_id: str, **fields: Any) -> None:
+        task_id = check_key(task_id)
+        changes = task_changes(fields)
+        if not changes:
+            return
+        sql = _update_sql(tuple(changes))
+        with self._db_lock:
+            self._conn.execute(sql, (*changes.values(), task_id))
+
+    def remove_task(self, task_id: str) -> None:
+        """Delete the task (its run history stays, until purged)."""
+        task_id = check_key(task_id)
+        with self._db_lock:
+            self._conn.execute(_REMOVE_TASK, (task_id,))
+
+    # -- runs -------------------------------------------------------------------
+
+    def claim_run(self, task_id: str, slot: str, attempt: int, *, run: int, name: str,
+                  scheduled: float, started: float) -> bool:
+        """Insert a RUNNING record unless ``(task_id, slot, attempt)`` exists,
+        in this or another process (the UNIQUE constraint decides); return
+        whether it inserted."""
+        row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
+        values = [row[i] for i in _CLAIM_INDEX]
+        with self._db_lock:
+            return self._conn.execute(_CLAIM_RUN, values).rowcount == 1
+
+    def finish_run(self, record: Mapping[str, Any]) -> None:
+        """Write *record* over its claimed run, or insert it if unclaimed."""
+        row = run_row(record)
+        with self._db_lock:
+            if self._depth:  # the batch's write lock keeps other processes out
+                self._finish(row)
+            else:
+                with self.batch():
+                    self._finish(row)
+
+    def _finish(self, row: Tuple[Any, ...]) -> None:
+        execute = self._conn.execute
+        values = [row[i] for i in _FINISH_FIELDS]
+        values.extend(row[i] for i in _RUN_KEY)
+        if execute(_FINISH_RUN, (*values, row[_SCHEDULED])).rowcount:
+            return
+        values.insert(len(_FINISH_FIELDS), row[_SCHEDULED])
+        if execute(_MOVE_RUN, values).rowcount == 0:
+            execute(_INSERT_RUN, row)
+
+    def mark_interrupted(self) -> int:
+        with self._db_lock:
+            return self._conn.execute(_MARK_INTERRUPTED, (INTERRUPTED,)).rowcount
+
+    def runs(self, task_id: Optional[str] = None, limit: Optional[int] = None, *,
+             before: Optional[float] = None, since: Optional[float] = None,
+             statuses: Optional[Iterable[int]] = None) -> List[Dict[str, Any]]:
+        """Run records, newest first (see :meth:`Store.runs`)."""
+        limit = check_limit(limit)
+        query = _query(task_id, before, since, statuses)
+        if query is None:
+            return []
+        where, params = query
+        params.append(-1 if limit is None else limit)
+        sql = _select_sql(f"SELECT {_RUN_COLUMNS} FROM runs", where,
+                          " ORDER BY scheduled DESC, id DESC LIMIT ?")
+        with self._db_lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [dict(zip(RUN_FIELDS, row)) for row in rows]
+
+    def count_runs(self, task_id: Optional[str] = None, *, since: Optional[float] = None,
+                   statuses: Optional[Iterable[int]] = None) -> int:
+        query = _query(task_id, None, since, statuses)
+        if query is None:
+            return 0
+        where, params = query
+        with self._db_lock:
+            return self._conn.execute(_select_sql("SELECT count(*) FROM runs", where, ""),
+                                      params).fetchone()[0]
+
+    def purge_runs(self, before: float) -> int:
+        """Delete the runs over (not RUNNING) that ended before *before*."""
+        bound = check_time("before", before)
+        if bound is None:
+            raise TypeError("purge_runs() needs a time, not None")
+        with self._db_lock:
+            return self._conn.execute(_PURGE_RUNS, (bound,)).rowcount
+
+    def clear(self) -> None:
+        """Delete every task and run (the file stays)."""
+        with self.batch():
+            self._conn.execute("DELETE FROM tasks")
+            self._conn.execute("DELETE FROM runs")
+
+    def close(self) -> None:
+        """Release the hold, end a waiting acquire and close the connection.
+        Closing twice is fine."""
+        self._closed.set()
+        self.release()
+        with self._db_lock:
+            self._conn.close()
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write (``mode=ro``) to the existing file *path*."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, "no store file to read", path)
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                           isolation_level=None, check_same_thread=False)
+
+
+def _check_readable(version: int) -> None:
+    """A read-only store reads schema SCHEMA_VERSION only: it cannot upgrade."""
+    check_version(version)
+    if version == 0:
+        raise sqlite3.DatabaseError("not a pysched_lightning store (it has no schema)")
+    if version < SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} must be upgraded to {SCHEMA_VERSION} before it can "
+            "be read; open it once with a scheduler of this version (pysched run)")
+
+
+def _task_record(row: Tuple[Any, ...]) -> TaskRecord:
+    values = list(row)
+    values[_PAUSED] = bool(values[_PAUSED])
+    return TaskRecord(*values)
+
+
+def _query(task_id: Optional[str], before: Any, since: Any,
+           statuses: Optional[Iterable[int]]) -> Optional[Tuple[Tuple[str, ...], List[Any]]]:
+    """The WHERE terms and parameters of a runs() filter, checked; None when
+    nothing can match (no statuses)."""
+    terms: List[str] = []
+    params: List[Any] = []
+    if task_id is not None:
+        terms.append("task_id = ?")
+        params.append(check_key(task_id))
+    for term, value in (("scheduled < ?", check_time("before", before)),
+                        ("scheduled >= ?", check_time("since", since))):
+        if value is not None:
+            terms.append(term)
+            params.append(value)
+    codes = check_statuses(statuses)
+    if codes is not None:
+        if not codes:
+            return None
+        terms.append(f"status IN ({', '.join('?' * len(codes))})")
+        params.extend(codes)
+    return tuple(terms), params
+
+
+_SELECT_SQL: Dict[Tuple[str, Tuple[str, ...]], str] = {}
+
+
+def _select_sql(select: str, where: Tuple[str, ...], tail: str) -> str:
+    """*select* with these WHERE terms (the same string for the same filter,
+    so sqlite3's statement cache prepares it once)."""
+    key = (select + tail, where)
+    sql = _SELECT_SQL.get(key)
+    if sql is None:
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = _SELECT_SQL.setdefault(key, select + clause + tail)
+    return sql
+
+
+_UPDATE_SQL: Dict[tuple, str] = {}
+
+
+def _update_sql(names: tuple) -> str:
+    """The UPDATE statement for these task fields (the same string each time,
+    so sqlite3's statement cache prepares it once)."""
+    sql = _UPDATE_SQL.get(names)
+    if sql is None:
+        sets = ", ".join(f'"{name}" = ?' for name in names)
+        sql = _UPDATE_SQL.setdefault(names, f"UPDATE tasks SET {sets} WHERE id = ?")
+    return sql
+

@@ -1,0 +1,420 @@
+"""Process pools for hard tasks that survive dying workers, and killable runs.
+
+One worker process that dies (``os._exit``, a signal, a segfault) breaks a
+whole loky or stdlib process pool: every later submit would fail. A
+``ProcessPool`` replaces the broken pool once, fails only the calls that may
+have reached a worker (with ``WorkerCrashedError``) and sends the others to
+the new pool. ``KillableProcesses`` runs each call alone in a one-worker pool,
+so killing it (a timeout) harms nothing else and never waits.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import signal
+import threading
+import weakref
+from concurrent.futures import CancelledError, Future
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from typing import Any, Callable, List, Mapping, Optional, Set, Tuple, Union
+
+import loky
+
+from ..records.errors import WorkerCrashedError
+from .calls import Batch, BatchSink, Call, CallbackSink, CallParts, FutureSink, Outcome
+from .executors import ProcessPoolExecutor, _default_workers, fresh_pool_like
+
+__all__ = ["ProcessPool", "KillableProcesses", "ProcessHandle"]
+
+_log = logging.getLogger("pysched_lightning.processes")
+
+#: How many pools a call may be sent to before it fails: a call that never
+#: reached a worker is sent again when its pool breaks, but not forever.
+_MAX_SENDS = 3
+#: Where a call's outcome goes.
+_Sink = Union[FutureSink, CallbackSink, BatchSink]
+#: What goes to a worker in one message.
+_Sent = Union[Call, Batch]
+
+
+class _Breakage:
+    """A pool broke: how its worker died, once the first to notice knows."""
+
+    __slots__ = ("crash", "known")
+
+    def __init__(self) -> None:
+        #: What its lost calls fail with; None when no worker died.
+        self.crash: Optional[WorkerCrashedError] = None
+        self.known = threading.Event()
+
+
+class ProcessPool:
+    """A process pool that replaces itself when a worker dies.
+
+    Wraps *executor* (a ``psl.ProcessPoolExecutor``, a loky or a
+    ``concurrent.futures`` process pool), or a new loky pool of
+    *max_workers* processes. A call whose worker died, or that was in a
+    worker of the pool when another worker died (the pool kills them all),
+    fails with ``WorkerCrashedError``; the pool is replaced by a fresh one
+    of the same kind, size and options, once per breakage, with one WARNING.
+    Calls that had not reached a worker yet run on the new pool.
+    """
+
+    def __init__(self, executor: Any = None, max_workers: Optional[int] = None) -> None:
+        if executor is None:
+            executor = loky.ProcessPoolExecutor(_default_workers(max_workers))
+        elif max_workers is not None:
+            raise ValueError(f"give executor or max_workers, not both "
+                             f"(max_workers={max_workers!r})")
+        elif not isinstance(executor, (loky.ProcessPoolExecutor,
+                                       concurrent.futures.ProcessPoolExecutor)):
+            raise TypeError(f"executor must be a loky or concurrent.futures "
+                            f"ProcessPoolExecutor, got {executor!r}")
+        self._workers: int = executor._max_workers
+        self._lock = threading.Lock()  # guards the attributes below
+        #: The pool in use and the function that sends it a call, as one
+        #: tuple so that submit() reads them together without the lock.
+        self._current: Tuple[Any, Callable[[_Sent], Future]] = (executor, _sender(executor))
+        #: Each broken pool's breakage, so that it is handled once.
+        self._breakages: "weakref.WeakKeyDictionary[Any, _Breakage]" = \
+            weakref.WeakKeyDictionary()
+        self._retired: List[threading.Thread] = []
+        self._closed = False
+
+    @property
+    def capacity(self) -> int:
+        """How many calls run at once: the number of worker processes."""
+        return self._workers
+
+    @property
+    def executor(self) -> Any:
+        """The process pool in use now (a new one after each breakage)."""
+        return self._current[0]
+
+    def submit(self, fn: Callable[..., Any], args: Tuple[Any, ...] = (),
+               kwargs: Optional[Mapping[str, Any]] = None) -> Future:
+        """Run ``fn(*args, **kwargs)`` in a worker; an exception comes back
+        with its remote traceback. RuntimeError after shutdown."""
+        future = FutureSink()
+        self._dispatch(Call(fn, args, kwargs or {}), future)
+        return future
+
+    def send(self, fn: Callable[..., Any], args: Tuple[Any, ...],
+             kwargs: Optional[Mapping[str, Any]],
+             done: Callable[[Any, Optional[BaseException]], Any]) -> None:
+        """Like ``submit``, without a future: ``done(result, None)`` or
+        ``done(None, exception)`` is called once, in the pool's own thread
+        (keep it short, and let it not raise). For callers that need only
+        the outcome, it saves making and settling a second future."""
+        self._dispatch(Call(fn, args, kwargs or {}), CallbackSink(done))
+
+    def send_batch(self, calls: List[Tuple[Any, Callable[..., Any], Tuple[Any, ...],
+                                           Mapping[str, Any]]],
+                   done: Callable[[List[Outcome]], Any]) -> None:
+        """Send ``(key, fn, args, kwargs)`` calls to one worker in one message
+        (which costs this process more than a quick call takes), to run there
+        in order. ``done(outcomes)`` gets ``(key, result, exception, seconds)``
+        for every call, once, in the pool's own thread (once per part if a
+        call that could not be pickled made the calls go again one by one)."""
+        parts: List[CallParts] = [(fn, args, kwargs or {}) for _, fn, args, kwargs in calls]
+        self._dispatch(Batch(parts), BatchSink([call[0] for call in calls], done))
+
+    def _dispatch(self, call: _Sent, sink: _Sink) -> None:
+        for _ in range(_MAX_SENDS):
+            executor, send = self._current
+            try:
+                inner = send(call)
+            except BrokenProcessPool as exc:  # it broke before taking the call
+                if self._closed:
+                    raise RuntimeError("the process pool is shut down") from exc
+                self._replace(executor, exc)
+                continue
+            sink.attach(inner)
+            inner.add_done_callback(partial(self._relay, call, sink, executor))
+            return
+        raise WorkerCrashedError(message="new process pools kept breaking before they "
+                                 "could take the call")
+
+    def _relay(self, call: _Sent, sink: _Sink, executor: Any, inner: Future) -> None:
+        """Give *sink* the outcome of *inner* (in the pool's own thread)."""
+        sink.attach(None)
+        try:
+            exc = inner.exception()
+        except CancelledError:
+            sink.drop()
+            return
+        if exc is None:  # the hot path: a few µs per call matter here
+            if isinstance(call, Batch) and call.refused is not None:
+                self._split(call, sink)
+                return
+            sink.succeed(inner.result())
+            return
+        if isinstance(exc, BrokenProcessPool):
+            try:
+                lost = self._broken(call, sink, executor, exc)
+            except BaseException as error:  # the caller must hear of it
+                lost = error
+            if lost is None:
+                return
+            if isinstance(lost, CancelledError):
+                sink.drop()
+                return
+            exc = lost
+        sink.fail(exc)
+
+    def _split(self, batch: Batch, sink: _Sink) -> None:
+        """A batch that could not be pickled ran nothing: each of its calls
+        goes alone, so that only the one that cannot be pickled fails."""
+        assert isinstance(sink, BatchSink) and batch.refused is not None
+        parts = batch.split() if len(batch) > 1 else []
+        for index, one in enumerate(parts):
+            try:
+                self._dispatch(one, sink.part(index))
+            except BaseException as error:  # e.g. shut down meanwhile
+                sink.part(index).fail(error)
+        if not parts:  # the one that cannot be pickled
+            sink.fail(batch.refused)
+
+    def _broken(self, call: _Sent, sink: _Sink, executor: Any,
+                exc: BrokenProcessPool) -> Optional[BaseException]:
+        """The call's pool broke: send it again if it never reached a worker
+        (None), else what it fails with (CancelledError: it will not run)."""
+        crash = self._replace(executor, exc)
+        if call.take_back() and call.sends < _MAX_SENDS:
+            try:  # it never reached a worker: it runs on the new pool
+                self._dispatch(call.again(), sink)
+            except RuntimeError as closed:  # shut down meanwhile
+                return CancelledError(str(closed))
+            return None
+        if crash is None:  # the pool broke, but not by a death (e.g. unpickling)
+            return exc
+        lost = WorkerCrashedError(crash.exitcode, crash.signal)  # one per call
+        lost.__cause__ = exc
+        return lost
+
+    def _replace(self, broken: Any, exc: BrokenProcessPool) -> Optional[WorkerCrashedError]:
+        """Put a fresh pool in place of *broken*, the first time only; what
+        its lost calls fail with (None when no worker died)."""
+        with self._lock:
+            breakage = self._breakages.get(broken)
+            first, replaced, failed = breakage is None, False, None
+            if breakage is None:
+                breakage = self._breakages[broken] = _Breakage()
+                if self._current[0] is broken and not self._closed:
+                    try:
+                        fresh = fresh_pool_like(broken)
+                    except Exception as error:  # later submits fail with the pool's error
+                        failed = error
+                    else:
+                        self._current, replaced = (fresh, _sender(fresh)), True
+                # The broken pool stops itself; its manager thread is joined at shutdown.
+                thread = getattr(broken, "_executor_manager_thread", None)
+                self._retired = [t for t in self._retired if t.is_alive()]
+                if isinstance(thread, threading.Thread):
+                    self._retired.append(thread)
+        if failed is not None:
+            _log.error("could not replace the broken process pool", exc_info=failed)
+        if not first:
+            breakage.known.wait()
+            return breakage.crash
+        try:  # may wait a moment for an exit code: not under the lock
+            breakage.crash = WorkerCrashedError.from_broken_pool(broken, exc)
+        finally:
+            breakage.known.set()
+        if replaced:
+            why = "it broke" if breakage.crash is None else str(breakage.crash)
+            _log.warning("process pool broken: %s (%s: %s); replaced by a new pool of %d "
+                         "workers", why, type(exc).__name__, str(exc).split("\n")[0],
+                         self._workers)
+        return breakage.crash
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the pool; with *wait*, return once its processes are gone
+        (without, they exit after the calls already sent)."""
+        with self._lock:
+            self._closed = True
+            executor = self._current[0]
+            retired, self._retired = self._retired, []
+        executor.shutdown(wait=wait)
+        if wait:
+            me = threading.current_thread()
+            for thread in retired:
+                if thread is not me:
+                    thread.join()
+
+    def __enter__(self) -> "ProcessPool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown(wait=True)
+
+
+def _sender(executor: Any) -> Callable[[_Sent], Future]:
+    if isinstance(executor, ProcessPoolExecutor):  # its submit would wrap the call again
+        return partial(loky.ProcessPoolExecutor.submit, executor)
+    return executor.submit
+
+
+class ProcessHandle:
+    """A call given to ``KillableProcesses``: what ``kill()`` takes."""
+
+    __slots__ = ("pid", "_worker", "_done", "_killed")
+
+    def __init__(self, worker: "_Worker") -> None:
+        #: The process running the call.
+        self.pid: int = worker.pid
+        self._worker = worker
+        self._done = False
+        self._killed = False
+
+    def __repr__(self) -> str:
+        state = "killed" if self._killed else "done" if self._done else "running"
+        return f"<ProcessHandle pid={self.pid} {state}>"
+
+
+class _Worker:
+    """A one-worker loky pool whose process is up, and its pid."""
+
+    __slots__ = ("executor", "pid")
+
+    def __init__(self) -> None:
+        self.executor = loky.ProcessPoolExecutor(max_workers=1)
+        try:
+            self.pid: int = self.executor.submit(os.getpid).result()
+        except BaseException:
+            self.executor.shutdown(wait=False, kill_workers=True)
+            raise
+
+
+class KillableProcesses:
+    """Each call alone in a process of its own, so that it can be killed.
+
+    loky cannot kill one call without breaking its whole pool, so a call
+    that may have to be killed (a hard task with a timeout) gets a
+    one-worker pool. Idle ones (at most *max_idle*, default one per core)
+    are kept for the next call; one whose process died is not.
+    """
+
+    def __init__(self, max_idle: Optional[int] = None) -> None:
+        self._max_idle = _default_workers(max_idle)
+        self._lock = threading.Lock()  # guards the attributes below
+        self._idle: List[_Worker] = []
+        self._busy: Set[_Worker] = set()
+        self._stopping: List[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], args: Tuple[Any, ...] = (),
+               kwargs: Optional[Mapping[str, Any]] = None) -> Tuple[Future, ProcessHandle]:
+        """Run ``fn(*args, **kwargs)`` in an idle worker process, or a new
+        one: then this waits until the process is up, so that a timeout
+        does not count its start."""
+        for _ in range(_MAX_SENDS):
+            worker = self._acquire()
+            try:
+                inner = worker.executor.submit(Call(fn, args, kwargs or {}))
+            except BrokenProcessPool:  # its process died while idle
+                self._drop(worker)
+                continue
+            future = FutureSink()
+            future.attach(inner)
+            handle = ProcessHandle(worker)
+            inner.add_done_callback(partial(self._finished, handle, future))
+            return future, handle
+        raise WorkerCrashedError(message="new worker processes kept dying before they "
+                                 "could take the call")
+
+    def kill(self, handle: ProcessHandle) -> bool:
+        """Kill the process running *handle*'s call, without waiting for it
+        to go; its future then fails with ``WorkerCrashedError``. False if
+        the call had already finished."""
+        with self._lock:
+            if handle._done or handle._killed:
+                return False
+            handle._killed = True
+            self._busy.discard(handle._worker)
+        self._stop(handle._worker, kill=True)
+        return True
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop every worker: with *wait*, let running calls finish and wait
+        for the processes to go; without, kill them."""
+        with self._lock:
+            self._closed = True
+            workers = self._idle + list(self._busy)
+            self._idle, self._busy = [], set()
+            stopping, self._stopping = self._stopping, []
+        for worker in workers:
+            worker.executor.shutdown(wait=wait, kill_workers=not wait)
+        if wait:
+            me = threading.current_thread()
+            for thread in stopping:
+                if thread is not me:
+                    thread.join()
+
+    def _acquire(self) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot run calls after shutdown")
+            if self._idle:
+                worker = self._idle.pop()
+                self._busy.add(worker)
+                return worker
+        worker = _Worker()  # seconds, at worst; never under the lock
+        with self._lock:
+            if not self._closed:
+                self._busy.add(worker)
+                return worker
+        worker.executor.shutdown(wait=False, kill_workers=True)
+        raise RuntimeError("cannot run calls after shutdown")
+
+    def _finished(self, handle: ProcessHandle, future: FutureSink, inner: Future) -> None:
+        """A call ended (in its pool's thread): keep or drop its worker, and
+        give *future* the outcome."""
+        future.attach(None)
+        exc = None if inner.cancelled() else inner.exception()
+        worker = handle._worker
+        broken = exc if isinstance(exc, BrokenProcessPool) else None
+        died = broken is not None
+        with self._lock:
+            handle._done = True
+            killed = handle._killed
+            keep = not (killed or died or self._closed) and len(self._idle) < self._max_idle
+            if not killed:
+                self._busy.discard(worker)
+            if keep:
+                self._idle.append(worker)
+        if not (keep or killed):
+            self._stop(worker, kill=died)
+        if killed:
+            error: Optional[BaseException] = WorkerCrashedError(
+                -signal.SIGKILL, "SIGKILL", "the worker process was killed on request "
+                "(signal SIGKILL)")
+        elif broken is not None:
+            error = WorkerCrashedError.from_broken_pool(worker.executor, broken) or \
+                WorkerCrashedError()
+            error.__cause__ = broken
+        elif inner.cancelled():
+            future.drop()
+            return
+        else:
+            error = exc
+        if error is not None:
+            future.fail(error)
+        else:
+            future.succeed(inner.result())
+
+    def _drop(self, worker: _Worker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+        self._stop(worker, kill=True)
+
+    def _stop(self, worker: _Worker, kill: bool) -> None:
+        """Shut *worker* down without waiting; its thread is joined at shutdown."""
+        thread = getattr(worker.executor, "_executor_manager_thread", None)
+        worker.executor.shutdown(wait=False, kill_workers=kill)
+        if isinstance(thread, threading.Thread):
+            with self._lock:
+                self._stopping = [t for t in self._stopping if t.is_alive()]
+                self._stopping.append(thread)
