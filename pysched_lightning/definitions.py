@@ -17,7 +17,7 @@ from .core import control
 from .core.standby import same_record
 from .core.state import Effects, State
 from .durability.encoding import slot_offset, task_record
-from .durability.journal import EarlyClaim, Write
+from .durability.journal import Claim, Write
 from .records.errors import StoreWriteError
 from .records.protocols import TaskRecord
 from .records.task import Task
@@ -37,6 +37,9 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                     raise RuntimeError("cannot schedule new tasks after shutdown")
             if on_standby:  # a standby only stores; the one taking over runs it
                 standby.store_only(task, _record(st, task), replace_existing)
+                with st.lock:  # known here from now on; it runs after the takeover
+                    if task.id not in st.timetable:
+                        st.timetable.add(task)
                 return task.id
     journal = st.journal
     store = journal.store if journal is not None else None
@@ -56,39 +59,74 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                     control.unreserve(st, task, early)
             raise
         fx = Effects()
-        with st.lock:
-            try:
-                if control.existing(st, task.id) is not old:
-                    continue  # another delay() of this id came between: look again
-                control.add_task(st, task, replace_existing, same, st.clock.now(), fx, early)
-            except BaseException:
-                if write is not None and old is None and st.journal is not None:
-                    st.journal.task_removed(task.id)  # stored, but not scheduled
+        try:
+            with st.lock:
+                try:
+                    if control.existing(st, task.id) is not old:
+                        continue  # another delay() of this id came between: look again
+                    control.add_task(st, task, replace_existing, same, st.clock.now(), fx,
+                                     early)
+                except BaseException as exc:
+                    _put_right(st, task, old, write, early, fx, exc)
+                    raise
+                finally:
                     if early is not None:
-                        st.journal.claim_unused(early, "the scheduler shut down first")
-                raise
-            finally:
-                if early is not None:
-                    control.unreserve(st, task, early)
-        workers.aftermath(fx)  # what adding noted besides the task (a claim, a next
-        return task.id          # run time) is written with the next commit
+                        control.unreserve(st, task, early)
+        finally:
+            workers.aftermath(fx)  # what adding noted besides the task (a claim, a next
+        return task.id              # run time) is written with the next commit
 
 
-def replace_checked(st: State, workers: Any, new: Task) -> None:
-    """``modify()``/``reschedule()``: store the new definition with the
-    task's schedule state, then put it in place."""
+def _put_right(st: State, task: Task, old: Optional[Task], write: Optional[Write],
+               early: Optional[Claim], fx: Effects, exc: BaseException) -> None:
+    """Adding *task* failed halfway (with the lock held). A new task is
+    taken back, in memory and in the store: as if delay() had not been
+    called. A replacement that an interrupt cut short is completed (its
+    definition is stored already)."""
+    if old is not None and write is not None and not isinstance(exc, Exception):
+        st.take_back(task.id, fx)
+        control.add_new(st, task, st.clock.now(), fx)
+        return
+    if old is not None:
+        return
+    st.take_back(task.id, fx)
+    journal = st.journal
+    if journal is not None and write is not None:
+        journal.withdraw(task.id)
+        journal.task_removed(task.id)  # stored, but not scheduled
+        if early is not None:
+            journal.release(early, "the scheduler shut down first")
+
+
+def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None:
+    """``modify()`` (*keep_time*: the schedule is kept) or ``reschedule()``:
+    store the new definition with the task's schedule state, then put it in
+    place. A task whose last occurrence fired stays finished in the store."""
     journal = st.journal
     if journal is not None and journal.store is not None:
         with st.lock:
             snap = control.snapshot(st, new.id)
-        record = task_record(new, _wall(st, new), st.clock.wall())
+        due = snap["next_time"]
+        wall = None if due is None else (due if keep_time else new.time) + \
+            slot_offset(new, st.offset)
+        record = task_record(new, wall, st.clock.wall())
         record.runs, record.missed = snap["runs"], snap["missed"]
         record.status, record.paused = int(snap["status"]), snap["paused"]
         _raise_unstored(journal.store_task(record), new.id)
     fx = Effects()
-    with st.lock:
-        control.replace_task(st, new, fx)
-    workers.aftermath(fx)
+    try:
+        with st.lock:
+            done = control.replace_task(st, new, fx, keep_time)
+            new = done
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            with st.lock:  # complete it: doing it again changes nothing more
+                if new.id in st.timetable:
+                    control.replace_task(st, new, fx, keep_time)
+                st.repair(fx)
+        raise
+    finally:
+        workers.aftermath(fx)
 
 
 def purge(st: State, days: Any, hours: Any, minutes: Any) -> int:
@@ -137,7 +175,7 @@ def _wall(st: State, task: Task) -> float:
 
 
 def _store(st: State, task: Task, record: Optional[TaskRecord],
-           early: Optional[EarlyClaim], new_id: bool) -> Optional[Write]:
+           early: Optional[Claim], new_id: bool) -> Optional[Write]:
     """Write *task* to the store (if any), with its *early* claim, and wait
     for the commit."""
     journal = st.journal

@@ -180,16 +180,22 @@ class Scheduler:
         fx = Effects()  # a new id, no store: nothing to compare or write first
         if st.lock.locked():  # (the common case costs no call)
             wait_while_busy(st.lock)
-        with st.lock:
-            control.add_new(st, task, now, fx)
-        if fx.runs or fx.wake or fx.events or fx.logs or fx.expired:  # (no call)
-            self._workers.aftermath(fx)
+        try:
+            with st.lock:
+                try:
+                    control.add_new(st, task, now, fx)
+                except BaseException:  # an interrupt halfway: as if never called
+                    st.take_back(task.id, fx)
+                    raise
+        finally:
+            if fx.runs or fx.wake or fx.events or fx.logs or fx.resolved:  # (no call)
+                self._workers.aftermath(fx)
         return task.id
 
     def cancel(self, task_id: str) -> None:
         """Stop a task: no further runs, its queued runs dropped (their futures
         cancelled). A run in progress is not interrupted. KeyError if unknown."""
-        self._change(control.cancel, task_id)
+        self._change(control.cancel, task_id, control.complete_cancel)
 
     def pause(self, task_id: Optional[str] = None) -> None:
         """Pause one task (it keeps its place but does not run) or, with no
@@ -207,31 +213,45 @@ class Scheduler:
         st = self._state
         when, due = when_of(trigger, interval, tz, st.clock.now(), st.offset)
         old = queries.definition(st, task_id)
-        self._replace(Task(due, old.priority, next(st.seq), task_id, when, interval,
-                           old.fn, old.args, old.kwargs, old.options))
+        definitions.replace_checked(st, self._workers, Task(
+            due, old.priority, next(st.seq), task_id, when, interval, old.fn, old.args,
+            old.kwargs, old.options), keep_time=False)
 
     def modify(self, task_id: str, **changes: Any) -> None:
         """Change a task's priority, fn, args, kwargs, name or options
         (timeout, retries, retry_delay, retry_backoff, misfire_grace_time,
-        coalesce, max_instances); its schedule is kept."""
-        self._replace(changed_task(queries.definition(self._state, task_id), changes))
+        coalesce, max_instances); its schedule is kept (a run that fires
+        while this is being changed is not undone)."""
+        new = changed_task(queries.definition(self._state, task_id), changes)
+        definitions.replace_checked(self._state, self._workers, new, keep_time=True)
 
     def run_now(self, task_id: str) -> None:
         """One extra run now; the regular schedule is unchanged."""
+        self._change(lambda st, tid, fx: control.run_now(st, tid, st.clock.now()), task_id)
+
+    def _change(self, change: Callable[[State, Any, Effects], None], task_id: Any,
+                complete: Optional[Callable[[State, Any, Effects], None]] = None) -> None:
+        """Make a change under the lock, then do what it left to do. An
+        interrupt (KeyboardInterrupt) halfway is put right before it goes on:
+        the change is completed when *complete* says how, and the counts are
+        made to agree with the runs again."""
         st = self._state
-        with st.lock:
-            control.run_now(st, task_id, st.clock.now())
-
-    def _replace(self, new: Task) -> None:
-        definitions.replace_checked(self._state, self._workers, new)
-
-    def _change(self, change: Callable[[State, Any, Effects], None], task_id: Any) -> None:
         fx = Effects()
-        with self._state.lock:
-            change(self._state, task_id, fx)
-        self._workers.aftermath(fx)
-        if self._state.journal is not None:
-            self._state.journal.flush()
+        try:
+            with st.lock:
+                try:
+                    change(st, task_id, fx)
+                except Exception:
+                    raise
+                except BaseException:
+                    if complete is not None:
+                        complete(st, task_id, fx)
+                    st.repair(fx)
+                    raise
+        finally:
+            self._workers.aftermath(fx)
+            if st.journal is not None:
+                st.journal.flush()
 
     def _apply_changed(self, changed: List[Any]) -> None:
         """At takeover: the definitions a standby's delay() changed."""

@@ -1,12 +1,15 @@
 """Shutting a scheduler down, and running one until a signal.
 
-Shutdown stops new work at once: runs that never started are canceled (with
-a store, a recurring task's stored next run goes back to the earliest of
-them, and a one-shot keeps its stored due time, so a restart runs them,
-once). Running work may finish (at most ``timeout`` seconds, then it is told
-it timed out); then the executors, the event loop, the journal and the
-store are closed. ``shutdown(wait=False)`` returns at once and leaves that
-last part to a closer thread, which records the runs that end meanwhile.
+Shutdown stops new work at once: runs that never got a worker slot are
+canceled (with a store, a recurring task's stored next run goes back to the
+earliest of them, and a one-shot keeps its stored due time, so a restart
+runs them, once). A run that has a slot executes: it was handed over, or is
+being handed over, to its worker. Running work may finish (at most
+``timeout`` seconds, then it is told it timed out, and the executors are
+closed without waiting for threads that cannot be stopped); the runs that
+end meanwhile are written at once. Then the executors, the event loop, the
+journal and the store are closed. ``shutdown(wait=False)`` returns at once
+and leaves that last part to a closer thread.
 """
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-from .core.runflow import drop, end, queued_runs, returned
 from .core.state import Effects, State
 from .durability.encoding import slot_offset
 from .records.context import current_run
@@ -52,11 +54,15 @@ class Closer:
         with st.lock:
             first = not st.closing
             st.closing = True
-            if first:
-                self._abandon_queued(fx)
-                st.event(fx, EventKind.SCHEDULER_SHUTDOWN)
-            st.wakeup.notify_all()
-            st.run_done.notify_all()
+            try:
+                if first:
+                    self._abandon_waiting(fx)
+                    st.event(fx, EventKind.SCHEDULER_SHUTDOWN)
+            finally:  # an interrupt here must not leave runs waiting forever
+                if first:
+                    self._abandon_waiting(fx)
+                st.wakeup.notify_all()
+                st.run_done.notify_all()
         self._workers.aftermath(fx)
         self.requested.set()
         inside = 1 if self._inside_own_run() else 0
@@ -68,10 +74,14 @@ class Closer:
         thread = self._dispatcher.thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(_remaining(deadline))
-        if not self._wait_for_runs(inside, deadline):
-            self._interrupt_running()
-            self._wait_for_runs(inside, time.monotonic() + INTERRUPT_GRACE_SECONDS)
-        self._close(wait=not inside and thread is not threading.current_thread())
+        if self._wait_for_runs(inside, deadline):
+            self._close(wait=not inside and thread is not threading.current_thread())
+            return
+        self._interrupt_running()
+        finished = self._wait_for_runs(inside, time.monotonic() + INTERRUPT_GRACE_SECONDS)
+        # A thread cannot be stopped: the executors close without waiting
+        # for one that ignored its interruption (it ends on its own).
+        self._close(wait=finished and not inside and thread is not threading.current_thread())
 
     def run_forever(self, start: Callable[[], None]) -> None:
         previous: Dict[signal.Signals, Any] = {}
@@ -92,29 +102,24 @@ class Closer:
 
     # -- with the lock held ---------------------------------------------------
 
-    def _abandon_queued(self, fx: Effects) -> None:
-        """Runs that never started are canceled; the store keeps what a
-        restart needs to run them."""
+    def _abandon_waiting(self, fx: Effects) -> None:
+        """Runs that never got a worker slot are canceled; the store keeps
+        what a restart needs to run them (doing it again is harmless)."""
         st = self._st
         now = st.clock.now()
         rewind: Dict[str, float] = {}
-        for run in st.runbook.running_runs():
-            if run._t_timestamp is None:  # admitted, never handed over (an interrupt)
-                returned(st, run, fx)
-                run.status = TaskStatus.SUSPENDED
-                drop(st, run, TaskStatus.CANCELED, "the scheduler shut down before it started",
-                     now, fx)
-        for run in queued_runs(st) + st.runbook.waiting_runs():
+        for run in st.waiting_runs():
             schedule = run.task.schedule
             if schedule is not None and not run.manual and run.attempt == 1 \
-                    and run.task.id in st.timetable:
+                    and run.task_id in st.timetable:
                 wall = run._t_scheduled + slot_offset(run.task, st.offset)
                 rewind[run.task_id] = min(wall, rewind.get(run.task_id, wall))
-            drop(st, run, TaskStatus.CANCELED, "the scheduler shut down before it started",
-                 now, fx)
+            st.drop(run, TaskStatus.CANCELED, "the scheduler shut down before it started",
+                    now, fx)
         if st.journal is not None:
             for task_id, wall in rewind.items():
                 st.journal.task_changed(task_id, next_run=wall)
+            fx.flush = True
 
     def _interrupt_running(self) -> None:
         """Shutdown's grace is over: the runs still going end as TIMEOUT (a
@@ -124,32 +129,24 @@ class Closer:
         fx = Effects()
         with st.lock:
             now = st.clock.now()
-            for run in st.runbook.running_runs():
-                if run.done:
-                    continue
-                fx.log(logging.WARNING, "shutdown: interrupting task %r run %d",
-                       run.task_id, run.run_number)
-                run.exception = TimeoutError(f"task {run.task_id!r} run {run.run_number} "
-                                             "was interrupted: the scheduler shut down")
-                run.error = f"TimeoutError: {run.exception}"
-                end(st, run, TaskStatus.TIMEOUT, now, fx)
-                fx.expire(run)
+            for run in list(st.in_flight):
+                st.interrupt(run, now, fx)
         self._workers.aftermath(fx)
 
     # -- without the lock ---------------------------------------------------------
 
     def _inside_own_run(self) -> bool:
         run = current_run()
-        return isinstance(run, Run) and run._state is self._st.runbook.get(run.task_id)
+        return isinstance(run, Run) and run in self._st.in_flight
 
     def _wait_for_runs(self, allowed: int, deadline: Optional[float]) -> bool:
         """Wait until at most *allowed* runs are going; False if time ran out."""
         st = self._st
         with st.lock:
-            while st.runbook.running > allowed:
+            while st.running() > allowed:
                 remaining = _remaining(deadline)
                 if remaining is not None and remaining <= 0:
-                    going = st.runbook.running - allowed
+                    going = st.running() - allowed
                     break
                 st.wait_run_done(None, remaining)
             else:
@@ -161,7 +158,7 @@ class Closer:
         """shutdown(wait=False): close now if nothing runs, else once the
         running work has ended and been recorded (a closer thread)."""
         with self._st.lock:
-            idle = self._st.runbook.running == 0
+            idle = self._st.running() == 0
         if idle:
             self._close(wait=False)
             return

@@ -3,7 +3,7 @@
 replacing a definition, a manual run, purge, and snapshots for queries.
 
 Every function here runs with the state lock held and notes side effects in
-``fx`` (see ``state.py``); none calls user code.
+``fx`` (see ``effects.py``); none calls user code.
 """
 from __future__ import annotations
 
@@ -12,18 +12,19 @@ import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..durability.encoding import slot_at
-from ..durability.journal import EarlyClaim
+from ..durability.journal import Claim, EarlyClaim
 from ..records.events import EventKind
 from ..records.runs import TaskStatus
 from ..records.task import Task
+from .effects import Effects
 from .firing import fire
 from .runbook import TaskState
-from .runflow import admit, cancel_task, drain, drop
-from .state import Effects, State
+from .state import State
 from .timetable import Extra
 
 __all__ = ["Added", "add_task", "reserve_start", "unreserve", "pause", "resume",
-           "replace_task", "run_now", "purge", "snapshot", "same_definition"]
+           "replace_task", "run_now", "cancel", "complete_cancel", "purge", "snapshot",
+           "same_definition"]
 
 
 class Added(enum.Enum):
@@ -61,7 +62,7 @@ def check_add(st: State, task: Task, replace_existing: bool) -> Optional[Task]:
 
 
 def add_task(st: State, task: Task, replace_existing: bool, same: bool, now: float,
-             fx: Effects, early: Optional[EarlyClaim] = None) -> Added:
+             fx: Effects, early: Optional[Claim] = None) -> Added:
     """Schedule *task*; one due now fires at once when the scheduler runs.
     *same* says the caller found (without the lock: ``==`` is user code)
     that the definition under this id is the same as *task*'s. *early*: its
@@ -81,7 +82,7 @@ def add_task(st: State, task: Task, replace_existing: bool, same: bool, now: flo
 
 
 def add_new(st: State, task: Task, now: float, fx: Effects,
-            early: Optional[EarlyClaim] = None) -> None:
+            early: Optional[Claim] = None) -> None:
     """Schedule *task*, whose id is new (``delay()``'s own ids are). One
     claimed *early* starts now, even if a pause came since: the pause came
     after its ``delay()`` had decided so."""
@@ -98,7 +99,7 @@ def add_new(st: State, task: Task, now: float, fx: Effects,
         fire(st, task, now, fx, early)
 
 
-def reserve_start(st: State, task: Task, name: str, now: float) -> Optional[EarlyClaim]:
+def reserve_start(st: State, task: Task, name: str, now: float) -> Optional[Claim]:
     """A new task that would start the moment it is added (due, its lane
     idle): reserve its lane slot and make the claim of its first run (named
     *name*: ``task.name`` may be user code), to be written with the task.
@@ -110,29 +111,26 @@ def reserve_start(st: State, task: Task, name: str, now: float) -> Optional[Earl
     lane = st.lanes.of_kind(task.options.lane)
     if not lane.has_room() or lane.ready or lane.returning:
         return None
-    lane.take()
-    return EarlyClaim(task.id, slot_at(task, task.time, st.offset), name,
-                      task.time + st.offset)
+    early = EarlyClaim(task.id, slot_at(task, task.time, st.offset), name,
+                       task.time + st.offset)
+    lane.take(early)
+    return early
 
 
-def unreserve(st: State, task: Task, early: EarlyClaim) -> None:
-    """The slot reserved by :func:`reserve_start` goes back, unless its run took it."""
-    if not early.used:
-        early.used = True
-        st.lanes.of_kind(task.options.lane).give_back()
+def unreserve(st: State, task: Task, early: Claim) -> None:
+    """The slot reserved by :func:`reserve_start` goes back, unless its run
+    took it (nothing if it went back already)."""
+    st.lanes.of_kind(task.options.lane).give_back(early)
 
 
 def _retract(st: State, task_id: str, now: float, fx: Effects) -> None:
     """Make room for a changed definition: the old one leaves the timetable
     and its runs not started yet are dropped; the tasks that depend on the
     id keep waiting for the new one."""
+    for run in st.waiting_runs(task_id):
+        st.drop(run, TaskStatus.CANCELED, "replaced by a new definition", now, fx)
     if task_id in st.timetable:
         st.timetable.remove(task_id)
-    state = st.runbook.get(task_id)
-    if state is not None:
-        for run in state.kept_runs() + (state.waiting or []):
-            if run.status is TaskStatus.SUSPENDED:
-                drop(st, run, TaskStatus.CANCELED, "replaced by a new definition", now, fx)
     st.runbook.restart(task_id)
 
 
@@ -185,51 +183,60 @@ def resume(st: State, task_id: Optional[str], now: float, fx: Effects) -> None:
     if task_id is None:
         st.paused = False
         st.resumed_at = now
-        held = [run for lane in st.lanes.all() for run in lane.release_held()]
         st.event(fx, EventKind.SCHEDULER_RESUMED)
     else:
         known(st, task_id)
         st.runbook.state(task_id).paused = False
         if st.journal is not None:
             st.journal.task_changed(task_id, paused=False)
-        held = [run for lane in st.lanes.all() for run in lane.release_held(task_id)]
         parked = st.timetable.parked(task_id)
         if parked is not None and not parked.options.depend_on:
-            st.timetable.unpark(task_id)
             st.timetable.requeue(parked)
+            st.timetable.unpark(task_id)
         st.event(fx, EventKind.RESUMED, task_id)
-    for run in held:
-        admit(st, run, fx)
-    for lane in st.lanes.all():
-        if lane.ready:
-            drain(st, lane, now, fx)
+    st.release_held(task_id, now, fx)
     st.wakeup.notify()
 
 
 # -- changing a task ---------------------------------------------------------------
 
 
-def replace_task(st: State, new: Task, fx: Effects) -> None:
-    """Put *new* in place of the scheduled task with its id (modify,
-    reschedule): later runs use it; the schedule state is kept."""
-    known(st, new.id)
-    new = new.at(new.time, next(st.seq))  # a heap entry of its own
-    if st.timetable.replace(new):
-        st.wakeup.notify()
+def replace_task(st: State, new: Task, fx: Effects, keep_time: bool) -> Task:
+    """Put *new* in place of the scheduled task with its id: later runs use
+    it. With *keep_time* (modify) it is due when the current definition is
+    due now: a firing that came between reading the task and this change
+    is never undone; else (reschedule) at ``new.time``. Returns what was
+    put in place (doing it again with that changes nothing more)."""
+    current = known(st, new.id)
+    if current is not new:
+        new = new.at(current.time if keep_time else new.time, next(st.seq))
+        if st.timetable.replace(new):
+            st.wakeup.notify()
     st.event(fx, EventKind.MODIFIED, new.id)
+    return new
 
 
 def run_now(st: State, task_id: str, now: float) -> None:
     """One extra run now; the regular schedule is unchanged."""
     task = known(st, task_id)
-    if st.timetable.push_extra(Extra(now, task.priority, next(st.seq), task_id, 1, None,
-                                     "run_now", None)):
+    head = st.timetable.push_extra(Extra(now, task.priority, next(st.seq), task_id, 1, None,
+                                         "run_now", None))
+    st.runbook.state(task_id).owed += 1
+    if head:
         st.wakeup.notify()
 
 
 def cancel(st: State, task_id: str, fx: Effects) -> None:
     known(st, task_id)
-    cancel_task(st, task_id, "canceled by the user", fx)
+    st.cancel_task(task_id, "canceled by the user", fx)
+
+
+def complete_cancel(st: State, task_id: str, fx: Effects) -> None:
+    """A cancel() was interrupted: finish it (nothing if it had not begun
+    and the task is unknown)."""
+    state = st.runbook.get(task_id)
+    if task_id in st.timetable or (state is not None and state.canceled):
+        st.cancel_task(task_id, "canceled by the user", fx)
 
 
 def purge(st: State, cutoff: float) -> Tuple[int, List[str]]:

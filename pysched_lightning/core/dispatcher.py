@@ -14,13 +14,22 @@ import threading
 from typing import Any, Callable, Optional, Tuple
 
 from ..records.runs import error_line
+from .effects import Effects
 from .firing import expire_deadlines, fire_due, follow_wall_clock, time_to_next
-from .runflow import drain
-from .state import JOURNAL_LINGER_SECONDS, Effects, Hands, State, acquire_busy
+from .state import JOURNAL_LINGER_SECONDS, Hands, State, acquire_busy
 
 __all__ = ["Dispatcher"]
 
 _log = logging.getLogger("pysched_lightning")
+
+
+def _log_quietly(message: str) -> None:
+    """Log the exception being handled, unless logging fails too (a log
+    handler is user code): the dispatcher outlives both."""
+    try:
+        _log.exception(message)
+    except BaseException:
+        pass
 
 
 class Dispatcher:
@@ -61,9 +70,12 @@ class Dispatcher:
                                error_line(error))
                 if delay is not None:
                     self._delayfunc(delay)  # type: ignore[misc]
-            except Exception:
-                _log.exception("dispatcher error (the scheduler goes on)")
-                self._workers.aftermath(fx)  # runs that got a slot are sent, always
+            except BaseException:  # user code (a listener, a log handler) included
+                _log_quietly("dispatcher error (the scheduler goes on)")
+                try:
+                    self._workers.aftermath(fx)  # runs that got a slot are sent, always
+                except BaseException:
+                    _log_quietly("dispatcher error (the scheduler goes on)")
                 with self._st.lock:
                     self._st.wakeup.wait(0.05)  # don't spin if the error repeats
 
@@ -80,9 +92,7 @@ class Dispatcher:
                     follow_wall_clock(st, fx)
                 expire_deadlines(st, now, fx)
                 more = not st.paused and fire_due(st, now, fx)
-                for lane in st.lanes.all():
-                    if lane.ready:
-                        drain(st, lane, now, fx)
+                st.fill_slots(now, fx)
                 flush = self._flush_due(now)
                 if fx or more or flush:
                     return flush, None

@@ -3,22 +3,21 @@
 A due task schedules its next occurrence (coalescing missed ones), then runs
 unless it is paused, waits for a dependency, or is past its grace time. A
 retry or a manual run is a run of its own. Runs past their timeout end as
-TIMEOUT. When the wall clock steps, wall-clock tasks move with it. Every
+TIMEOUT. When the wall clock steps, wall-clock tasks follow it. Every
 function here runs with the state lock held and notes side effects in
-``fx`` (see ``state.py``).
+``fx`` (see ``effects.py``).
 """
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Optional
 
 from ..durability.encoding import slot_offset
-from ..durability.journal import EarlyClaim
 from ..records.events import EventKind
-from ..records.runs import FAILED, TaskStatus
+from ..records.runs import FAILED, Phase, Run, TaskStatus, error_line
 from ..records.task import Task
-from .runflow import admit, cancel_task, drop, end, overrun
-from .state import Effects, State
+from .effects import Effects
+from .state import State
 from .timetable import Extra
 
 __all__ = ["fire_due", "fire", "expire_deadlines", "follow_wall_clock", "time_to_next"]
@@ -30,6 +29,10 @@ CLOCK_STEP_SECONDS = 1.0
 #: With the real clocks, never sleep longer than this, so a step of the wall
 #: clock (NTP, suspend) is noticed and cron times are re-derived.
 CLOCK_CHECK_SECONDS = 30.0
+
+_READY, _HELD = Phase.READY, Phase.HELD
+#: Why an occurrence is skipped when an earlier one still waits.
+STILL_WAITING = "no free worker"
 
 
 def fire_due(st: State, now: float, fx: Effects) -> bool:
@@ -52,8 +55,7 @@ def fire_due(st: State, now: float, fx: Effects) -> bool:
     return True
 
 
-def fire(st: State, task: Task, now: float, fx: Effects,
-         early: Optional[EarlyClaim] = None) -> None:
+def fire(st: State, task: Task, now: float, fx: Effects, early: Any = None) -> None:
     """*task*'s due time has come: schedule its next occurrence, then run it
     (a new task's first run claimed *early* starts in its reserved slot)."""
     state = st.runbook.state(task.id)
@@ -68,10 +70,25 @@ def fire(st: State, task: Task, now: float, fx: Effects,
     run = st.runbook.new_run(task, 1, task.time, st.offset, None, state)
     grace = task.options.misfire_grace_time
     if grace is not None and now - task.time > grace:
-        drop(st, run, TaskStatus.MISSED, _late_reason(st, task.time), now, fx,
-             now - task.time)
-    else:
-        admit(st, run, fx, early)
+        st.drop(run, TaskStatus.MISSED, _late_reason(st, task.time), now, fx,
+                now - task.time)
+        return
+    if following is not None and task.options.coalesce:
+        _coalesce_waiting(st, run, now, fx)
+    st.admit(run, fx, early)
+
+
+def _coalesce_waiting(st: State, run: Run, now: float, fx: Effects) -> None:
+    """A new occurrence of a recurring task with ``coalesce`` replaces the
+    regular runs of the task still waiting for a worker (or a resume):
+    they are MISSED, one record with a count, and the newest runs."""
+    state = run._state
+    lane = st.lanes.of(run)
+    waiting = [old for old in (state.queued or []) + lane.held.get(run.task_id, [])
+               if old is not run and old.attempt == 1 and not old.manual
+               and (old._phase is _READY or old._phase is _HELD)]
+    for old in waiting:
+        st.drop(old, TaskStatus.MISSED, STILL_WAITING, now, fx, now - old._t_scheduled)
 
 
 def _fire_extra(st: State, extra: Extra, now: float, fx: Effects) -> None:
@@ -79,16 +96,29 @@ def _fire_extra(st: State, extra: Extra, now: float, fx: Effects) -> None:
     task = st.timetable.get(extra.task_id)
     if task is None:
         return
-    run = st.runbook.new_run(task, extra.attempt, extra.time, st.offset, extra.number)
+    state = st.runbook.state(task.id)
+    if state.owed:
+        state.owed -= 1
+    run = st.runbook.new_run(task, extra.attempt, extra.time, st.offset, extra.number, state)
     if extra.kind == "run_now":
         run.manual = True
     elif extra.slot is not None:
         run._slot = extra.slot  # a retry is another attempt at the same slot
-    admit(st, run, fx)
+    st.admit(run, fx)
 
 
 def _next_occurrence(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]:
-    """A recurring task's next occurrence; missed slots coalesce into this one."""
+    """A recurring task's next occurrence; missed slots coalesce into this
+    one. A trigger that fails makes this occurrence its last, loudly."""
+    try:
+        return _following(st, task, now, fx)
+    except Exception as exc:
+        fx.log(logging.ERROR, "task %r: its trigger failed to give the occurrence after "
+               "this one (%s); this run is its last", task.id, error_line(exc))
+        return None
+
+
+def _following(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]:
     trig = task.when
     offset = st.offset if trig.wall_clock else 0.0  # type: ignore[union-attr]
     due, current = task.time + offset, now + offset
@@ -98,10 +128,7 @@ def _next_occurrence(st: State, task: Task, now: float, fx: Effects) -> Optional
     if coalesce and period is not None and current - due >= period:
         skipped = int((current - due) // period)
         reason = _late_reason(st, task.time)
-        record = st.runbook.skip(task, task.time + period, st.offset, skipped, reason, now)
-        if st.journal is not None:
-            st.journal.missed(record, st.offset)
-            st.journal.task_changed(task.id, missed=record._state.missed)
+        record = st.skip(task, task.time + period, skipped, reason, now, fx)
         fx.log(logging.WARNING, "task %r: %d run(s) coalesced into one, %.3f s late (%s)",
                task.id, skipped, current - due, reason)
         st.event(fx, EventKind.MISSED, task.id, record, reason=reason,
@@ -120,7 +147,7 @@ def _dependencies_met(st: State, task: Task, fx: Effects) -> bool:
     statuses = [st.runbook.status_of(dep, dep in st.timetable)
                 for dep in task.options.depend_on]
     if any(status in FAILED for status in statuses):
-        cancel_task(st, task.id, "a dependency failed", fx)
+        st.cancel_task(task.id, "a dependency failed", fx)
         return False
     if all(status is TaskStatus.COMPLETED for status in statuses):
         return True
@@ -138,10 +165,8 @@ def _late_reason(st: State, due: float) -> str:
 def expire_deadlines(st: State, now: float, fx: Effects) -> None:
     """Runs past their timeout end as TIMEOUT; they are told (and their
     process killed or coroutine cancelled) once the lock is released."""
-    for run in st.deadlines.pop_expired(now):
-        overrun(run)
-        end(st, run, TaskStatus.TIMEOUT, now, fx)
-        fx.expire(run)
+    if st.deadlines:
+        st.expire_due(now, fx)
 
 
 def follow_wall_clock(st: State, fx: Effects) -> None:
@@ -153,7 +178,7 @@ def follow_wall_clock(st: State, fx: Effects) -> None:
     fx.log(logging.WARNING, "wall clock stepped by %+.1f s; re-deriving cron and "
            "datetime times", -shift)
     st.offset = offset
-    st.timetable.shift_wall_clock_tasks(shift, st.seq)
+    st.timetable.follow_wall_clock(shift, st.clock.now() + offset, offset, st.seq)
 
 
 def time_to_next(st: State, now: float) -> Optional[float]:

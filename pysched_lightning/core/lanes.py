@@ -14,12 +14,12 @@ import concurrent.futures
 import enum
 import logging
 from collections import namedtuple
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 import loky
 
 from ..records.options import LaneKind
-from ..records.runs import Run, TaskStatus
+from ..records.runs import Phase, Run
 from .heaps import LazyHeap
 
 __all__ = ["Lane", "Lanes", "Mechanism"]
@@ -30,7 +30,7 @@ ReadyEntry = namedtuple("ReadyEntry", "priority due seq run")
 
 # Members read on every run, bound once: on Python 3.11 reading an attribute
 # of an Enum class goes through EnumType.__getattr__, several times slower.
-_SUSPENDED, _THREADS = TaskStatus.SUSPENDED, LaneKind.THREADS
+_READY, _HELD, _THREADS = Phase.READY, Phase.HELD, LaneKind.THREADS
 
 #: Runs in flight per worker process: enough that a worker never waits for
 #: the round trip that sends its next run; the ready heap orders the rest.
@@ -49,14 +49,19 @@ class Mechanism(enum.Enum):
 
 
 def _ready_is_live(entry: ReadyEntry) -> bool:
-    # A queued run is SUSPENDED until it starts or is dropped.
-    return entry.run.status is _SUSPENDED
+    # A queued run is READY until it starts or is dropped.
+    return entry.run._phase is _READY
 
 
 class Lane:
-    """An executor, how many runs it may still take, and who waits for it."""
+    """An executor, who holds its worker slots, and who waits for one.
 
-    __slots__ = ("executor", "mechanism", "free", "capacity", "ready", "held", "returning",
+    A slot is held by a run (or by the reservation of a run to come), kept
+    in ``busy``: taking and giving back a slot are one set operation each,
+    so an interrupt can never leave a slot counted twice or lost.
+    """
+
+    __slots__ = ("executor", "mechanism", "capacity", "busy", "ready", "held", "returning",
                  "owned", "to_processes")
 
     def __init__(self, executor: Any, mechanism: Mechanism, capacity: Optional[int],
@@ -67,12 +72,13 @@ class Lane:
         #: through a hand-off thread, and the thread that hears a run end
         #: sends the next one.
         self.to_processes = to_processes
-        #: Free slots; None when the executor sets no limit of its own.
-        self.free = capacity
+        #: How many slots there are; None when the executor sets no limit.
         self.capacity = capacity
+        #: The holders of the slots: runs, and reservations of runs to come.
+        self.busy: Set[Any] = set()
         self.ready = LazyHeap(_ready_is_live)
-        #: Runs of paused tasks, taken off the ready heap until resumed.
-        self.held: List[Run] = []
+        #: Runs of paused tasks, by task id, until they are resumed.
+        self.held: Dict[str, List[Run]] = {}
         #: One entry per worker whose run has returned and who is on its way
         #: to take the next ready run (a deque: appends and pops are atomic
         #: without the state lock). While one is coming, a new due run waits
@@ -81,17 +87,16 @@ class Lane:
         self.owned = owned
 
     def has_room(self) -> bool:
-        return self.free is None or self.free > 0
+        capacity = self.capacity
+        return capacity is None or len(self.busy) < capacity
 
-    def take(self) -> None:
-        if self.free is not None:
-            self.free -= 1
+    def take(self, holder: Any) -> None:
+        """*holder* (a run, or a reservation) holds a slot."""
+        self.busy.add(holder)
 
-    def give_back(self) -> None:
-        # (never past the capacity: a run given up on while it was being
-        # handed over may still come back from its executor)
-        if self.free is not None and self.free < self.capacity:  # type: ignore[operator]
-            self.free += 1
+    def give_back(self, holder: Any) -> None:
+        """*holder*'s slot is free again (nothing if it held none)."""
+        self.busy.discard(holder)
 
     def queue(self, run: Run, seq: int) -> None:
         """*run* waits for a slot."""
@@ -106,14 +111,33 @@ class Lane:
         """The runs in the ready heap, in no particular order."""
         return [entry.run for entry in self.ready.entries()]
 
-    def release_held(self, task_id: Optional[str] = None) -> List[Run]:
-        """Take back the held runs (of one task, or all)."""
-        if task_id is None:
-            runs, self.held = self.held, []
-        else:
-            runs = [run for run in self.held if run.task_id == task_id]
-            self.held = [run for run in self.held if run.task_id != task_id]
-        return [run for run in runs if not run.done]
+    def hold(self, run: Run) -> None:
+        """*run* waits until its task (or the scheduler) is resumed."""
+        self.held.setdefault(run.task_id, []).append(run)
+
+    def unhold(self, run: Run) -> None:
+        """*run* no longer waits here (nothing if it did not)."""
+        runs = self.held.get(run.task_id)
+        if runs is not None and run in runs:
+            runs.remove(run)
+            if not runs:
+                del self.held[run.task_id]
+
+    def compact_held(self, task_id: Optional[str] = None) -> None:
+        """Forget the entries of runs that are no longer held (of one task, or all)."""
+        for key in [task_id] if task_id is not None else list(self.held):
+            runs = [run for run in self.held.get(key, ()) if run._phase is _HELD]
+            if runs:
+                self.held[key] = runs
+            else:
+                self.held.pop(key, None)
+
+    def held_runs(self, task_id: Optional[str] = None) -> List[Run]:
+        """The runs held (of one task, or all); they stay held until each
+        leaves with :meth:`unhold` (so an interrupted release loses none)."""
+        if task_id is not None:
+            return [run for run in self.held.get(task_id, ()) if run._phase is _HELD]
+        return [run for runs in self.held.values() for run in runs if run._phase is _HELD]
 
 
 class Lanes:

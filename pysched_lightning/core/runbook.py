@@ -1,9 +1,10 @@
-"""The run book: what each task's runs did.
+"""The run book: what is known of each task's runs.
 
 Per task: its status, counters, the latest run (the result map), a bounded
-history, the runs executing now, and runs waiting for those to return. Pure
+history, how many of its runs are live, executing, queued or blocked. Pure
 data: no threads, no locks (the scheduler's state lock guards it), no user
-code.
+code. The run's own fields are not written here: ``RunLife`` moves runs
+and tells the run book what happened to each.
 """
 from __future__ import annotations
 
@@ -35,8 +36,13 @@ class TaskState:
     missed = 0
     paused = False
     canceled = False
-    #: Runs executing now, timed-out thread runs included until they return.
+    #: Runs made and not final yet (due, waiting, executing).
+    live = 0
+    #: Runs holding a worker slot (timed-out thread runs until they return).
     running = 0
+    #: Runs outside the schedule owed to the task, not due yet (retries,
+    #: manual runs in the timer heap).
+    owed = 0
     last_error: Optional[str] = None
     perf: Optional[float] = None
     latest: Optional[Run] = None
@@ -46,8 +52,10 @@ class TaskState:
     finished_at: Optional[float] = None
     #: The task's last definition once it has left the timetable.
     retired: Optional[Task] = None
+    #: Its runs waiting in a lane's ready heap.
+    queued: Optional[List[Run]] = None
     #: Extra runs (retries, manual runs) waiting for a running one to return.
-    waiting: Optional[List[Run]] = None
+    blocked: Optional[List[Run]] = None
     #: The last MISSED record, while repeated skips add to its count.
     last_missed: Optional[Run] = None
 
@@ -65,8 +73,6 @@ class RunBook:
         self._history = history
         self._states: Dict[str, TaskState] = {}
         self._results: Dict[str, Run] = {}
-        #: Runs executing now, over all tasks.
-        self.running = 0
 
     # -- reading --------------------------------------------------------------
 
@@ -79,6 +85,9 @@ class RunBook:
     def get(self, task_id: str) -> Optional[TaskState]:
         return self._states.get(task_id)
 
+    def states(self) -> List[TaskState]:
+        return list(self._states.values())
+
     @property
     def results(self) -> Mapping[str, Run]:
         """``{task_id: latest run}``, a read-only live view."""
@@ -90,14 +99,6 @@ class RunBook:
         if state is not None:
             return state.status
         return TaskStatus.SUSPENDED if scheduled else TaskStatus.CANCELED
-
-    def waiting_runs(self) -> List[Run]:
-        """Extra runs waiting for a running run of their task to return."""
-        return [run for state in self._states.values() for run in state.waiting or ()]
-
-    def running_runs(self) -> List[Run]:
-        return [run for state in self._states.values() if state.running
-                for run in state.kept_runs() if run.status is TaskStatus.RUNNING]
 
     # -- runs -------------------------------------------------------------------
 
@@ -126,6 +127,7 @@ class RunBook:
         if state.status is not _SUSPENDED and not state.canceled:
             state.status = _SUSPENDED
         state.latest = run
+        state.live += 1
         self._results[task.id] = run
         return run
 
@@ -133,21 +135,18 @@ class RunBook:
         """False when starting *run* would exceed the task's max_instances."""
         return run._state.running < run.task.options.max_instances
 
-    def start(self, run: Run) -> None:
-        """*run* is handed to its executor: it counts as running."""
+    def started(self, run: Run) -> None:
+        """*run* took a worker slot: it counts as running."""
         state = run._state
         state.running += 1
-        self.running += 1
-        run.status = _RUNNING
         if state.latest is run and not state.canceled:
             state.status = _RUNNING
 
-    def end(self, run: Run, status: TaskStatus, now: float) -> None:
-        """*run* has its outcome (set by the caller): record its final status."""
-        run.status = status
-        run._t_finished = now
+    def ended(self, run: Run, status: TaskStatus, now: float) -> None:
+        """*run* has its final *status*: its task's counters follow."""
         run._previous = None  # an ended run is never forgotten; don't chain history
         state = run._state
+        state.live -= 1
         if run._t_started is not None:
             state.perf = now - run._t_started
         if status is not _COMPLETED:
@@ -162,43 +161,55 @@ class RunBook:
             state.last_missed = None
 
     def returned(self, run: Run) -> List[Run]:
-        """*run*'s executor gave it back; returns the runs that waited for it."""
+        """*run*'s executor gave it back; returns the blocked runs that may
+        start now."""
         state = run._state
         state.running -= 1
-        self.running -= 1
-        waiting = state.waiting
-        if not waiting or state.running >= run.task.options.max_instances:
+        blocked = state.blocked
+        if not blocked or state.running >= run.task.options.max_instances:
             return []
-        state.waiting = None
-        return waiting
+        state.blocked = None
+        return blocked
 
-    def wait_for_running(self, run: Run) -> None:
+    def queued(self, run: Run) -> None:
+        state = run._state
+        if state.queued is None:
+            state.queued = [run]
+        else:
+            state.queued.append(run)
+
+    def unqueued(self, run: Run) -> None:
+        queued = run._state.queued
+        if queued is not None and run in queued:
+            queued.remove(run)
+
+    def block(self, run: Run) -> None:
         """An extra run waits until the task's running run returns."""
         state = run._state
-        if state.waiting is None:
-            state.waiting = []
-        state.waiting.append(run)
+        if state.blocked is None:
+            state.blocked = []
+        state.blocked.append(run)
 
-    def drop(self, run: Run, status: TaskStatus, reason: str, now: float) -> Run:
-        """*run* will not execute (MISSED or CANCELED): the task's latest is
-        the run before it again. Returns the record to write (see
+    def unblock(self, run: Run) -> None:
+        blocked = run._state.blocked
+        if blocked is not None and run in blocked:
+            blocked.remove(run)
+
+    def dropped(self, run: Run, missed: bool) -> Run:
+        """*run* will not execute: the task's latest is the run before it
+        again. A missed run is counted: returns the record to write (see
         :meth:`_missed`)."""
         state = run._state
-        run.status, run.reason, run._t_finished = status, reason, now
+        state.live -= 1
         if state.latest is run:
             self._forget(run, state)
-        if status is not TaskStatus.MISSED:
+        if not missed:
             return run
-        run.run_number = 0  # a skipped occurrence is not a run
         return self._missed(state, run, 1)
 
-    def skip(self, task: Task, scheduled: float, offset: float, count: int, reason: str,
-             now: float) -> Run:
-        """*count* occurrences of *task* from *scheduled* on were skipped
-        (coalesced into the next one): one MISSED record."""
-        state = self.state(task.id)
-        run = Run(task, state, 0, 1, scheduled, offset)
-        run.status, run.reason, run._t_finished = TaskStatus.MISSED, reason, now
+    def skipped(self, state: TaskState, run: Run, count: int) -> Run:
+        """*count* occurrences were skipped (coalesced), recorded as *run*
+        (MISSED, never live): returns the record to write."""
         return self._missed(state, run, count)
 
     def _missed(self, state: TaskState, run: Run, count: int) -> Run:

@@ -1,70 +1,50 @@
-"""Everything the scheduler's state lock guards, and what a change under it
-leaves to do once the lock is released.
+"""Everything the scheduler's state lock guards.
 
-``State`` gathers the parts (timetable, run book, lanes, deadlines) and the
-scheduler-wide flags. The transitions (``firing``, ``admission``,
-``completion``, ``control``) change them with the lock held and never call
-user code: what needs user code or I/O — listeners, logging, handing runs
-to executors, killing processes, store writes — is noted in an ``Effects``
-and done by the caller after the lock is released.
+``State`` gathers the parts (timetable, run book, lanes, deadlines), the
+runs in flight and the scheduler-wide flags; its run transitions come from
+``RunLife`` and ``TaskLife``. The transitions (``runlife``, ``firing``, ``control``) change
+them with the lock held and never call user code: what needs user code or
+I/O is noted in an ``Effects`` and done by the caller after the lock is
+released (see ``effects.py``).
 """
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import math
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Set, Tuple
 
 from ..records.events import Event, EventKind
-from ..records.runs import Run
+from ..records.runs import Phase, Run
 from ..timing.clock import Clock
+from .deadlines import Deadlines
+from .effects import Effects
 from .lanes import Lanes
 from .runbook import RunBook
+from .tasklife import TaskLife
 from .timetable import Timetable
 
-__all__ = ["State", "Effects", "Deadlines"]
+__all__ = ["State", "Effects", "Hands"]
 
 _log = logging.getLogger("pysched_lightning")
 
 #: How long noted writes may wait to be flushed together with others.
 JOURNAL_LINGER_SECONDS = 0.01
 
-
-class Deadlines:
-    """Runs with a timeout, by deadline (on the scheduler's clock)."""
-
-    def __init__(self) -> None:
-        self._heap: List[Tuple[float, int, Run]] = []
-        self._seq = itertools.count()
-
-    def __bool__(self) -> bool:
-        return bool(self._heap)
-
-    def add(self, run: Run, deadline: float) -> bool:
-        """True when it is now the earliest deadline."""
-        run._deadline = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), run))
-        return self._heap[0][2] is run
-
-    def next(self) -> Optional[float]:
-        return self._heap[0][0] if self._heap else None
-
-    def pop_expired(self, now: float) -> List[Run]:
-        expired = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            run = heapq.heappop(heap)[2]
-            if not run.done:
-                expired.append(run)
-        return expired
+_STARTED, _OVERDUE, _DUE = Phase.STARTED, Phase.OVERDUE, Phase.DUE
 
 
-class State:
-    """The parts and flags guarded by ``lock``."""
+class Hands(Protocol):
+    """Who does what a transition left to do (the workers)."""
+
+    def aftermath(self, fx: Effects) -> None: ...
+
+
+class State(TaskLife):
+    """The parts and flags guarded by ``lock``, and the run transitions."""
 
     def __init__(self, clock: Clock, lanes: Lanes, history: int, journal: Any) -> None:
         #: Guards this object and every part in it.
@@ -82,6 +62,8 @@ class State:
         self.runbook = RunBook(history)
         self.lanes = lanes
         self.deadlines = Deadlines()
+        #: The runs that hold a worker slot (STARTED and OVERDUE).
+        self.in_flight: Set[Run] = set()
         #: The journal (store and run log writes), or None.
         self.journal = journal
         self.seq = itertools.count()
@@ -100,7 +82,7 @@ class State:
         #: dispatcher (None: nothing pending, or flushed by its writer).
         self.journal_due: Optional[float] = None
 
-    def event(self, fx: "Effects", kind: EventKind, task_id: Optional[str] = None,
+    def event(self, fx: Effects, kind: EventKind, task_id: Optional[str] = None,
               run: Optional[Run] = None, **extra: Any) -> None:
         """Note an event, if anybody listens to its kind."""
         if kind in self.wanted:
@@ -118,7 +100,7 @@ class State:
             self.journal_due = now + JOURNAL_LINGER_SECONDS
             self.wakeup.notify()
 
-    def notify_waiters(self, task_id: Optional[str], fx: "Effects") -> None:
+    def notify_waiters(self, task_id: Optional[str], fx: Effects) -> None:
         """A run of *task_id* ended: threads waiting for it are woken once the
         listeners have heard of it (see ``Workers.aftermath``)."""
         waiters = self.waiters
@@ -136,59 +118,37 @@ class State:
             if not waiters[key]:
                 del waiters[key]
 
+    def running(self) -> int:
+        """How many runs hold a worker slot."""
+        return len(self.in_flight)
 
-class Hands(Protocol):
-    """Who does what a transition left to do (the workers)."""
-
-    def aftermath(self, fx: "Effects") -> None: ...
-
-
-class Effects:
-    """What a transition leaves to do after the state lock is released."""
-
-    __slots__ = ("events", "logs", "runs", "expired", "wake")
-
-    def __init__(self) -> None:
-        self.events: Optional[List[Event]] = None
-        #: (level, message, args) for the logger, formatted later.
-        self.logs: Optional[List[Tuple[int, str, Tuple[Any, ...]]]] = None
-        #: Runs that got a slot, to hand to their executors.
-        self.runs: Optional[List[Run]] = None
-        #: Runs past their deadline, to be told (and killed or cancelled).
-        self.expired: Optional[List[Run]] = None
-        #: Wake the threads waiting for runs to end (get_result, shutdown).
-        self.wake = False
-
-    def add_event(self, event: Event) -> None:
-        if self.events is None:
-            self.events = []
-        self.events.append(event)
-
-    def log(self, level: int, message: str, *args: Any) -> None:
-        if not _log.isEnabledFor(level):  # (reads the logger's level cache: no handler runs)
-            return
-        if self.logs is None:
-            self.logs = []
-        self.logs.append((level, message, args))
-
-    def submit(self, run: Run) -> None:
-        if self.runs is None:
-            self.runs = []
-        self.runs.append(run)
-
-    def expire(self, run: Run) -> None:
-        if self.expired is None:
-            self.expired = []
-        self.expired.append(run)
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.logs or self.runs or self.expired or self.wake)
-
-    def clear(self) -> None:
-        self.events = self.logs = self.runs = self.expired = None
-        self.wake = False
-
-
+    def repair(self, fx: Effects) -> None:
+        """After an interrupt inside a transition (a KeyboardInterrupt in the
+        main thread): make what is counted agree with the runs' phases again,
+        so no slot stays taken, no run is sent twice or half-started, and
+        every scheduled task is due somewhere."""
+        runs = list(dict.fromkeys(fx.runs or ()))
+        holders = set(self.in_flight).union(runs)
+        for lane in self.lanes.all():
+            holders.update(h for h in lane.busy if isinstance(h, Run))
+        flying = {run for run in holders if run._phase is _STARTED or run._phase is _OVERDUE}
+        fx.runs = [run for run in runs if run._phase is _STARTED] or None
+        for lane in self.lanes.all():
+            lane.busy.difference_update([h for h in lane.busy
+                                         if isinstance(h, Run) and h not in flying])
+        for run in flying:
+            self.lanes.of(run).take(run)
+        self.in_flight.clear()
+        self.in_flight.update(flying)
+        states = {id(run._state): run._state for run in holders}
+        states.update((id(state), state) for state in self.runbook.states())
+        for state in states.values():
+            state.running = sum(1 for run in flying if run._state is state)
+        for state in self.runbook.states():  # a run made but never placed
+            for run in state.kept_runs():
+                if run._phase is _DUE:
+                    self.admit(run, fx)
+        self.timetable.reschedule_lost()
 
 
 def wait_while_busy(lock: Any) -> None:

@@ -1,10 +1,14 @@
 """The timetable: when each task runs next.
 
 It holds each task's current definition, the timer heap of due times, the
-occurrences that fired with nothing scheduled after them (a one-shot until
-its run is over), the occurrences parked while they wait for a dependency or
-a pause, and who depends on whom. Pure data: no threads, no locks (the
+tasks whose last occurrence fired (a one-shot until its runs are over), the
+occurrences parked while they wait for a dependency or a pause, and who
+depends on whom. Tasks are found by id: a definition replaced while its
+runs go on changes nothing for them. Pure data: no threads, no locks (the
 scheduler's state lock guards it) and no user code.
+
+A change is made visible last, in one assignment (``_tasks[id] = task``):
+an interrupt before it leaves at most a dead heap entry behind.
 """
 from __future__ import annotations
 
@@ -38,9 +42,8 @@ class Timetable:
     def __init__(self) -> None:
         self._tasks: Dict[str, Task] = {}
         self._timers = LazyHeap(self._is_live)
-        #: The last occurrence that fired, for tasks with none scheduled after
-        #: it (a one-shot whose run is not over).
-        self._fired: Dict[str, Task] = {}
+        #: Tasks whose last occurrence fired (nothing scheduled after it).
+        self._fired: Set[str] = set()
         #: Occurrences that are due but wait for a dependency or a resume.
         self._parked: Dict[str, Task] = {}
         self._dependents: Dict[str, Set[str]] = {}
@@ -67,7 +70,7 @@ class Timetable:
     def next_time(self, task_id: str) -> Optional[float]:
         """The task's next due time, None when nothing more is scheduled."""
         task = self._tasks.get(task_id)
-        if task is None or self._fired.get(task_id) is task:
+        if task is None or task_id in self._fired:
             return None
         return task.time
 
@@ -76,8 +79,7 @@ class Timetable:
 
     def has_fired_last(self, task_id: str) -> bool:
         """True when the task's last occurrence fired (nothing scheduled after)."""
-        task = self._tasks.get(task_id)
-        return task is not None and self._fired.get(task_id) is task
+        return task_id in self._fired and task_id in self._tasks
 
     def head_time(self) -> Optional[float]:
         """When the earliest live heap entry is due, None when none is."""
@@ -100,13 +102,18 @@ class Timetable:
     def add(self, task: Task, in_heap: bool = True) -> bool:
         """Schedule a new task; True when it became the heap's head. With
         ``in_heap=False`` the caller fires it at once instead."""
-        self._tasks[task.id] = task
         if task.options.depend_on:
             self._link(task)
-        if not in_heap:
-            return False
-        self._timers.push(task)
-        return self._timers.is_head(task)
+        if in_heap:
+            self._timers.push(task)
+        self._tasks[task.id] = task  # now it is scheduled (and its entry live)
+        return in_heap and self._timers.is_head(task)
+
+    def add_fired(self, task: Task) -> None:
+        """Keep a task whose last occurrence fired before it was added (a
+        stored one-shot whose run is owed a retry)."""
+        self._fired.add(task.id)
+        self.add(task, in_heap=False)
 
     def push_extra(self, extra: Extra) -> bool:
         """Schedule a retry or a manual run; True when it became the head."""
@@ -120,50 +127,62 @@ class Timetable:
     def advance(self, fired: Task, following: Optional[Task]) -> None:
         """*fired* fired: *following* is its next occurrence (None: the last)."""
         if following is None:
-            self._fired[fired.id] = fired
+            self._fired.add(fired.id)
         else:
-            self._tasks[fired.id] = following
             self._timers.push(following)
+            self._tasks[fired.id] = following
 
-    def retire(self, task: Task) -> bool:
-        """The run of a last occurrence is over: the task leaves the
-        timetable (True), unless it was replaced or canceled meanwhile."""
-        task_id = task.id
-        if self._fired.get(task_id) is not task or self._tasks.get(task_id) is not task:
-            return False
-        del self._fired[task_id]
-        del self._tasks[task_id]
+    def retire(self, task_id: str) -> Optional[Task]:
+        """The runs of a task's last occurrence are over: it leaves the
+        timetable; returns its definition (None if it has not fired last)."""
+        if task_id not in self._fired:
+            return None
+        task = self._tasks.pop(task_id, None)
+        self._fired.discard(task_id)
         self._parked.pop(task_id, None)
-        return True
+        return task
 
     def remove(self, task_id: str) -> Task:
         """Take a task out of the timetable (cancel); KeyError if unknown.
         Who depends on it is kept: a task re-added under that id keeps them."""
         task = self._tasks.pop(task_id)
-        if self._fired.pop(task_id, None) is not task:
+        if task_id in self._fired:
+            self._fired.discard(task_id)
+        else:
             self._timers.discard()
         self._parked.pop(task_id, None)
         self._unlink(task)
         return task
 
+    def discard(self, task_id: str) -> None:
+        """Forget a task that was being added when an interrupt came: whatever
+        of it got in goes (nothing if none did)."""
+        task = self._tasks.pop(task_id, None)
+        self._fired.discard(task_id)
+        self._parked.pop(task_id, None)
+        if task is not None:
+            self._unlink(task)
+
     def replace(self, new: Task) -> bool:
         """Put a new definition in place of the task's current one (same
-        id): a scheduled one keeps its due time from *new*, a fired one stays
-        fired, a parked occurrence takes the new definition. True when the
-        heap's head changed."""
+        id), due at ``new.time``; a fired one stays fired, a parked
+        occurrence takes the new definition. True when the heap's head
+        changed. Doing it again with the same *new* changes nothing more."""
         task_id = new.id
         old = self._tasks[task_id]
+        if old is new:
+            return False
         self._unlink(old)
         self._link(new)
-        self._tasks[task_id] = new
         parked = self._parked.get(task_id)
         if parked is not None:
             self._parked[task_id] = new.at(parked.time, parked.seq)
-        if self._fired.get(task_id) is old:
-            self._fired[task_id] = new
+        if task_id in self._fired:
+            self._tasks[task_id] = new
             return False
-        self._timers.discard()
         self._timers.push(new)
+        self._tasks[task_id] = new  # the old entry is dead from here
+        self._timers.discard()
         return self._timers.is_head(new)
 
     def park(self, task: Task) -> None:
@@ -175,9 +194,18 @@ class Timetable:
 
     def requeue(self, task: Task) -> None:
         """Put a parked one-shot back in the heap (at its own due time)."""
-        if self._fired.get(task.id) is task:
-            del self._fired[task.id]
         self._timers.push(task)
+        self._tasks[task.id] = task
+        self._fired.discard(task.id)
+
+    def reschedule_lost(self) -> None:
+        """After an interrupt: a scheduled task with no live heap entry (and
+        not fired, nor parked) is put back in the heap at its due time."""
+        due = {entry.id for entry in self._timers.entries() if type(entry) is Task}
+        for task_id, task in self._tasks.items():
+            if task_id not in due and task_id not in self._fired \
+                    and task_id not in self._parked:
+                self._timers.push(task)
 
     def forget_dependents(self, task_id: str) -> None:
         """*task_id* is gone for good (purged): nobody waits for it."""
@@ -185,15 +213,26 @@ class Timetable:
 
     # -- the wall clock -------------------------------------------------------
 
-    def shift_wall_clock_tasks(self, shift: float, seqs: Iterator[int]) -> None:
-        """The wall clock stepped: wall-clock tasks (cron, datetimes) move by
-        *shift* on the scheduler's clock; the others keep their times."""
+    def follow_wall_clock(self, shift: float, wall_now: float, offset: float,
+                          seqs: Iterator[int]) -> None:
+        """The wall clock stepped (the scheduler's times of wall instants move
+        by *shift*; *offset* is the new wall - scheduler offset). A wildcard
+        cron job is re-derived from the new wall time *wall_now*: it runs at
+        the next instant that matches, as cron does; other wall-clock tasks
+        (fixed-time cron, datetimes) keep their wall instant, so a step back
+        does not run them twice. Tasks on the scheduler's clock keep their
+        times."""
         entries = []
         for entry in self._timers.entries():
             if type(entry) is Task:
                 schedule = entry.schedule
                 if schedule is not None and schedule.wall_clock:
-                    entry = entry.at(entry.time + shift, next(seqs))
+                    due = entry.time + shift
+                    if getattr(schedule, "wildcard", False):
+                        following = schedule.next_due(wall_now)
+                        if following is not None:
+                            due = following - offset
+                    entry = entry.at(due, next(seqs))
                     self._tasks[entry.id] = entry
             entries.append(entry)
         self._timers.rebuild(entries)

@@ -1,37 +1,38 @@
 """The journal: what the scheduler owes its store and its run log.
 
 Changes are noted with the state lock held (a list append, cheap, no user
-code) and written by ``flush()`` after the lock is released: the records
-are built then (``repr`` and pickling are user code) and committed in one
-store transaction, so the store never runs under the state lock.
-``flush()`` returns once everything noted before it was called is
-committed, by this thread or by another that flushed meanwhile (group
-commit: threads finishing runs at the same moment share one transaction).
+code). Nothing that can run user code happens under a lock of the
+scheduler's: the record of a finished run (``repr`` of its result, pickling
+its outcome) is built by the thread that noted it, after the state lock;
+a run's name for its claim by whoever flushes, before taking the flush
+lock. ``flush()`` then commits, under ``_flush_lock``, every write that is
+ready, in the order noted, a few to a transaction; a write leaves the
+pending list only once committed, so an interrupt loses none. The run log
+is written, and failures are logged, after the flush lock is released (a
+run log's ``write`` may call back into the scheduler).
 
 One failing write does not undo the others: when the shared transaction
 fails, each write is tried again in a transaction of its own, and only the
 one that fails alone is lost (logged, and reported to a ``delay()`` that
 waits for it). A run is claimed in the store when it starts; a run whose
-claim is refused (another scheduler ran that slot) does not execute. A new
-task that starts the moment it is added has its first run claimed in the
-transaction that stores the task (an ``EarlyClaim``): one commit, not two.
-A task with a new id is committed by itself, ahead of what is pending (no
-pending write can concern it): ``delay()`` waits for its own task only, and
-the records of finished runs are left to the dispatcher's next flush, which
-commits them a few at a time.
+claim is refused does not execute. A new task that starts the moment it is
+added has its first run claimed in the transaction that stores the task (an
+early ``Claim``): one commit, not two.
 """
 from __future__ import annotations
 
+import collections
+import enum
 import logging
 import threading
 import weakref
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Deque, List, Mapping, Optional, Tuple
 
 from ..records.protocols import TaskRecord
 from ..records.runs import Run, TaskStatus, error_line
-from .encoding import run_record, slot_of
+from .encoding import run_record
 
-__all__ = ["Journal", "Write", "EarlyClaim"]
+__all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim"]
 
 #: The most writes a flush commits in one transaction.
 _WRITES_PER_COMMIT = 16
@@ -39,33 +40,74 @@ _WRITES_PER_COMMIT = 16
 _log = logging.getLogger("pysched_lightning")
 
 
+class WriteKind(enum.Enum):
+    """What a noted write does to the store (and the run log)."""
+
+    #: Store a task record (with an early claim, maybe).
+    SAVE = "save"
+    #: Change some fields of a stored task.
+    UPDATE = "update"
+    #: Delete a stored task.
+    REMOVE = "remove"
+    #: Claim a run's slot before it executes.
+    CLAIM = "claim"
+    #: Give back a claim whose run never executed.
+    RELEASE = "release"
+    #: A run's record (built from the run, outside the locks).
+    RUN = "run"
+
+
 class Write:
     """One noted change; after a flush, ``error`` says whether it failed."""
 
-    __slots__ = ("kind", "target", "fields", "error")
+    __slots__ = ("kind", "target", "fields", "error", "ready")
 
-    def __init__(self, kind: str, target: Any, fields: Any = None) -> None:
+    def __init__(self, kind: WriteKind, target: Any, fields: Any = None,
+                 ready: bool = True) -> None:
         self.kind = kind
         self.target = target
         self.fields = fields
         self.error: Optional[BaseException] = None
+        #: False until its arguments are built (a run's record).
+        self.ready = ready
 
 
-class EarlyClaim:
-    """The claim of a new task's first run, made with the task's own write,
-    for a run that holds a lane slot reserved for it (``used`` once it took it).
-    ``claimed`` is the store's answer (None until committed)."""
+class Claim:
+    """A run's claim of its slot in the store. ``granted`` is the store's
+    answer (None until committed), ``reason`` why it was refused."""
 
-    __slots__ = ("task_id", "slot", "name", "wall_time", "claimed", "used")
+    __slots__ = ("task_id", "slot", "attempt", "run", "name", "scheduled", "started",
+                 "granted", "reason", "_source")
 
-    def __init__(self, task_id: str, slot: str, name: str, wall_time: float) -> None:
-        self.task_id, self.slot, self.name, self.wall_time = task_id, slot, name, wall_time
-        self.claimed: Optional[bool] = None
-        self.used = False
+    def __init__(self, task_id: str, slot: str, attempt: int, run: int,
+                 name: Optional[str], scheduled: float, started: float,
+                 source: Optional[Run] = None) -> None:
+        self.task_id, self.slot, self.attempt, self.run = task_id, slot, attempt, run
+        self.name, self.scheduled, self.started = name, scheduled, started
+        self.granted: Optional[bool] = None
+        self.reason: Optional[str] = None
+        #: The run whose name is read when the claim is written.
+        self._source = source
 
     def decide(self, store: Any) -> None:
-        self.claimed = store.claim_run(self.task_id, self.slot, 1, run=1, name=self.name,
-                                       scheduled=self.wall_time, started=self.wall_time)
+        """Claim the slot (once: a write tried again keeps the first answer)."""
+        if self.name is None:
+            self.name = self._source.name if self._source is not None else self.task_id
+        granted = store.claim_run(self.task_id, self.slot, self.attempt, run=self.run,
+                                  name=self.name, scheduled=self.scheduled,
+                                  started=self.started)
+        if self.granted is None:
+            self.granted = granted
+        self._source = None  # the run holds its claim, not the other way round
+
+    def refuse(self, reason: str) -> None:
+        if self.granted is None:
+            self.granted, self.reason = False, reason
+
+
+def EarlyClaim(task_id: str, slot: str, name: str, wall_time: float) -> Claim:
+    """The claim of a new task's first run, written with the task itself."""
+    return Claim(task_id, slot, 1, 1, name, wall_time, wall_time)
 
 
 class Journal:
@@ -79,55 +121,54 @@ class Journal:
         #: The scheduler's state lock: notes are appended with it held.
         self._state_lock = state_lock
         self._pending: List[Write] = []
-        self._noted = 0  # writes noted so far (state lock)
-        self._written = 0  # writes flushed so far (flush lock)
-        #: One flush at a time, in order.
+        #: One commit at a time, in order.
         self._flush_lock = threading.Lock()
+        #: Records waiting for the run log, and who writes them (one thread
+        #: at a time; a write that calls back into the scheduler adds more).
+        self._to_log: Deque[Mapping[str, Any]] = collections.deque()
+        self._log_lock = threading.Lock()
+        self._closed = False
 
     # -- noted with the state lock held ------------------------------------
 
     def _note(self, write: Write) -> Write:
-        self._pending.append(write)
-        self._noted += 1
+        if not self._closed:
+            self._pending.append(write)
         return write
 
-    def claim(self, run: Run, offset: float) -> None:
-        """*run* starts: claim its slot in the store."""
-        if self.store is None:
-            return
-        if run._slot is None:
-            run._slot = slot_of(run, offset)
-        run._claimed = None
-        self._note(Write("claim", run))
+    def claim(self, run: Run) -> Claim:
+        """*run* starts: claim its slot (``run._slot``) in the store."""
+        started = run._t_timestamp if run._t_timestamp is not None else run._t_scheduled
+        claim = Claim(run.task_id, run._slot, run.attempt, run.run_number,  # type: ignore
+                      run._name, run._t_scheduled + run._offset, started + run._offset, run)
+        self._note(Write(WriteKind.CLAIM, claim))
+        return claim
 
-    def finished(self, run: Run, offset: float) -> None:
-        """*run* is final (every attempt is recorded)."""
-        if run._slot is None and self.store is not None:
-            run._slot = slot_of(run, offset)
-        self._note(Write("run", run))
+    def finished(self, run: Run) -> Write:
+        """*run* is final (every attempt is recorded): its record is built by
+        the noting thread after the lock (see :meth:`prepare`)."""
+        return self._note(Write(WriteKind.RUN, run, ready=False))
 
-    def missed(self, run: Run, offset: float) -> None:
+    def missed(self, run: Run) -> Write:
         """A MISSED record, new or with a grown count."""
-        self.finished(run, offset)
+        return self.finished(run)
 
-    def claim_unused(self, claim: EarlyClaim, reason: str) -> None:
-        """An early claim whose run will not execute (the scheduler shut
-        down meanwhile): its record says so, rather than RUNNING forever."""
-        if self.store is not None and claim.claimed:
-            self._note(Write("record", {
-                "task_id": claim.task_id, "name": claim.name, "run": 1, "attempt": 1,
-                "slot": claim.slot, "status": int(TaskStatus.CANCELED),
-                "scheduled": claim.wall_time, "reason": reason}))
+    def release(self, claim: Claim, reason: str) -> None:
+        """A claim whose run will not execute (the scheduler shut down first):
+        it is given back, so that a restart runs the run."""
+        if self.store is not None:
+            claim.refuse(reason)
+            self._note(Write(WriteKind.RELEASE, claim))
 
     def task_changed(self, task_id: str, **fields: Any) -> None:
         if self.store is None:
             return
         pending = self._pending
         last = pending[-1] if pending else None
-        if last is not None and last.kind == "update" and last.target == task_id:
+        if last is not None and last.kind is WriteKind.UPDATE and last.target == task_id:
             last.fields.update(fields)  # one write for a run's end and its task's
             return
-        self._note(Write("update", task_id, fields))
+        self._note(Write(WriteKind.UPDATE, task_id, fields))
 
     def task_finished(self, task_id: str, status: int) -> None:
         """The task's last run is over: it stays stored, finished, until purged."""
@@ -135,22 +176,39 @@ class Journal:
 
     def task_removed(self, task_id: str) -> None:
         if self.store is not None:
-            self._note(Write("remove", task_id))
+            self._note(Write(WriteKind.REMOVE, task_id))
+
+    def withdraw(self, task_id: str) -> None:
+        """A task being added was taken back: its claims and updates noted
+        meanwhile are not written (nothing of it was stored yet)."""
+        self._pending = [write for write in self._pending
+                         if _task_of(write) != task_id or write.kind is WriteKind.SAVE]
 
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        """True when a write is ready to be flushed."""
+        return any(write.ready for write in self._pending)
 
-    # -- outside the lock -----------------------------------------------------
+    # -- outside the locks -----------------------------------------------------
+
+    def prepare(self, writes: List[Write]) -> None:
+        """Build the records of runs noted by this thread (user code: a
+        result's repr, pickling). A record that cannot be built is replaced
+        by a short one: the run's record itself is never lost."""
+        for write in writes:
+            if not write.ready:
+                write.fields = _safe_record(write.target)
+                write.ready = True
 
     def store_task(self, record: TaskRecord, replace: bool = True,
-                   claim: Optional[EarlyClaim] = None, new_id: bool = False) -> Write:
+                   claim: Optional[Claim] = None, new_id: bool = False) -> Write:
         """Write a task record, with its first run's *claim* if given (both
         or neither are written), and wait for the commit; then look at the
         returned write's ``error``. A *new_id* is committed by itself, ahead
         of the pending writes, none of which can concern it."""
-        write = Write("save", record, (replace, claim))
+        write = Write(WriteKind.SAVE, record, (replace, claim))
         if new_id:  # no flush to wait for: the store's own lock orders the commits
-            self._commit([(write, self._step(write))])
+            failures = self._commit([write])
+            self._report(failures)
             return write
         with self._state_lock:
             self._note(write)
@@ -158,78 +216,107 @@ class Journal:
         return write
 
     def flush(self) -> None:
-        """Write what is pending; failures are logged and kept on their
-        writes, never raised."""
+        """Commit every ready write, in order; failures are logged and kept
+        on their writes, never raised. Then write the run log."""
         with self._state_lock:
-            wanted = self._noted
-        with self._flush_lock:
-            if self._written >= wanted:
-                return  # another thread's flush took ours along
-            with self._state_lock:
-                pending, self._pending = self._pending, []
-                upto = self._noted
-            self._write(pending)
-            self._written = upto
-
-    def _write(self, pending: List[Write]) -> None:
-        steps = [(write, self._step(write)) for write in pending]
-        if self.store is not None:
-            # In short transactions, so that a delay() storing a new task
-            # never waits long for the store behind a backlog of records.
-            for start in range(0, len(steps), _WRITES_PER_COMMIT):
-                self._commit(steps[start:start + _WRITES_PER_COMMIT])
-        if self.run_log is not None:
-            for write in pending:
-                if write.kind == "run" and write.error is None and write.fields is not None:
-                    self._log_run(write.fields)
-
-    def _step(self, write: Write) -> Callable[[], None]:
-        """The store call for *write*; builds records (user code: contained)."""
-        store = self.store
-        if write.kind == "run":
-            record = write.fields = _safe_record(write.target)
-            return lambda: store.finish_run(record)
-        if write.kind == "claim":
-            return lambda: _claim(store, write.target)
-        if write.kind == "record":
-            return lambda: store.finish_run(write.target)
-        if write.kind == "update":
-            return lambda: store.update_task(write.target, **write.fields)
-        if write.kind == "remove":
-            return lambda: store.remove_task(write.target)
-        replace, claim = write.fields
-        if claim is None:
-            return lambda: store.save_task(write.target, replace=replace)
-
-        def save_and_claim() -> None:  # in one transaction: both or neither
-            store.save_task(write.target, replace=replace)
-            claim.decide(store)
-        return save_and_claim
-
-    def _commit(self, steps: List[Any]) -> None:
-        if not steps:
+            pending = list(self._pending)
+        if not pending:
+            self._write_run_log()
             return
+        for write in pending:  # names of claims: user code, before any lock
+            if write.kind is WriteKind.CLAIM and write.target.name is None:
+                write.target.name = _run_name(write.target)
+        with self._flush_lock:
+            with self._state_lock:
+                batch = [write for write in self._pending if write.ready]
+            failures = self._commit(batch) if self.store is not None else []
+            done = set(map(id, batch))
+            with self._state_lock:
+                self._pending = [write for write in self._pending if id(write) not in done]
+            if self.run_log is not None:
+                self._to_log.extend(write.fields for write in batch
+                                    if write.kind is WriteKind.RUN and write.error is None)
+        self._report(failures)
+        self._write_run_log()
+
+    def _commit(self, writes: List[Write]) -> List[Tuple[Write, BaseException]]:
+        """Commit *writes* in short transactions (a delay() storing a new task
+        never waits long behind a backlog of records); returns the failures."""
+        failures: List[Tuple[Write, BaseException]] = []
+        for start in range(0, len(writes), _WRITES_PER_COMMIT):
+            failures.extend(self._commit_together(writes[start:start + _WRITES_PER_COMMIT]))
+        return failures
+
+    def _commit_together(self, writes: List[Write]) -> List[Tuple[Write, BaseException]]:
+        if not writes:
+            return []
+        steps = [(write, self._step(write)) for write in writes]
         try:
             with self.store.batch():
                 for _, step in steps:
                     step()
-            return
+            return []
         except Exception as exc:
-            _log.warning("writing %d change(s) to the store together failed (%s); "
-                         "writing them one by one", len(steps), error_line(exc))
+            first = exc
+        failures: List[Tuple[Write, BaseException]] = []
         for write, step in steps:  # one failing write must not undo the others
             try:
                 with self.store.batch():
                     step()
             except Exception as exc:
                 write.error = exc
-                if write.kind == "claim":
-                    write.target._claimed = False
-                    write.target.reason = f"could not be claimed in the store: {error_line(exc)}"
-                _log.error("writing %s %r to the store failed: %s", write.kind,
+                if write.kind is WriteKind.CLAIM:
+                    write.target.refuse(f"could not be claimed in the store: "
+                                        f"{error_line(exc)}")
+                failures.append((write, exc))
+        if len(steps) > 1:
+            failures.insert(0, (Write(WriteKind.UPDATE, None), first))
+        return failures
+
+    def _step(self, write: Write) -> Callable[[], None]:
+        """The store call for *write* (its arguments are built already)."""
+        store, kind, target = self.store, write.kind, write.target
+        if kind is WriteKind.RUN:
+            return lambda: store.finish_run(write.fields)
+        if kind is WriteKind.CLAIM:
+            return lambda: target.decide(store)
+        if kind is WriteKind.RELEASE:
+            return lambda: store.release_run(target.task_id, target.slot, target.attempt)
+        if kind is WriteKind.UPDATE:
+            return lambda: store.update_task(target, **write.fields)
+        if kind is WriteKind.REMOVE:
+            return lambda: store.remove_task(target)
+        replace, claim = write.fields
+        if claim is None:
+            return lambda: store.save_task(target, replace=replace)
+
+        def save_and_claim() -> None:  # in one transaction: both or neither
+            store.save_task(target, replace=replace)
+            claim.decide(store)
+        return save_and_claim
+
+    def _report(self, failures: List[Tuple[Write, BaseException]]) -> None:
+        """Log the writes that failed (outside the locks: handlers are user code)."""
+        for write, exc in failures:
+            if write.target is None:
+                _log.warning("writing changes to the store together failed (%s); "
+                             "writing them one by one", error_line(exc))
+            else:
+                _log.error("writing %s %r to the store failed: %s", write.kind.value,
                            _describe(write), error_line(exc))
 
-    def _log_run(self, record: dict) -> None:
+    def _write_run_log(self) -> None:
+        """Write the records waiting for the run log, one thread at a time;
+        a ``write`` that calls back into the scheduler only adds to them."""
+        to_log = self._to_log
+        while to_log and self._log_lock.acquire(False):
+            try:
+                while to_log:
+                    self._log_run(to_log.popleft())
+            finally:
+                self._log_lock.release()
+
+    def _log_run(self, record: Mapping[str, Any]) -> None:
         logged = {key: value for key, value in record.items() if key != "outcome"}
         logged["status"] = TaskStatus(record["status"]).label
         try:
@@ -239,9 +326,15 @@ class Journal:
                        record["run"], error_line(exc))
 
     def close(self) -> None:
-        """Flush; then close what the scheduler made, and release a store it
-        was given (so the caller may hand it to another scheduler)."""
+        """Build what is left, flush; then close what the scheduler made, and
+        release a store it was given (so the caller may hand it to another
+        scheduler). Writes noted afterwards are dropped."""
+        with self._state_lock:
+            pending = list(self._pending)
+        self.prepare(pending)
         self.flush()
+        with self._state_lock:
+            self._closed = True
         owns_store, owns_log = self._owns
         steps = []
         if self.run_log is not None and owns_log:
@@ -259,31 +352,39 @@ class Journal:
                 _log.error("closing %r failed: %s", step, error_line(exc))
 
 
-def _claim(store: Any, run: Run) -> None:
-    started = run._t_started if run._t_started is not None else run._t_timestamp
-    run._claimed = store.claim_run(
-        run.task_id, run._slot, run.attempt, run=run.run_number, name=run.name,
-        scheduled=run._t_scheduled + run._offset,
-        started=(started if started is not None else run._t_scheduled) + run._offset)
+def _run_name(claim: Claim) -> str:
+    source = claim._source
+    try:
+        return source.name if source is not None else claim.task_id
+    except Exception:
+        return claim.task_id
 
 
-def _safe_record(run: Run) -> dict:
+def _task_of(write: Write) -> Optional[str]:
+    target = write.target
+    if isinstance(target, str):
+        return target
+    return getattr(target, "task_id", None) or getattr(target, "id", None)
+
+
+def _safe_record(run: Run) -> Mapping[str, Any]:
     """The run's record; a result or exception that cannot be shown or
     pickled never loses the record itself."""
     try:
         return run_record(run)
     except Exception as exc:  # e.g. a name property that raises
-        record = {"task_id": run.task_id, "name": run.task_id, "run": run.run_number,
-                  "attempt": run.attempt, "slot": run._slot, "status": int(run.status),
-                  "scheduled": run._t_scheduled + run._offset,
-                  "error": run.error or f"<record failed: {error_line(exc)}>"}
-        return record
+        return {"task_id": run.task_id, "name": run.task_id, "run": run.run_number,
+                "attempt": run.attempt, "slot": run._slot, "status": int(run.status),
+                "scheduled": run._t_scheduled + run._offset,
+                "error": run.error or f"<record failed: {error_line(exc)}>"}
 
 
 def _describe(write: Write) -> str:
     target = write.target
     if isinstance(target, Run):
         return f"{target.task_id} #{target.run_number}"
+    if isinstance(target, Claim):
+        return f"{target.task_id} #{target.run}"
     if isinstance(target, TaskRecord):
         return target.id
     return str(target)

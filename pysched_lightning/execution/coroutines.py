@@ -6,15 +6,18 @@ the coroutine (it sees ``CancelledError``).
 """
 from __future__ import annotations
 
-from concurrent.futures import CancelledError
+import asyncio
+import concurrent.futures
+import logging
 from typing import Any, Optional
 
-from ..core.runflow import finish
 from ..core.state import Effects, State
 from ..records.context import _current
 from ..records.runs import Run, TaskStatus, error_line, format_exception
 
 __all__ = ["Coroutines"]
+
+_log = logging.getLogger("pysched_lightning")
 
 
 class Coroutines:
@@ -27,7 +30,7 @@ class Coroutines:
 
     def start(self, run: Run) -> None:
         """In the loop's thread: run *run*'s coroutine as a task of the loop."""
-        run._handle = self._st.lanes.loop.create_task(self._run(run))
+        self._st.attach(run, self._st.lanes.loop.create_task(self._run(run)))
 
     async def _run(self, run: Run) -> None:
         st = self._st
@@ -38,7 +41,7 @@ class Coroutines:
         exc: Optional[BaseException] = None
         try:
             result = await task.fn(*task.args, **task.kwargs)
-        except CancelledError as cancelled:
+        except (asyncio.CancelledError, concurrent.futures.CancelledError) as cancelled:
             status, exc = TaskStatus.CANCELED, cancelled
         except BaseException as error:
             status, exc = TaskStatus.ERROR, error
@@ -49,8 +52,11 @@ class Coroutines:
             text, error_text = format_exception(exc), error_line(exc)
         fx = Effects()
         with st.lock:
-            following = finish(st, run, status, result, exc, text, error_text, fx, True)
-        self._workers.aftermath(fx)
+            following = st.finish(run, status, result, exc, text, error_text, fx, True)
+        try:
+            self._workers.aftermath(fx)
+        except BaseException:
+            _log.exception("after a coroutine run (the event loop goes on)")
         following = self._workers.claimed(following, fx)
         if following is not None:
             self.start(following)

@@ -11,7 +11,7 @@ import concurrent.futures
 import os
 import sys
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import loky
 from tblib import pickling_support

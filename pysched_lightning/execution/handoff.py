@@ -21,7 +21,6 @@ from functools import partial
 from typing import Any, Callable, List, Optional, Tuple
 
 from ..core.lanes import Lane
-from ..core.runflow import finish
 from ..core.state import Effects, State, wait_while_busy
 from ..records.options import LaneKind
 from ..records.runs import Run, TaskStatus, error_line, format_exception
@@ -97,11 +96,13 @@ class Handoff:
             try:
                 if outcomes:
                     self._record(outcomes)
-                for job in batch:
-                    if job is not None and job[0] == "send":
-                        self._send_all(job[1])
-            except Exception:  # pragma: no cover - each step contains its own errors
-                _log.exception("the process hand-off failed")
+            finally:  # runs that got a slot are sent, whatever a listener raised
+                try:
+                    for job in batch:
+                        if job is not None and job[0] == "send":
+                            self._send_all(job[1])
+                except BaseException:  # pragma: no cover - each step contains its own
+                    _log_quietly("the process hand-off failed (it goes on)")
             if None in batch:
                 return
 
@@ -139,27 +140,46 @@ class Handoff:
             for run in runs:
                 self._workers.not_sent(run, exc)
 
+    def kill(self, handle: Any) -> None:
+        """Kill the process of a hard run with a timeout."""
+        if self.killable is not None:
+            self.killable.kill(handle)
+
     def send(self, lane: Lane, run: Run) -> None:
         """Send a run to a process pool or another executor. (A run counts as
         started when it is sent: an executor may even run it inside submit.)"""
-        task = run.task
+        task, st = run.task, self._st
         try:
-            self._workers.started(run)
             if run.lane is _PROCESSES and run.timeout is not None:
-                if self.killable is None:
-                    self.killable = self._killable_factory()
-                future, run._handle = self.killable.submit(task.fn, task.args, task.kwargs)
-                future.add_done_callback(partial(self._future_done, lane, run))
-            elif lane.to_processes:  # a message of its own, timed like the others
+                self._send_killable(lane, run)
+                return
+            self._workers.started(run)
+            if lane.to_processes:  # a message of its own, timed like the others
                 lane.executor.send_batch([(run, task.fn, task.args, task.kwargs)],
                                          partial(self._outcomes, lane))
             else:
-                future = run._handle = _submit_elsewhere(lane.executor, run)
+                future = _submit_elsewhere(lane.executor, run)
+                st.attach(run, future)
                 future.add_done_callback(partial(self._future_done, lane, run))
             if run.status is _TIMEOUT:  # its deadline passed meanwhile
                 self._workers.stop_runs([run])
         except BaseException as exc:
             self._workers.not_sent(run, exc)
+
+    def _send_killable(self, lane: Lane, run: Run) -> None:
+        """A hard run with a timeout runs alone in a process of its own; its
+        deadline counts from when that process is up and has the call (a
+        new process takes a while to start, which is not the task's time)."""
+        st, task = self._st, run.task
+        st.began(run, st.clock.now())
+        if self.killable is None:
+            self.killable = self._killable_factory()
+        future, handle = self.killable.submit(task.fn, task.args, task.kwargs)
+        st.attach(run, handle)
+        self._workers.started(run, deadline_from=st.clock.now())
+        future.add_done_callback(partial(self._future_done, lane, run))
+        if run.status is _TIMEOUT:  # its deadline passed meanwhile
+            self._workers.stop_runs([run])
 
     def _future_done(self, lane: Lane, run: Run, future: Any) -> None:
         try:
@@ -203,10 +223,13 @@ class Handoff:
         with st.lock:
             for lane, run, status, result, exc, text, error in ended:
                 # a process lane sends its next run itself
-                nxt = finish(st, run, status, result, exc, text, error, fx, lane.to_processes)
+                nxt = st.finish(run, status, result, exc, text, error, fx, lane.to_processes)
                 if nxt is not None:
                     following.append(nxt)
-        self._workers.aftermath(fx)
+        try:
+            self._workers.aftermath(fx)
+        except BaseException:
+            _log_quietly("after process runs (the hand-off goes on)")
         claimed = [self._workers.claimed(nxt, fx) for nxt in following]
         self._send_all([run for run in claimed if run is not None])
 
@@ -219,6 +242,14 @@ class Handoff:
                 thread.join()
         if self.killable is not None:
             self.killable.shutdown(wait=wait)
+
+
+def _log_quietly(message: str) -> None:
+    """Log the exception being handled, unless logging fails too."""
+    try:
+        _log.exception(message)
+    except BaseException:
+        pass
 
 
 def _submit_elsewhere(executor: Any, run: Run) -> Any:

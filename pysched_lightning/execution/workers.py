@@ -4,8 +4,9 @@ Thread runs execute in ``_work``, a loop that runs a run and then pulls the
 next ready one of its lane, so a busy pool never waits for the dispatcher.
 Runs for processes and other executors go through the ``Handoff``,
 coroutines through ``Coroutines``. User code runs here, never with the
-state lock held; what a finish leaves to do (events, logs, more runs) is
-done by ``aftermath`` after the lock.
+state lock held; what a transition leaves to do (records, futures, events,
+logs, more runs) is done by ``aftermath`` after the lock. A thread of ours
+survives anything user code raises, ``SystemExit`` included.
 """
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ import types
 from typing import Any, Callable, List, Optional
 
 from ..core.lanes import Mechanism
-from ..core.runflow import finish, refuse
-from ..core.state import Effects, State, acquire_busy, emit_logs
+from ..core.state import Effects, State, acquire_busy
 from ..records.context import _current
 from ..records.events import EventKind, Listeners
 from ..records.options import LaneKind
-from ..records.runs import Run, TaskStatus, error_line, format_exception
+from ..records.runs import Phase, Run, TaskStatus, error_line, format_exception
 from .coroutines import Coroutines
 from .handoff import Handoff
 
@@ -30,8 +30,43 @@ _log = logging.getLogger("pysched_lightning")
 
 # Members read on every run, bound once: on Python 3.11 reading an attribute
 # of an Enum class goes through EnumType.__getattr__, several times slower.
-_RUNNING, _COMPLETED, _STARTED = TaskStatus.RUNNING, TaskStatus.COMPLETED, EventKind.STARTED
+_COMPLETED, _STARTED = TaskStatus.COMPLETED, EventKind.STARTED
 _PULL, _LOOP = Mechanism.PULL, Mechanism.LOOP
+_IN_SLOT = Phase.STARTED
+
+
+def _log_quietly(message: str) -> None:
+    """Log the exception being handled, unless logging itself fails (a log
+    handler is user code): a thread of ours outlives both."""
+    try:
+        _log.exception(message)
+    except BaseException:
+        pass
+
+
+class _FirstInterrupt:
+    """Runs each step of a duty whatever the others raise: an ``Exception``
+    is logged, the first ``BaseException`` (KeyboardInterrupt, SystemExit)
+    is kept and raised once every step has been done."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: Optional[BaseException] = None
+
+    def call(self, step: Callable[..., Any], *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception:
+            _log_quietly(f"{getattr(step, '__name__', step)} failed (the scheduler goes on)")
+        except BaseException as exc:
+            if self.error is None:
+                self.error = exc
+
+    def raise_kept(self) -> None:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
 
 
 class Workers:
@@ -46,25 +81,54 @@ class Workers:
     # -- after the lock ---------------------------------------------------------
 
     def aftermath(self, fx: Effects) -> None:
-        """Do what a transition left to do, outside the state lock. (Each
-        part is taken off *fx* first, so doing it twice, after an error,
-        never sends a run twice.)"""
-        logs, events, expired, wake, runs = fx.logs, fx.events, fx.expired, fx.wake, fx.runs
-        fx.logs = fx.events = fx.expired = fx.runs = None
-        fx.wake = False
+        """Do what a transition left to do, outside the state lock: every
+        part is done, whatever another raises (the first interrupt is raised
+        at the end). Each part is taken off *fx* first, so doing it again
+        after an error never sends a run twice."""
+        records, resolved, logs, events = fx.records, fx.resolved, fx.logs, fx.events
+        expired, wake, flush, runs = fx.expired, fx.wake, fx.flush, fx.runs
+        fx.records = fx.resolved = fx.logs = fx.events = fx.expired = fx.runs = None
+        fx.wake = fx.flush = False
+        guard = _FirstInterrupt()
         try:
+            if records:
+                guard.call(self._prepared, records)
+            if resolved:
+                for run in resolved:
+                    guard.call(run._resolve_future)
             if logs:
-                emit_logs(_log, logs)
+                for level, message, args in logs:
+                    guard.call(_log.log, level, message, *args)
             if events:
-                self._listeners.emit(events)
+                kept = self._listeners.emit(events)
+                if kept is not None and guard.error is None:
+                    guard.error = kept
             if expired:
-                self.stop_runs(expired)
+                guard.call(self.stop_runs, expired)
+            if flush and self._st.journal is not None:
+                guard.call(self._st.journal.flush)
             if wake:
-                with self._st.lock:
-                    self._st.run_done.notify_all()
+                guard.call(self._wake)
         finally:  # runs that got a slot are sent, even if a KeyboardInterrupt came
             if runs:
                 self.submit(runs)
+        guard.raise_kept()
+
+    def _prepared(self, writes: List[Any]) -> None:
+        """Build the records this thread noted, then let them be flushed."""
+        st = self._st
+        st.journal.prepare(writes)
+        with st.lock:
+            if st.closing:
+                st.journal_due = None
+            else:
+                st.write_soon(st.clock.now())
+        if st.closing:
+            st.journal.flush()  # the dispatcher has stopped: nobody else will
+
+    def _wake(self) -> None:
+        with self._st.lock:
+            self._st.run_done.notify_all()
 
     def stop_runs(self, runs: List[Run]) -> None:
         """Runs ended by a deadline or a shutdown: tell them, and stop what can
@@ -77,7 +141,7 @@ class Workers:
                 continue
             try:
                 if run.lane is LaneKind.PROCESSES:
-                    self._handoff.killable.kill(handle)
+                    self._handoff.kill(handle)
                 elif run.lane is LaneKind.ASYNC:
                     self._st.lanes.of(run).executor.call_soon(handle.cancel)
                 else:
@@ -89,25 +153,28 @@ class Workers:
     # -- sending --------------------------------------------------------------
 
     def submit(self, runs: List[Run]) -> None:
-        """Hand started runs to their executors. A run executes only once its
-        claim in the store is committed: a thread worker sees to it itself
-        (workers starting together share one commit); for the others the
-        claims are committed here first."""
+        """Hand started runs to their executors (each once). A run executes
+        only once its claim in the store is committed: a thread worker sees
+        to it itself (workers starting together share one commit); for the
+        others the claims are committed here first."""
         st = self._st
         journal = st.journal
+        if len(runs) > 1:
+            runs = list(dict.fromkeys(runs))
         if journal is not None and journal.store is not None and \
-                any(run._claimed is None and st.lanes.of(run).mechanism is not _PULL
-                    for run in runs):
+                any(run._claim is not None and run._claim.granted is None
+                    and st.lanes.of(run).mechanism is not _PULL for run in runs):
             journal.flush()
-        now = st.clock.now()
         to_processes = []
         for index, run in enumerate(runs):
             try:
-                if run._claimed is False:
+                if run._phase is not _IN_SLOT:
+                    continue  # ended meanwhile (its task was taken back)
+                claim = run._claim
+                if claim is not None and claim.granted is False:
                     self._refused(run)
                     continue
                 lane = st.lanes.of(run)
-                run._t_timestamp = now
                 if lane.mechanism is _PULL:
                     lane.executor.submit(self._work, run)
                 elif lane.mechanism is _LOOP:
@@ -130,47 +197,53 @@ class Workers:
 
     def not_sent(self, run: Run, exc: BaseException) -> None:
         """*run* could not be sent: it ends (CANCELED during shutdown or when
-        interrupted, else ERROR)."""
-        status = TaskStatus.CANCELED if self._st.closing or not isinstance(exc, Exception) \
-            else TaskStatus.ERROR
+        interrupted, and its claim is given back so that a restart runs it;
+        else ERROR)."""
+        st = self._st
+        canceled = st.closing or not isinstance(exc, Exception)
+        status = TaskStatus.CANCELED if canceled else TaskStatus.ERROR
         fx = Effects()
-        with self._st.lock:
-            finish(self._st, run, status, None, exc, format_exception(exc),
-                   error_line(exc), fx, False)
+        with st.lock:
+            if canceled and run._claim is not None and st.journal is not None:
+                st.journal.release(run._claim, "the scheduler shut down before it started")
+            st.finish(run, status, None, exc, format_exception(exc), error_line(exc), fx,
+                      False)
         self.aftermath(fx)
 
     def _refused(self, run: Run) -> None:
         fx = Effects()
         with self._st.lock:
-            refuse(self._st, run, fx, False)
+            self._st.refuse(run, fx, False)
         self.aftermath(fx)
 
     def claimed(self, following: Optional[Run], fx: Effects) -> Optional[Run]:
         """Before a worker runs the next ready run: its claim must be decided;
         a refused one is skipped for the one after it."""
         journal = self._st.journal
-        while following is not None and journal is not None and journal.store is not None:
-            if following._claimed is None:
+        while following is not None:
+            claim = following._claim
+            if claim is None:
+                break
+            if claim.granted is None and journal is not None:
                 journal.flush()
-            if following._claimed is not False:
+            if claim.granted is not False:
                 break
             with self._st.lock:
-                following = refuse(self._st, following, fx, True)
+                following = self._st.refuse(following, fx, True)
             self.aftermath(fx)
         return following
 
-    def started(self, run: Run) -> None:
-        """A run began: it gets its deadline; listeners hear STARTED."""
+    def started(self, run: Run, deadline_from: Optional[float] = None) -> None:
+        """A run began: it gets its deadline (counted from *deadline_from*,
+        by default its start); listeners hear STARTED."""
         st = self._st
-        if run._t_started is None:
-            run._t_started = st.clock.now()
+        st.began(run, st.clock.now())
         if run.timeout is None and _STARTED not in st.wanted:
             return
         fx = Effects()
         with st.lock:
-            if run.timeout is not None and not run.done:
-                if st.deadlines.add(run, run._t_started + run.timeout):
-                    st.wakeup.notify()
+            if run.timeout is not None and st.watch_deadline(run, deadline_from):
+                st.wakeup.notify()
             st.event(fx, EventKind.STARTED, run.task_id, run)
         self.aftermath(fx)
 
@@ -178,52 +251,70 @@ class Workers:
 
     def _work(self, run: Optional[Run]) -> None:
         """A worker thread runs *run*, then whatever waits in its lane's ready
-        heap, most urgent first, before it gives its slot back."""
-        st = self._st
-        lane, now, lock = st.lanes.threads, st.clock.now, st.lock
-        returning = lane.returning
+        heap, most urgent first, before it gives its slot back. Nothing
+        raised by user code stops it."""
         fx = Effects()
-        store = st.journal is not None and st.journal.store is not None
         while run is not None:
-            if store and run._claimed is not True:
-                run = self.claimed(run, fx)  # committed, or skipped if refused
-                if run is None:
-                    break
-            token = _current.set(run)
-            run._t_started = now()
+            try:
+                run = self._run_one(run, fx)
+            except BaseException:  # pragma: no cover - _run_one contains user code
+                _log_quietly("a worker failed (the scheduler goes on)")
+                run = None
+
+    def _run_one(self, run: Run, fx: Effects) -> Optional[Run]:
+        """Execute *run* and record its outcome; returns the next run to
+        execute in this thread, if any."""
+        st = self._st
+        lane, lock = st.lanes.threads, st.lock
+        if run._claim is not None and run._claim.granted is not True:
+            following = self.claimed(run, fx)  # committed, or skipped if refused
+            if following is None:
+                return None
+            run = following
+        if run._phase is not _IN_SLOT:  # pragma: no cover - never sent so
+            _log.error("task %r run %d reached a worker %s", run.task_id, run.run_number,
+                       run._phase.value)
+            return None
+        token = _current.set(run)
+        try:
             if run.timeout is not None or _STARTED in st.wanted:
                 self.started(run)
+            else:
+                st.began(run, st.clock.now())
             task = run.task
             try:
-                if run.status is not _RUNNING:
-                    result = None  # a shutdown gave up on it before it began
-                else:
-                    result = task.fn(*task.args, **task.kwargs)
+                result = task.fn(*task.args, **task.kwargs)
                 if type(result) is types.CoroutineType:
                     result = self._await(result, run)
             except BaseException as exc:
-                returning.append(None)  # this worker is about to take the next run
+                lane.returning.append(None)  # this worker is about to take the next run
                 if exc.__traceback__ is not None:  # start the traceback in the task
                     exc.__traceback__ = exc.__traceback__.tb_next
                 text, error = format_exception(exc), error_line(exc)
                 acquire_busy(lock)  # a pool thread: see acquire_busy
                 try:
-                    run = finish(st, run, TaskStatus.ERROR, None, exc, text, error, fx, True)
+                    run = st.finish(run, TaskStatus.ERROR, None, exc, text, error,  # type: ignore
+                                    fx, True)
                 finally:
                     lock.release()
             else:
-                returning.append(None)
+                lane.returning.append(None)
                 if not lock.acquire(False):  # (the common case costs no call)
                     acquire_busy(lock)
                 try:
-                    run = finish(st, run, _COMPLETED, result, None, None, None,
-                                 fx, True)
+                    run = st.finish(run, _COMPLETED, result, None, None, None,  # type: ignore
+                                    fx, True)
                 finally:
                     lock.release()
-            finally:
-                _current.reset(token)
-            if fx.runs or fx.wake or fx.events or fx.logs or fx.expired:  # (no call)
+        finally:
+            _current.reset(token)
+        if fx.runs or fx.wake or fx.events or fx.logs or fx.expired or fx.resolved \
+                or fx.records or fx.flush:  # (no call)
+            try:
                 self.aftermath(fx)
+            except BaseException:
+                _log_quietly("after a run (the scheduler goes on)")
+        return run
 
     def _await(self, coro: Any, run: Run) -> Any:
         """A thread task returned a coroutine: run it on the event loop and

@@ -138,7 +138,12 @@ class Listeners:
         self.add(events.put, kinds)
         return events
 
-    def emit(self, events: List[Event]) -> None:
+    def emit(self, events: List[Event]) -> Optional[BaseException]:
+        """Call the listeners of each event. One that raises is logged and the
+        others still run; the first that raises a ``BaseException`` that is
+        no ``Exception`` (SystemExit, KeyboardInterrupt) has it returned, for
+        the caller to raise once its own duties are done."""
+        first: Optional[BaseException] = None
         for event in events:
             for callback, wanted in self.callbacks:
                 if wanted is not None and event.kind not in wanted:
@@ -146,8 +151,18 @@ class Listeners:
                 try:
                     callback(event)
                 except Exception:
-                    _log.exception("event listener %s failed on %r", safe_repr(callback, 200),
-                                   event)
+                    _log_failure(callback, event)
+                except BaseException as exc:
+                    if first is None:
+                        first = exc
+        return first
+
+
+def _log_failure(callback: Callable[[Event], object], event: Event) -> None:
+    try:
+        _log.exception("event listener %s failed on %r", safe_repr(callback, 200), event)
+    except Exception:  # a log handler that fails must not stop the others
+        pass
 
 
 def _kinds(kinds: Optional[Iterable[EventKind]]) -> Optional[FrozenSet[EventKind]]:

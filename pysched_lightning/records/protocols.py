@@ -165,6 +165,11 @@ class Store(Protocol):
         keeps the claimed value. A run never claimed (missed, never started)
         is inserted."""
 
+    def release_run(self, task_id: str, slot: str, attempt: int) -> None:
+        """Give back a claim whose run never executed: its RUNNING record is
+        deleted (nothing if it is not RUNNING), so the slot may be claimed
+        again."""
+
     def mark_interrupted(self) -> int:
         """Runs left RUNNING by a process that died: mark them as errors."""
 

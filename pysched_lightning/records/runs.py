@@ -49,6 +49,40 @@ class TaskStatus(enum.IntEnum):
         return self.name.capitalize()
 
 
+class Phase(enum.Enum):
+    """Where a run is in its life (``core.runlife.RunLife`` moves it, and
+    only it)::
+
+        DUE --admit--> STARTED --finish--> FINISHED
+         |              ^   '--expire/interrupt--> OVERDUE --finish--> FINISHED
+         +--> READY ----+   (a lane's ready heap: waits for a free slot)
+         +--> HELD -----+   (its task or the scheduler is paused)
+         '--> BLOCKED --'   (a retry or manual run waits for its task's run)
+        DUE/READY/HELD/BLOCKED --drop--> DROPPED (MISSED or CANCELED)
+        STARTED --refuse--> DROPPED (the store refused its claim)
+    """
+
+    #: Made, not placed yet.
+    DUE = "due"
+    #: In its lane's ready heap.
+    READY = "ready"
+    #: Held while its task or the scheduler is paused.
+    HELD = "held"
+    #: Waiting for its task's running run to return (max_instances).
+    BLOCKED = "blocked"
+    #: Holds a worker slot: handed, or about to be handed, to its executor.
+    STARTED = "started"
+    #: Ended (deadline, shutdown) while its executor still holds it.
+    OVERDUE = "overdue"
+    #: Ended, and given back by its executor: its slot is free.
+    FINISHED = "finished"
+    #: Never executed: missed or canceled.
+    DROPPED = "dropped"
+
+    # Members are singletons: identity is their hash (Enum's own is Python code).
+    __hash__ = object.__hash__
+
+
 FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.ERROR, TaskStatus.CANCELED,
                    TaskStatus.TIMEOUT, TaskStatus.MISSED})
 #: The statuses that make a dependent task give up.
@@ -126,24 +160,30 @@ class Run(RunContext, Mapping[str, Any]):
     count = 1
     #: True for a run made by run_now(), outside the schedule.
     manual = False
-    #: True once its executor gave it back (or a shutdown gave up on it).
-    _returned = False
     _t_scheduled: float
+    _stored: Optional[Mapping[str, Any]] = None
+    _name: Optional[str] = None
+    _future: Optional[Future] = None
+    _owns_future = False
+    # The fields below are the run's life, written by ``core.runlife.RunLife``
+    # only (with ``status`` and the outcome fields above); the run book keeps
+    # ``_previous`` and ``_state``.
+    _phase = Phase.DUE
+    #: When it got its worker slot (handed over), started, and ended.
     _t_timestamp: Optional[float] = None
     _t_started: Optional[float] = None
     _t_finished: Optional[float] = None
+    #: Its deadline on the scheduler's clock, and its key in the deadlines.
     _deadline: Optional[float] = None
+    _deadline_key: Optional[int] = None
     #: What the scheduler kills or cancels at a deadline (a process, a task).
     _handle: Any = None
-    _future: Optional[Future] = None
-    _owns_future = False
-    _previous: Optional["Run"] = None  # the task's latest run before this one
     #: The claim key in the store; None without a store.
     _slot: Optional[str] = None
-    #: The store's answer to the claim: None (not asked yet), True or False.
-    _claimed: Optional[bool] = None
-    _stored: Optional[Mapping[str, Any]] = None
-    _name: Optional[str] = None
+    #: The journal's claim of this run in the store (its ``granted`` says
+    #: the store's answer); None without a store.
+    _claim: Any = None
+    _previous: Optional["Run"] = None  # the task's latest run before this one
 
     def __init__(self, task: Any, state: Any, number: int, attempt: int,
                  scheduled: float, offset: float) -> None:
@@ -293,12 +333,11 @@ class Run(RunContext, Mapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         return key in _KEYS
 
-    # A run is a record, not a value: equal only to itself.
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __hash__(self) -> int:
-        return id(self)
+    # A run is a record, not a value: equal only to itself (object's own
+    # comparison and hash, in C: runs are kept in sets on the hot path).
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
 
     def __repr__(self) -> str:
         return (f"<Run {self.task_id!r} #{self.run_number} attempt {self.attempt} "

@@ -11,7 +11,8 @@ import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from ...records.protocols import ERROR, RUN_FIELDS, RUNNING, TaskRecord
-from .rules import (CLAIMED_FIELDS, INTERRUPTED, check_key, check_limit, check_statuses,
+from .rules import (CLAIMED_FIELDS, INTERRUPTED, check_key, check_limit, check_slot,
+                    check_statuses,
                     check_time, claim_row, run_row, task_changes, task_row)
 
 __all__ = ["MemoryStore"]
@@ -198,6 +199,15 @@ class MemoryStore:
                         row[name] = claimed[name]
             self._runs[key] = (seq, row)
             self._changed(lambda: self._put_run(key, _MISSING if previous is None else previous))
+
+    def release_run(self, task_id: str, slot: str, attempt: int) -> None:
+        """Delete the run's record if it is still a RUNNING claim."""
+        key = (check_key(task_id), check_slot(slot), attempt)
+        with self._data_lock:
+            previous = self._runs.get(key)
+            if previous is not None and previous[1]["status"] == RUNNING:
+                del self._runs[key]
+                self._changed(lambda: self._put_run(key, previous))
 
     def mark_interrupted(self) -> int:
         with self._data_lock:

@@ -41,6 +41,9 @@ Runs
     that never got one its ``started``, else ``scheduled``.
   * ``mark_interrupted()`` turns every RUNNING run into an ERROR whose
     ``error`` is :data:`INTERRUPTED`.
+  * ``release_run(task_id, slot, attempt)`` deletes that run's record if it
+    is RUNNING (a claim given back: its run never executed), so that the
+    slot can be claimed again; anything else is left as it is.
 
 Tasks
   * ``save_task(record, replace=False)`` inserts only when no task has that

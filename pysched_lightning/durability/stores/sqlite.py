@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 from ...records.protocols import ERROR, RUN_FIELDS, RUNNING, TaskRecord
 from .filelock import FileHold
 from .rules import (CLAIMED_FIELDS, INTERRUPTED, TASK_FIELDS, check_key, check_limit,
+                    check_slot,
                     check_statuses, check_time, claim_row, run_row, task_changes, task_row)
 from .schema import SCHEMA_VERSION, check_version, upgrade
 
@@ -68,6 +69,8 @@ _FINISH_FIELDS = tuple(i for i, name in enumerate(RUN_FIELDS)
 _FINISH_RUN = _finish_sql(_FINISH_FIELDS, " AND scheduled = ?")
 _MOVE_RUN = _finish_sql((*_FINISH_FIELDS, _SCHEDULED), "")
 _INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))})"
+_RELEASE_RUN = (f"DELETE FROM runs WHERE task_id = ? AND slot = ? AND attempt = ? "
+                f"AND status = {RUNNING}")
 _MARK_INTERRUPTED = f"UPDATE runs SET status = {ERROR}, error = ? WHERE status = {RUNNING}"
 _PURGE_RUNS = (f"DELETE FROM runs WHERE status IS NOT {RUNNING} "
                f"AND COALESCE(finished, started, scheduled) < ?")
@@ -272,6 +275,12 @@ class SQLiteStore:
         values.insert(len(_FINISH_FIELDS), row[_SCHEDULED])
         if execute(_MOVE_RUN, values).rowcount == 0:
             execute(_INSERT_RUN, row)
+
+    def release_run(self, task_id: str, slot: str, attempt: int) -> None:
+        """Delete the run's record if it is still a RUNNING claim."""
+        key = (check_key(task_id), check_slot(slot), attempt)
+        with self._db_lock:
+            self._conn.execute(_RELEASE_RUN, key)
 
     def mark_interrupted(self) -> int:
         with self._db_lock:

@@ -1,0 +1,411 @@
+"""The run's life: one state machine, one owner.
+
+``RunLife`` is the only writer of a run's phase, status, times, outcome,
+claim, slot and deadline (see ``records.runs.Phase`` for the diagram). Each
+transition is one method that checks the phase it leaves and does all of
+its bookkeeping at once: the worker slot, the running counts, the
+deadline, the store's claim and record, the retry, the task's status and
+the run's future (resolved later, see ``Effects``). A transition called in
+the wrong phase changes nothing, so doing one again (after an interrupt) is
+safe. Every method runs with the state lock held and calls no user code.
+
+What a run's end means for its task (a retry, its dependents, retiring a
+task whose last run is over) is ``TaskLife``'s, in ``tasklife.py``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Optional, Set
+
+from ..durability.encoding import slot_of
+from ..records.events import EventKind
+from ..records.runs import Phase, Run, TaskStatus
+from .effects import Effects
+
+if TYPE_CHECKING:  # pragma: no cover - the attributes State gives the mixin
+    from ..timing.clock import Clock
+    from .deadlines import Deadlines
+    from .lanes import Lane, Lanes
+    from .runbook import RunBook
+    from .timetable import Timetable
+
+__all__ = ["RunLife"]
+
+# Members read on every run, bound once: on Python 3.11 reading an attribute
+# of an Enum class goes through EnumType.__getattr__, several times slower.
+_DUE, _READY, _HELD, _BLOCKED = Phase.DUE, Phase.READY, Phase.HELD, Phase.BLOCKED
+_STARTED, _OVERDUE, _FINISHED, _DROPPED = (Phase.STARTED, Phase.OVERDUE, Phase.FINISHED,
+                                           Phase.DROPPED)
+_WAITING = frozenset({_DUE, _READY, _HELD, _BLOCKED})
+_RUNNING, _COMPLETED, _ERROR, _TIMEOUT, _MISSED, _CANCELED = (
+    TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.ERROR, TaskStatus.TIMEOUT,
+    TaskStatus.MISSED, TaskStatus.CANCELED)
+_SUBMITTED = EventKind.SUBMITTED
+
+_EVENT_OF_STATUS = {
+    TaskStatus.COMPLETED: EventKind.COMPLETED,
+    TaskStatus.ERROR: EventKind.FAILED,
+    TaskStatus.TIMEOUT: EventKind.TIMEOUT,
+    TaskStatus.CANCELED: EventKind.CANCELED,
+    TaskStatus.MISSED: EventKind.MISSED,
+}
+
+#: Why a run whose claim the store refused does not execute.
+REFUSED = "its slot is already claimed in the store (it ran before)"
+
+
+class RunLife:
+    """The run transitions; ``State`` (which holds what they change) is one,
+    through ``TaskLife``."""
+
+    if TYPE_CHECKING:  # pragma: no cover - set by State
+        clock: Clock
+        offset: float
+        timetable: Timetable
+        runbook: RunBook
+        lanes: Lanes
+        deadlines: Deadlines
+        journal: Any
+        seq: Any
+        paused: bool
+        closing: bool
+        listening: bool
+        waiters: Any
+        wakeup: Any
+        in_flight: Set[Run]
+
+        def event(self, fx: Effects, kind: EventKind, task_id: Optional[str] = None,
+                  run: Optional[Run] = None, **extra: Any) -> None: ...
+        def write_soon(self, now: float) -> None: ...
+        def notify_waiters(self, task_id: Optional[str], fx: Effects) -> None: ...
+        # (TaskLife's)
+        def _retry(self, run: Run, now: float, fx: Effects) -> bool: ...
+        def _after_final(self, run: Run, status: TaskStatus, now: float,
+                         fx: Effects) -> None: ...
+
+    # -- due -> waiting or started ------------------------------------------------
+
+    def admit(self, run: Run, fx: Effects, early: Any = None) -> None:
+        """*run* is due (or held, and may go on): start it if its lane has a
+        free slot, else it waits. A run claimed *early*, with its task,
+        starts in the slot reserved for it (see ``control.reserve_start``)."""
+        phase = run._phase
+        if phase is not _DUE and phase is not _HELD:
+            return
+        lane = self.lanes.of(run)
+        if early is not None:
+            self._start(run, lane, fx, True, early)
+        elif self.paused or run._state.paused:
+            if phase is _DUE:
+                self._hold(run, lane)
+        elif lane.has_room() and not lane.ready and not lane.returning:
+            self._start(run, lane, fx, True)
+        else:  # a worker that just finished a run takes it next, or a free one
+            run._phase = _READY
+            self.runbook.queued(run)
+            lane.queue(run, next(self.seq))
+
+    def _hold(self, run: Run, lane: Lane) -> None:
+        run._phase = _HELD
+        lane.hold(run)
+
+    def release_held(self, task_id: Optional[str], now: float, fx: Effects) -> None:
+        """The held runs (of one task, or all) go back to their lanes."""
+        for lane in self.lanes.all():
+            for run in lane.held_runs(task_id):
+                self.admit(run, fx)  # it leaves HELD in one step, or stays
+            lane.compact_held(task_id)
+        self.fill_slots(now, fx)
+
+    def fill_slots(self, now: float, fx: Effects) -> None:
+        """Fill every lane's free slots from its ready heap."""
+        for lane in self.lanes.all():
+            if lane.ready:
+                self.drain(lane, now, fx)
+
+    def drain(self, lane: Lane, now: float, fx: Effects) -> None:
+        """Fill the lane's free slots from its ready heap."""
+        while lane.has_room():
+            if self.next_ready(lane, now, fx, True) is None:
+                return
+
+    def next_ready(self, lane: Lane, now: float, fx: Effects,
+                   take: bool = False) -> Optional[Run]:
+        """The next ready run that may start, by (priority, due time), started;
+        runs of paused tasks are held, runs too late or overlapping dropped.
+        With *take* it gets a slot of its own and is sent (see :meth:`_start`);
+        without, it is for the calling worker, which keeps its slot."""
+        if self.paused or self.closing:
+            return None
+        while True:
+            run = lane.pop_ready()
+            if run is None:
+                return None
+            self.runbook.unqueued(run)
+            if run._state.paused:
+                self._hold(run, lane)
+                continue
+            grace = run.task.options.misfire_grace_time
+            late = now - run._t_scheduled
+            if grace is not None and late > grace:
+                self.drop(run, _MISSED, "no free worker", now, fx, late)
+            elif self._start(run, lane, fx, take):
+                return run
+
+    def _start(self, run: Run, lane: Lane, fx: Effects, take: bool,
+               early: Any = None) -> bool:
+        """*run* takes a worker slot, unless max_instances says it would
+        overlap: then a regular run is MISSED and an extra one is blocked
+        until the running one returns. With *take* it gets a slot of the
+        lane's (the one reserved *early*, if any) and is noted to be sent
+        first thing after the lock; without, the calling worker's slot."""
+        if not self.runbook.may_start(run):
+            if run.attempt > 1 or run.manual:
+                run._phase = _BLOCKED
+                self.runbook.block(run)
+            else:
+                now = self.clock.now()
+                self.drop(run, _MISSED, "previous run still going", now, fx,
+                          now - run._t_scheduled)
+            return False
+        if take:
+            fx.submit(run)  # first: an interrupt after it still sends the run
+            lane.take(run)
+            if early is not None:
+                lane.give_back(early)
+        run._phase = _STARTED
+        run.status = _RUNNING
+        run._t_timestamp = self.clock.now()
+        self.in_flight.add(run)
+        self.runbook.started(run)
+        journal = self.journal
+        if journal is not None and journal.store is not None:
+            if early is not None:
+                run._slot, run._claim = early.slot, early
+            else:
+                if run._slot is None:
+                    run._slot = slot_of(run, self.offset)
+                run._claim = journal.claim(run)
+        if self.listening:
+            self.event(fx, _SUBMITTED, run.task_id, run)
+        return True
+
+    # -- started: executing ---------------------------------------------------------
+
+    def began(self, run: Run, now: float) -> None:
+        """*run*'s executor began it (called by the thread that executes it,
+        the only one that touches a started run's start time)."""
+        if run._t_started is None:
+            run._t_started = now
+
+    def watch_deadline(self, run: Run, start: Optional[float] = None) -> bool:
+        """A started run with a timeout gets its deadline, its timeout after
+        *start* (by default its start); True when it is the earliest (the
+        dispatcher must wake up for it)."""
+        if run._phase is not _STARTED or run._deadline_key is not None:
+            return False
+        if start is None:
+            start = run._t_started if run._t_started is not None else self.clock.now()
+        run._deadline = start + run.timeout  # type: ignore[operator]
+        run._deadline_key, earliest = self.deadlines.add(run, run._deadline)
+        return earliest
+
+    def attach(self, run: Run, handle: Any) -> None:
+        """What stops *run* at its deadline (a process, a coroutine, a future)."""
+        run._handle = handle
+
+    def expire_due(self, now: float, fx: Effects) -> None:
+        """Runs past their timeout end as TIMEOUT; they are told (and their
+        process killed or coroutine cancelled) once the lock is released."""
+        for run in self.deadlines.pop_expired(now):
+            run._deadline_key = None
+            if run._phase is _STARTED:
+                self._overrun(run, f"exceeded its timeout of {run.timeout!r} s")
+                self._overdue(run, _TIMEOUT, now, fx)
+
+    def interrupt(self, run: Run, now: float, fx: Effects) -> None:
+        """Shutdown's grace is over: a run still executing ends now (its late
+        outcome will be dropped) and is told to stop."""
+        if run._phase is not _STARTED:
+            return
+        fx.log(logging.WARNING, "shutdown: interrupting task %r run %d", run.task_id,
+               run.run_number)
+        self._overrun(run, "was interrupted: the scheduler shut down")
+        self._overdue(run, _TIMEOUT, now, fx)
+
+    def _overdue(self, run: Run, status: TaskStatus, now: float, fx: Effects) -> None:
+        """STARTED -> OVERDUE: the run ends now; its executor keeps its slot
+        until it gives the run back."""
+        run._phase = _OVERDUE
+        self._end(run, status, now, fx)
+        fx.expire(run)
+
+    def _overrun(self, run: Run, what: str) -> None:
+        exc = TimeoutError(f"task {run.task_id!r} run {run.run_number} {what}")
+        run.result, run.exception, run.traceback = None, exc, None
+        run.error = f"TimeoutError: {exc}"
+
+    # -- the end of a started run ----------------------------------------------------
+
+    def finish(self, run: Run, status: TaskStatus, result: Any,
+               exc: Optional[BaseException], text: Optional[str], error: Optional[str],
+               fx: Effects, pull: bool) -> Optional[Run]:
+        """*run*'s executor gave it back with its outcome (STARTED or OVERDUE
+        -> FINISHED). An outcome after the deadline counts as TIMEOUT; one
+        after the run ended (deadline, shutdown) is dropped. *text* and
+        *error* are the exception's traceback and one-line texts, made by the
+        caller without the lock (``str`` of an exception is user code). With
+        *pull* the caller is a worker that keeps its slot: the lane's next
+        ready run is returned for it to execute; else the slot is freed."""
+        phase = run._phase
+        if phase is not _STARTED and phase is not _OVERDUE:
+            return None  # given back twice: nothing is counted twice
+        now = self.clock.now()
+        lane = self.lanes.of(run)
+        if phase is _STARTED:
+            if run._deadline is not None and now > run._deadline:
+                status = _TIMEOUT  # the outcome came too late to count
+                self._overrun(run, f"exceeded its timeout of {run.timeout!r} s")
+            else:
+                run.result, run.exception, run.traceback, run.error = result, exc, text, error
+            run._phase = _FINISHED
+            self._end(run, status, now, fx)
+        else:
+            run._phase = _FINISHED
+        self._returned(run, fx)
+        if pull and lane.returning:
+            # Only now: runs that its end released (a retry waiting for it,
+            # dependents) waited in the ready heap for this worker to take them.
+            lane.returning.pop()
+        return self._next_for(run, lane, now, fx, pull)
+
+    def refuse(self, run: Run, fx: Effects, pull: bool) -> Optional[Run]:
+        """The store refused *run*'s claim (its slot was claimed before, or
+        the store failed): it does not execute (STARTED -> DROPPED). Like
+        :meth:`finish`, returns the next ready run for a pulling worker."""
+        if run._phase is not _STARTED:
+            return None
+        now = self.clock.now()
+        lane = self.lanes.of(run)
+        self._returned(run, fx)
+        claim = run._claim
+        reason = getattr(claim, "reason", None) or REFUSED
+        run._phase, run.status = _DUE, TaskStatus.SUSPENDED  # it never ran
+        self.drop(run, _MISSED, reason, now, fx, 0.0, recorded=False)
+        return self._next_for(run, lane, now, fx, pull)
+
+    def _returned(self, run: Run, fx: Effects) -> None:
+        """*run* no longer holds its slot: runs blocked behind it may start."""
+        self.in_flight.discard(run)
+        self.deadlines.remove(run._deadline_key)
+        run._deadline_key = None
+        for blocked in self.runbook.returned(run):
+            if blocked._phase is _BLOCKED:
+                blocked._phase = _DUE
+                self.admit(blocked, fx)
+        if self.waiters:  # shutdown() waits for every run to return
+            self.notify_waiters(run.task_id, fx)
+
+    def _next_for(self, run: Run, lane: Lane, now: float, fx: Effects,
+                  pull: bool) -> Optional[Run]:
+        """*run*'s slot is free: a pulling worker takes the lane's next ready
+        run in it, or it is given back (and the dispatcher told of waiting
+        runs)."""
+        following = self.next_ready(lane, now, fx) if pull and lane.ready else None
+        lane.give_back(run)
+        if following is None:
+            if lane.ready and not self.paused:
+                self.wakeup.notify()
+        else:
+            lane.take(following)
+        return following
+
+    def _end(self, run: Run, status: TaskStatus, now: float, fx: Effects) -> None:
+        """*run* has its final *status*: record it, then what follows: a
+        retry, or the task's new status, its event and its dependents."""
+        run.status = status
+        run._t_finished = now
+        self.runbook.ended(run, status, now)
+        if run._owns_future:
+            fx.resolve(run)
+        journal = self.journal
+        if journal is not None:  # every attempt, retried or not
+            if run._slot is None and journal.store is not None:
+                run._slot = slot_of(run, self.offset)
+            fx.record(journal.finished(run))
+            self._write_soon(now, fx)
+        if self.waiters:
+            self.notify_waiters(run.task_id, fx)
+        if status is not _COMPLETED and self._retry(run, now, fx):
+            return
+        if status is _ERROR and run.exit_code is not None:
+            # a command: its exit code and the tail of its stderr say it all
+            fx.log(logging.ERROR, "task %r run %d failed: %s", run.task_id,
+                   run.run_number, run.error)
+        elif status is _ERROR:
+            fx.log(logging.ERROR, "task %r run %d failed:\n%s", run.task_id,
+                   run.run_number, run.traceback or run.error)
+        elif status is _TIMEOUT:
+            fx.log(logging.WARNING, "%s", run.error)
+        self.runbook.settle(run)
+        if journal is not None:
+            state = run._state
+            journal.task_changed(run.task_id, runs=state.runs, missed=state.missed,
+                                 status=int(state.status))
+        if self.listening:
+            self.event(fx, _EVENT_OF_STATUS[status], run.task_id, run)
+        self._after_final(run, status, now, fx)
+
+    def _write_soon(self, now: float, fx: Effects) -> None:
+        """Writes were noted: flushed by the dispatcher after a short linger,
+        or at once by the noting thread while shutting down (the dispatcher
+        has stopped)."""
+        if self.closing:
+            fx.flush = True
+        else:
+            self.write_soon(now)
+
+    # -- runs that do not execute ------------------------------------------------------
+
+    def drop(self, run: Run, status: TaskStatus, reason: str, now: float, fx: Effects,
+             lateness: Optional[float] = None, recorded: bool = True) -> None:
+        """*run* will not execute (DUE, READY, HELD or BLOCKED -> DROPPED):
+        MISSED (too late, or overlapping) or CANCELED (its task was canceled,
+        or the scheduler shut down before it started). A MISSED run is
+        recorded (unless not *recorded*: another run's record says it); a
+        missed last occurrence ends its task."""
+        phase = run._phase
+        if phase not in _WAITING:
+            return
+        if phase is _HELD:
+            self.lanes.of(run).unhold(run)
+        elif phase is _BLOCKED:
+            self.runbook.unblock(run)
+        elif phase is _READY:
+            self.runbook.unqueued(run)  # its heap entry is dead from now on
+        run._phase = _DROPPED
+        run.status, run.reason, run._t_finished = status, reason, now
+        missed = status is _MISSED
+        record = self.runbook.dropped(run, missed)
+        if run._owns_future:
+            fx.resolve(run)
+        self.notify_waiters(run.task_id, fx)
+        if not missed:
+            return
+        run.run_number = 0  # a skipped occurrence is not a run
+        if self.journal is not None and recorded:
+            if run._slot is None and self.journal.store is not None:
+                run._slot = slot_of(run, self.offset)
+            fx.record(self.journal.missed(record))
+            self.journal.task_changed(run.task_id, missed=run._state.missed)
+            self._write_soon(now, fx)
+        if record is run:  # the first of repeated skips; the others add to its count
+            fx.log(logging.WARNING, "task %r: run skipped, %.3f s late (%s)", run.task_id,
+                   lateness or 0.0, reason)
+        self.event(fx, EventKind.MISSED, run.task_id, run, reason=reason, lateness=lateness)
+        state = run._state
+        if self.timetable.has_fired_last(run.task_id) and not state.running \
+                and not state.live and not state.owed:
+            if not state.canceled:
+                state.status = _MISSED  # its only occurrence never ran
+            self._after_final(run, _MISSED, now, fx)
