@@ -3,14 +3,19 @@ next_run_times."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import os
 import threading
 import time
+import weakref
+from collections import Counter
 from zoneinfo import ZoneInfo
 
 import pytest
 
 import pysched_lightning as psl
-from conftest import pending_events, virtual, wait_for, secs
+from conftest import InlineExecutor, pending_events, virtual, wait_for, secs
+from invariants import held_runs
 
 S = psl.TaskStatus
 K = psl.EventKind
@@ -406,3 +411,208 @@ def test_modify_of_a_recurring_task_waiting_on_a_dependency_keeps_it_recurring()
         sched.run_now(dep)
         wait_for(lambda: len(runs) >= 3)
         assert set(runs) == {'new'} and tid in sched.task
+
+
+# ----------------------------------------- one-shots changed while their run is under way
+
+
+class HeldClock:
+    """A virtual clock that stops at a limit the test moves (``run_until``):
+    the dispatcher cannot run ahead of the test. (As conftest's
+    ``VirtualClock``, sleeping advances virtual time at once, up to the limit.)"""
+
+    def __init__(self, start=1000.0):
+        self._lock = threading.Lock()
+        self.t = self.limit = start
+
+    def now(self):
+        with self._lock:
+            return self.t
+
+    def sleep(self, seconds):
+        with self._lock:
+            step = max(0.0, min(seconds, self.limit - self.t))
+            self.t += step
+        time.sleep(0 if step else 0.001)  # at the limit: wait for the test
+
+    def run_until(self, limit):
+        with self._lock:
+            self.limit = limit
+
+
+def note(marker, text):
+    """A task that leaves a line in *marker* each time it runs."""
+    with open(marker, "a") as out:
+        out.write(text + "\n")
+    return text
+
+
+def started_then_note(started, gate, marker, text):
+    """A task that says it started (a file), waits for the gate file, then notes."""
+    open(started, "w").close()
+    wait_for(lambda: os.path.exists(gate), timeout=60)
+    return note(marker, text)
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as kept:
+        return kept.read().split()
+
+
+def stored_scheduler(clock, path, executor):
+    """A scheduler on the held clock (its wall clock too) with the store *path*."""
+    return psl.Scheduler(executor=executor, timefunc=clock.now, delayfunc=clock.sleep,
+                         wallfunc=clock.now, store=path)
+
+
+def lines_after_a_restart(clock, path, marker):
+    """Restart on the store, let a virtual minute pass (whatever the store
+    holds as due has run by then), and read *marker*."""
+    sched = stored_scheduler(clock, path, InlineExecutor())
+    sched.start()
+    try:
+        later = sched.delay('once', 60, 1, note, args=(f"{marker}.later", 'later'))
+        clock.run_until(clock.now() + 60)
+        sched.get_result(later, timeout=10)
+    finally:
+        sched.shutdown()
+    return lines(marker)
+
+
+def test_a_one_shot_modified_while_it_runs_leaves_the_schedule_and_never_runs_again(
+        tmp_path):
+    """modify() of a one-shot whose only run is going changes nothing of
+    that run's end: the task leaves ``sched.task`` when the run completes,
+    ``purge()`` drops it, and a restart on the same store does not run it
+    again."""
+    path, marker = str(tmp_path / "jobs.db"), str(tmp_path / "ran")
+    started, gate = str(tmp_path / "started"), str(tmp_path / "gate")
+    clock = HeldClock()
+    sched = stored_scheduler(clock, path, psl.ThreadPoolExecutor(2))
+    sched.start()
+    try:
+        tid = sched.delay('once', 0, 1, started_then_note, args=(started, gate, marker, 'ran'),
+                          task_id='one-shot')
+        wait_for(lambda: os.path.exists(started))
+        sched.modify(tid, priority=2)
+        open(gate, "w").close()
+        wait_for(lambda: sched.get_status(tid) is S.COMPLETED)
+        assert tid not in sched.task
+        sched.purge()
+        with pytest.raises(KeyError):
+            sched.get_status(tid)
+    finally:
+        open(gate, "w").close()
+        sched.shutdown()
+    assert lines_after_a_restart(clock, path, marker) == ['ran']
+
+
+@pytest.mark.parametrize("change", ["modify", "reschedule"])
+def test_a_one_shot_changed_while_it_waits_for_a_dependency_runs_once_and_leaves(
+        tmp_path, change):
+    """A one-shot whose occurrence came due and waits for its dependency is
+    modified (new args) or rescheduled (to now). It runs once, with the new
+    definition, when the dependency completes; then it leaves ``sched.task``,
+    ``purge()`` drops it, and a restart does not run it again. (The held
+    clock stands still: the dependency runs only when run_now() says so.)"""
+    path, marker = str(tmp_path / "jobs.db"), str(tmp_path / "ran")
+    clock = HeldClock()
+    sched = stored_scheduler(clock, path, InlineExecutor())
+    sched.start()
+    try:
+        dep = sched.delay('once', 3600, 1, note, args=(f"{marker}.dep", 'dep'), task_id='dep')
+        tid = sched.delay('once', 0, 1, note, args=(marker, 'old'), task_id='dependent',
+                          depend_on=dep)
+        wait_for(lambda: sched.get_task(tid)['next_run_time'] is None)  # due, waiting
+        if change == "modify":
+            sched.modify(tid, args=(marker, 'new'))
+        else:
+            sched.reschedule(tid, 'once', 0)
+        sched.run_now(dep)
+        wait_for(lambda: sched.get_status(tid) is S.COMPLETED)
+        assert tid not in sched.task
+        sched.purge()
+        with pytest.raises(KeyError):
+            sched.get_status(tid)
+    finally:
+        sched.shutdown()
+    ran = ['new'] if change == "modify" else ['old']
+    assert lines_after_a_restart(clock, path, marker) == ran
+
+
+# ----------------------------------------- modify() racing the task's firing
+
+
+class ArgsReadSlowly(list):
+    """New args for modify() whose reading (user code, in the caller's
+    thread) lasts until *until()* is true: the window every modify() has
+    between reading the task's definition and putting the new one in place,
+    widened so that the task's next occurrences fire inside it."""
+
+    def __init__(self, items, until):
+        super().__init__(items)
+        self._until = until
+
+    def __iter__(self):
+        wait_for(self._until, timeout=10)
+        return super().__iter__()
+
+
+def test_modify_racing_a_firing_runs_no_slot_twice_and_skips_none():
+    """A recurring task is modified while its next occurrences fire. The
+    change applies to the task as it is now: every slot of its grid runs
+    exactly once, none again (the definition read before the firing must
+    not put the fired slot back) and none skipped."""
+    clock = HeldClock()
+    labels = []
+    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now,
+                          delayfunc=clock.sleep, wallfunc=clock.now)
+    tid = sched.delay('recur', 1, 1, labels.append, args=('old',))
+    sched.start()
+
+    def two_more_fired():
+        clock.run_until(1005.5)
+        return len(labels) >= 5
+
+    try:
+        clock.run_until(1003.5)
+        wait_for(lambda: len(labels) >= 3)
+        sched.modify(tid, args=ArgsReadSlowly(['new'], two_more_fired))
+        clock.run_until(1020.5)
+        wait_for(lambda: secs(sched.get_task(tid)['next_run_time']) == 1021)
+    finally:
+        sched.shutdown()
+    slots = [round(secs(run.scheduled)) for run in sched.runs(tid)
+             if run.status is S.COMPLETED]
+    assert sorted(t for t, n in Counter(slots).items() if n > 1) == []  # run twice
+    assert sorted(set(range(1001, 1021)) - set(slots)) == []  # never run
+    assert labels.count('new') >= 10
+
+
+# ----------------------------------------- runs held for a paused task
+
+
+def test_runs_held_for_a_paused_task_are_let_go_when_it_is_canceled():
+    """A paused task's run that waited for a worker is held back; cancel()
+    drops it (CANCELED). Nothing may keep it after that: the scheduler holds
+    no run of a task that is gone, and once the task is purged its run is
+    garbage. (Each pause-then-cancel kept one more run forever.)"""
+    kept = []
+    with psl.Scheduler(executor=psl.ThreadPoolExecutor(1)) as sched:
+        for _ in range(3):
+            gate = threading.Event()
+            blocker = sched.delay('once', 0, 1, gate.wait, args=(10,))
+            wait_for(lambda: sched.get_status(blocker) is S.RUNNING)
+            queued = sched.delay('once', 0, 1, lambda: None)
+            sched.pause(queued)
+            gate.set()  # the worker takes the queued run next, and holds it: paused
+            wait_for(lambda: sched.get_status(blocker) is S.COMPLETED)
+            kept.append(weakref.ref(sched.result[queued]))
+            sched.cancel(queued)
+            assert sched.get_status(queued) is S.CANCELED
+        assert held_runs(sched) == 0
+        sched.purge()
+        gc.collect()
+        assert [ref() for ref in kept] == [None] * 3

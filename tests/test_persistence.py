@@ -4,18 +4,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 
 import pytest
 
 import pysched_lightning as psl
 from pysched_lightning.durability.runlog import read_run_log
 from pysched_lightning.durability.stores import open_store
-from conftest import InlineExecutor, wait_for
+from conftest import InlineExecutor, secs, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -417,3 +419,208 @@ def test_a_new_task_that_cannot_be_stored_gives_back_the_worker_it_had_reserved(
                 sched.delay('once', 0, 1, tick, args=('x',), name='refused')
         assert sched.get_result(sched.delay('once', 0, 1, tick, args=('y',)), timeout=30) == 'y'
         assert [record.name for record in store.load_tasks()] == ['tick']
+
+
+# ------------------------------------------------------------- retries across a restart
+
+
+def fail_first_attempt(marker):
+    """A task that fails on its first call; later calls return their number."""
+    write_marker(marker, 'call')
+    with open(marker) as calls:
+        number = len(calls.read().split())
+    if number == 1:
+        raise RuntimeError("the first attempt fails")
+    return number
+
+
+def test_a_retry_pending_at_a_clean_shutdown_runs_after_the_restart(tmp_path, clock):
+    """A one-shot with ``retries=2`` fails its first attempt and the
+    scheduler shuts down cleanly while the retry waits. After a restart on
+    the same store, the retry runs as attempt 2, at the time it was due (the
+    delay counts from the failure, restart or not); it is not taken for a
+    slot that another scheduler ran.
+
+    (A listener pauses the scheduler when the retry is noted, so that the
+    virtual clock stops there and the retry is still pending at shutdown.)"""
+    path, marker = str(tmp_path / "jobs.db"), str(tmp_path / "calls")
+    first = virtual(clock, path)
+    first.add_listener(lambda event: first.pause(), kinds=[psl.EventKind.RETRY])
+    first.start()
+    try:
+        tid = first.delay('once', 0, 1, fail_first_attempt, args=(marker,), retries=2,
+                          retry_delay=60, task_id='flaky')
+        wait_for(lambda: [run.status for run in first.runs(tid)] == [psl.TaskStatus.ERROR])
+        failed_at = secs(first.runs(tid)[0].finished)
+    finally:
+        first.shutdown()
+    second = virtual(clock, path)
+    second.start()
+    try:
+        assert second.get_result(tid, timeout=10) == 2
+        runs = second.runs(tid)
+    finally:
+        second.shutdown()
+    assert [(run.attempt, run.status) for run in runs] == [
+        (2, psl.TaskStatus.COMPLETED), (1, psl.TaskStatus.ERROR)]
+    assert secs(runs[0].started) >= failed_at + 60
+
+
+CHILD_WITH_A_RETRY = textwrap.dedent("""
+    import sys, time
+    import pysched_lightning as psl
+
+    def fail_first_attempt(marker):
+        with open(marker, "a") as out:
+            out.write("call\\n")
+        with open(marker) as calls:
+            number = len(calls.read().split())
+        if number == 1:
+            raise RuntimeError("the first attempt fails")
+        return number
+
+    sched = psl.Scheduler(store=sys.argv[1])
+    sched.delay('once', 0, 1, fail_first_attempt, args=(sys.argv[2],), retries=2,
+                retry_delay=3600, task_id='flaky')
+    sched.start()
+    time.sleep(3600)
+""")
+
+
+def run_child_until(script, args, ready):
+    """Run *script* in a fresh interpreter (this worktree's package) and
+    SIGKILL it once *ready()* is true."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    child = subprocess.Popen([sys.executable, "-c", script, *args], env=env)
+    try:
+        wait_for(ready, timeout=60)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+def stored_runs(path, task_id):
+    """The task's stored runs, read as another process reads them (none
+    while the file is not made yet)."""
+    try:
+        reader = open_store(path, read_only=True)
+    except (OSError, sqlite3.DatabaseError):  # not there, or its schema not written yet
+        return []
+    try:
+        return reader.runs(task_id)
+    finally:
+        reader.close()
+
+
+def test_a_retry_pending_when_the_process_is_killed_runs_after_the_restart(tmp_path):
+    """As at a clean shutdown: a one-shot's first attempt failed and its
+    retry (an hour later) waits when the process is SIGKILLed. The restart
+    runs the retry once it is due (its wall clock reads an hour later here),
+    as attempt 2."""
+    path, marker = str(tmp_path / "jobs.db"), str(tmp_path / "calls")
+    run_child_until(CHILD_WITH_A_RETRY, (path, marker), lambda: [
+        (run['attempt'], run['status']) for run in stored_runs(path, 'flaky')] == [
+        (1, int(psl.TaskStatus.ERROR))])
+    later = 3600 + 60
+    sched = psl.Scheduler(store=path, wallfunc=lambda: time.time() + later)
+    sched.start()
+    try:
+        assert sched.get_result('flaky', timeout=30) == 2
+        runs = sched.runs('flaky')
+    finally:
+        sched.shutdown()
+    assert [(run.attempt, run.status) for run in runs] == [
+        (2, psl.TaskStatus.COMPLETED), (1, psl.TaskStatus.ERROR)]
+
+
+# ------------------------------------------------------------- runs cut short by a crash
+
+
+CHILD_CUT_SHORT = textwrap.dedent("""
+    import sys, time
+    import pysched_lightning as psl
+    folder = sys.argv[1]
+
+    def calls(name):
+        with open(f"{folder}/{name}", "a") as out:
+            out.write("call\\n")
+        with open(f"{folder}/{name}") as kept:
+            return len(kept.read().split())
+
+    def one_shot():
+        calls("one-shot")
+        time.sleep(3600)
+
+    def recurring():
+        if calls("recurring") == 4:
+            time.sleep(3600)
+
+    sched = psl.Scheduler(store=f"{folder}/jobs.db")
+    sched.delay('recur', 0.1, 1, recurring, task_id='recurring')
+    sched.delay('once', 0, 1, one_shot, task_id='one-shot')
+    sched.start()
+    time.sleep(3600)
+""")
+
+
+def calls(path):
+    """How many calls a task of CHILD_CUT_SHORT noted in *path*."""
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+def crash_during_runs(folder):
+    """A scheduler process SIGKILLed while a one-shot runs and while run 4 of
+    a recurring task runs (runs 1 to 3 completed). Returns its store's path."""
+    path = str(folder / "jobs.db")
+
+    def both_running():
+        running = int(psl.TaskStatus.RUNNING)
+        return (calls(folder / "one-shot") == 1 and calls(folder / "recurring") == 4
+                and [run['run'] for run in stored_runs(path, 'one-shot')
+                     if run['status'] == running] == [1]
+                and 4 in [run['run'] for run in stored_runs(path, 'recurring')
+                          if run['status'] == running])
+    run_child_until(CHILD_CUT_SHORT, (str(folder),), both_running)
+    return path
+
+
+def test_a_one_shot_cut_short_by_a_crash_reads_interrupted_after_the_restart(tmp_path):
+    """A one-shot whose only run was going when the process died: after the
+    restart its run reads interrupted, the task's status is that run's (an
+    error today: not MISSED, as if another scheduler had claimed the slot),
+    nothing counts as missed, and it does not run again."""
+    path = crash_during_runs(tmp_path)
+    sched = psl.Scheduler(store=path, executor=InlineExecutor())
+    sched.start()
+    try:
+        # runs in order in the dispatcher: once this one ran, the one-shot
+        # (due long before) has been dealt with
+        sched.get_result(sched.delay('once', 0, 1, tick, args=('after',)), timeout=30)
+        status = sched.get_status('one-shot')
+        missed = sched.get_task('one-shot')['missed']
+        runs = sched.runs('one-shot')
+    finally:
+        sched.shutdown()
+    assert status not in (psl.TaskStatus.MISSED, psl.TaskStatus.COMPLETED,
+                          psl.TaskStatus.RUNNING, psl.TaskStatus.SUSPENDED)
+    assert missed == 0
+    assert [(run.run_number, run.status) for run in runs] == [(1, status)]
+    assert 'interrupted' in (runs[0].error or runs[0].reason or '')
+    assert calls(tmp_path / "one-shot") == 1  # the call the crash cut short
+
+
+def test_run_numbers_go_on_after_a_crash_without_reusing_the_interrupted_ones(tmp_path):
+    """Run 4 of a recurring task was going when the process died. After the
+    restart the next run is run 5: two runs never share a number."""
+    path = crash_during_runs(tmp_path)
+    sched = psl.Scheduler(store=path)
+    sched.start()
+    try:
+        wait_for(lambda: len([run for run in sched.runs('recurring')
+                              if run.status is psl.TaskStatus.COMPLETED]) >= 5)
+    finally:
+        sched.shutdown()
+    numbers = [run['run'] for run in stored_runs(path, 'recurring')
+               if run['status'] != int(psl.TaskStatus.MISSED)]
+    assert sorted(n for n, times in Counter(numbers).items() if times > 1) == []
+    assert sorted(numbers)[:4] == [1, 2, 3, 4]

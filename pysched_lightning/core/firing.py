@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from ..durability.encoding import slot_offset
 from ..records.events import EventKind
-from ..records.runs import FAILED, Phase, Run, TaskStatus, error_line
+from ..records.runs import FAILED, Phase, TaskStatus, error_line
 from ..records.task import Task
 from .effects import Effects
 from .state import State
@@ -67,25 +67,25 @@ def fire(st: State, task: Task, now: float, fx: Effects, early: Any = None) -> N
         return
     if task.options.depend_on and not _dependencies_met(st, task, fx):
         return
+    if following is not None and task.options.coalesce and (state.queued or st.paused):
+        _coalesce_waiting(st, task, now, fx)
     run = st.runbook.new_run(task, 1, task.time, st.offset, None, state)
     grace = task.options.misfire_grace_time
     if grace is not None and now - task.time > grace:
         st.drop(run, TaskStatus.MISSED, _late_reason(st, task.time), now, fx,
                 now - task.time)
         return
-    if following is not None and task.options.coalesce:
-        _coalesce_waiting(st, run, now, fx)
     st.admit(run, fx, early)
 
 
-def _coalesce_waiting(st: State, run: Run, now: float, fx: Effects) -> None:
+def _coalesce_waiting(st: State, task: Task, now: float, fx: Effects) -> None:
     """A new occurrence of a recurring task with ``coalesce`` replaces the
     regular runs of the task still waiting for a worker (or a resume):
     they are MISSED, one record with a count, and the newest runs."""
-    state = run._state
-    lane = st.lanes.of(run)
-    waiting = [old for old in (state.queued or []) + lane.held.get(run.task_id, [])
-               if old is not run and old.attempt == 1 and not old.manual
+    state = st.runbook.state(task.id)
+    lane = st.lanes.of_kind(task.options.lane)
+    waiting = [old for old in (state.queued or []) + lane.held.get(task.id, [])
+               if old.attempt == 1 and not old.manual
                and (old._phase is _READY or old._phase is _HELD)]
     for old in waiting:
         st.drop(old, TaskStatus.MISSED, STILL_WAITING, now, fx, now - old._t_scheduled)

@@ -220,8 +220,8 @@ class RunBook:
         last = state.last_missed
         if last is not None and last.reason == run.reason:
             last.count += count
-            if state.history and state.history[-1] is run:
-                state.history.pop()
+            if state.history and run in state.history:
+                state.history.remove(run)
             return last
         run.count = count
         state.last_missed = run

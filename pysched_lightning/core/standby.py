@@ -18,12 +18,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..durability.encoding import (load_args, load_function, load_options, load_schedule,
                                    stored_options)
 from ..records.options import TaskOptions
-from ..records.protocols import TaskRecord
+from ..records.protocols import RUNNING, TaskRecord
 from ..records.runs import FINAL, Run, TaskStatus
 from ..records.task import Task
 from ..records.validation import check_kwargs
-from ..timing.triggers import RecurTrigger
+from ..timing.triggers import OnceTrigger, RecurTrigger
+from .recovery import RECOVERY_ROWS, Recovery, recover
 from .state import State
+from .timetable import Extra
 
 __all__ = ["Standby", "same_record"]
 
@@ -95,40 +97,61 @@ class Standby:
         self._changed[task.id] = (task, record)
 
     def _load(self) -> None:
-        """Schedule the stored tasks (a slot missed while down is due now)."""
+        """Schedule the stored tasks (a slot missed while down is due now),
+        with what each is owed (see ``recovery``)."""
         store, st = self._store, self._st
-        interrupted = store.mark_interrupted()
-        if interrupted:
-            _log.warning("%d run(s) were interrupted when the last scheduler stopped",
-                         interrupted)
+        for row in store.runs(statuses=(RUNNING,)):
+            _log.warning("task %r run %s was interrupted when the last scheduler stopped; "
+                         "it counts as a failed attempt", row["task_id"], row.get("run"))
+        store.mark_interrupted()
         for record in store.load_tasks():
             try:
                 task = _task_from_record(record, st, next(st.seq))
-                latest = _latest_run(store, record, task)
+                rows = store.runs(record.id, limit=RECOVERY_ROWS)
+                owed = recover(record, rows, task.options)
+                latest = _latest_run(rows, record, owed, task)
             except Exception:
                 _log.exception("stored task %r cannot be loaded; it stays in the store "
                                "untouched", record.id)
                 continue
             with st.lock:
-                scheduled = _schedule_loaded(st, task, record, latest)
+                scheduled = _schedule_loaded(st, task, record, owed, latest)
             if scheduled:
                 _log.info("loaded task %r, next run at %s", task.id,
                           _dt.datetime.fromtimestamp(record.next_run or 0.0, _dt.timezone.utc)
                           .isoformat(timespec="seconds"))
 
 
-def _schedule_loaded(st: State, task: Task, record: TaskRecord, latest: Optional[Run]) -> bool:
+def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,
+                     latest: Optional[Run]) -> bool:
     """With the lock held: put a loaded task in place (a task added by a
-    delay() meanwhile wins). True when it is scheduled; a finished one is
-    only kept, to be queried (and not run again) until purged."""
+    delay() meanwhile wins), with the retries it is owed. True when it is
+    scheduled; a finished one is only kept, to be queried (and not run
+    again) until purged."""
     if task.id in st.timetable or task.id in st.runbook:
         return False
     status = TaskStatus(record.status)
-    st.runbook.load(task.id, record.runs, record.missed, status, bool(record.paused), latest)
-    if record.next_run is None:
+    one_shot_over = owed.slot_taken and isinstance(task.schedule, (OnceTrigger, type(None)))
+    if one_shot_over and owed.slot_status is not None and not owed.retries:
+        status = TaskStatus(owed.slot_status)
+    elif owed.retries:
+        status = TaskStatus.SUSPENDED
+    state = st.runbook.load(task.id, owed.runs, record.missed, status, bool(record.paused),
+                            latest)
+    if (record.next_run is None or one_shot_over) and not owed.retries:
         st.runbook.retire(task, record.updated - st.offset)
+        if record.next_run is not None and st.journal is not None:
+            st.journal.task_finished(task.id, int(status))  # it was over already
         return False
-    st.timetable.add(task)
+    if record.next_run is None or one_shot_over:
+        st.timetable.add_fired(task)
+    else:
+        st.timetable.add(task)
+    for retry in owed.retries:
+        state.owed += 1
+        st.timetable.push_extra(Extra(retry.wall_time - st.offset, task.priority, next(st.seq),
+                                      task.id, retry.attempt, retry.number, "retry",
+                                      retry.slot))
     st.wakeup.notify()
     return True
 
@@ -150,11 +173,11 @@ def _task_from_record(record: TaskRecord, st: State, seq: int) -> Task:
                 interval, fn, args, check_kwargs(kwargs), options)
 
 
-def _latest_run(store: Any, record: TaskRecord, task: Task) -> Optional[Run]:
+def _latest_run(rows: List[Dict[str, Any]], record: TaskRecord, owed: Recovery,
+                task: Task) -> Optional[Run]:
     """The task's last stored run, so get_result() answers after a restart."""
-    if TaskStatus(record.status) not in FINAL:
+    if TaskStatus(record.status) not in FINAL and not owed.slot_taken:
         return None
-    rows = store.runs(record.id, limit=5)
     for row in rows:
         if row.get("status") != TaskStatus.MISSED:
             return Run.from_record(row, task)

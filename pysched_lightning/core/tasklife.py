@@ -49,8 +49,14 @@ class TaskLife(RunLife):
     def _retry(self, run: Run, now: float, fx: Effects) -> bool:
         options = run.task.options
         state = run._state
-        if run.attempt > options.retries or state.canceled or self.closing:
+        if run.attempt > options.retries or state.canceled:
             return False
+        if self.closing:  # owed still: with a store, a restart runs it (see recovery)
+            state.status = TaskStatus.SUSPENDED
+            fx.log(logging.WARNING, "task %r: attempt %d %s; its retry is left to the next "
+                   "start (the scheduler is shutting down)", run.task_id, run.attempt,
+                   run.status.label.lower())
+            return True
         wait = options.retry_wait(run.attempt)
         extra = Extra(now + wait, run.task.priority, next(self.seq), run.task_id,
                       run.attempt + 1, run.run_number, "retry", run._slot)

@@ -1,0 +1,305 @@
+"""Shutdown and the runs it meets: runs a worker took from the queue, a
+one-shot added at the last moment, runs that end while shutdown waits, and
+a thread task that outlives shutdown's timeout.
+
+Runs are held in progress by gates (see :class:`Gate`): a task stored by
+import reference (``test_shutdown:hold``) waits until the test opens its
+gate, so each test chooses the moment a run ends, relative to shutdown,
+without relying on timing. Shutdown itself runs in a thread where the test
+must act while it waits; ``sched.stopped`` turning True says it has begun.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from concurrent.futures import CancelledError
+from typing import Dict, List
+
+import pytest
+
+import pysched_lightning as psl
+from pysched_lightning.stores import open_store
+from conftest import pending_events, wait_for
+
+S = psl.TaskStatus
+K = psl.EventKind
+
+#: How long a test waits for shutdown() to return once nothing holds it.
+SHUTDOWN_DEADLINE = 30.0
+#: How long shutdown(timeout=1) may take: its second, the grace it gives
+#: interrupted runs to return (2 s), and a wide margin for a busy machine.
+TIMEOUT_SHUTDOWN_DEADLINE = 15.0
+
+
+class Gate:
+    """Holds a run of :func:`hold` until the test opens it."""
+
+    _by_name: Dict[str, "Gate"] = {}
+
+    def __init__(self) -> None:
+        self.name = uuid.uuid4().hex
+        self.started = threading.Event()
+        self.opened = threading.Event()
+        Gate._by_name[self.name] = self
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+def hold(name, value=None):
+    """A task: say it started, wait until its gate opens, return *value*."""
+    gate = Gate._by_name[name]
+    gate.started.set()
+    gate.opened.wait(60)
+    return value
+
+
+def write_marker(path, text):
+    """A task that leaves a line in *path* each time it runs."""
+    with open(path, "a") as out:
+        out.write(text + "\n")
+    return text
+
+
+def lines(path):
+    """The lines *path* holds (none if it does not exist)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as kept:
+        return kept.read().split()
+
+
+@pytest.fixture
+def gates():
+    """Makes gates; every one is opened at the end, so no worker stays blocked."""
+    made: List[Gate] = []
+
+    def make() -> Gate:
+        made.append(Gate())
+        return made[-1]
+    yield make
+    for gate in made:
+        gate.open()
+        Gate._by_name.pop(gate.name, None)
+
+
+def shutdown_in_thread(sched, **kwargs) -> threading.Thread:
+    """``sched.shutdown(**kwargs)`` in a thread of its own; returns it once
+    the shutdown has begun (``stopped`` is True)."""
+    thread = threading.Thread(target=sched.shutdown, kwargs=kwargs, name="test-shutdown")
+    thread.start()
+    wait_for(lambda: sched.stopped)
+    return thread
+
+
+def stored_statuses(path, task_id):
+    """The task's run statuses as another process reads them from the file."""
+    reader = open_store(path, read_only=True)
+    try:
+        return [psl.TaskStatus(row["status"]) for row in reader.runs(task_id)]
+    finally:
+        reader.close()
+
+
+# ---------------------------------------------- runs a worker took from the queue
+
+
+def test_a_run_picked_up_by_a_worker_keeps_its_outcome_through_shutdown(tmp_path, gates):
+    """A worker that ends a run takes the next queued run itself. When
+    ``shutdown(wait=True)`` comes while such a run executes, shutdown waits
+    for it like any running run, and its outcome is kept everywhere: status,
+    result, timestamp, COMPLETED event, store row; the restart reads it
+    COMPLETED, not interrupted."""
+    path = str(tmp_path / "jobs.db")
+    first, second = gates(), gates()
+    sched = psl.Scheduler(executor=psl.ThreadPoolExecutor(1), store=path)
+    completed = sched.subscribe([K.COMPLETED])
+    sched.start()
+    try:
+        sched.delay('once', 0, 1, hold, args=(first.name, 'first'))
+        assert first.started.wait(10)
+        picked = sched.delay('once', 0, 1, hold, args=(second.name, 'second'))
+        first.open()  # the only worker ends its run and takes `picked` from the queue
+        assert second.started.wait(10)
+        closing = shutdown_in_thread(sched, wait=True)
+        second.open()
+        closing.join(SHUTDOWN_DEADLINE)
+        assert not closing.is_alive()
+    finally:
+        first.open()
+        second.open()
+        sched.shutdown()
+    assert sched.get_status(picked) is S.COMPLETED
+    assert sched.get_result(picked, timeout=0) == 'second'
+    assert sched.result[picked]['timestamp'] is not None
+    assert [event.task_id for event in pending_events(completed)].count(picked) == 1
+    assert stored_statuses(path, picked) == [S.COMPLETED]
+    restarted = psl.Scheduler(store=path)
+    try:
+        assert restarted.get_status(picked) is S.COMPLETED
+        assert restarted.get_result(picked, timeout=0) == 'second'
+    finally:
+        restarted.shutdown()
+
+
+def test_under_load_every_run_a_worker_took_keeps_its_outcome_through_shutdown():
+    """Many quick one-shots on two workers, shutdown while most still wait.
+    Every task whose function was called ends COMPLETED with its result, a
+    COMPLETED event, a resolved future and a timestamp (when it was handed to
+    a worker); every other one reports that it will not run. Two runs in the
+    middle of the queue hold the two workers until the shutdown has begun,
+    so runs the workers took from the queue are in progress at that moment
+    and the queue is still long."""
+    count, holders = 300, (100, 101)
+    called: List[int] = []
+    holding = {i: threading.Event() for i in holders}
+    sched = psl.Scheduler(executor=psl.ThreadPoolExecutor(2))
+
+    def quick(i):
+        called.append(i)
+        return i
+
+    def until_shutdown(i):
+        called.append(i)
+        holding[i].set()
+        wait_for(lambda: sched.stopped, timeout=30)
+        return i
+
+    completed = sched.subscribe([K.COMPLETED])
+    ids = [sched.delay('once', 0, 1, until_shutdown if i in holders else quick, args=(i,))
+           for i in range(count)]
+    sched.start()
+    assert all(event.wait(30) for event in holding.values())
+    sched.shutdown(wait=True)
+    events = {event.task_id for event in pending_events(completed)}
+    assert len(called) < count  # shut down with a queue left
+    lost: Dict[str, List[int]] = {}  # what was lost: the runs that lost it
+    for i, tid in enumerate(ids):
+        missing = _missing(sched, tid, i, events) if i in called else []
+        if missing:
+            lost.setdefault(", ".join(missing), []).append(i)
+    assert lost == {}, f"runs that executed lost part of their outcome: {lost}"
+    for i, tid in enumerate(ids):
+        if i not in called:
+            with pytest.raises(CancelledError):
+                sched.get_result(tid, timeout=0)
+
+
+def _missing(sched, task_id, value, events) -> List[str]:
+    """What the task's run lost of its COMPLETED outcome *value* (nothing: [])."""
+    status = sched.get_status(task_id)
+    run = sched.result.get(task_id)
+    if run is None:
+        return [f"status {status.label}", "no run"]
+    missing = [] if status is S.COMPLETED else [f"status {status.label}"]
+    if run.result != value:
+        missing.append("result")
+    if run['timestamp'] is None:
+        missing.append("timestamp")
+    if not run['future'].done() or run['future'].cancelled():
+        missing.append("future")
+    if task_id not in events:
+        missing.append("COMPLETED event")
+    return missing
+
+
+# ---------------------------------------------- a one-shot added at the last moment
+
+
+def test_a_one_shot_added_just_before_shutdown_runs_exactly_once_across_the_restart(
+        tmp_path):
+    """``delay()`` of a one-shot due now, on an idle worker, while another
+    thread shuts the scheduler down. ``delay()`` returned its id, so the
+    task was accepted: it runs exactly once, before the shutdown or after
+    the restart, and no claim of it is left RUNNING in the store.
+
+    A listener of its ADDED event (called by ``delay()`` before the run is
+    handed to a worker) waits until the shutdown has begun: that is the
+    window any ``delay()`` racing a ``shutdown()`` has, made certain."""
+    path, marker = str(tmp_path / "jobs.db"), str(tmp_path / "ran")
+    sched = psl.Scheduler(executor=psl.ThreadPoolExecutor(2), store=path)
+    closing: List[threading.Thread] = []
+
+    def shut_down_meanwhile(event):
+        if event.task_id == 'last-minute':
+            closing.append(shutdown_in_thread(sched, wait=True))
+
+    sched.add_listener(shut_down_meanwhile, kinds=[K.ADDED])
+    sched.start()
+    tid = sched.delay('once', 0, 1, write_marker, args=(marker, 'ran'), task_id='last-minute')
+    closing[0].join(SHUTDOWN_DEADLINE)
+    assert not closing[0].is_alive()
+    assert S.RUNNING not in stored_statuses(path, tid)
+    restarted = psl.Scheduler(store=path)
+    restarted.start()
+    try:
+        assert restarted.get_result(tid, timeout=30) == 'ran'
+    finally:
+        restarted.shutdown()
+    assert lines(marker) == ['ran']
+
+
+# ---------------------------------------------- runs that end while shutdown waits
+
+
+def test_a_run_that_ends_while_shutdown_waits_is_stored_before_shutdown_returns(
+        tmp_path, gates):
+    """Shutdown waits for a long run; a short one ends meanwhile. Its record
+    must reach the store while shutdown still waits, not at close: a
+    service manager that SIGKILLs the process after its stop timeout must
+    not lose it. Another connection reads the file to see it."""
+    path = str(tmp_path / "jobs.db")
+    short_gate, long_gate = gates(), gates()
+    sched = psl.Scheduler(executor=psl.ThreadPoolExecutor(2), store=path)
+    sched.start()
+    try:
+        quick = sched.delay('once', 0, 1, hold, args=(short_gate.name, 'short'))
+        slow = sched.delay('once', 0, 1, hold, args=(long_gate.name, 'long'))
+        assert short_gate.started.wait(10) and long_gate.started.wait(10)
+        closing = shutdown_in_thread(sched, wait=True)
+        short_gate.open()
+        wait_for(lambda: sched.get_status(quick) is S.COMPLETED)
+
+        def short_run_is_stored_completed():
+            return stored_statuses(path, quick) == [S.COMPLETED]
+        wait_for(short_run_is_stored_completed, timeout=10)
+        assert closing.is_alive()  # still waiting for the long run
+        assert stored_statuses(path, slow) == [S.RUNNING]
+        long_gate.open()
+        closing.join(SHUTDOWN_DEADLINE)
+        assert not closing.is_alive()
+    finally:
+        short_gate.open()
+        long_gate.open()
+        sched.shutdown()
+    assert stored_statuses(path, slow) == [S.COMPLETED]
+
+
+# ---------------------------------------------- a thread task that outlives the timeout
+
+
+def test_shutdown_with_a_timeout_returns_while_a_thread_task_still_runs(gates):
+    """``shutdown(wait=True, timeout=1)`` waits about a second for running
+    work, then tells it to stop and returns: a thread that cannot be killed
+    must not hold it. The task here ignores the request and only ends when
+    the test opens its gate, after shutdown has returned. Its run is then
+    final and not COMPLETED (interrupted: TIMEOUT today; a status of its own
+    later), and ``get_result`` raises."""
+    never_on_time = gates()
+    sched = psl.Scheduler()
+    sched.start()
+    tid = sched.delay('once', 0, 1, hold, args=(never_on_time.name, 'too late'))
+    try:
+        assert never_on_time.started.wait(10)
+        closing = shutdown_in_thread(sched, wait=True, timeout=1)
+        closing.join(TIMEOUT_SHUTDOWN_DEADLINE)
+        returned = not closing.is_alive()
+        status = sched.get_status(tid)
+    finally:
+        never_on_time.open()
+    assert returned, "shutdown(wait=True, timeout=1) still waits for the thread task"
+    assert status not in (S.COMPLETED, S.RUNNING, S.SUSPENDED)
+    with pytest.raises(Exception):
+        sched.get_result(tid, timeout=0)
+    closing.join(SHUTDOWN_DEADLINE)
