@@ -131,6 +131,7 @@ class Line:
     number: int
     raw: str
     rec: Dict[str, Any]
+    source: str = ""
 
     def __getitem__(self, key: str) -> Any:
         return self.rec[key]
@@ -139,7 +140,7 @@ class Line:
         return self.rec.get(key, default)
 
     def __str__(self) -> str:
-        return f"  line {self.number}: {self.raw}"
+        return f"  {self.source}:{self.number}: {self.raw}"
 
 
 def read_lines(path: str) -> Tuple[List[Line], int]:
@@ -152,7 +153,7 @@ def read_lines(path: str) -> Tuple[List[Line], int]:
         for number, raw in enumerate(f, 1):
             raw = raw.rstrip("\n")
             try:
-                lines.append(Line(number, raw, json.loads(raw)))
+                lines.append(Line(number, raw, json.loads(raw), os.path.basename(path)))
             except ValueError:
                 broken += 1
     return lines, broken
@@ -614,7 +615,7 @@ def nothing_accepted_lost_and_retries_continue(ev: Evidence) -> List[Violation]:
         starts, ends, interrupted = attempts_used(ev, tid)
         used = set(starts) | interrupted
         lines = [where] + [l for ls in starts.values() for l in ls] + list(ends.values())
-        lines.sort(key=lambda l: (l is not where, l.number))
+        lines.sort(key=lambda l: (l.source, l.number))
         depends = plan["depend_on"]
         owed = all(dependency_completed(ev, parent) for parent in depends)
         if not owed:
@@ -712,7 +713,7 @@ def records_agree_with_executions(ev: Evidence) -> List[Violation]:
                                        f"{tid}: a one-shot reads MISSED: {json.dumps(r)}"))
         if entry["status"] == "Missed" and plans[tid]["kind"] == "once":
             found.append(Violation("records agree with executions",
-                                   f"{tid}: a one-shot's status is Missed"))
+                                   f"{tid}: a one-shot's status is Missed{why_missed(ev, tid)}"))
     for (tid, run, attempt), lines in ended.items():
         for line in lines:
             if not ev.clean(line["cycle"]) or ev.runs_of(tid) is None \
@@ -728,6 +729,25 @@ def records_agree_with_executions(ev: Evidence) -> List[Violation]:
                     f"no {want} record of it: {[r for r in ev.runs_of(tid) if r['run'] == run]}",
                     [line]))
     return found
+
+
+def why_missed(ev: Evidence, tid: str) -> str:
+    """What the evidence says of a one-shot that reads Missed (to tell its
+    causes apart in the report)."""
+    runs = ev.runs_of(tid) or []
+    parts = []
+    done = [r for r in runs if r["status"] == "Completed"]
+    if done:
+        parts.append(f"its run {done[0]['run']} attempt {done[0]['attempt']} is recorded "
+                     f"COMPLETED")
+    elif runs:
+        last = runs[0]
+        parts.append(f"its last recorded attempt {last['attempt']} reads {last['status']} "
+                     f"({last.get('error')})")
+    modified = [l for l in ev.driver if l["ev"] == "modified" and l["tid"] == tid]
+    if modified:
+        parts.append(f"modify() returned for it in cycle(s) {sorted({l['cycle'] for l in modified})}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def clean_shutdowns_finish_their_runs(ev: Evidence) -> List[Violation]:
@@ -885,7 +905,8 @@ def test_a_scheduler_killed_at_random_moments_runs_every_accepted_slot_once(tmp_
 
 @pytest.mark.torture
 @pytest.mark.timeout(0)
-def test_long_crash_torture(tmp_path, torture_seconds):
+def test_a_scheduler_killed_for_as_long_as_asked_runs_every_accepted_slot_once(
+        tmp_path, torture_seconds):
     seed = torture_seed()
     # the clean last run and the last orphan check need time of their own
     until = time.monotonic() + max(10.0, torture_seconds - FINAL_SETTLE_SECONDS - 10)
