@@ -101,15 +101,15 @@ def _put_right(st: State, task: Task, old: Optional[Task], write: Optional[Write
 def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None:
     """``modify()`` (*keep_time*: the schedule is kept) or ``reschedule()``:
     store the new definition with the task's schedule state, then put it in
-    place. A task whose last occurrence fired stays finished in the store."""
+    place. The stored next run stays that of the current occurrence, fired
+    or not: a one-shot whose run has not started yet runs after a restart,
+    and one whose run was claimed never runs again (see ``recovery``)."""
     journal = st.journal
     if journal is not None and journal.store is not None:
         with st.lock:
             snap = control.snapshot(st, new.id)
-        due = snap["next_time"]
-        wall = None if due is None else (due if keep_time else new.time) + \
-            slot_offset(new, st.offset)
-        record = task_record(new, wall, st.clock.wall())
+        due = snap["task"].time if keep_time else new.time
+        record = task_record(new, due + slot_offset(new, st.offset), st.clock.wall())
         record.runs, record.missed = snap["runs"], snap["missed"]
         record.status, record.paused = int(snap["status"]), snap["paused"]
         _raise_unstored(journal.store_task(record), new.id)

@@ -140,17 +140,26 @@ class Closer:
         return isinstance(run, Run) and run in self._st.in_flight
 
     def _wait_for_runs(self, allowed: int, deadline: Optional[float]) -> bool:
-        """Wait until at most *allowed* runs are going; False if time ran out."""
+        """Wait until at most *allowed* runs are going; False if time ran out.
+        The runs' own deadlines still hold meanwhile (the dispatcher, which
+        keeps them otherwise, has stopped)."""
         st = self._st
-        with st.lock:
-            while st.running() > allowed:
-                remaining = _remaining(deadline)
-                if remaining is not None and remaining <= 0:
-                    going = st.running() - allowed
-                    break
-                st.wait_run_done(None, remaining)
-            else:
-                return True
+        while True:
+            fx = Effects()
+            with st.lock:
+                now = st.clock.now()
+                if st.deadlines:
+                    st.expire_due(now, fx)
+                if not fx:
+                    if st.running() <= allowed:
+                        return True
+                    remaining = _remaining(deadline)
+                    if remaining is not None and remaining <= 0:
+                        going = st.running() - allowed
+                        break
+                    st.wait_run_done(None, _sooner(remaining, st.deadlines.next(), now))
+                    continue
+            self._workers.aftermath(fx)
         _log.warning("shutdown: %d run(s) still going after the timeout", going)
         return False
 
@@ -194,3 +203,11 @@ class Closer:
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _sooner(remaining: Optional[float], due: Optional[float], now: float) -> Optional[float]:
+    """How long to wait: until *remaining* runs out or a deadline is *due*."""
+    if due is None:
+        return remaining
+    until = max(0.0, due - now)
+    return until if remaining is None else min(remaining, until)

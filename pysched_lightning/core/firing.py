@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from ..durability.encoding import slot_offset
 from ..records.events import EventKind
-from ..records.runs import FAILED, Phase, TaskStatus, error_line
+from ..records.runs import Phase, TaskStatus, error_line
 from ..records.task import Task
 from .effects import Effects
 from .state import State
@@ -142,14 +142,14 @@ def _following(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]
 
 
 def _dependencies_met(st: State, task: Task, fx: Effects) -> bool:
-    """True when every dependency completed; a failed one cancels the task,
-    an unfinished one parks this occurrence until it completes."""
-    statuses = [st.runbook.status_of(dep, dep in st.timetable)
-                for dep in task.options.depend_on]
-    if any(status in FAILED for status in statuses):
-        st.cancel_task(task.id, "a dependency failed", fx)
+    """True when every dependency completed; one that failed, or is over
+    without completing, cancels the task; an unfinished one parks this
+    occurrence until it completes."""
+    met = st.dependencies(task)
+    if met is False:
+        st.cancel_task(task.id, "a dependency did not complete", fx)
         return False
-    if all(status is TaskStatus.COMPLETED for status in statuses):
+    if met:
         return True
     st.timetable.park(task)  # a later occurrence replaces a waiting one
     return False

@@ -9,7 +9,9 @@ after the runs a dead process left RUNNING were marked interrupted:
   slot has a claim is over, unless it is owed a retry;
 * a failed attempt (an error, a timeout, or a run the crash interrupted)
   with retries left is owed its next attempt, due when it would have been
-  (or now, if that passed): retries go on across restarts.
+  (or now, if that passed): retries go on across restarts. A recurring
+  task whose next occurrence is due already runs that one instead (the
+  catch-up stands for what was missed, as coalescing does).
 
 Pure: no store, no lock, no user code.
 """
@@ -50,15 +52,17 @@ class Recovery(NamedTuple):
     retries: List[RetryOwed]
 
 
-def recover(record: TaskRecord, rows: List[Mapping[str, Any]],
-            options: TaskOptions) -> Recovery:
-    """What *record* is owed, from its newest *rows* (newest first)."""
+def recover(record: TaskRecord, rows: List[Mapping[str, Any]], options: TaskOptions,
+            recurring: bool, wall_now: float) -> Recovery:
+    """What *record* is owed, from its newest *rows* (newest first), at wall
+    time *wall_now*."""
     runs = max([record.runs] + [row.get("run") or 0 for row in rows])
     last = _last_attempts(rows)
     next_slot = None if record.next_run is None else f"{record.next_run:.3f}"
     taken = next_slot is not None and next_slot in last
     status = last[next_slot]["status"] if taken else None  # type: ignore[index]
-    retries = [_owed(row, options) for row in last.values()]
+    caught_up = recurring and record.next_run is not None and record.next_run <= wall_now
+    retries = [] if caught_up else [_owed(row, options) for row in last.values()]
     owed = sorted((retry for retry in retries if retry is not None),
                   key=lambda retry: retry.wall_time)
     return Recovery(runs, taken, status, owed)

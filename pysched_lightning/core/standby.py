@@ -108,7 +108,8 @@ class Standby:
             try:
                 task = _task_from_record(record, st, next(st.seq))
                 rows = store.runs(record.id, limit=RECOVERY_ROWS)
-                owed = recover(record, rows, task.options)
+                recurring = not isinstance(task.schedule, (OnceTrigger, type(None)))
+                owed = recover(record, rows, task.options, recurring, st.clock.wall())
                 latest = _latest_run(rows, record, owed, task)
             except Exception:
                 _log.exception("stored task %r cannot be loaded; it stays in the store "

@@ -100,16 +100,33 @@ class TaskLife(RunLife):
         if self.listening:
             self.event(fx, EventKind.REMOVED, task_id)
 
+    def dependencies(self, task: Any) -> Optional[bool]:
+        """True when every task *task* depends on completed; False when one
+        failed, or is over without completing (missed, canceled, purged):
+        it never will; None while one may still complete."""
+        timetable, runbook = self.timetable, self.runbook
+        met = True
+        for dep in task.options.depend_on:
+            scheduled = dep in timetable
+            status = runbook.status_of(dep, scheduled)
+            if status in FAILED or (status is not _COMPLETED and not scheduled):
+                return False
+            if status is not _COMPLETED:
+                met = False
+        return True if met else None
+
     def _release_dependents(self, task_id: str, now: float, fx: Effects) -> None:
         timetable, runbook = self.timetable, self.runbook
         for dependent in timetable.dependents_of(task_id):
             task = timetable.parked(dependent)
             if task is None:
                 continue
-            if all(runbook.status_of(dep, dep in timetable) is _COMPLETED
-                   for dep in task.options.depend_on):
+            met = self.dependencies(task)
+            if met:
                 timetable.unpark(dependent)
                 self.admit(runbook.new_run(task, 1, task.time, self.offset), fx)
+            elif met is False:
+                self.cancel_task(dependent, "a dependency did not complete", fx)
 
     def _fail_dependents(self, task_id: str, fx: Effects) -> None:
         for dependent in self.timetable.dependents_of(task_id):

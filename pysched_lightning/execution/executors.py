@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import loky
 from tblib import pickling_support
 
+from .orphans import watching_parent
+
 __all__ = ["ThreadPoolExecutor", "ProcessPoolExecutor", "call_in_process", "fresh_pool_like"]
 
 
@@ -46,9 +48,13 @@ class ThreadPoolExecutor(_RunMixin, concurrent.futures.ThreadPoolExecutor):
 
 
 class ProcessPoolExecutor(_RunMixin, loky.ProcessPoolExecutor):
-    """A loky process pool (lambdas and closures work, via cloudpickle)."""
+    """A loky process pool (lambdas and closures work, via cloudpickle). Its
+    worker processes exit within a second of this process dying, even when
+    it is killed (see ``orphans``)."""
 
     def __init__(self, max_workers: Optional[int] = None, **loky_options: Any) -> None:
+        loky_options["initializer"], loky_options["initargs"] = watching_parent(
+            loky_options.get("initializer"), loky_options.get("initargs", ()))
         super().__init__(_default_workers(max_workers), **loky_options)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:

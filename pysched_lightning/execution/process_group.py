@@ -20,6 +20,7 @@ import time
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from ..records.context import RunContext
+from .orphans import die_with_parent, guard_group, release_group
 
 __all__ = ["GroupOutcome", "run_in_group"]
 
@@ -66,7 +67,9 @@ def run_in_group(args: Union[str, Sequence[str]], *, shell: bool, cwd: Optional[
         proc = subprocess.Popen(
             args, shell=shell, cwd=cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True)
+            stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()))
+        guard_group(proc.pid)  # it dies with this process, even by SIGKILL
         _log.debug("%s: started, pid %d", name, proc.pid)
         for pipe, buf, what in ((proc.stdout, out, "stdout"),
                                 (proc.stderr, err, "stderr")):
@@ -94,6 +97,8 @@ def run_in_group(args: Union[str, Sequence[str]], *, shell: bool, cwd: Optional[
             # leave nothing behind.
             _killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        if proc is not None:
+            release_group(proc.pid)
         _stop_readers(readers, wake_w, name)
         for fd in (wake_r, wake_w):
             os.close(fd)
