@@ -188,7 +188,7 @@ class Scheduler:
                     st.take_back(task.id, fx)
                     raise
         finally:
-            if fx.runs or fx.wake or fx.events or fx.logs or fx.resolved:  # (no call)
+            if fx.todo:  # (the common case costs no call)
                 self._workers.aftermath(fx)
         return task.id
 

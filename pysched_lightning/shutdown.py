@@ -119,7 +119,7 @@ class Closer:
         if st.journal is not None:
             for task_id, wall in rewind.items():
                 st.journal.task_changed(task_id, next_run=wall)
-            fx.flush = True
+            fx.flush_now()
 
     def _interrupt_running(self) -> None:
         """Shutdown's grace is over: the runs still going end as TIMEOUT (a
@@ -129,7 +129,7 @@ class Closer:
         fx = Effects()
         with st.lock:
             now = st.clock.now()
-            for run in list(st.in_flight):
+            for run in st.in_flight():
                 st.interrupt(run, now, fx)
         self._workers.aftermath(fx)
 
@@ -137,7 +137,7 @@ class Closer:
 
     def _inside_own_run(self) -> bool:
         run = current_run()
-        return isinstance(run, Run) and run in self._st.in_flight
+        return isinstance(run, Run) and any(run in lane.busy for lane in self._st.lanes.all())
 
     def _wait_for_runs(self, allowed: int, deadline: Optional[float]) -> bool:
         """Wait until at most *allowed* runs are going; False if time ran out.

@@ -67,7 +67,7 @@ def fire(st: State, task: Task, now: float, fx: Effects, early: Any = None) -> N
         return
     if task.options.depend_on and not _dependencies_met(st, task, fx):
         return
-    if following is not None and task.options.coalesce and (state.queued or st.paused):
+    if following is not None and task.options.coalesce and (state.ready or st.paused):
         _coalesce_waiting(st, task, now, fx)
     run = st.runbook.new_run(task, 1, task.time, st.offset, None, state)
     grace = task.options.misfire_grace_time
@@ -84,9 +84,11 @@ def _coalesce_waiting(st: State, task: Task, now: float, fx: Effects) -> None:
     they are MISSED, one record with a count, and the newest runs."""
     state = st.runbook.state(task.id)
     lane = st.lanes.of_kind(task.options.lane)
-    waiting = [old for old in (state.queued or []) + lane.held.get(task.id, [])
+    waiting = [old for old in state.kept_runs() + lane.held.get(task.id, [])
                if old.attempt == 1 and not old.manual
                and (old._phase is _READY or old._phase is _HELD)]
+    if len(waiting) > 1:
+        waiting = list(dict.fromkeys(waiting))
     for old in waiting:
         st.drop(old, TaskStatus.MISSED, STILL_WAITING, now, fx, now - old._t_scheduled)
 

@@ -52,8 +52,8 @@ class TaskState:
     finished_at: Optional[float] = None
     #: The task's last definition once it has left the timetable.
     retired: Optional[Task] = None
-    #: Its runs waiting in a lane's ready heap.
-    queued: Optional[List[Run]] = None
+    #: How many of its runs wait in a lane's ready heap.
+    ready = 0
     #: Extra runs (retries, manual runs) waiting for a running one to return.
     blocked: Optional[List[Run]] = None
     #: The last MISSED record, while repeated skips add to its count.
@@ -123,6 +123,7 @@ class RunBook:
             run._previous = latest
             if state.history is None:
                 state.history = deque((latest,), maxlen=self._history)
+        if state.history is not None:  # (the latest run is always in it)
             state.history.append(run)
         if state.status is not _SUSPENDED and not state.canceled:
             state.status = _SUSPENDED
@@ -170,18 +171,6 @@ class RunBook:
             return []
         state.blocked = None
         return blocked
-
-    def queued(self, run: Run) -> None:
-        state = run._state
-        if state.queued is None:
-            state.queued = [run]
-        else:
-            state.queued.append(run)
-
-    def unqueued(self, run: Run) -> None:
-        queued = run._state.queued
-        if queued is not None and run in queued:
-            queued.remove(run)
 
     def block(self, run: Run) -> None:
         """An extra run waits until the task's running run returns."""

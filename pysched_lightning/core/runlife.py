@@ -15,7 +15,7 @@ task whose last run is over) is ``TaskLife``'s, in ``tasklife.py``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Optional, Set
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..durability.encoding import slot_of
 from ..records.events import EventKind
@@ -72,7 +72,6 @@ class RunLife:
         listening: bool
         waiters: Any
         wakeup: Any
-        in_flight: Set[Run]
 
         def event(self, fx: Effects, kind: EventKind, task_id: Optional[str] = None,
                   run: Optional[Run] = None, **extra: Any) -> None: ...
@@ -89,21 +88,20 @@ class RunLife:
         """*run* is due (or held, and may go on): start it if its lane has a
         free slot, else it waits. A run claimed *early*, with its task,
         starts in the slot reserved for it (see ``control.reserve_start``)."""
-        phase = run._phase
-        if phase is not _DUE and phase is not _HELD:
+        if run._phase is not _DUE and run._phase is not _HELD:
             return
         lane = self.lanes.of(run)
         if early is not None:
             self._start(run, lane, fx, True, early)
         elif self.paused or run._state.paused:
-            if phase is _DUE:
+            if run._phase is _DUE:
                 self._hold(run, lane)
         elif lane.has_room() and not lane.ready and not lane.returning:
             self._start(run, lane, fx, True)
         else:  # a worker that just finished a run takes it next, or a free one
-            run._phase = _READY
-            self.runbook.queued(run)
             lane.queue(run, next(self.seq))
+            run._state.ready += 1
+            run._phase = _READY
 
     def _hold(self, run: Run, lane: Lane) -> None:
         run._phase = _HELD
@@ -141,7 +139,7 @@ class RunLife:
             run = lane.pop_ready()
             if run is None:
                 return None
-            self.runbook.unqueued(run)
+            run._state.ready -= 1
             if run._state.paused:
                 self._hold(run, lane)
                 continue
@@ -149,11 +147,11 @@ class RunLife:
             late = now - run._t_scheduled
             if grace is not None and late > grace:
                 self.drop(run, _MISSED, "no free worker", now, fx, late)
-            elif self._start(run, lane, fx, take):
+            elif self._start(run, lane, fx, take, None, now):
                 return run
 
     def _start(self, run: Run, lane: Lane, fx: Effects, take: bool,
-               early: Any = None) -> bool:
+               early: Any = None, now: Optional[float] = None) -> bool:
         """*run* takes a worker slot, unless max_instances says it would
         overlap: then a regular run is MISSED and an extra one is blocked
         until the running one returns. With *take* it gets a slot of the
@@ -175,8 +173,7 @@ class RunLife:
                 lane.give_back(early)
         run._phase = _STARTED
         run.status = _RUNNING
-        run._t_timestamp = self.clock.now()
-        self.in_flight.add(run)
+        run._t_timestamp = self.clock.now() if now is None else now
         self.runbook.started(run)
         journal = self.journal
         if journal is not None and journal.store is not None:
@@ -257,21 +254,21 @@ class RunLife:
         caller without the lock (``str`` of an exception is user code). With
         *pull* the caller is a worker that keeps its slot: the lane's next
         ready run is returned for it to execute; else the slot is freed."""
-        phase = run._phase
-        if phase is not _STARTED and phase is not _OVERDUE:
-            return None  # given back twice: nothing is counted twice
-        now = self.clock.now()
-        lane = self.lanes.of(run)
-        if phase is _STARTED:
+        if run._phase is _STARTED:
+            now = self.clock.now()
+            run._phase = _FINISHED
             if run._deadline is not None and now > run._deadline:
                 status = _TIMEOUT  # the outcome came too late to count
                 self._overrun(run, f"exceeded its timeout of {run.timeout!r} s")
             else:
                 run.result, run.exception, run.traceback, run.error = result, exc, text, error
-            run._phase = _FINISHED
             self._end(run, status, now, fx)
-        else:
+        elif run._phase is _OVERDUE:
+            now = self.clock.now()
             run._phase = _FINISHED
+        else:
+            return None  # given back twice: nothing is counted twice
+        lane = self.lanes.of(run)
         self._returned(run, fx)
         if pull and lane.returning:
             # Only now: runs that its end released (a retry waiting for it,
@@ -296,9 +293,9 @@ class RunLife:
 
     def _returned(self, run: Run, fx: Effects) -> None:
         """*run* no longer holds its slot: runs blocked behind it may start."""
-        self.in_flight.discard(run)
-        self.deadlines.remove(run._deadline_key)
-        run._deadline_key = None
+        if run._deadline_key is not None:
+            self.deadlines.remove(run._deadline_key)
+            run._deadline_key = None
         for blocked in self.runbook.returned(run):
             if blocked._phase is _BLOCKED:
                 blocked._phase = _DUE
@@ -312,12 +309,14 @@ class RunLife:
         run in it, or it is given back (and the dispatcher told of waiting
         runs)."""
         following = self.next_ready(lane, now, fx) if pull and lane.ready else None
-        lane.give_back(run)
+        busy = lane.busy  # (the slot changes hands in two set operations)
+        busy.discard(run)
         if following is None:
             if lane.ready and not self.paused:
                 self.wakeup.notify()
         else:
-            lane.take(following)
+            busy.add(following)
+            following._t_started = now  # its worker begins it as soon as it has it
         return following
 
     def _end(self, run: Run, status: TaskStatus, now: float, fx: Effects) -> None:
@@ -336,17 +335,10 @@ class RunLife:
             self._write_soon(now, fx)
         if self.waiters:
             self.notify_waiters(run.task_id, fx)
-        if status is not _COMPLETED and self._retry(run, now, fx):
-            return
-        if status is _ERROR and run.exit_code is not None:
-            # a command: its exit code and the tail of its stderr say it all
-            fx.log(logging.ERROR, "task %r run %d failed: %s", run.task_id,
-                   run.run_number, run.error)
-        elif status is _ERROR:
-            fx.log(logging.ERROR, "task %r run %d failed:\n%s", run.task_id,
-                   run.run_number, run.traceback or run.error)
-        elif status is _TIMEOUT:
-            fx.log(logging.WARNING, "%s", run.error)
+        if status is not _COMPLETED:
+            if self._retry(run, now, fx):
+                return
+            _log_failure(run, status, fx)
         self.runbook.settle(run)
         if journal is not None:
             state = run._state
@@ -361,7 +353,7 @@ class RunLife:
         or at once by the noting thread while shutting down (the dispatcher
         has stopped)."""
         if self.closing:
-            fx.flush = True
+            fx.flush_now()
         else:
             self.write_soon(now)
 
@@ -382,7 +374,7 @@ class RunLife:
         elif phase is _BLOCKED:
             self.runbook.unblock(run)
         elif phase is _READY:
-            self.runbook.unqueued(run)  # its heap entry is dead from now on
+            run._state.ready -= 1  # its heap entry is dead from now on
         run._phase = _DROPPED
         run.status, run.reason, run._t_finished = status, reason, now
         missed = status is _MISSED
@@ -409,3 +401,16 @@ class RunLife:
             if not state.canceled:
                 state.status = _MISSED  # its only occurrence never ran
             self._after_final(run, _MISSED, now, fx)
+
+
+def _log_failure(run: Run, status: TaskStatus, fx: Effects) -> None:
+    """A run failed for good: the log says how."""
+    if status is _ERROR and run.exit_code is not None:
+        # a command: its exit code and the tail of its stderr say it all
+        fx.log(logging.ERROR, "task %r run %d failed: %s", run.task_id, run.run_number,
+               run.error)
+    elif status is _ERROR:
+        fx.log(logging.ERROR, "task %r run %d failed:\n%s", run.task_id, run.run_number,
+               run.traceback or run.error)
+    elif status is _TIMEOUT:
+        fx.log(logging.WARNING, "%s", run.error)

@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Tuple
 
 from ..records.events import Event, EventKind
 from ..records.runs import Phase, Run
@@ -62,8 +62,6 @@ class State(TaskLife):
         self.runbook = RunBook(history)
         self.lanes = lanes
         self.deadlines = Deadlines()
-        #: The runs that hold a worker slot (STARTED and OVERDUE).
-        self.in_flight: Set[Run] = set()
         #: The journal (store and run log writes), or None.
         self.journal = journal
         self.seq = itertools.count()
@@ -105,7 +103,7 @@ class State(TaskLife):
         listeners have heard of it (see ``Workers.aftermath``)."""
         waiters = self.waiters
         if waiters and (None in waiters or task_id in waiters):
-            fx.wake = True
+            fx.wake_waiters()
 
     def wait_run_done(self, key: Optional[str], timeout: Optional[float]) -> None:
         """With the lock held: wait until a run of *key* (None: any) finishes."""
@@ -118,9 +116,14 @@ class State(TaskLife):
             if not waiters[key]:
                 del waiters[key]
 
+    def in_flight(self) -> List[Run]:
+        """The runs that hold a worker slot (STARTED and OVERDUE)."""
+        return [holder for lane in self.lanes.all() for holder in lane.busy
+                if type(holder) is Run]
+
     def running(self) -> int:
         """How many runs hold a worker slot."""
-        return len(self.in_flight)
+        return len(self.in_flight())
 
     def repair(self, fx: Effects) -> None:
         """After an interrupt inside a transition (a KeyboardInterrupt in the
@@ -128,9 +131,7 @@ class State(TaskLife):
         so no slot stays taken, no run is sent twice or half-started, and
         every scheduled task is due somewhere."""
         runs = list(dict.fromkeys(fx.runs or ()))
-        holders = set(self.in_flight).union(runs)
-        for lane in self.lanes.all():
-            holders.update(h for h in lane.busy if isinstance(h, Run))
+        holders = set(self.in_flight()).union(runs)
         flying = {run for run in holders if run._phase is _STARTED or run._phase is _OVERDUE}
         fx.runs = [run for run in runs if run._phase is _STARTED] or None
         for lane in self.lanes.all():
@@ -138,8 +139,6 @@ class State(TaskLife):
                                          if isinstance(h, Run) and h not in flying])
         for run in flying:
             self.lanes.of(run).take(run)
-        self.in_flight.clear()
-        self.in_flight.update(flying)
         states = {id(run._state): run._state for run in holders}
         states.update((id(state), state) for state in self.runbook.states())
         for state in states.values():

@@ -21,7 +21,7 @@ from .timetable import Extra
 
 __all__ = ["TaskLife"]
 
-_DROPPED = Phase.DROPPED
+_DROPPED, _READY = Phase.DROPPED, Phase.READY
 _WAITING = frozenset({Phase.DUE, Phase.READY, Phase.HELD, Phase.BLOCKED})
 _COMPLETED, _MISSED, _CANCELED = TaskStatus.COMPLETED, TaskStatus.MISSED, TaskStatus.CANCELED
 
@@ -40,11 +40,16 @@ class TaskLife(RunLife):
         else:
             state = self.runbook.get(task_id)
             states = [state] if state is not None else []
-            runs.extend(run for state in states for run in state.queued or ())
+            for state in states:  # its ready runs are among its latest ones...
+                kept = [run for run in state.kept_runs() if run._phase is _READY]
+                if len(kept) < state.ready:  # ...unless more piled up (no coalesce)
+                    kept = [run for lane in self.lanes.all() for run in lane.waiting()
+                            if run.task_id == task_id]
+                runs.extend(kept)
         for lane in self.lanes.all():
             runs.extend(lane.held_runs(task_id))
         runs.extend(run for state in states for run in state.blocked or ())
-        return [run for run in runs if run._phase in _WAITING]
+        return list(dict.fromkeys(run for run in runs if run._phase in _WAITING))
 
     def _retry(self, run: Run, now: float, fx: Effects) -> bool:
         options = run.task.options
@@ -84,13 +89,10 @@ class TaskLife(RunLife):
     def retire_if_over(self, task_id: str, now: float, fx: Effects) -> None:
         """A task whose last occurrence fired, with no run live, none owed and
         none parked, leaves the timetable (it stays queryable until purged)."""
-        timetable = self.timetable
-        if not timetable.has_fired_last(task_id) or timetable.parked(task_id) is not None:
-            return
         state = self.runbook.get(task_id)
         if state is not None and (state.live or state.owed):
             return
-        task = timetable.retire(task_id)
+        task = self.timetable.retire(task_id)  # (if its last occurrence fired)
         if task is None:
             return
         state = state or self.runbook.state(task_id)
@@ -189,7 +191,6 @@ class TaskLife(RunLife):
             runs.extend(run for run in state.kept_runs() if run not in runs)
             self.runbook.restart(task_id)
         for run in runs:
-            self.in_flight.discard(run)
             for lane in self.lanes.all():
                 lane.give_back(run)
                 lane.unhold(run)

@@ -134,8 +134,9 @@ class Timetable:
 
     def retire(self, task_id: str) -> Optional[Task]:
         """The runs of a task's last occurrence are over: it leaves the
-        timetable; returns its definition (None if it has not fired last)."""
-        if task_id not in self._fired:
+        timetable; returns its definition (None, and it stays, unless it
+        has fired its last occurrence and none is parked)."""
+        if task_id not in self._fired or task_id in self._parked:
             return None
         task = self._tasks.pop(task_id, None)
         self._fired.discard(task_id)

@@ -53,10 +53,7 @@ class Coroutines:
         fx = Effects()
         with st.lock:
             following = st.finish(run, status, result, exc, text, error_text, fx, True)
-        try:
-            self._workers.aftermath(fx)
-        except BaseException:
-            _log.exception("after a coroutine run (the event loop goes on)")
+        self._workers.aftermath_quietly(fx)
         following = self._workers.claimed(following, fx)
         if following is not None:
             self.start(following)

@@ -226,10 +226,7 @@ class Handoff:
                 nxt = st.finish(run, status, result, exc, text, error, fx, lane.to_processes)
                 if nxt is not None:
                     following.append(nxt)
-        try:
-            self._workers.aftermath(fx)
-        except BaseException:
-            _log_quietly("after process runs (the hand-off goes on)")
+        self._workers.aftermath_quietly(fx)
         claimed = [self._workers.claimed(nxt, fx) for nxt in following]
         self._send_all([run for run in claimed if run is not None])
 

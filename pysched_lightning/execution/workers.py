@@ -27,12 +27,13 @@ __all__ = ["Workers"]
 
 _log = logging.getLogger("pysched_lightning")
 
+_IN_SLOT = Phase.STARTED
+
 
 # Members read on every run, bound once: on Python 3.11 reading an attribute
 # of an Enum class goes through EnumType.__getattr__, several times slower.
-_COMPLETED, _STARTED = TaskStatus.COMPLETED, EventKind.STARTED
+_COMPLETED, _ERROR, _STARTED = TaskStatus.COMPLETED, TaskStatus.ERROR, EventKind.STARTED
 _PULL, _LOOP = Mechanism.PULL, Mechanism.LOOP
-_IN_SLOT = Phase.STARTED
 
 
 def _log_quietly(message: str) -> None:
@@ -88,7 +89,7 @@ class Workers:
         records, resolved, logs, events = fx.records, fx.resolved, fx.logs, fx.events
         expired, wake, flush, runs = fx.expired, fx.wake, fx.flush, fx.runs
         fx.records = fx.resolved = fx.logs = fx.events = fx.expired = fx.runs = None
-        fx.wake = fx.flush = False
+        fx.wake = fx.flush = fx.todo = False
         guard = _FirstInterrupt()
         try:
             if records:
@@ -113,6 +114,14 @@ class Workers:
             if runs:
                 self.submit(runs)
         guard.raise_kept()
+
+    def aftermath_quietly(self, fx: Effects) -> None:
+        """:meth:`aftermath` in a thread of ours: what user code raised there
+        (SystemExit included) is logged, and the thread goes on."""
+        try:
+            self.aftermath(fx)
+        except BaseException:
+            _log_quietly("after a transition (the scheduler goes on)")
 
     def _prepared(self, writes: List[Any]) -> None:
         """Build the records this thread noted, then let them be flushed."""
@@ -166,13 +175,14 @@ class Workers:
                     and st.lanes.of(run).mechanism is not _PULL for run in runs):
             journal.flush()
         to_processes = []
+        guard = _FirstInterrupt()  # whatever a listener raises, every run is sent
         for index, run in enumerate(runs):
             try:
                 if run._phase is not _IN_SLOT:
                     continue  # ended meanwhile (its task was taken back)
                 claim = run._claim
                 if claim is not None and claim.granted is False:
-                    self._refused(run)
+                    guard.call(self._refused, run)
                     continue
                 lane = st.lanes.of(run)
                 if lane.mechanism is _PULL:
@@ -184,16 +194,17 @@ class Workers:
                 else:
                     self._handoff.send(lane, run)
             except Exception as exc:  # e.g. the executor was shut down
-                self.not_sent(run, exc)
+                guard.call(self.not_sent, run, exc)
             except BaseException as exc:
                 # A KeyboardInterrupt (main thread): the runs not handed over
                 # end here, so none is left waiting; one that was handed over
                 # after all is skipped by its worker.
                 for left in runs[index:]:
-                    self.not_sent(left, exc)
+                    guard.call(self.not_sent, left, exc)
                 raise
         if to_processes:
             self._handoff.send_soon(to_processes)
+        guard.raise_kept()
 
     def not_sent(self, run: Run, exc: BaseException) -> None:
         """*run* could not be sent: it ends (CANCELED during shutdown or when
@@ -230,7 +241,7 @@ class Workers:
                 break
             with self._st.lock:
                 following = self._st.refuse(following, fx, True)
-            self.aftermath(fx)
+            self.aftermath_quietly(fx)
         return following
 
     def started(self, run: Run, deadline_from: Optional[float] = None) -> None:
@@ -245,7 +256,7 @@ class Workers:
             if run.timeout is not None and st.watch_deadline(run, deadline_from):
                 st.wakeup.notify()
             st.event(fx, EventKind.STARTED, run.task_id, run)
-        self.aftermath(fx)
+        self.aftermath_quietly(fx)
 
     # -- thread workers ---------------------------------------------------------
 
@@ -253,68 +264,51 @@ class Workers:
         """A worker thread runs *run*, then whatever waits in its lane's ready
         heap, most urgent first, before it gives its slot back. Nothing
         raised by user code stops it."""
+        st = self._st
+        lane, lock, now = st.lanes.threads, st.lock, st.clock.now
+        returning = lane.returning
         fx = Effects()
         while run is not None:
             try:
-                run = self._run_one(run, fx)
-            except BaseException:  # pragma: no cover - _run_one contains user code
+                if run._claim is not None and run._claim.granted is not True:
+                    run = self.claimed(run, fx)  # committed, or skipped if refused
+                    if run is None:
+                        break
+                token = _current.set(run)
+                if run.timeout is not None or _STARTED in st.wanted:
+                    self.started(run)
+                elif run._t_started is None:  # (a run pulled by a worker has it)
+                    st.began(run, now())
+                task = run.task
+                try:
+                    result = task.fn(*task.args, **task.kwargs)
+                    if type(result) is types.CoroutineType:
+                        result = self._await(result, run)
+                except BaseException as exc:
+                    returning.append(None)  # this worker is about to take the next run
+                    if exc.__traceback__ is not None:  # start the traceback in the task
+                        exc.__traceback__ = exc.__traceback__.tb_next
+                    text, error = format_exception(exc), error_line(exc)
+                    acquire_busy(lock)  # a pool thread: see acquire_busy
+                    try:
+                        run = st.finish(run, _ERROR, None, exc, text, error, fx, True)
+                    finally:
+                        lock.release()
+                else:
+                    returning.append(None)
+                    if not lock.acquire(False):  # (the common case costs no call)
+                        acquire_busy(lock)
+                    try:
+                        run = st.finish(run, _COMPLETED, result, None, None, None, fx, True)
+                    finally:
+                        lock.release()
+                finally:
+                    _current.reset(token)
+                if fx.todo:
+                    self.aftermath_quietly(fx)
+            except BaseException:  # pragma: no cover - the steps contain user code
                 _log_quietly("a worker failed (the scheduler goes on)")
                 run = None
-
-    def _run_one(self, run: Run, fx: Effects) -> Optional[Run]:
-        """Execute *run* and record its outcome; returns the next run to
-        execute in this thread, if any."""
-        st = self._st
-        lane, lock = st.lanes.threads, st.lock
-        if run._claim is not None and run._claim.granted is not True:
-            following = self.claimed(run, fx)  # committed, or skipped if refused
-            if following is None:
-                return None
-            run = following
-        if run._phase is not _IN_SLOT:  # pragma: no cover - never sent so
-            _log.error("task %r run %d reached a worker %s", run.task_id, run.run_number,
-                       run._phase.value)
-            return None
-        token = _current.set(run)
-        try:
-            if run.timeout is not None or _STARTED in st.wanted:
-                self.started(run)
-            else:
-                st.began(run, st.clock.now())
-            task = run.task
-            try:
-                result = task.fn(*task.args, **task.kwargs)
-                if type(result) is types.CoroutineType:
-                    result = self._await(result, run)
-            except BaseException as exc:
-                lane.returning.append(None)  # this worker is about to take the next run
-                if exc.__traceback__ is not None:  # start the traceback in the task
-                    exc.__traceback__ = exc.__traceback__.tb_next
-                text, error = format_exception(exc), error_line(exc)
-                acquire_busy(lock)  # a pool thread: see acquire_busy
-                try:
-                    run = st.finish(run, TaskStatus.ERROR, None, exc, text, error,  # type: ignore
-                                    fx, True)
-                finally:
-                    lock.release()
-            else:
-                lane.returning.append(None)
-                if not lock.acquire(False):  # (the common case costs no call)
-                    acquire_busy(lock)
-                try:
-                    run = st.finish(run, _COMPLETED, result, None, None, None,  # type: ignore
-                                    fx, True)
-                finally:
-                    lock.release()
-        finally:
-            _current.reset(token)
-        if fx.runs or fx.wake or fx.events or fx.logs or fx.expired or fx.resolved \
-                or fx.records or fx.flush:  # (no call)
-            try:
-                self.aftermath(fx)
-            except BaseException:
-                _log_quietly("after a run (the scheduler goes on)")
-        return run
 
     def _await(self, coro: Any, run: Run) -> Any:
         """A thread task returned a coroutine: run it on the event loop and
