@@ -544,3 +544,30 @@ def test_event_loop_thread_is_gone_after_shutdown(no_leaked_threads):
     assert any(t.ident == loop_thread for t in threading.enumerate())
     scheduler.shutdown(wait=True)
     assert not any(t.ident == loop_thread and t.is_alive() for t in threading.enumerate())
+
+
+# --------------------------------------------------- a coroutine that is cancelled
+
+async def awaits_a_cancelled_task():
+    """Awaits a task that something else cancels, as code using
+    ``asyncio.wait_for`` or a task group may: it raises
+    ``asyncio.CancelledError``."""
+    inner = asyncio.ensure_future(asyncio.sleep(3600))
+    await asyncio.sleep(0)
+    inner.cancel()
+    await inner
+
+
+def test_a_coroutine_ended_by_asyncio_cancellation_is_canceled_not_an_error(sched):
+    """The coroutine runner caught ``concurrent.futures.CancelledError``,
+    which asyncio's is not (it is a BaseException since Python 3.8): a
+    cancelled coroutine ended as ERROR, and get_result() raised asyncio's
+    CancelledError, a BaseException that ``except Exception`` does not
+    catch (and which an async caller takes for its own cancellation). It
+    ends CANCELED, and get_result() raises concurrent.futures'
+    CancelledError, as for any canceled run."""
+    tid = sched.delay('once', 0, 1, awaits_a_cancelled_task)
+    with pytest.raises(BaseException) as raised:
+        sched.get_result(tid, timeout=10)
+    assert sched.get_status(tid) is Status.CANCELED
+    assert type(raised.value) is concurrent.futures.CancelledError

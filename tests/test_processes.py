@@ -439,3 +439,15 @@ def test_a_slow_hard_run_never_holds_back_the_outcome_of_a_quick_one(tmp_path):
         assert sched.get_status(slow) is psl.TaskStatus.RUNNING
         go.write_text("go")
         assert sched.get_result(slow, timeout=60) != os.getpid()
+
+
+def test_a_quick_hard_task_with_a_short_timeout_completes_when_it_needs_a_new_process():
+    """A hard task's deadline started before its process did: a microsecond
+    function with timeout=0.1 timed out whenever it needed a new process (a
+    fresh scheduler's first hard run with a timeout waits for one to start,
+    which takes longer than that). The timeout counts the run's own time,
+    not the start of its process (nor the process's first import of the
+    package, which a call sent there needs: about 0.15 s here)."""
+    with psl.Scheduler() as sched:
+        tid = sched.delay('once', 0, 1, os.getpid, hard=True, timeout=0.1)
+        assert sched.get_result(tid, timeout=60) != os.getpid()

@@ -85,3 +85,36 @@ def _known(sched, task_id):
         return True
     except KeyError:
         return False
+
+
+def test_a_standbys_delay_returns_an_id_that_standby_knows_and_can_cancel(tmp_path):
+    """On a standby, delay() stored the task and returned its id, but that
+    scheduler did not know it: get_status() and cancel() raised KeyError.
+    The id is known at once (SUSPENDED: it waits for the takeover), cancel()
+    cancels it, and a canceled task does not run after the takeover."""
+    path = tmp_path / "shared.db"
+    ran = tmp_path / "ran"
+    active = psl.Scheduler(store=str(path))
+    standby = psl.Scheduler(executor=psl.ThreadPoolExecutor(1), store=str(path))
+    try:
+        active.start()
+        standby.start()
+        # due first and more urgent: on one worker, it would run before 'kept'
+        dropped = standby.delay('once', 0, 0, write_marker, args=(str(ran),))
+        kept = standby.delay('once', 0, 1, tick, args=('kept',))
+        assert standby.get_status(kept) is psl.TaskStatus.SUSPENDED
+        assert standby.get_status(dropped) is psl.TaskStatus.SUSPENDED
+        standby.cancel(dropped)
+        assert standby.get_status(dropped) is psl.TaskStatus.CANCELED
+        active.shutdown()
+        assert standby.get_result(kept, timeout=15) == 'kept'  # it took over and ran it
+        assert standby.get_status(dropped) is psl.TaskStatus.CANCELED
+        assert not ran.exists()
+    finally:
+        active.shutdown()
+        standby.shutdown()
+
+
+def write_marker(path):
+    with open(path, "a") as marker:
+        marker.write("ran\n")

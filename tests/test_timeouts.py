@@ -1,15 +1,18 @@
 """Timeouts: hard tasks are killed, thread tasks are marked and their late result dropped."""
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
+import weakref
 
 import psutil
 import pytest
 
 import pysched_lightning as psl
-from conftest import pending_events, virtual, wait_for
+from conftest import VirtualClock, pending_events, virtual, wait_for
+from invariants import runs_going
 
 S = psl.TaskStatus
 K = psl.EventKind
@@ -249,3 +252,63 @@ def test_run_that_overran_its_deadline_on_the_scheduler_clock_is_timeout(clock):
         with pytest.raises(TimeoutError):
             sched.get_result(tid, timeout=5)
         assert sched.get_status(tid) is S.TIMEOUT
+
+
+# ------------------------------------------------------------ memory
+
+
+class LargeResult:
+    """A run's result of about 100 kB, which the test can watch die."""
+
+    def __init__(self):
+        self.data = bytearray(100_000)
+
+
+class StillClock(VirtualClock):
+    """A virtual clock that only the test moves: the dispatcher's sleeps do
+    not (else, with nothing else to do, it would sleep to the deadlines)."""
+
+    def sleep(self, seconds):
+        time.sleep(0.001)
+
+
+def _inline_on_a_still_clock():
+    """Runs in the dispatcher, one per virtual second, as the test moves time."""
+    clock = StillClock()
+    return virtual(clock, history=3), 1, lambda: clock.advance(1)
+
+
+def _threads_on_the_real_clock():
+    """A run every 10 ms on a worker thread: 30 runs take 0.3 s of the hour."""
+    return psl.Scheduler(executor=psl.ThreadPoolExecutor(1), history=3), 0.01, \
+        lambda: time.sleep(0.001)
+
+
+@pytest.mark.parametrize("make", [_inline_on_a_still_clock, _threads_on_the_real_clock])
+def test_finished_runs_with_a_timeout_are_not_kept_until_their_deadline(make):
+    """Every run with a timeout stayed referenced (result included) until its
+    deadline passed, long after it ended: a task every 10 ms with 100 kB
+    results and timeout=3600 grew by 10 MiB/s. Once a run has ended, only
+    the bounded history (``history=3``) keeps it."""
+    alive = weakref.WeakSet()
+    made = []
+
+    def produce():
+        result = LargeResult()
+        alive.add(result)
+        made.append(1)
+        if len(made) == 30:
+            sched.cancel(tid)  # exactly 30 runs, all ended long before their deadline
+        return result
+
+    sched, every, let_time_pass = make()
+    tid = sched.delay('recur', every, 1, produce, timeout=3600)
+    sched.start()
+    try:
+        wait_for(lambda: let_time_pass() or sched.get_status(tid) is S.CANCELED)
+        wait_for(lambda: runs_going(sched) == 0)
+        assert len(made) == 30
+        gc.collect()
+        assert len(alive) <= 3, f"{len(alive)} results of ended runs still referenced"
+    finally:
+        sched.shutdown()

@@ -1,13 +1,16 @@
-"""Tests for pysched_lightning.triggers: once and recur, make_trigger's checks, pickling."""
+"""Tests for pysched_lightning.triggers: once and recur, make_trigger's checks,
+pickling; and a trigger that raises, in a scheduler."""
 from __future__ import annotations
 
 import pickle
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 import pytest
 from dateutil import tz as dateutil_tz
 
+import pysched_lightning as psl
+from conftest import InlineExecutor, VirtualClock, wait_for
 from pysched_lightning.timing.triggers import (CronTrigger, OnceTrigger, RecurTrigger,
                                                make_trigger)
 from walltime import BERLIN, UTC, cron, epoch
@@ -216,3 +219,61 @@ def test_pickles_name_the_trigger_classes_only(trigger, interval, tz):
     assert b"pysched_lightning.timing.triggers" in data
     assert b"pysched_lightning.timing.cron" not in data
     assert b"pysched_lightning.timing.zones" not in data
+
+
+# ------------------------------------------------- a trigger that raises, in a scheduler
+
+
+class FailingZone(tzinfo):
+    """UTC, read from a zone database that fails to answer ``failures`` times
+    once told to (a tz= object is the user's code, and may raise)."""
+
+    def __init__(self):
+        self.failures = 0
+
+    def utcoffset(self, moment):
+        if self.failures:
+            self.failures -= 1
+            raise OSError("the zone database could not be read")
+        return timedelta(0)
+
+    def dst(self, moment):
+        return timedelta(0)
+
+    def tzname(self, moment):
+        return "Failing/UTC"
+
+
+def test_a_trigger_that_fails_once_does_not_stop_its_task_for_good():
+    """The dispatcher took a task's timer entry off the heap before asking
+    its trigger for the next occurrence: when the trigger raised, the task
+    stayed in ``sched.task``, Suspended, with a next run time, and never
+    fired again, with nothing but a 'dispatcher error' logged. A trigger
+    that fails once (a zone database that could not be read for a moment)
+    must not lose its task: the schedule goes on."""
+    clock = VirtualClock(1_900_000_000.0)
+    zone = FailingZone()
+    runs = []
+
+    def tick():
+        runs.append(clock.now())
+        if len(runs) == 3:
+            zone.failures = 1  # the next occurrence is asked of a failing zone
+
+    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now,
+                          delayfunc=clock.sleep, wallfunc=clock.now)
+    tid = sched.delay('cron', '* * * * * *', 1, tick, tz=zone)
+    sched.start()
+    try:
+        try:
+            wait_for(lambda: len(runs) >= 6, timeout=5)
+        except AssertionError:
+            stopped = (f"the task stopped after {len(runs)} runs, its trigger having failed "
+                       f"once; it reads {sched.get_status_str(tid)!r}, "
+                       f"scheduled: {tid in sched.task}")
+        else:
+            stopped = None
+        assert stopped is None, stopped
+    finally:
+        sched.shutdown()
+    assert zone.failures == 0  # the trigger did fail, once
