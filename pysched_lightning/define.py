@@ -57,16 +57,18 @@ def options_of(given: Mapping[str, Any], default_timeout: Optional[float],
     if values.get("timeout") is None:
         values["timeout"] = default_timeout
     try:
-        return _options(tuple(values.items()), is_async)
+        # keyed by type too: True == 1 == 1.0, but only 1 is a count of retries
+        key = tuple((name, type(value), value) for name, value in values.items())
+        return _options(key, is_async)
     except TypeError:  # an unhashable value (a list of dependencies): no cache
         return make_options(is_async=is_async, **values)
 
 
 @functools.lru_cache(maxsize=256)
-def _options(values: Tuple[Tuple[str, Any], ...], is_async: bool) -> TaskOptions:
+def _options(values: Tuple[Tuple[str, type, Any], ...], is_async: bool) -> TaskOptions:
     """The same options given again (a task delayed in a loop) share one,
     already checked, TaskOptions (it is never changed in place)."""
-    return make_options(is_async=is_async, **dict(values))
+    return make_options(is_async=is_async, **{name: value for name, _, value in values})
 
 
 def when_of(trigger: Any, interval: Any, tz: Any, now: float,

@@ -60,21 +60,25 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             raise
         fx = Effects()
         try:
-            with st.lock:
-                try:
-                    if control.existing(st, task.id) is not old:
-                        continue  # another delay() of this id came between: look again
-                    control.add_task(st, task, replace_existing, same, st.clock.now(), fx,
-                                     early)
-                except BaseException as exc:
-                    _put_right(st, task, old, write, early, fx, exc)
-                    raise
-                finally:
-                    if early is not None:
-                        control.unreserve(st, task, early)
-        finally:
-            workers.aftermath(fx)  # what adding noted besides the task (a claim, a next
-        return task.id              # run time) is written with the next commit
+            try:
+                with st.lock:
+                    try:
+                        if control.existing(st, task.id) is not old:
+                            continue  # another delay() of this id came between: again
+                        control.add_task(st, task, replace_existing, same, st.clock.now(),
+                                         fx, early)
+                    except BaseException as exc:
+                        _put_right(st, task, old, write, early, fx, exc)
+                        raise
+                    finally:
+                        if early is not None:
+                            control.unreserve(st, task, early)
+            finally:
+                workers.settle(fx)  # what adding noted besides the task (a claim, a
+        except BaseException:       # next run time) is written with the next commit
+            workers.settle(fx)  # (an interrupt on the line above)
+            raise
+        return task.id
 
 
 def _put_right(st: State, task: Task, old: Optional[Task], write: Optional[Write],
@@ -115,18 +119,21 @@ def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None
         _raise_unstored(journal.store_task(record), new.id)
     fx = Effects()
     try:
-        with st.lock:
-            done = control.replace_task(st, new, fx, keep_time)
-            new = done
-    except BaseException as exc:
-        if not isinstance(exc, Exception):
-            with st.lock:  # complete it: doing it again changes nothing more
-                if new.id in st.timetable:
-                    control.replace_task(st, new, fx, keep_time)
-                st.repair(fx)
+        try:
+            with st.lock:
+                new = control.replace_task(st, new, fx, keep_time)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                with st.lock:  # complete it: doing it again changes nothing more
+                    if new.id in st.timetable:
+                        control.replace_task(st, new, fx, keep_time)
+                    st.repair(fx)
+            raise
+        finally:
+            workers.settle(fx)
+    except BaseException:
+        workers.settle(fx)  # (an interrupt on the line above)
         raise
-    finally:
-        workers.aftermath(fx)
 
 
 def purge(st: State, days: Any, hours: Any, minutes: Any) -> int:

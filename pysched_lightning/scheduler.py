@@ -181,15 +181,20 @@ class Scheduler:
         if st.lock.locked():  # (the common case costs no call)
             wait_while_busy(st.lock)
         try:
-            with st.lock:
-                try:
-                    control.add_new(st, task, now, fx)
-                except BaseException:  # an interrupt halfway: as if never called
-                    st.take_back(task.id, fx)
-                    raise
-        finally:
-            if fx.todo:  # (the common case costs no call)
-                self._workers.aftermath(fx)
+            try:
+                with st.lock:
+                    try:
+                        control.add_new(st, task, now, fx)
+                    except BaseException:  # an interrupt halfway: as if never called
+                        st.take_back(task.id, fx)
+                        raise
+            finally:
+                if fx.todo:  # (the common case costs no call)
+                    self._workers.settle(fx)
+        except BaseException:  # an interrupt on the line above: settle still
+            if fx.todo:
+                self._workers.settle(fx)
+            raise
         return task.id
 
     def cancel(self, task_id: str) -> None:
@@ -238,20 +243,24 @@ class Scheduler:
         st = self._state
         fx = Effects()
         try:
-            with st.lock:
-                try:
-                    change(st, task_id, fx)
-                except Exception:
-                    raise
-                except BaseException:
-                    if complete is not None:
-                        complete(st, task_id, fx)
-                    st.repair(fx)
-                    raise
-        finally:
-            self._workers.aftermath(fx)
-            if st.journal is not None:
-                st.journal.flush()
+            try:
+                with st.lock:
+                    try:
+                        change(st, task_id, fx)
+                    except Exception:
+                        raise
+                    except BaseException:
+                        if complete is not None:
+                            complete(st, task_id, fx)
+                        st.repair(fx)
+                        raise
+            finally:
+                self._workers.settle(fx)
+        except BaseException:  # an interrupt on the line above: settle still
+            self._workers.settle(fx)
+            raise
+        if st.journal is not None:
+            st.journal.flush()
 
     def _apply_changed(self, changed: List[Any]) -> None:
         """At takeover: the definitions a standby's delay() changed."""
@@ -371,5 +380,5 @@ class Scheduler:
         fx = Effects()
         with self._state.lock:
             self._state.event(fx, kind)
-        self._workers.aftermath(fx)
+        self._workers.settle(fx)
 

@@ -63,7 +63,7 @@ class Closer:
                     self._abandon_waiting(fx)
                 st.wakeup.notify_all()
                 st.run_done.notify_all()
-        self._workers.aftermath(fx)
+        self._workers.settle(fx)
         self.requested.set()
         inside = 1 if self._inside_own_run() else 0
         if not wait:

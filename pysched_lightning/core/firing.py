@@ -24,6 +24,10 @@ __all__ = ["fire_due", "fire", "expire_deadlines", "follow_wall_clock", "time_to
 
 #: How many due timers the dispatcher fires per hold of the lock.
 FIRE_PER_PASS = 32
+#: A trigger that failed is asked again after this, then twice as long each
+#: time, up to the most.
+TRIGGER_RETRY_SECONDS = 1.0
+TRIGGER_RETRY_MAX_SECONDS = 3600.0
 #: A wall-clock jump larger than this (seconds) counts as a step.
 CLOCK_STEP_SECONDS = 1.0
 #: With the real clocks, never sleep longer than this, so a step of the wall
@@ -59,6 +63,10 @@ def fire(st: State, task: Task, now: float, fx: Effects, early: Any = None) -> N
     """*task*'s due time has come: schedule its next occurrence, then run it
     (a new task's first run claimed *early* starts in its reserved slot)."""
     state = st.runbook.state(task.id)
+    after = st.timetable.trigger_failed(task.id)
+    if after is not None:  # not an occurrence: the next one is asked for again
+        _ask_again(st, task, after, now, fx)
+        return
     following = None if type(task.when) is str else _next_occurrence(st, task, now, fx)
     st.timetable.advance(task, following)
     if state.paused:
@@ -111,13 +119,39 @@ def _fire_extra(st: State, extra: Extra, now: float, fx: Effects) -> None:
 
 def _next_occurrence(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]:
     """A recurring task's next occurrence; missed slots coalesce into this
-    one. A trigger that fails makes this occurrence its last, loudly."""
+    one. A trigger that fails (a zone database unreadable for a moment) is
+    asked again later, loudly, the task keeping its place meanwhile."""
     try:
         return _following(st, task, now, fx)
     except Exception as exc:
-        fx.log(logging.ERROR, "task %r: its trigger failed to give the occurrence after "
-               "this one (%s); this run is its last", task.id, error_line(exc))
-        return None
+        return _later(st, task, task.time, now, fx, exc)
+
+
+def _ask_again(st: State, task: Task, after: float, now: float, fx: Effects) -> None:
+    """The trigger failed to give the occurrence after *after*: ask again."""
+    try:
+        following = _following(st, task.at(after, task.seq), now, fx)
+    except Exception as exc:
+        following = _later(st, task, after, now, fx, exc)
+    else:
+        st.timetable.trigger_answered(task.id)
+        if following is None:  # nothing comes after: the task is over
+            st.timetable.advance(task, None)
+            st.retire_if_over(task.id, now, fx)
+            return
+    st.timetable.advance(task, following)
+
+
+def _later(st: State, task: Task, after: float, now: float, fx: Effects,
+           exc: Exception) -> Task:
+    """A stand-in for the occurrence after *after*, due when the trigger is
+    asked again (a second later, then twice as long each time, at most an
+    hour)."""
+    wait = st.timetable.trigger_fails(task.id, after, TRIGGER_RETRY_SECONDS,
+                                      TRIGGER_RETRY_MAX_SECONDS)
+    fx.log(logging.ERROR, "task %r: its trigger failed to give its next occurrence (%s); "
+           "asking again in %g s", task.id, error_line(exc), wait)
+    return task.at(now + wait, next(st.seq))
 
 
 def _following(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]:

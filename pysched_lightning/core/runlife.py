@@ -189,6 +189,10 @@ class RunLife:
 
     # -- started: executing ---------------------------------------------------------
 
+    def handed(self, run: Run) -> None:
+        """*run* is being handed to its executor (once: see ``Workers.submit``)."""
+        run._sent = True
+
     def began(self, run: Run, now: float) -> None:
         """*run*'s executor began it (called by the thread that executes it,
         the only one that touches a started run's start time)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from types import MappingProxyType
-from typing import Dict, Iterator, List, Mapping, Optional, Set, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 from ..records.task import Task
 from .heaps import LazyHeap
@@ -46,6 +46,10 @@ class Timetable:
         self._fired: Set[str] = set()
         #: Occurrences that are due but wait for a dependency or a resume.
         self._parked: Dict[str, Task] = {}
+        #: Tasks whose trigger failed to give the occurrence after a time:
+        #: that time and how many times it failed (their entry in the heap
+        #: is a stand-in, due when the trigger is to be asked again).
+        self._failed: Dict[str, Tuple[float, int]] = {}
         self._dependents: Dict[str, Set[str]] = {}
 
     # -- reading --------------------------------------------------------------
@@ -152,6 +156,7 @@ class Timetable:
         else:
             self._timers.discard()
         self._parked.pop(task_id, None)
+        self._failed.pop(task_id, None)
         self._unlink(task)
         return task
 
@@ -207,6 +212,25 @@ class Timetable:
             if task_id not in due and task_id not in self._fired \
                     and task_id not in self._parked:
                 self._timers.push(task)
+
+    def trigger_fails(self, task_id: str, after: float, first: float, most: float) -> float:
+        """*task_id*'s trigger failed to give the occurrence after *after*:
+        seconds until it is asked again (*first*, doubling up to *most*)."""
+        _, failures = self._failed.get(task_id, (after, 0))
+        self._failed[task_id] = (after, failures + 1)
+        return min(first * 2 ** failures, most)
+
+    def trigger_failed(self, task_id: str) -> Optional[float]:
+        """When *task_id*'s stand-in entry comes due: the time after which
+        its trigger is to be asked for the next occurrence (kept until the
+        trigger answers), else None."""
+        failed = self._failed.get(task_id)
+        if failed is None:
+            return None
+        return failed[0]
+
+    def trigger_answered(self, task_id: str) -> None:
+        self._failed.pop(task_id, None)
 
     def forget_dependents(self, task_id: str) -> None:
         """*task_id* is gone for good (purged): nobody waits for it."""

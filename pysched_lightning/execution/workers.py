@@ -84,36 +84,58 @@ class Workers:
     def aftermath(self, fx: Effects) -> None:
         """Do what a transition left to do, outside the state lock: every
         part is done, whatever another raises (the first interrupt is raised
-        at the end). Each part is taken off *fx* first, so doing it again
-        after an error never sends a run twice."""
-        records, resolved, logs, events = fx.records, fx.resolved, fx.logs, fx.events
-        expired, wake, flush, runs = fx.expired, fx.wake, fx.flush, fx.runs
-        fx.records = fx.resolved = fx.logs = fx.events = fx.expired = fx.runs = None
-        fx.wake = fx.flush = fx.todo = False
+        at the end), and runs that got a slot are sent even if an interrupt
+        comes. A part that may be done twice (building records, resolving a
+        future, telling a run it timed out, sending a run: each is done
+        once) is taken off *fx* after it is done, the others before, so
+        doing it again after an interrupt finishes the job (see
+        :meth:`settle`)."""
         guard = _FirstInterrupt()
         try:
-            if records:
-                guard.call(self._prepared, records)
-            if resolved:
-                for run in resolved:
+            if fx.records:
+                guard.call(self._prepared, fx.records)
+                fx.records = None
+            if fx.resolved:
+                for run in fx.resolved:
                     guard.call(run._resolve_future)
-            if logs:
+                fx.resolved = None
+            if fx.logs:
+                logs, fx.logs = fx.logs, None
                 for level, message, args in logs:
                     guard.call(_log.log, level, message, *args)
-            if events:
+            if fx.events:
+                events, fx.events = fx.events, None
                 kept = self._listeners.emit(events)
                 if kept is not None and guard.error is None:
                     guard.error = kept
-            if expired:
-                guard.call(self.stop_runs, expired)
-            if flush and self._st.journal is not None:
-                guard.call(self._st.journal.flush)
-            if wake:
+            if fx.expired:
+                guard.call(self.stop_runs, fx.expired)
+                fx.expired = None
+            if fx.flush:
+                fx.flush = False
+                if self._st.journal is not None:
+                    guard.call(self._st.journal.flush)
+            if fx.wake:
+                fx.wake = False
                 guard.call(self._wake)
         finally:  # runs that got a slot are sent, even if a KeyboardInterrupt came
-            if runs:
-                self.submit(runs)
+            if fx.runs:
+                self.submit_noted(fx)
+        fx.todo = False
         guard.raise_kept()
+
+    def settle(self, fx: Effects) -> None:
+        """:meth:`aftermath` in a caller's thread (the main thread: where a
+        KeyboardInterrupt lands): what an interrupt left undone is done
+        before it goes on. (Callers call it again from an outer handler: an
+        interrupt may come on the line that calls it.)"""
+        if not fx.todo:
+            return
+        try:
+            self.aftermath(fx)
+        finally:
+            if fx.todo:
+                self.aftermath(fx)
 
     def aftermath_quietly(self, fx: Effects) -> None:
         """:meth:`aftermath` in a thread of ours: what user code raised there
@@ -161,49 +183,58 @@ class Workers:
 
     # -- sending --------------------------------------------------------------
 
+    def submit_noted(self, fx: Effects) -> None:
+        """Send the runs *fx* noted; they are taken off it once sent."""
+        self.submit(fx.runs or [])
+        fx.runs = None
+
     def submit(self, runs: List[Run]) -> None:
-        """Hand started runs to their executors (each once). A run executes
-        only once its claim in the store is committed: a thread worker sees
-        to it itself (workers starting together share one commit); for the
-        others the claims are committed here first."""
+        """Hand started runs to their executors, each once (a run sent
+        already is skipped). A run executes only once its claim in the store
+        is committed: a thread worker sees to it itself (workers starting
+        together share one commit); for the others the claims are committed
+        here first. An interrupt ends the runs not handed over yet."""
         st = self._st
-        journal = st.journal
-        if len(runs) > 1:
-            runs = list(dict.fromkeys(runs))
-        if journal is not None and journal.store is not None and \
-                any(run._claim is not None and run._claim.granted is None
-                    and st.lanes.of(run).mechanism is not _PULL for run in runs):
-            journal.flush()
-        to_processes = []
+        index = 0
         guard = _FirstInterrupt()  # whatever a listener raises, every run is sent
-        for index, run in enumerate(runs):
-            try:
-                if run._phase is not _IN_SLOT:
-                    continue  # ended meanwhile (its task was taken back)
-                claim = run._claim
-                if claim is not None and claim.granted is False:
-                    guard.call(self._refused, run)
-                    continue
-                lane = st.lanes.of(run)
-                if lane.mechanism is _PULL:
-                    lane.executor.submit(self._work, run)
-                elif lane.mechanism is _LOOP:
-                    lane.executor.call_soon(self._coroutines.start, run)
-                elif lane.to_processes:
-                    to_processes.append(run)
-                else:
-                    self._handoff.send(lane, run)
-            except Exception as exc:  # e.g. the executor was shut down
-                guard.call(self.not_sent, run, exc)
-            except BaseException as exc:
-                # A KeyboardInterrupt (main thread): the runs not handed over
-                # end here, so none is left waiting; one that was handed over
-                # after all is skipped by its worker.
-                for left in runs[index:]:
+        try:
+            journal = st.journal
+            if journal is not None and journal.store is not None and \
+                    any(run._claim is not None and run._claim.granted is None
+                        and st.lanes.of(run).mechanism is not _PULL for run in runs):
+                journal.flush()
+            to_processes = []
+            for index, run in enumerate(runs):
+                if run._sent or run._phase is not _IN_SLOT:
+                    continue  # sent already, or ended meanwhile (taken back)
+                try:
+                    st.handed(run)
+                    claim = run._claim
+                    if claim is not None and claim.granted is False:
+                        guard.call(self._refused, run)
+                        continue
+                    lane = st.lanes.of(run)
+                    if lane.mechanism is _PULL:
+                        lane.executor.submit(self._work, run)
+                    elif lane.mechanism is _LOOP:
+                        lane.executor.call_soon(self._coroutines.start, run)
+                    elif lane.to_processes:
+                        to_processes.append(run)
+                    else:
+                        self._handoff.send(lane, run)
+                except Exception as exc:  # e.g. the executor was shut down
+                    guard.call(self.not_sent, run, exc)
+            index = len(runs)
+            if to_processes:
+                self._handoff.send_soon(to_processes)
+        except BaseException as exc:
+            # A KeyboardInterrupt (main thread): the runs not handed over end
+            # here, so none is left waiting (one that was handed over after
+            # all is skipped by its worker).
+            for left in runs[index:]:
+                if left is runs[index] or not left._sent:
                     guard.call(self.not_sent, left, exc)
-                raise
-        if to_processes:
-            self._handoff.send_soon(to_processes)
+            raise
         guard.raise_kept()
 
     def not_sent(self, run: Run, exc: BaseException) -> None:

@@ -169,6 +169,8 @@ class Run(RunContext, Mapping[str, Any]):
     # only (with ``status`` and the outcome fields above); the run book keeps
     # ``_previous`` and ``_state``.
     _phase = Phase.DUE
+    #: True once it was handed to its executor (a pulled run never is).
+    _sent = False
     #: When it got its worker slot (handed over), started, and ended.
     _t_timestamp: Optional[float] = None
     _t_started: Optional[float] = None
