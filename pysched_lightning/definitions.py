@@ -89,11 +89,13 @@ def _put_right(st: State, task: Task, old: Optional[Task], write: Optional[Write
     definition is stored already)."""
     if old is not None and write is not None and not isinstance(exc, Exception):
         st.take_back(task.id, fx)
+        st.repair(fx)
         control.add_new(st, task, st.clock.now(), fx)
         return
     if old is not None:
         return
     st.take_back(task.id, fx)
+    st.repair(fx)
     journal = st.journal
     if journal is not None and write is not None:
         journal.withdraw(task.id)

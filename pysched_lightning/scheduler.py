@@ -187,6 +187,7 @@ class Scheduler:
                         control.add_new(st, task, now, fx)
                     except BaseException:  # an interrupt halfway: as if never called
                         st.take_back(task.id, fx)
+                        st.repair(fx)
                         raise
             finally:
                 if fx.todo:  # (the common case costs no call)

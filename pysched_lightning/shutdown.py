@@ -137,7 +137,10 @@ class Closer:
 
     def _inside_own_run(self) -> bool:
         run = current_run()
-        return isinstance(run, Run) and any(run in lane.busy for lane in self._st.lanes.all())
+        if not isinstance(run, Run):
+            return False
+        with self._st.lock:
+            return run in self._st.in_flight()
 
     def _wait_for_runs(self, allowed: int, deadline: Optional[float]) -> bool:
         """Wait until at most *allowed* runs are going; False if time ran out.

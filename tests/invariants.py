@@ -29,7 +29,7 @@ def free_slots(sched: Any) -> Dict[str, Tuple[int, int]]:
     st = sched._state
     with st.lock:
         lanes = {kind.value: lane for kind, lane in st.lanes._lanes.items()}
-        return {name: (lane.capacity - len(lane.busy), lane.capacity)
+        return {name: (lane.capacity - lane.used, lane.capacity)
                 for name, lane in lanes.items() if lane.capacity is not None}
 
 

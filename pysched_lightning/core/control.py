@@ -113,14 +113,19 @@ def reserve_start(st: State, task: Task, name: str, now: float) -> Optional[Clai
         return None
     early = EarlyClaim(task.id, slot_at(task, task.time, st.offset), name,
                        task.time + st.offset)
-    lane.take(early)
+    lane.reserve()
+    early.reserved = True
     return early
 
 
 def unreserve(st: State, task: Task, early: Claim) -> None:
     """The slot reserved by :func:`reserve_start` goes back, unless its run
     took it (nothing if it went back already)."""
-    st.lanes.of_kind(task.options.lane).give_back(early)
+    if early.reserved:
+        early.reserved = False
+        lane = st.lanes.of_kind(task.options.lane)
+        lane.reserved -= 1
+        lane.give_back()
 
 
 def _retract(st: State, task_id: str, now: float, fx: Effects) -> None:

@@ -63,9 +63,9 @@ def fire(st: State, task: Task, now: float, fx: Effects, early: Any = None) -> N
     """*task*'s due time has come: schedule its next occurrence, then run it
     (a new task's first run claimed *early* starts in its reserved slot)."""
     state = st.runbook.state(task.id)
-    after = st.timetable.trigger_failed(task.id)
-    if after is not None:  # not an occurrence: the next one is asked for again
-        _ask_again(st, task, after, now, fx)
+    if st.timetable.failed and task.id in st.timetable.failed:
+        # not an occurrence: its trigger is asked again for the next one
+        _ask_again(st, task, st.timetable.failed[task.id][0], now, fx)
         return
     following = None if type(task.when) is str else _next_occurrence(st, task, now, fx)
     st.timetable.advance(task, following)

@@ -14,7 +14,7 @@ import concurrent.futures
 import enum
 import logging
 from collections import namedtuple
-from typing import Any, Callable, Deque, Dict, List, Optional, Set
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 import loky
 
@@ -54,15 +54,17 @@ def _ready_is_live(entry: ReadyEntry) -> bool:
 
 
 class Lane:
-    """An executor, who holds its worker slots, and who waits for one.
+    """An executor, how many of its worker slots are taken, and who waits
+    for one.
 
-    A slot is held by a run (or by the reservation of a run to come), kept
-    in ``busy``: taking and giving back a slot are one set operation each,
-    so an interrupt can never leave a slot counted twice or lost.
+    A slot is taken by a run that starts (or by the reservation of a run to
+    come) and given back when its executor returns it; a worker that pulls
+    the next ready run keeps its slot for it. (After an interrupt the count
+    is made again from the runs' phases: see ``State.repair``.)
     """
 
-    __slots__ = ("executor", "mechanism", "capacity", "busy", "ready", "held", "returning",
-                 "owned", "to_processes")
+    __slots__ = ("executor", "mechanism", "capacity", "used", "reserved", "ready", "held",
+                 "returning", "owned", "to_processes")
 
     def __init__(self, executor: Any, mechanism: Mechanism, capacity: Optional[int],
                  owned: bool, to_processes: bool = False) -> None:
@@ -74,8 +76,10 @@ class Lane:
         self.to_processes = to_processes
         #: How many slots there are; None when the executor sets no limit.
         self.capacity = capacity
-        #: The holders of the slots: runs, and reservations of runs to come.
-        self.busy: Set[Any] = set()
+        #: Slots taken (by runs, and by reservations of runs to come), and
+        #: how many of them are reservations.
+        self.used = 0
+        self.reserved = 0
         self.ready = LazyHeap(_ready_is_live)
         #: Runs of paused tasks, by task id, until they are resumed.
         self.held: Dict[str, List[Run]] = {}
@@ -88,15 +92,18 @@ class Lane:
 
     def has_room(self) -> bool:
         capacity = self.capacity
-        return capacity is None or len(self.busy) < capacity
+        return capacity is None or self.used < capacity
 
-    def take(self, holder: Any) -> None:
-        """*holder* (a run, or a reservation) holds a slot."""
-        self.busy.add(holder)
+    def take(self) -> None:
+        self.used += 1
 
-    def give_back(self, holder: Any) -> None:
-        """*holder*'s slot is free again (nothing if it held none)."""
-        self.busy.discard(holder)
+    def give_back(self) -> None:
+        self.used -= 1
+
+    def reserve(self) -> None:
+        """A slot for a run to come (it takes it, or it is given back)."""
+        self.used += 1
+        self.reserved += 1
 
     def queue(self, run: Run, seq: int) -> None:
         """*run* waits for a slot."""

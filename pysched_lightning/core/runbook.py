@@ -73,6 +73,8 @@ class RunBook:
         self._history = history
         self._states: Dict[str, TaskState] = {}
         self._results: Dict[str, Run] = {}
+        #: States of replaced definitions whose runs still execute.
+        self._orphans: List[TaskState] = []
 
     # -- reading --------------------------------------------------------------
 
@@ -87,6 +89,11 @@ class RunBook:
 
     def states(self) -> List[TaskState]:
         return list(self._states.values())
+
+    def executing(self) -> List[TaskState]:
+        """The states with runs holding a worker slot (replaced ones too)."""
+        self._orphans = [state for state in self._orphans if state.running]
+        return [state for state in self._states.values() if state.running] + self._orphans
 
     @property
     def results(self) -> Mapping[str, Run]:
@@ -145,7 +152,8 @@ class RunBook:
 
     def ended(self, run: Run, status: TaskStatus, now: float) -> None:
         """*run* has its final *status*: its task's counters follow."""
-        run._previous = None  # an ended run is never forgotten; don't chain history
+        if run._previous is not None:  # an ended run is never forgotten: no chain
+            run._previous = None
         state = run._state
         state.live -= 1
         if run._t_started is not None:
@@ -254,7 +262,9 @@ class RunBook:
 
     def restart(self, task_id: str) -> None:
         """A task re-added under a finished id starts afresh (a changed one)."""
-        self._states.pop(task_id, None)
+        state = self._states.pop(task_id, None)
+        if state is not None and state.running:
+            self._orphans.append(state)
         self._results.pop(task_id, None)
 
     def load(self, task_id: str, runs: int, missed: int, status: TaskStatus,

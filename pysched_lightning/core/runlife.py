@@ -81,6 +81,7 @@ class RunLife:
         def _retry(self, run: Run, now: float, fx: Effects) -> bool: ...
         def _after_final(self, run: Run, status: TaskStatus, now: float,
                          fx: Effects) -> None: ...
+        def _log_failure(self, run: Run, status: TaskStatus, fx: Effects) -> None: ...
 
     # -- due -> waiting or started ------------------------------------------------
 
@@ -168,9 +169,11 @@ class RunLife:
             return False
         if take:
             fx.submit(run)  # first: an interrupt after it still sends the run
-            lane.take(run)
-            if early is not None:
-                lane.give_back(early)
+            if early is None:
+                lane.take()
+            elif early.reserved:  # its reservation becomes the run's slot
+                early.reserved = False
+                lane.reserved -= 1
         run._phase = _STARTED
         run.status = _RUNNING
         run._t_timestamp = self.clock.now() if now is None else now
@@ -264,6 +267,8 @@ class RunLife:
             if run._deadline is not None and now > run._deadline:
                 status = _TIMEOUT  # the outcome came too late to count
                 self._overrun(run, f"exceeded its timeout of {run.timeout!r} s")
+            elif exc is None:  # (the other fields are None: their class defaults)
+                run.result = result
             else:
                 run.result, run.exception, run.traceback, run.error = result, exc, text, error
             self._end(run, status, now, fx)
@@ -313,13 +318,11 @@ class RunLife:
         run in it, or it is given back (and the dispatcher told of waiting
         runs)."""
         following = self.next_ready(lane, now, fx) if pull and lane.ready else None
-        busy = lane.busy  # (the slot changes hands in two set operations)
-        busy.discard(run)
         if following is None:
+            lane.give_back()
             if lane.ready and not self.paused:
                 self.wakeup.notify()
-        else:
-            busy.add(following)
+        else:  # the slot is the following run's now
             following._t_started = now  # its worker begins it as soon as it has it
         return following
 
@@ -342,7 +345,7 @@ class RunLife:
         if status is not _COMPLETED:
             if self._retry(run, now, fx):
                 return
-            _log_failure(run, status, fx)
+            self._log_failure(run, status, fx)
         self.runbook.settle(run)
         if journal is not None:
             state = run._state
@@ -406,15 +409,3 @@ class RunLife:
                 state.status = _MISSED  # its only occurrence never ran
             self._after_final(run, _MISSED, now, fx)
 
-
-def _log_failure(run: Run, status: TaskStatus, fx: Effects) -> None:
-    """A run failed for good: the log says how."""
-    if status is _ERROR and run.exit_code is not None:
-        # a command: its exit code and the tail of its stderr say it all
-        fx.log(logging.ERROR, "task %r run %d failed: %s", run.task_id, run.run_number,
-               run.error)
-    elif status is _ERROR:
-        fx.log(logging.ERROR, "task %r run %d failed:\n%s", run.task_id, run.run_number,
-               run.traceback or run.error)
-    elif status is _TIMEOUT:
-        fx.log(logging.WARNING, "%s", run.error)

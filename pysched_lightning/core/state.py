@@ -118,12 +118,12 @@ class State(TaskLife):
 
     def in_flight(self) -> List[Run]:
         """The runs that hold a worker slot (STARTED and OVERDUE)."""
-        return [holder for lane in self.lanes.all() for holder in lane.busy
-                if type(holder) is Run]
+        return [run for state in self.runbook.executing() for run in state.kept_runs()
+                if run._phase is _STARTED or run._phase is _OVERDUE]
 
     def running(self) -> int:
         """How many runs hold a worker slot."""
-        return len(self.in_flight())
+        return sum(lane.used - lane.reserved for lane in self.lanes.all())
 
     def repair(self, fx: Effects) -> None:
         """After an interrupt inside a transition (a KeyboardInterrupt in the
@@ -135,10 +135,7 @@ class State(TaskLife):
         flying = {run for run in holders if run._phase is _STARTED or run._phase is _OVERDUE}
         fx.runs = [run for run in runs if run._phase is _STARTED] or None
         for lane in self.lanes.all():
-            lane.busy.difference_update([h for h in lane.busy
-                                         if isinstance(h, Run) and h not in flying])
-        for run in flying:
-            self.lanes.of(run).take(run)
+            lane.used = lane.reserved + sum(1 for run in flying if self.lanes.of(run) is lane)
         states = {id(run._state): run._state for run in holders}
         states.update((id(state), state) for state in self.runbook.states())
         for state in states.values():

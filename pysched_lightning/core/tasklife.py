@@ -21,9 +21,10 @@ from .timetable import Extra
 
 __all__ = ["TaskLife"]
 
-_DROPPED, _READY = Phase.DROPPED, Phase.READY
+_DROPPED, _READY, _STARTED = Phase.DROPPED, Phase.READY, Phase.STARTED
 _WAITING = frozenset({Phase.DUE, Phase.READY, Phase.HELD, Phase.BLOCKED})
 _COMPLETED, _MISSED, _CANCELED = TaskStatus.COMPLETED, TaskStatus.MISSED, TaskStatus.CANCELED
+_ERROR, _TIMEOUT = TaskStatus.ERROR, TaskStatus.TIMEOUT
 
 
 class TaskLife(RunLife):
@@ -75,11 +76,23 @@ class TaskLife(RunLife):
         self.event(fx, EventKind.RETRY, run.task_id, run, reason=reason)
         return True
 
+    def _log_failure(self, run: Run, status: TaskStatus, fx: Effects) -> None:
+        """A run failed for good: the log says how."""
+        if status is _ERROR and run.exit_code is not None:
+            # a command: its exit code and the tail of its stderr say it all
+            fx.log(logging.ERROR, "task %r run %d failed: %s", run.task_id, run.run_number,
+                   run.error)
+        elif status is _ERROR:
+            fx.log(logging.ERROR, "task %r run %d failed:\n%s", run.task_id, run.run_number,
+                   run.traceback or run.error)
+        elif status is _TIMEOUT:
+            fx.log(logging.WARNING, "%s", run.error)
+
     def _after_final(self, run: Run, status: TaskStatus, now: float, fx: Effects) -> None:
         """A run is final: release or cancel dependents; retire a finished task."""
         task_id = run.task_id
         timetable = self.timetable
-        if timetable.depended_on(task_id):
+        if timetable.dependents and task_id in timetable.dependents:
             if status is _COMPLETED:
                 self._release_dependents(task_id, now, fx)
             elif status in FAILED or timetable.has_fired_last(task_id):
@@ -191,9 +204,10 @@ class TaskLife(RunLife):
             runs.extend(run for run in state.kept_runs() if run not in runs)
             self.runbook.restart(task_id)
         for run in runs:
-            for lane in self.lanes.all():
-                lane.give_back(run)
-                lane.unhold(run)
+            lane = self.lanes.of(run)
+            if run._phase is _STARTED:
+                lane.give_back()
+            lane.unhold(run)
             self.deadlines.remove(run._deadline_key)
             run._phase, run.status, run.reason = _DROPPED, _CANCELED, "interrupted"
             if run._owns_future:

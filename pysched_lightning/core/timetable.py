@@ -48,9 +48,12 @@ class Timetable:
         self._parked: Dict[str, Task] = {}
         #: Tasks whose trigger failed to give the occurrence after a time:
         #: that time and how many times it failed (their entry in the heap
-        #: is a stand-in, due when the trigger is to be asked again).
-        self._failed: Dict[str, Tuple[float, int]] = {}
-        self._dependents: Dict[str, Set[str]] = {}
+        #: is a stand-in, due when the trigger is to be asked again). Read
+        #: by the firing; changed here only.
+        self.failed: Dict[str, Tuple[float, int]] = {}
+        #: Who depends on whom: ``{task id: ids of the tasks naming it in
+        #: depend_on}`` (read by the run transitions; changed here only).
+        self.dependents: Dict[str, Set[str]] = {}
 
     # -- reading --------------------------------------------------------------
 
@@ -91,15 +94,15 @@ class Timetable:
         return None if head is None else head.time
 
     def dependents_of(self, task_id: str) -> List[str]:
-        return sorted(self._dependents.get(task_id, ()))
+        return sorted(self.dependents.get(task_id, ()))
 
     def depended_on(self, task_id: str) -> bool:
         """True when some task (scheduled or not) names *task_id* in depend_on."""
-        return task_id in self._dependents
+        return task_id in self.dependents
 
     def has_dependents(self, task_id: str) -> bool:
         """True when a scheduled task still depends on *task_id*."""
-        return any(dep in self._tasks for dep in self._dependents.get(task_id, ()))
+        return any(dep in self._tasks for dep in self.dependents.get(task_id, ()))
 
     # -- scheduling -----------------------------------------------------------
 
@@ -156,7 +159,7 @@ class Timetable:
         else:
             self._timers.discard()
         self._parked.pop(task_id, None)
-        self._failed.pop(task_id, None)
+        self.failed.pop(task_id, None)
         self._unlink(task)
         return task
 
@@ -216,25 +219,16 @@ class Timetable:
     def trigger_fails(self, task_id: str, after: float, first: float, most: float) -> float:
         """*task_id*'s trigger failed to give the occurrence after *after*:
         seconds until it is asked again (*first*, doubling up to *most*)."""
-        _, failures = self._failed.get(task_id, (after, 0))
-        self._failed[task_id] = (after, failures + 1)
+        _, failures = self.failed.get(task_id, (after, 0))
+        self.failed[task_id] = (after, failures + 1)
         return min(first * 2 ** failures, most)
 
-    def trigger_failed(self, task_id: str) -> Optional[float]:
-        """When *task_id*'s stand-in entry comes due: the time after which
-        its trigger is to be asked for the next occurrence (kept until the
-        trigger answers), else None."""
-        failed = self._failed.get(task_id)
-        if failed is None:
-            return None
-        return failed[0]
-
     def trigger_answered(self, task_id: str) -> None:
-        self._failed.pop(task_id, None)
+        self.failed.pop(task_id, None)
 
     def forget_dependents(self, task_id: str) -> None:
         """*task_id* is gone for good (purged): nobody waits for it."""
-        self._dependents.pop(task_id, None)
+        self.dependents.pop(task_id, None)
 
     # -- the wall clock -------------------------------------------------------
 
@@ -271,12 +265,12 @@ class Timetable:
 
     def _link(self, task: Task) -> None:
         for dep in task.options.depend_on:
-            self._dependents.setdefault(dep, set()).add(task.id)
+            self.dependents.setdefault(dep, set()).add(task.id)
 
     def _unlink(self, task: Task) -> None:
         for dep in task.options.depend_on:
-            dependents = self._dependents.get(dep)
+            dependents = self.dependents.get(dep)
             if dependents is not None:
                 dependents.discard(task.id)
                 if not dependents:
-                    del self._dependents[dep]
+                    del self.dependents[dep]

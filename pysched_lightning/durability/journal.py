@@ -77,7 +77,7 @@ class Claim:
     answer (None until committed), ``reason`` why it was refused."""
 
     __slots__ = ("task_id", "slot", "attempt", "run", "name", "scheduled", "started",
-                 "granted", "reason", "_source")
+                 "granted", "reason", "reserved", "_source")
 
     def __init__(self, task_id: str, slot: str, attempt: int, run: int,
                  name: Optional[str], scheduled: float, started: float,
@@ -86,6 +86,8 @@ class Claim:
         self.name, self.scheduled, self.started = name, scheduled, started
         self.granted: Optional[bool] = None
         self.reason: Optional[str] = None
+        #: True while a worker slot is reserved for its run (an early claim).
+        self.reserved = False
         #: The run whose name is read when the claim is written.
         self._source = source
 
