@@ -1,11 +1,12 @@
 """The run's life: one state machine, one owner.
 
-``RunLife`` is the only writer of a run's phase, status, times, outcome,
-claim, slot and deadline (see ``records.runs.Phase`` for the diagram). Each
-transition is one method that checks the phase it leaves and does all of
-its bookkeeping at once: the worker slot, the running counts, the
-deadline, the store's claim and record, the retry, the task's status and
-the run's future (resolved later, see ``Effects``). A transition called in
+``RunLife`` (with its extensions ``HandOver`` and ``TaskLife``) is the only
+writer of a run's phase, status, times, outcome, claim, slot and deadline
+(see ``records.runs.Phase`` for the diagram). Each transition is one
+method that checks the phase it leaves and does all of its bookkeeping at
+once: the worker slot, the running counts, the deadline, the store's claim
+and record, the retry, the task's status and the run's future (resolved
+later, see ``Effects``). A transition called in
 the wrong phase changes nothing, so doing one again (after an interrupt) is
 safe. Every method runs with the state lock held and calls no user code.
 
@@ -49,10 +50,6 @@ _EVENT_OF_STATUS = {
     TaskStatus.CANCELED: EventKind.CANCELED,
     TaskStatus.MISSED: EventKind.MISSED,
 }
-
-#: Why a run whose claim the store refused does not execute.
-REFUSED = "its slot is already claimed in the store (it ran before)"
-
 
 class RunLife:
     """The run transitions; ``State`` (which holds what they change) is one,
@@ -192,32 +189,6 @@ class RunLife:
 
     # -- started: executing ---------------------------------------------------------
 
-    def handed(self, run: Run) -> None:
-        """*run* is being handed to its executor (once: see ``Workers.submit``)."""
-        run._sent = True
-
-    def began(self, run: Run, now: float) -> None:
-        """*run*'s executor began it (called by the thread that executes it,
-        the only one that touches a started run's start time)."""
-        if run._t_started is None:
-            run._t_started = now
-
-    def watch_deadline(self, run: Run, start: Optional[float] = None) -> bool:
-        """A started run with a timeout gets its deadline, its timeout after
-        *start* (by default its start); True when it is the earliest (the
-        dispatcher must wake up for it)."""
-        if run._phase is not _STARTED or run._deadline_key is not None:
-            return False
-        if start is None:
-            start = run._t_started if run._t_started is not None else self.clock.now()
-        run._deadline = start + run.timeout  # type: ignore[operator]
-        run._deadline_key, earliest = self.deadlines.add(run, run._deadline)
-        return earliest
-
-    def attach(self, run: Run, handle: Any) -> None:
-        """What stops *run* at its deadline (a process, a coroutine, a future)."""
-        run._handle = handle
-
     def expire_due(self, now: float, fx: Effects) -> None:
         """Runs past their timeout end as TIMEOUT; they are told (and their
         process killed or coroutine cancelled) once the lock is released."""
@@ -283,21 +254,6 @@ class RunLife:
             # Only now: runs that its end released (a retry waiting for it,
             # dependents) waited in the ready heap for this worker to take them.
             lane.returning.pop()
-        return self._next_for(run, lane, now, fx, pull)
-
-    def refuse(self, run: Run, fx: Effects, pull: bool) -> Optional[Run]:
-        """The store refused *run*'s claim (its slot was claimed before, or
-        the store failed): it does not execute (STARTED -> DROPPED). Like
-        :meth:`finish`, returns the next ready run for a pulling worker."""
-        if run._phase is not _STARTED:
-            return None
-        now = self.clock.now()
-        lane = self.lanes.of(run)
-        self._returned(run, fx)
-        claim = run._claim
-        reason = getattr(claim, "reason", None) or REFUSED
-        run._phase, run.status = _DUE, TaskStatus.SUSPENDED  # it never ran
-        self.drop(run, _MISSED, reason, now, fx, 0.0, recorded=False)
         return self._next_for(run, lane, now, fx, pull)
 
     def _returned(self, run: Run, fx: Effects) -> None:

@@ -2,7 +2,7 @@
 
 ``State`` gathers the parts (timetable, run book, lanes, deadlines), the
 runs in flight and the scheduler-wide flags; its run transitions come from
-``RunLife`` and ``TaskLife``. The transitions (``runlife``, ``firing``, ``control``) change
+``RunLife``, ``HandOver`` and ``TaskLife``. The transitions (``runlife``, ``firing``, ``control``) change
 them with the lock held and never call user code: what needs user code or
 I/O is noted in an ``Effects`` and done by the caller after the lock is
 released (see ``effects.py``).
@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Set, Tuple
 
 from ..records.events import Event, EventKind
 from ..records.runs import Phase, Run
@@ -24,6 +24,7 @@ from .deadlines import Deadlines
 from .effects import Effects
 from .lanes import Lanes
 from .runbook import RunBook
+from .handover import HandOver
 from .tasklife import TaskLife
 from .timetable import Timetable
 
@@ -43,7 +44,7 @@ class Hands(Protocol):
     def aftermath(self, fx: Effects) -> None: ...
 
 
-class State(TaskLife):
+class State(TaskLife, HandOver):
     """The parts and flags guarded by ``lock``, and the run transitions."""
 
     def __init__(self, clock: Clock, lanes: Lanes, history: int, journal: Any) -> None:
@@ -62,6 +63,8 @@ class State(TaskLife):
         self.runbook = RunBook(history)
         self.lanes = lanes
         self.deadlines = Deadlines()
+        #: Runs handed to a worker of ours that has not taken them yet.
+        self.handing: Set[Run] = set()
         #: The journal (store and run log writes), or None.
         self.journal = journal
         self.seq = itertools.count()

@@ -55,8 +55,8 @@ class TaskLife(RunLife):
     def _retry(self, run: Run, now: float, fx: Effects) -> bool:
         options = run.task.options
         state = run._state
-        if run.attempt > options.retries or state.canceled:
-            return False
+        if run.attempt > options.retries or state.canceled or run.status is _CANCELED:
+            return False  # (a canceled run did not fail: it was not let run)
         if self.closing:  # owed still: with a store, a restart runs it (see recovery)
             state.status = TaskStatus.SUSPENDED
             fx.log(logging.WARNING, "task %r: attempt %d %s; its retry is left to the next "

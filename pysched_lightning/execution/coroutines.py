@@ -28,8 +28,12 @@ class Coroutines:
         #: The Workers: aftermath, claims, starts.
         self._workers = workers
 
-    def start(self, run: Run) -> None:
-        """In the loop's thread: run *run*'s coroutine as a task of the loop."""
+    def start(self, run: Run, handed: bool = True) -> None:
+        """In the loop's thread: run *run*'s coroutine as a task of the loop
+        (one *handed* over by ``Workers.submit`` unless an interrupt took it
+        back first)."""
+        if handed and not self._st.taken_back(run):
+            return
         self._st.attach(run, self._st.lanes.loop.create_task(self._run(run)))
 
     async def _run(self, run: Run) -> None:
@@ -56,4 +60,4 @@ class Coroutines:
         self._workers.aftermath_quietly(fx)
         following = self._workers.claimed(following, fx)
         if following is not None:
-            self.start(following)
+            self.start(following, handed=False)

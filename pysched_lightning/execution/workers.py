@@ -33,7 +33,7 @@ _IN_SLOT = Phase.STARTED
 # Members read on every run, bound once: on Python 3.11 reading an attribute
 # of an Enum class goes through EnumType.__getattr__, several times slower.
 _COMPLETED, _ERROR, _STARTED = TaskStatus.COMPLETED, TaskStatus.ERROR, EventKind.STARTED
-_PULL, _LOOP = Mechanism.PULL, Mechanism.LOOP
+_PULL, _LOOP, _FUTURE = Mechanism.PULL, Mechanism.LOOP, Mechanism.FUTURE
 
 
 def _log_quietly(message: str) -> None:
@@ -208,12 +208,12 @@ class Workers:
                 if run._sent or run._phase is not _IN_SLOT:
                     continue  # sent already, or ended meanwhile (taken back)
                 try:
-                    st.handed(run)
+                    lane = st.lanes.of(run)
+                    st.handed(run, lane.mechanism is not _FUTURE)
                     claim = run._claim
                     if claim is not None and claim.granted is False:
                         guard.call(self._refused, run)
                         continue
-                    lane = st.lanes.of(run)
                     if lane.mechanism is _PULL:
                         lane.executor.submit(self._work, run)
                     elif lane.mechanism is _LOOP:
@@ -238,18 +238,23 @@ class Workers:
         guard.raise_kept()
 
     def not_sent(self, run: Run, exc: BaseException) -> None:
-        """*run* could not be sent: it ends (CANCELED during shutdown or when
-        interrupted, and its claim is given back so that a restart runs it;
-        else ERROR)."""
+        """*run* could not be sent. An interrupt (KeyboardInterrupt) came
+        first: it goes back to wait for a worker, and runs. The scheduler
+        shuts down: it is CANCELED and its claim given back, so that a
+        restart runs it. Its executor failed: it ends as an ERROR."""
         st = self._st
-        canceled = st.closing or not isinstance(exc, Exception)
-        status = TaskStatus.CANCELED if canceled else TaskStatus.ERROR
         fx = Effects()
         with st.lock:
-            if canceled and run._claim is not None and st.journal is not None:
-                st.journal.release(run._claim, "the scheduler shut down before it started")
-            st.finish(run, status, None, exc, format_exception(exc), error_line(exc), fx,
-                      False)
+            if not st.closing and not isinstance(exc, Exception) \
+                    and st.lanes.of(run).mechanism is not _FUTURE:
+                st.unstart(run, fx)
+            else:
+                canceled = st.closing
+                if canceled and run._claim is not None and st.journal is not None:
+                    st.journal.release(run._claim,
+                                       "the scheduler shut down before it started")
+                st.finish(run, TaskStatus.CANCELED if canceled else TaskStatus.ERROR, None,
+                          exc, format_exception(exc), error_line(exc), fx, False)
         self.aftermath(fx)
 
     def _refused(self, run: Run) -> None:
@@ -299,6 +304,8 @@ class Workers:
         lane, lock, now = st.lanes.threads, st.lock, st.clock.now
         returning = lane.returning
         fx = Effects()
+        if run is not None and not st.taken_back(run):
+            return  # an interrupt took it back before this thread got it
         while run is not None:
             try:
                 if run._claim is not None and run._claim.granted is not True:

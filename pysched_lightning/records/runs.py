@@ -51,7 +51,7 @@ class TaskStatus(enum.IntEnum):
 
 class Phase(enum.Enum):
     """Where a run is in its life (``core.runlife.RunLife`` moves it, and
-    only it)::
+    only it, with its extensions)::
 
         DUE --admit--> STARTED --finish--> FINISHED
          |              ^   '--expire/interrupt--> OVERDUE --finish--> FINISHED
@@ -166,8 +166,8 @@ class Run(RunContext, Mapping[str, Any]):
     _future: Optional[Future] = None
     _owns_future = False
     # The fields below are the run's life, written by ``core.runlife.RunLife``
-    # only (with ``status`` and the outcome fields above); the run book keeps
-    # ``_previous`` and ``_state``.
+    # and its extensions only (with ``status`` and the outcome fields above);
+    # the run book keeps ``_previous`` and ``_state``.
     _phase = Phase.DUE
     #: True once it was handed to its executor (a pulled run never is).
     _sent = False
