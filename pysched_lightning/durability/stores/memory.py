@@ -8,9 +8,10 @@ import functools
 import heapq
 import itertools
 import threading
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set,
+                    Tuple)
 
-from ...records.protocols import ERROR, RUN_FIELDS, RUNNING, TaskRecord
+from ...records.protocols import ERROR, MISSED, RUN_FIELDS, RUNNING, TaskRecord
 from .rules import (CLAIMED_FIELDS, INTERRUPTED, check_key, check_limit, check_slot,
                     check_statuses,
                     check_time, claim_row, run_row, task_changes, task_row)
@@ -252,16 +253,29 @@ class MemoryStore:
                 and (codes is None or row["status"] in codes)]
 
     def purge_runs(self, before: float) -> int:
-        """Delete the runs over (not RUNNING) that ended before *before*."""
+        """Delete the runs over (not RUNNING) that ended before *before*, but
+        the latest claimed slot of each stored task."""
         bound = check_time("before", before)
         if bound is None:
             raise TypeError("purge_runs() needs a time, not None")
         with self._data_lock:
-            doomed = [key for key, (_, row) in self._runs.items() if _ended_before(row, bound)]
+            kept = self._latest_claimed_slots()
+            doomed = [key for key, (_, row) in self._runs.items()
+                      if _ended_before(row, bound)
+                      and (row["task_id"], row["scheduled"]) not in kept]
             for key in doomed:
                 entry = self._runs.pop(key)
                 self._changed(functools.partial(self._put_run, key, entry))
             return len(doomed)
+
+    def _latest_claimed_slots(self) -> Set[Tuple[str, float]]:
+        """(task id, scheduled) of each stored task's latest claimed slot."""
+        latest: Dict[str, float] = {}
+        for _, row in self._runs.values():
+            task_id = row["task_id"]
+            if task_id in self._tasks and row["status"] != MISSED:
+                latest[task_id] = max(latest.get(task_id, row["scheduled"]), row["scheduled"])
+        return set(latest.items())
 
     def clear(self) -> None:
         with self._data_lock:

@@ -38,7 +38,10 @@ Runs
     ``statuses`` is an iterable of status codes (empty: nothing matches).
   * ``purge_runs(before)`` deletes the runs that are over (any status but
     RUNNING) and ended before *before*: their ``finished`` time, or for a run
-    that never got one its ``started``, else ``scheduled``.
+    that never got one its ``started``, else ``scheduled``. It keeps the
+    records of each stored task's latest claimed slot (its newest
+    ``scheduled`` among the runs that are not MISSED): a restart reads them
+    to know whether that slot ran, and what retry it is owed.
   * ``mark_interrupted()`` turns every RUNNING run into an ERROR whose
     ``error`` is :data:`INTERRUPTED`.
   * ``release_run(task_id, slot, attempt)`` deletes that run's record if it

@@ -24,7 +24,7 @@ import threading
 import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from ...records.protocols import ERROR, RUN_FIELDS, RUNNING, TaskRecord
+from ...records.protocols import ERROR, MISSED, RUN_FIELDS, RUNNING, TaskRecord
 from .filelock import FileHold
 from .rules import (CLAIMED_FIELDS, INTERRUPTED, TASK_FIELDS, check_key, check_limit,
                     check_slot,
@@ -72,8 +72,12 @@ _INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(R
 _RELEASE_RUN = (f"DELETE FROM runs WHERE task_id = ? AND slot = ? AND attempt = ? "
                 f"AND status = {RUNNING}")
 _MARK_INTERRUPTED = f"UPDATE runs SET status = {ERROR}, error = ? WHERE status = {RUNNING}"
+# (A stored task's latest claimed slot is kept: a restart reads its claims.)
 _PURGE_RUNS = (f"DELETE FROM runs WHERE status IS NOT {RUNNING} "
-               f"AND COALESCE(finished, started, scheduled) < ?")
+               f"AND COALESCE(finished, started, scheduled) < ? "
+               f"AND NOT (task_id IN (SELECT id FROM tasks) AND scheduled = "
+               f"(SELECT MAX(kept.scheduled) FROM runs AS kept WHERE kept.task_id = "
+               f"runs.task_id AND kept.status IS NOT {MISSED}))")
 _PAUSED = TASK_FIELDS.index("paused")
 
 
@@ -313,7 +317,8 @@ class SQLiteStore:
                                       params).fetchone()[0]
 
     def purge_runs(self, before: float) -> int:
-        """Delete the runs over (not RUNNING) that ended before *before*."""
+        """Delete the runs over (not RUNNING) that ended before *before*, but
+        the latest claimed slot of each stored task."""
         bound = check_time("before", before)
         if bound is None:
             raise TypeError("purge_runs() needs a time, not None")
