@@ -16,7 +16,7 @@ from typing import Any, Optional
 from .core import control
 from .core.standby import same_record
 from .core.state import Effects, State
-from .durability.encoding import slot_offset, task_record
+from .durability.encoding import slot_at, slot_offset, task_record
 from .durability.journal import Claim, Write
 from .records.errors import StoreWriteError
 from .records.protocols import TaskRecord
@@ -51,8 +51,10 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             if fresh_id and record is not None:
                 early = control.reserve_start(st, task, record.name, st.clock.now())
         same = old is not None and _same(old, task, store, record)
+        # a changed definition runs its first slot even if the old one ran it
+        aside = slot_at(task, task.time, st.offset) if old is not None else None
         try:
-            write = _store(st, task, record, early, fresh_id) if not same else None
+            write = _store(st, task, record, early, fresh_id, aside) if not same else None
         except BaseException:
             if early is not None:
                 with st.lock:
@@ -183,14 +185,15 @@ def _wall(st: State, task: Task) -> float:
     return task.time + slot_offset(task, st.offset)
 
 
-def _store(st: State, task: Task, record: Optional[TaskRecord],
-           early: Optional[Claim], new_id: bool) -> Optional[Write]:
+def _store(st: State, task: Task, record: Optional[TaskRecord], early: Optional[Claim],
+           new_id: bool, set_aside: Optional[str]) -> Optional[Write]:
     """Write *task* to the store (if any), with its *early* claim, and wait
-    for the commit."""
+    for the commit; the records of the slot *set_aside* belong to the
+    definition it replaces."""
     journal = st.journal
     if journal is None or journal.store is None or record is None:
         return None
-    write = journal.store_task(record, claim=early, new_id=new_id)
+    write = journal.store_task(record, claim=early, new_id=new_id, set_aside=set_aside)
     _raise_unstored(write, task.id)
     return write
 

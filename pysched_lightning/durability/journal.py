@@ -202,12 +202,15 @@ class Journal:
                 write.ready = True
 
     def store_task(self, record: TaskRecord, replace: bool = True,
-                   claim: Optional[Claim] = None, new_id: bool = False) -> Write:
+                   claim: Optional[Claim] = None, new_id: bool = False,
+                   set_aside: Optional[str] = None) -> Write:
         """Write a task record, with its first run's *claim* if given (both
         or neither are written), and wait for the commit; then look at the
         returned write's ``error``. A *new_id* is committed by itself, ahead
-        of the pending writes, none of which can concern it."""
-        write = Write(WriteKind.SAVE, record, (replace, claim))
+        of the pending writes, none of which can concern it. *set_aside*: a
+        slot whose records belong to the definition this one replaces (see
+        ``Store.set_aside_slot``)."""
+        write = Write(WriteKind.SAVE, record, (replace, claim, set_aside))
         if new_id:  # no flush to wait for: the store's own lock orders the commits
             failures = self._commit([write])
             self._report(failures)
@@ -288,13 +291,14 @@ class Journal:
             return lambda: store.update_task(target, **write.fields)
         if kind is WriteKind.REMOVE:
             return lambda: store.remove_task(target)
-        replace, claim = write.fields
-        if claim is None:
-            return lambda: store.save_task(target, replace=replace)
+        replace, claim, set_aside = write.fields
 
-        def save_and_claim() -> None:  # in one transaction: both or neither
+        def save_and_claim() -> None:  # in one transaction: all or nothing
             store.save_task(target, replace=replace)
-            claim.decide(store)
+            if set_aside is not None:
+                store.set_aside_slot(target.id, set_aside)
+            if claim is not None:
+                claim.decide(store)
         return save_and_claim
 
     def _report(self, failures: List[Tuple[Write, BaseException]]) -> None:

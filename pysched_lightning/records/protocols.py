@@ -165,6 +165,11 @@ class Store(Protocol):
         keeps the claimed value. A run never claimed (missed, never started)
         is inserted."""
 
+    def set_aside_slot(self, task_id: str, slot: str) -> None:
+        """The records of *slot* belong to a definition of the task that was
+        replaced: they keep their history under another slot name, so that
+        the new definition can claim the slot (RUNNING ones stay)."""
+
     def release_run(self, task_id: str, slot: str, attempt: int) -> None:
         """Give back a claim whose run never executed: its RUNNING record is
         deleted (nothing if it is not RUNNING), so the slot may be claimed

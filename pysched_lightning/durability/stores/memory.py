@@ -201,6 +201,22 @@ class MemoryStore:
             self._runs[key] = (seq, row)
             self._changed(lambda: self._put_run(key, _MISSING if previous is None else previous))
 
+    def set_aside_slot(self, task_id: str, slot: str) -> None:
+        """Rename the slot of the over records of *slot* (``slot~run.attempt``)."""
+        task_id, slot = check_key(task_id), check_slot(slot)
+        with self._data_lock:
+            for key, (seq, row) in list(self._runs.items()):
+                if key[:2] == (task_id, slot) and row["status"] != RUNNING:
+                    aside = f"{slot}~{row['run'] or 0}.{row['attempt']}"
+                    del self._runs[key]
+                    self._runs[(task_id, aside, key[2])] = (seq, dict(row, slot=aside))
+                    self._changed(functools.partial(self._undo_aside, key, (seq, row),
+                                                    (task_id, aside, key[2])))
+
+    def _undo_aside(self, key: Any, entry: Any, aside: Any) -> None:
+        self._runs.pop(aside, None)
+        self._runs[key] = entry
+
     def release_run(self, task_id: str, slot: str, attempt: int) -> None:
         """Delete the run's record if it is still a RUNNING claim."""
         key = (check_key(task_id), check_slot(slot), attempt)

@@ -69,6 +69,8 @@ _FINISH_FIELDS = tuple(i for i, name in enumerate(RUN_FIELDS)
 _FINISH_RUN = _finish_sql(_FINISH_FIELDS, " AND scheduled = ?")
 _MOVE_RUN = _finish_sql((*_FINISH_FIELDS, _SCHEDULED), "")
 _INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))})"
+_SET_ASIDE = (f"UPDATE runs SET slot = slot || '~' || COALESCE(run, 0) || '.' || attempt "
+              f"WHERE task_id = ? AND slot = ? AND status IS NOT {RUNNING}")
 _RELEASE_RUN = (f"DELETE FROM runs WHERE task_id = ? AND slot = ? AND attempt = ? "
                 f"AND status = {RUNNING}")
 _MARK_INTERRUPTED = f"UPDATE runs SET status = {ERROR}, error = ? WHERE status = {RUNNING}"
@@ -279,6 +281,11 @@ class SQLiteStore:
         values.insert(len(_FINISH_FIELDS), row[_SCHEDULED])
         if execute(_MOVE_RUN, values).rowcount == 0:
             execute(_INSERT_RUN, row)
+
+    def set_aside_slot(self, task_id: str, slot: str) -> None:
+        """Rename the slot of the over records of *slot* (``slot~run.attempt``)."""
+        with self._db_lock:
+            self._conn.execute(_SET_ASIDE, (check_key(task_id), check_slot(slot)))
 
     def release_run(self, task_id: str, slot: str, attempt: int) -> None:
         """Delete the run's record if it is still a RUNNING claim."""
