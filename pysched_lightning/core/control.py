@@ -225,7 +225,7 @@ def run_now(st: State, task_id: str, now: float) -> None:
     """One extra run now; the regular schedule is unchanged."""
     task = known(st, task_id)
     head = st.timetable.push_extra(Extra(now, task.priority, next(st.seq), task_id, 1, None,
-                                         "run_now", None))
+                                         "run_now", None, st.timetable.generation(task_id)))
     st.runbook.state(task_id).owed += 1
     if head:
         st.wakeup.notify()

@@ -152,7 +152,7 @@ def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,
         state.owed += 1
         st.timetable.push_extra(Extra(retry.wall_time - st.offset, task.priority, next(st.seq),
                                       task.id, retry.attempt, retry.number, "retry",
-                                      retry.slot))
+                                      retry.slot, st.timetable.generation(task.id)))
     st.wakeup.notify()
     return True
 

@@ -55,8 +55,9 @@ class TaskLife(RunLife):
     def _retry(self, run: Run, now: float, fx: Effects) -> bool:
         options = run.task.options
         state = run._state
-        if run.attempt > options.retries or state.canceled or run.status is _CANCELED:
-            return False  # (a canceled run did not fail: it was not let run)
+        if run.attempt > options.retries or state.canceled or run.status is _CANCELED \
+                or self.runbook.get(run.task_id) is not state:
+            return False  # (a canceled run did not fail; a replaced definition is owed nothing)
         if self.closing:  # owed still: with a store, a restart runs it (see recovery)
             state.status = TaskStatus.SUSPENDED
             fx.log(logging.WARNING, "task %r: attempt %d %s; its retry is left to the next "
@@ -65,7 +66,8 @@ class TaskLife(RunLife):
             return True
         wait = options.retry_wait(run.attempt)
         extra = Extra(now + wait, run.task.priority, next(self.seq), run.task_id,
-                      run.attempt + 1, run.run_number, "retry", run._slot)
+                      run.attempt + 1, run.run_number, "retry", run._slot,
+                      self.timetable.generation(run.task_id))
         state.owed += 1
         if self.timetable.push_extra(extra):
             self.wakeup.notify()

@@ -22,13 +22,15 @@ from .heaps import LazyHeap
 __all__ = ["Timetable", "Extra"]
 
 _ExtraFields = namedtuple("_ExtraFields",
-                          "time priority seq task_id attempt number kind slot")
+                          "time priority seq task_id attempt number kind slot generation")
 
 
 class Extra(_ExtraFields):
     """A run outside the schedule: a retry (``kind`` 'retry', of run
     ``number``, whose store slot was ``slot``) or a manual run (``kind``
-    'run_now', ``number`` and ``slot`` None)."""
+    'run_now', ``number`` and ``slot`` None), of the task's definition of
+    that ``generation`` (a definition re-added under the id owes nothing
+    of the one it replaced)."""
 
     __slots__ = ()
 
@@ -51,6 +53,9 @@ class Timetable:
         #: is a stand-in, due when the trigger is to be asked again). Read
         #: by the firing; changed here only.
         self.failed: Dict[str, Tuple[float, int]] = {}
+        #: The generation of each task's definition: a new one at each add.
+        self._generations: Dict[str, int] = {}
+        self._next_generation = 1
         #: Who depends on whom: ``{task id: ids of the tasks naming it in
         #: depend_on}`` (read by the run transitions; changed here only).
         self.dependents: Dict[str, Set[str]] = {}
@@ -113,6 +118,8 @@ class Timetable:
             self._link(task)
         if in_heap:
             self._timers.push(task)
+        self._generations[task.id] = self._next_generation
+        self._next_generation += 1
         self._tasks[task.id] = task  # now it is scheduled (and its entry live)
         return in_heap and self._timers.is_head(task)
 
@@ -121,6 +128,10 @@ class Timetable:
         stored one-shot whose run is owed a retry)."""
         self._fired.add(task.id)
         self.add(task, in_heap=False)
+
+    def generation(self, task_id: str) -> int:
+        """The generation of the task's current definition (0: unknown)."""
+        return self._generations.get(task_id, 0)
 
     def push_extra(self, extra: Extra) -> bool:
         """Schedule a retry or a manual run; True when it became the head."""
@@ -261,7 +272,9 @@ class Timetable:
     def _is_live(self, entry: Entry) -> bool:
         if type(entry) is Task:
             return self._tasks.get(entry.id) is entry
-        return entry.task_id in self._tasks  # type: ignore[union-attr]
+        extra: Extra = entry  # type: ignore[assignment]
+        return (extra.task_id in self._tasks
+                and self._generations.get(extra.task_id) == extra.generation)
 
     def _link(self, task: Task) -> None:
         for dep in task.options.depend_on:
