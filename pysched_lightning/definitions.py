@@ -55,10 +55,12 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
         aside = slot_at(task, task.time, st.offset) if old is not None else None
         try:
             write = _store(st, task, record, early, fresh_id, aside) if not same else None
-        except BaseException:
+        except BaseException as exc:
             if early is not None:
                 with st.lock:
                     control.unreserve(st, task, early)
+            if not isinstance(exc, Exception) and record is not None and not same:
+                _store_cut_short(st, workers, task, record, old, early)
             raise
         fx = Effects()
         try:
@@ -89,12 +91,9 @@ def _put_right(st: State, task: Task, old: Optional[Task], write: Optional[Write
     taken back, in memory and in the store: as if delay() had not been
     called. A replacement that an interrupt cut short is completed (its
     definition is stored already)."""
-    if old is not None and write is not None and not isinstance(exc, Exception):
-        st.take_back(task.id, fx)
-        st.repair(fx)
-        control.add_new(st, task, st.clock.now(), fx)
-        return
     if old is not None:
+        if not isinstance(exc, Exception):  # (a refusal leaves the old one as it is)
+            control.redo_replace(st, task, fx)
         return
     st.take_back(task.id, fx)
     st.repair(fx)
@@ -104,6 +103,27 @@ def _put_right(st: State, task: Task, old: Optional[Task], write: Optional[Write
         journal.task_removed(task.id)  # stored, but not scheduled
         if early is not None:
             journal.release(early, "the scheduler shut down first")
+
+
+def _store_cut_short(st: State, workers: Any, task: Task, record: TaskRecord,
+                     old: Optional[Task], early: Optional[Claim]) -> None:
+    """An interrupt came while *task* was being stored: it may be stored or
+    not. A new task is taken out of the store (as if delay() had not been
+    called); a replacement is completed, in memory and in the store."""
+    journal = st.journal
+    assert journal is not None
+    fx = Effects()
+    with st.lock:
+        if old is None:
+            journal.task_removed(task.id)
+            if early is not None:
+                journal.release(early, "delay() was interrupted")
+        elif control.existing(st, task.id) is old:
+            control.redo_replace(st, task, fx)
+    if old is not None:
+        journal.store_task(record)
+    journal.flush()
+    workers.settle(fx)
 
 
 def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None:
@@ -120,7 +140,17 @@ def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None
         record = task_record(new, due + slot_offset(new, st.offset), st.clock.wall())
         record.runs, record.missed = snap["runs"], snap["missed"]
         record.status, record.paused = int(snap["status"]), snap["paused"]
-        _raise_unstored(journal.store_task(record), new.id)
+        try:
+            _raise_unstored(journal.store_task(record), new.id)
+        except Exception:
+            raise
+        except BaseException:  # it may be stored: the change is made here too
+            _replace_in_memory(st, workers, new, keep_time)
+            raise
+    _replace_in_memory(st, workers, new, keep_time)
+
+
+def _replace_in_memory(st: State, workers: Any, new: Task, keep_time: bool) -> None:
     fx = Effects()
     try:
         try:

@@ -206,13 +206,14 @@ class Scheduler:
     def pause(self, task_id: Optional[str] = None) -> None:
         """Pause one task (it keeps its place but does not run) or, with no
         argument, the whole scheduler (nothing new starts)."""
-        self._change(control.pause, task_id)
+        self._change(control.pause, task_id, control.pause)
 
     def resume(self, task_id: Optional[str] = None) -> None:
         """Undo :meth:`pause`. A resumed recurring task runs next at its next
         future due time; runs that fell due while the whole scheduler was
         paused follow the misfire and coalesce rules."""
-        self._change(lambda st, tid, fx: control.resume(st, tid, st.clock.now(), fx), task_id)
+        resume = lambda st, tid, fx: control.resume(st, tid, st.clock.now(), fx)  # noqa: E731
+        self._change(resume, task_id, resume)
 
     def reschedule(self, task_id: str, trigger: str, interval: Any, *, tz: Any = None) -> None:
         """Give a task a new trigger; its next run follows the new one."""

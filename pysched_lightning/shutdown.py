@@ -51,19 +51,28 @@ class Closer:
     def shutdown(self, wait: bool, timeout: Optional[float]) -> None:
         st = self._st
         fx = Effects()
-        with st.lock:
-            first = not st.closing
-            st.closing = True
+        try:
             try:
-                if first:
-                    self._abandon_waiting(fx)
-                    st.event(fx, EventKind.SCHEDULER_SHUTDOWN)
-            finally:  # an interrupt here must not leave runs waiting forever
-                if first:
-                    self._abandon_waiting(fx)
-                st.wakeup.notify_all()
-                st.run_done.notify_all()
-        self._workers.settle(fx)
+                with st.lock:
+                    first = not st.closing
+                    st.closing = True
+                    try:
+                        if first:
+                            self._abandon_waiting(fx)
+                            st.event(fx, EventKind.SCHEDULER_SHUTDOWN)
+                    except BaseException:  # an interrupt must leave no run waiting
+                        if first:
+                            self._abandon_waiting(fx)
+                        st.repair(fx)
+                        raise
+                    finally:
+                        st.wakeup.notify_all()
+                        st.run_done.notify_all()
+            finally:
+                self._workers.settle(fx)
+        except BaseException:
+            self._workers.settle(fx)  # (an interrupt on the line above)
+            raise
         self.requested.set()
         inside = 1 if self._inside_own_run() else 0
         if not wait:

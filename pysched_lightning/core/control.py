@@ -113,19 +113,25 @@ def reserve_start(st: State, task: Task, name: str, now: float) -> Optional[Clai
         return None
     early = EarlyClaim(task.id, slot_at(task, task.time, st.offset), name,
                        task.time + st.offset)
-    lane.reserve()
-    early.reserved = True
+    lane.reserve(early)
     return early
 
 
 def unreserve(st: State, task: Task, early: Claim) -> None:
     """The slot reserved by :func:`reserve_start` goes back, unless its run
     took it (nothing if it went back already)."""
-    if early.reserved:
-        early.reserved = False
-        lane = st.lanes.of_kind(task.options.lane)
-        lane.reserved -= 1
-        lane.give_back()
+    st.lanes.of_kind(task.options.lane).unreserve(early)
+
+
+def redo_replace(st: State, task: Task, fx: Effects) -> None:
+    """Putting *task* in place of the definition under its id was cut short
+    (an interrupt): it is done again, from the start."""
+    for run in fx.take_runs_of(task.id):
+        st.withdraw(run, "replaced by a new definition", fx)
+    now = st.clock.now()
+    _retract(st, task.id, now, fx)
+    add_new(st, task, now, fx)
+    st.repair(fx)
 
 
 def _retract(st: State, task_id: str, now: float, fx: Effects) -> None:

@@ -67,6 +67,16 @@ class HandOver(RunLife):
         run.status = TaskStatus.SUSPENDED
         self.admit(run, fx)
 
+    def withdraw(self, run: Run, reason: str, fx: Effects) -> None:
+        """*run* got a slot but was never handed over, and will not be: it
+        is dropped, CANCELED for *reason* (a replacement cut short)."""
+        if run._phase is not _STARTED or run._sent:
+            return
+        self.lanes.of(run).give_back()
+        self.runbook.returned(run)
+        run._phase, run.status = _DUE, TaskStatus.SUSPENDED
+        self.drop(run, TaskStatus.CANCELED, reason, self.clock.now(), fx)
+
     def watch_deadline(self, run: Run, start: Optional[float] = None) -> bool:
         """A started run with a timeout gets its deadline, its timeout after
         *start* (by default its start); True when it is the earliest (the

@@ -14,7 +14,7 @@ import concurrent.futures
 import enum
 import logging
 from collections import namedtuple
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 import loky
 
@@ -63,7 +63,7 @@ class Lane:
     is made again from the runs' phases: see ``State.repair``.)
     """
 
-    __slots__ = ("executor", "mechanism", "capacity", "used", "reserved", "ready", "held",
+    __slots__ = ("executor", "mechanism", "capacity", "used", "reservations", "ready", "held",
                  "returning", "owned", "to_processes")
 
     def __init__(self, executor: Any, mechanism: Mechanism, capacity: Optional[int],
@@ -77,9 +77,9 @@ class Lane:
         #: How many slots there are; None when the executor sets no limit.
         self.capacity = capacity
         #: Slots taken (by runs, and by reservations of runs to come), and
-        #: how many of them are reservations.
+        #: the reservations (the claims of runs to come).
         self.used = 0
-        self.reserved = 0
+        self.reservations: Set[Any] = set()
         self.ready = LazyHeap(_ready_is_live)
         #: Runs of paused tasks, by task id, until they are resumed.
         self.held: Dict[str, List[Run]] = {}
@@ -100,10 +100,17 @@ class Lane:
     def give_back(self) -> None:
         self.used -= 1
 
-    def reserve(self) -> None:
-        """A slot for a run to come (it takes it, or it is given back)."""
+    def reserve(self, claim: Any) -> None:
+        """A slot for the run of *claim*, to come: it takes it (the
+        reservation goes, the slot stays taken), or it is given back."""
+        self.reservations.add(claim)
         self.used += 1
-        self.reserved += 1
+
+    def unreserve(self, claim: Any) -> None:
+        """The reservation of *claim* is given back (nothing if its run took it)."""
+        if claim in self.reservations:
+            self.reservations.discard(claim)
+            self.used -= 1
 
     def queue(self, run: Run, seq: int) -> None:
         """*run* waits for a slot."""

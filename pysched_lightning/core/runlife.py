@@ -168,9 +168,8 @@ class RunLife:
             fx.submit(run)  # first: an interrupt after it still sends the run
             if early is None:
                 lane.take()
-            elif early.reserved:  # its reservation becomes the run's slot
-                early.reserved = False
-                lane.reserved -= 1
+            else:  # its reservation becomes the run's slot
+                lane.reservations.discard(early)
         run._phase = _STARTED
         run.status = _RUNNING
         run._t_timestamp = self.clock.now() if now is None else now

@@ -126,7 +126,7 @@ class State(TaskLife, HandOver):
 
     def running(self) -> int:
         """How many runs hold a worker slot."""
-        return sum(lane.used - lane.reserved for lane in self.lanes.all())
+        return sum(lane.used - len(lane.reservations) for lane in self.lanes.all())
 
     def repair(self, fx: Effects) -> None:
         """After an interrupt inside a transition (a KeyboardInterrupt in the
@@ -138,15 +138,18 @@ class State(TaskLife, HandOver):
         flying = {run for run in holders if run._phase is _STARTED or run._phase is _OVERDUE}
         fx.runs = [run for run in runs if run._phase is _STARTED] or None
         for lane in self.lanes.all():
-            lane.used = lane.reserved + sum(1 for run in flying if self.lanes.of(run) is lane)
+            lane.used = len(lane.reservations) + sum(1 for run in flying
+                                                     if self.lanes.of(run) is lane)
         states = {id(run._state): run._state for run in holders}
         states.update((id(state), state) for state in self.runbook.states())
         for state in states.values():
             state.running = sum(1 for run in flying if run._state is state)
-        for state in self.runbook.states():  # a run made but never placed
+        for state in self.runbook.states():
             for run in state.kept_runs():
-                if run._phase is _DUE:
+                if run._phase is _DUE:  # made but never placed
                     self.admit(run, fx)
+                elif run.done and run._future is not None and not run._future.done():
+                    fx.resolve(run)  # ended, but its future was not told
         self.timetable.reschedule_lost()
 
 

@@ -16,6 +16,7 @@ from ..durability.encoding import slot_of
 from ..records.events import EventKind
 from ..records.runs import FAILED, Phase, Run, TaskStatus
 from .effects import Effects
+from .runbook import TaskState
 from .runlife import RunLife
 from .timetable import Extra
 
@@ -54,9 +55,9 @@ class TaskLife(RunLife):
 
     def _retry(self, run: Run, now: float, fx: Effects) -> bool:
         options = run.task.options
-        state = run._state
+        state: TaskState = run._state
         if run.attempt > options.retries or state.canceled or run.status is _CANCELED \
-                or self.runbook.get(run.task_id) is not state:
+                or state is not self.runbook.get(run.task_id):
             return False  # (a canceled run did not fail; a replaced definition is owed nothing)
         if self.closing:  # owed still: with a store, a restart runs it (see recovery)
             state.status = TaskStatus.SUSPENDED

@@ -213,7 +213,10 @@ class Timetable:
         return self._parked.pop(task_id, None)
 
     def requeue(self, task: Task) -> None:
-        """Put a parked one-shot back in the heap (at its own due time)."""
+        """Put a parked one-shot back in the heap (at its own due time; once,
+        whatever an interrupt made the caller do again)."""
+        if self._tasks.get(task.id) is task and task.id not in self._fired:
+            return
         self._timers.push(task)
         self._tasks[task.id] = task
         self._fired.discard(task.id)

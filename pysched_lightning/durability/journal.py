@@ -77,7 +77,7 @@ class Claim:
     answer (None until committed), ``reason`` why it was refused."""
 
     __slots__ = ("task_id", "slot", "attempt", "run", "name", "scheduled", "started",
-                 "granted", "reason", "reserved", "_source")
+                 "granted", "reason", "_source")
 
     def __init__(self, task_id: str, slot: str, attempt: int, run: int,
                  name: Optional[str], scheduled: float, started: float,
@@ -86,8 +86,6 @@ class Claim:
         self.name, self.scheduled, self.started = name, scheduled, started
         self.granted: Optional[bool] = None
         self.reason: Optional[str] = None
-        #: True while a worker slot is reserved for its run (an early claim).
-        self.reserved = False
         #: The run whose name is read when the claim is written.
         self._source = source
 
@@ -222,27 +220,32 @@ class Journal:
 
     def flush(self) -> None:
         """Commit every ready write, in order; failures are logged and kept
-        on their writes, never raised. Then write the run log."""
+        on their writes, never raised. Then write the run log. (What user
+        code there raises, a log handler or a run log, is raised once all
+        of it is done; writes an interrupt kept from their commit stay
+        pending, for the next flush.)"""
         with self._state_lock:
             pending = list(self._pending)
-        if not pending:
-            self._write_run_log()
-            return
         for write in pending:  # names of claims: user code, before any lock
             if write.kind is WriteKind.CLAIM and write.target.name is None:
                 write.target.name = _run_name(write.target)
-        with self._flush_lock:
-            with self._state_lock:
-                batch = [write for write in self._pending if write.ready]
-            failures = self._commit(batch) if self.store is not None else []
-            done = set(map(id, batch))
-            with self._state_lock:
-                self._pending = [write for write in self._pending if id(write) not in done]
-            if self.run_log is not None:
-                self._to_log.extend(write.fields for write in batch
-                                    if write.kind is WriteKind.RUN and write.error is None)
-        self._report(failures)
-        self._write_run_log()
+        failures: List[Tuple[Write, BaseException]] = []
+        if pending:
+            with self._flush_lock:
+                with self._state_lock:
+                    batch = [write for write in self._pending if write.ready]
+                failures = self._commit(batch) if self.store is not None else []
+                done = set(map(id, batch))
+                with self._state_lock:
+                    self._pending = [write for write in self._pending
+                                     if id(write) not in done]
+                if self.run_log is not None:
+                    self._to_log.extend(write.fields for write in batch
+                                        if write.kind is WriteKind.RUN and write.error is None)
+        try:
+            self._report(failures)
+        finally:
+            self._write_run_log()
 
     def _commit(self, writes: List[Write]) -> List[Tuple[Write, BaseException]]:
         """Commit *writes* in short transactions (a delay() storing a new task
@@ -303,24 +306,38 @@ class Journal:
 
     def _report(self, failures: List[Tuple[Write, BaseException]]) -> None:
         """Log the writes that failed (outside the locks: handlers are user code)."""
+        first: Optional[BaseException] = None
         for write, exc in failures:
-            if write.target is None:
-                _log.warning("writing changes to the store together failed (%s); "
-                             "writing them one by one", error_line(exc))
-            else:
-                _log.error("writing %s %r to the store failed: %s", write.kind.value,
-                           _describe(write), error_line(exc))
+            try:
+                if write.target is None:
+                    _log.warning("writing changes to the store together failed (%s); "
+                                 "writing them one by one", error_line(exc))
+                else:
+                    _log.error("writing %s %r to the store failed: %s", write.kind.value,
+                               _describe(write), error_line(exc))
+            except BaseException as raised:  # a log handler: the others still log
+                first = first or raised
+        if first is not None:
+            raise first
 
     def _write_run_log(self) -> None:
         """Write the records waiting for the run log, one thread at a time;
-        a ``write`` that calls back into the scheduler only adds to them."""
+        a ``write`` that calls back into the scheduler only adds to them.
+        Each record is written, whatever another's ``write`` raised (the
+        first interrupt is raised at the end)."""
         to_log = self._to_log
+        first: Optional[BaseException] = None
         while to_log and self._log_lock.acquire(False):
             try:
                 while to_log:
-                    self._log_run(to_log.popleft())
+                    try:
+                        self._log_run(to_log.popleft())
+                    except BaseException as exc:  # (_log_run logs an Exception)
+                        first = first or exc
             finally:
                 self._log_lock.release()
+        if first is not None:
+            raise first
 
     def _log_run(self, record: Mapping[str, Any]) -> None:
         logged = {key: value for key, value in record.items() if key != "outcome"}

@@ -103,6 +103,8 @@ class Workers:
                 logs, fx.logs = fx.logs, None
                 for level, message, args in logs:
                     guard.call(_log.log, level, message, *args)
+            if fx.runs:  # before the listeners: one may wait for these runs
+                self.submit_noted(fx)
             if fx.events:
                 events, fx.events = fx.events, None
                 kept = self._listeners.emit(events)
@@ -271,8 +273,14 @@ class Workers:
             claim = following._claim
             if claim is None:
                 break
-            if claim.granted is None and journal is not None:
-                journal.flush()
+            for _ in range(2):  # (a flush cut short by what a log handler raised:
+                if claim.granted is None and journal is not None:  # once more)
+                    try:
+                        journal.flush()
+                    except BaseException:
+                        _log_quietly("committing a run's claim failed")
+            if claim.granted is None:
+                claim.refuse("its claim could not be committed")
             if claim.granted is not False:
                 break
             with self._st.lock:
