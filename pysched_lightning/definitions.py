@@ -53,6 +53,8 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
         same = old is not None and _same(old, task, store, record)
         # a changed definition runs its first slot even if the old one ran it
         aside = slot_at(task, task.time, st.offset) if old is not None else None
+        write: Optional[Write] = None
+        fx = Effects()
         try:
             write = _store(st, task, record, early, fresh_id, aside) if not same else None
         except BaseException as exc:
@@ -62,7 +64,7 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             if not isinstance(exc, Exception) and record is not None and not same:
                 _store_cut_short(st, workers, task, record, old, early)
             raise
-        fx = Effects()
+        settled = False  # (the add is done, or put right)
         try:
             try:
                 with st.lock:
@@ -71,7 +73,9 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                             continue  # another delay() of this id came between: again
                         control.add_task(st, task, replace_existing, same, st.clock.now(),
                                          fx, early)
+                        settled = True
                     except BaseException as exc:
+                        settled = True
                         _put_right(st, task, old, write, early, fx, exc)
                         raise
                     finally:
@@ -79,8 +83,13 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                             control.unreserve(st, task, early)
             finally:
                 workers.settle(fx)  # what adding noted besides the task (a claim, a
-        except BaseException:       # next run time) is written with the next commit
-            workers.settle(fx)  # (an interrupt on the line above)
+        except BaseException as exc:  # next run time) is written with the next commit
+            if not settled:  # an interrupt before the lock: put right all the same
+                with st.lock:
+                    _put_right(st, task, old, write, early, fx, exc)
+                    if early is not None:
+                        control.unreserve(st, task, early)
+            workers.settle(fx)
             raise
         return task.id
 

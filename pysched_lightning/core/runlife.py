@@ -178,7 +178,7 @@ class RunLife:
         if journal is not None and journal.store is not None:
             if early is not None:
                 run._slot, run._claim = early.slot, early
-            else:
+            elif run._claim is None:  # (one taken back after an interrupt keeps its own)
                 if run._slot is None:
                     run._slot = slot_of(run, self.offset)
                 run._claim = journal.claim(run)
@@ -331,14 +331,14 @@ class RunLife:
         phase = run._phase
         if phase not in _WAITING:
             return
+        run.status, run.reason, run._t_finished = status, reason, now
+        run._phase = _DROPPED  # (from here on it is over, whatever comes next)
         if phase is _HELD:
             self.lanes.of(run).unhold(run)
         elif phase is _BLOCKED:
             self.runbook.unblock(run)
         elif phase is _READY:
             run._state.ready -= 1  # its heap entry is dead from now on
-        run._phase = _DROPPED
-        run.status, run.reason, run._t_finished = status, reason, now
         missed = status is _MISSED
         record = self.runbook.dropped(run, missed)
         if run._owns_future:

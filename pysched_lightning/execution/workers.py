@@ -167,21 +167,26 @@ class Workers:
         """Runs ended by a deadline or a shutdown: tell them, and stop what can
         be stopped (a process is killed, a coroutine or a remote call
         cancelled; a thread is only told, through ``timed_out``)."""
+        guard = _FirstInterrupt()  # each is stopped, whatever another raised
         for run in runs:
-            run._mark_timed_out()
-            handle = run._handle
-            if handle is None:
-                continue
-            try:
-                if run.lane is LaneKind.PROCESSES:
-                    self._handoff.kill(handle)
-                elif run.lane is LaneKind.ASYNC:
-                    self._st.lanes.of(run).executor.call_soon(handle.cancel)
-                else:
-                    handle.cancel()
-            except Exception as exc:
-                _log.error("stopping task %r run %d failed: %s", run.task_id,
-                           run.run_number, error_line(exc))
+            guard.call(self._stop, run)
+        guard.raise_kept()
+
+    def _stop(self, run: Run) -> None:
+        run._mark_timed_out()
+        handle = run._handle
+        if handle is None:
+            return
+        try:
+            if run.lane is LaneKind.PROCESSES:
+                self._handoff.kill(handle)
+            elif run.lane is LaneKind.ASYNC:
+                self._st.lanes.of(run).executor.call_soon(handle.cancel)
+            else:
+                handle.cancel()
+        except Exception as exc:
+            _log.error("stopping task %r run %d failed: %s", run.task_id,
+                       run.run_number, error_line(exc))
 
     # -- sending --------------------------------------------------------------
 
