@@ -198,8 +198,13 @@ class Closer:
                 return
             self._closed = True
         st = self._st
-        st.lanes.shutdown(wait)
-        self._workers.shutdown(wait)
+        try:
+            st.lanes.shutdown(wait)
+            self._workers.shutdown(wait)
+        except BaseException:  # an interrupt: the next shutdown() closes them again
+            with self._close_lock:
+                self._closed = False
+            raise
         if st.journal is None:
             return
         journal = st.journal

@@ -218,11 +218,16 @@ class Lanes:
         executors = [lane.executor for lane in self.all()]
         if self.loop not in executors:
             executors.append(self.loop)
-        for executor in executors:
+        first: Optional[BaseException] = None
+        for executor in executors:  # each, whatever another raised
             try:
                 executor.shutdown(wait=wait)
             except Exception:
                 _log.exception("shutting down executor %r failed", executor)
+            except BaseException as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
 
 def _is_process_pool(executor: Any) -> bool:

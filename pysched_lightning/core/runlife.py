@@ -333,6 +333,8 @@ class RunLife:
             return
         run.status, run.reason, run._t_finished = status, reason, now
         run._phase = _DROPPED  # (from here on it is over, whatever comes next)
+        if run._owns_future:
+            fx.resolve(run)
         if phase is _HELD:
             self.lanes.of(run).unhold(run)
         elif phase is _BLOCKED:
@@ -341,8 +343,6 @@ class RunLife:
             run._state.ready -= 1  # its heap entry is dead from now on
         missed = status is _MISSED
         record = self.runbook.dropped(run, missed)
-        if run._owns_future:
-            fx.resolve(run)
         self.notify_waiters(run.task_id, fx)
         if not missed:
             return

@@ -61,14 +61,20 @@ class RunContext:
                 self._callbacks.remove(callback)
 
     def _mark_timed_out(self) -> None:
-        """Set by the scheduler at the deadline; runs the registered callbacks."""
+        """Set by the scheduler at the deadline; runs the registered callbacks
+        (each, whatever another raised: the first interrupt is raised last)."""
         with _callbacks_lock:
             if self._timed_out:
                 return
-            self._timed_out = True
-            callbacks, self._callbacks = self._callbacks or [], None
+            self._timed_out, callbacks, self._callbacks = True, self._callbacks or [], None
+        first: Optional[BaseException] = None
         for callback in callbacks:
-            _call_safely(callback)
+            try:
+                _call_safely(callback)
+            except BaseException as exc:  # (an Exception is logged there)
+                first = first or exc
+        if first is not None:
+            raise first
 
 
 def _call_safely(callback: Callable[[], None]) -> None:
