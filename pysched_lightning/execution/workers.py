@@ -94,11 +94,13 @@ class Workers:
         try:
             if fx.records:
                 guard.call(self._prepared, fx.records)
-                fx.records = None
+                if guard.error is None:  # (else done again: each is built once)
+                    fx.records = None
             if fx.resolved:
                 for run in fx.resolved:
                     guard.call(run._resolve_future)
-                fx.resolved = None
+                if guard.error is None:  # (else done again: a future is resolved once)
+                    fx.resolved = None
             if fx.logs:
                 logs, fx.logs = fx.logs, None
                 for level, message, args in logs:
@@ -111,8 +113,10 @@ class Workers:
                 if kept is not None and guard.error is None:
                     guard.error = kept
             if fx.expired:
+                kept = guard.error
                 guard.call(self.stop_runs, fx.expired)
-                fx.expired = None
+                if guard.error is kept:  # (else done again: telling twice is harmless)
+                    fx.expired = None
             if fx.flush:
                 fx.flush = False
                 if self._st.journal is not None:
@@ -123,7 +127,7 @@ class Workers:
         finally:  # runs that got a slot are sent, even if a KeyboardInterrupt came
             if fx.runs:
                 self.submit_noted(fx)
-        fx.todo = False
+        fx.todo = bool(fx.records or fx.resolved or fx.expired)  # (left to do again)
         guard.raise_kept()
 
     def settle(self, fx: Effects) -> None:
