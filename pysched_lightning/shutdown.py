@@ -193,12 +193,12 @@ class Closer:
         """Close the executors, then the journal and the store; when called
         from inside a run, the journal waits (in a thread) for that run's
         record."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
         st = self._st
         try:
+            with self._close_lock:
+                if self._closed:
+                    return
+                self._closed = True
             st.lanes.shutdown(wait)
             self._workers.shutdown(wait)
         except BaseException:  # an interrupt: the next shutdown() closes them again
