@@ -125,26 +125,28 @@ class Pending:
 
 @dataclass
 class ModelTask:
+    """One definition of a task id (a changed definition is a new one)."""
+
+    #: The label its runs log (in its arguments): unique per definition.
     key: str
     tid: str
     named: bool
     definition: Definition
     state: str = "scheduled"  # scheduled | finished | canceled | gone
+    #: The next slot's due time (scheduler clock), None when none is scheduled.
     next_due: Optional[float] = None
+    #: A recurring task's grid: slot k is due at anchor + k * interval.
     anchor: float = 0.0
     paused: bool = False
     #: A one-shot occurrence that came due and waits: (due, why) with why
     #: 'dep' (a dependency has not completed) or 'pause'.
     parked: Optional[Tuple[float, str]] = None
-    #: The one-shot's regular run is over (or dropped): nothing scheduled after.
+    #: The one-shot's slot came due: nothing is scheduled after it.
     fired: bool = False
     pending: List[Pending] = field(default_factory=list)
+    #: What get_status() must say (None: the README leaves it open).
     status: Optional[S] = S.SUSPENDED
-    #: The status to go back to when a run made is dropped (MISSED).
     executions: int = 0
-    #: Attempt-1 runs still owed to this task (one-shot slot run in progress
-    #: through retries counts until its last attempt).
-    open_slot_run: bool = False
     #: When its status was last set by a finished run, and by which run (two
     #: runs ending at one instant in an unknown order make it unknown).
     status_at: Optional[float] = None
@@ -155,8 +157,6 @@ class ModelTask:
     status_unsure: bool = False
     #: The model cannot predict it (see ``Model._give_up``).
     unpredictable: bool = False
-    #: Canceled before the last restart (so the store forgot it).
-    generation: int = 1
 
     @property
     def one_shot(self) -> bool:
@@ -175,7 +175,6 @@ class Model:
         self.all: List[ModelTask] = []
         self.fresh: List[Any] = []
         self._seq = 0
-        self.notes: List[str] = []
         #: (task id, wall time) of every attempt-1 run that executed, over all
         #: definitions of the id (see ``lenient_reused_slots``).
         self.claimed: set = set()
