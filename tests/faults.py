@@ -45,7 +45,7 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(psl.__file__)) + os.sep
 #: Busy-wait loops whose number of turns depends on other threads holding a
 #: lock: their lines are not counted, so an index names the same point in
 #: the library whatever the other threads were doing.
-UNCOUNTED = frozenset({"wait_while_busy", "acquire_busy"})
+UNCOUNTED = invariants.BUSY_WAIT_FUNCTIONS
 
 #: Seconds a call or a condition gets before it counts as a hang. Everything
 #: checked here settles in milliseconds; this is only the alarm (a slow
@@ -165,7 +165,8 @@ class Tracer:
     Without *inject_at* it records every counted point (``points``). With
     it, it raises ``exc_type`` at that event and records it as ``injected``.
     *events*: which events count ('line', 'return'). *functions*: count only
-    in these (file, function) pairs (the paths of one kind of work). *thread*:
+    in these (file name, function name) pairs (the paths of one kind of
+    work; the file's name without its folder). *thread*:
     count only in threads it accepts. Counting is shared by the threads
     traced (a lock orders it).
     """
@@ -192,7 +193,7 @@ class Tracer:
         if not filename.startswith(PACKAGE_DIR) or code.co_name in UNCOUNTED:
             return None
         if self.functions is not None and \
-                (filename[len(PACKAGE_DIR):], code.co_name) not in self.functions:
+                (os.path.basename(filename), code.co_name) not in self.functions:
             return None
         if self.thread is not None and not self.thread(threading.current_thread()):
             return None

@@ -3,12 +3,33 @@
 Tests use the public API everywhere else. Some invariants cannot be seen
 through it: whether every worker slot is free once nothing runs, how many
 runs the scheduler counts as running, whether its state lock is held, how
-large its internal collections are. Every such read is here, so that when
+large its internal collections are; and the fault tests need the names of
+a few internal functions. Every such read and name is here, so that when
 the core's modules move only this file changes.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, FrozenSet, List, Tuple
+
+#: Functions of the package that busy-wait for the state lock: how many
+#: times they turn depends on other threads, so the fault tests do not
+#: count their lines (an injection index then names the same point
+#: whatever the other threads did).
+BUSY_WAIT_FUNCTIONS: FrozenSet[str] = frozenset({"wait_while_busy", "acquire_busy"})
+
+#: The paths from the scheduler's threads into user code, as (file name,
+#: function name): events to listeners, futures resolved, the journal
+#: (records, store, run log), logging, timeout callbacks. A BaseException
+#: raised by user code surfaces at one of their lines; the fault tests
+#: raise one at each of them.
+CALLBACK_PATHS: FrozenSet[Tuple[str, str]] = frozenset({
+    ("events.py", "emit"), ("state.py", "emit_logs"), ("workers.py", "aftermath"),
+    ("workers.py", "stop_runs"), ("journal.py", "flush"), ("journal.py", "_write"),
+    ("journal.py", "_step"), ("journal.py", "<lambda>"), ("journal.py", "save_and_claim"),
+    ("journal.py", "_commit"), ("journal.py", "_log_run"), ("journal.py", "_safe_record"),
+    ("records.py", "run_record"), ("context.py", "_mark_timed_out"),
+    ("context.py", "_call_safely"), ("runs.py", "_resolve_future"),
+})
 
 
 def _state(sched: Any) -> Any:

@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
+import invariants
 import pysched_lightning as psl
 from faults import (DEADLINE, INJECTED, Failure, Hang, InjectedKeyboardInterrupt,
                     InjectedSystemExit, Point, Tracer, World, await_condition, calling_hook,
@@ -1054,18 +1055,8 @@ def test_user_code_may_call_back_into_the_scheduler(site_name, tmp_path):
 
 # -- 2b. interrupts at each line of the callback paths (threading.settrace) ----------
 
-#: The paths from the scheduler's threads into user code: events to
-#: listeners, futures, the journal (records, store, run log), logging, the
-#: timeout callbacks. A BaseException raised by user code surfaces at one of
-#: their lines; raising at each line covers every place it can surface.
-CALLBACK_PATHS = {
-    ("events.py", "emit"), ("state.py", "emit_logs"), ("workers.py", "aftermath"),
-    ("workers.py", "stop_runs"), ("journal.py", "flush"), ("journal.py", "_write"),
-    ("journal.py", "_step"), ("journal.py", "<lambda>"), ("journal.py", "save_and_claim"),
-    ("journal.py", "_commit"), ("journal.py", "_log_run"), ("journal.py", "_safe_record"),
-    ("records.py", "run_record"), ("context.py", "_mark_timed_out"),
-    ("context.py", "_call_safely"), ("runs.py", "_resolve_future"),
-}
+#: The paths from the scheduler's threads into user code (see invariants).
+CALLBACK_PATHS = invariants.CALLBACK_PATHS
 
 
 def _scheduler_thread(thread: threading.Thread) -> bool:
