@@ -38,7 +38,6 @@ from pysched_lightning.stores import open_store
 import invariants
 
 S = psl.TaskStatus
-K = psl.EventKind
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(psl.__file__)) + os.sep
 
@@ -52,6 +51,7 @@ UNCOUNTED = invariants.BUSY_WAIT_FUNCTIONS
 #: machine may raise it: PSL_FAULTS_DEADLINE=10).
 DEADLINE = float(os.environ.get("PSL_FAULTS_DEADLINE", "3"))
 
+#: The statuses a run ends with.
 FINAL = frozenset({S.COMPLETED, S.ERROR, S.CANCELED, S.TIMEOUT, S.MISSED})
 
 
@@ -162,13 +162,20 @@ _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYN
 class Tracer:
     """Counts trace events in the package's code; raises at the k-th.
 
+    A 'line' event is the moment before a statement runs, a 'return' event
+    the moment a function returns to its caller: raising there is an
+    interrupt that lands between two statements, or just after a call.
+    Not counted: the lines of busy waits (their count depends on other
+    threads), the exits of ``with``/``try`` bodies (see ``_range_exits``),
+    and a generator's returns (a yield; a close by the collector).
+
     Without *inject_at* it records every counted point (``points``). With
     it, it raises ``exc_type`` at that event and records it as ``injected``.
     *events*: which events count ('line', 'return'). *functions*: count only
     in these (file name, function name) pairs (the paths of one kind of
-    work; the file's name without its folder). *thread*:
-    count only in threads it accepts. Counting is shared by the threads
-    traced (a lock orders it).
+    work; the file's name without its folder). *thread*: count only in the
+    threads it accepts. The threads traced share one count (a lock orders
+    it).
     """
 
     def __init__(self, inject_at: Optional[int] = None, exc_type: Any = None, *,
@@ -755,6 +762,7 @@ class Failure:
         several points."""
         line = self.message.strip().splitlines()[0] if self.message.strip() else "?"
         line = re.sub(r"'[0-9a-f]{6}-\d+'", "<id>", line)
+        line = re.sub(r"0x[0-9a-f]+", "0x...", line)
         return re.sub(r"world-\d+-\d+", "<world>", line)
 
     def __str__(self) -> str:
