@@ -360,14 +360,20 @@ class Model:
     def restart(self, down: float) -> None:
         """A clean shutdown, *down* seconds without a scheduler, a new one on
         the same store. README: runs that never started run after the
-        restart, once (retries and run_now() runs that had not started
-        included); a slot that passed while down runs once at start
+        restart, once (retries that had not started included, run_now()
+        runs not); a slot that passed while down runs once at start
         (coalesce) unless misfire_grace_time says skip; a pause of one task
         is stored, a pause of the whole scheduler is not; a canceled task is
         no longer in the store."""
         for task in self.tasks.values():
             if task.state == "canceled":
                 task.state = "gone"
+            # A run_now() that had not started is not kept (README): the
+            # restart owes the task's slots and retries, not a manual run.
+            task.pending = [p for p in task.pending if p.kind != "manual"]
+            if task.one_shot and task.fired and task.parked is None and not task.pending \
+                    and task.state == "scheduled" and task.executions:
+                self._finish(task)
         self.paused_all = False
         self.now += down
 
@@ -516,7 +522,8 @@ class Model:
     def _missed_one_shot(self, task: ModelTask) -> None:
         """README: a one-shot whose only run was skipped ends MISSED."""
         task.status = S.MISSED
-        self._finish(task)
+        if not task.pending:  # (a retry or manual run still owed ends it later)
+            self._finish(task)
         self._fail_dependents(task.tid)
 
     def _start_regular(self, task: ModelTask, due: float, definition: Definition,
@@ -563,8 +570,9 @@ class Model:
             self._fail_dependents(task.tid)
         else:
             self._release_dependents(task.tid)
-        if slot_run and task.one_shot:
-            self._finish(task)
+        if task.one_shot and (slot_run or task.fired) and task.parked is None \
+                and not task.pending:
+            self._finish(task)  # its last run: no retry or manual run is owed
 
     def _set_status(self, task: ModelTask, status: S, chain: int) -> None:
         if task.state == "canceled":
