@@ -21,9 +21,17 @@ code that raises, blocks or re-enters the scheduler from every callback.
    task itself: nothing deadlocks, and a blocked callback does not stall
    the other workers (another task completes meanwhile).
 
-The bounded runs sample the injection points with a stride (every line for
-delay and cancel); ``-m torture`` goes through every point of every scenario,
-then draws random ones, for ``--torture-seconds``.
+4. Random sequences of public calls, about half of them interrupted at a
+   random point, then the same checks (every one-shot the scheduler knows
+   has run once or was canceled).
+
+The bounded runs (about 25 s once nothing fails) sample the injection
+points evenly, every point of delay() and cancel(); ``-m torture`` goes
+through every point of every scenario and every callback with every
+action, then random ones, each test for ``--torture-seconds``. A failure
+names the scenario, the exception and the point (k, file:line);
+``reproduce(scenario, exception, k)`` runs that one injection again. On a
+slow machine, ``PSL_FAULTS_DEADLINE=10`` gives every check more time.
 """
 from __future__ import annotations
 
