@@ -163,11 +163,11 @@ class Closer:
                 if st.deadlines:
                     st.expire_due(now, fx)
                 if not fx:
-                    if st.running() <= allowed:
+                    going = _handed_over(st) - allowed
+                    if going <= 0:
                         return True
                     remaining = _remaining(deadline)
                     if remaining is not None and remaining <= 0:
-                        going = st.running() - allowed
                         break
                     st.wait_run_done(None, _sooner(remaining, st.deadlines.next(), now))
                     continue
@@ -216,6 +216,15 @@ class Closer:
                              daemon=True).start()
         else:
             st.journal.close()
+
+
+def _handed_over(st: State) -> int:
+    """How many runs are with their executors. (A run that got a slot but
+    is not handed over yet, by a thread whose listener called shutdown(),
+    is not waited for: it is canceled when it finds the executor closed.)"""
+    if not st.running():
+        return 0
+    return sum(1 for run in st.in_flight() if run._sent or run._t_started is not None)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:

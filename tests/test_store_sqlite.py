@@ -102,8 +102,8 @@ def test_the_dashboard_queries_read_an_index_not_the_table(tmp_path):
 def test_finishing_a_claimed_run_leaves_the_time_indexes_alone(tmp_path):
     """The finishing UPDATE does not set ``scheduled`` (SQLite would rewrite
     both time indexes), unless the record moves the run to another time."""
-    from pysched_lightning.durability.stores import sqlite as module
-    assert "scheduled =" not in module._FINISH_RUN.split("WHERE")[0]
+    from pysched_lightning.durability.stores import statements
+    assert "scheduled =" not in statements.FINISH_RUN.split("WHERE")[0]
     with SQLiteStore(tmp_path / "jobs.db") as store:
         claim(store, "t1", "s", scheduled=100.0)
         store.finish_run(finished(slot="s", scheduled=100.0))

@@ -105,8 +105,6 @@ class Workers:
                 logs, fx.logs = fx.logs, None
                 for level, message, args in logs:
                     guard.call(_log.log, level, message, *args)
-            if fx.runs:  # before the listeners: one may wait for these runs
-                self.submit_noted(fx)
             if fx.events:
                 events, fx.events = fx.events, None
                 kept = self._listeners.emit(events)

@@ -24,11 +24,11 @@ import threading
 import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from ...records.protocols import ERROR, MISSED, RUN_FIELDS, RUNNING, TaskRecord
+from ...records.protocols import RUN_FIELDS, RUNNING, TaskRecord
 from .filelock import FileHold
-from .rules import (CLAIMED_FIELDS, INTERRUPTED, TASK_FIELDS, check_key, check_limit,
-                    check_slot,
-                    check_statuses, check_time, claim_row, run_row, task_changes, task_row)
+from .rules import (INTERRUPTED, check_key, check_limit, check_slot, check_statuses,
+                    check_time, claim_row, run_row, task_changes, task_row)
+from . import statements as stmt
 from .schema import SCHEMA_VERSION, check_version, upgrade
 
 __all__ = ["SQLiteStore"]
@@ -36,51 +36,6 @@ __all__ = ["SQLiteStore"]
 #: How long a statement waits for another process's write lock, in ms.
 BUSY_TIMEOUT_MS = 5000
 
-_TASK_COLUMNS = ", ".join(f'"{name}"' for name in TASK_FIELDS)  # 'trigger' is a keyword
-_RUN_COLUMNS = ", ".join(RUN_FIELDS)
-_TASK_VALUES = ", ".join("?" * len(TASK_FIELDS))
-_SAVE_TASK = f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({_TASK_VALUES})"
-# Values are checked before they get here, so only the primary key can conflict.
-_ADD_TASK = f"INSERT OR IGNORE INTO tasks ({_TASK_COLUMNS}) VALUES ({_TASK_VALUES})"
-_LOAD_TASKS = f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY created, id"
-_LOAD_TASK = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"
-_REMOVE_TASK = "DELETE FROM tasks WHERE id = ?"
-_KEY_FIELDS = ("task_id", "slot", "attempt")
-_CLAIM_FIELDS = (*_KEY_FIELDS, "run", "name", "scheduled", "started", "status")
-_CLAIM_INDEX = tuple(RUN_FIELDS.index(name) for name in _CLAIM_FIELDS)
-_CLAIM_RUN = (f"INSERT OR IGNORE INTO runs ({', '.join(_CLAIM_FIELDS)}) "
-              f"VALUES ({', '.join('?' * len(_CLAIM_FIELDS))})")
-_RUN_KEY = tuple(RUN_FIELDS.index(name) for name in _KEY_FIELDS)
-_SCHEDULED = RUN_FIELDS.index("scheduled")
-
-
-def _finish_sql(fields: Tuple[int, ...], where: str) -> str:
-    sets = ", ".join(f"{RUN_FIELDS[i]} = COALESCE(?, {RUN_FIELDS[i]})"
-                     if RUN_FIELDS[i] in CLAIMED_FIELDS else f"{RUN_FIELDS[i]} = ?"
-                     for i in fields)
-    return f"UPDATE runs SET {sets} WHERE task_id = ? AND slot = ? AND attempt = ?{where}"
-
-
-# SQLite rewrites every index on a column that an UPDATE sets, changed or not,
-# so finishing a claimed run sets ``scheduled`` only in the rare case that it
-# moved: that keeps both time indexes out of the finishing commit.
-_FINISH_FIELDS = tuple(i for i, name in enumerate(RUN_FIELDS)
-                       if name not in _KEY_FIELDS and name != "scheduled")
-_FINISH_RUN = _finish_sql(_FINISH_FIELDS, " AND scheduled = ?")
-_MOVE_RUN = _finish_sql((*_FINISH_FIELDS, _SCHEDULED), "")
-_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))})"
-_SET_ASIDE = (f"UPDATE runs SET slot = slot || '~' || COALESCE(run, 0) || '.' || attempt "
-              f"WHERE task_id = ? AND slot = ? AND status IS NOT {RUNNING}")
-_RELEASE_RUN = (f"DELETE FROM runs WHERE task_id = ? AND slot = ? AND attempt = ? "
-                f"AND status = {RUNNING}")
-_MARK_INTERRUPTED = f"UPDATE runs SET status = {ERROR}, error = ? WHERE status = {RUNNING}"
-# (A stored task's latest claimed slot is kept: a restart reads its claims.)
-_PURGE_RUNS = (f"DELETE FROM runs WHERE status IS NOT {RUNNING} "
-               f"AND COALESCE(finished, started, scheduled) < ? "
-               f"AND NOT (task_id IN (SELECT id FROM tasks) AND scheduled = "
-               f"(SELECT MAX(kept.scheduled) FROM runs AS kept WHERE kept.task_id = "
-               f"runs.task_id AND kept.status IS NOT {MISSED}))")
-_PAUSED = TASK_FIELDS.index("paused")
 
 
 class SQLiteStore:
@@ -187,53 +142,54 @@ class SQLiteStore:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """One transaction: the calls inside commit together, or roll back on an
-        exception. A nested batch is a savepoint inside the outer transaction.
-        Other threads' calls wait until the batch ends."""
+        exception (an interrupt anywhere included). A nested batch is a
+        savepoint inside the outer transaction. Other threads' calls wait
+        until the batch ends."""
         with self._db_lock:
-            execute = self._conn.execute
-            outer = self._depth == 0
-            savepoint = f"batch{self._depth}"
-            execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
-            self._depth += 1
+            execute, depth = self._conn.execute, self._depth
+            savepoint = f"batch{depth}"
             try:
+                if depth == 0 and self._conn.in_transaction:
+                    execute("ROLLBACK")  # one an interrupt left open
+                execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+                self._depth = depth + 1
                 yield
+                self._depth = depth
+                execute("COMMIT" if depth == 0 else f"RELEASE {savepoint}")
             except BaseException:
-                self._depth -= 1
-                if outer:
-                    execute("ROLLBACK")
-                else:
-                    execute(f"ROLLBACK TO {savepoint}")
-                    execute(f"RELEASE {savepoint}")
+                self._depth = depth
+                self._undo(depth, savepoint)
                 raise
-            self._depth -= 1
-            if not outer:
-                execute(f"RELEASE {savepoint}")
-                return
-            try:
-                execute("COMMIT")
-            except BaseException:
+
+    def _undo(self, depth: int, savepoint: str) -> None:
+        """Roll back what a batch at *depth* did (as far as it got)."""
+        execute = self._conn.execute
+        with contextlib.suppress(sqlite3.Error):
+            if depth == 0:
                 if self._conn.in_transaction:
                     execute("ROLLBACK")
-                raise
+            else:
+                execute(f"ROLLBACK TO {savepoint}")
+                execute(f"RELEASE {savepoint}")
 
     # -- tasks ----------------------------------------------------------------
 
     def load_tasks(self) -> List[TaskRecord]:
         """Every task, oldest ``created`` first (then by id)."""
         with self._db_lock:
-            rows = self._conn.execute(_LOAD_TASKS).fetchall()
+            rows = self._conn.execute(stmt.LOAD_TASKS).fetchall()
         return [_task_record(row) for row in rows]
 
     def task(self, task_id: str) -> Optional[TaskRecord]:
         task_id = check_key(task_id)
         with self._db_lock:
-            row = self._conn.execute(_LOAD_TASK, (task_id,)).fetchone()
+            row = self._conn.execute(stmt.LOAD_TASK, (task_id,)).fetchone()
         return None if row is None else _task_record(row)
 
     def save_task(self, record: TaskRecord, replace: bool = True) -> bool:
         row = task_row(record)
         with self._db_lock:
-            return self._conn.execute(_SAVE_TASK if replace else _ADD_TASK, row).rowcount == 1
+            return self._conn.execute(stmt.SAVE_TASK if replace else stmt.ADD_TASK, row).rowcount == 1
 
     def update_task(self, task_id: str, **fields: Any) -> None:
         task_id = check_key(task_id)
@@ -248,7 +204,7 @@ class SQLiteStore:
         """Delete the task (its run history stays, until purged)."""
         task_id = check_key(task_id)
         with self._db_lock:
-            self._conn.execute(_REMOVE_TASK, (task_id,))
+            self._conn.execute(stmt.REMOVE_TASK, (task_id,))
 
     # -- runs -------------------------------------------------------------------
 
@@ -258,9 +214,9 @@ class SQLiteStore:
         in this or another process (the UNIQUE constraint decides); return
         whether it inserted."""
         row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
-        values = [row[i] for i in _CLAIM_INDEX]
+        values = [row[i] for i in stmt.CLAIM_INDEX]
         with self._db_lock:
-            return self._conn.execute(_CLAIM_RUN, values).rowcount == 1
+            return self._conn.execute(stmt.CLAIM_RUN, values).rowcount == 1
 
     def finish_run(self, record: Mapping[str, Any]) -> None:
         """Write *record* over its claimed run, or insert it if unclaimed."""
@@ -274,28 +230,28 @@ class SQLiteStore:
 
     def _finish(self, row: Tuple[Any, ...]) -> None:
         execute = self._conn.execute
-        values = [row[i] for i in _FINISH_FIELDS]
-        values.extend(row[i] for i in _RUN_KEY)
-        if execute(_FINISH_RUN, (*values, row[_SCHEDULED])).rowcount:
+        values = [row[i] for i in stmt.FINISH_FIELDS]
+        values.extend(row[i] for i in stmt.RUN_KEY)
+        if execute(stmt.FINISH_RUN, (*values, row[stmt.SCHEDULED])).rowcount:
             return
-        values.insert(len(_FINISH_FIELDS), row[_SCHEDULED])
-        if execute(_MOVE_RUN, values).rowcount == 0:
-            execute(_INSERT_RUN, row)
+        values.insert(len(stmt.FINISH_FIELDS), row[stmt.SCHEDULED])
+        if execute(stmt.MOVE_RUN, values).rowcount == 0:
+            execute(stmt.INSERT_RUN, row)
 
     def set_aside_slot(self, task_id: str, slot: str) -> None:
         """Rename the slot of the over records of *slot* (``slot~run.attempt``)."""
         with self._db_lock:
-            self._conn.execute(_SET_ASIDE, (check_key(task_id), check_slot(slot)))
+            self._conn.execute(stmt.SET_ASIDE, (check_key(task_id), check_slot(slot)))
 
     def release_run(self, task_id: str, slot: str, attempt: int) -> None:
         """Delete the run's record if it is still a RUNNING claim."""
         key = (check_key(task_id), check_slot(slot), attempt)
         with self._db_lock:
-            self._conn.execute(_RELEASE_RUN, key)
+            self._conn.execute(stmt.RELEASE_RUN, key)
 
     def mark_interrupted(self) -> int:
         with self._db_lock:
-            return self._conn.execute(_MARK_INTERRUPTED, (INTERRUPTED,)).rowcount
+            return self._conn.execute(stmt.MARK_INTERRUPTED, (INTERRUPTED,)).rowcount
 
     def runs(self, task_id: Optional[str] = None, limit: Optional[int] = None, *,
              before: Optional[float] = None, since: Optional[float] = None,
@@ -307,7 +263,7 @@ class SQLiteStore:
             return []
         where, params = query
         params.append(-1 if limit is None else limit)
-        sql = _select_sql(f"SELECT {_RUN_COLUMNS} FROM runs", where,
+        sql = _select_sql(f"SELECT {stmt.RUN_COLUMNS} FROM runs", where,
                           " ORDER BY scheduled DESC, id DESC LIMIT ?")
         with self._db_lock:
             rows = self._conn.execute(sql, params).fetchall()
@@ -330,7 +286,7 @@ class SQLiteStore:
         if bound is None:
             raise TypeError("purge_runs() needs a time, not None")
         with self._db_lock:
-            return self._conn.execute(_PURGE_RUNS, (bound,)).rowcount
+            return self._conn.execute(stmt.PURGE_RUNS, (bound,)).rowcount
 
     def clear(self) -> None:
         """Delete every task and run (the file stays)."""
@@ -369,7 +325,7 @@ def _check_readable(version: int) -> None:
 
 def _task_record(row: Tuple[Any, ...]) -> TaskRecord:
     values = list(row)
-    values[_PAUSED] = bool(values[_PAUSED])
+    values[stmt.PAUSED] = bool(values[stmt.PAUSED])
     return TaskRecord(*values)
 
 
