@@ -132,3 +132,46 @@ def test_imports_run_down_the_layers_only():
                 upward.append(f"{name} ({LAYERS[_layer(name)][0]}) imports {imported} "
                               f"({LAYERS[_layer(imported)][0]})")
     assert upward == []
+
+
+#: A run's life fields: only the run's life (RunLife and its extensions)
+#: writes them.
+RUN_LIFE = frozenset({"_phase", "_slot", "_claim", "_sent", "_t_timestamp", "_t_started",
+                      "_t_finished", "_deadline", "_deadline_key", "_handle"})
+#: Who may write a private field of an object that is not ``self``: the
+#: owner of that field, and only it.
+PRIVATE_WRITERS = {
+    "core/runlife.py": RUN_LIFE, "core/handover.py": RUN_LIFE, "core/tasklife.py": RUN_LIFE,
+    "core/runbook.py": frozenset({"_previous"}),  # the history chain it keeps
+    "records/runs.py": None,  # Run.from_record builds a run of its own class
+    "execution/killable.py": frozenset({"_killed", "_done"}),  # its own ProcessHandle
+    "contrib/dask.py": frozenset({"_wrapped"}),  # a function it makes
+}
+
+
+def _private_writes(path: pathlib.Path):
+    """(line, object, field) of each assignment to ``obj._field`` where obj is
+    not ``self`` or ``cls``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            for item in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                if isinstance(item, ast.Attribute) and item.attr.startswith("_") \
+                        and not item.attr.startswith("__") \
+                        and not (isinstance(item.value, ast.Name)
+                                 and item.value.id in ("self", "cls")):
+                    yield node.lineno, ast.unparse(item.value), item.attr
+
+
+def test_no_module_writes_another_s_private_fields():
+    """A class's private fields are written by their owner only: a run's life
+    fields by the run's life (core/runlife.py and its extensions)."""
+    trespass = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        allowed = PRIVATE_WRITERS.get(where, frozenset())
+        for line, obj, field in _private_writes(path):
+            if allowed is not None and field not in allowed:
+                trespass.append(f"{where}:{line} writes {obj}.{field}")
+    assert trespass == []

@@ -1498,7 +1498,7 @@ def test_the_scheduler_follows_the_model_bounded() -> None:
     run_state_machine_as_test(SchedulerMachine, settings=BOUNDED)
 
 
-THREADED = settings(BOUNDED, max_examples=100, stateful_step_count=30)
+THREADED = settings(BOUNDED, max_examples=40, stateful_step_count=30)
 
 
 @pytest.mark.timeout(900)

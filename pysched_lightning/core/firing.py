@@ -112,9 +112,7 @@ def _fire_extra(st: State, extra: Extra, now: float, fx: Effects) -> None:
     run = st.runbook.new_run(task, extra.attempt, extra.time, st.offset, extra.number, state)
     if extra.kind == "run_now":
         run.manual = True
-    elif extra.slot is not None:
-        run._slot = extra.slot  # a retry is another attempt at the same slot
-    st.admit(run, fx)
+    st.admit(run, fx, slot=extra.slot)  # (a retry is another attempt at the same slot)
 
 
 def _next_occurrence(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]:

@@ -82,12 +82,16 @@ class RunLife:
 
     # -- due -> waiting or started ------------------------------------------------
 
-    def admit(self, run: Run, fx: Effects, early: Any = None) -> None:
+    def admit(self, run: Run, fx: Effects, early: Any = None,
+              slot: Optional[str] = None) -> None:
         """*run* is due (or held, and may go on): start it if its lane has a
         free slot, else it waits. A run claimed *early*, with its task,
-        starts in the slot reserved for it (see ``control.reserve_start``)."""
+        starts in the slot reserved for it (see ``control.reserve_start``);
+        a retry takes the store *slot* of the run it retries."""
         if run._phase is not _DUE and run._phase is not _HELD:
             return
+        if slot is not None:
+            run._slot = slot
         lane = self.lanes.of(run)
         if early is not None:
             self._start(run, lane, fx, True, early)
