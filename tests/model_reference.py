@@ -571,7 +571,7 @@ class Model:
         else:
             self._release_dependents(task.tid)
         if task.one_shot and (slot_run or task.fired) and task.parked is None \
-                and not task.pending:
+                and task.next_due is None and not task.pending:
             self._finish(task)  # its last run: no retry or manual run is owed
 
     def _set_status(self, task: ModelTask, status: S, chain: int) -> None:
