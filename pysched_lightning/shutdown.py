@@ -144,6 +144,22 @@ class Closer:
 
     # -- without the lock ---------------------------------------------------------
 
+    def _give_back_claims_of_unsent_runs(self, waited: bool) -> None:
+        """The executors are closed: a run that got a worker slot but was
+        never handed over (its thread is a listener's that called
+        shutdown()) cannot execute now. Its claim is given back before the
+        journal closes, so that a restart runs it (its thread cancels it
+        when it finds the executor closed). Without *waited*, a run handed
+        over may still start: its claim stays."""
+        st = self._st
+        journal = st.journal
+        assert journal is not None
+        with st.lock:
+            for run in st.in_flight():
+                if run._claim is not None and run._t_started is None \
+                        and (waited or not run._sent):
+                    journal.release(run._claim, "the scheduler shut down before it started")
+
     def _inside_own_run(self) -> bool:
         run = current_run()
         if not isinstance(run, Run):
@@ -208,6 +224,7 @@ class Closer:
         if st.journal is None:
             return
         journal = st.journal
+        self._give_back_claims_of_unsent_runs(waited=wait)
         if self._inside_own_run():
             def close_after_run() -> None:
                 self._wait_for_runs(0, None)

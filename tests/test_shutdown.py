@@ -240,6 +240,28 @@ def test_a_one_shot_added_just_before_shutdown_runs_exactly_once_across_the_rest
     assert lines(marker) == ['ran']
 
 
+def test_a_one_shot_whose_added_listener_shuts_the_scheduler_down_runs_after_the_restart(
+        tmp_path):
+    """The listener of a one-shot's ADDED event calls ``shutdown(wait=True)``
+    itself, inside ``delay()``, before the run (claimed with the task) is
+    handed to a worker: the run cannot execute, and its claim is given back,
+    so it runs once after the restart (a claim left RUNNING would read as a
+    run a crash cut short, never to run)."""
+    path, marker = str(tmp_path / "jobs.db"), str(tmp_path / "ran")
+    sched = psl.Scheduler(executor=psl.ThreadPoolExecutor(2), store=path)
+    sched.add_listener(lambda event: sched.shutdown(wait=True), kinds=[K.ADDED])
+    sched.start()
+    tid = sched.delay('once', 0, 1, write_marker, args=(marker, 'ran'), task_id='last-minute')
+    assert sched.stopped and stored_statuses(path, tid) == []
+    restarted = psl.Scheduler(store=path)
+    restarted.start()
+    try:
+        assert restarted.get_result(tid, timeout=30) == 'ran'
+    finally:
+        restarted.shutdown()
+    assert lines(marker) == ['ran']
+
+
 # ---------------------------------------------- runs that end while shutdown waits
 
 
