@@ -34,6 +34,9 @@ _log = logging.getLogger("pysched_lightning.processes")
 #: How many pools a call may be sent to before it fails: a call that never
 #: reached a worker is sent again when its pool breaks, but not forever.
 _MAX_SENDS = 3
+#: How a broken pool's manager thread is waited for at shutdown: this many
+#: times this long, its workers killed before each.
+_RETIRED_JOINS, _RETIRED_JOIN_SECONDS = 20, 0.5
 #: Where a call's outcome goes.
 _Sink = Union[FutureSink, CallbackSink, BatchSink]
 #: What goes to a worker in one message.
@@ -83,7 +86,8 @@ class ProcessPool:
         #: Each broken pool's breakage, so that it is handled once.
         self._breakages: "weakref.WeakKeyDictionary[Any, _Breakage]" = \
             weakref.WeakKeyDictionary()
-        self._retired: List[threading.Thread] = []
+        #: The broken pools still stopping: their workers and manager threads.
+        self._retired: List[Any] = []
         self._closed = False
 
     @property
@@ -212,11 +216,10 @@ class ProcessPool:
                         failed = error
                     else:
                         self._current, replaced = (fresh, _sender(fresh)), True
-                # The broken pool stops itself; its manager thread is joined at shutdown.
-                thread = getattr(broken, "_executor_manager_thread", None)
-                self._retired = [t for t in self._retired if t.is_alive()]
-                if isinstance(thread, threading.Thread):
-                    self._retired.append(thread)
+                # The broken pool stops itself; what is left of it is stopped
+                # at shutdown (see _stop_retired).
+                self._retired = [pool for pool in self._retired if _stopping(pool)]
+                self._retired.append(broken)
         if failed is not None:
             _log.error("could not replace the broken process pool", exc_info=failed)
         if not first:
@@ -241,17 +244,47 @@ class ProcessPool:
             executor = self._current[0]
             retired, self._retired = self._retired, []
         executor.shutdown(wait=wait)
-        if wait:
-            me = threading.current_thread()
-            for thread in retired:
-                if thread is not me:
-                    thread.join()
+        for pool in retired:
+            _stop_retired(pool, wait)
 
     def __enter__(self) -> "ProcessPool":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown(wait=True)
+
+
+def _stopping(pool: Any) -> bool:
+    """True while a broken *pool*'s manager thread or a worker is alive."""
+    thread = getattr(pool, "_executor_manager_thread", None)
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        return True
+    return any(process.is_alive() for process in _processes_of(pool))
+
+
+def _processes_of(pool: Any) -> List[Any]:
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _stop_retired(pool: Any, wait: bool) -> None:
+    """Kill what is left of a broken *pool*'s workers, then (with *wait*)
+    join its manager thread. A worker that a submit racing the breakage
+    started after the pool terminated its workers (CPython's pool, 3.11)
+    would otherwise wait for work forever, and the manager thread with it."""
+    thread = getattr(pool, "_executor_manager_thread", None)
+    for _ in range(_RETIRED_JOINS):
+        for process in _processes_of(pool):
+            try:
+                process.kill()
+            except (AttributeError, ValueError, OSError):  # never started, or closed
+                pass
+        if not wait or not isinstance(thread, threading.Thread) \
+                or thread is threading.current_thread():
+            return
+        thread.join(_RETIRED_JOIN_SECONDS)  # (a worker may be starting: kill again)
+        if not thread.is_alive():
+            return
+    _log.warning("the manager thread of a broken process pool did not stop")
 
 
 def _sender(executor: Any) -> Callable[[_Sent], Future]:
