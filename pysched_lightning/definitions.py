@@ -19,7 +19,7 @@ from .core.state import Effects, State
 from .durability.encoding import slot_at, slot_offset, task_record
 from .durability.journal import Claim, Write
 from .records.errors import StoreWriteError
-from .records.protocols import TaskRecord
+from .records.protocols import EVERY_SLOT, TaskRecord
 from .records.task import Task
 
 __all__ = ["add_checked", "replace_checked", "purge"]
@@ -51,8 +51,10 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             if fresh_id and record is not None:
                 early = control.reserve_start(st, task, record.name, st.clock.now())
         same = old is not None and _same(old, task, store, record)
-        # a changed definition runs its first slot even if the old one ran it
-        aside = slot_at(task, task.time, st.offset) if old is not None else None
+        # a named id may have runs of an earlier definition (a replaced, a
+        # finished or a canceled one): the new one may run their slots, and
+        # is owed none of their retries
+        aside = None if fresh_id else EVERY_SLOT
         write: Optional[Write] = None
         fx = Effects()
         try:
@@ -140,7 +142,11 @@ def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None
     store the new definition with the task's schedule state, then put it in
     place. The stored next run stays that of the current occurrence, fired
     or not: a one-shot whose run has not started yet runs after a restart,
-    and one whose run was claimed never runs again (see ``recovery``)."""
+    and one whose run was claimed never runs again (see ``recovery``). A new
+    trigger's first occurrence may fall on a slot the old one ran (a
+    one-shot due now, in the millisecond of the last run; a datetime that
+    names a slot that ran): those records are set aside, so it is not
+    refused as claimed already (retries owed keep their own slots)."""
     journal = st.journal
     if journal is not None and journal.store is not None:
         with st.lock:
@@ -149,8 +155,9 @@ def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None
         record = task_record(new, due + slot_offset(new, st.offset), st.clock.wall())
         record.runs, record.missed = snap["runs"], snap["missed"]
         record.status, record.paused = int(snap["status"]), snap["paused"]
+        aside = None if keep_time else slot_at(new, new.time, st.offset)
         try:
-            _raise_unstored(journal.store_task(record), new.id)
+            _raise_unstored(journal.store_task(record, set_aside=aside), new.id)
         except Exception:
             raise
         except BaseException:  # it may be stored: the change is made here too
@@ -188,9 +195,10 @@ def purge(st: State, days: Any, hours: Any, minutes: Any) -> int:
             raise ValueError(f"{label} must be a number >= 0, got {value!r}")
     age = days * 86400 + hours * 3600 + minutes * 60
     with st.lock:
-        cutoff = st.clock.now() - age
-        removed, tasks = control.purge(st, cutoff)
         # with no age, every finished run goes, even one that ended just now
+        # (or "later": a wall clock that stepped back dates it after now)
+        cutoff = math.inf if age == 0 else st.clock.now() - age
+        removed, tasks = control.purge(st, cutoff)
         before_wall = math.inf if age == 0 else cutoff + st.offset
         for task_id in tasks:
             if st.journal is not None:
@@ -227,8 +235,8 @@ def _wall(st: State, task: Task) -> float:
 def _store(st: State, task: Task, record: Optional[TaskRecord], early: Optional[Claim],
            new_id: bool, set_aside: Optional[str]) -> Optional[Write]:
     """Write *task* to the store (if any), with its *early* claim, and wait
-    for the commit; the records of the slot *set_aside* belong to the
-    definition it replaces."""
+    for the commit; *set_aside*: the slot (or ``EVERY_SLOT``) whose run
+    records belong to an earlier definition."""
     journal = st.journal
     if journal is None or journal.store is None or record is None:
         return None

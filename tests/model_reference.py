@@ -137,6 +137,8 @@ class ModelTask:
     next_due: Optional[float] = None
     #: A recurring task's grid: slot k is due at anchor + k * interval.
     anchor: float = 0.0
+    #: The wall clock's shift when that grid was laid.
+    grid_shift: float = 0.0
     paused: bool = False
     #: A one-shot occurrence that came due and waits: (due, why) with why
     #: 'dep' (a dependency has not completed) or 'pause'.
@@ -146,6 +148,8 @@ class ModelTask:
     pending: List[Pending] = field(default_factory=list)
     #: What get_status() must say (None: the README leaves it open).
     status: Optional[S] = S.SUSPENDED
+    #: The status its last finished run gave it (None: none, or unknown).
+    outcome: Optional[S] = None
     executions: int = 0
     #: When its status was last set by a finished run, and by which run (two
     #: runs ending at one instant in an unknown order make it unknown).
@@ -259,7 +263,7 @@ class Model:
         if definition.kind in ONE_SHOT:
             task.next_due = self.now + float(definition.interval)
         elif definition.kind == "recur":
-            task.anchor = self.now
+            task.anchor, task.grid_shift = self.now, self.shift
             task.next_due = self.now + float(definition.interval)
         else:
             task.next_due = self._cron_after(definition.interval, self.now + self.shift) \
@@ -362,7 +366,8 @@ class Model:
         the same store. README: runs that never started run after the
         restart, once (retries that had not started included, run_now()
         runs not); a slot that passed while down runs once at start
-        (coalesce) unless misfire_grace_time says skip; a pause of one task
+        (coalesce) unless misfire_grace_time says skip, and stands for the
+        retries the task was owed; a pause of one task
         is stored, a pause of the whole scheduler is not; a canceled task is
         no longer in the store."""
         for task in self.tasks.values():
@@ -370,12 +375,32 @@ class Model:
                 task.state = "gone"
             # A run_now() that had not started is not kept (README): the
             # restart owes the task's slots and retries, not a manual run.
-            task.pending = [p for p in task.pending if p.kind != "manual"]
+            task.pending = [p for p in task.pending if not p.manual]
             if task.one_shot and task.fired and task.parked is None and not task.pending \
                     and task.state == "scheduled" and task.executions:
                 self._finish(task)
         self.paused_all = False
         self.now += down
+        for task in list(self.tasks.values()):
+            # Known limitation (README): a 'recur' grid names its slots by
+            # the wall time when it was laid; after a wall-clock step, a
+            # restart lays it again from the stored wall time of its next
+            # run, off by the step.
+            if task.state == "scheduled" and task.definition.kind == "recur" \
+                    and task.grid_shift != self.shift and not task.unpredictable:
+                self._give_up(task)
+        for task in self.tasks.values():
+            # README: a recurring task that restarts after its next slot runs
+            # that slot instead of the retries it was owed
+            if task.state == "scheduled" and not task.one_shot \
+                    and task.next_due is not None and task.next_due <= self.now:
+                task.pending = [p for p in task.pending
+                                if p.kind != "retry" and p.attempt == 1]
+            # README: a task's status is its latest run's; the runs it waited
+            # for are gone
+            if task.status is S.SUSPENDED and not task.pending and task.parked is None \
+                    and task.outcome is not None:
+                task.status = task.outcome
 
     def step_wall_back(self, delta: float) -> None:
         """The wall clock steps back by -*delta*: cron times are re-derived
@@ -535,6 +560,8 @@ class Model:
 
     def _pending_due(self, task: ModelTask, pending: Pending) -> None:
         definition = pending.definition or task.definition
+        if pending.kind == "retry":  # its run is made now: dated on the wall clock now
+            pending.scheduled_wall = pending.due + self.shift
         if task.paused and pending.kind != "held":
             # README: a pause holds everything of what it pauses
             pending.kind = "held"
@@ -564,6 +591,7 @@ class Model:
                                         self.now + wait + self.shift, slot_run=slot_run,
                                         seq=self._next_seq(), chain=chain))
             self._set_status(task, S.SUSPENDED, chain)
+            task.outcome = S.ERROR  # (what it reads if the retry is dropped)
             return
         self._set_status(task, S.ERROR if execution.failed else S.COMPLETED, chain)
         if execution.failed:
@@ -584,6 +612,8 @@ class Model:
             task.status = status
         task.status_at, task.status_chain = self.now, chain
         task.status_unsure = False
+        if status is not S.SUSPENDED:
+            task.outcome = task.status
 
     def _finish(self, task: ModelTask) -> None:
         """A one-shot's last run is over: it leaves ``sched.task`` (README:

@@ -392,3 +392,23 @@ def test_bad_cron_expression_names_the_field(expr, fragments):
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+def test_the_instants_a_step_back_repeats_are_named_by_a_pass_of_their_own():
+    """After the wall clock stepped back, a wildcard job's instants up to
+    the wall time it had come again: their slots carry the pass, so the
+    store tells them from the first ones; the twin is stored as the trigger
+    it was made from (its definition did not change)."""
+    import pickle
+    from pysched_lightning.durability.encoding import slot_named, slot_pass
+    trigger = CronTrigger("*/10 * * * * *", wall_now=1_800_000_000.0, tz="UTC")
+    again = trigger.repeating(1_800_000_050.0)
+    assert slot_named(1_800_000_050.0, trigger) == "1800000050.000"
+    assert slot_named(1_800_000_050.0, again) == "1800000050.000/2"
+    assert slot_named(1_800_000_060.0, again) == "1800000060.000"
+    assert again.next_due(1_800_000_000.0) == trigger.next_due(1_800_000_000.0)
+    third = again.repeating(1_800_000_020.0, after_pass=4)
+    assert (third.repeat_until, third.repeat_pass) == (1_800_000_050.0, 5)
+    assert slot_pass("1800000050.000/5") == 5 and slot_pass("now:ab12") == 1
+    assert pickle.dumps(again) == pickle.dumps(trigger)
+    assert pickle.loads(pickle.dumps(again)).repeat_pass == 1

@@ -42,8 +42,21 @@ def psl_store_memory():
 
 
 def virtual(clock, store, **kwargs):
-    return psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep,
-                         wallfunc=clock.now, store=store, **kwargs)
+    options = dict(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep,
+                   wallfunc=clock.now, store=store)
+    options.update(kwargs)
+    return psl.Scheduler(**options)
+
+
+def stops_after_first_call(clock, marker):
+    """A ``delayfunc`` whose virtual time stands still once the task of
+    *marker* was called: its retry stays pending until the shutdown."""
+    def delay(seconds):
+        if os.path.exists(marker):
+            time.sleep(0.005)
+        else:
+            clock.sleep(seconds)
+    return delay
 
 
 # ------------------------------------------------------------- one suite, both stores
@@ -104,6 +117,62 @@ def test_restart_loads_tasks_and_catches_up_a_missed_slot_once(store, clock):
         assert skipped['count'] >= 59  # one record for the slots coalesced away
     finally:
         second.shutdown()
+
+
+def test_a_recurring_task_whose_stored_next_run_was_claimed_goes_on_with_the_next_one(
+        store, clock):
+    """``modify()`` racing a firing may store the occurrence that just fired
+    as the task's next run (its record is made from the definition read
+    before the firing). After a restart that occurrence is not tried again
+    (its claim would be refused, a MISSED "already claimed"): the next one
+    runs, and the task reads the status of the run that ran."""
+    first = virtual(clock, store)
+    tid = first.delay('recur', 60, 1, tick, args=('x',), task_id='minutely')
+    first.start()
+    wait_for(lambda: first.get_task(tid)['runs'] >= 2)
+    first.shutdown()
+    ran = store.runs(tid)
+    claimed = max(row['scheduled'] for row in ran)
+    store.update_task(tid, next_run=claimed, status=int(psl.TaskStatus.SUSPENDED))
+    second = virtual(clock, store)
+    try:
+        assert second.get_status(tid) is psl.TaskStatus.COMPLETED
+        second.start()
+        wait_for(lambda: len(store.runs(tid)) >= len(ran) + 2)
+    finally:
+        second.shutdown()
+    rows = store.runs(tid)
+    assert [row for row in rows if row['status'] == psl.TaskStatus.MISSED] == []
+    slots = [row['slot'] for row in rows]
+    assert len(slots) == len(set(slots))
+    assert min(row['scheduled'] for row in rows[:-len(ran)]) > claimed
+
+
+def note_call(marker, label):
+    """Notes a call in *marker* (stops the clock of ``stops_after_first_call``)."""
+    write_marker(marker, label)
+    return label
+
+
+def test_a_rescheduled_task_may_run_a_slot_its_old_trigger_ran(store, clock, tmp_path):
+    """``reschedule()`` to a one-shot at the instant of a slot the old
+    trigger ran (a datetime, or a delay of 0 in the millisecond of the last
+    run): the new occurrence runs, it is not refused as claimed already."""
+    marker = str(tmp_path / "calls")
+    sched = virtual(clock, store, delayfunc=stops_after_first_call(clock, marker))
+    sched.start()
+    try:
+        tid = sched.delay('recur', 60, 1, note_call, args=(marker, 'x'), task_id='minutely')
+        wait_for(lambda: sched.get_status(tid) is psl.TaskStatus.COMPLETED)
+        [ran] = sched.runs(tid)
+        sched.reschedule(tid, 'once', ran.scheduled)
+        wait_for(lambda: len(sched.runs(tid)) == 2 and tid not in sched.task)
+        runs = sched.runs(tid)
+    finally:
+        sched.shutdown()
+    assert [run.status for run in runs] == [psl.TaskStatus.COMPLETED] * 2
+    assert runs[0].scheduled == ran.scheduled
+    assert sorted(row['status'] for row in store.runs(tid)) == [psl.TaskStatus.COMPLETED] * 2
 
 
 def test_identical_task_re_added_after_restart_keeps_its_schedule(store, clock):
@@ -346,6 +415,64 @@ def test_a_wall_clock_stepped_back_does_not_refuse_a_recurring_tasks_runs(store,
         sched.shutdown()
 
 
+class VirtualTimeBudget:
+    """A ``delayfunc`` on *clock* that lets virtual time pass only as far as
+    the test allows (``allow(until)``); then the dispatcher waits in real
+    time, and nothing more comes due."""
+
+    def __init__(self, clock):
+        self.clock, self.until = clock, clock.now()
+
+    def allow(self, until):
+        self.until = until
+
+    def __call__(self, seconds):
+        if self.clock.now() + seconds <= self.until:
+            self.clock.sleep(seconds)
+        elif self.clock.now() < self.until:
+            self.clock.advance(self.until - self.clock.now())
+        else:
+            time.sleep(0.005)
+
+
+def test_a_wildcard_cron_job_runs_the_instants_a_step_back_repeats_with_a_store(store, clock):
+    """README: a step back of the wall clock does not silence a wildcard
+    cron job; it runs at the instants that come again. With a store their
+    slots were claimed already: each repeated instant is named by a pass of
+    its own, so it is not refused (nor counted missed), also by a scheduler
+    restarted while the instants repeat."""
+    wall = {'offset': 1_800_000_000.0 - clock.now()}
+    budget = VirtualTimeBudget(clock)
+
+    def scheduler():
+        return psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=budget,
+                             store=store, wallfunc=lambda: clock.now() + wall['offset'])
+    first = scheduler()
+    tid = first.delay('cron', '*/10 * * * * *', 1, tick, args=('x',), task_id='ten-seconds')
+    first.start()
+    try:
+        budget.allow(clock.now() + 60)
+        wait_for(lambda: first.get_task(tid)['runs'] == 6)
+        wall['offset'] -= 55  # the last five instants come again
+        budget.allow(clock.now() + 25)
+        wait_for(lambda: first.get_task(tid)['runs'] >= 8)
+    finally:
+        first.shutdown()
+    second = scheduler()
+    second.start()
+    try:
+        budget.allow(clock.now() + 25)
+        wait_for(lambda: second.get_task(tid)['runs'] >= 10)
+        missed = second.get_task(tid)['missed']
+    finally:
+        second.shutdown()
+    rows = store.runs(tid)
+    assert missed == 0 and [r for r in rows if r['status'] != psl.TaskStatus.COMPLETED] == []
+    assert len({r['slot'] for r in rows}) == len(rows) >= 10
+    walls = [r['scheduled'] for r in rows]
+    assert len(walls) - len(set(walls)) >= 4  # instants that ran twice, two after the restart
+
+
 def test_a_finished_one_shot_with_a_task_id_is_not_run_again_after_a_restart(store, tmp_path):
     marker = str(tmp_path / "migrated")
     for _ in range(2):  # start-up code, run twice
@@ -441,11 +568,10 @@ def test_a_retry_pending_at_a_clean_shutdown_runs_after_the_restart(tmp_path, cl
     delay counts from the failure, restart or not); it is not taken for a
     slot that another scheduler ran.
 
-    (A listener pauses the scheduler when the retry is noted, so that the
-    virtual clock stops there and the retry is still pending at shutdown.)"""
+    (The virtual clock stands still after the first call, so the retry is
+    still pending at shutdown.)"""
     path, marker = str(tmp_path / "jobs.db"), str(tmp_path / "calls")
-    first = virtual(clock, path)
-    first.add_listener(lambda event: first.pause(), kinds=[psl.EventKind.RETRY])
+    first = virtual(clock, path, delayfunc=stops_after_first_call(clock, marker))
     first.start()
     try:
         tid = first.delay('once', 0, 1, fail_first_attempt, args=(marker,), retries=2,
@@ -464,6 +590,119 @@ def test_a_retry_pending_at_a_clean_shutdown_runs_after_the_restart(tmp_path, cl
     assert [(run.attempt, run.status) for run in runs] == [
         (2, psl.TaskStatus.COMPLETED), (1, psl.TaskStatus.ERROR)]
     assert secs(runs[0].started) >= failed_at + 60
+
+
+def test_a_changed_definition_under_a_finished_id_is_owed_none_of_the_old_ones_retries(
+        store, clock):
+    """A named one-shot fails (no retries) and is re-added with a changed
+    definition that allows a retry and completes. After a restart the new
+    definition owes nothing: the old one's failure is not its retry. Run
+    numbers go on under the id, in memory and in the store."""
+    first = virtual(clock, store)
+    first.start()
+    try:
+        tid = first.delay('once', 0, 1, fail_always, task_id='nightly')
+        wait_for(lambda: first.get_status(tid) is psl.TaskStatus.ERROR)
+        first.delay('once', 0, 1, tick, args=('new',), task_id='nightly', retries=1)
+        wait_for(lambda: first.get_status(tid) is psl.TaskStatus.COMPLETED)
+        numbers = sorted(run.run_number for run in first.runs(tid))
+    finally:
+        first.shutdown()
+    assert numbers == [1, 2]
+    second = virtual(clock, store)
+    second.start()
+    try:
+        # a retry owed would be due now: it would run before this one
+        later = second.delay('once', 1, 1, tick, args=('later',))
+        assert second.get_result(later, timeout=10) == 'later'
+        runs = second.runs(tid)
+        status = second.get_status(tid)
+    finally:
+        second.shutdown()
+    assert sorted((run.run_number, run.attempt, run.status) for run in runs) == [
+        (1, 1, psl.TaskStatus.ERROR), (2, 1, psl.TaskStatus.COMPLETED)]
+    assert status is psl.TaskStatus.COMPLETED
+
+
+def status_on_loading(clock, store, task_id):
+    """The status a scheduler that loads *store* reads for *task_id*."""
+    sched = virtual(clock, store)
+    try:
+        return sched.get_status(task_id)
+    finally:
+        sched.shutdown()
+
+
+def test_a_retry_the_catch_up_stood_for_is_not_owed_at_a_later_restart(store, clock, tmp_path):
+    """A recurring task's first run fails with a retry to come, and the
+    scheduler is down past its next slot: after the restart that slot runs
+    instead of the retry (the catch-up stands for it). The retry is recorded
+    as skipped, so a later restart does not owe it; while it is owed the
+    task reads SUSPENDED, once it is not, its latest run's status."""
+    marker = str(tmp_path / "calls")
+    first = virtual(clock, store, delayfunc=stops_after_first_call(clock, marker))
+    first.start()
+    try:
+        tid = first.delay('recur', 60, 1, fail_first_attempt, args=(marker,), retries=1,
+                          retry_delay=30, task_id='flaky')
+        wait_for(lambda: [run.status for run in first.runs(tid)] == [psl.TaskStatus.ERROR])
+    finally:
+        first.shutdown()
+    assert status_on_loading(clock, store, tid) is psl.TaskStatus.SUSPENDED
+    clock.advance(180)
+    second = virtual(clock, store)
+    assert second.get_status(tid) is psl.TaskStatus.ERROR
+    second.add_listener(lambda event: second.pause(), kinds=[psl.EventKind.COMPLETED])
+    second.start()
+    try:
+        wait_for(lambda: second.get_status(tid) is psl.TaskStatus.COMPLETED)
+    finally:
+        second.shutdown()
+    skipped = [row for row in store.runs(tid)
+               if row['status'] == psl.TaskStatus.MISSED and row['attempt'] > 1]
+    assert [row['attempt'] for row in skipped] == [2]
+    third = virtual(clock, store)
+    third.add_listener(lambda event: third.pause(), kinds=[psl.EventKind.COMPLETED])
+    third.start()
+    try:
+        wait_for(lambda: calls(tmp_path / "calls") >= 3)
+        attempts = [run.attempt for run in third.runs(tid)
+                    if run.status is not psl.TaskStatus.MISSED]
+    finally:
+        third.shutdown()
+    assert attempts and set(attempts) == {1}
+
+
+def test_a_wall_clock_step_moves_the_stored_next_run_of_a_task_on_the_scheduler_clock(
+        store, clock):
+    """A one-shot due in 10 minutes on the scheduler's clock keeps its time
+    when the wall clock steps back an hour; its stored wall time moves with
+    the step, so a restart runs it on time, not an hour late."""
+    wall = {'offset': 1_800_000_000.0}
+    wallfunc = lambda: clock.now() + wall['offset']  # noqa: E731
+
+    def scheduler():
+        return psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now,
+                             delayfunc=clock.sleep, store=store, wallfunc=wallfunc)
+    first = scheduler()
+    first.pause()  # (the dispatcher follows the wall clock; nothing runs)
+    first.start()
+    try:
+        tid = first.delay('once', 600, 1, tick, args=('on time',))
+        due = clock.now() + 600
+        wall['offset'] -= 3600
+        stored = lambda: {r.id: r for r in store.load_tasks()}[tid].next_run  # noqa: E731
+        wait_for(lambda: stored() == pytest.approx(due + wall['offset']))
+    finally:
+        first.shutdown()
+    second = scheduler()
+    second.start()
+    try:
+        assert second.get_result(tid, timeout=10) == 'on time'
+        [run] = second.runs(tid)
+    finally:
+        second.shutdown()
+    assert secs(run.scheduled) == pytest.approx(due + wall['offset'])
 
 
 CHILD_WITH_A_RETRY = textwrap.dedent("""

@@ -122,3 +122,35 @@ def test_purge_rejects_negative_ages(clock):
             sched.purge(days=-1)
         with pytest.raises(ValueError):
             sched.purge(minutes=-5)
+
+
+def test_purge_without_arguments_drops_a_one_shot_dated_after_now_by_a_wall_clock_step(
+        clock, tmp_path):
+    """A one-shot that finished, then a restart after the wall clock stepped
+    back an hour: loaded from the store, it is dated an hour ahead. purge()
+    with no age still drops it (every finished one), in memory and in the
+    store."""
+    path = str(tmp_path / "jobs.db")
+    wall = {"offset": 1_800_000_000.0}
+
+    def scheduler():
+        return psl.Scheduler(executor=psl.ThreadPoolExecutor(1), timefunc=clock.now,
+                             delayfunc=clock.sleep, store=path,
+                             wallfunc=lambda: clock.now() + wall["offset"])
+    first = scheduler()
+    first.start()
+    try:
+        tid = first.delay("once", 0, 1, lambda: "ok", task_id="once-only")
+        assert first.get_result(tid, timeout=5) == "ok"
+    finally:
+        first.shutdown()
+    wall["offset"] -= 3600
+    second = scheduler()
+    try:
+        assert second.get_status(tid) is S.COMPLETED
+        assert second.purge() == 1
+        with pytest.raises(KeyError):
+            second.get_task(tid)
+        assert [record.id for record in second.store.load_tasks()] == []
+    finally:
+        second.shutdown()

@@ -341,6 +341,27 @@ def test_finish_run_inserts_a_run_never_claimed(store):
     assert claim(store, "t1", "60.000", 1) is False
 
 
+def test_set_aside_runs_frees_the_slots_of_a_replaced_definition(store):
+    """Over records move to ``slot~run.attempt`` (of one slot, or of every
+    slot); a RUNNING one stays, and nothing is set aside twice."""
+    store.finish_run(finished(slot="100.000", run=1, status=ERROR))
+    store.finish_run(finished(slot="100.000", run=1, attempt=2))
+    store.finish_run(finished(slot="160.000", run=2))
+    claim(store, "t1", "220.000", 1, run=3)
+    claim(store, "t2", "100.000", 1)
+    store.set_aside_runs("t1", "100.000")
+    assert sorted(r["slot"] for r in store.runs("t1")) == [
+        "100.000~1.1", "100.000~1.2", "160.000", "220.000"]
+    assert claim(store, "t1", "100.000", 1, run=4) is True
+    store.set_aside_runs("t1")
+    assert sorted((r["slot"], r["status"]) for r in store.runs("t1")) == [
+        ("100.000", RUNNING), ("100.000~1.1", ERROR), ("100.000~1.2", COMPLETED),
+        ("160.000~2.1", COMPLETED), ("220.000", RUNNING)]
+    assert [r["slot"] for r in store.runs("t2")] == ["100.000"]
+    with pytest.raises(TypeError, match="None"):
+        store.set_aside_runs("t1", None)
+
+
 @pytest.mark.parametrize("change, error, words", [
     (dict(slot=None), KeyError, ["slot"]),
     (dict(attempt=None), KeyError, ["attempt"]),

@@ -212,7 +212,12 @@ def follow_wall_clock(st: State, fx: Effects) -> None:
     fx.log(logging.WARNING, "wall clock stepped by %+.1f s; re-deriving cron and "
            "datetime times", -shift)
     st.offset = offset
-    st.timetable.follow_wall_clock(shift, st.clock.now() + offset, offset, st.seq)
+    timetable = st.timetable
+    timetable.follow_wall_clock(shift, st.clock.now() + offset, offset, st.seq)
+    if st.journal is not None:  # a restart reads the wall times stored
+        for task_id, task in timetable.tasks.items():
+            if timetable.next_time(task_id) is not None:
+                st.journal.task_changed(task_id, next_run=task.time + slot_offset(task, offset))
 
 
 def time_to_next(st: State, now: float) -> Optional[float]:

@@ -261,11 +261,20 @@ class RunBook:
         state.finished_at = now
 
     def restart(self, task_id: str) -> None:
-        """A task re-added under a finished id starts afresh (a changed one)."""
+        """A task re-added under a finished id starts afresh (a changed one),
+        its run numbers going on: no two runs under one id share a number."""
+        state = self.forget(task_id)
+        if state is not None and state.runs:
+            self.state(task_id).runs = state.runs
+
+    def forget(self, task_id: str) -> Optional[TaskState]:
+        """Nothing is known of *task_id* any more (a run still executing
+        keeps its state until it returns); returns what was known."""
         state = self._states.pop(task_id, None)
+        self._results.pop(task_id, None)
         if state is not None and state.running:
             self._orphans.append(state)
-        self._results.pop(task_id, None)
+        return state
 
     def load(self, task_id: str, runs: int, missed: int, status: TaskStatus,
              paused: bool, latest: Optional[Run]) -> TaskState:

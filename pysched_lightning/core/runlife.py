@@ -303,6 +303,8 @@ class RunLife:
             self.notify_waiters(run.task_id, fx)
         if status is not _COMPLETED:
             if self._retry(run, now, fx):
+                if journal is not None:  # a retry waits (see recovery)
+                    journal.task_changed(run.task_id, status=int(run._state.status))
                 return
             self._log_failure(run, status, fx)
         self.runbook.settle(run)

@@ -16,14 +16,14 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..durability.encoding import (load_args, load_function, load_options, load_schedule,
-                                   stored_options)
+                                   slot_named, slot_pass, stored_options)
 from ..records.options import TaskOptions
 from ..records.protocols import RUNNING, TaskRecord
 from ..records.runs import FINAL, Run, TaskStatus
 from ..records.task import Task
 from ..records.validation import check_kwargs
-from ..timing.triggers import OnceTrigger, RecurTrigger
-from .recovery import RECOVERY_ROWS, Recovery, recover
+from ..timing.triggers import CronTrigger, OnceTrigger, RecurTrigger
+from .recovery import RECOVERY_ROWS, Recovery, recover, skipped_retry
 from .state import State
 from .timetable import Extra
 
@@ -106,10 +106,18 @@ class Standby:
         store.mark_interrupted()
         for record in store.load_tasks():
             try:
-                task = _task_from_record(record, st, next(st.seq))
                 rows = store.runs(record.id, limit=RECOVERY_ROWS)
+                task = _passing_again(_task_from_record(record, st, next(st.seq)), rows,
+                                      st.clock.wall())
                 recurring = not isinstance(task.schedule, (OnceTrigger, type(None)))
-                owed = recover(record, rows, task.options, recurring, st.clock.wall())
+                following = _following(st, task) if recurring else None
+                when = task.when
+                owed = recover(record, rows, task.options, following, st.clock.wall(),
+                               lambda wall: slot_named(wall, when))
+                for retry in owed.dropped:  # (a later restart owes them no more)
+                    store.finish_run(skipped_retry(record, retry))
+                if owed.status is not None and owed.status != record.status:
+                    store.update_task(record.id, status=owed.status)  # (runs get purged)
                 latest = _latest_run(rows, record, owed, task)
             except Exception:
                 _log.exception("stored task %r cannot be loaded; it stays in the store "
@@ -119,33 +127,30 @@ class Standby:
                 scheduled = _schedule_loaded(st, task, record, owed, latest)
             if scheduled:
                 _log.info("loaded task %r, next run at %s", task.id,
-                          _dt.datetime.fromtimestamp(record.next_run or 0.0, _dt.timezone.utc)
+                          _dt.datetime.fromtimestamp(owed.next_run or 0.0, _dt.timezone.utc)
                           .isoformat(timespec="seconds"))
 
 
 def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,
                      latest: Optional[Run]) -> bool:
     """With the lock held: put a loaded task in place (a task added by a
-    delay() meanwhile wins), with the retries it is owed. True when it is
-    scheduled; a finished one is only kept, to be queried (and not run
-    again) until purged."""
+    delay() meanwhile wins), due at ``owed.next_run``, with the retries it
+    is owed. True when it is scheduled; a finished one is only kept, to be
+    queried (and not run again) until purged."""
     if task.id in st.timetable or task.id in st.runbook:
         return False
-    status = TaskStatus(record.status)
-    one_shot_over = owed.slot_taken and isinstance(task.schedule, (OnceTrigger, type(None)))
-    if one_shot_over and owed.slot_status is not None and not owed.retries:
-        status = TaskStatus(owed.slot_status)
-    elif owed.retries:
-        status = TaskStatus.SUSPENDED
+    status = TaskStatus(record.status if owed.status is None else owed.status)
     state = st.runbook.load(task.id, owed.runs, record.missed, status, bool(record.paused),
                             latest)
-    if (record.next_run is None or one_shot_over) and not owed.retries:
+    if owed.next_run is None and not owed.retries:
         st.runbook.retire(task, record.updated - st.offset)
         if record.next_run is not None and st.journal is not None:
             st.journal.task_finished(task.id, int(status))  # it was over already
         return False
-    if record.next_run is None or one_shot_over:
+    if owed.next_run is None:
         st.timetable.add_fired(task)
+    elif owed.next_run != record.next_run:  # its stored occurrence had run
+        st.timetable.add(task.at(owed.next_run - st.offset, task.seq))
     else:
         st.timetable.add(task)
     for retry in owed.retries:
@@ -155,6 +160,39 @@ def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,
                                       retry.slot, st.timetable.generation(task.id)))
     st.wakeup.notify()
     return True
+
+
+def _passing_again(task: Task, rows: List[Dict[str, Any]], wall_now: float) -> Task:
+    """A wildcard cron job's pass, from its claims (see
+    ``CronTrigger.repeating``): claims reaching past the wall time now (the
+    wall clock stepped back) start a new pass, up to the latest of them; a
+    pass after the first goes on, so that its instants keep their names."""
+    when = task.when
+    if not (isinstance(when, CronTrigger) and when.wildcard):
+        return task
+    claims = [(row["scheduled"], slot_pass(row["slot"])) for row in rows
+              if row.get("slot") and row.get("scheduled") is not None
+              and not row["slot"].startswith("now:") and "~" not in row["slot"]]
+    if not claims:
+        return task
+    until, latest = max(wall for wall, _ in claims), max(passes for _, passes in claims)
+    reached = max(wall for wall, passes in claims if passes == latest)
+    if reached > wall_now:
+        return task._replace(when=when.repeating(until, latest))
+    if latest > 1:
+        return task._replace(when=when.repeating(until, latest - 1))
+    return task
+
+
+def _following(st: State, task: Task) -> Callable[[float], Optional[float]]:
+    """A recurring *task*'s next occurrence after a wall time (POSIX seconds)."""
+    trig = task.when
+    shift = 0.0 if trig.wall_clock else st.offset  # type: ignore[union-attr]
+
+    def following(wall: float) -> Optional[float]:
+        due = trig.next_due(wall - shift)  # type: ignore[union-attr]
+        return None if due is None else due + shift
+    return following
 
 
 def _task_from_record(record: TaskRecord, st: State, seq: int) -> Task:

@@ -205,7 +205,7 @@ class TaskLife(RunLife):
         runs = fx.take_runs_of(task_id)
         if state is not None:
             runs.extend(run for run in state.kept_runs() if run not in runs)
-            self.runbook.restart(task_id)
+            self.runbook.forget(task_id)
         for run in runs:
             lane = self.lanes.of(run)
             if run._phase is _STARTED:

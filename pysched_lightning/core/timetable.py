@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 from ..records.task import Task
+from ..timing.triggers import CronTrigger
 from .heaps import LazyHeap
 
 __all__ = ["Timetable", "Extra"]
@@ -251,20 +252,23 @@ class Timetable:
         """The wall clock stepped (the scheduler's times of wall instants move
         by *shift*; *offset* is the new wall - scheduler offset). A wildcard
         cron job is re-derived from the new wall time *wall_now*: it runs at
-        the next instant that matches, as cron does; other wall-clock tasks
-        (fixed-time cron, datetimes) keep their wall instant, so a step back
-        does not run them twice. Tasks on the scheduler's clock keep their
-        times."""
+        the next instant that matches, as cron does (after a step back, the
+        instants it passed come again: a pass of their own names their
+        slots); other wall-clock tasks (fixed-time cron, datetimes) keep
+        their wall instant, so a step back does not run them twice. Tasks on
+        the scheduler's clock keep their times."""
         entries = []
         for entry in self._timers.entries():
             if type(entry) is Task:
                 schedule = entry.schedule
                 if schedule is not None and schedule.wall_clock:
                     due = entry.time + shift
-                    if getattr(schedule, "wildcard", False):
+                    if isinstance(schedule, CronTrigger) and schedule.wildcard:
                         following = schedule.next_due(wall_now)
                         if following is not None:
                             due = following - offset
+                        if shift > 0:  # stepped back: up to the wall time it had
+                            entry = entry._replace(when=schedule.repeating(wall_now + shift))
                     entry = entry.at(due, next(seqs))
                     self._tasks[entry.id] = entry
             entries.append(entry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import json
+import math
 import pickle
 import uuid
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -95,7 +96,24 @@ def slot_of(run: Run, offset: float) -> str:
 
 def slot_at(task: Task, scheduled: float, offset: float) -> str:
     """The key of *task*'s occurrence due at *scheduled* (scheduler clock)."""
-    return f"{scheduled + slot_offset(task, offset):.3f}"
+    return slot_named(scheduled + slot_offset(task, offset), task.when)
+
+
+def slot_named(wall: float, when: Any) -> str:
+    """The key of the occurrence of trigger *when* at *wall* (its wall
+    time): ``1764500000.123``, or ``1764500000.123/2`` for an instant that
+    comes a second time after the wall clock stepped back (a wildcard cron
+    job's; see ``CronTrigger.repeating``)."""
+    key = f"{wall:.3f}"
+    if wall <= getattr(when, "repeat_until", _NEVER):
+        return f"{key}/{when.repeat_pass}"
+    return key
+
+
+def slot_pass(slot: str) -> int:
+    """The pass of a slot named by :func:`slot_named` (1: the first)."""
+    _, _, passes = slot.partition("/")
+    return int(passes) if passes.isdigit() else 1
 
 
 def slot_offset(task: Task, offset: float) -> float:
@@ -214,6 +232,7 @@ def _part_name(label: str, value: Any) -> str:
 
 
 _PROTOCOL = 4  # Python 3.4+: every supported interpreter reads it
+_NEVER = -math.inf  # (a trigger whose instants never came twice)
 _EMPTY_DICT = pickle.dumps({}, protocol=_PROTOCOL)
 _EMPTY_TUPLE = pickle.dumps((), protocol=_PROTOCOL)
 _DEFAULT_OPTIONS = pickle.dumps(DEFAULT_OPTIONS, protocol=_PROTOCOL)

@@ -206,8 +206,8 @@ class Journal:
         or neither are written), and wait for the commit; then look at the
         returned write's ``error``. A *new_id* is committed by itself, ahead
         of the pending writes, none of which can concern it. *set_aside*: a
-        slot whose records belong to the definition this one replaces (see
-        ``Store.set_aside_slot``)."""
+        slot (or ``EVERY_SLOT``) whose run records belong to a definition or
+        a trigger this one replaces (see ``Store.set_aside_runs``)."""
         write = Write(WriteKind.SAVE, record, (replace, claim, set_aside))
         if new_id:  # no flush to wait for: the store's own lock orders the commits
             failures = self._commit([write])
@@ -299,7 +299,7 @@ class Journal:
         def save_and_claim() -> None:  # in one transaction: all or nothing
             store.save_task(target, replace=replace)
             if set_aside is not None:
-                store.set_aside_slot(target.id, set_aside)
+                store.set_aside_runs(target.id, set_aside)
             if claim is not None:
                 claim.decide(store)
         return save_and_claim

@@ -15,7 +15,7 @@ from typing import (Any, Callable, ContextManager, Dict, Iterable, List, Mapping
 
 __all__ = ["Trigger", "Executor", "Store", "TaskRecord", "RUN_FIELDS", "StoreLockedError",
            "COMPLETED", "ERROR", "SUSPENDED", "RUNNING", "CANCELED", "TIMEOUT", "MISSED",
-           "STATUS_NAMES"]
+           "STATUS_NAMES", "EVERY_SLOT"]
 
 
 @runtime_checkable
@@ -103,6 +103,9 @@ class TaskRecord:
 #: display; ``count`` is how many runs a MISSED record stands for, ``reason``
 #: why a run was missed or canceled, ``outcome`` the pickled result or
 #: exception.
+#: ``Store.set_aside_runs``'s "every slot" (a slot is never empty).
+EVERY_SLOT = ""
+
 RUN_FIELDS = ("task_id", "name", "run", "attempt", "slot", "status", "scheduled",
               "started", "finished", "duration", "exit_code", "result", "error",
               "traceback", "output", "stderr", "reason", "count", "outcome")
@@ -165,10 +168,12 @@ class Store(Protocol):
         keeps the claimed value. A run never claimed (missed, never started)
         is inserted."""
 
-    def set_aside_slot(self, task_id: str, slot: str) -> None:
-        """The records of *slot* belong to a definition of the task that was
-        replaced: they keep their history under another slot name, so that
-        the new definition can claim the slot (RUNNING ones stay)."""
+    def set_aside_runs(self, task_id: str, slot: str = EVERY_SLOT) -> None:
+        """The task's records (of *slot* only, if one is given) belong to a
+        definition or a trigger that was replaced: each keeps its history
+        under a slot name of its own (``slot~run.attempt``), so that the new
+        one may claim the slot and is owed nothing of theirs (RUNNING ones
+        stay: their run finishes under its slot)."""
 
     def release_run(self, task_id: str, slot: str, attempt: int) -> None:
         """Give back a claim whose run never executed: its RUNNING record is

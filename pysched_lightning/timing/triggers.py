@@ -9,6 +9,7 @@ expressions and their DST rule are in :mod:`.cron`, time zones in :mod:`.zones`.
 from __future__ import annotations
 
 import abc
+import copy
 import datetime as _dt
 import math
 import numbers
@@ -172,6 +173,13 @@ class CronTrigger(Trigger):
     field by field at construction, so errors name the offending field.
     """
 
+    #: After the wall clock stepped back, a wildcard job's instants up to
+    #: ``repeat_until`` (the wall time before the step) come a
+    #: ``repeat_pass``-th time: their slots are named apart (see
+    #: :meth:`repeating`). Not stored: a restart finds them from the claims.
+    repeat_until: float = -math.inf
+    repeat_pass: int = 1
+
     def __init__(self, expression: str, *, wall_now: float,
                  tz: Union[str, _dt.tzinfo, None] = None) -> None:
         self.name = "cron"
@@ -198,6 +206,8 @@ class CronTrigger(Trigger):
         state["_zone_cache"] = None
         state["_cron"] = None
         state["_lock"] = None
+        state.pop("repeat_until", None)  # (the stored bytes name the definition only)
+        state.pop("repeat_pass", None)
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -208,6 +218,14 @@ class CronTrigger(Trigger):
 
     def describe(self) -> str:
         return "cron %r (%s)" % (self.interval, self.tz_name)
+
+    def repeating(self, until: float, after_pass: int = 1) -> "CronTrigger":
+        """This trigger, its instants up to *until* (wall time) coming once
+        more: in pass ``max(repeat_pass, after_pass) + 1``."""
+        twin = copy.copy(self)  # (shares the croniter and the lock that guards it)
+        twin.repeat_until = max(self.repeat_until, until)
+        twin.repeat_pass = max(self.repeat_pass, after_pass) + 1
+        return twin
 
     @property
     def zone(self) -> _dt.tzinfo:

@@ -11,7 +11,7 @@ import threading
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set,
                     Tuple)
 
-from ...records.protocols import ERROR, MISSED, RUN_FIELDS, RUNNING, TaskRecord
+from ...records.protocols import EVERY_SLOT, ERROR, MISSED, RUN_FIELDS, RUNNING, TaskRecord
 from .rules import (CLAIMED_FIELDS, INTERRUPTED, check_key, check_limit, check_slot,
                     check_statuses,
                     check_time, claim_row, run_row, task_changes, task_row)
@@ -201,12 +201,15 @@ class MemoryStore:
             self._runs[key] = (seq, row)
             self._changed(lambda: self._put_run(key, _MISSING if previous is None else previous))
 
-    def set_aside_slot(self, task_id: str, slot: str) -> None:
-        """Rename the slot of the over records of *slot* (``slot~run.attempt``)."""
-        task_id, slot = check_key(task_id), check_slot(slot)
+    def set_aside_runs(self, task_id: str, slot: str = EVERY_SLOT) -> None:
+        """Rename the slots of the task's over records (of *slot* only, if
+        given) to ``slot~run.attempt``."""
+        task_id, only = check_key(task_id), check_key(slot, "a run's slot")
         with self._data_lock:
             for key, (seq, row) in list(self._runs.items()):
-                if key[:2] == (task_id, slot) and row["status"] != RUNNING:
+                slot = key[1]
+                if key[0] == task_id and row["status"] != RUNNING and "~" not in slot \
+                        and only in (EVERY_SLOT, slot):
                     aside = f"{slot}~{row['run'] or 0}.{row['attempt']}"
                     del self._runs[key]
                     self._runs[(task_id, aside, key[2])] = (seq, dict(row, slot=aside))

@@ -24,7 +24,7 @@ import threading
 import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from ...records.protocols import RUN_FIELDS, RUNNING, TaskRecord
+from ...records.protocols import EVERY_SLOT, RUN_FIELDS, RUNNING, TaskRecord
 from .filelock import FileHold
 from .rules import (INTERRUPTED, check_key, check_limit, check_slot, check_statuses,
                     check_time, claim_row, run_row, task_changes, task_row)
@@ -238,10 +238,12 @@ class SQLiteStore:
         if execute(stmt.MOVE_RUN, values).rowcount == 0:
             execute(stmt.INSERT_RUN, row)
 
-    def set_aside_slot(self, task_id: str, slot: str) -> None:
-        """Rename the slot of the over records of *slot* (``slot~run.attempt``)."""
+    def set_aside_runs(self, task_id: str, slot: str = EVERY_SLOT) -> None:
+        """Rename the slots of the task's over records (of *slot* only, if
+        given) to ``slot~run.attempt``."""
+        only = check_key(slot, "a run's slot")
         with self._db_lock:
-            self._conn.execute(stmt.SET_ASIDE, (check_key(task_id), check_slot(slot)))
+            self._conn.execute(stmt.SET_ASIDE, (check_key(task_id), only, only))
 
     def release_run(self, task_id: str, slot: str, attempt: int) -> None:
         """Delete the run's record if it is still a RUNNING claim."""

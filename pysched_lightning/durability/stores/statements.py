@@ -41,7 +41,8 @@ FINISH_RUN = finish_sql(FINISH_FIELDS, " AND scheduled = ?")
 MOVE_RUN = finish_sql((*FINISH_FIELDS, SCHEDULED), "")
 INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))})"
 SET_ASIDE = (f"UPDATE runs SET slot = slot || '~' || COALESCE(run, 0) || '.' || attempt "
-              f"WHERE task_id = ? AND slot = ? AND status IS NOT {RUNNING}")
+             f"WHERE task_id = ? AND (? = '' OR slot = ?) AND status IS NOT {RUNNING} "
+             f"AND instr(slot, '~') = 0")
 RELEASE_RUN = (f"DELETE FROM runs WHERE task_id = ? AND slot = ? AND attempt = ? "
                 f"AND status = {RUNNING}")
 MARK_INTERRUPTED = f"UPDATE runs SET status = {ERROR}, error = ? WHERE status = {RUNNING}"
