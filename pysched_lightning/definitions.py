@@ -163,7 +163,30 @@ def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None
         except BaseException:  # it may be stored: the change is made here too
             _replace_in_memory(st, workers, new, keep_time)
             raise
+        _replace_in_memory(st, workers, new, keep_time)
+        _note_changes_since(st, new.id, record)
+        return
     _replace_in_memory(st, workers, new, keep_time)
+
+
+def _note_changes_since(st: State, task_id: str, record: TaskRecord) -> None:
+    """A firing may have come between the snapshot *record* was made from
+    and its commit: what it changed (the next run, the counts, the status)
+    is noted again, to be written after the record."""
+    journal = st.journal
+    assert journal is not None
+    with st.lock:
+        snap = control.snapshot(st, task_id)
+        fields = {name: snap[name] for name in ("runs", "missed")
+                  if snap[name] != getattr(record, name)}
+        if int(snap["status"]) != record.status:
+            fields["status"] = int(snap["status"])
+        if snap["next_time"] is not None:  # (a fired one keeps its occurrence)
+            next_run = snap["next_time"] + slot_offset(snap["task"], st.offset)
+            if next_run != record.next_run:
+                fields["next_run"] = next_run
+        if fields:
+            journal.task_changed(task_id, **fields)
 
 
 def _replace_in_memory(st: State, workers: Any, new: Task, keep_time: bool) -> None:

@@ -547,9 +547,9 @@ class Model:
     def _missed_one_shot(self, task: ModelTask) -> None:
         """README: a one-shot whose only run was skipped ends MISSED."""
         task.status = S.MISSED
-        if not task.pending:  # (a retry or manual run still owed ends it later)
-            self._finish(task)
-        self._fail_dependents(task.tid)
+        if not task.pending:  # (a retry or manual run still owed ends it later,
+            self._finish(task)  # and its dependents wait for how it ends)
+            self._fail_dependents(task.tid)
 
     def _start_regular(self, task: ModelTask, due: float, definition: Definition,
                        optional: bool = False) -> None:

@@ -1291,15 +1291,27 @@ class ThreadedMachine(RuleBasedStateMachine):
     def regular_runs_over(self, task: ThreadTask) -> bool:
         """The one-shot's scheduled run executed, and its last attempt
         returned with nothing more owed (no retry left or needed)."""
-        runs = [e for e, _ in self.executions if e.label == task.key and not e.manual]
+        mine = [e for e, _ in self.executions if e.label == task.key]
+        regular = {e.run_number for e in mine if e.attempt == 1 and not e.manual}
+        runs = [e for e in mine if e.run_number in regular]
         if not runs:
             return False
+        if any(self.may_be_retried(e, task) for e in mine if e.run_number not in regular):
+            return False  # (README: a manual run's retry keeps a one-shot scheduled)
         last = max(runs, key=lambda e: e.attempt)
         gate = self.session.gate_of(last)
         if gate is None or not gate.opened.is_set():
             return False
-        failed = expected_status(last, gate, id(last) in self.interrupted) is not S.COMPLETED
-        return not failed or last.attempt > task.definition.retries_allowed()
+        return not self.may_be_retried(last, task)
+
+    def may_be_retried(self, execution: Any, task: ThreadTask) -> bool:
+        """The execution failed (or may yet) with a retry left."""
+        gate = self.session.gate_of(execution)
+        if gate is None or not gate.opened.is_set():
+            return execution.attempt <= task.definition.retries_allowed()
+        failed = expected_status(execution, gate, id(execution) in self.interrupted) \
+            is not S.COMPLETED
+        return failed and execution.attempt <= task.definition.retries_allowed()
 
     @invariant()
     def a_coalescing_task_does_not_pile_up_runs(self) -> None:
@@ -1374,6 +1386,9 @@ class ThreadedMachine(RuleBasedStateMachine):
             if not definition.one_shot or task.canceled:
                 continue
             runs = [e for e, _ in self.executions if e.label == task.key and not e.manual]
+            # (a manual run's retries are runs of their own: by run number)
+            regular = {e.run_number for e in runs if e.attempt == 1}
+            runs = [e for e in runs if e.run_number in regular or not regular]
             attempts = sorted(e.attempt for e in runs)
             if 1 not in attempts:
                 status = self.sched.get_status(tid)

@@ -705,6 +705,34 @@ def test_a_wall_clock_step_moves_the_stored_next_run_of_a_task_on_the_scheduler_
     assert secs(run.scheduled) == pytest.approx(due + wall['offset'])
 
 
+def test_a_failure_judged_without_retries_is_not_retried_after_a_modify_and_a_restart(
+        store, clock, tmp_path):
+    """A recurring task's attempt fails with no retries allowed; then
+    ``modify(retries=2)``. The new retries apply to the failures after the
+    change: a restart does not owe the earlier failure a retry (it was over,
+    and reads as such)."""
+    marker = str(tmp_path / "calls")
+    first = virtual(clock, store, delayfunc=stops_after_first_call(clock, marker))
+    first.start()
+    try:
+        tid = first.delay('recur', 60, 1, fail_first_attempt, args=(marker,), task_id='flaky')
+        wait_for(lambda: [run.status for run in first.runs(tid)] == [psl.TaskStatus.ERROR])
+        first.modify(tid, retries=2, retry_delay=1)
+    finally:
+        first.shutdown()
+    second = virtual(clock, store, delayfunc=stops_after_first_call(clock, marker))
+    second.start()
+    try:
+        assert second.get_status(tid) is psl.TaskStatus.ERROR
+        # a retry owed would be due already: it would run before this one
+        later = second.delay('once', 0, 1, tick, args=('later',))
+        assert second.get_result(later, timeout=10) == 'later'
+        attempts = [run.attempt for run in second.runs(tid)]
+    finally:
+        second.shutdown()
+    assert attempts == [1]
+
+
 CHILD_WITH_A_RETRY = textwrap.dedent("""
     import sys, time
     import pysched_lightning as psl

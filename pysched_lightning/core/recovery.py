@@ -10,7 +10,9 @@ after the runs a dead process left RUNNING were marked interrupted:
   goes on with the occurrence after it (a ``modify()`` racing a firing may
   have stored the occurrence that had just fired);
 * a failed attempt (an error, a timeout, or a run the crash interrupted)
-  with retries left is owed its next attempt, due when it would have been
+  with retries left is owed its next attempt (one judged by an earlier
+  definition, only if the task was left waiting for it), due when it
+  would have been
   (or now, if that passed): retries go on across restarts. A recurring
   task whose next occurrence is due already runs that one instead (the
   catch-up stands for what was missed, as coalescing does; the retries it
@@ -85,7 +87,7 @@ def recover(record: TaskRecord, rows: List[Mapping[str, Any]], options: TaskOpti
     if taken:
         next_run = following(next_run) if following is not None else None  # type: ignore
     skipped = _skipped_attempts(rows)
-    owed = (_owed(row, options) for row in last.values()
+    owed = (_owed(row, options, record) for row in last.values()
             if skipped.get(row["slot"], 0) <= (row.get("attempt") or 1))
     retries = sorted((retry for retry in owed if retry is not None),
                      key=lambda retry: retry.wall_time)
@@ -134,11 +136,17 @@ def _skipped_attempts(rows: List[Mapping[str, Any]]) -> Dict[str, int]:
     return skipped
 
 
-def _owed(row: Mapping[str, Any], options: TaskOptions) -> Optional[RetryOwed]:
-    """The retry owed after the failed attempt *row*, if any."""
+def _owed(row: Mapping[str, Any], options: TaskOptions,
+          record: TaskRecord) -> Optional[RetryOwed]:
+    """The retry owed after the failed attempt *row*, if any. An attempt
+    that ended before the definition was stored (a ``modify()`` after it)
+    was judged by the one before: it is owed a retry only if the task was
+    left waiting for one (or running, by a crash)."""
     attempt = row.get("attempt") or 1
     if row.get("status") not in _FAILED or attempt > options.retries:
         return None
     ended = row.get("finished") or row.get("started") or row.get("scheduled") or 0.0
+    if ended <= record.updated and record.status not in (SUSPENDED, RUNNING):
+        return None
     return RetryOwed(attempt + 1, row.get("run") or 0, row["slot"],
                      ended + options.retry_wait(attempt), row.get("scheduled") or ended)

@@ -215,7 +215,8 @@ def _task_from_record(record: TaskRecord, st: State, seq: int) -> Task:
 def _latest_run(rows: List[Dict[str, Any]], record: TaskRecord, owed: Recovery,
                 task: Task) -> Optional[Run]:
     """The task's last stored run, so get_result() answers after a restart."""
-    if TaskStatus(record.status) not in FINAL and not owed.slot_taken:
+    status = record.status if owed.status is None else owed.status
+    if TaskStatus(status) not in FINAL and not owed.slot_taken:
         return None
     for row in rows:
         if row.get("status") != TaskStatus.MISSED:
