@@ -673,6 +673,32 @@ def test_a_retry_the_catch_up_stood_for_is_not_owed_at_a_later_restart(store, cl
     assert attempts and set(attempts) == {1}
 
 
+def test_a_skipped_catch_up_leaves_the_status_of_the_latest_run(store, clock, tmp_path):
+    """The first run fails with a retry to come; the scheduler is down past
+    the next slot, which its misfire grace time then skips. The task reads
+    the status of its latest run (the error), not a "waiting" the retry had
+    left, and that run answers get_task()."""
+    marker = str(tmp_path / "calls")
+    first = virtual(clock, store, delayfunc=stops_after_first_call(clock, marker))
+    first.start()
+    try:
+        tid = first.delay('recur', 60, 1, fail_first_attempt, args=(marker,), retries=1,
+                          retry_delay=30, misfire_grace_time=0, task_id='flaky')
+        wait_for(lambda: [run.status for run in first.runs(tid)] == [psl.TaskStatus.ERROR])
+    finally:
+        first.shutdown()
+    clock.advance(180)
+    second = virtual(clock, store, delayfunc=stops_after_first_call(clock, marker))
+    second.start()
+    try:
+        wait_for(lambda: second.get_task(tid)['missed'] >= 1)
+        info = second.get_task(tid)
+    finally:
+        second.shutdown()
+    assert info['status'] is psl.TaskStatus.ERROR
+    assert (info['last_run'].attempt, info['last_run'].status) == (1, psl.TaskStatus.ERROR)
+
+
 def test_a_wall_clock_step_moves_the_stored_next_run_of_a_task_on_the_scheduler_clock(
         store, clock):
     """A one-shot due in 10 minutes on the scheduler's clock keeps its time
