@@ -31,6 +31,26 @@ class VirtualClock:
             self.t += seconds
 
 
+class VirtualTimeBudget:
+    """A ``delayfunc`` on *clock* that lets virtual time pass only as far as
+    the test allows (``allow(until)``); then the dispatcher waits in real
+    time, and nothing more comes due."""
+
+    def __init__(self, clock):
+        self.clock, self.until = clock, clock.now()
+
+    def allow(self, until):
+        self.until = until
+
+    def __call__(self, seconds):
+        if self.clock.now() + seconds <= self.until:
+            self.clock.sleep(seconds)
+        elif self.clock.now() < self.until:
+            self.clock.advance(self.until - self.clock.now())
+        else:
+            time.sleep(0.005)
+
+
 class InlineExecutor(concurrent.futures.Executor):
     """Runs each submitted call at once in the submitting thread."""
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import pysched_lightning as psl
-from conftest import pending_events, virtual, wait_for, secs
+from conftest import InlineExecutor, VirtualTimeBudget, pending_events, virtual, wait_for, secs
 
 S = psl.TaskStatus
 K = psl.EventKind
@@ -332,3 +332,34 @@ def test_without_coalesce_every_occurrence_due_while_the_pool_is_busy_runs_once_
         busy.close()
     assert busy.slots == list(range(1001, 1026))
     assert info["missed"] == 0
+
+
+def test_a_skipped_occurrence_leaves_a_task_that_waits_for_a_retry_suspended(clock):
+    """A recurring task's attempt fails again and its next retry is queued;
+    in the same late moment its next occurrence is skipped (misfire grace
+    time 0). The task reads Suspended (a retry waits), not the error of the
+    run before the skipped one."""
+    budget = VirtualTimeBudget(clock)
+    calls = []
+
+    def fails_twice():
+        calls.append(clock.now())
+        if len(calls) <= 2:
+            raise RuntimeError(f"attempt {len(calls)} fails")
+
+    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=budget)
+    try:
+        tid = sched.delay('recur', 2, 1, fails_twice, retries=2, retry_delay=1,
+                          misfire_grace_time=0)
+        sched.start()
+        budget.allow(clock.now() + 2)
+        wait_for(lambda: len(calls) == 1 and sched.get_status(tid) is S.SUSPENDED)
+        clock.advance(3)  # a stall: the retry runs late, the next slot is skipped
+        budget.allow(clock.now())
+        wait_for(lambda: len(calls) == 2 and sched.get_task(tid)['missed'] == 1)
+        assert sched.get_status(tid) is S.SUSPENDED
+        budget.allow(clock.now() + 1)
+        wait_for(lambda: len(calls) >= 3)
+        wait_for(lambda: sched.get_status(tid) is S.COMPLETED)
+    finally:
+        sched.shutdown()

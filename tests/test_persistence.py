@@ -17,7 +17,7 @@ import pytest
 import pysched_lightning as psl
 from pysched_lightning.durability.runlog import read_run_log
 from pysched_lightning.durability.stores import open_store
-from conftest import InlineExecutor, secs, wait_for
+from conftest import InlineExecutor, VirtualTimeBudget, secs, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -413,26 +413,6 @@ def test_a_wall_clock_stepped_back_does_not_refuse_a_recurring_tasks_runs(store,
         assert refused == []
     finally:
         sched.shutdown()
-
-
-class VirtualTimeBudget:
-    """A ``delayfunc`` on *clock* that lets virtual time pass only as far as
-    the test allows (``allow(until)``); then the dispatcher waits in real
-    time, and nothing more comes due."""
-
-    def __init__(self, clock):
-        self.clock, self.until = clock, clock.now()
-
-    def allow(self, until):
-        self.until = until
-
-    def __call__(self, seconds):
-        if self.clock.now() + seconds <= self.until:
-            self.clock.sleep(seconds)
-        elif self.clock.now() < self.until:
-            self.clock.advance(self.until - self.clock.now())
-        else:
-            time.sleep(0.005)
 
 
 def test_a_wildcard_cron_job_runs_the_instants_a_step_back_repeats_with_a_store(store, clock):

@@ -240,8 +240,8 @@ class RunBook:
                 state.status = TaskStatus.SUSPENDED
         else:
             self._results[run.task_id] = previous
-            if not state.canceled:
-                state.status = previous.status
+            if not state.canceled:  # (a retry or a manual run owed: one waits)
+                state.status = TaskStatus.SUSPENDED if state.owed else previous.status
 
     # -- the task's life ----------------------------------------------------------
 
