@@ -45,55 +45,78 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
     store = journal.store if journal is not None else None
     record = _record(st, task) if store is not None else None  # refused here if unstorable
     while True:
-        early = None
-        with st.lock:
-            old = control.check_add(st, task, replace_existing)
-            if fresh_id and record is not None:
-                early = control.reserve_start(st, task, record.name, st.clock.now())
-        same = old is not None and _same(old, task, store, record)
-        # a named id may have runs of an earlier definition (a replaced, a
-        # finished or a canceled one): the new one may run their slots, and
-        # is owed none of their retries
-        aside = None if fresh_id else EVERY_SLOT
+        old: Optional[Task] = None
+        early: Optional[Claim] = None
         write: Optional[Write] = None
-        fx = Effects()
+        settled = False  # added, or put right
         try:
-            write = _store(st, task, record, early, fresh_id, aside) if not same else None
-        except BaseException as exc:
-            if early is not None:
-                with st.lock:
-                    control.unreserve(st, task, early)
-            if not isinstance(exc, Exception) and record is not None and not same:
-                _store_cut_short(st, workers, task, record, old, early)
-            raise
-        settled = False  # (the add is done, or put right)
-        try:
+            with st.lock:
+                old = control.check_add(st, task, replace_existing)
+                if fresh_id and record is not None:
+                    early = control.reserve_start(st, task, record.name, st.clock.now())
+            same = old is not None and _same(old, task, store, record)
+            # a named id may have runs of an earlier definition (a replaced, a
+            # finished or a canceled one): the new one may run their slots, and
+            # is owed none of their retries
+            aside = None if fresh_id else EVERY_SLOT
+            fx = Effects()
             try:
-                with st.lock:
-                    try:
-                        if control.existing(st, task.id) is not old:
-                            continue  # another delay() of this id came between: again
-                        control.add_task(st, task, replace_existing, same, st.clock.now(),
-                                         fx, early)
-                        settled = True
-                    except BaseException as exc:
-                        settled = True
+                write = _store(st, task, record, early, fresh_id, aside) if not same else None
+            except BaseException as exc:
+                if early is not None:
+                    with st.lock:
+                        control.unreserve(st, task, early)
+                if not isinstance(exc, Exception) and record is not None and not same:
+                    _store_cut_short(st, workers, task, record, old, early)
+                raise
+            try:
+                try:
+                    with st.lock:
+                        try:
+                            if control.existing(st, task.id) is not old:
+                                continue  # another delay() of this id came between: again
+                            control.add_task(st, task, replace_existing, same, st.clock.now(),
+                                             fx, early)
+                            settled = True
+                        except BaseException as exc:
+                            settled = True
+                            _put_right(st, task, old, write, early, fx, exc)
+                            raise
+                        finally:
+                            if early is not None:
+                                control.unreserve(st, task, early)
+                finally:
+                    workers.settle(fx)  # what adding noted besides the task (a claim, a
+            except BaseException as exc:  # next run time) is written with the next commit
+                if not settled:  # an interrupt before the lock: put right all the same
+                    settled = True
+                    with st.lock:
                         _put_right(st, task, old, write, early, fx, exc)
-                        raise
-                    finally:
                         if early is not None:
                             control.unreserve(st, task, early)
-            finally:
-                workers.settle(fx)  # what adding noted besides the task (a claim, a
-        except BaseException as exc:  # next run time) is written with the next commit
-            if not settled:  # an interrupt before the lock: put right all the same
-                with st.lock:
-                    _put_right(st, task, old, write, early, fx, exc)
-                    if early is not None:
-                        control.unreserve(st, task, early)
-            workers.settle(fx)
+                workers.settle(fx)
+                raise
+            return task.id
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # an interrupt between the steps:
+                _interrupted_between(st, workers, task, old, write, settled, early,
+                                     fresh_id and record is not None, exc)
             raise
-        return task.id
+
+
+def _interrupted_between(st: State, workers: Any, task: Task, old: Optional[Task],
+                         write: Optional[Write], settled: bool, early: Optional[Claim],
+                         reserved: bool, exc: BaseException) -> None:
+    """An interrupt came between the steps of :func:`add_checked`: a task
+    stored but not added yet is put right (see :func:`_put_right`), and no
+    slot stays reserved for a new one."""
+    fx = Effects()
+    with st.lock:
+        if write is not None and not settled:
+            _put_right(st, task, old, write, early, fx, exc)
+        if reserved:
+            control.abandon_start(st, task)
+    workers.settle(fx)
 
 
 def _put_right(st: State, task: Task, old: Optional[Task], write: Optional[Write],

@@ -659,6 +659,24 @@ def test_an_interrupt_at_any_line_of_a_call_leaves_the_scheduler_whole(
         pytest.fail(failure_report(failures), pytrace=False)
 
 
+@pytest.mark.parametrize("exc_name", sorted(EXCEPTIONS))
+def test_an_interrupt_at_any_line_of_adding_a_task_due_now_with_a_store_leaves_it_whole(
+        exc_name, tmp_path):
+    """Every point of ``add_checked`` and ``reserve_start`` (the bounded
+    sweep samples a few): an interrupt between the reservation of a worker
+    slot and the add left the slot reserved for good (the scheduler never
+    idle), and one between the store's commit and the add left a task
+    stored that the scheduler had not accepted."""
+    scenario = next(scenario for scenario in SCENARIOS.values()
+                    if scenario.name == "delay() with a store, due now")
+    points = [point.index for point in points_of(scenario, tmp_path)
+              if point.function in ("add_checked", "reserve_start")]
+    assert points, "the call never reserved a slot"
+    failures = sweep(scenario, EXCEPTIONS[exc_name], points, tmp_path)
+    if failures:
+        pytest.fail(failure_report(failures), pytrace=False)
+
+
 # == 2 and 3. user code called back by the scheduler ===================================
 
 

@@ -117,6 +117,13 @@ def reserve_start(st: State, task: Task, name: str, now: float) -> Optional[Clai
     return early
 
 
+def abandon_start(st: State, task: Task) -> None:
+    """An interrupt came around :func:`reserve_start` (the claim may be made
+    or not, returned or not): no slot stays reserved for the new *task*."""
+    lane = st.lanes.of_kind(task.options.lane)
+    lane.abandon(task.id, sum(1 for run in st.in_flight() if st.lanes.of(run) is lane))
+
+
 def unreserve(st: State, task: Task, early: Claim) -> None:
     """The slot reserved by :func:`reserve_start` goes back, unless its run
     took it (nothing if it went back already)."""

@@ -106,6 +106,14 @@ class Lane:
         self.reservations.add(claim)
         self.used += 1
 
+    def abandon(self, task_id: str, running: int) -> None:
+        """An interrupt came around :meth:`reserve` for a new task: no
+        reservation of *task_id* stays, and the slots taken are the
+        reservations and the *running* runs again."""
+        self.reservations = {claim for claim in self.reservations
+                             if claim.task_id != task_id}
+        self.used = len(self.reservations) + running
+
     def unreserve(self, claim: Any) -> None:
         """The reservation of *claim* is given back (nothing if its run took it)."""
         if claim in self.reservations:
