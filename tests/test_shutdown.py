@@ -207,6 +207,18 @@ def _missing(sched, task_id, value, events) -> List[str]:
 # ---------------------------------------------- a one-shot added at the last moment
 
 
+def assert_runs_once_after_a_restart(path, task_id, marker):
+    """A scheduler started on the store at *path* runs the one-shot
+    *task_id* (a :func:`write_marker` task), and it ran once in all."""
+    restarted = psl.Scheduler(store=path)
+    restarted.start()
+    try:
+        assert restarted.get_result(task_id, timeout=30) == 'ran'
+    finally:
+        restarted.shutdown()
+    assert lines(marker) == ['ran']
+
+
 def test_a_one_shot_added_just_before_shutdown_runs_exactly_once_across_the_restart(
         tmp_path):
     """``delay()`` of a one-shot due now, on an idle worker, while another
@@ -231,13 +243,7 @@ def test_a_one_shot_added_just_before_shutdown_runs_exactly_once_across_the_rest
     closing[0].join(SHUTDOWN_DEADLINE)
     assert not closing[0].is_alive()
     assert S.RUNNING not in stored_statuses(path, tid)
-    restarted = psl.Scheduler(store=path)
-    restarted.start()
-    try:
-        assert restarted.get_result(tid, timeout=30) == 'ran'
-    finally:
-        restarted.shutdown()
-    assert lines(marker) == ['ran']
+    assert_runs_once_after_a_restart(path, tid, marker)
 
 
 def test_a_one_shot_whose_added_listener_shuts_the_scheduler_down_runs_after_the_restart(
@@ -253,13 +259,7 @@ def test_a_one_shot_whose_added_listener_shuts_the_scheduler_down_runs_after_the
     sched.start()
     tid = sched.delay('once', 0, 1, write_marker, args=(marker, 'ran'), task_id='last-minute')
     assert sched.stopped and stored_statuses(path, tid) == []
-    restarted = psl.Scheduler(store=path)
-    restarted.start()
-    try:
-        assert restarted.get_result(tid, timeout=30) == 'ran'
-    finally:
-        restarted.shutdown()
-    assert lines(marker) == ['ran']
+    assert_runs_once_after_a_restart(path, tid, marker)
 
 
 # ---------------------------------------------- runs that end while shutdown waits
