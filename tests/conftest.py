@@ -31,24 +31,34 @@ class VirtualClock:
             self.t += seconds
 
 
-class VirtualTimeBudget:
-    """A ``delayfunc`` on *clock* that lets virtual time pass only as far as
-    the test allows (``allow(until)``); then the dispatcher waits in real
-    time, and nothing more comes due."""
+class HeldClock:
+    """A virtual clock that stops at a limit the test moves (``run_until``):
+    the dispatcher cannot run ahead of the test. (As conftest's
+    ``VirtualClock``, sleeping advances virtual time at once, up to the limit.)"""
 
-    def __init__(self, clock):
-        self.clock, self.until = clock, clock.now()
+    def __init__(self, start=1000.0):
+        self._lock = threading.Lock()
+        self.t = self.limit = start
 
-    def allow(self, until):
-        self.until = until
+    def now(self):
+        with self._lock:
+            return self.t
 
-    def __call__(self, seconds):
-        if self.clock.now() + seconds <= self.until:
-            self.clock.sleep(seconds)
-        elif self.clock.now() < self.until:
-            self.clock.advance(self.until - self.clock.now())
-        else:
-            time.sleep(0.005)
+    def sleep(self, seconds):
+        with self._lock:
+            step = max(0.0, min(seconds, self.limit - self.t))
+            self.t += step
+        time.sleep(0 if step else 0.001)  # at the limit: wait for the test
+
+    def run_until(self, limit):
+        with self._lock:
+            self.limit = limit
+
+    def advance(self, seconds):
+        """Time jumps (a stall): the limit moves with it."""
+        with self._lock:
+            self.t += seconds
+            self.limit = max(self.limit, self.t)
 
 
 class InlineExecutor(concurrent.futures.Executor):

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, pending_events, virtual, wait_for, secs
+from conftest import HeldClock, InlineExecutor, pending_events, virtual, wait_for, secs
 from invariants import held_runs
 
 S = psl.TaskStatus
@@ -414,30 +414,6 @@ def test_modify_of_a_recurring_task_waiting_on_a_dependency_keeps_it_recurring()
 
 
 # ----------------------------------------- one-shots changed while their run is under way
-
-
-class HeldClock:
-    """A virtual clock that stops at a limit the test moves (``run_until``):
-    the dispatcher cannot run ahead of the test. (As conftest's
-    ``VirtualClock``, sleeping advances virtual time at once, up to the limit.)"""
-
-    def __init__(self, start=1000.0):
-        self._lock = threading.Lock()
-        self.t = self.limit = start
-
-    def now(self):
-        with self._lock:
-            return self.t
-
-    def sleep(self, seconds):
-        with self._lock:
-            step = max(0.0, min(seconds, self.limit - self.t))
-            self.t += step
-        time.sleep(0 if step else 0.001)  # at the limit: wait for the test
-
-    def run_until(self, limit):
-        with self._lock:
-            self.limit = limit
 
 
 def note(marker, text):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import pysched_lightning as psl
-from conftest import InlineExecutor, VirtualTimeBudget, pending_events, virtual, wait_for, secs
+from conftest import InlineExecutor, HeldClock, pending_events, virtual, wait_for, secs
 
 S = psl.TaskStatus
 K = psl.EventKind
@@ -227,30 +227,6 @@ def test_status_stays_running_while_an_overlapping_run_is_skipped(clock):
 # ------------------------------------------------ occurrences due behind a busy pool
 
 
-class HeldClock:
-    """A virtual clock that stops at a limit the test moves (``run_until``):
-    the dispatcher cannot run ahead of the test. (As conftest's
-    ``VirtualClock``, sleeping advances virtual time at once, up to the limit.)"""
-
-    def __init__(self, start=1000.0):
-        self._lock = threading.Lock()
-        self.t = self.limit = start
-
-    def now(self):
-        with self._lock:
-            return self.t
-
-    def sleep(self, seconds):
-        with self._lock:
-            step = max(0.0, min(seconds, self.limit - self.t))
-            self.t += step
-        time.sleep(0 if step else 0.001)  # at the limit: wait for the test
-
-    def run_until(self, limit):
-        with self._lock:
-            self.limit = limit
-
-
 class BusyPool:
     """One worker held by a blocker while a recurring task (every 1 s from
     1000, virtual) comes due 20 times; the slots its runs were due at."""
@@ -334,12 +310,12 @@ def test_without_coalesce_every_occurrence_due_while_the_pool_is_busy_runs_once_
     assert info["missed"] == 0
 
 
-def test_a_skipped_occurrence_leaves_a_task_that_waits_for_a_retry_suspended(clock):
+def test_a_skipped_occurrence_leaves_a_task_that_waits_for_a_retry_suspended():
     """A recurring task's attempt fails again and its next retry is queued;
     in the same late moment its next occurrence is skipped (misfire grace
     time 0). The task reads Suspended (a retry waits), not the error of the
     run before the skipped one."""
-    budget = VirtualTimeBudget(clock)
+    clock = HeldClock()
     calls = []
 
     def fails_twice():
@@ -347,18 +323,18 @@ def test_a_skipped_occurrence_leaves_a_task_that_waits_for_a_retry_suspended(clo
         if len(calls) <= 2:
             raise RuntimeError(f"attempt {len(calls)} fails")
 
-    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=budget)
+    sched = psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep)
     try:
         tid = sched.delay('recur', 2, 1, fails_twice, retries=2, retry_delay=1,
                           misfire_grace_time=0)
         sched.start()
-        budget.allow(clock.now() + 2)
+        clock.run_until(clock.now() + 2)
         wait_for(lambda: len(calls) == 1 and sched.get_status(tid) is S.SUSPENDED)
         clock.advance(3)  # a stall: the retry runs late, the next slot is skipped
-        budget.allow(clock.now())
+        clock.run_until(clock.now())
         wait_for(lambda: len(calls) == 2 and sched.get_task(tid)['missed'] == 1)
         assert sched.get_status(tid) is S.SUSPENDED
-        budget.allow(clock.now() + 1)
+        clock.run_until(clock.now() + 1)
         wait_for(lambda: len(calls) >= 3)
         wait_for(lambda: sched.get_status(tid) is S.COMPLETED)
     finally:
