@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -81,3 +83,71 @@ def test_a_file_that_is_no_store_or_an_old_schema_is_refused(tmp_path):
 def test_memory_cannot_be_opened_read_only():
     with pytest.raises(ValueError, match="nothing to read"):
         open_store("memory://", read_only=True)
+
+
+def _files(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_reading_a_closed_store_leaves_no_wal_or_shm_file(tmp_path):
+    path = tmp_path / "jobs.db"
+    writer = SQLiteStore(path)
+    writer.save_task(record("a"))
+    writer.close()
+    before = _files(tmp_path)
+    assert "jobs.db-wal" not in before and "jobs.db-shm" not in before
+    reader = SQLiteStore(path, read_only=True)
+    try:
+        assert [t.id for t in reader.load_tasks()] == ["a"]     # reading makes -wal and -shm
+    finally:
+        reader.close()
+    assert _files(tmp_path) == before
+
+
+_WRITE_AND_EXIT = """
+import sys
+import pysched_lightning as psl
+sched = psl.Scheduler(store=sys.argv[1])
+sched.delay("once", 3600, 1, int, task_id="added-by-another-process")
+sched.shutdown()
+"""
+
+
+def test_a_writer_that_exits_while_a_reader_reads_leaves_its_writes_in_the_file(tmp_path):
+    path = tmp_path / "jobs.db"
+    writer = SQLiteStore(path)
+    writer.save_task(record("a"))
+    writer.close()
+    reader = SQLiteStore(path, read_only=True)
+    try:
+        reader.load_tasks()
+        subprocess.run([sys.executable, "-c", _WRITE_AND_EXIT, str(path)], check=True,
+                       timeout=60)
+        # The writer was not the last connection, so it could not fold its WAL back.
+        assert os.path.getsize(f"{path}-wal") > 0
+        assert "added-by-another-process" in [t.id for t in reader.load_tasks()]
+    finally:
+        reader.close()
+    assert not os.path.exists(f"{path}-wal") and not os.path.exists(f"{path}-shm")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)                 # the file alone
+    try:
+        ids = {row[0] for row in conn.execute("SELECT id FROM tasks")}
+    finally:
+        conn.close()
+    assert ids == {"a", "added-by-another-process"}
+
+
+def test_a_reader_leaves_a_live_writers_wal_alone(tmp_path):
+    path = tmp_path / "jobs.db"
+    writer = SQLiteStore(path)
+    try:
+        writer.save_task(record("a"))
+        reader = SQLiteStore(path, read_only=True)
+        assert [t.id for t in reader.load_tasks()] == ["a"]
+        reader.close()
+        assert os.path.exists(f"{path}-wal") and os.path.exists(f"{path}-shm")
+        writer.save_task(record("b"))                                  # still writes
+        assert [t.id for t in writer.load_tasks()] == ["a", "b"]
+    finally:
+        writer.close()
+    assert not os.path.exists(f"{path}-wal")

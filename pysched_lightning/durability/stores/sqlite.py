@@ -12,7 +12,8 @@ writer and wait up to ``busy_timeout`` for a writer's lock.
 The one-active-scheduler lock is a :class:`~.filelock.FileHold` on
 ``<db path>.lock``. ``read_only=True`` opens an existing file for reading
 only (SQLite's ``mode=ro``): a dashboard beside a running scheduler, which
-must never write, upgrade or hold the store.
+must never write, upgrade or hold the store. Closed, it leaves no ``-wal``
+or ``-shm`` file that no other connection needs (see :mod:`.wal`).
 """
 from __future__ import annotations
 
@@ -298,11 +299,17 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Release the hold, end a waiting acquire and close the connection.
-        Closing twice is fine."""
+        Closing twice is fine. A read-only store leaves no ``-wal`` or
+        ``-shm`` file behind unless another connection still has the file
+        open (see :mod:`.wal`)."""
+        from .wal import fold_wal
+        closing = not self._closed.is_set()
         self._closed.set()
         self.release()
         with self._db_lock:
             self._conn.close()
+            if self.read_only and closing:
+                fold_wal(self.path)
 
 
 def _connect_read_only(path: str) -> sqlite3.Connection:
