@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,11 @@ import pysched_lightning as psl
 from conftest import wait_for
 from dashboard_stores import fetch
 from pysched_lightning.dashboard import command
+from pysched_lightning.durability.stores import SQLiteStore
+from store_records import record
+
+#: The server's connections at most (pysched_lightning.dashboard.server.MAX_CONNECTIONS).
+MAX_CONNECTIONS = 32
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,3 +119,59 @@ def test_register_adds_the_sub_command_to_a_parser():
     assert (defaults.host, defaults.port) == ("127.0.0.1", command.DEFAULT_PORT)
     with pytest.raises(SystemExit):
         parser.parse_args(["dashboard", "--refresh", "-1"])
+
+
+def _idle_connections(url, count):
+    """*count* connections to the server at *url* that never send a byte."""
+    host, port = url.split("//")[1].rsplit(":", 1)
+    sockets = []
+    for _ in range(count):
+        sockets.append(socket.create_connection((host, int(port)), timeout=10))
+    return sockets
+
+
+def _threads(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("Threads:")).split()[1])
+
+
+def test_sigterm_stops_it_while_idle_connections_are_open(store_path):
+    pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
+    with _serving("--store", store_path) as (proc, url):
+        idle = _idle_connections(url, 20)
+        try:
+            assert fetch(url + "/")[0] == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_idle_connections_do_not_pile_up_threads(store_path):
+    pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
+    with _serving("--store", store_path) as (proc, url):
+        idle = _idle_connections(url, 300)
+        try:
+            # Accepted in order: once this request is answered, so were the 300 before it.
+            assert fetch(url + "/")[0] == 200
+            assert _threads(proc.pid) <= MAX_CONNECTIONS + 8
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_serving_a_closed_store_leaves_no_wal_or_shm_file(tmp_path):
+    pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
+    path = tmp_path / "jobs.db"
+    writer = SQLiteStore(path)
+    writer.save_task(record("a"))
+    writer.close()                      # the last connection: no -wal, no -shm
+    before = sorted(os.listdir(tmp_path))
+    with _serving("--store", str(path)) as (proc, url):
+        assert fetch(url + "/tasks/a")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert sorted(os.listdir(tmp_path)) == before

@@ -48,9 +48,14 @@ def app(target: Any, *, actions: bool = False, token: Optional[str] = None,
                      allowed_hosts=allowed_hosts, clock=clock or time.time)
 
 
-def serve(application: Any, host: str = "127.0.0.1", port: int = 8765) -> Any:
-    """A server for the WSGI *application*, a thread per request: ``.url``,
-    ``.start()`` (serves in the background), ``.close()``; a context
-    manager too. Port 0 picks a free port."""
+def serve(application: Any, host: str = "127.0.0.1", port: int = 8765, *,
+          max_connections: int = 32, idle_timeout: float = 10.0) -> Any:
+    """A server for the WSGI *application*, a thread per connection, at most
+    *max_connections* at once (idle ones make room for new ones; 503 when
+    all are busy), each closed after *idle_timeout* silent seconds:
+    ``.url``, ``.start()`` (serves in the background), ``.close()`` (prompt,
+    even with idle connections open); a context manager too. Port 0 picks a
+    free port."""
     from .server import DashboardServer
-    return DashboardServer(application, host, port)
+    return DashboardServer(application, host, port, max_connections=max_connections,
+                           idle_timeout=idle_timeout)
