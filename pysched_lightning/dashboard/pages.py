@@ -32,6 +32,8 @@ _NOT_COMPLETED = (ERROR, TIMEOUT, MISSED, CANCELED, RUNNING)
 #: Runs ``/api/timeline`` returns at most per call (``limit=`` up to this).
 API_TIMELINE_LIMIT = 10_000
 _DAY = 86400.0
+#: The times a query may name: those a date shows (0001-01-01 to 9999-12-31 UTC).
+_FIRST_TIME, _LAST_TIME = -62135596800.0, 253402300799.0
 
 #: The status filter's choices: name -> (label, test).
 STATUS_FILTERS: Mapping[str, Tuple[str, Callable[[TaskRow], bool]]] = {
@@ -167,17 +169,20 @@ def parse_int(name: str, text: Optional[str], default: int, low: int, high: int)
 
 def parse_time(name: str, text: Optional[str]) -> Optional[float]:
     """POSIX seconds (``1764500000.5``) or ISO 8601 (``2026-11-30T12:00:00Z``;
-    without a zone, UTC) as POSIX seconds; None for nothing."""
+    without a zone, UTC) as POSIX seconds; None for nothing. A time outside
+    the years 1 to 9999 is refused: no date can show it."""
     if text is None or text == "":
         return None
     try:
         value = float(text)
     except ValueError:
-        pass
-    else:
-        if not math.isfinite(value):
-            raise BadRequest(f"{name}={text!r} is not a finite time")
-        return value
+        value = _iso_seconds(name, text)
+    if not _FIRST_TIME <= value <= _LAST_TIME:  # also NaN and the infinities
+        raise BadRequest(f"{name}={text!r} is not a time from the year 1 to 9999")
+    return value
+
+
+def _iso_seconds(name: str, text: str) -> float:
     try:
         moment = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -185,4 +190,7 @@ def parse_time(name: str, text: Optional[str]) -> Optional[float]:
                          "time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):  # a zone moves it past the year 1 or 9999
+        raise BadRequest(f"{name}={text!r} is not a time from the year 1 to 9999") from None
