@@ -41,6 +41,11 @@ def app(target: Any, *, actions: bool = False, token: Optional[str] = None,
     characters offer pause, resume, run now and cancel to viewers who sign
     in with the token (POST with a CSRF token; 403 otherwise). A store that
     another process writes is only read.
+
+    Only requests naming this machine (Host ``localhost``, 127.0.0.0/8,
+    ``::1``) are answered unless ``allowed_hosts`` names others (any port;
+    ``["*"]``: every name, for a proxy that checks it); the others get a 400.
+    This keeps web pages elsewhere from reaching it through DNS rebinding.
     """
     _require()
     from .wsgi import Dashboard

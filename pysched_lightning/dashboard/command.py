@@ -24,7 +24,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 __all__ = ["register", "add_arguments", "cmd_dashboard", "main", "DEFAULT_PORT"]
 
@@ -99,9 +99,10 @@ def cmd_dashboard(args: argparse.Namespace, config: Any = None) -> int:
     spec = args.store or getattr(config, "persistence_file", None) or "pysched.db"
     if "://" not in spec:
         spec = os.path.abspath(os.path.expanduser(spec))
-    loopback = _loopback_names(args.host)
+    from .security import hosts_for_address
     try:
-        application = app(spec, refresh=args.refresh, allowed_hosts=loopback)
+        application = app(spec, refresh=args.refresh,
+                          allowed_hosts=hosts_for_address(args.host))
     except MissingExtra as exc:
         return _fail(str(exc), 1)
     except FileNotFoundError:
@@ -131,15 +132,6 @@ def cmd_dashboard(args: argparse.Namespace, config: Any = None) -> int:
         application.close()
     _log.info("dashboard stopped")
     return 0
-
-
-def _loopback_names(host: str) -> Optional[List[str]]:
-    """The host names a loopback server answers to (a guard against DNS
-    rebinding); None (any) for a server reachable from elsewhere."""
-    from .server import is_loopback
-    if not is_loopback(host):
-        return None
-    return sorted({"127.0.0.1", "localhost", "::1", host.strip("[]")})
 
 
 def _fail(message: str, code: int) -> int:

@@ -1,27 +1,18 @@
-"""Who may act on a live scheduler from the dashboard, and the headers every
-answer carries.
+"""What every request is checked against before the app answers it: the
+Host it names, the site it came from, where a sign-in may send the browser
+on to, and the headers every answer carries.
 
-Actions exist only with ``actions=True`` and a token. A browser shows the
-token once (the sign-in form) and gets an HttpOnly, SameSite=Strict session
-cookie; each action is a POST with the session's CSRF token and, when the
-browser sends one, an Origin of this very host. A script may send
-``Authorization: Bearer <token>`` instead (no cookie, so nothing to forge).
-Session and CSRF values are HMACs under a key made per app, so they end
-with the process and never reveal the token.
+The Host guard stops DNS rebinding: a web page elsewhere that renames its
+own server to 127.0.0.1 still sends its own name as the Host, which a
+dashboard answers only when told to (``allowed_hosts``).
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-from http.cookies import CookieError, SimpleCookie
-from typing import Any, List, Mapping, Optional, Tuple
+import ipaddress
+from typing import Any, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
-__all__ = ["Guard", "MIN_TOKEN", "SECURITY_HEADERS", "same_origin"]
-
-#: Tokens shorter than this are refused: a guessable token is no protection.
-MIN_TOKEN = 16
-COOKIE = "pysched_dashboard"
+__all__ = ["SECURITY_HEADERS", "HostGuard", "ANY_HOST", "host_name", "hosts_for_address", "is_loopback",
+           "safe_next", "same_origin"]
 
 #: Sent with every answer: no framing, no sniffing, scripts and styles only
 #: from the dashboard itself, forms only to it.
@@ -35,90 +26,87 @@ SECURITY_HEADERS: Tuple[Tuple[str, str], ...] = (
     ("Cache-Control", "no-store"),
 )
 
-
-class Guard:
-    """Checks sign-in, sessions and CSRF tokens for one dashboard app."""
-
-    def __init__(self, actions: bool, token: Optional[str]) -> None:
-        if not isinstance(actions, bool):
-            raise TypeError(f"actions must be True or False, not {actions!r}")
-        if token is not None and not isinstance(token, str):
-            raise TypeError(f"token must be a str, not {type(token).__name__}")
-        if actions and token is None:
-            raise ValueError("actions=True needs a token= (a secret of at least "
-                             f"{MIN_TOKEN} characters) that viewers sign in with")
-        if token is not None and not actions:
-            raise ValueError("token= is only used with actions=True")
-        if token is not None and (len(token) < MIN_TOKEN or not token.isprintable()
-                                  or token != token.strip()):
-            # The token itself is not shown: it is a secret, even when too weak.
-            raise ValueError(f"token must be at least {MIN_TOKEN} printable characters "
-                             f"without surrounding spaces (got {len(token)} characters)")
-        self.enabled = actions
-        self._token = token.encode() if token is not None else b""
-        self._key = os.urandom(32)
-        self._session = self._mac(b"session:" + self._token)
-        self.csrf = self._mac(b"csrf:" + self._session.encode())
-
-    def _mac(self, data: bytes) -> str:
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
-
-    def token_matches(self, given: Any) -> bool:
-        return (self.enabled and isinstance(given, str)
-                and hmac.compare_digest(given.encode(), self._token))
-
-    def signed_in(self, environ: Mapping[str, Any]) -> bool:
-        """A valid session cookie or bearer token came with the request."""
-        if not self.enabled:
-            return False
-        if self._bearer(environ):
-            return True
-        value = _cookie(environ, COOKIE)
-        return value is not None and hmac.compare_digest(value, self._session)
-
-    def _bearer(self, environ: Mapping[str, Any]) -> bool:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and self.token_matches(given.strip())
-
-    def refuse_action(self, environ: Mapping[str, Any], form: Mapping[str, str]) -> Optional[str]:
-        """Why this POST may not act, or None when it may."""
-        if not self.enabled:
-            return "actions are off: this dashboard is read-only"
-        if self._bearer(environ):
-            return None
-        if not self.signed_in(environ):
-            return "sign in with the dashboard's token first"
-        if not same_origin(environ):
-            return "the request came from another site"
-        given = form.get("csrf", "")
-        if not hmac.compare_digest(given.encode(), self.csrf.encode()):
-            return "the form's CSRF token is missing or wrong (reload the page)"
-        return None
-
-    def session_cookie(self, path: str, secure: bool) -> str:
-        return _set_cookie(self._session, path, secure, 8 * 3600)
-
-    @staticmethod
-    def clear_cookie(path: str, secure: bool) -> str:
-        return _set_cookie("", path, secure, 0)
+#: ``allowed_hosts=[ANY_HOST]`` answers every Host (behind a proxy that checks it).
+ANY_HOST = "*"
 
 
-def _set_cookie(value: str, path: str, secure: bool, max_age: int) -> str:
-    parts: List[str] = [f"{COOKIE}={value}", f"Path={path}", f"Max-Age={max_age}", "HttpOnly",
-                        "SameSite=Strict"]
-    if secure:
-        parts.append("Secure")
-    return "; ".join(parts)
-
-
-def _cookie(environ: Mapping[str, Any], name: str) -> Optional[str]:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and the addresses 127.0.0.0/8 and ::1."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
     try:
-        jar = SimpleCookie(environ.get("HTTP_COOKIE", ""))
-    except CookieError:
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel is not None else None
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without its port, IPv6 brackets or the
+    final dot of a fully qualified name."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header[1:]
+    name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return name.rstrip(".")
+
+
+class HostGuard:
+    """Which Host names are answered: by default only this machine's own
+    (``localhost``, 127.0.0.0/8, ::1), else the names in *allowed* (any
+    port), or every name when *allowed* holds ``"*"``."""
+
+    def __init__(self, allowed: Optional[Iterable[str]] = None) -> None:
+        if isinstance(allowed, (str, bytes)):
+            raise TypeError(f"allowed_hosts must be a list of host names, not {allowed!r}")
+        names: Optional[FrozenSet[str]] = None
+        if allowed is not None:
+            names = frozenset(_allowed_name(host) for host in allowed)
+        self._names = names
+
+    @property
+    def allowed(self) -> Optional[FrozenSet[str]]:
+        """The names answered besides the loopback ones; None: loopback only."""
+        return self._names
+
+    def refusal(self, environ: Mapping[str, Any]) -> Optional[str]:
+        """Why the request's Host is not answered, or None when it is."""
+        header = str(environ.get("HTTP_HOST") or "")
+        name = host_name(header)
+        if self._names is None:
+            if is_loopback(name):
+                return None
+        elif ANY_HOST in self._names or name in self._names:
+            return None
+        return (f"this dashboard does not answer to the host {header!r}; name it in "
+                "app(..., allowed_hosts=[...]) (['*'] for any)")
+
+
+def hosts_for_address(host: str) -> Optional[List[str]]:
+    """The ``allowed_hosts`` of a server bound to *host*: None (this
+    machine's names) on a loopback address; every name on one that other
+    machines reach, since they name it by an address or a name of their own."""
+    return None if is_loopback(host) else [ANY_HOST]
+
+
+def _allowed_name(host: Any) -> str:
+    name = host.strip().lower().strip("[]").rstrip(".") if isinstance(host, str) else ""
+    if not name:
+        raise ValueError(f"allowed_hosts must hold host names, not {host!r}")
+    return name
+
+
+def safe_next(target: Optional[str]) -> str:
+    """*target* when it is a path on this site (``/tasks?q=x``), else ``/``.
+
+    Browsers read ``//evil.example``, ``/\\evil.example`` and ``/\t/evil``
+    as another host (a backslash is a slash to them, tabs and newlines are
+    dropped), so only a plain path of printable ASCII passes."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if any(not " " < char < "\x7f" or char == "\\" for char in target):
+        return "/"
+    return target
 
 
 def same_origin(environ: Mapping[str, Any]) -> bool:

@@ -15,13 +15,14 @@ production any WSGI server (waitress, gunicorn) can serve ``app()`` instead.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
 import socket
 import threading
 import time
 from typing import Any, Optional, Tuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from .security import is_loopback
 
 __all__ = ["DashboardServer", "is_loopback", "MAX_CONNECTIONS", "IDLE_TIMEOUT"]
 
@@ -246,13 +247,3 @@ class DashboardServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

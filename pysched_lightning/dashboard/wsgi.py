@@ -20,7 +20,8 @@ from . import pages
 from .data import ACTIONS, Source, make_source
 from .model import RUN_KEYS, iso, run_json
 from .pages import BadRequest
-from .security import SECURITY_HEADERS, Guard
+from .security import SECURITY_HEADERS, HostGuard, safe_next
+from .signin import Guard, Throttled
 from .timeline import WINDOWS, draw
 from .views import environment, render, tail
 
@@ -35,7 +36,7 @@ _TEXT_FIELDS = ("traceback", "output", "stderr", "result")
 _MAX_FORM = 64 * 1024
 _REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-            500: "Internal Server Error"}
+            429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 class HTTPError(Exception):
@@ -92,22 +93,22 @@ class Dashboard:
     ``actions=True`` with a ``token`` (live schedulers only) offers pause,
     resume, run now and cancel to viewers who sign in with the token.
     ``refresh`` is the seconds between the pages' own refreshes (0: never).
-    ``allowed_hosts``, when given, are the only host names answered (any
-    port; a guard against DNS rebinding for a server on a loopback address).
+    ``allowed_hosts`` are the Host names answered (any port; ``["*"]``: any
+    name); by default only this machine's own (``localhost``, 127.0.0.0/8,
+    ::1), a guard against DNS rebinding.
     """
 
     def __init__(self, target: Any, *, actions: bool = False, token: Optional[str] = None,
                  refresh: float = 5.0, title: str = "pysched dashboard",
                  allowed_hosts: Optional[Iterable[str]] = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self._guard = Guard(actions, token)
+        self._guard = Guard(actions, token, clock)
         if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) \
                 or not 0 <= refresh < 86400:
             raise ValueError(f"refresh must be seconds from 0 (off) to a day, not {refresh!r}")
         if not isinstance(title, str):
             raise TypeError(f"title must be a str, not {title!r}")
-        self._allowed = None if allowed_hosts is None else {
-            str(host).lower().strip("[]") for host in allowed_hosts}
+        self._hosts = HostGuard(allowed_hosts)
         self.source: Source = make_source(target)
         if actions and not self.source.live:
             self.source.close()
@@ -133,6 +134,9 @@ class Dashboard:
             response = self._error(request, exc.status, str(exc))
         except BadRequest as exc:
             response = self._error(request, 400, str(exc))
+        except Throttled as exc:
+            response = self._error(request, 429, str(exc))
+            response.headers.append(("Retry-After", str(max(1, round(exc.retry_after)))))
         except Exception:
             _log.exception("dashboard: %s %s failed", request.method, request.path)
             response = self._error(request, 500, "the dashboard failed to answer; the "
@@ -146,10 +150,9 @@ class Dashboard:
     # -- routes -----------------------------------------------------------------
 
     def _route(self, req: Request) -> Response:
-        if self._allowed is not None:
-            host = str(req.environ.get("HTTP_HOST", ""))
-            if _host_name(host) not in self._allowed:
-                raise HTTPError(400, f"this dashboard does not answer to the host {host!r}")
+        refusal = self._hosts.refusal(req.environ)
+        if refusal is not None:
+            raise HTTPError(400, refusal)
         path, get = req.path, req.method in ("GET", "HEAD")
         if path.startswith("/api/"):
             return self._api(req, path[len("/api"):])
@@ -160,8 +163,7 @@ class Dashboard:
         if path == "/login":
             return self._login(req)
         if path == "/logout" and req.method == "POST":
-            cookie = self._guard.clear_cookie(req.prefix + "/", _secure(req))
-            return _redirect(req.url("/"), [("Set-Cookie", cookie)])
+            return self._logout(req)
         if path.startswith("/static/") and get and path[8:] in _STATIC:
             return Response(200, self._static[path[8:]], _STATIC[path[8:]])
         if path.startswith("/tasks/") and len(path) > 7:
@@ -241,7 +243,7 @@ class Dashboard:
                     summary=pages.summary(self.source, every, now), active="",
                     source=self.source.describe(), live=self.source.live,
                     actions=self._guard.enabled, signed_in=self._guard.signed_in(req.environ),
-                    csrf=self._guard.csrf if self._guard.enabled else "", **extra)
+                    csrf=self._guard.csrf(req.environ), **extra)
 
     def _filtered(self, req: Request, rows: List[Any]) -> List[Any]:
         rows = pages.filter_tasks(rows, req.query.get("q", ""), req.query.get("status", ""))
@@ -317,13 +319,12 @@ class Dashboard:
     def _login(self, req: Request) -> Response:
         if not self._guard.enabled:
             raise HTTPError(404, "actions are off: this dashboard is read-only, with no sign-in")
-        target = (req.form.get("next") if req.method == "POST" else None) \
-            or req.query.get("next", "/")
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"
+        target = safe_next((req.form.get("next") if req.method == "POST" else None)
+                           or req.query.get("next"))
         if req.method == "POST":
-            if self._guard.token_matches(req.form.get("token")):
-                cookie = self._guard.session_cookie(req.prefix + "/", _secure(req))
+            if self._guard.check_token(req.form.get("token"), req.environ):
+                cookie = self._guard.session_cookie(self._guard.open_session(),
+                                                    req.prefix + "/", _secure(req))
                 return _redirect(req.prefix + target, [("Set-Cookie", cookie)])
             _log.warning("dashboard: a sign-in with a wrong token from %s",
                          req.environ.get("REMOTE_ADDR"))
@@ -331,6 +332,17 @@ class Dashboard:
                                                           wrong=True), 403)
         return self._html("login.html", self._context(req, self._clock(), target=target,
                                                       wrong=False))
+
+    def _logout(self, req: Request) -> Response:
+        """Sign-out is a POST with the session's CSRF token (no other site
+        can sign a viewer out); the session ends here, not just its cookie."""
+        refusal = self._guard.refuse_post(req.environ, req.form) if self._guard.enabled \
+            else "actions are off: there is no sign-in"
+        if refusal is not None:
+            raise HTTPError(403, refusal)
+        self._guard.close_session(req.environ)
+        cookie = self._guard.clear_cookie(req.prefix + "/", _secure(req))
+        return _redirect(req.url("/"), [("Set-Cookie", cookie)])
 
     def _act(self, req: Request, task_id: str, action: str, api: bool) -> Response:
         refusal = self._guard.refuse_action(req.environ, req.form)
@@ -359,14 +371,6 @@ class Dashboard:
         except Exception:  # the store itself may be what failed
             _log.exception("dashboard: the error page failed too")
             return Response(status, message.encode("utf-8"), "text/plain; charset=utf-8")
-
-
-def _host_name(header: str) -> str:
-    """The host of a Host header, without its port or IPv6 brackets."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1:header.find("]")] if "]" in header else header[1:]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 def _split(rest: str, suffixes: Iterable[str]) -> Tuple[str, Optional[str]]:
