@@ -82,6 +82,7 @@ class Standby:
             self._replace(changed)
             with st.lock:
                 st.standby = False
+                st.running_since = st.clock.now()
         return True
 
     def store_only(self, task: Task, record: TaskRecord, replace_existing: bool) -> None:
