@@ -55,6 +55,11 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                 if fresh_id and record is not None:
                     early = control.reserve_start(st, task, record.name, st.clock.now())
             same = old is not None and _same(old, task, store, record)
+            if old is not None and not same:  # (a restart's catch-up is kept)
+                with st.lock:
+                    due = control.catch_up(st, old, task, st.clock.now())
+                if due is not task:
+                    task, record = due, _record(st, due) if record is not None else None
             # a named id may have runs of an earlier definition (a replaced, a
             # finished or a canceled one): the new one may run their slots, and
             # is owed none of their retries

@@ -280,6 +280,8 @@ class Scheduler:
             if st.started:
                 return
             st.started = True
+            if not st.standby:  # (a standby's takeover says when it runs)
+                st.running_since = st.clock.now()
         self._dispatcher.start()
         self._emit(EventKind.SCHEDULER_STARTED)
 

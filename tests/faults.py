@@ -52,7 +52,7 @@ UNCOUNTED = invariants.BUSY_WAIT_FUNCTIONS
 DEADLINE = float(os.environ.get("PSL_FAULTS_DEADLINE", "3"))
 
 #: The statuses a run ends with.
-FINAL = frozenset({S.COMPLETED, S.ERROR, S.CANCELED, S.TIMEOUT, S.MISSED})
+FINAL = frozenset({S.COMPLETED, S.ERROR, S.CANCELED, S.TIMEOUT, S.MISSED, S.INTERRUPTED})
 
 
 class InjectedKeyboardInterrupt(KeyboardInterrupt):

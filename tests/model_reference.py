@@ -33,7 +33,7 @@ from pysched_lightning import TaskStatus as S
 
 ONE_SHOT = ("once", "cronnum")
 RECURRING = ("recur", "cron")
-FAILED = (S.ERROR, S.TIMEOUT, S.CANCELED)
+FAILED = (S.ERROR, S.TIMEOUT, S.CANCELED, S.INTERRUPTED)  # (interrupted: by a crash)
 #: Times closer than this are the same instant (the virtual clock is exact).
 EPS = 1e-6
 

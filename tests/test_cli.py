@@ -439,3 +439,76 @@ def test_restart_keeps_unchanged_jobs_and_drops_removed_ones(tmp_path, store_of)
         assert daemon.stop() == 0, daemon.stderr
     after = tasks(store)["1h/idle.sh"]               # the same definition: kept as stored
     assert (after.created, after.next_run) == (before.created, before.next_run)
+
+
+# ------------------------------------------- a run a SIGKILL cut short: one story
+
+
+def test_a_run_a_sigkill_cut_short_reads_interrupted_in_list_history_and_the_run_log(
+        tmp_path, store_of):
+    """`pysched run` SIGKILLed while a job runs, then restarted: the run reads
+    Interrupted in the store, `list`, `history` (text and JSON) and the run
+    log (once), and the restart's warning names it. No re-run is owed (a
+    failure waits 6 s, after the next 5 s slot), so it stays the last run
+    until that slot."""
+    write_config(tmp_path / "p.ini", fail=0.1)
+    write_job(tmp_path / "jobs" / "5s" / "slow.sh", "echo started; sleep 30")
+    store = store_of(tmp_path)
+    with Daemon(tmp_path, "-c", "p.ini") as daemon:
+        wait_for(lambda: [r for r in store.runs("5s/slow.sh") if r["status"] == 3], 20, POLL)
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    with Daemon(tmp_path, "-c", "p.ini") as daemon:
+        [cut] = wait_for(lambda: [r for r in store.runs("5s/slow.sh") if r["status"] != 3],
+                         20, POLL)
+        assert daemon.stop() == 0, daemon.stderr
+    assert (cut["run"], cut["attempt"], cut["status"]) == (1, 1, 7)  # TaskStatus.INTERRUPTED
+    assert "task '5s/slow.sh' run 1 attempt 1 was interrupted" in daemon.stderr
+    assert "Traceback" not in daemon.stderr
+
+    listed = json.loads(pysched("list", "-c", "p.ini", "--json", cwd=tmp_path).stdout)
+    assert [(j["job"], j["last_status"]) for j in listed] == [("5s/slow.sh", "Interrupted")]
+    table = pysched("list", "-c", "p.ini", cwd=tmp_path).stdout
+    assert "Interrupted" in table and "Error" not in table
+    history = json.loads(pysched("history", "-c", "p.ini", "--json", cwd=tmp_path).stdout)
+    assert [(r["run"], r["status"], r["status_code"]) for r in history] == [
+        (1, "Interrupted", 7)]
+    assert "Interrupted" in pysched("history", "-c", "p.ini", cwd=tmp_path).stdout
+    assert [(r["run"], r["attempt"], r["status"]) for r in logged(tmp_path)] == [
+        (1, 1, "Interrupted")]
+
+
+def test_a_restart_with_a_changed_config_runs_the_missed_slot_and_numbers_on(
+        tmp_path, store_of):
+    """SIGKILLed, down for a slot, restarted with a changed config (its retry
+    policy: the job's definition changes). The slot missed while down runs
+    once at start, under the new definition; run numbers go on; the runs
+    skipped while down are said to be due while no scheduler ran (not a
+    stalled one)."""
+    write_config(tmp_path / "p.ini")
+    write_config(tmp_path / "q.ini", fail=0.02)
+    write_job(tmp_path / "jobs" / "2s" / "tick.sh", "echo tick")
+    store = store_of(tmp_path)
+    with Daemon(tmp_path, "-c", "p.ini") as daemon:
+        wait_for(lambda: len([r for r in store.runs("2s/tick.sh") if r["status"] == 0]) >= 2,
+                 20, POLL)
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    before = store.runs("2s/tick.sh")
+    missed_slot = tasks(store)["2s/tick.sh"].next_run
+    wait_for(lambda: time.time() > missed_slot + 2.2, 10, POLL)  # down for two slots
+
+    with Daemon(tmp_path, "-c", "q.ini") as daemon:
+        def after_restart():
+            return [r for r in store.runs("2s/tick.sh")
+                    if r["started"] is not None and r["started"] >= daemon.started]
+        wait_for(lambda: len(after_restart()) >= 2, 20, POLL)
+        assert daemon.stop() == 0, daemon.stderr
+    assert "job 2s/tick.sh: every 2 s, next run at once (due " in daemon.stderr
+    caught_up = min(after_restart(), key=lambda r: r["scheduled"])
+    assert caught_up["slot"] == f"{missed_slot:.3f}"
+    runs = [(r["run"], r["attempt"]) for r in store.runs("2s/tick.sh") if r["status"] != 6]
+    assert len(runs) == len(set(runs)), runs  # no number used twice
+    highest = max(r["run"] for r in before if r["status"] != 6)
+    assert sorted(r["run"] for r in after_restart())[:2] == [highest + 1, highest + 2]
+    skipped = [r for r in store.runs("2s/tick.sh") if r["status"] == 6]
+    assert skipped and all("stalled" not in (r["reason"] or "") for r in skipped)
+    assert any(r["reason"] == "the scheduler was not running" for r in skipped)

@@ -477,3 +477,31 @@ def test_links_follow_the_mount_point(replay):
     local = [link for link in links if not link.startswith(("data:", "http"))]
     assert local and all(link.startswith("/scheduler/") for link in local)
     assert '/scheduler/tasks/jobs/nightly-backup.sh"' in html
+
+
+def test_a_run_a_crash_interrupted_shows_as_interrupted(tmp_path):
+    """A run left RUNNING by a scheduler that died, as the next start records
+    it: the dashboard shows it Interrupted (its badge, its colour), among
+    the failing tasks, in the pages and the JSON alike."""
+    from store_records import record
+    from pysched_lightning.durability.stores import SQLiteStore
+    path = str(tmp_path / "jobs.db")
+    with SQLiteStore(path) as store:
+        store.save_task(record("crashed", paused=False, status=psl.TaskStatus.RUNNING,
+                               next_run=time.time() + 60))
+        store.claim_run("crashed", "1.000", 1, run=1, name="crashed", scheduled=time.time(),
+                        started=time.time())
+        assert store.mark_interrupted() == 1  # what a restart does first
+        store.update_task("crashed", status=int(psl.TaskStatus.INTERRUPTED))
+    application = app(path, allowed_hosts=["127.0.0.1"])
+    try:
+        with serve(application) as url:
+            html = fetch(url + "/tasks?status=failing")[2]
+            assert rows_of(html) == ["crashed"]
+            assert '<span class="badge interrupted">Interrupted</span>' in html
+            status, body = fetch_json(url + "/api/tasks/crashed")
+            assert status == 200 and body["runs"][0]["status"] == "Interrupted"
+            timeline = fetch(url + "/timeline")[2]
+            assert 'class="swatch interrupted"' in timeline
+    finally:
+        application.close()

@@ -859,9 +859,10 @@ def crash_during_runs(folder):
 
 def test_a_one_shot_cut_short_by_a_crash_reads_interrupted_after_the_restart(tmp_path):
     """A one-shot whose only run was going when the process died: after the
-    restart its run reads interrupted, the task's status is that run's (an
-    error today: not MISSED, as if another scheduler had claimed the slot),
-    nothing counts as missed, and it does not run again."""
+    restart its run, and so the task, reads INTERRUPTED in every query (not
+    MISSED, as if another scheduler had claimed the slot, nor ERROR), its
+    result raises saying so, nothing counts as missed, and it does not run
+    again."""
     path = crash_during_runs(tmp_path)
     sched = psl.Scheduler(store=path, executor=InlineExecutor())
     sched.start()
@@ -869,16 +870,19 @@ def test_a_one_shot_cut_short_by_a_crash_reads_interrupted_after_the_restart(tmp
         # runs in order in the dispatcher: once this one ran, the one-shot
         # (due long before) has been dealt with
         sched.get_result(sched.delay('once', 0, 1, tick, args=('after',)), timeout=30)
-        status = sched.get_status('one-shot')
-        missed = sched.get_task('one-shot')['missed']
+        status, label = sched.get_status('one-shot'), sched.get_status_str('one-shot')
+        task = sched.get_task('one-shot')
         runs = sched.runs('one-shot')
+        with pytest.raises(RuntimeError, match=r"'one-shot' run 1 was interrupted: the "
+                                               r"scheduler process stopped") as raised:
+            sched.get_result('one-shot', timeout=5)
     finally:
         sched.shutdown()
-    assert status not in (psl.TaskStatus.MISSED, psl.TaskStatus.COMPLETED,
-                          psl.TaskStatus.RUNNING, psl.TaskStatus.SUSPENDED)
-    assert missed == 0
+    assert (status, label) == (psl.TaskStatus.INTERRUPTED, "Interrupted")
+    assert task['status'] is psl.TaskStatus.INTERRUPTED and task['missed'] == 0
     assert [(run.run_number, run.status) for run in runs] == [(1, status)]
-    assert 'interrupted' in (runs[0].error or runs[0].reason or '')
+    assert runs[0].error == "interrupted: the scheduler process stopped during this run"
+    assert not isinstance(raised.value, psl.WorkerCrashedError)
     assert calls(tmp_path / "one-shot") == 1  # the call the crash cut short
 
 
@@ -897,3 +901,118 @@ def test_run_numbers_go_on_after_a_crash_without_reusing_the_interrupted_ones(tm
                if run['status'] != int(psl.TaskStatus.MISSED)]
     assert sorted(n for n, times in Counter(numbers).items() if times > 1) == []
     assert sorted(numbers)[:4] == [1, 2, 3, 4]
+
+
+# ------------------------------- a run's process that outlived its scheduler
+
+
+CHILD_LEAVES_ITS_COMMANDS = textwrap.dedent("""
+    import sys, time
+    import pysched_lightning as psl
+    from pysched_lightning.execution import process_group
+    # As if what kills a command with its scheduler had failed (the
+    # guardian killed too, a platform without a parent-death signal): the
+    # commands outlive this process.
+    process_group.die_with_parent = lambda parent: None
+    process_group.guard_group = lambda pgid: None
+    sched = psl.Scheduler(store=sys.argv[1])
+    sched.delay('once', 0, 1, psl.command(["sleep", "61.25"]), task_id='once')
+    sched.delay('recur', 0.5, 1, psl.command(["sleep", "61.5"]), task_id='every')
+    sched.start()
+    time.sleep(3600)
+""")
+
+
+def start_time(pid):
+    from pysched_lightning.durability.leftovers import start_time
+    return start_time(pid)
+
+
+def still_running(pid, started):
+    return start_time(pid) == started
+
+
+def processes_running(*args):
+    """The pids of the live processes whose command line is *args*."""
+    wanted = "\0".join(args).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if cmdline.read() == wanted and start_time(int(entry)) is not None:
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def claimed_processes(path):
+    try:
+        reader = open_store(path, read_only=True)
+    except (OSError, sqlite3.DatabaseError):
+        return {}
+    try:
+        return {claim['task_id']: claim for claim in reader.claimed_processes()}
+    finally:
+        reader.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
+def test_a_run_whose_process_outlived_its_scheduler_never_runs_twice_at_once(tmp_path, caplog):
+    """A scheduler process SIGKILLed while two commands run, and nothing
+    killed them with it. Their pids and start times were kept with the runs'
+    claims: the restart kills their process groups before anything is
+    scheduled, records the runs interrupted, and the recurring task's next
+    run is the only copy of its command."""
+    path = str(tmp_path / "jobs.db")
+    try:
+        run_child_until(CHILD_LEAVES_ITS_COMMANDS, (path,),
+                        lambda: set(claimed_processes(path)) == {'once', 'every'})
+        claims = claimed_processes(path)
+        for claim in claims.values():  # the scenario: they outlived their scheduler
+            assert still_running(claim['pid'], claim['pid_started'])
+        with caplog.at_level("WARNING", logger="pysched_lightning"):
+            sched = psl.Scheduler(store=path)
+        try:
+            for task_id, claim in claims.items():
+                assert not still_running(claim['pid'], claim['pid_started']), task_id
+                assert f"task {task_id!r} run 1: its process {claim['pid']} was still " \
+                       "running after its scheduler stopped" in caplog.text
+            assert sched.get_status('once') is psl.TaskStatus.INTERRUPTED
+            sched.start()
+            again = wait_for(lambda: claimed_processes(path).get('every'))
+            assert again['pid'] != claims['every']['pid']
+            assert processes_running("sleep", "61.5") == [again['pid']]  # one copy
+            assert [run.status for run in sched.runs('once')] == [psl.TaskStatus.INTERRUPTED]
+        finally:
+            sched.shutdown(timeout=0)
+    finally:
+        for pid in processes_running("sleep", "61.25") + processes_running("sleep", "61.5"):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
+def test_a_restart_leaves_alone_a_process_that_only_has_a_claimed_pid(tmp_path):
+    """The pid a claim kept now names another process (the pid was reused:
+    its start time differs): the restart does not touch it. The process
+    that is the claimed one (same pid, same start time) is killed."""
+    path = str(tmp_path / "jobs.db")
+    other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    claimed = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        with open_store(path) as store:
+            for task_id, proc, shift in (("reused", other, 1), ("same", claimed, 0)):
+                store.claim_run(task_id, "1.000", 1, run=1, name=task_id, scheduled=1.0,
+                                started=1.0)
+                store.note_process(task_id, "1.000", 1, proc.pid,
+                                   start_time(proc.pid) + shift)
+        psl.Scheduler(store=path).shutdown()
+        assert claimed.wait(5) == -signal.SIGKILL
+        assert other.poll() is None and start_time(other.pid) is not None
+        with open_store(path) as store:
+            assert {r["task_id"]: r["status"] for r in store.runs()} == {
+                "reused": psl.TaskStatus.INTERRUPTED, "same": psl.TaskStatus.INTERRUPTED}
+    finally:
+        for proc in (other, claimed):
+            proc.kill()
+            proc.wait()

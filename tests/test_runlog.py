@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -243,3 +244,48 @@ def test_other_rotation_intervals_are_accepted(tmp_path):
     for when in ("H", "d", "W0", "midnight", "S"):
         with RunLog(tmp_path / f"{when}.log", when=when, utc=False) as log:
             log.write(_record())
+
+
+# -- a scheduler's run log ---------------------------------------------------------
+
+
+def slow_first(folder):
+    """Its first call waits (up to 30 s) for the file ``go`` in *folder*."""
+    calls = os.path.join(folder, "calls")
+    with open(calls, "a") as out:
+        out.write("call\n")
+    with open(calls) as kept:
+        first = len(kept.read().split()) == 1
+    go = os.path.join(folder, "go")
+    deadline = time.monotonic() + 30
+    while first and not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_stretch_of_skipped_runs_is_written_once_with_its_final_count(tmp_path):
+    """While a slow run goes on, its task's next slots are skipped: the store
+    keeps one MISSED record whose count grows. The run log gets that record
+    once, with its final count (not once per skip, the same slot again with
+    count 1, then 2...), so a sum of counts over the log is right."""
+    import pysched_lightning as psl
+    from conftest import wait_for
+
+    path = tmp_path / "logs" / "job_status.log"
+    calls = tmp_path / "calls"
+    sched = psl.Scheduler(store=str(tmp_path / "jobs.db"), run_log=str(path))
+    try:
+        tid = sched.delay('recur', 0.05, 1, slow_first, args=(str(tmp_path),), task_id='slow')
+        sched.start()
+        wait_for(lambda: any(run.status is psl.TaskStatus.MISSED and run.count >= 3
+                             for run in sched.runs(tid)), 20)
+        (tmp_path / "go").write_text("go")
+        wait_for(lambda: calls.exists() and len(calls.read_text().split()) >= 3, 20)
+    finally:
+        (tmp_path / "go").write_text("go")
+        sched.shutdown()
+    stored = [run for run in sched.runs(tid) if run.status is psl.TaskStatus.MISSED]
+    logged = [r for r in read_run_log(path) if r["status"] == "Missed"]
+    assert [r["slot"] for r in logged] == sorted({r["slot"] for r in logged})  # each once
+    assert sorted((r["slot"], r["count"]) for r in logged) == sorted(
+        (run._stored["slot"], run.count) for run in stored)
+    assert sum(r["count"] for r in logged) == sched.store.task(tid).missed >= 3

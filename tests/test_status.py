@@ -28,9 +28,9 @@ def test_task_status_values_and_labels():
     assert issubclass(S, int)
     assert [(s.name, int(s)) for s in S] == [
         ("COMPLETED", 0), ("ERROR", 1), ("SUSPENDED", 2),
-        ("RUNNING", 3), ("CANCELED", 4), ("TIMEOUT", 5), ("MISSED", 6)]
+        ("RUNNING", 3), ("CANCELED", 4), ("TIMEOUT", 5), ("MISSED", 6), ("INTERRUPTED", 7)]
     assert [s.label for s in S] == ["Completed", "Error", "Suspended", "Running",
-                                   "Canceled", "Timeout", "Missed"]
+                                   "Canceled", "Timeout", "Missed", "Interrupted"]
 
 
 def test_suspended_before_first_run_then_completed(clock):

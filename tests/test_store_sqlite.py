@@ -17,7 +17,9 @@ import pytest
 
 from pysched_lightning.records.protocols import (COMPLETED, ERROR, RUN_FIELDS, RUNNING,
                                                  TIMEOUT)
+import pysched_lightning.records.protocols as protocols
 from pysched_lightning.durability.stores import SQLiteStore, TaskRecord
+from pysched_lightning.durability.stores.schema import TABLES
 from store_records import INTERRUPTED, claim, finished, record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -35,7 +37,7 @@ def test_sqlite_file_is_in_wal_mode_and_reopens_with_its_data(tmp_path):
     store.close()
     reader = sqlite3.connect(path)
     assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert reader.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert reader.execute("PRAGMA user_version").fetchone()[0] == 3
     reader.close()
     with SQLiteStore(str(path)) as again:
         assert again.load_tasks() == [record()]
@@ -124,9 +126,9 @@ def test_sqlite_clear_keeps_the_file(tmp_path):
 def test_sqlite_refuses_a_newer_schema_and_a_non_database(tmp_path):
     newer = tmp_path / "newer.db"
     conn = sqlite3.connect(newer)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("PRAGMA user_version = 4")
     conn.close()
-    with pytest.raises(sqlite3.DatabaseError, match="newer.db.*schema version 3 is newer"):
+    with pytest.raises(sqlite3.DatabaseError, match="newer.db.*schema version 4 is newer"):
         SQLiteStore(newer)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database, not at all" * 100)
@@ -237,7 +239,7 @@ def test_a_schema_1_file_is_upgraded_when_opened(tmp_path, caplog):
     with caplog.at_level("INFO", logger="pysched_lightning"):
         store = SQLiteStore(path)
     with store:
-        assert "schema 1 upgraded to 2 (3 tasks, 6 runs)" in caplog.text
+        assert "schema 1 upgraded to 3 (3 tasks, 6 runs)" in caplog.text
         tasks = {r.id: r for r in store.load_tasks()}
         assert [r.id for r in store.load_tasks()] == ["daily", "urgent", "huge"]
         assert {i: (type(r.priority), r.priority) for i, r in tasks.items()} == \
@@ -255,7 +257,7 @@ def test_a_schema_1_file_is_upgraded_when_opened(tmp_path, caplog):
             status=COMPLETED, scheduled=1_764_400_000.123, started=1_764_400_000.2,
             finished=1_764_400_001.0, output="ok", count=1)
         assert store.mark_interrupted() == 1  # the run left RUNNING by the old process
-        assert store.count_runs("urgent", statuses=[ERROR]) == 1
+        assert store.count_runs("urgent", statuses=[protocols.INTERRUPTED]) == 1
         # An old run's slot is the one a scheduler computes for that time: never re-run.
         assert claim(store, "daily", "1764410000.000", 2) is False
         assert claim(store, "daily", "1764410000.000", 3) is True
@@ -265,12 +267,54 @@ def test_a_schema_1_file_is_upgraded_when_opened(tmp_path, caplog):
     assert migrated.execute(schema).fetchall() == new.execute(schema).fetchall()
     assert {row[1] for row in migrated.execute(schema)} == {
         "tasks", "runs", "sqlite_autoindex_runs_1", "runs_task_scheduled", "runs_scheduled"}
-    assert migrated.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == 3
     assert migrated.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     migrated.close()
     new.close()
     with SQLiteStore(path) as again:  # opening it again changes nothing
         assert again.count_runs() == 7
+
+
+# Schema 2's runs table: this one's, without the process of a claim.
+RUNS_V2 = TABLES[1].replace("""    pid INTEGER,  -- a RUNNING claim's process, and its start time (clock ticks)
+    pid_started INTEGER,
+""", "")
+
+
+def make_v2_file(path):
+    """A store file as the version before this one wrote it: a run that a
+    crash interrupted is an error with the INTERRUPTED text."""
+    assert "pid" not in RUNS_V2
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(f"{TABLES[0]};\n{RUNS_V2};\nPRAGMA user_version = 2;")
+    with conn:
+        for slot, status, error in (("1.000", ERROR, INTERRUPTED), ("2.000", ERROR, "boom"),
+                                    ("3.000", RUNNING, None), ("4.000", TIMEOUT, None)):
+            conn.execute("INSERT INTO runs (task_id, run, attempt, slot, status, scheduled, "
+                         "error) VALUES ('t', 1, 1, ?, ?, 1.0, ?)", (slot, status, error))
+    conn.close()
+
+
+def test_a_schema_2_file_reads_its_interrupted_runs_as_interrupted(tmp_path, caplog):
+    path = tmp_path / "v2.db"
+    make_v2_file(path)
+    with SQLiteStore(path, read_only=True) as reader:  # read as it is, not upgraded
+        assert [r["status"] for r in reader.runs()] == [TIMEOUT, RUNNING, ERROR, ERROR]
+    with caplog.at_level("INFO", logger="pysched_lightning"):
+        store = SQLiteStore(path)
+    with store:
+        assert "schema 2 upgraded to 3 (0 tasks, 4 runs)" in caplog.text
+        assert [(r["slot"], r["status"]) for r in store.runs()] == [
+            ("4.000", TIMEOUT), ("3.000", RUNNING), ("2.000", ERROR),
+            ("1.000", protocols.INTERRUPTED)]
+        store.note_process("t", "3.000", 1, 42, 7)  # the columns a claim's process needs
+        assert [c["pid"] for c in store.claimed_processes()] == [42]
+        assert store.mark_interrupted() == 1
+        assert store.count_runs(statuses=[protocols.INTERRUPTED]) == 2
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    conn.close()
 
 
 def test_a_failed_upgrade_leaves_the_schema_1_file_as_it_was(tmp_path):

@@ -86,7 +86,8 @@ def test_run_fields_and_status_codes():
                           "started", "finished", "duration", "exit_code", "result", "error",
                           "traceback", "output", "stderr", "reason", "count", "outcome")
     assert (COMPLETED, ERROR, SUSPENDED, RUNNING, CANCELED, TIMEOUT, MISSED) == tuple(range(7))
-    assert sorted(STATUS_NAMES) == list(range(7)) and STATUS_NAMES[MISSED] == "missed"
+    assert protocols.INTERRUPTED == 7  # added at the end: stored codes keep their meaning
+    assert sorted(STATUS_NAMES) == list(range(8)) and STATUS_NAMES[MISSED] == "missed"
     for status in TaskStatus:  # the scheduler's statuses are the codes a store keeps
         assert STATUS_NAMES[int(status)] == status.name.lower()
 
@@ -367,7 +368,7 @@ def test_set_aside_runs_frees_the_slots_of_a_replaced_definition(store):
     (dict(attempt=None), KeyError, ["attempt"]),
     (dict(status=None), KeyError, ["status"]),
     (dict(scheduled=None), KeyError, ["scheduled"]),
-    (dict(status=7), ValueError, ["'status'", "7"]),
+    (dict(status=8), ValueError, ["'status'", "8"]),
     (dict(status=True), TypeError, ["'status'", "True"]),
     (dict(count=0), ValueError, ["'count'", "0"]),
     (dict(outcome="text"), TypeError, ["'outcome'", "'text'"]),
@@ -491,15 +492,39 @@ def test_purge_runs_deletes_runs_over_before_the_time(store):
         store.purge_runs("soon")
 
 
-def test_mark_interrupted_turns_running_runs_into_errors(store):
+def test_mark_interrupted_gives_running_runs_the_interrupted_status(store):
     claim(store, "t1", "1.000")
     claim(store, "t2", "2.000")
     store.finish_run(finished("t2", "2.000"))
     assert store.mark_interrupted() == 1
     interrupted = store.runs("t1")[0]
-    assert (interrupted["status"], interrupted["error"]) == (ERROR, INTERRUPTED)
+    assert (interrupted["status"], interrupted["error"]) == (protocols.INTERRUPTED, INTERRUPTED)
     assert store.runs("t2")[0]["status"] == COMPLETED
     assert store.mark_interrupted() == 0
+    assert store.runs(statuses=(protocols.INTERRUPTED,)) == [interrupted]
+
+
+def test_a_claim_keeps_the_process_running_it_until_it_ends(store):
+    claim(store, "t1", "1.000")
+    claim(store, "t2", "2.000")
+    store.note_process("t1", "1.000", 1, 4242, 987654)
+    store.note_process("t2", "2.000", 1, 4343, 5)
+    store.note_process("t3", "3.000", 1, 4444, 5)  # no such claim: nothing
+    assert sorted(store.claimed_processes(), key=lambda c: c["task_id"]) == [
+        {"task_id": "t1", "slot": "1.000", "attempt": 1, "run": 1, "pid": 4242,
+         "pid_started": 987654},
+        {"task_id": "t2", "slot": "2.000", "attempt": 1, "run": 1, "pid": 4343,
+         "pid_started": 5}]
+    store.finish_run(finished("t2", "2.000"))  # over: its process is no longer claimed
+    store.note_process("t2", "2.000", 1, 4343, 5)  # (and a finished run takes none)
+    assert [c["task_id"] for c in store.claimed_processes()] == ["t1"]
+    assert list(store.runs("t1")[0]) == list(RUN_FIELDS)  # not a run field
+    store.mark_interrupted()
+    assert store.claimed_processes() == []
+    with pytest.raises(ValueError, match="'pid'.*0"):
+        store.note_process("t1", "1.000", 1, 0, 5)
+    with pytest.raises(TypeError, match="'pid_started'.*'soon'"):
+        store.note_process("t1", "1.000", 1, 5, "soon")
 
 
 def test_clear_deletes_every_task_and_run(store):

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, TextIO, Tuple
 
-from ..records.protocols import ERROR, TIMEOUT
+from ..records.protocols import ERROR, INTERRUPTED, TIMEOUT
 from .reporting import CLI_LOGGER, RunReporter
 from .text import LocalTime, relative, span, status_label, useful_line
 
@@ -175,7 +175,7 @@ class StatusScreen:
         store = self.sched.store
         if store is None:
             return []
-        return store.runs(limit=LAST_FAILURES, statuses=(ERROR, TIMEOUT))
+        return store.runs(limit=LAST_FAILURES, statuses=(ERROR, TIMEOUT, INTERRUPTED))
 
 
 def _same_terminal(one: Any, other: Any) -> bool:

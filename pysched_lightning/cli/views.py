@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..records.protocols import CANCELED, MISSED, RUNNING, TaskRecord
+from ..records.protocols import CANCELED, MISSED, RUNNING, STATUS_NAMES, TaskRecord
 from .common import CommandFailed, UsageError, open_store, paths
 from .config import Config
 from .jobs import Job, scan_jobs
@@ -29,7 +29,7 @@ _log = logging.getLogger(CLI_LOGGER)
 #: Runs shown by ``history`` without ``-n``.
 DEFAULT_HISTORY = 20
 #: Statuses of runs that executed (or are executing): a job's last status.
-_EXECUTED = tuple(code for code in range(7) if code not in (MISSED, CANCELED))
+_EXECUTED = tuple(code for code in STATUS_NAMES if code not in (MISSED, CANCELED))
 
 
 def holder_text(owner: Optional[str]) -> str:

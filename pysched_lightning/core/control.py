@@ -16,13 +16,14 @@ from ..durability.journal import Claim, EarlyClaim
 from ..records.events import EventKind
 from ..records.runs import TaskStatus
 from ..records.task import Task
+from ..timing.triggers import CronTrigger, RecurTrigger
 from .effects import Effects
 from .firing import fire
 from .runbook import TaskState
 from .state import State
 from .timetable import Extra
 
-__all__ = ["Added", "add_task", "reserve_start", "unreserve", "pause", "resume",
+__all__ = ["Added", "add_task", "catch_up", "reserve_start", "unreserve", "pause", "resume",
            "replace_task", "run_now", "cancel", "complete_cancel", "purge", "snapshot",
            "same_definition"]
 
@@ -59,6 +60,21 @@ def check_add(st: State, task: Task, replace_existing: bool) -> Optional[Task]:
         raise ValueError(f"a task with id {task.id!r} already exists "
                          "(pass replace_existing=True to replace it)")
     return old
+
+
+def catch_up(st: State, old: Optional[Task], task: Task, now: float) -> Task:
+    """*task*, a changed definition of the recurring task *old*, as it is to
+    be added: due when *old* is, if that occurrence came due without
+    running (a slot that passed while no scheduler ran, owed at a restart):
+    the new definition runs that slot once, and its own trigger follows."""
+    due = st.timetable.next_time(old.id) if old is not None else None
+    if due is None or due > now or not (_recurring(old) and _recurring(task)):
+        return task
+    return task.at(due, task.seq)
+
+
+def _recurring(task: Any) -> bool:
+    return isinstance(task.when, (RecurTrigger, CronTrigger))
 
 
 def add_task(st: State, task: Task, replace_existing: bool, same: bool, now: float,

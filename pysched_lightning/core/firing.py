@@ -190,6 +190,10 @@ def _dependencies_met(st: State, task: Task, fx: Effects) -> bool:
 
 
 def _late_reason(st: State, due: float) -> str:
+    """Why a run due at *due* comes late: "stalled" only if the scheduler
+    was running then (not before its start or takeover: a restart's)."""
+    if due < st.running_since:
+        return "the scheduler was not running"
     return "scheduler paused" if due < st.resumed_at else "scheduler stalled"
 
 

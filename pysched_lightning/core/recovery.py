@@ -29,14 +29,15 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
 
 from ..records.options import TaskOptions
-from ..records.protocols import COMPLETED, ERROR, MISSED, RUNNING, SUSPENDED, TIMEOUT, TaskRecord
+from ..records.protocols import (COMPLETED, ERROR, INTERRUPTED, MISSED, RUNNING, SUSPENDED,
+                                 TIMEOUT, TaskRecord)
 
 __all__ = ["Recovery", "RetryOwed", "recover", "skipped_retry", "RECOVERY_ROWS"]
 
 #: How many of a task's newest run records recovery reads.
 RECOVERY_ROWS = 50
 
-_FAILED = frozenset({ERROR, TIMEOUT})
+_FAILED = frozenset({ERROR, TIMEOUT, INTERRUPTED})
 _OVER = _FAILED | {COMPLETED}
 
 

@@ -182,6 +182,7 @@ class RunLife:
         if journal is not None and journal.store is not None:
             if early is not None:
                 run._slot, run._claim = early.slot, early
+                journal.follow(run, early)
             elif run._claim is None:  # (one taken back after an interrupt keeps its own)
                 if run._slot is None:
                     run._slot = slot_of(run, self.offset)

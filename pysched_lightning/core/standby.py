@@ -18,7 +18,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..durability.encoding import (load_args, load_function, load_options, load_schedule,
                                    slot_named, slot_pass, stored_options)
 from ..records.options import TaskOptions
-from ..records.protocols import RUNNING, TaskRecord
+from ..durability.leftovers import end_group
+from ..durability.stores.rules import INTERRUPTED as INTERRUPTED_ERROR
+from ..records.protocols import INTERRUPTED, RUNNING, TaskRecord
 from ..records.runs import FINAL, Run, TaskStatus
 from ..records.task import Task
 from ..records.validation import check_kwargs
@@ -80,6 +82,7 @@ class Standby:
             self._replace(changed)
             with st.lock:
                 st.standby = False
+                st.running_since = st.clock.now()
         return True
 
     def store_only(self, task: Task, record: TaskRecord, replace_existing: bool) -> None:
@@ -100,10 +103,16 @@ class Standby:
         """Schedule the stored tasks (a slot missed while down is due now),
         with what each is owed (see ``recovery``)."""
         store, st = self._store, self._st
-        for row in store.runs(statuses=(RUNNING,)):
-            _log.warning("task %r run %s was interrupted when the last scheduler stopped; "
-                         "it counts as a failed attempt", row["task_id"], row.get("run"))
+        _end_leftovers(store)
+        interrupted = [dict(row, status=INTERRUPTED, error=INTERRUPTED_ERROR)
+                       for row in store.runs(statuses=(RUNNING,))]
         store.mark_interrupted()
+        for row in interrupted:
+            _log.warning("task %r run %s attempt %s was interrupted: it was running when the "
+                         "last scheduler stopped; it counts as a failed attempt",
+                         row["task_id"], row.get("run"), row.get("attempt"))
+        if interrupted and st.journal is not None:
+            st.journal.log_only(interrupted)
         for record in store.load_tasks():
             try:
                 rows = store.runs(record.id, limit=RECOVERY_ROWS)
@@ -129,6 +138,23 @@ class Standby:
                 _log.info("loaded task %r, next run at %s", task.id,
                           _dt.datetime.fromtimestamp(owed.next_run or 0.0, _dt.timezone.utc)
                           .isoformat(timespec="seconds"))
+
+
+def _end_leftovers(store: Any) -> None:
+    """A run's process that outlived its scheduler (nothing killed it) is
+    killed, with its process group, before anything is scheduled: the run
+    is recorded interrupted and never runs twice at once."""
+    claimed = getattr(store, "claimed_processes", None)
+    for claim in claimed() if claimed is not None else ():
+        try:
+            if end_group(claim["pid"], claim["pid_started"]):
+                _log.warning("task %r run %s: its process %d was still running after its "
+                             "scheduler stopped; its process group was killed",
+                             claim["task_id"], claim["run"], claim["pid"])
+        except OSError as exc:
+            _log.error("task %r run %s: its process %d is still running after its "
+                       "scheduler stopped and could not be killed: %s", claim["task_id"],
+                       claim["run"], claim["pid"], exc)
 
 
 def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,

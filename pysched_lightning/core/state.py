@@ -73,6 +73,9 @@ class State(TaskLife, HandOver):
         self.closing = False
         self.paused = False
         self.resumed_at = -math.inf
+        #: Since when this scheduler runs its tasks (its start, or a
+        #: standby's takeover): runs due before were due while none ran.
+        self.running_since = math.inf
         #: True while a standby waits for the store: tasks are stored only.
         self.standby = False
         #: Whether anybody listens for events (else none are built), and to

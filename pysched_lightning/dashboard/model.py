@@ -19,16 +19,16 @@ __all__ = ["TaskRow", "STATUS", "status_label", "status_class", "FAILING", "RUN_
 
 #: Status codes (the store's, ``TaskStatus``'s) and their labels.
 STATUS: Mapping[int, str] = {0: "Completed", 1: "Error", 2: "Suspended", 3: "Running",
-                             4: "Canceled", 5: "Timeout", 6: "Missed"}
-COMPLETED, ERROR, SUSPENDED, RUNNING, CANCELED, TIMEOUT, MISSED = range(7)
+                             4: "Canceled", 5: "Timeout", 6: "Missed", 7: "Interrupted"}
+COMPLETED, ERROR, SUSPENDED, RUNNING, CANCELED, TIMEOUT, MISSED, INTERRUPTED = range(8)
 #: Statuses that count as failures (the summary, the "failing" filter).
-FAILING = (ERROR, TIMEOUT)
+FAILING = (ERROR, TIMEOUT, INTERRUPTED)
 #: The CSS class (and colour) of each status.
 _CLASSES = {0: "ok", 1: "error", 2: "waiting", 3: "running", 4: "canceled", 5: "timeout",
-            6: "missed"}
+            6: "missed", 7: "interrupted"}
 #: When runs are drawn as one mark, the most alarming status wins.
-_SEVERITY = {ERROR: 6, TIMEOUT: 5, MISSED: 4, RUNNING: 3, CANCELED: 2, COMPLETED: 1,
-             SUSPENDED: 0}
+_SEVERITY = {ERROR: 7, INTERRUPTED: 6, TIMEOUT: 5, MISSED: 4, RUNNING: 3, CANCELED: 2,
+             COMPLETED: 1, SUSPENDED: 0}
 #: The fields of a run as the dashboard shows it (the store's, without the
 #: pickled outcome, which a reader never loads).
 RUN_KEYS = ("task_id", "name", "run", "attempt", "slot", "status", "scheduled", "started",

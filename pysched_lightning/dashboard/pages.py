@@ -12,8 +12,8 @@ import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .data import Source, count_running, missed_total
-from .model import (CANCELED, COMPLETED, ERROR, FAILING, MISSED, RUNNING, SUSPENDED,
-                    TIMEOUT, TaskRow, worst_status)
+from .model import (CANCELED, COMPLETED, ERROR, FAILING, INTERRUPTED, MISSED, RUNNING,
+                    SUSPENDED, TIMEOUT, TaskRow, worst_status)
 from .timeline import WINDOWS, Row
 
 __all__ = ["BadRequest", "Summary", "summary", "filter_tasks", "sort_tasks", "paged",
@@ -28,7 +28,7 @@ NEXT_TIMES = 10
 #: Runs read per timeline row; of older ones in the window only those that did
 #: not complete are drawn (the others are counted).
 ROW_RUN_LIMIT = 1000
-_NOT_COMPLETED = (ERROR, TIMEOUT, MISSED, CANCELED, RUNNING)
+_NOT_COMPLETED = (ERROR, TIMEOUT, INTERRUPTED, MISSED, CANCELED, RUNNING)
 #: Runs ``/api/timeline`` returns at most per call (``limit=`` up to this).
 API_TIMELINE_LIMIT = 10_000
 _DAY = 86400.0
@@ -38,7 +38,7 @@ _FIRST_TIME, _LAST_TIME = -62135596800.0, 253402300799.0
 #: The status filter's choices: name -> (label, test).
 STATUS_FILTERS: Mapping[str, Tuple[str, Callable[[TaskRow], bool]]] = {
     "": ("any status", lambda row: True),
-    "failing": ("failing (error, timeout)", lambda row: row.status in FAILING),
+    "failing": ("failing (error, timeout, interrupted)", lambda row: row.status in FAILING),
     "running": ("running", lambda row: row.status == RUNNING),
     "completed": ("completed", lambda row: row.status == COMPLETED),
     "missed": ("missed", lambda row: row.status == MISSED),
@@ -65,7 +65,7 @@ class BadRequest(ValueError):
 
 
 def _severity(status: Optional[int]) -> int:
-    order = [SUSPENDED, COMPLETED, CANCELED, RUNNING, MISSED, TIMEOUT, ERROR]
+    order = [SUSPENDED, COMPLETED, CANCELED, RUNNING, MISSED, TIMEOUT, INTERRUPTED, ERROR]
     return order.index(status) if status in order else -1
 
 

@@ -21,16 +21,18 @@ early ``Claim``): one commit, not two.
 """
 from __future__ import annotations
 
-import collections
 import enum
+import functools
 import logging
 import threading
 import weakref
-from typing import Any, Callable, Deque, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from ..records.protocols import TaskRecord
-from ..records.runs import Run, TaskStatus, error_line
+from ..records.runs import Run, error_line
 from .encoding import run_record
+from .feed import RunLogFeed
+from .leftovers import keep_process
 
 __all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim"]
 
@@ -123,10 +125,8 @@ class Journal:
         self._pending: List[Write] = []
         #: One commit at a time, in order.
         self._flush_lock = threading.Lock()
-        #: Records waiting for the run log, and who writes them (one thread
-        #: at a time; a write that calls back into the scheduler adds more).
-        self._to_log: Deque[Mapping[str, Any]] = collections.deque()
-        self._log_lock = threading.Lock()
+        #: Records waiting for the run log.
+        self._feed = RunLogFeed(run_log)
         self._closed = False
 
     # -- noted with the state lock held ------------------------------------
@@ -142,17 +142,20 @@ class Journal:
         claim = Claim(run.task_id, run._slot, run.attempt, run.run_number,  # type: ignore
                       run._name, run._t_scheduled + run._offset, started + run._offset, run)
         self._note(Write(WriteKind.CLAIM, claim))
+        self.follow(run, claim)
         return claim
+
+    def follow(self, run: Run, claim: Claim) -> None:
+        """A process *run* starts is kept with its *claim* (a restart ends it)."""
+        if hasattr(self.store, "note_process"):
+            run.on_process(functools.partial(keep_process, self.store, claim))
 
     def finished(self, run: Run) -> Write:
         """*run* is final (every attempt is recorded): its record is built by
         the noting thread after the lock (see :meth:`prepare`)."""
         return self._note(Write(WriteKind.RUN, run, ready=False))
 
-    def missed(self, run: Run) -> Write:
-        """A MISSED record, new or with a grown count."""
-        return self.finished(run)
-
+    missed = finished  # a MISSED record, new or with a grown count
     def release(self, claim: Claim, reason: str) -> None:
         """A claim whose run will not execute (the scheduler shut down first):
         it is given back, so that a restart runs the run."""
@@ -240,12 +243,19 @@ class Journal:
                     self._pending = [write for write in self._pending
                                      if id(write) not in done]
                 if self.run_log is not None:
-                    self._to_log.extend(write.fields for write in batch
-                                        if write.kind is WriteKind.RUN and write.error is None)
+                    self._feed.add(write.fields for write in batch
+                                   if write.kind is WriteKind.RUN and write.error is None)
         try:
             self._report(failures)
         finally:
-            self._write_run_log()
+            self._feed.write()
+
+    def log_only(self, records: List[Mapping[str, Any]]) -> None:
+        """Records the store has already (the runs a restart found
+        interrupted): for the run log only."""
+        if self.run_log is not None:
+            self._feed.add(records)
+            self._feed.write()
 
     def _commit(self, writes: List[Write]) -> List[Tuple[Write, BaseException]]:
         """Commit *writes* in short transactions (a delay() storing a new task
@@ -320,34 +330,6 @@ class Journal:
         if first is not None:
             raise first
 
-    def _write_run_log(self) -> None:
-        """Write the records waiting for the run log, one thread at a time;
-        a ``write`` that calls back into the scheduler only adds to them.
-        Each record is written, whatever another's ``write`` raised (the
-        first interrupt is raised at the end)."""
-        to_log = self._to_log
-        first: Optional[BaseException] = None
-        while to_log and self._log_lock.acquire(False):
-            try:
-                while to_log:
-                    try:
-                        self._log_run(to_log.popleft())
-                    except BaseException as exc:  # (_log_run logs an Exception)
-                        first = first or exc
-            finally:
-                self._log_lock.release()
-        if first is not None:
-            raise first
-
-    def _log_run(self, record: Mapping[str, Any]) -> None:
-        logged = {key: value for key, value in record.items() if key != "outcome"}
-        logged["status"] = TaskStatus(record["status"]).label
-        try:
-            self.run_log.write(logged)
-        except Exception as exc:
-            _log.error("writing run %s #%s to the run log failed: %s", record["task_id"],
-                       record["run"], error_line(exc))
-
     def close(self) -> None:
         """Build what is left, flush; then close what the scheduler made, and
         release a store it was given (so the caller may hand it to another
@@ -356,6 +338,8 @@ class Journal:
             pending = list(self._pending)
         self.prepare(pending)
         self.flush()
+        self._feed.release_held()  # (the stretches of skips end here)
+        self._feed.write()
         with self._state_lock:
             self._closed = True
         owns_store, owns_log = self._owns

@@ -70,6 +70,8 @@ def run_in_group(args: Union[str, Sequence[str]], *, shell: bool, cwd: Optional[
             stderr=subprocess.PIPE, start_new_session=True,
             preexec_fn=die_with_parent(os.getpid()))
         guard_group(proc.pid)  # it dies with this process, even by SIGKILL
+        if ctx is not None:  # and if it did not, a restart kills it
+            ctx.process_started(proc.pid)
         _log.debug("%s: started, pid %d", name, proc.pid)
         for pipe, buf, what in ((proc.stdout, out, "stdout"),
                                 (proc.stderr, err, "stderr")):

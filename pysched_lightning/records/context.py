@@ -32,6 +32,9 @@ class RunContext:
     attempt = 1
     _timed_out = False
     _callbacks: Optional[List[Callable[[], None]]] = None
+    #: Told the pid of a process started for the run (set by the journal of
+    #: a scheduler with a store: it keeps the process with the run's claim).
+    _on_process: Optional[Callable[[int], None]] = None
 
     def __init__(self, task_id: str, run_number: int, attempt: int = 1,
                  timeout: Optional[float] = None) -> None:
@@ -54,6 +57,24 @@ class RunContext:
                 self._callbacks.append(callback)
                 return
         _call_safely(callback)
+
+    def on_process(self, hook: Callable[[int], None]) -> None:
+        """Tell *hook* the pid of each process started for the run (see
+        :meth:`process_started`)."""
+        self._on_process = hook
+
+    def process_started(self, pid: int) -> None:
+        """A helper started process *pid* for this run (a command's group
+        leader). With a store it is kept with the run's claim, so that a
+        restart after a crash kills it, if it still runs, instead of
+        running the run a second time beside it. Never raises."""
+        hook = self._on_process
+        if hook is not None:
+            try:
+                hook(pid)
+            except Exception:
+                _log.exception("keeping process %d of task %r run %s with its claim "
+                               "failed", pid, self.task_id, self.run_number)
 
     def remove_timeout_callback(self, callback: Callable[[], None]) -> None:
         with _callbacks_lock:

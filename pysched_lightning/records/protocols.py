@@ -15,6 +15,7 @@ from typing import (Any, Callable, ContextManager, Dict, Iterable, List, Mapping
 
 __all__ = ["Trigger", "Executor", "Store", "TaskRecord", "RUN_FIELDS", "StoreLockedError",
            "COMPLETED", "ERROR", "SUSPENDED", "RUNNING", "CANCELED", "TIMEOUT", "MISSED",
+           "INTERRUPTED",
            "STATUS_NAMES", "EVERY_SLOT"]
 
 
@@ -51,12 +52,14 @@ class Executor(Protocol):
 
 #: Status codes as a store keeps them, for runs and tasks; the same values as
 #: ``pysched_lightning.TaskStatus``. MISSED (a run skipped, e.g. while the
-#: scheduler was down) is new in schema 2.
-COMPLETED, ERROR, SUSPENDED, RUNNING, CANCELED, TIMEOUT, MISSED = range(7)
+#: scheduler was down) is new in schema 2; INTERRUPTED (a run that was going
+#: when its scheduler process died) in schema 3.
+COMPLETED, ERROR, SUSPENDED, RUNNING, CANCELED, TIMEOUT, MISSED, INTERRUPTED = range(8)
 #: Every status code a store accepts, with its name.
 STATUS_NAMES: Mapping[int, str] = types.MappingProxyType({
     COMPLETED: "completed", ERROR: "error", SUSPENDED: "suspended", RUNNING: "running",
-    CANCELED: "canceled", TIMEOUT: "timeout", MISSED: "missed"})
+    CANCELED: "canceled", TIMEOUT: "timeout", MISSED: "missed",
+    INTERRUPTED: "interrupted"})
 
 
 @dataclasses.dataclass
@@ -181,7 +184,13 @@ class Store(Protocol):
         again."""
 
     def mark_interrupted(self) -> int:
-        """Runs left RUNNING by a process that died: mark them as errors."""
+        """Runs left RUNNING by a process that died: mark them INTERRUPTED.
+
+        (A store may also keep the process running a claim:
+        ``note_process(task_id, slot, attempt, pid, pid_started)`` and
+        ``claimed_processes()``, see ``stores.rules``. They are optional:
+        without them a restart cannot tell that a run's process outlived
+        its scheduler.)"""
 
     def runs(self, task_id: Optional[str] = None, limit: Optional[int] = None, *,
              before: Optional[float] = None, since: Optional[float] = None,

@@ -42,6 +42,9 @@ class TaskStatus(enum.IntEnum):
     TIMEOUT = 5
     #: The run was skipped (too late, or its previous run still going).
     MISSED = 6
+    #: The run was going when its scheduler process died (found at the
+    #: next start); it counts as a failed attempt.
+    INTERRUPTED = 7
 
     @property
     def label(self) -> str:
@@ -84,9 +87,10 @@ class Phase(enum.Enum):
 
 
 FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.ERROR, TaskStatus.CANCELED,
-                   TaskStatus.TIMEOUT, TaskStatus.MISSED})
+                   TaskStatus.TIMEOUT, TaskStatus.MISSED, TaskStatus.INTERRUPTED})
 #: The statuses that make a dependent task give up.
-FAILED = frozenset({TaskStatus.ERROR, TaskStatus.TIMEOUT, TaskStatus.CANCELED})
+FAILED = frozenset({TaskStatus.ERROR, TaskStatus.TIMEOUT, TaskStatus.CANCELED,
+                    TaskStatus.INTERRUPTED})
 
 #: The keys a run has as a mapping: upstream's result entries.
 _KEYS = ("timestamp", "task", "future")
@@ -316,6 +320,9 @@ class Run(RunContext, Mapping[str, Any]):
                                   f"{self.status.label.lower()}{why}")
         if self.exception is not None:
             return self.exception
+        if self.status is TaskStatus.INTERRUPTED:
+            why = self.error or "its scheduler process stopped during the run"
+            return RuntimeError(f"task {self.task_id!r} run {self.run_number} was {why}")
         return RuntimeError(f"task {self.task_id!r} run {self.run_number} failed: "
                             f"{self.error or self.status.label}")
 

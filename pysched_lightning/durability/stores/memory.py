@@ -11,9 +11,10 @@ import threading
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set,
                     Tuple)
 
-from ...records.protocols import EVERY_SLOT, ERROR, MISSED, RUN_FIELDS, RUNNING, TaskRecord
-from .rules import (CLAIMED_FIELDS, INTERRUPTED, check_key, check_limit, check_slot,
-                    check_statuses,
+from ...records.protocols import INTERRUPTED as INTERRUPTED_STATUS
+from ...records.protocols import EVERY_SLOT, MISSED, RUN_FIELDS, RUNNING, TaskRecord
+from .rules import (CLAIMED_FIELDS, INTERRUPTED, PROCESS_FIELDS, check_key, check_limit,
+                    check_process, check_slot, check_statuses,
                     check_time, claim_row, run_row, task_changes, task_row)
 
 __all__ = ["MemoryStore"]
@@ -42,6 +43,8 @@ class MemoryStore:
         self._data_lock = threading.RLock()
         self._tasks: Dict[str, TaskRecord] = {}
         self._runs: Dict[_RunKey, _Entry] = {}
+        #: The process of a RUNNING claim: (pid, its start time).
+        self._processes: Dict[_RunKey, Tuple[int, int]] = {}
         self._seq = itertools.count(1)
         self._undo: List[Callable[[], None]] = []
         self._depth = 0
@@ -200,6 +203,7 @@ class MemoryStore:
                         row[name] = claimed[name]
             self._runs[key] = (seq, row)
             self._changed(lambda: self._put_run(key, _MISSING if previous is None else previous))
+            self._forget_process(key)
 
     def set_aside_runs(self, task_id: str, slot: str = EVERY_SLOT) -> None:
         """Rename the slots of the task's over records (of *slot* only, if
@@ -228,14 +232,49 @@ class MemoryStore:
             if previous is not None and previous[1]["status"] == RUNNING:
                 del self._runs[key]
                 self._changed(lambda: self._put_run(key, previous))
+                self._forget_process(key)
+
+    def note_process(self, task_id: str, slot: str, attempt: int, pid: int,
+                     pid_started: int) -> None:
+        """Keep the process of a RUNNING claim (nothing if it is not one)."""
+        key = (check_key(task_id), check_slot(slot), attempt)
+        process = check_process(pid, pid_started)
+        with self._data_lock:
+            entry = self._runs.get(key)
+            if entry is None or entry[1]["status"] != RUNNING:
+                return
+            previous = self._processes.get(key)
+            self._processes[key] = process
+
+            def undo() -> None:
+                if previous is None:
+                    self._processes.pop(key, None)
+                else:
+                    self._processes[key] = previous
+            self._changed(undo)
+
+    def _forget_process(self, key: _RunKey) -> None:
+        """The claim is over: its process is not kept (with the data lock)."""
+        process = self._processes.pop(key, None)
+        if process is not None:
+            self._changed(functools.partial(self._processes.__setitem__, key, process))
+
+    def claimed_processes(self) -> List[Dict[str, Any]]:
+        """The RUNNING claims with a process (see ``rules``)."""
+        with self._data_lock:
+            # (a claim's process is forgotten when the claim ends)
+            return [dict(zip(PROCESS_FIELDS, (*key, self._runs[key][1]["run"], *process)))
+                    for key, process in self._processes.items() if key in self._runs]
 
     def mark_interrupted(self) -> int:
         with self._data_lock:
             count = 0
             for key, (seq, row) in list(self._runs.items()):
                 if row["status"] == RUNNING:
-                    self._runs[key] = (seq, dict(row, status=ERROR, error=INTERRUPTED))
+                    self._runs[key] = (seq, dict(row, status=INTERRUPTED_STATUS,
+                                                 error=INTERRUPTED))
                     self._changed(functools.partial(self._put_run, key, (seq, row)))
+                    self._forget_process(key)
                     count += 1
             return count
 
@@ -298,11 +337,11 @@ class MemoryStore:
 
     def clear(self) -> None:
         with self._data_lock:
-            tasks, runs = self._tasks, self._runs
-            self._tasks, self._runs = {}, {}
+            tasks, runs, processes = self._tasks, self._runs, self._processes
+            self._tasks, self._runs, self._processes = {}, {}, {}
 
             def undo() -> None:
-                self._tasks, self._runs = tasks, runs
+                self._tasks, self._runs, self._processes = tasks, runs, processes
             self._changed(undo)
 
     def close(self) -> None:

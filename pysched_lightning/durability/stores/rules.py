@@ -42,8 +42,16 @@ Runs
     records of each stored task's latest claimed slot (its newest
     ``scheduled`` among the runs that are not MISSED): a restart reads them
     to know whether that slot ran, and what retry it is owed.
-  * ``mark_interrupted()`` turns every RUNNING run into an ERROR whose
-    ``error`` is :data:`INTERRUPTED`.
+  * ``mark_interrupted()`` turns every RUNNING run into an INTERRUPTED one
+    whose ``error`` is :data:`INTERRUPTED` (a store written before schema 3
+    kept them as ERROR with that error: they read as INTERRUPTED once
+    upgraded).
+  * ``note_process(task_id, slot, attempt, pid, pid_started)`` keeps, with a
+    RUNNING claim, the process that runs it: its pid and its start time
+    (``/proc/<pid>/stat`` field 22, clock ticks after boot), so that a
+    restart tells that very process from a later one given the same pid.
+    ``claimed_processes()`` lists the RUNNING claims that have one, as
+    dicts with ``task_id, slot, attempt, run, pid, pid_started``.
   * ``release_run(task_id, slot, attempt)`` deletes that run's record if it
     is RUNNING (a claim given back: its run never executed), so that the
     slot can be claimed again; anything else is left as it is.
@@ -65,12 +73,14 @@ from typing import (Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Opt
 
 from ...records.protocols import RUN_FIELDS, STATUS_NAMES, TaskRecord
 
-__all__ = ["INTERRUPTED", "TASK_FIELDS", "CLAIMED_FIELDS", "task_row", "task_changes",
+__all__ = ["INTERRUPTED", "PROCESS_FIELDS", "check_process", "TASK_FIELDS", "CLAIMED_FIELDS", "task_row", "task_changes",
            "run_row", "claim_row", "check_key", "check_slot", "check_limit", "check_time",
            "check_statuses"]
 
 #: The error text of a run left running by a process that stopped.
 INTERRUPTED = "interrupted: the scheduler process stopped during this run"
+#: What claimed_processes() says of each RUNNING claim with a process.
+PROCESS_FIELDS = ("task_id", "slot", "attempt", "run", "pid", "pid_started")
 #: The fields of TaskRecord, in order (the tasks table's columns).
 TASK_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TaskRecord))
 #: The fields claim_run sets, which a finishing record without them leaves as claimed.
@@ -284,6 +294,16 @@ def claim_row(task_id: str, slot: str, attempt: int, run: int, name: str, schedu
     return run_row({"task_id": task_id, "slot": slot, "attempt": attempt, "run": run,
                     "name": name, "scheduled": scheduled, "started": started,
                     "status": status})
+
+
+def check_process(pid: Any, pid_started: Any) -> Tuple[int, int]:
+    """A claim's process: a pid > 0 and its start time (clock ticks >= 0)."""
+    pid, started = _int("run", "pid", pid), _int("run", "pid_started", pid_started)
+    if pid <= 0:
+        raise ValueError(f"run field 'pid' must be a process id > 0, not {pid!r}")
+    if started < 0:
+        raise ValueError(f"run field 'pid_started' must be >= 0, not {pid_started!r}")
+    return pid, started
 
 
 def check_limit(limit: Any) -> Optional[int]:

@@ -1,8 +1,9 @@
 """The SQLite store's schema, and the upgrade of a file an older version wrote.
 
 The version is kept in ``PRAGMA user_version``: 0 is a new file, 1 the
-first schema (runs keyed by their scheduled time), 2 this one (runs keyed by
-a slot). :func:`upgrade` brings a file to :data:`SCHEMA_VERSION` inside the
+first schema (runs keyed by their scheduled time), 2 runs keyed by a slot, 3
+this one (a claim keeps the process running it; runs interrupted by a crash
+have a status of their own). :func:`upgrade` brings a file to :data:`SCHEMA_VERSION` inside the
 caller's transaction, so an upgrade happens entirely or not at all.
 """
 from __future__ import annotations
@@ -11,14 +12,17 @@ import logging
 import sqlite3
 from typing import Any, Callable
 
-from ...records.protocols import ERROR, SUSPENDED
+from ...records.protocols import ERROR, INTERRUPTED, SUSPENDED
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "INDEXES", "upgrade"]
 
 _log = logging.getLogger("pysched_lightning.stores")
 
 #: The schema's version, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: The error text schema 2 gave a run it found interrupted (status ERROR).
+_V2_INTERRUPTED = "interrupted: the scheduler process stopped during this run"
 
 # Columns appear in the tables as they do in TaskRecord and RUN_FIELDS, except
 # that a run's long texts and its outcome come last: SQLite reads a row's
@@ -66,6 +70,8 @@ CREATE TABLE runs (
     output TEXT,
     stderr TEXT,
     outcome BLOB,
+    pid INTEGER,  -- a RUNNING claim's process, and its start time (clock ticks)
+    pid_started INTEGER,
     UNIQUE (task_id, slot, attempt)
 )""")
 
@@ -116,6 +122,16 @@ _V1_TO_V2 = (
 )
 
 
+# Schema 1 and 2 recorded a run cut short by a crash as an error with this text.
+_INTERRUPTED_STATUS = (f"UPDATE runs SET status = {INTERRUPTED} WHERE status = {ERROR} "
+                       f"AND error = '{_V2_INTERRUPTED}'")
+# (_V1_TO_V2 makes the runs table of this schema, with the process columns.)
+_V2_TO_V3 = (
+    "ALTER TABLE runs ADD COLUMN pid INTEGER",
+    "ALTER TABLE runs ADD COLUMN pid_started INTEGER",
+)
+
+
 def upgrade(execute: Callable[..., Any], path: str) -> None:
     """Bring the file to SCHEMA_VERSION, inside the caller's write transaction
     (``BEGIN IMMEDIATE``, so the version read here cannot change meanwhile)."""
@@ -126,13 +142,13 @@ def upgrade(execute: Callable[..., Any], path: str) -> None:
     if version == 0:
         for statement in (*TABLES, *INDEXES):
             execute(statement)
-    elif version == 1:
+    elif version in (1, 2):
         counts = [execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in ("tasks", "runs")]
-        for statement in _V1_TO_V2:
+        for statement in (*(_V1_TO_V2 if version == 1 else _V2_TO_V3), _INTERRUPTED_STATUS):
             execute(statement)
-        _log.info("%s: schema 1 upgraded to %d (%d tasks, %d runs)", path, SCHEMA_VERSION,
-                  *counts)
+        _log.info("%s: schema %d upgraded to %d (%d tasks, %d runs)", path, version,
+                  SCHEMA_VERSION, *counts)
     else:
         raise sqlite3.DatabaseError(f"schema version {version} is unknown")
     execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -27,8 +27,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from ...records.protocols import EVERY_SLOT, RUN_FIELDS, RUNNING, TaskRecord
 from .filelock import FileHold
-from .rules import (INTERRUPTED, check_key, check_limit, check_slot, check_statuses,
-                    check_time, claim_row, run_row, task_changes, task_row)
+from .rules import (INTERRUPTED, PROCESS_FIELDS, check_key, check_limit, check_process,
+                    check_slot, check_statuses, check_time, claim_row, run_row, task_changes,
+                    task_row)
 from . import statements as stmt
 from .schema import SCHEMA_VERSION, check_version, upgrade
 
@@ -252,6 +253,19 @@ class SQLiteStore:
         with self._db_lock:
             self._conn.execute(stmt.RELEASE_RUN, key)
 
+    def note_process(self, task_id: str, slot: str, attempt: int, pid: int,
+                     pid_started: int) -> None:
+        """Keep the process of a RUNNING claim (nothing if it is not one)."""
+        key = (check_key(task_id), check_slot(slot), attempt)
+        with self._db_lock:
+            self._conn.execute(stmt.NOTE_PROCESS, (*check_process(pid, pid_started), *key))
+
+    def claimed_processes(self) -> List[Dict[str, Any]]:
+        """The RUNNING claims with a process (see ``rules``)."""
+        with self._db_lock:
+            rows = self._conn.execute(stmt.CLAIMED_PROCESSES).fetchall()
+        return [dict(zip(PROCESS_FIELDS, row)) for row in rows]
+
     def mark_interrupted(self) -> int:
         with self._db_lock:
             return self._conn.execute(stmt.MARK_INTERRUPTED, (INTERRUPTED,)).rowcount
@@ -321,12 +335,17 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
                            isolation_level=None, check_same_thread=False)
 
 
+#: The oldest schema a read-only store reads (it cannot upgrade): schema 2
+#: lacks only what a scheduler reads at its start (a claim's process).
+READABLE_SINCE = 2
+
+
 def _check_readable(version: int) -> None:
-    """A read-only store reads schema SCHEMA_VERSION only: it cannot upgrade."""
+    """A read-only store reads schemas READABLE_SINCE to SCHEMA_VERSION."""
     check_version(version)
     if version == 0:
         raise sqlite3.DatabaseError("not a pysched_lightning store (it has no schema)")
-    if version < SCHEMA_VERSION:
+    if version < READABLE_SINCE:
         raise sqlite3.DatabaseError(
             f"schema version {version} must be upgraded to {SCHEMA_VERSION} before it can "
             "be read; open it once with a scheduler of this version (pysched run)")

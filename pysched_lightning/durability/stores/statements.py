@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from ...records.protocols import ERROR, MISSED, RUN_FIELDS, RUNNING
-from .rules import CLAIMED_FIELDS, TASK_FIELDS
+from ...records.protocols import INTERRUPTED, MISSED, RUN_FIELDS, RUNNING
+from .rules import CLAIMED_FIELDS, PROCESS_FIELDS, TASK_FIELDS
 
 TASK_COLUMNS = ", ".join(f'"{name}"' for name in TASK_FIELDS)  # 'trigger' is a keyword
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
@@ -45,7 +45,11 @@ SET_ASIDE = (f"UPDATE runs SET slot = slot || '~' || COALESCE(run, 0) || '.' || 
              f"AND instr(slot, '~') = 0")
 RELEASE_RUN = (f"DELETE FROM runs WHERE task_id = ? AND slot = ? AND attempt = ? "
                 f"AND status = {RUNNING}")
-MARK_INTERRUPTED = f"UPDATE runs SET status = {ERROR}, error = ? WHERE status = {RUNNING}"
+MARK_INTERRUPTED = f"UPDATE runs SET status = {INTERRUPTED}, error = ? WHERE status = {RUNNING}"
+NOTE_PROCESS = (f"UPDATE runs SET pid = ?, pid_started = ? WHERE task_id = ? AND slot = ? "
+                f"AND attempt = ? AND status = {RUNNING}")
+CLAIMED_PROCESSES = (f"SELECT {', '.join(PROCESS_FIELDS)} FROM runs "
+                     f"WHERE status = {RUNNING} AND pid IS NOT NULL")
 # (A stored task's latest claimed slot is kept: a restart reads its claims.)
 PURGE_RUNS = (f"DELETE FROM runs WHERE status IS NOT {RUNNING} "
                f"AND COALESCE(finished, started, scheduled) < ? "
