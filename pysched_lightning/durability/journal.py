@@ -156,6 +156,7 @@ class Journal:
         return self._note(Write(WriteKind.RUN, run, ready=False))
 
     missed = finished  # a MISSED record, new or with a grown count
+
     def release(self, claim: Claim, reason: str) -> None:
         """A claim whose run will not execute (the scheduler shut down first):
         it is given back, so that a restart runs the run."""
