@@ -121,6 +121,8 @@ class Pending:
     #: Optional: the README allows it to be skipped (late with a grace time).
     lenient: bool = False
     seq: int = 0
+    #: A retry: the wall time of the failure it retries.
+    failed_wall: Optional[float] = None
 
 
 @dataclass
@@ -381,6 +383,15 @@ class Model:
                 self._finish(task)
         self.paused_all = False
         self.now += down
+        for task in self.tasks.values():
+            # README: a retry whose failure the wall clock now dates after
+            # now (it stepped back) waits its delay from now, not the step too
+            for pending in task.pending:
+                if pending.kind == "retry" and pending.failed_wall is not None \
+                        and pending.failed_wall > self.now + self.shift:
+                    wait = pending.scheduled_wall - pending.failed_wall
+                    pending.due = self.now + wait
+                    pending.scheduled_wall = pending.due + self.shift
         for task in list(self.tasks.values()):
             # Known limitation (README): a 'recur' grid names its slots by
             # the wall time when it was laid; after a wall-clock step, a
@@ -589,7 +600,8 @@ class Model:
             wait = definition.retry_wait(attempt)
             task.pending.append(Pending("retry", self.now + wait, attempt + 1, False,
                                         self.now + wait + self.shift, slot_run=slot_run,
-                                        seq=self._next_seq(), chain=chain))
+                                        seq=self._next_seq(), chain=chain,
+                                        failed_wall=self.now + self.shift))
             self._set_status(task, S.SUSPENDED, chain)
             task.outcome = S.ERROR  # (what it reads if the retry is dropped)
             return

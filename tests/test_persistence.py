@@ -711,6 +711,37 @@ def test_a_wall_clock_step_moves_the_stored_next_run_of_a_task_on_the_scheduler_
     assert secs(run.scheduled) == pytest.approx(due + wall['offset'])
 
 
+def test_a_retry_owed_across_a_restart_waits_its_delay_not_a_wall_clock_step_back_too(
+        store, clock, tmp_path):
+    """A one-shot fails (``retry_delay=60``) and the scheduler shuts down
+    while its retry waits; the wall clock then steps back an hour, so the
+    stored failure is dated after the restart's now. The retry waits its
+    delay from the restart, not the hour of the step on top of it."""
+    marker = str(tmp_path / "calls")
+    wall = {'offset': 1_800_000_000.0}
+    wallfunc = lambda: clock.now() + wall['offset']  # noqa: E731
+    first = virtual(clock, store, wallfunc=wallfunc,
+                    delayfunc=stops_after_first_call(clock, marker))
+    first.start()
+    try:
+        tid = first.delay('once', 0, 1, fail_first_attempt, args=(marker,), retries=1,
+                          retry_delay=60)
+        wait_for(lambda: [run.status for run in first.runs(tid)] == [psl.TaskStatus.ERROR])
+    finally:
+        first.shutdown()
+    wall['offset'] -= 3600
+    restarted = wallfunc()
+    second = virtual(clock, store, wallfunc=wallfunc)
+    second.start()
+    try:
+        assert second.get_result(tid, timeout=10) == 2
+        retry = max(second.runs(tid), key=lambda run: run.attempt)
+    finally:
+        second.shutdown()
+    assert retry.attempt == 2
+    assert secs(retry.started) == pytest.approx(restarted + 60, abs=1)
+
+
 def test_a_failure_judged_without_retries_is_not_retried_after_a_modify_and_a_restart(
         store, clock, tmp_path):
     """A recurring task's attempt fails with no retries allowed; then

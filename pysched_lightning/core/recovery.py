@@ -12,8 +12,9 @@ after the runs a dead process left RUNNING were marked interrupted:
 * a failed attempt (an error, a timeout, or a run the crash interrupted)
   with retries left is owed its next attempt (one judged by an earlier
   definition, only if the task was left waiting for it), due when it
-  would have been
-  (or now, if that passed): retries go on across restarts. A recurring
+  would have been (or now, if that passed; its delay counted from now if
+  the wall clock stepped back past the failure): retries go on across
+  restarts. A recurring
   task whose next occurrence is due already runs that one instead (the
   catch-up stands for what was missed, as coalescing does; the retries it
   stands for are recorded as skipped, so no later restart owes them). A
@@ -88,7 +89,7 @@ def recover(record: TaskRecord, rows: List[Mapping[str, Any]], options: TaskOpti
     if taken:
         next_run = following(next_run) if following is not None else None  # type: ignore
     skipped = _skipped_attempts(rows)
-    owed = (_owed(row, options, record) for row in last.values()
+    owed = (_owed(row, options, record, wall_now) for row in last.values()
             if skipped.get(row["slot"], 0) <= (row.get("attempt") or 1))
     retries = sorted((retry for retry in owed if retry is not None),
                      key=lambda retry: retry.wall_time)
@@ -137,12 +138,14 @@ def _skipped_attempts(rows: List[Mapping[str, Any]]) -> Dict[str, int]:
     return skipped
 
 
-def _owed(row: Mapping[str, Any], options: TaskOptions,
-          record: TaskRecord) -> Optional[RetryOwed]:
+def _owed(row: Mapping[str, Any], options: TaskOptions, record: TaskRecord,
+          wall_now: float) -> Optional[RetryOwed]:
     """The retry owed after the failed attempt *row*, if any. An attempt
     that ended before the definition was stored (a ``modify()`` after it)
     was judged by the one before: it is owed a retry only if the task was
-    left waiting for one (or running, by a crash)."""
+    left waiting for one (or running, by a crash). Its wait counts from
+    when it ended, or from *wall_now* if that is earlier (the wall clock
+    stepped back since: the retry waits its delay, not the step too)."""
     attempt = row.get("attempt") or 1
     if row.get("status") not in _FAILED or attempt > options.retries:
         return None
@@ -150,4 +153,5 @@ def _owed(row: Mapping[str, Any], options: TaskOptions,
     if ended <= record.updated and record.status not in (SUSPENDED, RUNNING):
         return None
     return RetryOwed(attempt + 1, row.get("run") or 0, row["slot"],
-                     ended + options.retry_wait(attempt), row.get("scheduled") or ended)
+                     min(ended, wall_now) + options.retry_wait(attempt),
+                     row.get("scheduled") or ended)
