@@ -244,8 +244,8 @@ KEEP_UNASKED_AND_DIE = textwrap.dedent("""
             pass
         return unasked in client._replies._responses
     wait_for(read_unasked)
-    try:  # and a while longer, reading
-        client.sync_await_response("never-sent", timeout=1.0)
+    try:  # and a while longer, reading (a second read at least)
+        client.sync_await_response("never-sent", timeout=2.0)
     except TimeoutError:
         pass
     print(unasked, flush=True)
