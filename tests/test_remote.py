@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import wait_for
-from test_remote_support import (SECRET, Broker, ServiceProcess, add, append_line, broker, fail,
-                                 lines, nap, pid, touch, unique, wait_for_file)
+from test_remote_support import (SECRET, Broker, ServiceProcess, add, append_line, blob, broker,
+                                 fail, lines, nap, pid, touch, unique, wait_for_file)
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +317,25 @@ def test_bad_service_options_are_named(tmp_path, options, fragment):
     with pytest.raises((TypeError, ValueError), match=fragment):
         Service(**arguments)
     assert not pathlib.Path(f"{tmp_path}/s.db").exists()
+
+
+def test_a_response_over_the_clients_limit_comes_as_an_error_saying_so(served, url):
+    """The service's limit is larger than the client's: the waiter hears why."""
+    from pysched_lightning.remote import Client, RemoteError
+    name = unique("client")
+    served.probe.track(f"{served.name}.replies.{name}")
+    with Client(name, service=served.name, broker=url, secret=SECRET,
+                max_message_size=4096) as small:
+        response = small.sync_await_response(small.task(blob).launch(6000), timeout=15)
+    assert response.status == "error" and isinstance(response.exception, RemoteError)
+    assert "over this client's max_message_size of 4096" in str(response.exception)
+
+
+def test_an_unreachable_broker_is_named_with_the_os_error(tmp_path):
+    from pysched_lightning.remote import Client, Service
+    dead = "amqp://guest:guest@127.0.0.1:1/%2F"
+    expected = r"127\.0\.0\.1:1: ConnectionRefusedError: \[Errno 111\] Connection refused"
+    with pytest.raises(ConnectionError, match=expected):
+        Client("c", broker=dead, secret=SECRET)
+    with pytest.raises(ConnectionError, match=expected):
+        Service("svc", dead, f"sqlite:///{tmp_path}/s.db", SECRET).start(block=False)

@@ -145,3 +145,11 @@ def test_the_examples_run_as_written(tmp_path):
         probe.close()
     assert f"service {name!r} stopped" in (tmp_path / "service.log").read_text()
     assert (tmp_path / "service.db").exists()
+
+
+def test_serve_insecure_says_so_in_a_warning(tmp_path):
+    done = serve("--broker", "amqp://guest:guest@127.0.0.1:1/%2F", "--store", tmp_path / "s.db",
+                 "--insecure")
+    assert done.returncode == 1  # (no broker there: it says so and exits)
+    assert "WARNING" in done.stderr and "runs without a secret (insecure)" in done.stderr
+    assert "Connection refused" in done.stderr

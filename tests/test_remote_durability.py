@@ -221,3 +221,96 @@ def test_both_sides_reconnect_and_nothing_is_lost_or_run_twice(env, tmp_path, ca
         assert len(lines(tmp_path / "runs" / "starts" / tag)) == 1, tag
     assert "broker connection lost" in caplog.text and "retrying in" in caplog.text
     assert "connected to the broker again" in caplog.text
+
+
+KEEP_UNASKED_AND_DIE = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, sys.argv[3])
+    from pysched_lightning.remote import Client
+    from test_remote_support import SECRET, add
+    from test_remote_durability import state_of
+    from conftest import wait_for
+    service, name, url, store = sys.argv[1], sys.argv[2], sys.argv[4], sys.argv[5]
+    client = Client(name, service=service, broker=url, secret=SECRET)
+    unasked = client.task(add).launch(20, 22)
+    wait_for(lambda: state_of(store, unasked) in ("done", "published"))
+    asked = client.task(add).launch(1, 1)
+    assert client.sync_await_response(asked, timeout=30).result == 2
+
+    def read_unasked():  # wait (and so read) for something else till it is in memory
+        try:
+            client.sync_await_response("never-sent", timeout=0.1)
+        except TimeoutError:
+            pass
+        return unasked in client._replies._responses
+    wait_for(read_unasked)
+    try:  # and a while longer, reading (a second read at least)
+        client.sync_await_response("never-sent", timeout=2.0)
+    except TimeoutError:
+        pass
+    print(unasked, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_response_read_but_not_asked_for_survives_a_sigkilled_client(env, tmp_path):
+    probe, url = env
+    service = new_service(probe, url, tmp_path).start(probe)
+    name = unique("client")
+    probe.track(f"{service.name}.replies.{name}")
+    child = subprocess.run([sys.executable, "-c", KEEP_UNASKED_AND_DIE, service.name, name,
+                            str(HERE), url, str(service.store)], capture_output=True,
+                           text=True, timeout=90)
+    unasked = child.stdout.strip()
+    assert child.returncode == -9 and unasked, child.stderr
+    with new_client(probe, url, service.name, name=name) as again:
+        response = again.sync_await_response(unasked, timeout=15)
+    assert response.result == 42
+    assert service.stop() == 0
+
+
+def test_launch_ends_at_confirm_timeout_when_the_broker_stalls_and_can_be_pushed_again(
+        env, tmp_path):
+    """A stalled broker (a relay that stops passing bytes, connections open):
+    launch() raises LaunchTimeout, naming the message, on a connection it
+    had and on one it makes; pushing the request again afterwards runs the
+    task once."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pysched_lightning.remote import Client, LaunchTimeout
+    from test_remote_support import Proxy
+    probe, url = env
+    service = new_service(probe, url, tmp_path).start(probe)
+    proxy = Proxy()
+    name = unique("client")
+    probe.track(f"{service.name}.replies.{name}")
+    runs = str(tmp_path / "runs")
+    old, new = ThreadPoolExecutor(1), ThreadPoolExecutor(1)  # a launching thread each
+    try:
+        with Client(name, service=service.name, broker=proxy.url(), secret=SECRET,
+                    confirm_timeout=1.0) as client:
+            task = client.task(record)
+            warm = old.submit(task.launch, runs, "warm").result(30)  # its connection is made
+            assert client.sync_await_response(warm, timeout=30).status == "completed"
+            proxy.stall()
+            errors = []
+            for thread, tag in ((old, "stalled"), (new, "connecting")):
+                # (a broken build waits for the broker's heartbeat, a minute or more)
+                launch = thread.submit(task.launch, runs, tag)
+                with pytest.raises(LaunchTimeout) as info:
+                    launch.result(20)
+                errors.append(info.value)
+            proxy.resume()
+            for error in errors:
+                assert error.request.message_id == error.message_id
+                assert repr(error.message_id) in str(error) and "not run twice" in str(error)
+                assert client.push(error.request) == error.message_id  # pushed again
+            responses = [client.sync_await_response(error.message_id, timeout=30)
+                         for error in errors]
+    finally:
+        proxy.close()
+        old.shutdown(wait=False)
+        new.shutdown(wait=False)
+    assert [response.status for response in responses] == ["completed", "completed"]
+    for tag in ("stalled", "connecting"):
+        assert len(lines(tmp_path / "runs" / "starts" / tag)) == 1
+    assert service.stop() == 0

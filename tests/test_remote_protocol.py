@@ -22,7 +22,7 @@ LIMIT = 64 * 1024
 
 
 def signed_task(request: Request, key: bytes = KEY, client: str = "c1", sent: float = 1e9):
-    message_id, body = encode_request(request, client, sent)
+    message_id, body = encode_request(request, client, sent, "svc")
     return message_id, body, sign(key, body)
 
 
@@ -43,13 +43,21 @@ def test_a_secret_is_required_unless_insecure_is_explicit():
     with pytest.raises(ValueError, match="insecure=True"):
         make_key(None, False)
     assert make_key(None, True) is None
-    assert make_key("abc", False) == make_key(b"abc", False) == b"abc"
+    assert make_key("a" * 16, False) == make_key(b"a" * 16, False) == b"a" * 16
     with pytest.raises(ValueError, match="empty"):
         make_key("", False)
     with pytest.raises(TypeError, match="int"):
         make_key(123, False)
     with pytest.raises(TypeError, match="'yes'"):
-        make_key("abc", "yes")
+        make_key("a" * 16, "yes")
+
+
+@pytest.mark.parametrize("secret", ["x", b"y" * 15, "\u00e9" * 7])
+def test_a_secret_shorter_than_16_bytes_is_refused_without_showing_it(secret):
+    with pytest.raises(ValueError, match="at least 16 bytes, got") as info:
+        make_key(secret, False)
+    shown = secret if isinstance(secret, str) else secret.decode()
+    assert repr(shown) not in str(info.value)
 
 
 # ------------------------------------------------------------------ requests
@@ -70,7 +78,7 @@ def test_a_request_round_trips_through_signing_and_parsing():
 
 
 def test_message_ids_are_made_unique_when_not_given():
-    ids = {encode_request(Request(add, (1, 2)), "c", 0.0)[0] for _ in range(100)}
+    ids = {encode_request(Request(add, (1, 2)), "c", 0.0, "svc")[0] for _ in range(100)}
     assert len(ids) == 100
 
 
@@ -94,9 +102,9 @@ def test_a_bad_request_is_refused_naming_the_value(kwargs, error, fragment):
 
 def test_an_unpicklable_argument_is_named_before_anything_is_sent():
     with pytest.raises(TypeError, match=r"args\[1\] cannot be pickled"):
-        encode_request(Request(add, (1, threading.Lock())), "c", 0.0)
+        encode_request(Request(add, (1, threading.Lock())), "c", 0.0, "svc")
     with pytest.raises(TypeError, match=r"kwargs\['b'\] cannot be pickled"):
-        encode_request(Request(add, (1,), {"b": threading.Lock()}), "c", 0.0)
+        encode_request(Request(add, (1,), {"b": threading.Lock()}), "c", 0.0, "svc")
 
 
 # ------------------------------------------------------------------ checks, in order
@@ -126,9 +134,9 @@ def test_unsigned_and_wrongly_signed_bodies_are_rejected(tmp_path):
 @pytest.mark.parametrize("body, reason", [
     (b"hello", "too short"),
     (b"GARBAGE-GARBAGE", "not a pysched message"),
-    (b"PSL\x01\x00\x00\x10\x00{}", "past the end"),
-    (b"PSL\x01\x00\x00\x00\x03{x}", "not JSON"),
-    (b"PSL\x01\x00\x00\x00\x02[]", "not a JSON object"),
+    (b"PSL\x02\x00\x00\x10\x00{}", "past the end"),
+    (b"PSL\x02\x00\x00\x00\x03{x}", "not JSON"),
+    (b"PSL\x02\x00\x00\x00\x02[]", "not a JSON object"),
 ])
 def test_a_signed_body_that_is_not_a_message_is_malformed(body, reason):
     with pytest.raises(RejectedMessage, match=reason):

@@ -42,10 +42,10 @@ def trapped(tmp_path, tag, **options):
                    message_id=unique(tag), **options)
 
 
-def body_of(request, client_name):
+def body_of(request, client_name, service_name):
     from pysched_lightning.remote.messages import encode_request
     import time
-    return encode_request(request, client_name, time.time())[1]
+    return encode_request(request, client_name, time.time(), service_name)[1]
 
 
 def signature(body, key=SECRET):
@@ -87,7 +87,7 @@ REASONS = {"unsigned": "unsigned", "wrong-key": "wrong signature", "tampered": "
 def test_the_control_a_good_message_runs_and_unpickles(env, tmp_path):
     probe, service, client, caplog = env
     request = trapped(tmp_path, "good")
-    body = body_of(request, client.name)
+    body = body_of(request, client.name, service.name)
     probe.publish(f"{service.name}.requests", body, signature(body), request.message_id)
     assert client.sync_await_response(request.message_id, timeout=30).status == "completed"
     assert (tmp_path / "good.ran").exists() and (tmp_path / "good.unpickled").exists()
@@ -97,7 +97,7 @@ def test_the_control_a_good_message_runs_and_unpickles(env, tmp_path):
 def test_a_bad_message_is_rejected_unread_and_unanswered(env, tmp_path, case):
     probe, service, client, caplog = env
     request = trapped(tmp_path, case)
-    body, headers = CASES[case](body_of(request, client.name))
+    body, headers = CASES[case](body_of(request, client.name, service.name))
     probe.publish(f"{service.name}.requests", body, headers, request.message_id)
     records = wait_for(lambda: rejected(caplog, request.message_id))
     assert REASONS[case] in records[0].getMessage()
@@ -148,3 +148,135 @@ def test_insecure_true_works_without_a_secret(tmp_path):
     finally:
         service.stop()
         probe.close()
+
+
+# ------------------------------------------------------------------ hostile input, and what follows it
+
+
+def control_runs(client, timeout=15):
+    """A task launched now is answered: the service (and this client) go on."""
+    return client.sync_await_response(client.task(add).launch(2, 3), timeout=timeout).result == 5
+
+
+def test_a_request_whose_headers_pika_cannot_decode_is_rejected_and_tasks_behind_it_run(env):
+    probe, service, client, caplog = env
+    message_id = unique("late")
+    probe.publish_undecodable(f"{service.name}.requests", b"PSL anything", message_id)
+    assert control_runs(client)
+    records = wait_for(lambda: rejected(caplog, message_id))
+    assert "undecodable AMQP properties (OverflowError" in records[0].getMessage()
+    assert len(rejected(caplog, message_id)) == 1  # logged once: it does not come back
+    assert probe.ready(f"{service.name}.requests") == 0
+    assert "connection lost" not in caplog.text and "unexpected failure" not in caplog.text
+
+
+def test_a_response_pika_cannot_decode_is_dropped_and_the_client_goes_on(env):
+    from pysched_lightning.remote import Client
+    probe, service, client, caplog = env
+    probe.publish_undecodable(f"{service.name}.replies.{client.name}", b"x", "late-response")
+    assert control_runs(client)
+    assert "dropped a response 'late-response': undecodable AMQP properties" in caplog.text
+    # One waiting for a client not started yet: that client starts, and reads.
+    fresh = unique("client")
+    probe.track(f"{service.name}.replies.{fresh}")
+    probe.publish_undecodable(f"{service.name}.replies.{fresh}", b"x", "late-for-fresh")
+    with Client(fresh, service=service.name, broker=broker(), secret=SECRET) as again:
+        assert control_runs(again)
+    assert probe.ready(f"{service.name}.replies.{fresh}") == 0
+
+
+def deeply_nested(request, client_name, service_name):
+    """The request with a field nested so deep that json.loads gives up (RecursionError)."""
+    import json
+    from pysched_lightning.remote.protocol import PROTOCOL_VERSION, unframe
+    header, payload = unframe(body_of(request, client_name, service_name))
+    head = json.dumps(header)[:-1].encode() + b', "deep": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    return b"PSL" + struct.pack(">BI", PROTOCOL_VERSION, len(head)) + head + payload
+
+
+def huge_number(request, client_name, service_name):
+    """The request sent at 10**400 (math.isfinite() raises OverflowError for it)."""
+    return reframed(body_of(request, client_name, service_name), header={"sent": 10**400})
+
+
+@pytest.mark.parametrize("make, reason", [(deeply_nested, "nested too deeply"),
+                                          (huge_number, "sent must be a finite number")])
+def test_a_signed_request_whose_checks_fail_oddly_is_rejected(env, tmp_path, make, reason):
+    probe, service, client, caplog = env
+    request = trapped(tmp_path, make.__name__)
+    body = make(request, client.name, service.name)
+    probe.publish(f"{service.name}.requests", body, signature(body), request.message_id)
+    assert control_runs(client)
+    assert reason in wait_for(lambda: rejected(caplog, request.message_id))[0].getMessage()
+    assert not (tmp_path / f"{make.__name__}.unpickled").exists()
+
+
+def test_a_request_captured_for_one_service_does_not_run_on_another(env, tmp_path):
+    """Both services share the secret; the signed name of the service does not match."""
+    from pysched_lightning.remote import Client
+    probe, service, client, caplog = env
+    other = unique("svc")  # no service runs by that name: its request waits in the queue
+    probe.track(f"{other}.requests", f"{other}.replies.{client.name}")
+    with Client(client.name, service=other, broker=broker(), secret=SECRET) as sender:
+        message_id = sender.push(trapped(tmp_path, "captured"))
+    _, properties, body = probe.channel.basic_get(f"{other}.requests", auto_ack=True)
+    probe.publish(f"{service.name}.requests", body, properties.headers, message_id)
+    assert control_runs(client)
+    records = wait_for(lambda: rejected(caplog, message_id))
+    assert f"addressed to {other!r}, not to service {service.name!r}" in records[0].getMessage()
+    assert not (tmp_path / "captured.ran").exists()
+
+
+@pytest.mark.parametrize("skew", [-2 * 86400, +2 * 86400])
+def test_a_request_sent_outside_the_replay_window_is_rejected(env, tmp_path, skew):
+    import time
+    from pysched_lightning.remote.messages import encode_request
+    probe, service, client, caplog = env
+    request = trapped(tmp_path, "stale")
+    body = encode_request(request, client.name, time.time() + skew, service.name)[1]
+    probe.publish(f"{service.name}.requests", body, signature(body), request.message_id)
+    assert control_runs(client)
+    records = wait_for(lambda: rejected(caplog, request.message_id))
+    assert "outside the replay window" in records[0].getMessage()
+    assert not (tmp_path / "stale.ran").exists()
+
+
+def test_a_client_with_the_wrong_secret_hears_why_instead_of_timing_out(env):
+    from pysched_lightning.remote import Client, RejectedMessage
+    probe, service, client, caplog = env
+    name = unique("client")
+    probe.track(f"{service.name}.replies.{name}")
+    with Client(name, service=service.name, broker=broker(),
+                secret="not the service's secret, but long") as wrong:
+        message_id = wrong.task(add).launch(1, 1)
+        with pytest.raises(RejectedMessage, match="wrong signature") as info:
+            wrong.sync_await_response(message_id, timeout=15)
+        assert info.value.message_id == message_id
+        with pytest.raises(RejectedMessage, match="wrong signature"):
+            wrong.get_response(message_id)  # asked again: the same answer
+    assert control_runs(client)
+
+
+def test_a_message_id_another_client_used_is_refused_to_the_second_client(env, tmp_path):
+    from pysched_lightning.remote import Client, RejectedMessage, Request
+    probe, service, client, caplog = env
+    shared = unique("shared-id")
+    first = client.push(Request(add, (1, 1), message_id=shared))
+    assert client.sync_await_response(first, timeout=15).result == 2
+    name = unique("client")
+    probe.track(f"{service.name}.replies.{name}")
+    with Client(name, service=service.name, broker=broker(), secret=SECRET) as second:
+        second.push(Request(touch, (str(tmp_path / "second.ran"),), message_id=shared))
+        with pytest.raises(RejectedMessage, match="used before by another client"):
+            second.sync_await_response(shared, timeout=15)
+    assert not (tmp_path / "second.ran").exists()
+
+
+def test_running_without_a_secret_is_logged_as_a_warning(tmp_path, caplog):
+    from pysched_lightning.remote import Client, Service
+    caplog.set_level(logging.WARNING, logger="pysched_lightning.remote")
+    Service("svc", "amqp://localhost", f"sqlite:///{tmp_path}/s.db", insecure=True)
+    assert "service 'svc' runs without a secret (insecure)" in caplog.text
+    with pytest.raises(ConnectionError):  # the warning comes before it connects
+        Client("c", broker="amqp://guest:guest@127.0.0.1:1/%2F", insecure=True)
+    assert "client 'c' runs without a secret (insecure)" in caplog.text

@@ -65,10 +65,16 @@ class Broker:
             return 0
 
     def publish(self, queue: str, body: bytes, headers: Optional[Dict[str, Any]] = None,
-                message_id: Optional[str] = None) -> None:
+                message_id: Optional[str] = None, reply_to: Optional[str] = None) -> None:
         self.channel.queue_declare(queue, durable=True)
         self.channel.basic_publish("", queue, body, self.pika.BasicProperties(
-            delivery_mode=2, headers=headers, message_id=message_id))
+            delivery_mode=2, headers=headers, message_id=message_id, reply_to=reply_to))
+
+    def publish_undecodable(self, queue: str, body: bytes, message_id: str) -> None:
+        """Publish a message whose headers hold an AMQP timestamp of 2**64-1:
+        RabbitMQ relays it, and pika cannot decode it (no datetime is that late)."""
+        self.channel.queue_declare(queue, durable=True)
+        self.channel.basic_publish("", queue, body, _late_properties(self.pika, message_id))
 
     def close(self) -> None:
         for service in self.services:  # a test that failed half-way
@@ -80,6 +86,22 @@ class Broker:
             except Exception:
                 self.channel = self.connection.channel()
         self.connection.close()
+
+
+def _late_properties(pika: Any, message_id: str) -> Any:
+    import calendar
+    import datetime
+    import struct
+    mark = datetime.datetime(2001, 2, 3, 4, 5, 6)
+    stamp = b"T" + struct.pack(">Q", calendar.timegm(mark.utctimetuple()))
+
+    class LateProperties(pika.BasicProperties):
+        def encode(self) -> List[bytes]:  # pika's own encoding, the timestamp made 2**64-1
+            encoded = b"".join(super().encode())
+            assert encoded.count(stamp) == 1
+            return [encoded.replace(stamp, b"T" + b"\xff" * 8)]
+
+    return LateProperties(delivery_mode=2, message_id=message_id, headers={"x-when": mark})
 
 
 class ServiceProcess:
@@ -136,7 +158,8 @@ class ServiceProcess:
 class Proxy:
     """A TCP relay to the broker that a test can cut: every connection through
     it drops at once (as when a network or the broker goes away), and new
-    ones are relayed again."""
+    ones are relayed again. It can also stall: connections stay open and
+    nothing passes either way (a broker or network that hangs) until resumed."""
 
     def __init__(self, target: tuple = ("127.0.0.1", 5672)) -> None:
         self.target = target
@@ -148,6 +171,7 @@ class Proxy:
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.peers: Dict[socket.socket, socket.socket] = {}
         self.cuts = 0
+        self.stalled = False
         self.cutting = threading.Event()
         self.stopping = False
         self.thread = threading.Thread(target=self._relay, name="test-proxy", daemon=True)
@@ -161,6 +185,15 @@ class Proxy:
         self.cutting.set()
         self.wake_w.send(b"x")
         wait_for(lambda: not self.cutting.is_set())
+
+    def stall(self) -> None:
+        """From now on nothing passes (connections stay open) until resume()."""
+        self.stalled = True
+        self.wake_w.send(b"x")
+
+    def resume(self) -> None:
+        self.stalled = False
+        self.wake_w.send(b"x")
 
     def close(self) -> None:
         self.stopping = True
@@ -182,11 +215,25 @@ class Proxy:
                     self.peers[inside], self.peers[outside] = outside, inside
                     self.selector.register(inside, selectors.EVENT_READ, "peer")
                     self.selector.register(outside, selectors.EVENT_READ, "peer")
-                elif key.fileobj in self.peers:
+                elif key.fileobj in self.peers and not self.stalled:
                     self._pass(key.fileobj)
+            if self.stalled:  # what waits in the sockets stays there
+                self._sleep_while_stalled()
         self._drop_all()
         self.selector.close()
         self.listener.close()
+
+    def _sleep_while_stalled(self) -> None:
+        held = []  # connections accepted meanwhile: never relayed, closed on resume
+        while self.stalled and not self.stopping:
+            for key, _ in self.selector.select(0.05):
+                if key.data == "wake":
+                    self.wake_r.recv(64)
+                elif key.fileobj is self.listener:
+                    held.append(self.listener.accept()[0])
+            time.sleep(0.05)  # the peers stay readable: select() returns at once
+        for sock in held:
+            sock.close()
 
     def _pass(self, sock: Any) -> None:
         try:
@@ -225,6 +272,10 @@ class Proxy:
 
 def add(a: Any, b: Any) -> Any:
     return a + b
+
+
+def blob(size: int) -> bytes:
+    return b"x" * size
 
 
 def fail(message: str) -> None:

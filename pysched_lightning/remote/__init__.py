@@ -27,15 +27,16 @@ from .messages import STATUSES, RemoteError, Request, Response
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, PROTOCOL_VERSION, RejectedMessage
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import Client, LaunchError
+    from .client import Client, LaunchError, LaunchTimeout
     from .service import Service
     from .tasks import RemoteTask
 
 __all__ = ["Client", "Service", "Request", "Response", "RemoteTask", "RemoteError",
-           "LaunchError", "RejectedMessage", "STATUSES", "PROTOCOL_VERSION",
+           "LaunchError", "LaunchTimeout", "RejectedMessage", "STATUSES", "PROTOCOL_VERSION",
            "DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_BROKER"]
 
-_LAZY = {"Client": "client", "LaunchError": "client", "Service": "service",
+_LAZY = {"Client": "client", "LaunchError": "client", "LaunchTimeout": "client",
+         "Service": "service",
          "RemoteTask": "tasks", "DEFAULT_BROKER": "broker"}
 
 

@@ -13,9 +13,11 @@ import urllib.parse
 from typing import Any, Callable, Optional
 
 import pika
+import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 __all__ = ["DEFAULT_BROKER", "PERSISTENT", "parameters", "redacted", "request_queue",
-           "reply_queue", "declare_async", "Backoff"]
+           "reply_queue", "declare_async", "Backoff", "connect_failure", "LOST"]
 
 _log = logging.getLogger("pysched_lightning.remote")
 
@@ -23,6 +25,11 @@ _log = logging.getLogger("pysched_lightning.remote")
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/%2F"
 #: delivery_mode for messages the broker writes to disk.
 PERSISTENT = 2
+#: What a blocking call raises when its connection failed, was lost or was
+#: dropped at a deadline (a failed connect raises pika's connector errors).
+LOST = (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelClosed,
+        pika.exceptions.ChannelWrongStateError, AMQPConnectorException, ConnectionError,
+        OSError)
 
 
 def parameters(url: Any, name: str = "pysched") -> pika.URLParameters:
@@ -45,6 +52,34 @@ def redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect_failure(params: Any, error: Optional[BaseException]) -> str:
+    """Why connecting to the broker at *params* failed: its host:port and the
+    innermost error pika wraps (the OS's own words, e.g. ``[Errno 111]
+    Connection refused``), never an empty text."""
+    cause = _innermost(error)
+    if cause is None:
+        text = "the connection failed"
+    else:
+        detail = str(cause)
+        text = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+    return f"{params.host}:{params.port}: {text}"
+
+
+def _innermost(error: Optional[BaseException], depth: int = 0) -> Optional[BaseException]:
+    # pika nests what went wrong: AMQPConnectionError(AMQPConnectorSocketConnectError(
+    # ConnectionRefusedError(...))), and its outer layers print as nothing.
+    if error is None or depth > 8:
+        return error
+    parts = [getattr(error, "exception", None), *(getattr(error, "exceptions", None) or []),
+             *error.args]
+    for part in parts:
+        if isinstance(part, (tuple, list)):
+            part = next((p for p in part if isinstance(p, BaseException)), None)
+        if isinstance(part, BaseException):
+            return _innermost(part, depth + 1)
+    return error
 
 
 def request_queue(service: str) -> str:

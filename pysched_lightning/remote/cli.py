@@ -61,6 +61,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                        help="threads for ordinary tasks (default: one per core)")
     serve.add_argument("--max-message-size", type=positive_int, metavar="BYTES",
                        help="refuse larger messages (default 10 MiB)")
+    serve.add_argument("--max-message-age", type=float, metavar="SECONDS",
+                       help="the replay window: refuse requests sent longer ago (or that "
+                            "far ahead of this clock) than this (default 86400, a day)")
     serve.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                        help="on SIGINT/SIGTERM, how long running tasks may finish before "
                             "they are answered 'timeout' (default 30)")
@@ -109,9 +112,11 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
         # the service's own lines already say what happened and what it does.
         logging.getLogger("pika").setLevel(logging.CRITICAL)
 
-    options = {}
+    options: dict = {}
     if args.max_message_size:
         options["max_message_size"] = args.max_message_size
+    if args.max_message_age is not None:
+        options["max_message_age"] = args.max_message_age
     try:
         service = Service(args.name, args.broker, args.store, secret,
                           insecure=secret is None, workers=args.workers, **options)

@@ -10,6 +10,8 @@ has no thread of its own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -17,16 +19,18 @@ from typing import Any, Callable, Optional
 import pika
 import pika.exceptions
 
-from .broker import (DEFAULT_BROKER, PERSISTENT, parameters, redacted, reply_queue,
-                     request_queue)
+from .broker import (DEFAULT_BROKER, PERSISTENT, connect_failure, parameters, redacted,
+                     reply_queue, request_queue)
 from .messages import Request, Response, encode_request
 from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, SIGNATURE_HEADER, check_limit, check_name,
                        check_number, make_key, sign)
 from .receiving import Replies
-from .sending import LaunchError, Senders
+from .sending import LaunchError, LaunchTimeout, Senders
 from .tasks import RemoteTask
 
-__all__ = ["Client", "LaunchError"]
+__all__ = ["Client", "LaunchError", "LaunchTimeout"]
+
+_log = logging.getLogger("pysched_lightning.remote")
 
 _CONTENT_TYPE = "application/x-pysched-task"
 
@@ -55,6 +59,10 @@ class Client:
         self.service = check_name("service", service)
         params = parameters(broker, f"pysched client {self.name!r}")
         self._key = make_key(secret, insecure)
+        if self._key is None:
+            _log.warning("client %r runs without a secret (insecure): its tasks are not "
+                         "signed, and it reads responses that anyone may have forged",
+                         self.name)
         self.task_lifetime = check_number("task_lifetime", task_lifetime, allow_min=False)
         self.hard_task_lifetime = check_number("hard_task_lifetime", hard_task_lifetime,
                                                allow_min=False)
@@ -68,7 +76,7 @@ class Client:
         self._confirm_timeout = timeout
         label = f"client {self.name!r}"
         requests, replies = request_queue(self.service), reply_queue(self.service, self.name)
-        self._requests = requests
+        self._requests, self._reply_to = requests, replies
         self._senders = Senders(params, label)
         self._replies = Replies(params, replies, [requests, replies], self._key,
                                 self._max_size, label)
@@ -78,7 +86,7 @@ class Client:
             raise RuntimeError(f"{label}: the broker refused: {exc.reply_text}") from None
         except Exception as exc:
             raise ConnectionError(f"{label} cannot reach the broker at {redacted(broker)}: "
-                                  f"{type(exc).__name__}: {exc}") from None
+                                  f"{connect_failure(params, exc)}") from None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -109,31 +117,43 @@ class Client:
     def push(self, request: Request) -> str:
         """Sign and send *request*; returns its message id once the broker has it.
 
-        Raises ``LaunchError`` if the broker refuses it and ``TimeoutError``
-        if it cannot be sent within ``confirm_timeout`` seconds.
+        Raises ``LaunchError`` if the broker refuses it and ``LaunchTimeout``
+        (a ``TimeoutError``) if the broker does not confirm it within
+        ``confirm_timeout`` seconds: it may have arrived all the same, so
+        push ``error.request`` again rather than a new request (its id is
+        the same, and the service runs a message id once).
         """
         if not isinstance(request, Request):
             raise TypeError(f"push() takes a Request, got {request!r}")
-        message_id, body = encode_request(request, self.name, time.time())
+        message_id, body = encode_request(request, self.name, time.time(), self.service)
         if len(body) > self._max_size:
             raise ValueError(f"task {message_id!r} is {len(body)} bytes, over the message "
                              f"size limit of {self._max_size}")
         headers = {SIGNATURE_HEADER: sign(self._key, body)} if self._key else None
+        # reply_to: where the service sends a rejection notice (it answers
+        # only to its own reply queues).
         properties = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=message_id,
-                                          content_type=_CONTENT_TYPE, headers=headers)
-        self._senders.send(self._requests, body, properties, self._confirm_timeout)
+                                          content_type=_CONTENT_TYPE, headers=headers,
+                                          reply_to=self._reply_to)
+        try:
+            self._senders.send(self._requests, body, properties, self._confirm_timeout)
+        except LaunchTimeout as exc:
+            exc.request = dataclasses.replace(request, message_id=message_id)
+            raise
         return message_id
 
     # ------------------------------------------------------------- responses
 
     def get_response(self, message_id: str) -> Optional[Response]:
         """The response to *message_id*, or None if it has not arrived (yet).
-        Asking again returns the same response."""
+        Asking again returns the same response. Raises ``RejectedMessage``
+        (with the reason) if the service rejected the message."""
         return self._replies.peek(message_id)
 
     def sync_await_response(self, message_id: str,
                             timeout: Optional[float] = None) -> Response:
-        """Wait for the response to *message_id*; TimeoutError after *timeout* s."""
+        """Wait for the response to *message_id*; TimeoutError after *timeout* s,
+        ``RejectedMessage`` (with the reason) if the service rejected it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         response = self._replies.wait(message_id, deadline)
         if response is None:

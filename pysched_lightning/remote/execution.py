@@ -18,7 +18,7 @@ import time
 from typing import Any, Optional
 
 from .inbox import Inbox, start_in
-from .protocol import unframe
+from .protocol import STORED_VERSIONS, unframe
 
 __all__ = ["NotRun", "run_in_thread", "run_in_process", "runs_here"]
 
@@ -46,6 +46,6 @@ def run_in_process(path: str, fsync: bool, message_id: str) -> Any:
 def _call(message_id: str, body: Optional[bytes]) -> Any:
     if body is None:
         raise NotRun(f"message {message_id!r} was started before; it is not run again")
-    fn, args, kwargs = pickle.loads(unframe(body)[1])
+    fn, args, kwargs = pickle.loads(unframe(body, versions=STORED_VERSIONS)[1])
     del body
     return fn(*args, **kwargs)

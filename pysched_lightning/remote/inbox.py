@@ -183,6 +183,13 @@ class Inbox:
                                    (message_id,)).fetchone()
         return row[0] if row else None
 
+    def client_of(self, message_id: str) -> Optional[str]:
+        """The client whose message was stored under *message_id*, if any."""
+        with self._db_lock:
+            row = self._db.execute("SELECT client FROM remote_messages WHERE message_id = ?",
+                                   (message_id,)).fetchone()
+        return row[0] if row else None
+
     def close(self) -> None:
         with self._db_lock:
             self._db.close()

@@ -21,7 +21,8 @@ import pika
 import pika.exceptions
 import pika.spec
 
-from .broker import Backoff, declare_async
+from .broker import Backoff, connect_failure, declare_async
+from .frames import TolerantConnection
 
 __all__ = ["Link", "Delivery", "Done"]
 
@@ -190,7 +191,7 @@ class Link:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                connection = pika.SelectConnection(
+                connection = TolerantConnection(
                     self._params, on_open_callback=self._on_open,
                     on_open_error_callback=self._on_open_error,
                     on_close_callback=self._on_closed)
@@ -206,7 +207,8 @@ class Link:
                     self._connection = None
                 self._lost()
                 if not self._first.is_set():
-                    self._first_error = _startup_error(self._label, self._last_error)
+                    self._first_error = _startup_error(self._label, self._params,
+                                                       self._last_error)
                     self._first.set()
                     return
                 if not self._stopping.is_set():
@@ -375,10 +377,10 @@ def _abandon(connection: Any) -> None:
         _log.debug("abandoning a broker connection failed", exc_info=True)
 
 
-def _startup_error(label: str, error: Optional[BaseException]) -> BaseException:
+def _startup_error(label: str, params: Any, error: Optional[BaseException]) -> BaseException:
     """What start() raises: RuntimeError if the broker refused what was asked
     (a queue in exclusive use, a queue declared otherwise), else ConnectionError."""
     if isinstance(error, pika.exceptions.ChannelClosedByBroker):
         hint = " (is another service of that name running?)" if error.reply_code == 403 else ""
         return RuntimeError(f"{label}: the broker refused: {error.reply_text}{hint}")
-    return ConnectionError(f"{type(error).__name__}: {error}")
+    return ConnectionError(connect_failure(params, error))

@@ -14,15 +14,16 @@ import logging
 import pickle
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 import cloudpickle
 
 from .protocol import (RejectedMessage, check_name, check_number, check_priority, frame,
-                       verify)
+                       shown_id, unframe, verify)
 
 __all__ = ["Request", "Response", "RemoteError", "STATUSES", "TaskHeader",
-           "encode_request", "parse_task", "encode_response", "decode_response", "new_id"]
+           "encode_request", "parse_task", "encode_response", "decode_response",
+           "encode_rejection", "decode_reply", "new_id"]
 
 _log = logging.getLogger("pysched_lightning.remote")
 
@@ -115,11 +116,15 @@ class TaskHeader(NamedTuple):
         return self.sent + (self.delay or 0.0)
 
 
-def encode_request(request: Request, client: str, sent: float) -> Tuple[str, bytes]:
-    """The message id and body for *request*; raises TypeError if it cannot be pickled."""
+def encode_request(request: Request, client: str, sent: float,
+                   service: str) -> Tuple[str, bytes]:
+    """The message id and body for *request* to *service*, sent at *sent*
+    (POSIX seconds); raises TypeError if it cannot be pickled. The service's
+    name and the time are signed with the rest: a captured request runs on
+    no other service, and not after the service's replay window."""
     message_id = request.message_id or new_id()
     header = {
-        "kind": "task", "id": message_id, "client": client, "sent": sent,
+        "kind": "task", "id": message_id, "client": client, "service": service, "sent": sent,
         "delay": request.delay, "priority": request.priority, "hard": request.hard,
         "lifetime": request.lifetime, "overdue": request.enable_overdue,
     }
@@ -156,8 +161,7 @@ def parse_task(header: Dict[str, Any]) -> TaskHeader:
             enable_overdue=_flag("overdue", header.get("overdue")),
         )
     except (TypeError, ValueError) as exc:
-        raise RejectedMessage(f"malformed: {exc}",
-                              claimed if isinstance(claimed, str) else None) from None
+        raise RejectedMessage(f"malformed: {exc}", shown_id(claimed)) from None
     return task
 
 
@@ -220,8 +224,16 @@ def _describe(exception: BaseException) -> str:
 
 def decode_response(body: bytes, signature: Optional[str], key: Optional[bytes],
                     max_size: int, claimed_id: Any = None) -> Response:
-    """Verify and decode a response body (RejectedMessage if it fails a check)."""
-    header, payload = verify(body, signature, key, max_size, "response", claimed_id)
+    """Verify and decode a response body (RejectedMessage if it fails a check).
+
+    A genuine response over *max_size* (the service's limit is larger than
+    this client's) becomes an "error" response saying so, its payload not
+    unpickled: the waiter hears why instead of waiting in vain. It is in
+    memory already, so checking its signature costs little.
+    """
+    too_large = len(body) > max_size
+    header, payload = verify(body, signature, key, len(body) if too_large else max_size,
+                             "response", claimed_id)
     message_id = header.get("id")
     status = header.get("status")
     trace = header.get("traceback")
@@ -233,6 +245,11 @@ def decode_response(body: bytes, signature: Optional[str], key: Optional[bytes],
         finished = _when(header.get("finished"))
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise RejectedMessage(f"malformed response times ({exc})", message_id) from None
+    if too_large:
+        return Response(message_id, "error", None, RemoteError(
+            f"the response to {message_id!r} is {len(body)} bytes, over this client's "
+            f"max_message_size of {max_size}; its result was not read"), None, started,
+            finished)
     try:
         result, exception = pickle.loads(payload)
     except Exception as exc:
@@ -252,3 +269,36 @@ def _when(value: Any) -> Optional[_dt.datetime]:
     number = check_number("time", value, allow_none=False)
     assert number is not None
     return _dt.datetime.fromtimestamp(number, _dt.timezone.utc)
+
+
+#: The longest reason a rejection notice carries.
+_MAX_REASON = 500
+
+
+def encode_rejection(message_id: str, reason: str) -> bytes:
+    """A notice that the service rejected *message_id*, for its sender's reply
+    queue. It carries no payload and is not signed: a client whose secret is
+    not the service's must be able to read it, and all it can do is end a
+    wait with an error that gives the reason."""
+    return frame({"kind": "rejection", "id": message_id, "reason": reason[:_MAX_REASON]}, b"")
+
+
+def decode_reply(body: bytes, signature: Optional[str], key: Optional[bytes], max_size: int,
+                 claimed_id: Any = None) -> Union[Response, RejectedMessage]:
+    """A message from a reply queue: a :class:`Response` (checked as
+    :func:`decode_response` does) or, for a rejection notice, the
+    :class:`RejectedMessage` that the waiter for it raises. Raises
+    RejectedMessage for anything else."""
+    header: Dict[str, Any] = {}
+    if len(body) <= max_size:
+        try:  # only the JSON header is read: nothing is unpickled before the signature
+            header = unframe(body)[0]
+        except RejectedMessage:
+            pass  # not a notice: decode_response says what is wrong with it
+    if header.get("kind") != "rejection":
+        return decode_response(body, signature, key, max_size, claimed_id)
+    message_id, reason = header.get("id"), header.get("reason")
+    if not isinstance(message_id, str) or not isinstance(reason, str):
+        raise RejectedMessage("malformed rejection notice", _text(claimed_id))
+    return RejectedMessage(f"the service rejected message {message_id!r}: "
+                           f"{reason[:_MAX_REASON]}", message_id)

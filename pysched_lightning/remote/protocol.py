@@ -23,16 +23,24 @@ import re
 import struct
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-__all__ = ["PROTOCOL_VERSION", "DEFAULT_MAX_MESSAGE_SIZE", "SIGNATURE_HEADER",
+__all__ = ["PROTOCOL_VERSION", "DEFAULT_MAX_MESSAGE_SIZE", "SIGNATURE_HEADER", "MIN_SECRET_BYTES",
+           "STORED_VERSIONS",
            "RejectedMessage", "make_key", "check_name", "check_limit", "check_number",
-           "check_priority", "sign", "frame", "unframe", "verify", "signature_of"]
+           "check_priority", "sign", "frame", "unframe", "verify", "signature_of", "shown_id"]
 
-#: The version this code writes and the only one it reads.
-PROTOCOL_VERSION = 1
+#: The version this code writes and the only one it reads. Version 2 binds a
+#: request to the service it is for and to a replay window (its ``service``
+#: and ``sent`` fields are signed with it), and adds rejection notices.
+PROTOCOL_VERSION = 2
+#: The versions of stored bodies still read: tasks a version-1 service
+#: accepted run after an upgrade (they were checked when they arrived).
+STORED_VERSIONS = (1, PROTOCOL_VERSION)
 #: The largest body accepted, by default (10 MiB).
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 #: The AMQP header that carries the body's signature.
 SIGNATURE_HEADER = "x-psl-signature"
+#: The shortest secret accepted: a guessable one would let anyone run code.
+MIN_SECRET_BYTES = 16
 
 _MAGIC = b"PSL"
 _PREFIX = struct.Struct(">3sBI")  # magic, version, header length
@@ -65,6 +73,9 @@ def make_key(secret: Union[bytes, str, None], insecure: bool) -> Optional[bytes]
         raise TypeError(f"secret must be bytes or str, got {type(secret).__name__}")
     if not secret:
         raise ValueError("secret must not be empty")
+    if len(secret) < MIN_SECRET_BYTES:  # the secret itself is never shown
+        raise ValueError(f"secret must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)} "
+                         "(make one: python -c 'import secrets; print(secrets.token_hex(32))')")
     return secret
 
 
@@ -72,7 +83,7 @@ def check_name(label: str, name: Any) -> str:
     """A client or service name, usable in a queue name."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"{label} must be 1-200 characters of letters, digits, '_', '.', "
-                         f"':' or '-', got {name!r}")
+                         f"':' or '-', got {_short(name)}")
     return name
 
 
@@ -89,19 +100,34 @@ def check_number(label: str, value: Any, *, minimum: float = 0.0,
     """A finite number of seconds (or a priority) at or above *minimum*."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value):
-        raise TypeError(f"{label} must be a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+        raise TypeError(f"{label} must be a finite number, got {_short(value)}")
     if value < minimum or (value == minimum and not allow_min):
         relation = ">=" if allow_min else ">"
-        raise ValueError(f"{label} must be {relation} {minimum:g}, got {value!r}")
+        raise ValueError(f"{label} must be {relation} {minimum:g}, got {_short(value)}")
     return value
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        return False
+
+
+def _short(value: Any) -> str:
+    """repr(*value*), cut short: a value from a message may be huge."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than repr() allows
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_priority(value: Any) -> int:
     """A priority: an int, lower is more urgent (as ``Scheduler.delay`` takes it)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"priority must be an int, got {value!r}")
+        raise TypeError(f"priority must be an int, got {_short(value)}")
     return value
 
 
@@ -136,7 +162,7 @@ def verify(body: bytes, signature: Optional[str], key: Optional[bytes], max_size
     the signature (when there is a key), then the framing, version and kind.
     Raises :class:`RejectedMessage`; never unpickles anything.
     """
-    shown = _shown_id(claimed_id)
+    shown = shown_id(claimed_id)
     if len(body) > max_size:
         raise RejectedMessage(f"too large: {len(body)} bytes > limit {max_size}", shown)
     if key is not None:
@@ -153,14 +179,16 @@ def verify(body: bytes, signature: Optional[str], key: Optional[bytes], max_size
     return header, payload
 
 
-def unframe(body: bytes, shown: Optional[str] = None) -> Tuple[Dict[str, Any], bytes]:
-    """Split a body into its JSON header and its payload (bytes, not unpickled)."""
+def unframe(body: bytes, shown: Optional[str] = None,
+            versions: Tuple[int, ...] = (PROTOCOL_VERSION,)) -> Tuple[Dict[str, Any], bytes]:
+    """Split a body of one of *versions* into its JSON header and its payload
+    (bytes, not unpickled)."""
     if len(body) < _PREFIX.size:
         raise RejectedMessage(f"malformed: {len(body)} bytes is too short", shown)
     magic, version, length = _PREFIX.unpack_from(body)
     if magic != _MAGIC:
         raise RejectedMessage("malformed: not a pysched message", shown)
-    if version != PROTOCOL_VERSION:
+    if version not in versions:
         raise RejectedMessage(f"unknown protocol version {version} "
                               f"(this side speaks {PROTOCOL_VERSION})", shown)
     end = _PREFIX.size + length
@@ -170,12 +198,14 @@ def unframe(body: bytes, shown: Optional[str] = None) -> Tuple[Dict[str, Any], b
         header = json.loads(body[_PREFIX.size:end].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise RejectedMessage(f"malformed: header is not JSON ({exc})", shown) from None
+    except RecursionError:
+        raise RejectedMessage("malformed: header nested too deeply", shown) from None
     if not isinstance(header, dict):
         raise RejectedMessage("malformed: header is not a JSON object", shown)
     return header, body[end:]
 
 
-def _shown_id(claimed: Any) -> Optional[str]:
+def shown_id(claimed: Any) -> Optional[str]:
     """An unverified message id, made safe to put in a log line."""
     if claimed is None:
         return None

@@ -5,40 +5,49 @@ reader role if no other thread has it, reads from the connection until its
 response has come (keeping every other response it reads for the threads
 that wait for those, and waking them), then hands the role on; the others
 wait on a condition meanwhile. So a response reaches the thread that waits
-for it without a switch to another thread, and responses nobody asks for
-yet stay in the durable reply queue, not in this process. Each response's
-signature is checked before it is unpickled; a bad one is logged and
-dropped. Responses are acknowledged, together, once they are kept.
+for it without a switch to another thread. Each response's signature is
+checked before it is unpickled; a bad one (or one whose AMQP properties
+cannot even be decoded) is logged and dropped, and reading goes on.
+
+A response is acknowledged only once it was handed to a caller (returned by
+a wait or by ``get_response``), at the next read or at close: one read and
+kept but not yet asked for stays in the durable reply queue, so a client
+that dies (even by SIGKILL) loses none; the next client of its name gets
+it. Since responses stay unacknowledged until asked for, the channel has no
+prefetch limit (one would stop deliveries once that many waited, and a wait
+for the next one would never end). A rejection notice from the service
+ends the wait for its message with the :class:`RejectedMessage` it carries.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
 import pika
 import pika.exceptions
 
-from .broker import Backoff
-from .messages import Response, decode_response
-from .protocol import RejectedMessage, signature_of
+from .broker import LOST, Backoff
+from .frames import TolerantConnection, close_within, undecodable
+from .messages import Response, decode_reply
+from .protocol import RejectedMessage, shown_id, signature_of
 
 __all__ = ["Replies"]
 
 _log = logging.getLogger("pysched_lightning.remote")
 
-_PREFETCH = 256
-#: Kept responses are acknowledged together: once this many...
-_ACK_EVERY = 64
-#: ...or once the oldest has waited this long (s), at the next read.
-_ACK_AFTER = 0.5
+#: No limit (see the module's text).
+_PREFETCH = 0
 #: A reader re-checks for close() and cancellation at least this often (s).
 _SLICE = 1.0
 #: Unread for this long (s), the connection may have been closed by the broker.
 _IDLE = 30.0
-_LOST = (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelClosed,
-         pika.exceptions.ChannelWrongStateError, ConnectionError, OSError)
+#: How long closing the connection may wait for the broker (s).
+_CLOSE_TIMEOUT = 5.0
+
+
+Reply = Union[Response, RejectedMessage]
 
 
 class Replies:
@@ -52,17 +61,17 @@ class Replies:
         self._key = key
         self._max_size = max_size
         self._label = label
-        self._lock = threading.Lock()  # guards _responses, _reading and _closed
+        self._lock = threading.Lock()  # guards the five below
         self._arrived = threading.Condition(self._lock)
-        self._responses: Dict[str, Response] = {}
+        self._responses: Dict[str, Reply] = {}
+        self._pending: Dict[str, int] = {}  # id -> delivery tag not acknowledged, not asked for
+        self._taken: Set[str] = set()  # handed to a caller
+        self._to_ack: List[int] = []  # tags of responses handed out, for the next read
         self._reading = False
         self._closed = False
         # Used only by the thread in the reader role (or by close() once none is).
         self._connection: Any = None
         self._channel: Any = None
-        self._last_tag = 0  # the newest response kept and not acknowledged
-        self._acked = 0  # the newest acknowledged (tags count up per connection)
-        self._kept_since = 0.0  # when the oldest one not acknowledged was kept
         self._backoff = Backoff(first=0.05, cap=5.0)
         self._retry_at = 0.0  # peek() does not reconnect before this (monotonic)
         self._last_read = time.monotonic()
@@ -72,20 +81,20 @@ class Replies:
         self._connect()
 
     def get(self, message_id: str) -> Optional[Response]:
+        """The response if kept (RejectedMessage if the service rejected it)."""
         with self._lock:
-            return self._responses.get(message_id)
+            return self._take(message_id)
 
     def peek(self, message_id: str) -> Optional[Response]:
         """The response if kept, else read what has arrived (without waiting)."""
         with self._lock:
-            response = self._responses.get(message_id)
-            if response is not None or self._reading or self._closed:
-                return response
+            if message_id in self._responses or self._reading or self._closed:
+                return self._take(message_id)
             self._reading = True
         try:
             if self._channel is not None or time.monotonic() >= self._retry_at:
                 self._read(0)
-        except _LOST as exc:  # no waiting here: the next try is after a pause
+        except LOST as exc:  # no waiting here: the next try is after a pause
             self._retry_at = time.monotonic() + self._backoff.failed(
                 f"{self._label}: reading responses failed", exc)
         finally:
@@ -99,7 +108,7 @@ class Replies:
         while True:
             with self._lock:
                 while True:
-                    response = self._responses.get(message_id)
+                    response = self._take(message_id)
                     if response is not None:
                         return response
                     if self._closed:
@@ -113,7 +122,7 @@ class Replies:
                     self._arrived.wait(min(remaining, _SLICE))
             try:
                 self._read(min(remaining, _SLICE))
-            except _LOST as exc:
+            except LOST as exc:
                 if self._idle_loss(exc):
                     continue
                 time.sleep(min(max(remaining, 0.0), self._backoff.failed(
@@ -135,10 +144,25 @@ class Replies:
                 self._arrived.wait()
         try:
             if self._channel is not None and self._channel.is_open:
-                self._ack_kept(now=True)
-        except _LOST:
+                self._ack_taken()
+        except LOST:
             pass  # not acknowledged: delivered again to the next client of this name
         self._drop_connection()
+
+    def _take(self, message_id: str) -> Optional[Response]:
+        """Under _lock: the response to *message_id*, now handed to a caller
+        (so acknowledged at the next read); raises the rejection it is."""
+        reply = self._responses.get(message_id)
+        if reply is None:
+            return None
+        if message_id not in self._taken:
+            self._taken.add(message_id)
+            tag = self._pending.pop(message_id, None)
+            if tag is not None:
+                self._to_ack.append(tag)
+        if isinstance(reply, RejectedMessage):
+            raise RejectedMessage(reply.reason, reply.message_id)
+        return reply
 
     # ------------------------------------------------------------- the reader
 
@@ -161,26 +185,21 @@ class Replies:
     def _read(self, time_limit: float) -> None:
         if self._channel is None or not self._channel.is_open:
             self._connect()
-        self._ack_kept()
+        self._ack_taken()
         self._connection.process_data_events(time_limit=time_limit)
         self._last_read = time.monotonic()
         self._backoff.reset()
 
-    def _ack_kept(self, now: bool = False) -> None:
-        """Acknowledge the responses kept so far, in one frame: at the start
-        of a read once a few are kept or the oldest is a moment old, and at
-        close; not while the waiting thread could be returning its response.
-        If the process dies first, they are delivered again, to the next
-        client of this name."""
-        if self._last_tag and (now or self._last_tag - self._acked >= _ACK_EVERY
-                               or time.monotonic() - self._kept_since >= _ACK_AFTER):
-            self._channel.basic_ack(self._last_tag, multiple=True)
-            self._acked = self._last_tag
-            self._last_tag = 0
+    def _ack_taken(self) -> None:
+        """Acknowledge the responses handed to callers since the last read."""
+        with self._lock:
+            tags, self._to_ack = self._to_ack, []
+        for tag in tags:
+            self._channel.basic_ack(tag)
 
     def _connect(self) -> None:
         self._drop_connection()
-        connection = pika.BlockingConnection(self._params)
+        connection = pika.BlockingConnection(self._params, _impl_class=TolerantConnection)
         try:
             channel = connection.channel()
             for queue in self._declare:
@@ -188,34 +207,56 @@ class Replies:
             channel.basic_qos(prefetch_count=_PREFETCH)
             channel.basic_consume(self._queue, self._on_response)
         except BaseException:
-            connection.close()
+            _close_quietly(connection)  # it may be closed already: keep the first error
             raise
         self._connection, self._channel = connection, channel
 
     def _drop_connection(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        self._last_tag = self._acked = 0  # not acknowledged: the broker delivers them again
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception:
-                _log.debug("closing the reply connection failed", exc_info=True)
+        with self._lock:  # not acknowledged: the broker delivers them again, with new tags
+            self._pending.clear()
+            self._to_ack = []
+        if connection is not None:
+            _close_quietly(connection)
 
     def _on_response(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         try:
-            response = decode_response(body, signature_of(properties.headers), self._key,
-                                       self._max_size, properties.message_id)
+            reply = self._decode(properties, body)
         except RejectedMessage as exc:
             _log.warning("%s dropped a response %r: %s", self._label, exc.message_id,
                          exc.reason)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        with self._lock:  # a copy sent again: the first one is kept
-            self._responses.setdefault(response.message_id, response)
+        message_id = reply.message_id
+        assert message_id is not None
+        if isinstance(reply, RejectedMessage):
+            _log.warning("%s: %s", self._label, reply.reason)
+        with self._lock:
+            self._responses.setdefault(message_id, reply)  # a copy: the first is kept
+            if message_id in self._taken or message_id in self._pending:
+                self._to_ack.append(method.delivery_tag)  # asked for already, or a copy
+            else:
+                self._pending[message_id] = method.delivery_tag
             self._arrived.notify_all()
-        if not self._last_tag:
-            self._kept_since = time.monotonic()
-        self._last_tag = method.delivery_tag
+
+    def _decode(self, properties: Any, body: bytes) -> Reply:
+        """The response or rejection notice in a delivery; RejectedMessage
+        (raised) for anything else, whatever it holds."""
+        why = undecodable(properties)
+        if why is not None:
+            raise RejectedMessage(why, shown_id(properties.message_id))
+        try:
+            return decode_reply(body, signature_of(properties.headers), self._key,
+                                self._max_size, properties.message_id)
+        except RejectedMessage:
+            raise
+        except Exception as exc:  # nothing a message holds may stop the reader
+            raise RejectedMessage(f"malformed: {type(exc).__name__} while checking it",
+                                  shown_id(properties.message_id)) from None
+
+
+def _close_quietly(connection: Any) -> None:
+    close_within(connection, _CLOSE_TIMEOUT)
 
 
 def _nothing() -> None:

@@ -15,14 +15,15 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import EventKind, Scheduler, ThreadPoolExecutor
-from .broker import DEFAULT_BROKER, parameters, redacted, request_queue
+from .admission import admit, notify, reply_queue_of
+from .broker import DEFAULT_BROKER, parameters, redacted, reply_queue, request_queue
 from .execution import NotRun, run_in_process, run_in_thread, runs_here
 from .inbox import Inbox, NewMessage, store_path
 from .link import Delivery, Link
 from .messages import RemoteError, TaskHeader, encode_response, parse_task
 from .outbox import Outbox, Outgoing
-from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, RejectedMessage, check_limit, check_name,
-                       make_key, signature_of, unframe, verify)
+from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, STORED_VERSIONS, RejectedMessage,
+                       check_limit, check_name, check_number, make_key, unframe)
 
 __all__ = ["Service"]
 
@@ -32,6 +33,9 @@ _OUTCOMES = {EventKind.COMPLETED: "completed", EventKind.FAILED: "error",
              EventKind.TIMEOUT: "timeout", EventKind.CANCELED: "canceled"}
 #: Finished tasks are dropped from the scheduler's memory in batches this big.
 _PURGE_EVERY = 1000
+#: A request sent longer ago than this (or this far ahead of the service's
+#: clock) is rejected, by default: the replay window, in seconds.
+DEFAULT_MAX_MESSAGE_AGE = 24 * 3600.0
 #: At stop, how long responses may take to be confirmed before they are left
 #: (stored) for the next start.
 _PUBLISH_GRACE = 10.0
@@ -61,13 +65,17 @@ class Service:
     tasks run in processes. ``prefetch`` bounds the deliveries not yet
     acknowledged. ``fsync=True`` makes every commit survive a power cut, not
     only a crash of the service, at the cost of one fsync per commit.
+    ``max_message_age`` (seconds, default a day; None: no limit) is the
+    replay window: a request sent longer ago than that, by its signed send
+    time, is rejected; so is one sent that far in the future.
     """
 
     def __init__(self, name: str = "pysched", broker: str = DEFAULT_BROKER,
                  store: str = "sqlite:///service.db", secret: Any = None, *,
                  insecure: bool = False, workers: Optional[int] = None, prefetch: int = 256,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 fsync: bool = False) -> None:
+                 fsync: bool = False,
+                 max_message_age: Optional[float] = DEFAULT_MAX_MESSAGE_AGE) -> None:
         self.name = check_name("name", name)
         self._params = parameters(broker, f"pysched service {self.name!r}")
         self._broker = redacted(broker)
@@ -85,6 +93,10 @@ class Service:
         if not isinstance(fsync, bool):
             raise TypeError(f"fsync must be True or False, got {fsync!r}")
         self._fsync = fsync
+        self._max_age = check_number("max_message_age", max_message_age, allow_min=False)
+        if self._key is None:
+            _log.warning("service %r runs without a secret (insecure): anyone who can "
+                         "publish to %s can run code in it", self.name, request_queue(self.name))
         self._state_lock = threading.Lock()  # guards _state
         self._state = "new"  # -> starting -> running -> stopping -> stopped
         self._stop_requested = threading.Event()
@@ -210,15 +222,12 @@ class Service:
         now = time.time()
         good: List[Tuple[Delivery, TaskHeader, NewMessage]] = []
         for delivery in batch:
-            properties = delivery.properties
             try:
-                header, _ = verify(delivery.body, signature_of(properties.headers), self._key,
-                                   self._max_size, "task", properties.message_id)
-                task = parse_task(header)
+                task = admit(delivery.body, delivery.properties, key=self._key,
+                             max_size=self._max_size, service=self.name, now=now,
+                             max_age=self._max_age)
             except RejectedMessage as exc:
-                _log.warning("service %r rejected message %r: %s", self.name,
-                             exc.message_id, exc.reason)
-                self._link.reject(delivery.tag)
+                self._refuse(delivery, exc)
                 continue
             response = None
             if task.delay and task.due < now and not task.enable_overdue:
@@ -243,11 +252,29 @@ class Service:
         self._link.ack(good[-1][0].tag)
         self._link.after_writing(lambda: self._dispatch(good, fresh))
 
+    def _refuse(self, delivery: Delivery, rejected: RejectedMessage) -> None:
+        """Log a rejected delivery once, drop it (or dead-letter it), and tell
+        the reply queue it names, if it names one of this service's."""
+        assert self._link is not None
+        _log.warning("service %r rejected message %r: %s", self.name, rejected.message_id,
+                     rejected.reason)
+        self._link.reject(delivery.tag)
+        queue = reply_queue_of(delivery.properties, self.name)
+        if queue is not None and rejected.message_id is not None:
+            notify(self._link, queue, rejected.message_id, rejected.reason)
+
     def _dispatch(self, good: List[Tuple[Delivery, TaskHeader, NewMessage]],
                   fresh: List[bool]) -> None:
-        assert self._outbox is not None
+        assert self._outbox is not None and self._inbox is not None and self._link is not None
         for (_, task, new), is_new in zip(good, fresh):
-            if not is_new:
+            first = None if is_new else self._inbox.client_of(task.message_id)
+            if first is not None and first != task.client:
+                reason = (f"message id {task.message_id!r} was used before by another "
+                          "client; not run (ids must be unique)")
+                _log.warning("service %r rejected message %r from client %r: %s", self.name,
+                             task.message_id, task.client, reason)
+                notify(self._link, reply_queue(self.name, task.client), task.message_id, reason)
+            elif not is_new:
                 _log.info("service %r: message %r arrived again (redelivered or sent "
                           "twice); it was accepted before and is not run again",
                           self.name, task.message_id)
@@ -374,7 +401,7 @@ class Service:
                 continue
             assert row.body is not None
             try:
-                task = parse_task(unframe(bytes(row.body))[0])
+                task = parse_task(unframe(bytes(row.body), versions=STORED_VERSIONS)[0])
             except RejectedMessage as exc:  # a stored body no longer parses: answer, not run
                 self._answer(row.message_id, row.client, "error",
                              exception=RemoteError(f"stored task unreadable: {exc.reason}"))
