@@ -2,10 +2,19 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import tempfile
 import threading
 import time
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis keeps files of its own (a cache of constants) in its home
+# directory, ``.hypothesis/`` in the working directory by default: never in
+# the repository, whichever test files run. (The tests that search keep no
+# example database: ``database=None``.)
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "psl-hypothesis"))
 
 
 class VirtualClock:

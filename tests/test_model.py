@@ -74,7 +74,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings, strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule,
                                  run_state_machine_as_test)
 
@@ -120,10 +119,6 @@ def enabled(feature: str) -> bool:
     return feature not in SKIP
 
 
-# Hypothesis keeps files of its own (a cache of constants) in its home
-# directory, ``.hypothesis/`` in the working directory by default: never in
-# the repository. (No example database is kept: ``database=None``.)
-set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "psl-model-hypothesis"))
 #: Where the examples' stores go (pytest's temporary folder, see ``scratch``).
 SCRATCH: Optional[str] = None
 
