@@ -2,8 +2,10 @@
 ending it at the next start.
 
 A command task's process is kept with its run's claim as its pid *and* its
-start time (``/proc/<pid>/stat`` field 22, clock ticks after boot): a pid is
-reused once its process is gone, the pair never is. A restart that finds a
+start time (``/proc/<pid>/stat`` field 22, clock ticks after boot, in the
+low 40 bits; a digest of the boot's id above them, since after a reboot
+the same pid may well start at the same tick): a pid is reused once its
+process is gone, the pair never is. A restart that finds a
 claim still RUNNING looks for that very process; if it still runs (its
 scheduler died and nothing killed it), its process group is killed before
 anything is scheduled, so that the run, recorded interrupted, never runs
@@ -11,6 +13,7 @@ twice at once. Linux only (``/proc``); elsewhere no process is ever found.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -35,16 +38,32 @@ def _stat_fields(pid: int) -> Optional[list]:
     return text[text.rfind(b")") + 2:].split()
 
 
+_TICK_BITS = 40  # clock ticks after boot: 348 years at 100 Hz
+
+
 def start_time(pid: int) -> Optional[int]:
-    """When process *pid* started (clock ticks after boot); None when it is
-    gone, a zombie, or cannot be read."""
+    """When process *pid* started in this boot (clock ticks after boot,
+    and the boot; see the module's text); None when it is gone, a zombie,
+    or cannot be read."""
     fields = _stat_fields(pid)
     if not fields or len(fields) < 20 or fields[0] == b"Z":
         return None
     try:
-        return int(fields[19])  # field 22
+        ticks = int(fields[19])  # field 22
     except ValueError:
         return None
+    return (_boot() << _TICK_BITS) | (ticks & ((1 << _TICK_BITS) - 1))
+
+
+def _boot() -> int:
+    """23 bits that tell this boot of this machine from others (0 where the
+    kernel does not say)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as boot:
+            boot_id = boot.read().strip()
+    except OSError:
+        return 0
+    return int.from_bytes(hashlib.blake2b(boot_id, digest_size=3).digest(), "big") >> 1
 
 
 def still_running(pid: int, started: int) -> bool:
