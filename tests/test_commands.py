@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -242,6 +244,75 @@ def test_run_context_callback_is_removed_after_a_normal_run():
     thread.join(10)
     assert box["result"].exit_code == 0
     assert not ctx._callbacks
+
+
+# A scheduler in a process of its own, running a shell command that starts a
+# grandchild; both write their pids (through a rename), then it waits.
+_SCHEDULER_WITH_A_SHELL_JOB = r"""
+import sys, time
+import pysched_lightning as psl
+pids = sys.argv[1]
+line = (f"echo $$ > {pids}.tmp; sleep 100 & echo $! >> {pids}.tmp; "
+        f"mv {pids}.tmp {pids}; wait")
+sched = psl.Scheduler()
+sched.delay("once", 0, 1, psl.command(line, shell=True))
+sched.start()
+time.sleep(100)
+"""
+
+
+def _scheduler_with_a_shell_job(tmp_path):
+    """The scheduler's process, in a session (and process group) of its own
+    as a terminal's foreground job or a service's main process is, and the
+    pids of the shell and of its grandchild once they run."""
+    pids = tmp_path / "pids"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      os.environ.get("PYTHONPATH")])))
+    scheduler = subprocess.Popen([PY, "-c", _SCHEDULER_WITH_A_SHELL_JOB, str(pids)], env=env,
+                                 start_new_session=True)
+    try:
+        _wait_until(pids.exists, 30, "the shell job to start")
+    except BaseException:
+        scheduler.kill()
+        scheduler.wait()
+        raise
+    return scheduler, [int(pid) for pid in pids.read_text().split()]
+
+
+def _kill_leftovers(pids):
+    for pid in pids:
+        if not _dead(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_shell_job_and_its_child_die_with_a_sigkilled_scheduler(tmp_path):
+    """SIGKILL leaves the scheduler no time to act: the guardian kills the
+    command's process group, and the parent-death signal its leader."""
+    scheduler, pids = _scheduler_with_a_shell_job(tmp_path)
+    try:
+        scheduler.kill()
+        assert scheduler.wait(10) == -signal.SIGKILL
+        for pid in pids:
+            _assert_dies(pid)
+    finally:
+        _kill_leftovers(pids)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT], ids=["SIGHUP", "SIGQUIT"])
+def test_a_shell_job_dies_with_a_scheduler_its_terminal_kills(tmp_path, signum):
+    """A closed terminal sends SIGHUP (Ctrl-\\ sends SIGQUIT) to the whole
+    foreground process group: it kills the scheduler, and must not kill the
+    guardian with it, which kills the command's group, grandchildren
+    included (they were left running, children of init)."""
+    scheduler, pids = _scheduler_with_a_shell_job(tmp_path)
+    try:
+        os.killpg(scheduler.pid, signum)
+        assert scheduler.wait(10) in (-signum, 128 + signum)
+        for pid in pids:
+            _assert_dies(pid)
+    finally:
+        _kill_leftovers(pids)
 
 
 def test_run_already_timed_out_kills_the_command_at_once():

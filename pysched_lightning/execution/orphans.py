@@ -8,8 +8,9 @@
 * Command tasks run in process groups of their own. While some run, a
   guardian process kills their groups, grandchildren included, once this
   process is gone: it reads their ids on a pipe that closes when this
-  process dies. (It is one per process, not per scheduler, as the process
-  groups it watches are; it ends when no command runs.) Until its group
+  process dies, and a hangup, Ctrl-C or SIGTERM that kills this process
+  does not reach it. (It is one per process, not per scheduler, as the
+  process groups it watches are; it ends when no command runs.) Until its group
   is told to the guardian, a command's leader is killed by the Linux
   parent-death signal if this process dies: set before the program starts
   (:func:`die_with_parent`), and checked then, in case it died already.
@@ -89,9 +90,16 @@ def die_with_parent(parent: int) -> Optional[Callable[[], None]]:
 
 # The guardian's whole program: it keeps the process groups it is told of,
 # and kills those left once the pipe from its parent closes (or its parent
-# is gone while another process holds the pipe, a fork of it).
+# is gone while another process holds the pipe, a fork of it). It must
+# outlive its parent to do its work, so the signals that may kill that parent
+# with it do not reach it: it runs in a session of its own (out of reach of
+# the terminal's hangup and Ctrl-C, sent to a whole process group), and
+# ignores those a service manager sends each process of a service (SIGTERM
+# to its cgroup). It ends on its own.
 _GUARDIAN = r"""
 import os, select, signal, sys
+for name in ("SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT"):
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
 parent, groups, data, fd = os.getppid(), set(), b"", sys.stdin.fileno()
 while True:
     if not select.select([fd], [], [], 1.0)[0]:
@@ -132,7 +140,8 @@ class _Guardian:
             if self._process is None or self._process.poll() is not None:
                 self._process = subprocess.Popen(
                     [sys.executable, "-S", "-c", _GUARDIAN], stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True)
                 for group in self._groups - {pgid}:
                     self._send(f"+ {group}")
             self._send(f"+ {pgid}")
