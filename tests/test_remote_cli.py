@@ -91,6 +91,48 @@ def test_serve_with_a_secret_file_answers_and_stops_cleanly_on_sigterm(tmp_path)
         probe.close()
 
 
+def test_serve_kills_a_hard_task_still_running_at_the_end_of_its_grace(tmp_path):
+    """``pysched serve --grace 1``, SIGTERM while a hard task without a
+    lifetime sleeps for minutes: its worker process is killed once the
+    second is over (it was left running, and the service with it, until the
+    task ended), the client is answered "timeout", and the service exits."""
+    import psutil
+    from conftest import wait_for
+    from pysched_lightning.remote import Client
+    from test_remote_support import record
+    url = broker()
+    probe = Broker(url)
+    name, client_name = unique("svc"), unique("client")
+    probe.track(f"{name}.requests", f"{name}.replies.{client_name}")
+    service = ServiceProcess(url, name, tmp_path / "s.db", tmp_path / "log", "--grace", "1")
+    started = tmp_path / "starts" / "slow"
+    worker = None
+
+    def gone(pid):
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    try:
+        service.start(probe)
+        with Client(client_name, service=name, broker=url, secret=SECRET) as client:
+            slow = client.task(record).set_parameters(hard=True)
+            message_id = slow.launch(str(tmp_path), "slow", 600)
+            wait_for(lambda: started.exists() and started.read_text().strip(), 60)
+            worker = int(started.read_text())
+            assert service.stop() == 0
+            response = client.sync_await_response(message_id, timeout=30)
+        assert response.status == "timeout"
+        wait_for(lambda: gone(worker), 10)
+        assert f"service {name!r} stopped" in service.log.read_text()
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.kill()
+        if worker is not None and not gone(worker):
+            os.kill(worker, 9)
+        probe.close()
+
+
 WITHOUT_PIKA = """
 import sys
 sys.modules["pika"] = None  # as if the 'remote' extra were not installed
@@ -145,3 +187,4 @@ def test_the_examples_run_as_written(tmp_path):
         probe.close()
     assert f"service {name!r} stopped" in (tmp_path / "service.log").read_text()
     assert (tmp_path / "service.db").exists()
+
