@@ -188,3 +188,54 @@ def test_the_examples_run_as_written(tmp_path):
     assert f"service {name!r} stopped" in (tmp_path / "service.log").read_text()
     assert (tmp_path / "service.db").exists()
 
+
+def test_the_example_service_stops_cleanly_on_sigterm_and_leaves_no_process(tmp_path):
+    """examples/remote_service.py after a hard task ran (its worker process
+    and the pool's resource trackers are up), then SIGTERM, as ``kill`` or a
+    service manager sends: it stops as on Ctrl-C, exit code 0, and every
+    process it started is gone. (It died of the signal, with no clean stop.)"""
+    import signal
+    import psutil
+    from conftest import wait_for
+    from pysched_lightning.remote import Client
+    from test_remote_support import pid
+    url = broker()
+    probe = Broker(url)
+    name, client_name = unique("example"), unique("client")
+    probe.track(f"{name}.requests", f"{name}.replies.{client_name}")
+    path = os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYSCHED_SECRET": SECRET, "PYSCHED_SERVICE": name,
+           "PYSCHED_BROKER": url, "PYTHONPATH": path}
+    log_path = tmp_path / "service.log"
+    started = []
+    with open(log_path, "w") as log:
+        service = subprocess.Popen(
+            [sys.executable, str(HERE.parent / "examples" / "remote_service.py")],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: probe.consumers(f"{name}.requests") > 0 or service.poll() is not None,
+                 30)
+        with Client(client_name, service=name, broker=url, secret=SECRET) as client:
+            in_process = client.task(pid).set_parameters(hard=True)
+            response = client.sync_await_response(in_process.launch(), timeout=60)
+        assert response.status == "completed" and response.result != service.pid
+        started = psutil.Process(service.pid).children(recursive=True)
+        assert response.result in [child.pid for child in started]
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(30) == 0, log_path.read_text()
+
+        def gone(process):
+            try:
+                return process.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+        wait_for(lambda: all(gone(child) for child in started), 10)
+    finally:
+        if service.poll() is None:
+            service.kill()
+        for child in started:
+            if child.is_running():
+                child.kill()
+        probe.close()
+    assert f"service {name!r} stopped" in log_path.read_text()
+
