@@ -286,6 +286,14 @@ def pid_then_sleep(pid_file, seconds):
     return os.getpid()
 
 
+def pid_then_hold_the_gil(pid_file, seconds):
+    """Leave our pid in *pid_file*, then add numbers for minutes in C code
+    that never lets another thread of this process run (``sum`` over a
+    range holds the GIL throughout)."""
+    pid_then_sleep(pid_file, 0)
+    return sum(range(10 ** 13))
+
+
 def read_pid(pid_file):
     wait_for(lambda: os.path.exists(pid_file), timeout=60)
     with open(pid_file) as kept:
@@ -316,25 +324,29 @@ def test_kill_ends_the_calls_in_the_workers_at_once_and_no_pool_replaces_it(
 
 
 # A scheduler in a process of its own, running a hard task (with a timeout
-# or not) that leaves its worker's pid in a file, then sleeps.
+# or not) that leaves its worker's pid in a file, then sleeps or holds the GIL.
 _SCHEDULER_WITH_A_HARD_TASK = r"""
 import sys, time
 import pysched_lightning as psl
-from test_processes import pid_then_sleep
+import test_processes
 timeout = float(sys.argv[2]) if sys.argv[2] != "none" else None
 sched = psl.Scheduler()
-sched.delay("once", 0, 1, pid_then_sleep, args=(sys.argv[1], 300), hard=True,
-            timeout=timeout)
+sched.delay("once", 0, 1, getattr(test_processes, sys.argv[3]), args=(sys.argv[1], 300),
+            hard=True, timeout=timeout)
 sched.start()
 time.sleep(300)
 """
 
 
-@pytest.mark.parametrize("timeout", [None, 300], ids=["pool", "own-process"])
-def test_a_hard_task_and_its_pool_processes_die_with_a_sigkilled_scheduler(tmp_path, timeout):
+@pytest.mark.parametrize("timeout, task", [
+    (None, "pid_then_sleep"), (300, "pid_then_sleep"), (None, "pid_then_hold_the_gil"),
+], ids=["pool", "own-process", "holding-the-gil"])
+def test_a_hard_task_and_its_pool_processes_die_with_a_sigkilled_scheduler(
+        tmp_path, timeout, task):
     """SIGKILL while a hard task runs: its worker process, and the pool's
     resource trackers with it, exit within seconds instead of finishing a
-    run whose outcome nobody takes."""
+    run whose outcome nobody takes, even while the task holds the GIL (the
+    worker's own watch thread cannot run then)."""
     import subprocess
     import sys
     here = os.path.dirname(os.path.abspath(__file__))
@@ -342,8 +354,8 @@ def test_a_hard_task_and_its_pool_processes_die_with_a_sigkilled_scheduler(tmp_p
         filter(None, [os.path.dirname(here), here, os.environ.get("PYTHONPATH")])))
     pid_file = str(tmp_path / "worker.pid")
     scheduler = subprocess.Popen(
-        [sys.executable, "-c", _SCHEDULER_WITH_A_HARD_TASK, pid_file, str(timeout).lower()],
-        env=env)
+        [sys.executable, "-c", _SCHEDULER_WITH_A_HARD_TASK, pid_file, str(timeout).lower(),
+         task], env=env)
     children = []
     try:
         worker = read_pid(pid_file)

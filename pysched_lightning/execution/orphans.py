@@ -4,7 +4,9 @@
   the one-call processes of hard tasks with a timeout, and
   ``psl.ProcessPoolExecutor``) watch their parent: a thread of theirs ends
   the process within a second of its parent being gone, killed by SIGKILL
-  included; the pool's resource trackers follow once its workers are gone.
+  included, and on Linux a watchdog process of theirs kills them then,
+  should a call hold their GIL; the pool's resource trackers follow once
+  its workers are gone.
 * Command tasks run in process groups of their own. While some run, a
   guardian process kills their groups, grandchildren included, once this
   process is gone: it reads their ids on a pipe that closes when this
@@ -44,9 +46,46 @@ def exit_with_parent(parent: int, initializer: Optional[Callable[..., Any]] = No
 
     if os.getppid() != parent:  # gone before this worker even started
         os._exit(70)
+    _start_watchdog(parent)
     threading.Thread(target=watch, name="pysched-parent-watch", daemon=True).start()
     if initializer is not None:
         initializer(*initargs)
+
+
+# A worker's watchdog (Linux), for when its watch thread cannot run: a call
+# in C code that holds the worker's GIL for minutes. A process of its own,
+# it kills the worker (argv[2]) once *parent* (argv[1]) is no longer the
+# worker's parent; the parent-death signal kills it when the worker ends.
+_WATCHDOG = r"""
+import os, signal, sys, time
+for name in ("SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT"):
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
+parent, worker, every = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+while True:
+    try:
+        with open("/proc/%d/stat" % worker, "rb") as stat:
+            ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        break
+    if ppid != parent:
+        os.kill(worker, signal.SIGKILL)
+        break
+    time.sleep(every)
+"""
+
+
+def _start_watchdog(parent: int) -> None:
+    """In a worker: start its watchdog process, where there can be one."""
+    preexec = die_with_parent(os.getpid())
+    if preexec is None or not os.path.exists(f"/proc/{os.getpid()}/stat"):
+        return  # the watch thread alone
+    try:
+        subprocess.Popen([sys.executable, "-S", "-I", "-c", _WATCHDOG, str(parent),
+                          str(os.getpid()), str(PARENT_CHECK_SECONDS)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, preexec_fn=preexec)
+    except (OSError, subprocess.SubprocessError):
+        pass  # (no process to spare) the watch thread alone
 
 
 def watching_parent(initializer: Optional[Callable[..., Any]] = None,
