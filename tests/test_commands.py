@@ -299,6 +299,24 @@ def test_a_shell_job_and_its_child_die_with_a_sigkilled_scheduler(tmp_path):
         _kill_leftovers(pids)
 
 
+def test_a_command_dies_with_its_scheduler_by_the_parent_death_signal_alone(tmp_path):
+    """Without its guardian (killed first here; a command's group is told to
+    it only once the program started), a command's leader still dies with
+    the scheduler: the Linux parent-death signal, set before it started."""
+    scheduler, pids = _scheduler_with_a_shell_job(tmp_path)
+    try:
+        guardians = [child for child in psutil.Process(scheduler.pid).children()
+                     if "-S" in child.cmdline() and child.pid not in pids]
+        assert len(guardians) == 1
+        guardians[0].kill()
+        _assert_dies(guardians[0].pid)  # (a zombie: the scheduler does not reap it)
+        scheduler.kill()
+        assert scheduler.wait(10) == -signal.SIGKILL
+        _assert_dies(pids[0])  # the shell (its child is the guardian's to kill)
+    finally:
+        _kill_leftovers(pids)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT], ids=["SIGHUP", "SIGQUIT"])
 def test_a_shell_job_dies_with_a_scheduler_its_terminal_kills(tmp_path, signum):
     """A closed terminal sends SIGHUP (Ctrl-\\ sends SIGQUIT) to the whole
