@@ -133,6 +133,45 @@ def test_serve_kills_a_hard_task_still_running_at_the_end_of_its_grace(tmp_path)
         probe.close()
 
 
+def test_a_sigkilled_service_leaves_no_process_of_a_hard_task_behind(tmp_path):
+    """``pysched serve`` SIGKILLed while a hard task runs for minutes: its
+    worker process and the pool's resource trackers exit within seconds
+    (they finished the task, for nobody, 23 minutes later)."""
+    import psutil
+    from conftest import wait_for
+    from pysched_lightning.remote import Client
+    from test_remote_support import record
+    url = broker()
+    probe = Broker(url)
+    name, client_name = unique("svc"), unique("client")
+    probe.track(f"{name}.requests", f"{name}.replies.{client_name}")
+    service = ServiceProcess(url, name, tmp_path / "s.db", tmp_path / "log")
+    started = tmp_path / "starts" / "slow"
+    children = []
+
+    def gone(process):
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    try:
+        service.start(probe)
+        with Client(client_name, service=name, broker=url, secret=SECRET) as client:
+            client.task(record).set_parameters(hard=True).launch(str(tmp_path), "slow", 600)
+            wait_for(lambda: started.exists() and started.read_text().strip(), 60)
+        children = psutil.Process(service.pid).children(recursive=True)
+        assert int(started.read_text()) in [child.pid for child in children]
+        service.kill()
+        wait_for(lambda: all(gone(child) for child in children), 15)
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.kill()
+        for child in children:
+            if not gone(child):
+                child.kill()
+        probe.close()
+
+
 WITHOUT_PIKA = """
 import sys
 sys.modules["pika"] = None  # as if the 'remote' extra were not installed
