@@ -251,9 +251,9 @@ def test_run_context_callback_is_removed_after_a_normal_run():
 _SCHEDULER_WITH_A_SHELL_JOB = r"""
 import sys, time
 import pysched_lightning as psl
-pids = sys.argv[1]
+pids, then = sys.argv[1], sys.argv[2]
 line = (f"echo $$ > {pids}.tmp; sleep 100 & echo $! >> {pids}.tmp; "
-        f"mv {pids}.tmp {pids}; wait")
+        f"mv {pids}.tmp {pids}; {then}; wait")
 sched = psl.Scheduler()
 sched.delay("once", 0, 1, psl.command(line, shell=True))
 sched.start()
@@ -261,16 +261,21 @@ time.sleep(100)
 """
 
 
-def _scheduler_with_a_shell_job(tmp_path):
+def _with_this_checkout():
+    """The environment of a child process that imports this checkout."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [here, os.environ.get("PYTHONPATH")])))
+
+
+def _scheduler_with_a_shell_job(tmp_path, then=":"):
     """The scheduler's process, in a session (and process group) of its own
     as a terminal's foreground job or a service's main process is, and the
-    pids of the shell and of its grandchild once they run."""
+    pids of the shell and of its grandchild once they run (then the shell
+    runs *then*, and waits)."""
     pids = tmp_path / "pids"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      os.environ.get("PYTHONPATH")])))
-    scheduler = subprocess.Popen([PY, "-c", _SCHEDULER_WITH_A_SHELL_JOB, str(pids)], env=env,
-                                 start_new_session=True)
+    scheduler = subprocess.Popen([PY, "-c", _SCHEDULER_WITH_A_SHELL_JOB, str(pids), then],
+                                 env=_with_this_checkout(), start_new_session=True)
     try:
         _wait_until(pids.exists, 30, "the shell job to start")
     except BaseException:
@@ -297,6 +302,43 @@ def test_a_shell_job_and_its_child_die_with_a_sigkilled_scheduler(tmp_path):
             _assert_dies(pid)
     finally:
         _kill_leftovers(pids)
+
+
+_SCHEDULER_KILLED_BY_ITS_COMMAND = r"""
+import sys, time
+import pysched_lightning as psl
+sched = psl.Scheduler()
+sched.delay("once", 0, 1, psl.command(f"sleep {sys.argv[1]} & kill -9 $PPID; wait",
+                                      shell=True))
+sched.start()
+time.sleep(100)
+"""
+
+
+def test_a_shell_job_that_kills_its_scheduler_at_once_leaves_no_child_behind():
+    """The scheduler dies the moment the command has started a child (the
+    shell SIGKILLs it): the guardian was told of the command's group before
+    the program ran, not after, when the child would have escaped it."""
+    token = f"1000.{os.getpid()}{time.monotonic_ns() % 10 ** 9}"  # sleep's unique argument
+
+    def left():
+        found = []
+        for process in psutil.process_iter(["cmdline", "status"]):
+            if token in " ".join(process.info["cmdline"] or ()) \
+                    and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        return found
+    scheduler = subprocess.Popen([PY, "-c", _SCHEDULER_KILLED_BY_ITS_COMMAND, token],
+                                 env=_with_this_checkout(), start_new_session=True)
+    try:
+        assert scheduler.wait(30) == -signal.SIGKILL
+        _wait_until(lambda: not left(), 10, "the command's processes to die")
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait()
+        for process in left():
+            process.kill()
 
 
 def test_a_command_dies_with_its_scheduler_by_the_parent_death_signal_alone(tmp_path):
