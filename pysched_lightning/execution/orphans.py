@@ -142,8 +142,8 @@ def die_with_parent(parent: int, guardian: Optional[int] = None
 
 
 # The guardian's whole program: it keeps the process groups it is told of,
-# and kills those left once the pipe from its parent closes (or its parent
-# is gone while another process holds the pipe, a fork of it). It must
+# and kills those left once the socket from its parent closes (or its parent
+# is gone while another process holds the socket, a fork of it). It must
 # outlive its parent to do its work, so the signals that may kill that parent
 # with it do not reach it: it runs in a session of its own (out of reach of
 # the terminal's hangup and Ctrl-C, sent to a whole process group), and
@@ -266,17 +266,19 @@ class _Guardian:
         return False
 
     def _end_if_idle(self) -> bool:
-        """End the guardian when nothing is left to watch; True if it ended."""
-        if self._groups or self._pending or self._process is None:
+        """End the guardian when nothing is left to watch; True if none
+        runs now."""
+        if self._groups or self._pending:
             return self._process is None
         process, self._process = self._process, None
         if self._socket is not None:
             self._socket.close()  # its end of the socket reads EOF: it ends
             self._socket = None
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process is not None:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
         return True
 
     def _send(self, line: str) -> None:
