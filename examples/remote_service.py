@@ -5,7 +5,7 @@ shared secret, the same for the service and its clients:
 
     pip install -e '.[remote]'
     export PYSCHED_SECRET=$(python -c "import secrets; print(secrets.token_hex(32))")
-    python examples/remote_service.py        # runs until Ctrl-C
+    python examples/remote_service.py        # runs until Ctrl-C or SIGTERM
     python examples/remote_client.py         # in another shell, same PYSCHED_SECRET
 
 It keeps what it accepts in ./service.db, so a restart loses nothing.
@@ -15,7 +15,9 @@ service.db``.
 """
 import logging
 import os
+import signal
 import sys
+import threading
 
 from pysched_lightning.remote import Service
 
@@ -30,10 +32,17 @@ def main():
                       broker=os.environ.get("PYSCHED_BROKER",
                                             "amqp://guest:guest@localhost:5672/%2F"),
                       store="sqlite:///service.db", secret=secret)
-    try:
-        service.start()  # blocks; Ctrl-C stops it cleanly
-    except KeyboardInterrupt:
-        pass
+    # Ctrl-C, and SIGTERM from `kill` or a service manager, stop it cleanly:
+    # running tasks get 30 s to finish, then they are answered "timeout" (a
+    # hard task's process is killed), and the answers go out before it exits.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    service.start(block=False)
+    while not stop.wait(1.0):
+        if not service.running:  # it stopped itself (its log says why)
+            sys.exit(1)
+    service.stop(timeout=30)
 
 
 if __name__ == "__main__":

@@ -133,14 +133,19 @@ class Closer:
     def _interrupt_running(self) -> None:
         """Shutdown's grace is over: the runs still going end as TIMEOUT (a
         late outcome is dropped), and are told so: cooperative tasks stop,
-        command tasks and hard tasks have their processes killed."""
+        command tasks and hard tasks have their processes killed (the
+        process pools that run hard tasks without a timeout, whole)."""
         st = self._st
         fx = Effects()
         with st.lock:
             now = st.clock.now()
-            for run in st.in_flight():
+            going = st.in_flight()
+            for run in going:
                 st.interrupt(run, now, fx)
-        self._workers.aftermath(fx)
+        try:
+            self._workers.aftermath(fx)
+        finally:
+            self._workers.kill_pools_of(going)
 
     # -- without the lock ---------------------------------------------------------
 

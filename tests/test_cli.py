@@ -286,6 +286,34 @@ def test_interrupted_run_is_recorded(interrupted_run):
     assert [r for r in interrupted_run["log"] if r["run"] == 1]
 
 
+def test_a_shell_job_dies_with_a_sigkilled_pysched_run(tmp_path):
+    """SIGKILL while a job's shell sleeps: the shell and its ``sleep`` die
+    too, not left running under init (a restart would run a second copy)."""
+    import os
+    import psutil
+
+    write_config(tmp_path / "p.ini")
+    pids = tmp_path / "pids"
+    write_job(tmp_path / "jobs" / "1s" / "slow.sh",
+              f'sleep 20 & echo $$ $! > "{pids}.tmp"; mv "{pids}.tmp" "{pids}"; wait')
+    with Daemon(tmp_path, "-c", "p.ini") as daemon:
+        wait_for(pids.exists, 10, POLL)
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    shell, sleep = (int(pid) for pid in pids.read_text().split())
+
+    def gone(pid):
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    try:
+        wait_for(lambda: gone(shell) and gone(sleep), 10, POLL)
+    finally:
+        for pid in (shell, sleep):
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_rescan_picks_up_new_changed_and_removed_scripts(tmp_path, store_of):
     write_config(tmp_path / "p.ini", check=0.01)        # rescan every 0.6 s
     jobs = tmp_path / "jobs"

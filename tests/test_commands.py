@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -242,6 +244,135 @@ def test_run_context_callback_is_removed_after_a_normal_run():
     thread.join(10)
     assert box["result"].exit_code == 0
     assert not ctx._callbacks
+
+
+# A scheduler in a process of its own, running a shell command that starts a
+# grandchild; both write their pids (through a rename), then it waits.
+_SCHEDULER_WITH_A_SHELL_JOB = r"""
+import sys, time
+import pysched_lightning as psl
+pids, then = sys.argv[1], sys.argv[2]
+line = (f"echo $$ > {pids}.tmp; sleep 100 & echo $! >> {pids}.tmp; "
+        f"mv {pids}.tmp {pids}; {then}; wait")
+sched = psl.Scheduler()
+sched.delay("once", 0, 1, psl.command(line, shell=True))
+sched.start()
+time.sleep(100)
+"""
+
+
+def _with_this_checkout():
+    """The environment of a child process that imports this checkout."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [here, os.environ.get("PYTHONPATH")])))
+
+
+def _scheduler_with_a_shell_job(tmp_path, then=":"):
+    """The scheduler's process, in a session (and process group) of its own
+    as a terminal's foreground job or a service's main process is, and the
+    pids of the shell and of its grandchild once they run (then the shell
+    runs *then*, and waits)."""
+    pids = tmp_path / "pids"
+    scheduler = subprocess.Popen([PY, "-c", _SCHEDULER_WITH_A_SHELL_JOB, str(pids), then],
+                                 env=_with_this_checkout(), start_new_session=True)
+    try:
+        _wait_until(pids.exists, 30, "the shell job to start")
+    except BaseException:
+        scheduler.kill()
+        scheduler.wait()
+        raise
+    return scheduler, [int(pid) for pid in pids.read_text().split()]
+
+
+def _kill_leftovers(pids):
+    for pid in pids:
+        if not _dead(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_shell_job_and_its_child_die_with_a_sigkilled_scheduler(tmp_path):
+    """SIGKILL leaves the scheduler no time to act: the guardian kills the
+    command's process group, and the parent-death signal its leader."""
+    scheduler, pids = _scheduler_with_a_shell_job(tmp_path)
+    try:
+        scheduler.kill()
+        assert scheduler.wait(10) == -signal.SIGKILL
+        for pid in pids:
+            _assert_dies(pid)
+    finally:
+        _kill_leftovers(pids)
+
+
+_SCHEDULER_KILLED_BY_ITS_COMMAND = r"""
+import sys, time
+import pysched_lightning as psl
+sched = psl.Scheduler()
+sched.delay("once", 0, 1, psl.command(f"sleep {sys.argv[1]} & kill -9 $PPID; wait",
+                                      shell=True))
+sched.start()
+time.sleep(100)
+"""
+
+
+def test_a_shell_job_that_kills_its_scheduler_at_once_leaves_no_child_behind():
+    """The scheduler dies the moment the command has started a child (the
+    shell SIGKILLs it): the guardian was told of the command's group before
+    the program ran, not after, when the child would have escaped it."""
+    token = f"1000.{os.getpid()}{time.monotonic_ns() % 10 ** 9}"  # sleep's unique argument
+
+    def left():
+        found = []
+        for process in psutil.process_iter(["cmdline", "status"]):
+            if token in " ".join(process.info["cmdline"] or ()) \
+                    and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        return found
+    scheduler = subprocess.Popen([PY, "-c", _SCHEDULER_KILLED_BY_ITS_COMMAND, token],
+                                 env=_with_this_checkout(), start_new_session=True)
+    try:
+        assert scheduler.wait(30) == -signal.SIGKILL
+        _wait_until(lambda: not left(), 10, "the command's processes to die")
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait()
+        for process in left():
+            process.kill()
+
+
+def test_a_command_dies_with_its_scheduler_by_the_parent_death_signal_alone(tmp_path):
+    """Without its guardian (killed first here; a command's group is told to
+    it only once the program started), a command's leader still dies with
+    the scheduler: the Linux parent-death signal, set before it started."""
+    scheduler, pids = _scheduler_with_a_shell_job(tmp_path)
+    try:
+        guardians = [child for child in psutil.Process(scheduler.pid).children()
+                     if "-S" in child.cmdline() and child.pid not in pids]
+        assert len(guardians) == 1
+        guardians[0].kill()
+        _assert_dies(guardians[0].pid)  # (a zombie: the scheduler does not reap it)
+        scheduler.kill()
+        assert scheduler.wait(10) == -signal.SIGKILL
+        _assert_dies(pids[0])  # the shell (its child is the guardian's to kill)
+    finally:
+        _kill_leftovers(pids)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT], ids=["SIGHUP", "SIGQUIT"])
+def test_a_shell_job_dies_with_a_scheduler_its_terminal_kills(tmp_path, signum):
+    """A closed terminal sends SIGHUP (Ctrl-\\ sends SIGQUIT) to the whole
+    foreground process group: it kills the scheduler, and must not kill the
+    guardian with it, which kills the command's group, grandchildren
+    included (they were left running, children of init)."""
+    scheduler, pids = _scheduler_with_a_shell_job(tmp_path)
+    try:
+        os.killpg(scheduler.pid, signum)
+        assert scheduler.wait(10) in (-signum, 128 + signum)
+        for pid in pids:
+            _assert_dies(pid)
+    finally:
+        _kill_leftovers(pids)
 
 
 def test_run_already_timed_out_kills_the_command_at_once():

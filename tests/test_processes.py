@@ -277,6 +277,104 @@ def test_shutdown_leaves_no_worker_process_behind(wait, tmp_path, no_leaked_thre
         pool.submit(pid)
 
 
+def pid_then_sleep(pid_file, seconds):
+    """Leave our pid in *pid_file* (through a rename), then sleep."""
+    with open(pid_file + ".tmp", "w") as out:
+        out.write(str(os.getpid()))
+    os.rename(pid_file + ".tmp", pid_file)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def pid_then_hold_the_gil(pid_file, seconds):
+    """Leave our pid in *pid_file*, then add numbers for minutes in C code
+    that never lets another thread of this process run (``sum`` over a
+    range holds the GIL throughout)."""
+    pid_then_sleep(pid_file, 0)
+    return sum(range(10 ** 13))
+
+
+def read_pid(pid_file):
+    wait_for(lambda: os.path.exists(pid_file), timeout=60)
+    with open(pid_file) as kept:
+        return int(kept.read())
+
+
+@pytest.mark.parametrize("kind", ["loky", "psl", "stdlib"])
+def test_kill_ends_the_calls_in_the_workers_at_once_and_no_pool_replaces_it(
+        kind, tmp_path, no_leaked_threads):
+    """What shutdown does once its grace is over: a call that would sleep for
+    minutes fails at once, its worker is gone, and the pool takes no more."""
+    pool = make_pool(kind)
+    pid_file = str(tmp_path / "worker.pid")
+    call = pool.submit(pid_then_sleep, (pid_file, 300))
+    worker = read_pid(pid_file)
+    try:
+        pool.kill()
+        with pytest.raises(Exception):
+            call.result(timeout=30)
+        pool.shutdown(wait=True)
+        assert process_gone(worker)
+        with pytest.raises(RuntimeError):
+            pool.submit(pid)
+    finally:
+        if not process_gone(worker):
+            os.kill(worker, signal.SIGKILL)
+        pool.shutdown(wait=True)
+
+
+# A scheduler in a process of its own, running a hard task (with a timeout
+# or not) that leaves its worker's pid in a file, then sleeps or holds the GIL.
+_SCHEDULER_WITH_A_HARD_TASK = r"""
+import sys, time
+import pysched_lightning as psl
+import test_processes
+timeout = float(sys.argv[2]) if sys.argv[2] != "none" else None
+sched = psl.Scheduler()
+sched.delay("once", 0, 1, getattr(test_processes, sys.argv[3]), args=(sys.argv[1], 300),
+            hard=True, timeout=timeout)
+sched.start()
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("timeout, task", [
+    (None, "pid_then_sleep"), (300, "pid_then_sleep"), (None, "pid_then_hold_the_gil"),
+], ids=["pool", "own-process", "holding-the-gil"])
+def test_a_hard_task_and_its_pool_processes_die_with_a_sigkilled_scheduler(
+        tmp_path, timeout, task):
+    """SIGKILL while a hard task runs: its worker process, and the pool's
+    resource trackers with it, exit within seconds instead of finishing a
+    run whose outcome nobody takes, even while the task holds the GIL (the
+    worker's own watch thread cannot run then)."""
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [os.path.dirname(here), here, os.environ.get("PYTHONPATH")])))
+    pid_file = str(tmp_path / "worker.pid")
+    scheduler = subprocess.Popen(
+        [sys.executable, "-c", _SCHEDULER_WITH_A_HARD_TASK, pid_file, str(timeout).lower(),
+         task], env=env)
+    children = []
+    try:
+        worker = read_pid(pid_file)
+        children = psutil.Process(scheduler.pid).children(recursive=True)
+        names = " ".join(" ".join(child.cmdline()) for child in children)
+        assert worker in [child.pid for child in children]
+        assert "resource_tracker" in names  # (the ones that lived on, too)
+        scheduler.kill()
+        assert scheduler.wait(10) == -signal.SIGKILL
+        wait_for(lambda: all(process_gone(child.pid) for child in children), timeout=15)
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait()
+        for child in children:
+            if not process_gone(child.pid):
+                child.kill()
+
+
 def test_bad_arguments_are_refused_naming_the_value():
     with pytest.raises(ValueError, match="0"):
         ProcessPool(max_workers=0)

@@ -91,6 +91,87 @@ def test_serve_with_a_secret_file_answers_and_stops_cleanly_on_sigterm(tmp_path)
         probe.close()
 
 
+def test_serve_kills_a_hard_task_still_running_at_the_end_of_its_grace(tmp_path):
+    """``pysched serve --grace 1``, SIGTERM while a hard task without a
+    lifetime sleeps for minutes: its worker process is killed once the
+    second is over (it was left running, and the service with it, until the
+    task ended), the client is answered "timeout", and the service exits."""
+    import psutil
+    from conftest import wait_for
+    from pysched_lightning.remote import Client
+    from test_remote_support import record
+    url = broker()
+    probe = Broker(url)
+    name, client_name = unique("svc"), unique("client")
+    probe.track(f"{name}.requests", f"{name}.replies.{client_name}")
+    service = ServiceProcess(url, name, tmp_path / "s.db", tmp_path / "log", "--grace", "1")
+    started = tmp_path / "starts" / "slow"
+    worker = None
+
+    def gone(pid):
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    try:
+        service.start(probe)
+        with Client(client_name, service=name, broker=url, secret=SECRET) as client:
+            slow = client.task(record).set_parameters(hard=True)
+            message_id = slow.launch(str(tmp_path), "slow", 600)
+            wait_for(lambda: started.exists() and started.read_text().strip(), 60)
+            worker = int(started.read_text())
+            assert service.stop() == 0
+            response = client.sync_await_response(message_id, timeout=30)
+        assert response.status == "timeout"
+        wait_for(lambda: gone(worker), 10)
+        assert f"service {name!r} stopped" in service.log.read_text()
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.kill()
+        if worker is not None and not gone(worker):
+            os.kill(worker, 9)
+        probe.close()
+
+
+def test_a_sigkilled_service_leaves_no_process_of_a_hard_task_behind(tmp_path):
+    """``pysched serve`` SIGKILLed while a hard task runs for minutes: its
+    worker process and the pool's resource trackers exit within seconds
+    (they finished the task, for nobody, 23 minutes later)."""
+    import psutil
+    from conftest import wait_for
+    from pysched_lightning.remote import Client
+    from test_remote_support import record
+    url = broker()
+    probe = Broker(url)
+    name, client_name = unique("svc"), unique("client")
+    probe.track(f"{name}.requests", f"{name}.replies.{client_name}")
+    service = ServiceProcess(url, name, tmp_path / "s.db", tmp_path / "log")
+    started = tmp_path / "starts" / "slow"
+    children = []
+
+    def gone(process):
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    try:
+        service.start(probe)
+        with Client(client_name, service=name, broker=url, secret=SECRET) as client:
+            client.task(record).set_parameters(hard=True).launch(str(tmp_path), "slow", 600)
+            wait_for(lambda: started.exists() and started.read_text().strip(), 60)
+        children = psutil.Process(service.pid).children(recursive=True)
+        assert int(started.read_text()) in [child.pid for child in children]
+        service.kill()
+        wait_for(lambda: all(gone(child) for child in children), 15)
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.kill()
+        for child in children:
+            if not gone(child):
+                child.kill()
+        probe.close()
+
+
 WITHOUT_PIKA = """
 import sys
 sys.modules["pika"] = None  # as if the 'remote' extra were not installed
@@ -153,3 +234,55 @@ def test_serve_insecure_says_so_in_a_warning(tmp_path):
     assert done.returncode == 1  # (no broker there: it says so and exits)
     assert "WARNING" in done.stderr and "runs without a secret (insecure)" in done.stderr
     assert "Connection refused" in done.stderr
+
+
+def test_the_example_service_stops_cleanly_on_sigterm_and_leaves_no_process(tmp_path):
+    """examples/remote_service.py after a hard task ran (its worker process
+    and the pool's resource trackers are up), then SIGTERM, as ``kill`` or a
+    service manager sends: it stops as on Ctrl-C, exit code 0, and every
+    process it started is gone. (It died of the signal, with no clean stop.)"""
+    import signal
+    import psutil
+    from conftest import wait_for
+    from pysched_lightning.remote import Client
+    from test_remote_support import pid
+    url = broker()
+    probe = Broker(url)
+    name, client_name = unique("example"), unique("client")
+    probe.track(f"{name}.requests", f"{name}.replies.{client_name}")
+    path = os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYSCHED_SECRET": SECRET, "PYSCHED_SERVICE": name,
+           "PYSCHED_BROKER": url, "PYTHONPATH": path}
+    log_path = tmp_path / "service.log"
+    started = []
+    with open(log_path, "w") as log:
+        service = subprocess.Popen(
+            [sys.executable, str(HERE.parent / "examples" / "remote_service.py")],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: probe.consumers(f"{name}.requests") > 0 or service.poll() is not None,
+                 30)
+        with Client(client_name, service=name, broker=url, secret=SECRET) as client:
+            in_process = client.task(pid).set_parameters(hard=True)
+            response = client.sync_await_response(in_process.launch(), timeout=60)
+        assert response.status == "completed" and response.result != service.pid
+        started = psutil.Process(service.pid).children(recursive=True)
+        assert response.result in [child.pid for child in started]
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(30) == 0, log_path.read_text()
+
+        def gone(process):
+            try:
+                return process.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+        wait_for(lambda: all(gone(child) for child in started), 10)
+    finally:
+        if service.poll() is None:
+            service.kill()
+        for child in started:
+            if child.is_running():
+                child.kill()
+        probe.close()
+    assert f"service {name!r} stopped" in log_path.read_text()
+

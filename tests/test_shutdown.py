@@ -10,12 +10,16 @@ must act while it waits; ``sched.stopped`` turning True says it has begun.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import signal
 import threading
+import time
 import uuid
 from concurrent.futures import CancelledError
 from typing import Dict, List
 
+import psutil
 import pytest
 
 import pysched_lightning as psl
@@ -325,3 +329,57 @@ def test_shutdown_with_a_timeout_returns_while_a_thread_task_still_runs(gates):
     with pytest.raises(Exception):
         sched.get_result(tid, timeout=0)
     closing.join(SHUTDOWN_DEADLINE)
+
+
+# ---------------------------------------------- hard tasks that outlive the timeout
+
+
+def sleep_in_a_process(pid_file, seconds):
+    """A hard task: leave this process's pid in *pid_file*, then sleep."""
+    with open(pid_file + ".tmp", "w") as out:
+        out.write(str(os.getpid()))
+    os.rename(pid_file + ".tmp", pid_file)
+    time.sleep(seconds)
+    return "too late"
+
+
+def gone(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("pool, timeout", [
+    ("loky", None),      # the scheduler's own pool: no process to kill alone
+    ("stdlib", None),    # a concurrent.futures pool given as process_executor
+    ("loky", 300),       # a timeout of its own: a process of its own, killed alone
+], ids=["own-pool", "given-stdlib-pool", "with-a-timeout"])
+def test_shutdown_kills_a_hard_task_still_running_at_the_end_of_its_timeout(
+        tmp_path, pool, timeout):
+    """``shutdown(wait=True, timeout=1)`` while a hard task sleeps for minutes:
+    at the end of the second its worker process is killed (it was left to
+    finish a run whose result nobody takes, and kept the process from
+    exiting), shutdown returns without waiting for it, and the run is
+    recorded as interrupted, as a thread run is."""
+    pid_file = str(tmp_path / "worker.pid")
+    given = concurrent.futures.ProcessPoolExecutor(1) if pool == "stdlib" else None
+    sched = psl.Scheduler(process_executor=given)
+    sched.start()
+    tid = sched.delay('once', 0, 1, sleep_in_a_process, args=(pid_file, 120), hard=True,
+                      timeout=timeout)
+    worker = None
+    try:
+        wait_for(lambda: os.path.exists(pid_file), timeout=60)
+        with open(pid_file) as kept:
+            worker = int(kept.read())
+        closing = shutdown_in_thread(sched, wait=True, timeout=1)
+        closing.join(TIMEOUT_SHUTDOWN_DEADLINE)
+        assert not closing.is_alive(), "shutdown waits for the hard task"
+        wait_for(lambda: gone(worker), timeout=10)
+        assert sched.get_status(tid) is S.TIMEOUT
+        assert "interrupted: the scheduler shut down" in sched.result[tid].error
+    finally:
+        if worker is not None and not gone(worker):
+            os.kill(worker, signal.SIGKILL)
+        sched.shutdown()

@@ -6,7 +6,7 @@ waits. At a timeout -- its own, or the deadline of the scheduler's run seen
 through a :class:`~pysched_lightning.context.RunContext` -- the whole group
 is sent SIGTERM, then SIGKILL once the leader has exited or after a
 one-second grace, whichever comes first, so grandchildren die with it.
-Nothing started here outlives the call.
+Nothing started here outlives the call, nor this process (see :mod:`.orphans`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import time
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from ..records.context import RunContext
-from .orphans import die_with_parent, guard_group, release_group
+from .orphans import (die_with_parent, guard_group, release_group, reserve_guard,
+                      unreserve_guard)
 
 __all__ = ["GroupOutcome", "run_in_group"]
 
@@ -64,12 +65,7 @@ def run_in_group(args: Union[str, Sequence[str]], *, shell: bool, cwd: Optional[
     readers: List[threading.Thread] = []
     killer: Optional[_GroupKiller] = None
     try:
-        proc = subprocess.Popen(
-            args, shell=shell, cwd=cwd, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=die_with_parent(os.getpid()))
-        guard_group(proc.pid)  # it dies with this process, even by SIGKILL
+        proc = _start(args, shell=shell, cwd=cwd, env=env)  # it dies with this process
         if ctx is not None:  # and if it did not, a restart kills it
             ctx.process_started(proc.pid)
         _log.debug("%s: started, pid %d", name, proc.pid)
@@ -111,6 +107,25 @@ def run_in_group(args: Union[str, Sequence[str]], *, shell: bool, cwd: Optional[
     assert proc is not None and killer is not None
     return GroupOutcome(proc.returncode, out.text(), err.text(),
                         killer.timed_out, killer.own_timeout)
+
+
+def _start(args: Union[str, Sequence[str]], *, shell: bool, cwd: Optional[str],
+           env: Optional[Mapping[str, str]]) -> "subprocess.Popen[bytes]":
+    """Start the program in a new session, under the guardian's watch before
+    it runs: it dies with this process, even by SIGKILL, and so does what
+    it starts, however soon that comes."""
+    guardian = reserve_guard()
+    try:
+        proc = subprocess.Popen(
+            args, shell=shell, cwd=cwd, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid(), guardian))
+    except BaseException:
+        unreserve_guard(guardian)
+        raise
+    guard_group(proc.pid, guardian)
+    return proc
 
 
 class _TailBuffer:

@@ -6,6 +6,8 @@ whole loky or stdlib process pool: every later submit would fail. A
 have reached a worker (with ``WorkerCrashedError``) and sends the others to
 the new pool. ``KillableProcesses`` (in ``killable``) runs each call alone in a
 one-worker pool, so killing it (a timeout) harms nothing else and never waits.
+A ``ProcessPool`` is killed whole, at the end of shutdown's grace, when calls
+still run in it.
 """
 from __future__ import annotations
 
@@ -89,6 +91,10 @@ class ProcessPool:
         #: The broken pools still stopping: their workers and manager threads.
         self._retired: List[Any] = []
         self._closed = False
+        #: Set by kill() (a later shutdown() must not undo it), with the
+        #: thread that kills the pool's workers, for shutdown() to wait for.
+        self._killed = False
+        self._killer: Optional[threading.Thread] = None
 
     @property
     def capacity(self) -> int:
@@ -243,15 +249,54 @@ class ProcessPool:
             self._closed = True
             executor = self._current[0]
             retired, self._retired = self._retired, []
-        executor.shutdown(wait=wait)
+            killed, killer, self._killer = self._killed, self._killer, None
+        _shut(executor, wait, kill=killed)
         for pool in retired:
             _stop_retired(pool, wait)
+        if wait and killer is not None and killer is not threading.current_thread():
+            killer.join(_RETIRED_JOINS * _RETIRED_JOIN_SECONDS)
+
+    def kill(self) -> None:
+        """Stop the pool now, without waiting: its worker processes are
+        killed (grandchildren included, for a loky pool), the calls they run
+        or were sent fail, and no new pool replaces it. For shutdown, once
+        the runs still going have had their grace."""
+        with self._lock:
+            self._closed = True
+            executor = self._current[0]
+            retired = list(self._retired)  # (shutdown() joins their threads)
+            self._killed = True
+            # The pool forgets the thread that kills its workers once told
+            # to stop: kept here for shutdown() to wait for.
+            thread = getattr(executor, "_executor_manager_thread", None)
+            if isinstance(thread, threading.Thread):
+                self._killer = thread
+        _shut(executor, wait=False, kill=True)
+        for pool in retired:
+            _stop_retired(pool, wait=False)
 
     def __enter__(self) -> "ProcessPool":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown(wait=True)
+
+
+def _shut(executor: Any, wait: bool, kill: bool) -> None:
+    """Shut *executor* down; with *kill*, its workers are killed first."""
+    if not kill:
+        executor.shutdown(wait=wait)
+    elif isinstance(executor, loky.ProcessPoolExecutor):
+        # loky fails the calls still pending and kills each worker's process
+        # tree (asked again at every call: a plain shutdown would clear it).
+        executor.shutdown(wait=wait, kill_workers=True)
+    else:  # the standard library's: the calls fail once a worker is gone
+        for process in _processes_of(executor):  # (shutdown forgets them)
+            try:
+                process.kill()
+            except (AttributeError, ValueError, OSError):  # never started, or closed
+                pass
+        executor.shutdown(wait=wait, cancel_futures=True)
 
 
 def _stopping(pool: Any) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import types
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..core.lanes import Mechanism
 from ..core.state import Effects, State, acquire_busy
@@ -173,6 +173,27 @@ class Workers:
         for run in runs:
             guard.call(self._stop, run)
         guard.raise_kept()
+
+    def kill_pools_of(self, runs: List[Run]) -> None:
+        """Shutdown's grace is over and *runs* still go: the process pools
+        that run some of them are killed, workers and all. (A hard run
+        without a timeout has no process of its own to kill, and one worker
+        of a pool cannot be killed alone; the scheduler closes its pools
+        next anyway.)"""
+        st = self._st
+        pools: Dict[int, Any] = {}
+        with st.lock:
+            for run in runs:
+                lane = st.lanes.of(run)
+                if lane.to_processes and run._handle is None:
+                    pools[id(lane.executor)] = lane.executor
+        for pool in pools.values():
+            _log.warning("shutdown: killing the worker processes of a process pool: "
+                         "hard tasks still ran in it after shutdown's timeout")
+            try:
+                pool.kill()
+            except Exception:
+                _log_quietly("killing a process pool's workers failed")
 
     def _stop(self, run: Run) -> None:
         run._mark_timed_out()
