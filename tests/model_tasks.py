@@ -56,13 +56,15 @@ class FutureWatch:
         self.reentry_failed: Optional[str] = None
 
     def __call__(self, future: Any) -> None:
-        self.calls += 1
+        # The outcome first: another thread that sees the call counted
+        # reads it (the invariants, checked while runs go on).
         if future.cancelled():
             self.outcome = "cancelled"
         elif future.exception() is not None:
             self.outcome = "exception"
         else:
             self.outcome = "result"
+        self.calls += 1
         if self.reenter is not None:
             self.reentry_failed = call_back_in_thread(self.reenter)
 
