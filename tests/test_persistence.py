@@ -944,8 +944,8 @@ CHILD_LEAVES_ITS_COMMANDS = textwrap.dedent("""
     # As if what kills a command with its scheduler had failed (the
     # guardian killed too, a platform without a parent-death signal): the
     # commands outlive this process.
-    process_group.die_with_parent = lambda parent: None
-    process_group.guard_group = lambda pgid: None
+    process_group.die_with_parent = lambda *args: None
+    process_group.guard_group = lambda *args: None
     sched = psl.Scheduler(store=sys.argv[1])
     sched.delay('once', 0, 1, psl.command(["sleep", "61.25"]), task_id='once')
     sched.delay('recur', 0.5, 1, psl.command(["sleep", "61.5"]), task_id='every')
