@@ -110,6 +110,18 @@ def pending_events(events):
             return got
 
 
+def process_gone(process) -> bool:
+    """*process* (a pid or a ``psutil.Process``) has ended: gone, or a
+    zombie whose exit status alone is left."""
+    import psutil
+    try:
+        if not isinstance(process, psutil.Process):
+            process = psutil.Process(process)
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.005):
     """Wait until predicate() is truthy, or fail after *timeout* seconds."""
     deadline = time.monotonic() + timeout

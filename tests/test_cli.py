@@ -15,7 +15,7 @@ import pytest
 from cli_support import (POLL, Daemon, logged, pysched, stamp, tasks, write_config,
                          write_job)
 from cli_support import store_of  # noqa: F401  (a fixture)
-from conftest import wait_for
+from conftest import process_gone, wait_for
 from pysched_lightning.cli import (FolderSchedule, parse_folder_name, parse_schedule_file,
                                    retry_policy, scan_jobs)
 from pysched_lightning.cli.config import ConfigError, load_config
@@ -265,18 +265,11 @@ def interrupted_run(tmp_path_factory):
 
 
 def test_sigterm_kills_a_running_job_after_the_grace_period(interrupted_run):
-    import psutil
-
     assert interrupted_run["code"] == 0, interrupted_run["stderr"]
     assert interrupted_run["took"] < 8
     assert "shutdown: interrupting task '1s/slow.sh' run 1" in interrupted_run["stderr"]
 
-    def gone():
-        try:
-            return psutil.Process(interrupted_run["pid"]).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-    wait_for(gone, 5, POLL)
+    wait_for(lambda: process_gone(interrupted_run["pid"]), 5, POLL)
 
 
 def test_interrupted_run_is_recorded(interrupted_run):
@@ -290,7 +283,6 @@ def test_a_shell_job_dies_with_a_sigkilled_pysched_run(tmp_path):
     """SIGKILL while a job's shell sleeps: the shell and its ``sleep`` die
     too, not left running under init (a restart would run a second copy)."""
     import os
-    import psutil
 
     write_config(tmp_path / "p.ini")
     pids = tmp_path / "pids"
@@ -301,16 +293,11 @@ def test_a_shell_job_dies_with_a_sigkilled_pysched_run(tmp_path):
         assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
     shell, sleep = (int(pid) for pid in pids.read_text().split())
 
-    def gone(pid):
-        try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
     try:
-        wait_for(lambda: gone(shell) and gone(sleep), 10, POLL)
+        wait_for(lambda: process_gone(shell) and process_gone(sleep), 10, POLL)
     finally:
         for pid in (shell, sleep):
-            if not gone(pid):
+            if not process_gone(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

@@ -14,6 +14,7 @@ import cloudpickle
 import psutil
 import pytest
 
+from conftest import process_gone
 from pysched_lightning.records.context import RunContext, _set_current_run
 from pysched_lightning.execution.commands import (Command, CommandError, CommandResult,
                                                   CommandTimeout, command)
@@ -32,15 +33,8 @@ def _wait_until(condition, timeout=10.0, what="condition"):
         time.sleep(0.01)
 
 
-def _dead(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _assert_dies(pid, timeout=10.0):
-    _wait_until(lambda: _dead(pid), timeout, f"process {pid} to die")
+    _wait_until(lambda: process_gone(pid), timeout, f"process {pid} to die")
 
 
 def _open_fds():
@@ -202,7 +196,7 @@ def test_run_context_timeout_kills_the_process_group(tmp_path):
     ctx = RunContext("task-1", 1, timeout=5)
     thread, box = _run_in_thread(command(["sh", "-c", line]), ctx)
     grandchild = _read_pid(pid_file)
-    assert not _dead(grandchild)
+    assert not process_gone(grandchild)
     ctx._mark_timed_out()
     thread.join(10)
     assert not thread.is_alive()
@@ -287,7 +281,7 @@ def _scheduler_with_a_shell_job(tmp_path, then=":"):
 
 def _kill_leftovers(pids):
     for pid in pids:
-        if not _dead(pid):
+        if not process_gone(pid):
             os.kill(pid, signal.SIGKILL)
 
 

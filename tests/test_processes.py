@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 import pysched_lightning as psl
-from conftest import wait_for
+from conftest import process_gone, wait_for
 from pysched_lightning.records.errors import WorkerCrashedError
 from pysched_lightning.execution.processes import KillableProcesses, ProcessPool
 
@@ -124,13 +124,6 @@ def make_executor(kind):
 def make_pool(kind):
     executor = make_executor(kind)
     return ProcessPool(max_workers=2) if executor is None else ProcessPool(executor)
-
-
-def process_gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def pool_warnings(caplog):

@@ -96,8 +96,7 @@ def test_serve_kills_a_hard_task_still_running_at_the_end_of_its_grace(tmp_path)
     lifetime sleeps for minutes: its worker process is killed once the
     second is over (it was left running, and the service with it, until the
     task ended), the client is answered "timeout", and the service exits."""
-    import psutil
-    from conftest import wait_for
+    from conftest import process_gone, wait_for
     from pysched_lightning.remote import Client
     from test_remote_support import record
     url = broker()
@@ -108,11 +107,6 @@ def test_serve_kills_a_hard_task_still_running_at_the_end_of_its_grace(tmp_path)
     started = tmp_path / "starts" / "slow"
     worker = None
 
-    def gone(pid):
-        try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
     try:
         service.start(probe)
         with Client(client_name, service=name, broker=url, secret=SECRET) as client:
@@ -123,12 +117,12 @@ def test_serve_kills_a_hard_task_still_running_at_the_end_of_its_grace(tmp_path)
             assert service.stop() == 0
             response = client.sync_await_response(message_id, timeout=30)
         assert response.status == "timeout"
-        wait_for(lambda: gone(worker), 10)
+        wait_for(lambda: process_gone(worker), 10)
         assert f"service {name!r} stopped" in service.log.read_text()
     finally:
         if service.proc is not None and service.proc.poll() is None:
             service.kill()
-        if worker is not None and not gone(worker):
+        if worker is not None and not process_gone(worker):
             os.kill(worker, 9)
         probe.close()
 
@@ -138,7 +132,7 @@ def test_a_sigkilled_service_leaves_no_process_of_a_hard_task_behind(tmp_path):
     worker process and the pool's resource trackers exit within seconds
     (they finished the task, for nobody, 23 minutes later)."""
     import psutil
-    from conftest import wait_for
+    from conftest import process_gone, wait_for
     from pysched_lightning.remote import Client
     from test_remote_support import record
     url = broker()
@@ -149,11 +143,6 @@ def test_a_sigkilled_service_leaves_no_process_of_a_hard_task_behind(tmp_path):
     started = tmp_path / "starts" / "slow"
     children = []
 
-    def gone(process):
-        try:
-            return process.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
     try:
         service.start(probe)
         with Client(client_name, service=name, broker=url, secret=SECRET) as client:
@@ -162,12 +151,12 @@ def test_a_sigkilled_service_leaves_no_process_of_a_hard_task_behind(tmp_path):
         children = psutil.Process(service.pid).children(recursive=True)
         assert int(started.read_text()) in [child.pid for child in children]
         service.kill()
-        wait_for(lambda: all(gone(child) for child in children), 15)
+        wait_for(lambda: all(process_gone(child) for child in children), 15)
     finally:
         if service.proc is not None and service.proc.poll() is None:
             service.kill()
         for child in children:
-            if not gone(child):
+            if not process_gone(child):
                 child.kill()
         probe.close()
 
@@ -243,7 +232,7 @@ def test_the_example_service_stops_cleanly_on_sigterm_and_leaves_no_process(tmp_
     process it started is gone. (It died of the signal, with no clean stop.)"""
     import signal
     import psutil
-    from conftest import wait_for
+    from conftest import process_gone, wait_for
     from pysched_lightning.remote import Client
     from test_remote_support import pid
     url = broker()
@@ -270,13 +259,7 @@ def test_the_example_service_stops_cleanly_on_sigterm_and_leaves_no_process(tmp_
         assert response.result in [child.pid for child in started]
         service.send_signal(signal.SIGTERM)
         assert service.wait(30) == 0, log_path.read_text()
-
-        def gone(process):
-            try:
-                return process.status() == psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                return True
-        wait_for(lambda: all(gone(child) for child in started), 10)
+        wait_for(lambda: all(process_gone(child) for child in started), 10)
     finally:
         if service.poll() is None:
             service.kill()

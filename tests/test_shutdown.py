@@ -19,12 +19,11 @@ import uuid
 from concurrent.futures import CancelledError
 from typing import Dict, List
 
-import psutil
 import pytest
 
 import pysched_lightning as psl
 from pysched_lightning.stores import open_store
-from conftest import pending_events, wait_for
+from conftest import pending_events, process_gone, wait_for
 
 S = psl.TaskStatus
 K = psl.EventKind
@@ -343,13 +342,6 @@ def sleep_in_a_process(pid_file, seconds):
     return "too late"
 
 
-def gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 @pytest.mark.parametrize("pool, timeout", [
     ("loky", None),      # the scheduler's own pool: no process to kill alone
     ("stdlib", None),    # a concurrent.futures pool given as process_executor
@@ -376,10 +368,10 @@ def test_shutdown_kills_a_hard_task_still_running_at_the_end_of_its_timeout(
         closing = shutdown_in_thread(sched, wait=True, timeout=1)
         closing.join(TIMEOUT_SHUTDOWN_DEADLINE)
         assert not closing.is_alive(), "shutdown waits for the hard task"
-        wait_for(lambda: gone(worker), timeout=10)
+        wait_for(lambda: process_gone(worker), timeout=10)
         assert sched.get_status(tid) is S.TIMEOUT
         assert "interrupted: the scheduler shut down" in sched.result[tid].error
     finally:
-        if worker is not None and not gone(worker):
+        if worker is not None and not process_gone(worker):
             os.kill(worker, signal.SIGKILL)
         sched.shutdown()

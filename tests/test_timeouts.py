@@ -7,11 +7,10 @@ import threading
 import time
 import weakref
 
-import psutil
 import pytest
 
 import pysched_lightning as psl
-from conftest import VirtualClock, pending_events, virtual, wait_for
+from conftest import VirtualClock, pending_events, process_gone, virtual, wait_for
 from invariants import runs_going
 
 S = psl.TaskStatus
@@ -39,13 +38,6 @@ def wait_for_file_then_return(path, value):
 
 def pid_of_worker(value):
     return value, os.getpid()
-
-
-def process_gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_hard_task_timeout_kills_its_process_only(tmp_path, no_leaked_threads):
