@@ -22,7 +22,10 @@ POLL = 0.05
 
 
 def _env(**extra):
-    env = dict(os.environ, **extra)
+    # A table's width is the test's to give: a terminal's size, or pytest-xdist's
+    # workers (COLUMNS=80), must not wrap what the command writes to a pipe.
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    env.update(extra)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
