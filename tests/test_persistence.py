@@ -572,6 +572,44 @@ def test_a_retry_pending_at_a_clean_shutdown_runs_after_the_restart(tmp_path, cl
     assert secs(runs[0].started) >= failed_at + 60
 
 
+def hold_until(marker):
+    """Hold a worker until *marker* exists (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_retry_waiting_for_a_worker_at_shutdown_leaves_its_task_suspended(tmp_path):
+    """A one-shot fails; its retry comes due while the only worker is busy,
+    and the scheduler shuts down before the retry gets it. The retry is owed
+    to the restart, so the task reads SUSPENDED, not the failure's ERROR: a
+    ``modify()`` during the shutdown stored that status, and the restart took
+    the failure for one judged by an earlier definition and never retried it
+    (found by the crash torture)."""
+    import concurrent.futures
+    path, release = str(tmp_path / "jobs.db"), str(tmp_path / "release")
+    sched = psl.Scheduler(concurrent.futures.ThreadPoolExecutor(1), store=path)
+    sched.start()
+    try:
+        tid = sched.delay('once', 0, 1, fail_always, retries=2, retry_delay=0.3)
+        wait_for(lambda: [run.status for run in sched.runs(tid)] == [psl.TaskStatus.ERROR])
+        busy = sched.delay('once', 0, 1, hold_until, args=(release,))
+        wait_for(lambda: sched.get_status(busy) is psl.TaskStatus.RUNNING)
+        due = time.monotonic() + 0.5  # the retry comes due and waits for the worker
+        wait_for(lambda: time.monotonic() > due)
+    finally:
+        sched.shutdown(timeout=0.2)
+        write_marker(release, "go")
+    assert sched.get_status(tid) is psl.TaskStatus.SUSPENDED
+    again = psl.Scheduler(store=path)
+    again.start()
+    try:
+        wait_for(lambda: [run.attempt for run in again.runs(tid)
+                          if run.status is psl.TaskStatus.ERROR] == [3, 2, 1])
+    finally:
+        again.shutdown()
+
+
 def test_a_changed_definition_under_a_finished_id_is_owed_none_of_the_old_ones_retries(
         store, clock):
     """A named one-shot fails (no retries) and is re-added with a changed

@@ -350,6 +350,8 @@ class RunLife:
             run._state.ready -= 1  # its heap entry is dead from now on
         missed = status is _MISSED
         record = self.runbook.dropped(run, missed)
+        if self.closing and run.attempt > 1 and not missed and not run._state.canceled:
+            run._state.status = TaskStatus.SUSPENDED  # a restart owes this retry
         self.notify_waiters(run.task_id, fx)
         if not missed:
             return
