@@ -97,7 +97,9 @@ def _range_exits(code: Any) -> FrozenSet[int]:
     or ``finally`` that Python guarantees (a lock taken by ``with`` would
     stay held): a point no real Ctrl-C reaches, so it is not counted. The
     equivalent real point, the end of the body's last call, is its
-    'return' event. (Before 3.11 there is no exception table: no filter.)
+    'return' event. The same holds for the entry of a ``with`` statement's
+    handler, where an exception leaves its body: ``__exit__`` is called
+    next. (Before 3.11 there is no exception table: no filter.)
     """
     exits = _RANGE_EXITS.get(code)
     if exits is None:
@@ -137,6 +139,14 @@ def _find_range_exits(code: Any) -> Set[int]:
                 while nxt is not None and entry.target not in handlers(nxt):
                     found.add(nxt)
                     nxt = following.get(nxt) if nxt in nops else None
+    # A 'with' body left by an exception: its handler calls __exit__ at once
+    # (PUSH_EXC_INFO, WITH_EXCEPT_START). The line event at its entry is no
+    # point a real interrupt reaches either; one raised there skips __exit__.
+    opnames = {ins.offset: ins.opname for ins in instructions}
+    for entry in entries:
+        if opnames.get(entry.target) == "PUSH_EXC_INFO" \
+                and opnames.get(following.get(entry.target, -1)) == "WITH_EXCEPT_START":
+            found.add(entry.target)
     return found
 
 
