@@ -121,13 +121,19 @@ def test_register_adds_the_sub_command_to_a_parser():
         parser.parse_args(["dashboard", "--refresh", "-1"])
 
 
+@contextlib.contextmanager
 def _idle_connections(url, count):
-    """*count* connections to the server at *url* that never send a byte."""
+    """*count* connections to the server at *url* that never send a byte,
+    closed on leaving."""
     host, port = url.split("//")[1].rsplit(":", 1)
     sockets = []
-    for _ in range(count):
-        sockets.append(socket.create_connection((host, int(port)), timeout=10))
-    return sockets
+    try:
+        for _ in range(count):
+            sockets.append(socket.create_connection((host, int(port)), timeout=10))
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _threads(pid):
@@ -137,30 +143,20 @@ def _threads(pid):
 
 def test_sigterm_stops_it_while_idle_connections_are_open(store_path):
     pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
-    with _serving("--store", store_path) as (proc, url):
-        idle = _idle_connections(url, 20)
-        try:
-            assert fetch(url + "/")[0] == 200
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
-        finally:
-            for sock in idle:
-                sock.close()
+    with _serving("--store", store_path) as (proc, url), _idle_connections(url, 20):
+        assert fetch(url + "/")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
 
 
 def test_idle_connections_do_not_pile_up_threads(store_path):
     pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
-    with _serving("--store", store_path) as (proc, url):
-        idle = _idle_connections(url, 300)
-        try:
-            # Accepted in order: once this request is answered, so were the 300 before it.
-            assert fetch(url + "/")[0] == 200
-            assert _threads(proc.pid) <= MAX_CONNECTIONS + 8
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
-        finally:
-            for sock in idle:
-                sock.close()
+    with _serving("--store", store_path) as (proc, url), _idle_connections(url, 300):
+        # Accepted in order: once this request is answered, so were the 300 before it.
+        assert fetch(url + "/")[0] == 200
+        assert _threads(proc.pid) <= MAX_CONNECTIONS + 8
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
 
 
 def test_serving_a_closed_store_leaves_no_wal_or_shm_file(tmp_path):
