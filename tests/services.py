@@ -45,3 +45,42 @@ def require_chromium() -> str:
     if path is None:
         missing("no chromium browser (apt-get install -y chromium)")
     return path
+
+
+POSTGRES = ("127.0.0.1", 5432)
+#: The server's maintenance database: test databases are made and dropped from it.
+POSTGRES_ADMIN_URL = os.environ.get("PYSCHED_TEST_POSTGRES",
+                                    "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def require_postgres() -> str:
+    """The admin URL, once PostgreSQL answers on 127.0.0.1:5432 and psycopg
+    is installed."""
+    require_port(*POSTGRES, "PostgreSQL")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        missing(f"psycopg is not installed ({exc}); pip install '.[postgres]'")
+    return POSTGRES_ADMIN_URL
+
+
+def with_database(admin_url: str, name: str) -> str:
+    """*admin_url* with its database replaced by *name*."""
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Make the empty database *name* (dropped first if a crashed run left
+    it); returns its URL."""
+    import psycopg
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return with_database(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
