@@ -68,7 +68,23 @@ def status(st: State, task_id: str) -> TaskStatus:
     with st.lock:
         if task_id not in st.timetable and task_id not in st.runbook:
             raise KeyError(f"no task with id {task_id!r}")
-        return st.runbook.status_of(task_id, task_id in st.timetable)
+        here = st.runbook.status_of(task_id, task_id in st.timetable)
+    if not st.shared or here is TaskStatus.RUNNING or st.journal is None:
+        return here
+    return _cluster_status(st.journal.store, task_id, here)
+
+
+def _cluster_status(store: Any, task_id: str, here: TaskStatus) -> TaskStatus:
+    """On a shared store, the task's status across the nodes: that of its
+    newest run (running on another node, say), else what the node that ran
+    it last stored."""
+    record = store.task(task_id)
+    if record is None:
+        return here
+    newest = store.runs(task_id, 1)
+    if newest and newest[0]["status"] == TaskStatus.RUNNING:
+        return TaskStatus.RUNNING
+    return TaskStatus(record.status)
 
 
 def runs(st: State, task_id: str, limit: Optional[int]) -> List[Run]:

@@ -23,7 +23,8 @@ from .contrib.dask import as_dask_executor
 from .core import control
 from .core.dispatcher import Dispatcher
 from .core.lanes import Lanes
-from .core.standby import Standby
+from .core.cluster import Cluster
+from .core.standby import Standby, shared_store
 from .core.state import Effects, State, wait_while_busy
 from .define import (build_task, changed_task, check_callable, check_kind, options_of,
                      when_of)
@@ -59,8 +60,10 @@ class Scheduler:
     from an injected ``timefunc``). ``history`` bounds the runs kept per task.
 
     ``store`` keeps tasks and runs across restarts ('sqlite:///jobs.db', a
-    path, or a store object); only one scheduler at a time runs a store's
-    tasks, another one waits as a standby. ``run_log`` is a file (or an
+    path, 'postgresql://...', or a store object). On a SQLite store one
+    scheduler at a time runs the tasks, another one waits as a standby; on
+    a PostgreSQL store every scheduler is active and each run executes on
+    one of them. ``run_log`` is a file (or an
     object with ``write(record)``) that gets one JSON line per finished run.
     """
 
@@ -97,10 +100,14 @@ class Scheduler:
         #: Functions of hard tasks that pickled once: not pickled at every delay().
         self._picklable: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
         self._standby: Optional[Standby] = None
+        self._cluster: Optional[Cluster] = None
         if opened is not None:
             owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
             self._standby = Standby(st, opened, owner, self._apply_changed)
+            st.shared = shared_store(opened)
             st.standby = not self._standby.take()
+            if st.shared:
+                self._cluster = Cluster(st, opened, owner, self._standby, self._workers)
         before = self._standby.wait_to_take_over if st.standby else None  # type: ignore
         self._dispatcher = Dispatcher(st, self._workers,
                                       None if delayfunc is time.sleep else delayfunc, before)
@@ -283,6 +290,8 @@ class Scheduler:
             if not st.standby:  # (a standby's takeover says when it runs)
                 st.running_since = st.clock.now()
         self._dispatcher.start()
+        if self._cluster is not None:
+            self._cluster.start()
         self._emit(EventKind.SCHEDULER_STARTED)
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
@@ -297,6 +306,8 @@ class Scheduler:
         listener: the calling run is not waited for.
         """
         self._closer.shutdown(wait, timeout)
+        if wait and self._cluster is not None:  # (it ends once the store is let go)
+            self._cluster.join(2.0)
 
     def run_forever(self) -> None:
         """Start, then block until SIGINT or SIGTERM (in the main thread) or

@@ -170,7 +170,7 @@ def _following(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]
     if following is None:
         return None
     nxt = task.at(following - offset, next(st.seq))
-    if st.journal is not None:
+    if st.journal is not None and not st.shared:  # (shared: the node that runs it writes it)
         st.journal.task_changed(task.id, next_run=nxt.time + slot_offset(nxt, st.offset))
     return nxt
 

@@ -29,6 +29,7 @@ class HandOver(RunLife):
 
     if TYPE_CHECKING:  # pragma: no cover - set by State
         handing: Set[Run]
+        shared: bool
 
     def handed(self, run: Run, ours: bool) -> None:
         """*run* is being handed to its executor (once: see ``Workers.submit``);
@@ -103,7 +104,10 @@ class HandOver(RunLife):
         lane = self.lanes.of(run)
         self._returned(run, fx)
         claim = run._claim
-        reason = getattr(claim, "reason", None) or REFUSED
+        reason = getattr(claim, "reason", None)
         run._phase, run.status = _DUE, TaskStatus.SUSPENDED  # it never ran
-        self.drop(run, _MISSED, reason, now, fx, 0.0, recorded=False)
+        if self.shared and reason is None:  # another node claimed it first: it runs there
+            self.ran_elsewhere(run, now, fx)
+        else:
+            self.drop(run, _MISSED, reason or REFUSED, now, fx, 0.0, recorded=False)
         return self._next_for(run, lane, now, fx, pull)

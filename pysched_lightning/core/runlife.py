@@ -16,9 +16,9 @@ task whose last run is over) is ``TaskLife``'s, in ``tasklife.py``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from ..durability.encoding import slot_of
+from ..durability.encoding import slot_of, slot_offset
 from ..records.events import EventKind
 from ..records.runs import Phase, Run, TaskStatus
 from .effects import Effects
@@ -30,7 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover - the attributes State gives the mixin
     from .runbook import RunBook
     from .timetable import Timetable
 
-__all__ = ["RunLife"]
+__all__ = ["RunLife", "RAN_ELSEWHERE"]
+
+#: Why a run of a shared store did not execute here: another node claimed it.
+RAN_ELSEWHERE = "another scheduler of the shared store claimed it first"
 
 # Members read on every run, bound once: on Python 3.11 reading an attribute
 # of an Enum class goes through EnumType.__getattr__, several times slower.
@@ -66,6 +69,7 @@ class RunLife:
         seq: Any
         paused: bool
         closing: bool
+        shared: bool
         listening: bool
         waiters: Any
         wakeup: Any
@@ -79,6 +83,8 @@ class RunLife:
         def _after_final(self, run: Run, status: TaskStatus, now: float,
                          fx: Effects) -> None: ...
         def _log_failure(self, run: Run, status: TaskStatus, fx: Effects) -> None: ...
+        def retire_if_over(self, task_id: str, now: float, fx: Effects,
+                           stored: bool = True) -> None: ...
 
     # -- due -> waiting or started ------------------------------------------------
 
@@ -312,10 +318,22 @@ class RunLife:
         if journal is not None:
             state = run._state
             journal.task_changed(run.task_id, runs=state.runs, missed=state.missed,
-                                 status=int(state.status))
+                                 status=int(state.status), **self._next_run(run.task_id))
         if self.listening:
             self.event(fx, _EVENT_OF_STATUS[status], run.task_id, run)
         self._after_final(run, status, now, fx)
+
+    def _next_run(self, task_id: str) -> Dict[str, float]:
+        """On a shared store, the task's next due time, written with the end
+        of a run by the node that ran it (the other nodes fire the same
+        occurrences, and write nothing of those they did not run)."""
+        if not self.shared:
+            return {}
+        task = self.timetable.get(task_id)
+        due = self.timetable.next_time(task_id)
+        if task is None or due is None:
+            return {}
+        return {"next_run": due + slot_offset(task, self.offset)}
 
     def _write_soon(self, now: float, fx: Effects) -> None:
         """Writes were noted: flushed by the dispatcher after a short linger,
@@ -327,6 +345,22 @@ class RunLife:
             self.write_soon(now)
 
     # -- runs that do not execute ------------------------------------------------------
+
+    def ran_elsewhere(self, run: Run, now: float, fx: Effects) -> None:
+        """Another node of a shared store claimed *run*'s slot first (DUE ->
+        DROPPED): it runs there, so here it is neither a run nor a skip, and
+        a one-shot is over here too. The node that runs it writes the task's
+        state; this one writes nothing."""
+        if run._phase is not _DUE:
+            return
+        run.status, run.reason, run._t_finished = _CANCELED, RAN_ELSEWHERE, now
+        run._phase = _DROPPED
+        if run._owns_future:
+            fx.resolve(run)
+        self.runbook.dropped(run, False)
+        self.notify_waiters(run.task_id, fx)
+        if self.timetable.has_fired_last(run.task_id):
+            self.retire_if_over(run.task_id, now, fx, stored=False)
 
     def drop(self, run: Run, status: TaskStatus, reason: str, now: float, fx: Effects,
              lateness: Optional[float] = None, recorded: bool = True) -> None:

@@ -25,11 +25,12 @@ from ..records.runs import FINAL, Run, TaskStatus
 from ..records.task import Task
 from ..records.validation import check_kwargs
 from ..timing.triggers import CronTrigger, OnceTrigger, RecurTrigger
-from .recovery import RECOVERY_ROWS, Recovery, recover, skipped_retry
+from .recovery import RECOVERY_ROWS, Recovery, RetryOwed, recover, skipped_retry
 from .state import State
 from .timetable import Extra
 
-__all__ = ["Standby", "same_record"]
+__all__ = ["Standby", "same_record", "shared_store", "log_interrupted", "owe_retries",
+           "task_from_record"]
 
 _log = logging.getLogger("pysched_lightning")
 
@@ -103,41 +104,63 @@ class Standby:
         """Schedule the stored tasks (a slot missed while down is due now),
         with what each is owed (see ``recovery``)."""
         store, st = self._store, self._st
-        _end_leftovers(store)
-        interrupted = [dict(row, status=INTERRUPTED, error=INTERRUPTED_ERROR)
-                       for row in store.runs(statuses=(RUNNING,))]
-        store.mark_interrupted()
-        for row in interrupted:
-            _log.warning("task %r run %s attempt %s was interrupted: it was running when the "
-                         "last scheduler stopped; it counts as a failed attempt",
-                         row["task_id"], row.get("run"), row.get("attempt"))
-        if interrupted and st.journal is not None:
-            st.journal.log_only(interrupted)
+        if shared_store(store):  # the other nodes' runs go on: only dead nodes' stopped
+            interrupted = store.reap()
+        else:
+            _end_leftovers(store)
+            interrupted = [dict(row, status=INTERRUPTED, error=INTERRUPTED_ERROR)
+                           for row in store.runs(statuses=(RUNNING,))]
+            store.mark_interrupted()
+        log_interrupted(st, interrupted, "the scheduler running it stopped")
         for record in store.load_tasks():
-            try:
-                rows = store.runs(record.id, limit=RECOVERY_ROWS)
-                task = _passing_again(_task_from_record(record, st, next(st.seq)), rows,
-                                      st.clock.wall())
-                recurring = not isinstance(task.schedule, (OnceTrigger, type(None)))
-                following = _following(st, task) if recurring else None
-                when = task.when
-                owed = recover(record, rows, task.options, following, st.clock.wall(),
-                               lambda wall: slot_named(wall, when))
-                for retry in owed.dropped:  # (a later restart owes them no more)
-                    store.finish_run(skipped_retry(record, retry))
-                if owed.status is not None and owed.status != record.status:
-                    store.update_task(record.id, status=owed.status)  # (runs get purged)
-                latest = _latest_run(rows, record, owed, task)
-            except Exception:
-                _log.exception("stored task %r cannot be loaded; it stays in the store "
-                               "untouched", record.id)
-                continue
-            with st.lock:
-                scheduled = _schedule_loaded(st, task, record, owed, latest)
-            if scheduled:
-                _log.info("loaded task %r, next run at %s", task.id,
-                          _dt.datetime.fromtimestamp(owed.next_run or 0.0, _dt.timezone.utc)
-                          .isoformat(timespec="seconds"))
+            self.load_one(record)
+
+    def load_one(self, record: TaskRecord) -> bool:
+        """Schedule the stored task *record*, with what it is owed; False
+        when it is not scheduled (over already, known here, or it cannot be
+        loaded: logged, and the record stays in the store untouched)."""
+        store, st = self._store, self._st
+        try:
+            rows = store.runs(record.id, limit=RECOVERY_ROWS)
+            task = _passing_again(task_from_record(record, st, next(st.seq)), rows,
+                                  st.clock.wall())
+            recurring = not isinstance(task.schedule, (OnceTrigger, type(None)))
+            following = _following(st, task) if recurring else None
+            when = task.when
+            owed = recover(record, rows, task.options, following, st.clock.wall(),
+                           lambda wall: slot_named(wall, when))
+            for retry in owed.dropped:  # (a later restart owes them no more)
+                store.finish_run(skipped_retry(record, retry))
+            if owed.status is not None and owed.status != record.status:
+                store.update_task(record.id, status=owed.status)  # (runs get purged)
+            latest = _latest_run(rows, record, owed, task)
+        except Exception:
+            _log.exception("stored task %r cannot be loaded; it stays in the store "
+                           "untouched", record.id)
+            return False
+        with st.lock:
+            scheduled = _schedule_loaded(st, task, record, owed, latest)
+        if scheduled:
+            _log.info("loaded task %r, next run at %s", task.id,
+                      _dt.datetime.fromtimestamp(owed.next_run or 0.0, _dt.timezone.utc)
+                      .isoformat(timespec="seconds"))
+        return scheduled
+
+
+def shared_store(store: Any) -> bool:
+    """True for a store that several active schedulers share (it tells
+    them of each other's changes and leases)."""
+    return callable(getattr(store, "changes_since", None))
+
+
+def log_interrupted(st: State, rows: List[Dict[str, Any]], why: str) -> None:
+    """Runs found interrupted: a warning each, and their records for the run log."""
+    for row in rows:
+        _log.warning("task %r run %s attempt %s was interrupted: %s during the run; "
+                     "it counts as a failed attempt", row["task_id"], row.get("run"),
+                     row.get("attempt"), why)
+    if rows and st.journal is not None:
+        st.journal.log_only(rows)
 
 
 def _end_leftovers(store: Any) -> None:
@@ -166,8 +189,7 @@ def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,
     if task.id in st.timetable or task.id in st.runbook:
         return False
     status = TaskStatus(record.status if owed.status is None else owed.status)
-    state = st.runbook.load(task.id, owed.runs, record.missed, status, bool(record.paused),
-                            latest)
+    st.runbook.load(task.id, owed.runs, record.missed, status, bool(record.paused), latest)
     if owed.next_run is None and not owed.retries:
         st.runbook.retire(task, record.updated - st.offset)
         if record.next_run is not None and st.journal is not None:
@@ -179,13 +201,19 @@ def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,
         st.timetable.add(task.at(owed.next_run - st.offset, task.seq))
     else:
         st.timetable.add(task)
-    for retry in owed.retries:
+    owe_retries(st, task, owed.retries)
+    return True
+
+
+def owe_retries(st: State, task: Task, retries: List[RetryOwed]) -> None:
+    """With the lock held: the scheduled *task* is owed these retries."""
+    state = st.runbook.state(task.id)
+    for retry in retries:
         state.owed += 1
         st.timetable.push_extra(Extra(retry.wall_time - st.offset, task.priority, next(st.seq),
                                       task.id, retry.attempt, retry.number, "retry",
                                       retry.slot, st.timetable.generation(task.id)))
     st.wakeup.notify()
-    return True
 
 
 def _passing_again(task: Task, rows: List[Dict[str, Any]], wall_now: float) -> Task:
@@ -221,7 +249,7 @@ def _following(st: State, task: Task) -> Callable[[float], Optional[float]]:
     return following
 
 
-def _task_from_record(record: TaskRecord, st: State, seq: int) -> Task:
+def task_from_record(record: TaskRecord, st: State, seq: int) -> Task:
     fn = load_function(record)
     args, kwargs = load_args(record)
     schedule = load_schedule(record)

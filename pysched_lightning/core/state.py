@@ -78,6 +78,9 @@ class State(TaskLife, HandOver):
         self.running_since = math.inf
         #: True while a standby waits for the store: tasks are stored only.
         self.standby = False
+        #: True with a store that several active schedulers share: a claim
+        #: the store refuses was won by another node, which runs it.
+        self.shared = False
         #: Whether anybody listens for events (else none are built), and to
         #: which kinds (events of others are not built either).
         self.listening = False

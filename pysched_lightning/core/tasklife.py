@@ -102,9 +102,11 @@ class TaskLife(RunLife):
                 self._fail_dependents(task_id, fx)
         self.retire_if_over(task_id, now, fx)
 
-    def retire_if_over(self, task_id: str, now: float, fx: Effects) -> None:
+    def retire_if_over(self, task_id: str, now: float, fx: Effects,
+                       stored: bool = True) -> None:
         """A task whose last occurrence fired, with no run live, none owed and
-        none parked, leaves the timetable (it stays queryable until purged)."""
+        none parked, leaves the timetable (it stays queryable until purged).
+        Not *stored*: its end is another node's to write."""
         state = self.runbook.get(task_id)
         if state is not None and (state.live or state.owed):
             return
@@ -113,7 +115,7 @@ class TaskLife(RunLife):
             return
         state = state or self.runbook.state(task_id)
         self.runbook.retire(task, now, state)
-        if self.journal is not None:
+        if self.journal is not None and stored:
             self.journal.task_finished(task_id, int(state.status))
         if self.listening:
             self.event(fx, EventKind.REMOVED, task_id)

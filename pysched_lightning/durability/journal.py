@@ -34,7 +34,7 @@ from .encoding import run_record
 from .feed import RunLogFeed
 from .leftovers import keep_process
 
-__all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim"]
+__all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim", "decide_all"]
 
 #: The most writes a flush commits in one transaction.
 _WRITES_PER_COMMIT = 16
@@ -107,6 +107,19 @@ class Claim:
             self.granted, self.reason = False, reason
 
 
+def decide_all(claim_runs: Callable[[List[Tuple[Any, ...]]], List[bool]],
+               claims: List[Claim]) -> None:
+    """Decide *claims* with one ``claim_runs`` call (a write tried again
+    keeps each claim's first answer)."""
+    answers = claim_runs([(claim.task_id, claim.slot, claim.attempt, claim.run,
+                           claim.name if claim.name is not None else claim.task_id,
+                           claim.scheduled, claim.started) for claim in claims])
+    for claim, granted in zip(claims, answers):
+        if claim.granted is None:
+            claim.granted = bool(granted)
+        claim._source = None
+
+
 def EarlyClaim(task_id: str, slot: str, name: str, wall_time: float) -> Claim:
     """The claim of a new task's first run, written with the task itself."""
     return Claim(task_id, slot, 1, 1, name, wall_time, wall_time)
@@ -128,6 +141,11 @@ class Journal:
         #: Records waiting for the run log.
         self._feed = RunLogFeed(run_log)
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` is done with the store (read with the state lock)."""
+        return self._closed
 
     # -- noted with the state lock held ------------------------------------
 
@@ -262,8 +280,9 @@ class Journal:
         """Commit *writes* in short transactions (a delay() storing a new task
         never waits long behind a backlog of records); returns the failures."""
         failures: List[Tuple[Write, BaseException]] = []
-        for start in range(0, len(writes), _WRITES_PER_COMMIT):
-            failures.extend(self._commit_together(writes[start:start + _WRITES_PER_COMMIT]))
+        size = getattr(self.store, "writes_per_commit", _WRITES_PER_COMMIT)
+        for start in range(0, len(writes), size):
+            failures.extend(self._commit_together(writes[start:start + size]))
         return failures
 
     def _commit_together(self, writes: List[Write]) -> List[Tuple[Write, BaseException]]:
@@ -272,7 +291,7 @@ class Journal:
         steps = [(write, self._step(write)) for write in writes]
         try:
             with self.store.batch():
-                for _, step in steps:
+                for step in self._together(writes, steps):
                     step()
             return []
         except Exception as exc:
@@ -291,6 +310,23 @@ class Journal:
         if len(steps) > 1:
             failures.insert(0, (Write(WriteKind.UPDATE, None), first))
         return failures
+
+    def _together(self, writes: List[Write],
+                  steps: List[Tuple[Write, Callable[[], None]]]) -> List[Callable[[], None]]:
+        """The steps of one transaction: a store that claims many runs in
+        one statement (``claim_runs``) gets the claims together, where the
+        first of them was."""
+        claims = [write.target for write in writes if write.kind is WriteKind.CLAIM]
+        claim_runs = getattr(self.store, "claim_runs", None) if len(claims) > 1 else None
+        if claim_runs is None:
+            return [step for _, step in steps]
+        together: List[Callable[[], None]] = []
+        for write, step in steps:
+            if write.kind is not WriteKind.CLAIM:
+                together.append(step)
+            elif write.target is claims[0]:
+                together.append(functools.partial(decide_all, claim_runs, claims))
+        return together
 
     def _step(self, write: Write) -> Callable[[], None]:
         """The store call for *write* (its arguments are built already)."""
