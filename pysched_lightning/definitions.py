@@ -44,6 +44,11 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
     journal = st.journal
     store = journal.store if journal is not None else None
     record = _record(st, task) if store is not None else None  # refused here if unstorable
+    inserted: Optional[bool] = False
+    if st.shared and not fresh_id:
+        inserted = _add_shared(st, standby, task, record)
+        if inserted is None:
+            return task.id
     while True:
         old: Optional[Task] = None
         early: Optional[Claim] = None
@@ -63,7 +68,7 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             # a named id may have runs of an earlier definition (a replaced, a
             # finished or a canceled one): the new one may run their slots, and
             # is owed none of their retries
-            aside = None if fresh_id else EVERY_SLOT
+            aside = None if fresh_id or inserted else EVERY_SLOT
             fx = Effects()
             try:
                 write = _store(st, task, record, early, fresh_id, aside) if not same else None
@@ -107,6 +112,28 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                 _interrupted_between(st, workers, task, old, write, settled, early,
                                      fresh_id and record is not None, exc)
             raise
+
+
+def _add_shared(st: State, standby: Any, task: Task, record: Any) -> Optional[bool]:
+    """On a shared store, a named task this node does not know yet may
+    have been added by another node (every node runs the same start-up
+    code, at the same moment): it is stored only if its id is free, and
+    the same definition stored already is followed as stored (its due
+    time is the first node's: each node's "in 10 s" differs). None when
+    this node now follows the stored task; True when it stored the task
+    (no earlier definition's runs to set aside: none was stored); False
+    to add it as usual."""
+    with st.lock:
+        if control.existing(st, task.id) is not None:
+            return False
+    store = st.journal.store if st.journal is not None else None
+    if store is None or store.save_task(record, replace=False):
+        return True
+    stored = store.task(task.id)
+    if stored is None or not same_record(stored, record):
+        return False  # gone meanwhile, or changed: this definition replaces it
+    standby.load_one(stored)
+    return None
 
 
 def _interrupted_between(st: State, workers: Any, task: Task, old: Optional[Task],

@@ -192,14 +192,15 @@ class RunBook:
         if blocked is not None and run in blocked:
             blocked.remove(run)
 
-    def dropped(self, run: Run, missed: bool) -> Run:
+    def dropped(self, run: Run, missed: bool, numbered: bool = False) -> Run:
         """*run* will not execute: the task's latest is the run before it
         again. A missed run is counted: returns the record to write (see
-        :meth:`_missed`)."""
+        :meth:`_missed`). A *numbered* one keeps its run number used (it
+        runs on another node of a shared store)."""
         state = run._state
         state.live -= 1
         if state.latest is run:
-            self._forget(run, state)
+            self._forget(run, state, numbered)
         if not missed:
             return run
         return self._missed(state, run, 1)
@@ -229,10 +230,10 @@ class RunBook:
             state.history.append(run)
         return run
 
-    def _forget(self, run: Run, state: TaskState) -> None:
+    def _forget(self, run: Run, state: TaskState, numbered: bool = False) -> None:
         previous = run._previous
         state.latest = previous
-        if run.attempt == 1 and state.runs == run.run_number:
+        if run.attempt == 1 and state.runs == run.run_number and not numbered:
             state.runs -= 1
         if previous is None:
             self._results.pop(run.task_id, None)

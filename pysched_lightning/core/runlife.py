@@ -357,7 +357,7 @@ class RunLife:
         run._phase = _DROPPED
         if run._owns_future:
             fx.resolve(run)
-        self.runbook.dropped(run, False)
+        self.runbook.dropped(run, False, numbered=True)
         self.notify_waiters(run.task_id, fx)
         if self.timetable.has_fired_last(run.task_id):
             self.retire_if_over(run.task_id, now, fx, stored=False)
