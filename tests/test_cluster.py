@@ -1,0 +1,256 @@
+"""Several schedulers on one PostgreSQL store, all active: each slot runs on
+exactly one node, nothing is lost when one dies, a node cut from the
+database records nothing over the node that took its runs over, and a
+change made on one node applies on all. Nodes are processes of their own
+(``cluster_node.py``); the oracle is the file their runs append to."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import pysched_lightning as psl
+from cluster_support import Nodes, Proxy, duplicates
+from conftest import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+INTERRUPTED = int(psl.TaskStatus.INTERRUPTED)
+COMPLETED = int(psl.TaskStatus.COMPLETED)
+
+
+@pytest.fixture
+def nodes(postgres_url, tmp_path):
+    cluster = Nodes(postgres_url, tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def store_of(url, **kwargs):
+    from pysched_lightning.durability.stores.postgres import PostgresStore
+    return PostgresStore(url, **kwargs)
+
+
+def recurring(tid, every, **options):
+    return {"id": tid, "trigger": "recur", "interval": every, "fn": "tick", "options": options}
+
+
+def once(tid, after, fn="tick", args=(), **options):
+    return {"id": tid, "trigger": "once", "interval": after, "fn": fn, "args": list(args),
+            "options": options}
+
+
+def test_three_nodes_run_every_slot_once_and_lose_none(nodes, postgres_url):
+    beats = [recurring(f"beat-{i}", 0.1) for i in range(4)]
+    for n in range(3):
+        shots = [once(f"shot-{n}-{k}", 0.02 * k) for k in range(40)]
+        nodes.start(f"n{n}", beats + shots)
+    shots = {f"shot-{n}-{k}" for n in range(3) for k in range(40)}
+    wait_for(lambda: shots <= {e["tid"] for e in nodes.runs()}, 60)
+    wait_for(lambda: all(len(nodes.runs(f"beat-{i}")) >= 20 for i in range(4)), 60)
+    for n in range(3):
+        nodes.stop(f"n{n}")
+    runs = nodes.runs()
+    assert duplicates(runs) == []
+    assert sorted(e["tid"] for e in runs if e["tid"].startswith("shot-")) == sorted(shots)
+    assert len({e["node"] for e in runs}) > 1  # the work was shared
+    store = store_of(postgres_url)
+    try:
+        for i in range(4):
+            tid = f"beat-{i}"
+            rows = store.runs(tid)
+            ran = sorted(e["scheduled"] for e in runs if e["tid"] == tid)
+            assert sorted(round(r["scheduled"], 3) for r in rows
+                          if r["status"] == COMPLETED) == ran
+            skipped = sum(r.get("count") or 1 for r in rows
+                          if r["status"] == int(psl.TaskStatus.MISSED))
+            slots = round((ran[-1] - ran[0]) / 0.1) + 1  # the grid from first to last
+            assert len(ran) + skipped >= slots, (tid, len(ran), skipped, slots)
+            assert not [r for r in rows if r["status"] == INTERRUPTED]
+    finally:
+        store.close()
+
+
+def test_a_recurring_task_goes_on_after_its_node_is_killed(nodes):
+    beat = recurring("beat", 0.2)
+    nodes.start("a", [beat])
+    nodes.start("b", [beat])
+    wait_for(lambda: len(nodes.runs("beat")) >= 5, 30)
+    runner = nodes.runs("beat")[-1]["node"]
+    survivor = "b" if runner == "a" else "a"
+    nodes.kill(runner)
+    killed_at = time.time()
+    wait_for(lambda: len([e for e in nodes.runs("beat")
+                          if e["node"] == survivor and e["scheduled"] > killed_at]) >= 5, 60)
+    assert duplicates(nodes.runs()) == []
+
+
+def test_runs_in_flight_on_a_killed_node_are_interrupted_and_retried_as_asked(
+        nodes, postgres_url):
+    work = [once("retried", 0, "slow", [60], retries=1, retry_delay=0),
+            once("once-only", 0, "slow", [60])]
+    nodes.start("a", work)
+    wait_for(lambda: len(nodes.runs(event="start")) == 2, 30)
+    nodes.start("b", work)
+    nodes.kill("a")
+    store = store_of(postgres_url)
+    try:
+        def attempts(tid):
+            return {r["attempt"]: r for r in store.runs(tid)}
+        wait_for(lambda: attempts("retried").get(1, {}).get("status") == INTERRUPTED
+                 and attempts("once-only").get(1, {}).get("status") == INTERRUPTED, 60)
+        wait_for(lambda: [e["node"] for e in nodes.runs("retried", "start")
+                          if e["attempt"] == 2] == ["b"], 60)
+        assert [e["attempt"] for e in nodes.runs("once-only", "start")] == [1]
+        assert nodes.runs("once-only", "start")[0]["node"] == "a"
+        assert psl.TaskStatus(attempts("once-only")[1]["status"]) is \
+            psl.TaskStatus.INTERRUPTED
+    finally:
+        store.close()
+
+
+def test_a_node_cut_from_the_database_records_nothing_over_the_node_that_took_over(
+        nodes, postgres_url):
+    """Fencing: node a, behind a proxy, runs a task; the proxy cuts it off;
+    b reaps a's lease and runs the retry; when a's connection comes back,
+    its late outcome is refused and it starts nothing more of that task."""
+    proxy = Proxy(("127.0.0.1", 5432))
+    try:
+        work = [once("fenced", 0, "slow", [3], retries=1, retry_delay=0)]
+        nodes.start("a", work, store=proxy.url(postgres_url))
+        wait_for(lambda: nodes.runs("fenced", "start"), 30)
+        nodes.start("b", work)
+        proxy.cut()
+        wait_for(lambda: any(e["node"] == "b" and e["attempt"] == 2
+                             for e in nodes.runs("fenced", "end")), 60)
+        wait_for(lambda: any(e["node"] == "a" for e in nodes.runs("fenced", "end")), 30)
+        proxy.restore()
+        wait_for(lambda: "lease expired" in nodes.stderr("a"), 60)
+        store = store_of(postgres_url)
+        try:
+            rows = {r["attempt"]: r for r in store.runs("fenced")}
+            assert rows[1]["status"] == INTERRUPTED  # not a's late COMPLETED
+            assert rows[2]["status"] == COMPLETED
+        finally:
+            store.close()
+        starts = [(e["node"], e["attempt"]) for e in nodes.runs("fenced", "start")]
+        assert starts == [("a", 1), ("b", 2)]
+    finally:
+        proxy.close()
+
+
+def test_nodes_whose_clocks_differ_share_the_work_without_losing_their_leases(
+        nodes, postgres_url):
+    beat = recurring("beat", 0.1)
+    nodes.start("a", [beat])
+    nodes.start("b", [beat], wall_shift=7.0)  # its wall clock is 7 s ahead
+    wait_for(lambda: len(nodes.runs("beat")) >= 30, 60)
+    nodes.stop("a")
+    nodes.stop("b")
+    assert duplicates(nodes.runs()) == []
+    assert "lease expired" not in nodes.stderr("a") + nodes.stderr("b")
+    store = store_of(postgres_url)
+    try:
+        assert not [r for r in store.runs("beat") if r["status"] == INTERRUPTED]
+    finally:
+        store.close()
+
+
+def test_pause_resume_and_cancel_on_one_node_apply_to_a_task_added_on_another(
+        nodes, postgres_url):
+    nodes.start("a", [recurring("beat", 0.1)])
+    with psl.Scheduler(store=store_of(postgres_url, lease=1.0)) as here:
+        wait_for(lambda: "beat" in here.task, 10)
+        wait_for(lambda: len(here.runs("beat")) >= 3, 30)
+        assert here.next_run_times("beat", 1)
+        here.pause("beat")
+        paused_at = time.time()
+        time.sleep(1.0)  # a window in which nothing may start
+        assert not [e for e in nodes.runs("beat") if e["scheduled"] > paused_at + 0.5]
+        here.resume("beat")
+        resumed_at = time.time()
+        wait_for(lambda: [e for e in nodes.runs("beat") if e["scheduled"] > resumed_at], 30)
+        here.cancel("beat")
+        canceled_at = time.time()
+        time.sleep(1.0)
+        assert not [e for e in nodes.runs("beat") if e["scheduled"] > canceled_at + 0.5]
+        assert here.store.task("beat") is None
+
+
+def test_a_task_added_on_one_node_is_seen_and_run_by_the_others(nodes, postgres_url):
+    nodes.start("a", [])
+    with psl.Scheduler(psl.ThreadPoolExecutor(1), store=store_of(postgres_url, lease=1.0)) \
+            as here:
+        import cluster_node
+        here.delay('recur', 0.1, 1, cluster_node.tick, args=(nodes.log,), task_id="shared")
+        wait_for(lambda: any(e["node"] == "a" for e in nodes.runs("shared")), 30)
+        assert here.get_status("shared") in (psl.TaskStatus.COMPLETED, psl.TaskStatus.RUNNING)
+        assert here.runs("shared")
+    assert duplicates(nodes.runs()) == []
+
+
+# ------------------------------------------------- crash torture with an oracle
+
+
+def _torture(nodes, postgres_url, seconds, seed):
+    """Three nodes on one store, killed (SIGKILL) and started again at
+    random moments while one-shots (some slow, some with retries) and
+    recurring tasks run; then all of them run to the end. The oracle: no
+    (task, slot, attempt) ever started twice; every one-shot started; each
+    one ends COMPLETED, or INTERRUPTED with no retry left to run it."""
+    import random
+    rng = random.Random(seed)
+    shots = [once(f"s{k}", rng.uniform(0, seconds), "slow", [rng.choice([0.0, 0.3, 1.0])],
+                  retries=rng.choice([0, 2]), retry_delay=0) for k in range(60)]
+    work = [recurring("beat", 0.1), recurring("pulse", 0.25)] + shots
+    names = ["n0", "n1", "n2"]
+    for name in names:
+        nodes.start(name, work)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.3, 1.5))
+        victim = rng.choice(names)
+        nodes.kill(victim)
+        if rng.random() < 0.8:
+            nodes.start(victim, work)
+    for name in names:
+        if nodes.procs[name].poll() is not None:
+            nodes.start(name, work)
+    store = store_of(postgres_url)
+    try:
+        def settled():
+            for shot in shots:
+                rows = store.runs(shot["id"])
+                if not rows:
+                    return False
+                last = max(rows, key=lambda r: r["attempt"])
+                retries = shot["options"]["retries"]
+                if last["status"] == INTERRUPTED and last["attempt"] <= retries:
+                    return False  # its retry is owed
+                if last["status"] not in (COMPLETED, INTERRUPTED):
+                    return False
+            return True
+        wait_for(settled, 120)
+        starts = nodes.runs(event="start") + nodes.runs(event="run")
+        assert duplicates(starts) == []
+        assert {s["id"] for s in shots} <= {e["tid"] for e in starts}
+        for shot in shots:
+            attempts = sorted(r["attempt"] for r in store.runs(shot["id"]))
+            assert attempts == list(range(1, len(attempts) + 1)), (shot["id"], attempts)
+    finally:
+        store.close()
+    for name in names:
+        nodes.stop(name)
+
+
+def test_nodes_killed_at_random_run_each_attempt_once(nodes, postgres_url):
+    _torture(nodes, postgres_url, 8.0, seed=15)
+
+
+@pytest.mark.torture
+def test_nodes_killed_at_random_run_each_attempt_once_long(nodes, postgres_url,
+                                                           torture_seconds):
+    import random
+    _torture(nodes, postgres_url, torture_seconds, seed=random.randrange(1 << 30))
