@@ -1,6 +1,7 @@
-"""Stores: the protocol's rules, each checked on both stores (the SQLite store
-on a real file). SQLite's own file, schema, lock and process guarantees are in
-test_store_sqlite.py."""
+"""Stores: the protocol's rules, each checked on every store (the SQLite store
+on a real file, the PostgreSQL store on a real server). SQLite's own file,
+schema, lock and process guarantees are in test_store_sqlite.py; PostgreSQL's
+schema, leases, fencing and changes in test_store_postgres.py."""
 from __future__ import annotations
 
 import ast
@@ -25,23 +26,56 @@ from store_records import INTERRUPTED, claim, finished, record
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def open_kind(kind, request, tmp_path):
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SQLiteStore(tmp_path / "jobs.db")
+    from pysched_lightning.durability.stores.postgres import PostgresStore
+    return PostgresStore(request.getfixturevalue("postgres_url"))
+
+
+def second(store):
+    """Another contender for *store*: the same MemoryStore object, or a
+    second store object on the same file or database."""
+    if isinstance(store, MemoryStore):
+        return store
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path)
+    return type(store)(store._url)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path):
-    made = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "jobs.db")
+    made = open_kind(request.param, request, tmp_path)
+    yield made
+    made.close()
+
+
+# The PostgreSQL store has no single holder (every node is active, with a
+# lease: test_store_postgres.py), so the tests of the one-active-scheduler
+# lock run on the two stores that have one.
+@pytest.fixture(params=["memory", "sqlite"])
+def held_store(request, tmp_path):
+    made = open_kind(request.param, request, tmp_path)
     yield made
     made.close()
 
 
 @pytest.fixture
-def other(store, tmp_path):
-    """A second contender for *store*'s hold: the same MemoryStore object, or
-    a second SQLiteStore object on the same file."""
-    if isinstance(store, MemoryStore):
-        yield store
-    else:
-        second = SQLiteStore(store.path)
-        yield second
-        second.close()
+def other(store):
+    made = second(store)
+    yield made
+    if made is not store:
+        made.close()
+
+
+@pytest.fixture
+def held_other(held_store):
+    made = second(held_store)
+    yield made
+    if made is not held_store:
+        made.close()
 
 
 def keys(runs):
@@ -634,7 +668,8 @@ def test_stores_are_safe_from_many_threads(store):
     assert store.count_runs() == 120 == store.count_runs(statuses=[COMPLETED])
 
 
-def test_acquire_holder_release(store, other):
+def test_acquire_holder_release(held_store, held_other):
+    store, other = held_store, held_other
     assert store.holder() is None
     assert store.acquire("scheduler-1") is True
     assert store.holder() == other.holder() == "scheduler-1"
@@ -650,7 +685,8 @@ def test_acquire_holder_release(store, other):
         store.acquire(None)
 
 
-def test_a_standby_acquire_returns_once_the_holder_releases(store, other):
+def test_a_standby_acquire_returns_once_the_holder_releases(held_store, held_other):
+    store, other = held_store, held_other
     assert store.acquire("active")
     got = []
     standby = threading.Thread(target=lambda: got.append(other.acquire("standby", wait=True)))
@@ -703,9 +739,10 @@ def test_open_store_urls_and_paths(tmp_path, monkeypatch):
     finally:
         for made in opened:
             made.close()
-    with pytest.raises(ValueError, match="postgres") as error:
-        open_store("postgres://user:secret@db.example/jobs")
-    assert "sqlite:///" in str(error.value) and "secret" not in str(error.value)
+    with pytest.raises(ValueError, match="mysql") as error:
+        open_store("mysql://user:secret@db.example/jobs")
+    assert "sqlite:///" in str(error.value) and "postgresql://" in str(error.value)
+    assert "secret" not in str(error.value)
     for bad in ["sqlite://jobs.db", "sqlite://", "sqlite:///:memory:", "sqlite:///j.db?x=1",
                 "memory://x", ""]:
         with pytest.raises(ValueError):
