@@ -49,7 +49,7 @@ _log = logging.getLogger("pysched_lightning.stores")
 
 #: How often a waiting ``wait_for_change`` looks whether the store was closed.
 _WAKE_CHECK = 0.1
-_Claim = Tuple[str, str, int, int, Optional[str], float, Optional[float]]
+_Claim = Tuple[str, str, int, int, str, float, float]
 
 
 class PostgresStore:
