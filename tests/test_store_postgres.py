@@ -243,6 +243,11 @@ def test_a_node_whose_claim_was_reaped_cannot_record_its_end(postgres_url):
         with pytest.raises(ClaimLostError):
             slow.note_process("t1", "2.000", 1, 4343, 7)
         assert isinstance(raised.value, RuntimeError)
+        # In a batch, finishes are written together: a lost one fails the batch.
+        with pytest.raises(ClaimLostError, match="'1.000'"):
+            with slow.batch():
+                slow.finish_run(finished("t1", "0.500", status=6))
+                slow.finish_run(finished("t1", "1.000"))
         assert other.runs() == before  # nothing overwritten
         # Acquired again (a new epoch), the node still cannot write over them...
         slow.acquire("slow")

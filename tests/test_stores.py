@@ -583,6 +583,23 @@ def test_batch_commits_together(store):
     assert store.runs() == [finished("t1")]
 
 
+def test_finishes_in_a_batch_land_as_if_written_one_by_one(store):
+    for k in range(3):
+        claim(store, "t1", f"{k}.000", name=f"claimed {k}")
+    with store.batch():
+        store.finish_run(finished("t1", "0.000", name=None, output="first"))
+        store.finish_run(finished("t1", "0.000", name=None, output="second", status=ERROR))
+        store.finish_run(finished("t1", "1.000"))
+        store.finish_run(finished("t1", "9.000", status=MISSED, count=4))  # never claimed
+        assert {r["slot"]: r["status"] for r in store.runs()} == {
+            "0.000": ERROR, "1.000": COMPLETED, "2.000": RUNNING, "9.000": MISSED}
+        store.finish_run(finished("t1", "2.000", status=TIMEOUT))
+    runs = {r["slot"]: r for r in store.runs()}
+    assert (runs["0.000"]["name"], runs["0.000"]["output"]) == ("claimed 0", "second")
+    assert runs["1.000"] == finished("t1", "1.000")
+    assert runs["2.000"]["status"] == TIMEOUT and runs["9.000"]["count"] == 4
+
+
 def test_batch_is_atomic_on_an_exception(store):
     store.save_task(record("kept", runs=1))
     store.finish_run(finished("kept"))

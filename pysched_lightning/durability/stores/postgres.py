@@ -49,6 +49,8 @@ _log = logging.getLogger("pysched_lightning.stores")
 
 #: How often a waiting ``wait_for_change`` looks whether the store was closed.
 _WAKE_CHECK = 0.1
+#: The most finish_run records a batch keeps before it writes them.
+_MAX_PENDING = 256
 _Claim = Tuple[str, str, int, int, str, float, float]
 
 
@@ -82,6 +84,9 @@ class PostgresStore:
         self._closed = threading.Event()
         self._lock = threading.RLock()  # the data connection: one call or batch at a time
         self._depth = 0  # batch nesting, under _lock
+        # A batch's finish_run records not yet sent (under _lock), by key:
+        # written together by the next other call, or at the batch's end.
+        self._pending: Dict[Tuple[Any, ...], Tuple[Any, ...]] = {}
         self._side_lock = threading.Lock()  # leases, clock, changes
         self._side: Optional["psycopg.Connection[Any]"] = None
         self._listen_lock = threading.Lock()
@@ -125,6 +130,8 @@ class PostgresStore:
     def _run(self, statement: str, params: Any = None) -> "psycopg.Cursor[Any]":
         """Execute on the data connection (the caller holds ``_lock``); a
         connection lost outside a batch is made again."""
+        if self._pending:
+            self._flush()
         if self._conn.broken and self._depth == 0 and not self._closed.is_set():
             _log.warning("%s: the connection was lost; connecting again", self.url)
             self._conn = connect(self._url, self.url, read_only=self.read_only)
@@ -257,12 +264,19 @@ class PostgresStore:
         an exception. A nested batch is a savepoint. Other threads' calls
         wait until the batch ends."""
         with self._lock:
+            if self._pending:
+                self._flush()  # (the outer batch's: kept if this one fails)
             if self._depth == 0 and self._conn.broken:
                 self._run("SELECT 1")  # connect again before the transaction
             with self._conn.transaction():
                 self._depth += 1
                 try:
                     yield
+                    if self._pending:
+                        self._flush()
+                except BaseException:
+                    self._pending.clear()  # rolled back with the rest
+                    raise
                 finally:
                     self._depth -= 1
 
@@ -352,17 +366,42 @@ class PostgresStore:
 
     def finish_run(self, record: Mapping[str, Any]) -> None:
         """Write *record* over its claimed run, or insert it if unclaimed;
-        ClaimLostError if the claim is no longer this node's."""
+        ClaimLostError if the claim is no longer this node's.
+
+        Inside a batch, the records are written together (one statement)
+        by the next other call on the store or at the batch's end, which
+        then raises the ClaimLostError (and the batch rolls back)."""
         row = run_row(record)
-        params = dict(zip(RUN_FIELDS, row), **self._fence())
         with self._lock:
-            for _ in range(2):
-                updated, inserted = self._row(sql.FINISH_RUN, params)
-                if updated or inserted:
-                    return
-                if params["epoch"] is not None:
-                    raise _lost(params, "the outcome is not recorded")
-                # (never acquired: another connection inserted the key meanwhile)
+            if self._depth:
+                key = (row[0], row[4], row[3])
+                if key in self._pending:  # (each key once per statement)
+                    self._flush()
+                self._pending[key] = row
+                if len(self._pending) >= _MAX_PENDING:
+                    self._flush()
+                return
+            self._finish(row)
+
+    def _flush(self) -> None:
+        """Write the batch's pending finish_run records, in one statement."""
+        rows, fence = list(self._pending.values()), self._fence()
+        self._pending.clear()
+        params: Dict[str, Any] = dict(zip(RUN_FIELDS, map(list, zip(*rows))), **fence)
+        written = {tuple(key) for key in self._cur.execute(sql.FINISH_RUNS, params)}
+        for row in rows:
+            if (row[0], row[4], row[3]) not in written:
+                self._finish(row)  # raises ClaimLostError, or (never acquired) a race
+
+    def _finish(self, row: Tuple[Any, ...]) -> None:
+        params = dict(zip(RUN_FIELDS, row), **self._fence())
+        for _ in range(2):
+            updated, inserted = self._row(sql.FINISH_RUN, params)
+            if updated or inserted:
+                return
+            if params["epoch"] is not None:
+                raise _lost(params, "the outcome is not recorded")
+            # (never acquired: another connection inserted the key meanwhile)
 
     def set_aside_runs(self, task_id: str, slot: str = EVERY_SLOT) -> None:
         """Rename the slots of the task's over records (of *slot* only, if

@@ -111,9 +111,16 @@ _KEY_ARRAYS = "%(task_ids)s::text[], %(slots)s::text[], %(attempts)s::bigint[]"
 _LIVE = ("SELECT %(epoch)s::bigint IS NULL OR EXISTS (SELECT 1 FROM nodes WHERE "
          "owner = %(owner)s::text AND epoch = %(epoch)s::bigint "
          "AND lease_until > statement_timestamp()) AS ok")
-#: A row this node may write over: unowned, or its own claim not taken over.
-MINE = (f"(%(epoch)s::bigint IS NULL OR owner IS NULL OR (owner = %(owner)s::text "
-        f"AND epoch = %(epoch)s::bigint AND status <> {INTERRUPTED}))")
+
+
+def _mine(table: str) -> str:
+    """A row this node may write over: unowned, or its own claim not taken over."""
+    return (f"(%(epoch)s::bigint IS NULL OR {table}owner IS NULL OR ({table}owner = "
+            f"%(owner)s::text AND {table}epoch = %(epoch)s::bigint "
+            f"AND {table}status <> {INTERRUPTED}))")
+
+
+MINE = _mine("")
 _CLAIM = ("task_id", "slot", "attempt", "run", "name", "scheduled", "started")
 CLAIM_RUN = f"""WITH live AS ({_LIVE}),
 ins AS (INSERT INTO runs ({', '.join(_CLAIM)}, status, owner, epoch)
@@ -140,6 +147,22 @@ ins AS (INSERT INTO runs ({RUN_COLUMNS}, owner, epoch)
     WHERE NOT EXISTS (SELECT 1 FROM up)
     ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING 1)
 SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM ins)"""
+# The same for many records at once (the finishes of a batch): the keys
+# written. A key missing from the answer is another node's now.
+_RECORDS = "unnest({arrays}) AS f({names})".format(
+    arrays=", ".join(f"%({name})s::{TYPES[name]}[]" for name in RUN_FIELDS),
+    names=", ".join(RUN_FIELDS))
+FINISH_RUNS = f"""WITH f AS (SELECT * FROM {_RECORDS}),
+up AS (UPDATE runs SET {', '.join(
+    f"{name} = COALESCE(f.{name}, runs.{name})" if name in CLAIMED_FIELDS else f"{name} = f.{name}"
+    for name in RUN_FIELDS if name not in ("task_id", "slot", "attempt"))}
+    FROM f WHERE runs.task_id = f.task_id AND runs.slot = f.slot AND runs.attempt = f.attempt
+    AND {_mine("runs.")} RETURNING runs.task_id, runs.slot, runs.attempt),
+ins AS (INSERT INTO runs ({RUN_COLUMNS}, owner, epoch)
+    SELECT f.*, %(owner)s::text, %(epoch)s::bigint FROM f WHERE NOT EXISTS (SELECT 1 FROM up
+        WHERE up.task_id = f.task_id AND up.slot = f.slot AND up.attempt = f.attempt)
+    ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING task_id, slot, attempt)
+SELECT task_id, slot, attempt FROM up UNION ALL SELECT task_id, slot, attempt FROM ins"""
 #: The key's row exists and is no longer this node's to write.
 _TAKEN = f"EXISTS (SELECT 1 FROM runs WHERE {KEY} AND NOT {MINE})"
 RELEASE_RUN = f"""WITH gone AS (DELETE FROM runs WHERE {KEY} AND status = {RUNNING} AND {MINE}
