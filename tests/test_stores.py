@@ -26,15 +26,6 @@ from store_records import INTERRUPTED, claim, finished, record
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def open_kind(kind, request, tmp_path):
-    if kind == "memory":
-        return MemoryStore()
-    if kind == "sqlite":
-        return SQLiteStore(tmp_path / "jobs.db")
-    from pysched_lightning.durability.stores.postgres import PostgresStore
-    return PostgresStore(request.getfixturevalue("postgres_url"))
-
-
 def second(store):
     """Another contender for *store*: the same MemoryStore object, or a
     second store object on the same file or database."""
@@ -47,17 +38,11 @@ def second(store):
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path):
-    made = open_kind(request.param, request, tmp_path)
-    yield made
-    made.close()
-
-
-# The PostgreSQL store has no single holder (every node is active, with a
-# lease: test_store_postgres.py), so the tests of the one-active-scheduler
-# lock run on the two stores that have one.
-@pytest.fixture(params=["memory", "sqlite"])
-def held_store(request, tmp_path):
-    made = open_kind(request.param, request, tmp_path)
+    if request.param == "postgres":  # (an empty database of its own)
+        from pysched_lightning.durability.stores.postgres import PostgresStore
+        made = PostgresStore(request.getfixturevalue("postgres_url"))
+    else:
+        made = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "jobs.db")
     yield made
     made.close()
 
@@ -70,12 +55,10 @@ def other(store):
         made.close()
 
 
-@pytest.fixture
-def held_other(held_store):
-    made = second(held_store)
-    yield made
-    if made is not held_store:
-        made.close()
+# The PostgreSQL store has no single holder (every node is active, with a
+# lease: test_store_postgres.py), so the tests of the one-active-scheduler
+# lock run on the two stores that have one.
+single_holder = pytest.mark.parametrize("store", ["memory", "sqlite"], indirect=True)
 
 
 def keys(runs):
@@ -685,8 +668,8 @@ def test_stores_are_safe_from_many_threads(store):
     assert store.count_runs() == 120 == store.count_runs(statuses=[COMPLETED])
 
 
-def test_acquire_holder_release(held_store, held_other):
-    store, other = held_store, held_other
+@single_holder
+def test_acquire_holder_release(store, other):
     assert store.holder() is None
     assert store.acquire("scheduler-1") is True
     assert store.holder() == other.holder() == "scheduler-1"
@@ -702,8 +685,8 @@ def test_acquire_holder_release(held_store, held_other):
         store.acquire(None)
 
 
-def test_a_standby_acquire_returns_once_the_holder_releases(held_store, held_other):
-    store, other = held_store, held_other
+@single_holder
+def test_a_standby_acquire_returns_once_the_holder_releases(store, other):
     assert store.acquire("active")
     got = []
     standby = threading.Thread(target=lambda: got.append(other.acquire("standby", wait=True)))
