@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pathlib
+import subprocess
+import sys
 import threading
 
 import psycopg
@@ -20,6 +23,7 @@ from conftest import wait_for
 from store_records import INTERRUPTED as INTERRUPTED_TEXT, claim, finished, record
 
 SPAWN = multiprocessing.get_context("spawn")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def in_processes(target, *arg_lists, timeout=60.0):
@@ -114,6 +118,18 @@ def test_urls_open_a_postgres_store_and_never_show_the_password(postgres_url):
             store.close()
     assert repr(open_store(with_password, read_only=True)).endswith("read-only>")
     assert "***" in PostgresStore(with_password).url
+
+
+def test_without_psycopg_open_store_says_what_to_install():
+    code = ("import sys; sys.modules['psycopg'] = None  # as if not installed\n"
+            "from pysched_lightning.durability.stores import open_store\n"
+            "try:\n    open_store('postgresql://u:s3cret@db.example/jobs')\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    assert "pip install '.[postgres]'" in done.stdout and "postgresql://u:***@" in done.stdout
+    assert "s3cret" not in done.stdout
 
 
 def test_a_connection_failure_names_where_without_the_password(postgres_url):
