@@ -350,6 +350,10 @@ def test_wait_for_change_wakes_on_another_nodes_change(postgres_url):
         waiter.join(30)
         assert got == [True]
         assert kinds(store) == [("from afar", "saved")]
+        # A change that comes while nobody waits wakes the next wait.
+        with PostgresStore(postgres_url) as other:
+            other.update_task("from afar", paused=False)
+        assert store.wait_for_change(30) is True
         # close() ends a wait at once.
         waiter = threading.Thread(target=lambda: got.append(store.wait_for_change(30)))
         waiter.start()
@@ -366,3 +370,29 @@ def test_purge_keeps_the_newest_change(postgres_url):
         newest = store.last_change()
         store.purge_runs(store.now() + 60)
         assert store.changes_since(0) == (newest, [(newest, "t2", "saved")])
+
+
+def test_changes_are_numbered_in_commit_order(postgres_url):
+    """A reader that saw change n never later finds one numbered below n:
+    a transaction that wrote its change first but commits last comes last."""
+    with PostgresStore(postgres_url) as early, PostgresStore(postgres_url) as late:
+        in_batch, committed = threading.Event(), threading.Event()
+
+        def slow_batch():
+            with early.batch():
+                early.save_task(record("written first"))
+                in_batch.set()
+                committed.wait(30)
+
+        writer = threading.Thread(target=slow_batch)
+        writer.start()
+        try:
+            assert in_batch.wait(30)
+            late.save_task(record("committed first"))
+            seen, changes = late.changes_since(0)
+            assert [task for _, task, _ in changes] == ["committed first"]
+        finally:
+            committed.set()
+            writer.join(30)
+        newest, after = late.changes_since(seen)
+        assert [task for _, task, _ in after] == ["written first"] and newest > seen
