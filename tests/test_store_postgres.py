@@ -354,6 +354,10 @@ def test_wait_for_change_wakes_on_another_nodes_change(postgres_url):
         with PostgresStore(postgres_url) as other:
             other.update_task("from afar", paused=False)
         assert store.wait_for_change(30) is True
+        with PostgresStore(postgres_url) as other:
+            other.remove_task("from afar")
+        wait_for(lambda: store.wait_for_change(0))  # a poll finds it too
+        assert store.wait_for_change(0) is False
         # close() ends a wait at once.
         waiter = threading.Thread(target=lambda: got.append(store.wait_for_change(30)))
         waiter.start()

@@ -140,10 +140,11 @@ class NodeLink:
         return int(self._on_side(sql.LAST_CHANGE)[0][0])
 
     def wait_for_change(self, timeout: float) -> bool:
-        """Block until another connection commits a change (True) or
-        *timeout* seconds pass (False). The first call starts listening and
-        returns True at once: a change may have come before it listened.
-        close() ends a wait within ~0.1 s."""
+        """Block until a change is committed, by any node (this one too), or
+        one came since the last call (True), or *timeout* seconds pass
+        (False; 0 only polls). The first call starts listening and returns
+        True at once: a change may have come before it listened. close()
+        ends a wait within ~0.1 s."""
         deadline = time.monotonic() + max(0.0, float(timeout))
         with self._listen_lock:
             if self._closed.is_set():
@@ -152,13 +153,12 @@ class NodeLink:
                 self._listener = connect(self._url, self.url, read_only=False)
                 self._listener.execute(sql.LISTEN)
                 return True
-            while not self._closed.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
+            while True:
+                left = max(0.0, deadline - time.monotonic())
                 for _ in self._listener.notifies(timeout=min(left, _WAKE_CHECK), stop_after=1):
                     return True
-            return False
+                if left == 0 or self._closed.is_set():
+                    return False
 
     def _close_links(self) -> None:
         """Close the side and listening connections (a wait ends within
