@@ -1,7 +1,8 @@
 """Where tasks and runs are kept (``pysched_lightning.stores``): the store
-protocol, its two stores and :func:`open_store`, from ``durability.stores``."""
-from .durability.stores import (RUN_FIELDS, STATUS_NAMES, MemoryStore, SQLiteStore, Store,
-                                StoreLockedError, TaskRecord, open_store)
+protocol, its stores and :func:`open_store`, from ``durability.stores``
+(``PostgresStore`` is in ``durability.stores.postgres``: it needs psycopg)."""
+from .durability.stores import (RUN_FIELDS, STATUS_NAMES, ClaimLostError, MemoryStore,
+                                SQLiteStore, Store, StoreLockedError, TaskRecord, open_store)
 
 __all__ = ["Store", "TaskRecord", "RUN_FIELDS", "STATUS_NAMES", "StoreLockedError",
-           "SQLiteStore", "MemoryStore", "open_store"]
+           "ClaimLostError", "SQLiteStore", "MemoryStore", "open_store"]

@@ -94,7 +94,7 @@ def test_the_dashboard_queries_read_an_index_not_the_table(tmp_path):
         # and these are the statements the store runs:
         store.runs("t", 50, before=5.0)
         store.count_runs(since=5.0, statuses=(ERROR, TIMEOUT))
-        from pysched_lightning.durability.stores import sqlite as module
+        from pysched_lightning.durability.stores import queries as module
         assert set(module._SELECT_SQL.values()) >= {
             f"SELECT {columns} FROM runs WHERE task_id = ? AND scheduled < ? "
             "ORDER BY scheduled DESC, id DESC LIMIT ?",

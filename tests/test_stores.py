@@ -1,6 +1,7 @@
-"""Stores: the protocol's rules, each checked on both stores (the SQLite store
-on a real file). SQLite's own file, schema, lock and process guarantees are in
-test_store_sqlite.py."""
+"""Stores: the protocol's rules, each checked on every store (the SQLite store
+on a real file, the PostgreSQL store on a real server). SQLite's own file,
+schema, lock and process guarantees are in test_store_sqlite.py; PostgreSQL's
+schema, leases, fencing and changes in test_store_postgres.py."""
 from __future__ import annotations
 
 import ast
@@ -25,23 +26,39 @@ from store_records import INTERRUPTED, claim, finished, record
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def second(store):
+    """Another contender for *store*: the same MemoryStore object, or a
+    second store object on the same file or database."""
+    if isinstance(store, MemoryStore):
+        return store
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path)
+    return type(store)(store._url)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path):
-    made = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "jobs.db")
+    if request.param == "postgres":  # (an empty database of its own)
+        from pysched_lightning.durability.stores.postgres import PostgresStore
+        made = PostgresStore(request.getfixturevalue("postgres_url"))
+    else:
+        made = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "jobs.db")
     yield made
     made.close()
 
 
 @pytest.fixture
-def other(store, tmp_path):
-    """A second contender for *store*'s hold: the same MemoryStore object, or
-    a second SQLiteStore object on the same file."""
-    if isinstance(store, MemoryStore):
-        yield store
-    else:
-        second = SQLiteStore(store.path)
-        yield second
-        second.close()
+def other(store):
+    made = second(store)
+    yield made
+    if made is not store:
+        made.close()
+
+
+# The PostgreSQL store has no single holder (every node is active, with a
+# lease: test_store_postgres.py), so the tests of the one-active-scheduler
+# lock run on the two stores that have one.
+single_holder = pytest.mark.parametrize("store", ["memory", "sqlite"], indirect=True)
 
 
 def keys(runs):
@@ -549,6 +566,23 @@ def test_batch_commits_together(store):
     assert store.runs() == [finished("t1")]
 
 
+def test_finishes_in_a_batch_land_as_if_written_one_by_one(store):
+    for k in range(3):
+        claim(store, "t1", f"{k}.000", name=f"claimed {k}")
+    with store.batch():
+        store.finish_run(finished("t1", "0.000", name=None, output="first"))
+        store.finish_run(finished("t1", "0.000", name=None, output="second", status=ERROR))
+        store.finish_run(finished("t1", "1.000"))
+        store.finish_run(finished("t1", "9.000", status=MISSED, count=4))  # never claimed
+        assert {r["slot"]: r["status"] for r in store.runs()} == {
+            "0.000": ERROR, "1.000": COMPLETED, "2.000": RUNNING, "9.000": MISSED}
+        store.finish_run(finished("t1", "2.000", status=TIMEOUT))
+    runs = {r["slot"]: r for r in store.runs()}
+    assert (runs["0.000"]["name"], runs["0.000"]["output"]) == ("claimed 0", "second")
+    assert runs["1.000"] == finished("t1", "1.000")
+    assert runs["2.000"]["status"] == TIMEOUT and runs["9.000"]["count"] == 4
+
+
 def test_batch_is_atomic_on_an_exception(store):
     store.save_task(record("kept", runs=1))
     store.finish_run(finished("kept"))
@@ -634,6 +668,7 @@ def test_stores_are_safe_from_many_threads(store):
     assert store.count_runs() == 120 == store.count_runs(statuses=[COMPLETED])
 
 
+@single_holder
 def test_acquire_holder_release(store, other):
     assert store.holder() is None
     assert store.acquire("scheduler-1") is True
@@ -650,6 +685,7 @@ def test_acquire_holder_release(store, other):
         store.acquire(None)
 
 
+@single_holder
 def test_a_standby_acquire_returns_once_the_holder_releases(store, other):
     assert store.acquire("active")
     got = []
@@ -703,9 +739,10 @@ def test_open_store_urls_and_paths(tmp_path, monkeypatch):
     finally:
         for made in opened:
             made.close()
-    with pytest.raises(ValueError, match="postgres") as error:
-        open_store("postgres://user:secret@db.example/jobs")
-    assert "sqlite:///" in str(error.value) and "secret" not in str(error.value)
+    with pytest.raises(ValueError, match="mysql") as error:
+        open_store("mysql://user:secret@db.example/jobs")
+    assert "sqlite:///" in str(error.value) and "postgresql://" in str(error.value)
+    assert "secret" not in str(error.value)
     for bad in ["sqlite://jobs.db", "sqlite://", "sqlite:///:memory:", "sqlite:///j.db?x=1",
                 "memory://x", ""]:
         with pytest.raises(ValueError):

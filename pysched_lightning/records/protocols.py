@@ -14,6 +14,7 @@ from typing import (Any, Callable, ContextManager, Dict, Iterable, List, Mapping
                     Protocol, Union, runtime_checkable)
 
 __all__ = ["Trigger", "Executor", "Store", "TaskRecord", "RUN_FIELDS", "StoreLockedError",
+           "ClaimLostError",
            "COMPLETED", "ERROR", "SUSPENDED", "RUNNING", "CANCELED", "TIMEOUT", "MISSED",
            "INTERRUPTED",
            "STATUS_NAMES", "EVERY_SLOT"]
@@ -116,6 +117,13 @@ RUN_FIELDS = ("task_id", "name", "run", "attempt", "slot", "status", "scheduled"
 
 class StoreLockedError(RuntimeError):
     """Another live scheduler holds the store."""
+
+
+class ClaimLostError(RuntimeError):
+    """A store shared by several nodes refused to record a run's end (or its
+    process, or its release): the claim is no longer this node's, since its
+    lease expired and another node took the run over (recorded it
+    INTERRUPTED). The outcome is not recorded."""
 
 
 @runtime_checkable

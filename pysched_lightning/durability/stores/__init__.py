@@ -1,22 +1,24 @@
-"""Where tasks and runs are kept: the store protocol, its two stores, and
-:func:`open_store` to make one from ``Scheduler(store=...)``."""
+"""Where tasks and runs are kept: the store protocol, its stores (memory,
+SQLite, PostgreSQL), and :func:`open_store` to make one from
+``Scheduler(store=...)``."""
 from __future__ import annotations
 
 import os
 import re
 from typing import Any, Optional
 
-from ...records.protocols import (RUN_FIELDS, STATUS_NAMES, Store, StoreLockedError,
-                                  TaskRecord)
+from ...records.protocols import (RUN_FIELDS, STATUS_NAMES, ClaimLostError, Store,
+                                  StoreLockedError, TaskRecord)
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
+from .urls import hide_password
 
 __all__ = ["Store", "TaskRecord", "RUN_FIELDS", "STATUS_NAMES", "StoreLockedError",
-           "SQLiteStore", "MemoryStore", "open_store"]
+           "ClaimLostError", "SQLiteStore", "MemoryStore", "open_store"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-_PASSWORD = re.compile(r"(//[^/@:]*):[^/@]*@")
-SUPPORTED = "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db', 'memory://' or a file path"
+SUPPORTED = ("'sqlite:///relative/path.db', 'sqlite:////absolute/path.db', "
+             "'postgresql://user@host:5432/database', 'memory://' or a file path")
 
 
 def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
@@ -28,11 +30,15 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
       to the working directory; ``'sqlite:////var/lib/jobs.db'`` (four
       slashes): the absolute path (SQLAlchemy's convention);
     * ``'memory://'``: a new :class:`MemoryStore`;
+    * ``'postgresql://user:password@host:5432/database'`` (or ``postgres://``):
+      a :class:`~.postgres.PostgresStore`, shared by several schedulers
+      (needs psycopg: ``pip install '.[postgres]'``);
     * any other str or :class:`os.PathLike`: a :class:`SQLiteStore` at that path.
 
     With *read_only*, a SQLite file is opened for reading only (it must
-    exist: FileNotFoundError otherwise) and ``'memory://'`` is refused, since
-    a new memory store has nothing to read.
+    exist: FileNotFoundError otherwise), a PostgreSQL store in read-only
+    transactions (its schema must exist), and ``'memory://'`` is refused,
+    since a new memory store has nothing to read.
 
     Raises ValueError for another URL scheme or a malformed URL, TypeError
     for another type; the message names the value (without a URL's password).
@@ -51,7 +57,7 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
     match = _SCHEME.match(spec)
     if match is None:
         return SQLiteStore(spec, read_only=read_only)
-    scheme, rest, shown = match.group(1).lower(), spec[match.end():], _PASSWORD.sub(r"\1:***@", spec)
+    scheme, rest, shown = match.group(1).lower(), spec[match.end():], hide_password(spec)
     if scheme == "memory":
         if rest:
             raise ValueError(f"store {shown!r}: 'memory://' takes nothing after it")
@@ -59,6 +65,8 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
             raise ValueError(f"store {shown!r}: a new memory store has nothing to read; "
                              "read a SQLite store, or the scheduler that owns the memory store")
         return MemoryStore()
+    if scheme in ("postgresql", "postgres"):
+        return _postgres(spec, shown, read_only)
     if scheme != "sqlite":
         raise ValueError(f"store {shown!r}: unsupported scheme {scheme!r}; use {SUPPORTED}")
     if not rest.startswith("/"):
@@ -71,3 +79,14 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
     if "?" in path:
         raise ValueError(f"store {shown!r}: URL query parameters are not supported")
     return SQLiteStore(path, read_only=read_only)
+
+
+def _postgres(url: str, shown: str, read_only: bool) -> Store:
+    """A PostgresStore at *url*, or ImportError saying how to install psycopg."""
+    try:
+        from .postgres import PostgresStore
+    except ImportError as exc:
+        raise ImportError(f"store {shown!r} needs psycopg 3 and psycopg-pool, which are not "
+                          f"installed ({exc}); pip install '.[postgres]' (or "
+                          "'pysched_lightning[postgres]')") from exc
+    return PostgresStore(url, read_only=read_only)

@@ -27,9 +27,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from ...records.protocols import EVERY_SLOT, RUN_FIELDS, RUNNING, TaskRecord
 from .filelock import FileHold
+from .queries import run_filter, select_sql
 from .rules import (INTERRUPTED, PROCESS_FIELDS, check_key, check_limit, check_process,
-                    check_slot, check_statuses, check_time, claim_row, run_row, task_changes,
-                    task_row)
+                    check_slot, check_time, claim_row, run_row, task_changes, task_row)
 from . import statements as stmt
 from .schema import SCHEMA_VERSION, check_version, upgrade
 
@@ -275,12 +275,12 @@ class SQLiteStore:
              statuses: Optional[Iterable[int]] = None) -> List[Dict[str, Any]]:
         """Run records, newest first (see :meth:`Store.runs`)."""
         limit = check_limit(limit)
-        query = _query(task_id, before, since, statuses)
+        query = run_filter(task_id, before, since, statuses)
         if query is None:
             return []
         where, params = query
         params.append(-1 if limit is None else limit)
-        sql = _select_sql(f"SELECT {stmt.RUN_COLUMNS} FROM runs", where,
+        sql = select_sql(f"SELECT {stmt.RUN_COLUMNS} FROM runs", where,
                           " ORDER BY scheduled DESC, id DESC LIMIT ?")
         with self._db_lock:
             rows = self._conn.execute(sql, params).fetchall()
@@ -288,12 +288,12 @@ class SQLiteStore:
 
     def count_runs(self, task_id: Optional[str] = None, *, since: Optional[float] = None,
                    statuses: Optional[Iterable[int]] = None) -> int:
-        query = _query(task_id, None, since, statuses)
+        query = run_filter(task_id, None, since, statuses)
         if query is None:
             return 0
         where, params = query
         with self._db_lock:
-            return self._conn.execute(_select_sql("SELECT count(*) FROM runs", where, ""),
+            return self._conn.execute(select_sql("SELECT count(*) FROM runs", where, ""),
                                       params).fetchone()[0]
 
     def purge_runs(self, before: float) -> int:
@@ -355,43 +355,6 @@ def _task_record(row: Tuple[Any, ...]) -> TaskRecord:
     values = list(row)
     values[stmt.PAUSED] = bool(values[stmt.PAUSED])
     return TaskRecord(*values)
-
-
-def _query(task_id: Optional[str], before: Any, since: Any,
-           statuses: Optional[Iterable[int]]) -> Optional[Tuple[Tuple[str, ...], List[Any]]]:
-    """The WHERE terms and parameters of a runs() filter, checked; None when
-    nothing can match (no statuses)."""
-    terms: List[str] = []
-    params: List[Any] = []
-    if task_id is not None:
-        terms.append("task_id = ?")
-        params.append(check_key(task_id))
-    for term, value in (("scheduled < ?", check_time("before", before)),
-                        ("scheduled >= ?", check_time("since", since))):
-        if value is not None:
-            terms.append(term)
-            params.append(value)
-    codes = check_statuses(statuses)
-    if codes is not None:
-        if not codes:
-            return None
-        terms.append(f"status IN ({', '.join('?' * len(codes))})")
-        params.extend(codes)
-    return tuple(terms), params
-
-
-_SELECT_SQL: Dict[Tuple[str, Tuple[str, ...]], str] = {}
-
-
-def _select_sql(select: str, where: Tuple[str, ...], tail: str) -> str:
-    """*select* with these WHERE terms (the same string for the same filter,
-    so sqlite3's statement cache prepares it once)."""
-    key = (select + tail, where)
-    sql = _SELECT_SQL.get(key)
-    if sql is None:
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        sql = _SELECT_SQL.setdefault(key, select + clause + tail)
-    return sql
 
 
 _UPDATE_SQL: Dict[tuple, str] = {}

@@ -1,0 +1,410 @@
+"""A store in PostgreSQL, shared by several schedulers (processes, hosts),
+all active.
+
+The values, claims and runs follow the SQLite store's rules (:mod:`.rules`).
+What several nodes need on top:
+
+* a node registers with ``acquire()`` and gets a lease in the database's
+  time and an epoch that is never reused; ``renew()`` extends the lease
+  while it lives; ``reap()`` records INTERRUPTED the runs of nodes whose
+  lease expired, each exactly once whoever reaps;
+* a claim is inserted only while the claiming node's lease is live, and a
+  write over a claim (its end, its process, its release) only while the
+  claim is still this node's (fencing: else :class:`ClaimLostError`);
+* a change to a task's definition, its pause, its removal, a run reaped is a
+  ``changes`` row plus a ``NOTIFY``, which other nodes wait for
+  (``wait_for_change``) and read (``changes_since``).
+
+One connection carries the store's reads and writes under a lock (as the
+SQLite store's): ``batch()`` is its transaction, and other threads wait
+until it ends. (One connection under a lock measured as fast as a pool of
+four, from one thread or four, on this library's call pattern.) The leases,
+the clock and the changes are :class:`~.postgres_nodes.NodeLink`'s, on
+connections of their own.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple)
+
+import psycopg
+
+from ...records.protocols import (EVERY_SLOT, RUN_FIELDS, RUNNING, ClaimLostError,
+                                  TaskRecord)
+from . import postgres_sql as sql
+from .postgres_connect import connect
+from .postgres_nodes import NodeLink
+from .postgres_schema import check_readable, prepare
+from .queries import run_filter, select_sql
+from .rules import (INTERRUPTED, PROCESS_FIELDS, check_key, check_limit, check_process,
+                    check_slot, check_time, claim_row, run_row, task_changes, task_row)
+
+__all__ = ["PostgresStore"]
+
+_log = logging.getLogger("pysched_lightning.stores")
+
+#: The most finish_run records a batch keeps before it writes them.
+_MAX_PENDING = 256
+_Claim = Tuple[str, str, int, int, str, float, float]
+
+
+class PostgresStore(NodeLink):
+    """Tasks and runs in the PostgreSQL database *url*, with leases of
+    *lease* seconds for the nodes that share it. Thread-safe.
+
+    The schema is created or upgraded when the store opens (see
+    :mod:`.postgres_schema`); ``read_only=True`` changes nothing and runs
+    read-only transactions. ``repr()`` and messages show the URL without
+    its password.
+    """
+
+    def __init__(self, url: str, *, lease: float = 10.0, read_only: bool = False) -> None:
+        super().__init__(url, lease, read_only)
+        self._lock = threading.RLock()  # the data connection: one call or batch at a time
+        self._depth = 0  # batch nesting, under _lock
+        # A batch's finish_run records not yet sent (under _lock), by key:
+        # written together by the next other call, or at the batch's end.
+        self._pending: Dict[Tuple[Any, ...], Tuple[Any, ...]] = {}
+        self._conn = connect(url, self.url, read_only=self.read_only)
+        try:
+            execute = self._conn.execute
+            if self.read_only:
+                check_readable(execute, self.url)
+            else:
+                with self._conn.transaction():
+                    prepare(execute, self.url)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._cur = self._conn.cursor()
+
+    def __repr__(self) -> str:
+        state = " read-only" if self.read_only else ""
+        state += " closed" if self._closed.is_set() else ""
+        return f"<PostgresStore {self.url!r}{state}>"
+
+    def __enter__(self) -> "PostgresStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- connections --------------------------------------------------------------
+
+    def _run(self, statement: str, params: Any = None) -> "psycopg.Cursor[Any]":
+        """Execute on the data connection (the caller holds ``_lock``); a
+        connection lost outside a batch is made again."""
+        if self._pending:
+            self._flush()
+        if self._conn.broken and self._depth == 0 and not self._closed.is_set():
+            _log.warning("%s: the connection was lost; connecting again", self.url)
+            self._conn = connect(self._url, self.url, read_only=self.read_only)
+            self._cur = self._conn.cursor()
+        return self._cur.execute(statement, params)
+
+    def _row(self, statement: str, params: Any = None) -> Tuple[Any, ...]:
+        """The one row *statement* returns (on the data connection)."""
+        row = self._run(statement, params).fetchone()
+        if row is None:
+            raise RuntimeError(f"{self.url}: no row from {statement.split()[0]}")
+        return tuple(row)
+
+    def reap(self) -> List[Dict[str, Any]]:
+        """Record INTERRUPTED (finished now) the RUNNING runs of nodes not
+        live, forget expired nodes, and return those runs: each run is
+        returned by one reaper only, whichever nodes reap at once."""
+        with self._lock:
+            rows = self._run(sql.REAP, {"error": INTERRUPTED}).fetchall()
+        return [dict(zip(RUN_FIELDS, row)) for row in rows]
+
+    def mark_interrupted(self) -> int:
+        """:meth:`reap`, counted (a run's end time stays unknown, as in the
+        SQLite store). Live nodes' runs are never touched."""
+        with self._lock:
+            return int(self._row(sql.MARK_INTERRUPTED, {"error": INTERRUPTED})[0])
+
+    # -- transactions ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction: the calls inside commit together, or roll back on
+        an exception. A nested batch is a savepoint. Other threads' calls
+        wait until the batch ends."""
+        with self._lock:
+            if self._pending:
+                self._flush()  # (the outer batch's: kept if this one fails)
+            if self._depth == 0 and self._conn.broken:
+                self._run("SELECT 1")  # connect again before the transaction
+            with self._conn.transaction():
+                self._depth += 1
+                try:
+                    yield
+                    if self._pending:
+                        self._flush()
+                except BaseException:
+                    self._pending.clear()  # rolled back with the rest
+                    raise
+                finally:
+                    self._depth -= 1
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def load_tasks(self) -> List[TaskRecord]:
+        """Every task, oldest ``created`` first (then by id)."""
+        with self._lock:
+            rows = self._run(sql.LOAD_TASKS).fetchall()
+        return [_task_record(row) for row in rows]
+
+    def task(self, task_id: str) -> Optional[TaskRecord]:
+        task_id = check_key(task_id)
+        with self._lock:
+            row = self._run(sql.LOAD_TASK, (task_id,)).fetchone()
+        return None if row is None else _task_record(row)
+
+    def save_task(self, record: TaskRecord, replace: bool = True) -> bool:
+        """As the SQLite store's; a new task or a changed definition (see
+        ``postgres_sql.DEFINITION``) is a change for the other nodes."""
+        params = _task_params(task_row(record))
+        with self._lock:
+            return self._row(sql.SAVE_TASK if replace else sql.ADD_TASK,
+                             params)[0] == 1
+
+    def update_task(self, task_id: str, **fields: Any) -> None:
+        """As the SQLite store's; ``paused`` changing value is a change."""
+        task_id = check_key(task_id)
+        changes = task_changes(fields)
+        if not changes:
+            return
+        params: Dict[str, Any] = {"id": task_id}
+        for name, value in changes.items():
+            if name == "priority":
+                params.update(_priority(value))
+            else:
+                params[name] = value
+        columns = tuple(name for name in params if name != "id")
+        with self._lock:
+            self._run(sql.update_task_sql(columns), params)
+
+    def remove_task(self, task_id: str) -> None:
+        """Delete the task (its run history stays, until purged)."""
+        task_id = check_key(task_id)
+        with self._lock:
+            self._run(sql.REMOVE_TASK, (task_id,))
+
+    # -- runs -------------------------------------------------------------------------
+
+    def claim_run(self, task_id: str, slot: str, attempt: int, *, run: int, name: str,
+                  scheduled: float, started: float) -> bool:
+        """Insert a RUNNING record, this node's, unless the key exists or this
+        node's lease is lost (then ``lost_lease`` is set)."""
+        row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
+        params = dict(zip(RUN_FIELDS, row), **self._fence())
+        with self._lock:
+            live, inserted = self._row(sql.CLAIM_RUN, params)
+        if not live:
+            self.lost_lease = True
+        return bool(inserted)
+
+    def claim_runs(self, claims: Sequence[_Claim]) -> List[bool]:
+        """:meth:`claim_run` for each ``(task_id, slot, attempt, run, name,
+        scheduled, started)``, in one statement: whether each was granted,
+        in order (a key given twice is granted once at most)."""
+        rows = [claim_row(t, s, a, r, n, sc, st, RUNNING)
+                for t, s, a, r, n, sc, st in map(_claim, claims)]
+        if not rows:
+            return []
+        columns = list(zip(*rows))
+        params = {"task_ids": list(columns[0]), "slots": list(columns[4]),
+                  "attempts": list(columns[3]), "runs": list(columns[2]),
+                  "names": list(columns[1]), "scheduleds": list(columns[6]),
+                  "starteds": list(columns[7]), **self._fence()}
+        with self._lock:
+            answer = self._run(sql.CLAIM_RUNS, params).fetchall()
+        if not answer or not answer[0][0]:
+            self.lost_lease = True
+            return [False] * len(rows)
+        granted = {(t, s, a) for _, t, s, a in answer if t is not None}
+        result = []
+        for row in rows:
+            key = (row[0], row[4], row[3])
+            result.append(key in granted)
+            granted.discard(key)
+        return result
+
+    def finish_run(self, record: Mapping[str, Any]) -> None:
+        """Write *record* over its claimed run, or insert it if unclaimed;
+        ClaimLostError if the claim is no longer this node's.
+
+        Inside a batch, the records are written together (one statement)
+        by the next other call on the store or at the batch's end, which
+        then raises the ClaimLostError (and the batch rolls back)."""
+        row = run_row(record)
+        with self._lock:
+            if self._depth:
+                key = (row[0], row[4], row[3])
+                if key in self._pending:  # (each key once per statement)
+                    self._flush()
+                self._pending[key] = row
+                if len(self._pending) >= _MAX_PENDING:
+                    self._flush()
+                return
+            self._finish(row)
+
+    def _flush(self) -> None:
+        """Write the batch's pending finish_run records, in one statement."""
+        rows, fence = list(self._pending.values()), self._fence()
+        self._pending.clear()
+        params: Dict[str, Any] = dict(zip(RUN_FIELDS, map(list, zip(*rows))), **fence)
+        written = {tuple(key) for key in self._cur.execute(sql.FINISH_RUNS, params)}
+        for row in rows:
+            if (row[0], row[4], row[3]) not in written:
+                self._finish(row)  # raises ClaimLostError, or (never acquired) a race
+
+    def _finish(self, row: Tuple[Any, ...]) -> None:
+        params = dict(zip(RUN_FIELDS, row), **self._fence())
+        for _ in range(2):
+            updated, inserted = self._row(sql.FINISH_RUN, params)
+            if updated or inserted:
+                return
+            if params["epoch"] is not None:
+                raise _lost(params, "the outcome is not recorded")
+            # (never acquired: another connection inserted the key meanwhile)
+
+    def set_aside_runs(self, task_id: str, slot: str = EVERY_SLOT) -> None:
+        """Rename the slots of the task's over records (of *slot* only, if
+        given) to ``slot~run.attempt``."""
+        only = check_key(slot, "a run's slot")
+        with self._lock:
+            self._run(sql.SET_ASIDE, (check_key(task_id), only, only))
+
+    def release_run(self, task_id: str, slot: str, attempt: int) -> None:
+        """Delete the run's record if it is still this node's RUNNING claim;
+        ClaimLostError if another node took it over."""
+        params = {"task_id": check_key(task_id), "slot": check_slot(slot),
+                  "attempt": _attempt(attempt), **self._fence()}
+        with self._lock:
+            gone, taken = self._row(sql.RELEASE_RUN, params)
+        if not gone and taken:
+            raise _lost(params, "its release is not recorded")
+
+    def note_process(self, task_id: str, slot: str, attempt: int, pid: int,
+                     pid_started: int) -> None:
+        """Keep the process of this node's RUNNING claim (nothing if it is not
+        one; ClaimLostError if another node took it over)."""
+        pid, pid_started = check_process(pid, pid_started)
+        params = {"task_id": check_key(task_id), "slot": check_slot(slot),
+                  "attempt": _attempt(attempt),
+                  "pid": pid, "pid_started": pid_started, **self._fence()}
+        with self._lock:
+            noted, taken = self._row(sql.NOTE_PROCESS, params)
+        if not noted and taken:
+            raise _lost(params, "its process is not recorded")
+
+    def claimed_processes(self) -> List[Dict[str, Any]]:
+        """The RUNNING claims with a process that no live node answers for
+        here: unowned ones, and this owner's from an earlier epoch. (Other
+        nodes' processes may be on other hosts: their leases tell.)"""
+        owner, epoch = self._node
+        with self._lock:
+            rows = self._run(sql.CLAIMED_PROCESSES, {"owner": owner, "epoch": epoch}).fetchall()
+        return [dict(zip(PROCESS_FIELDS, row)) for row in rows]
+
+    def runs(self, task_id: Optional[str] = None, limit: Optional[int] = None, *,
+             before: Optional[float] = None, since: Optional[float] = None,
+             statuses: Optional[Iterable[int]] = None) -> List[Dict[str, Any]]:
+        """Run records, newest first (see :meth:`Store.runs`)."""
+        limit = check_limit(limit)
+        query = run_filter(task_id, before, since, statuses, "%s")
+        if query is None:
+            return []
+        where, params = query
+        params.append(limit)
+        statement = select_sql(f"SELECT {sql.RUN_COLUMNS} FROM runs", where,
+                               " ORDER BY scheduled DESC, id DESC LIMIT %s")
+        with self._lock:
+            rows = self._run(statement, params).fetchall()
+        return [dict(zip(RUN_FIELDS, row)) for row in rows]
+
+    def count_runs(self, task_id: Optional[str] = None, *, since: Optional[float] = None,
+                   statuses: Optional[Iterable[int]] = None) -> int:
+        query = run_filter(task_id, None, since, statuses, "%s")
+        if query is None:
+            return 0
+        where, params = query
+        with self._lock:
+            return int(self._row(select_sql("SELECT count(*) FROM runs", where, ""),
+                                 params)[0])
+
+    def purge_runs(self, before: float) -> int:
+        """Delete the runs over (not RUNNING) that ended before *before*, but
+        the latest claimed slot of each stored task; and the changes older
+        than *before* (but the newest)."""
+        bound = check_time("before", before)
+        if bound is None:
+            raise TypeError("purge_runs() needs a time, not None")
+        with self._lock:
+            return int(self._row(sql.PURGE_RUNS, {"before": bound})[0])
+
+    def clear(self) -> None:
+        """Delete every task (a change each) and run."""
+        with self.batch():
+            self._run(sql.CLEAR_TASKS)
+            self._run(sql.CLEAR_RUNS)
+
+    def close(self) -> None:
+        """Unregister this node, end a waiting wait_for_change and close the
+        connections. Closing twice is fine."""
+        if self._closed.is_set():
+            return
+        try:
+            self.release()
+        except psycopg.Error as exc:  # the lease then expires on its own
+            _log.warning("%s: could not unregister node %r: %s", self.url, self.owner, exc)
+        self._close_links()
+        with self._lock:
+            self._conn.close()
+
+
+def _priority(value: Any) -> Dict[str, Any]:
+    """A priority as its two columns: an int, or a float."""
+    is_int = isinstance(value, int)
+    return {"priority_int": value if is_int else None,
+            "priority_real": None if is_int else value}
+
+
+def _task_params(row: Tuple[Any, ...]) -> Dict[str, Any]:
+    values = list(row)
+    priority = values.pop(sql.PRIORITY)
+    names = [name for name in sql.TASK_COLUMNS if not name.startswith("priority_")]
+    params = dict(zip(names, values))
+    params.update(_priority(priority))
+    return params
+
+
+def _task_record(row: Tuple[Any, ...]) -> TaskRecord:
+    values = list(row)
+    as_int, as_real = values.pop(sql.PRIORITY), values.pop(sql.PRIORITY)
+    values.insert(sql.PRIORITY, as_int if as_int is not None else as_real)
+    return TaskRecord(*values)
+
+
+def _claim(claim: Any) -> _Claim:
+    if not isinstance(claim, tuple) or len(claim) != 7:
+        raise TypeError("a claim is a tuple (task_id, slot, attempt, run, name, scheduled, "
+                        f"started), not {claim!r}")
+    return claim  # (its values are checked by claim_row)
+
+
+def _attempt(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"a run's attempt must be an int, not {value!r}")
+    return int(value)
+
+
+def _lost(params: Mapping[str, Any], what: str) -> ClaimLostError:
+    return ClaimLostError(
+        f"task {params['task_id']!r} slot {params['slot']!r} attempt {params['attempt']!r}: "
+        f"this node's claim (owner {params['owner']!r}, epoch {params['epoch']}) was taken "
+        f"over after its lease expired, so {what}")

@@ -1,0 +1,230 @@
+"""The SQL the PostgreSQL store runs: fixed strings (psycopg prepares a
+statement run again and again), each one round trip.
+
+Parameters are named after the fields they carry. A claim is conditional on
+the claiming node's live lease, and a write over a claim on the claim being
+this node's (``owner`` and ``epoch``): a ``None`` epoch (a store that never
+acquired) skips both checks, as in the SQLite store.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+from ...records.protocols import INTERRUPTED, MISSED, RUN_FIELDS, RUNNING
+from .postgres_schema import CHANNEL
+from .rules import CLAIMED_FIELDS, PROCESS_FIELDS, TASK_FIELDS
+
+# The columns of TaskRecord's fields: priority is two, one of them NULL.
+TASK_COLUMNS: Tuple[str, ...] = tuple(
+    column for name in TASK_FIELDS
+    for column in (("priority_int", "priority_real") if name == "priority" else (name,)))
+_QUOTED = {name: f'"{name}"' if name in ("trigger", "interval") else name
+           for name in TASK_COLUMNS}
+SELECT_TASK = ", ".join(_QUOTED[name] for name in TASK_COLUMNS)
+PRIORITY = TASK_COLUMNS.index("priority_int")
+#: Each column's type, for parameters PostgreSQL cannot infer.
+TYPES: Dict[str, str] = {
+    "id": "text", "name": "text", "trigger": "text", "interval": "text",
+    "priority_int": "bigint", "priority_real": "float8", "fn_ref": "text",
+    "fn_pickle": "bytea", "args": "bytea", "kwargs": "bytea", "options": "bytea",
+    "schedule": "bytea", "next_run": "float8", "paused": "boolean", "runs": "bigint",
+    "missed": "bigint", "status": "integer", "created": "float8", "updated": "float8",
+    "info": "text", "task_id": "text", "run": "bigint", "attempt": "bigint", "slot": "text",
+    "scheduled": "float8", "started": "float8", "finished": "float8", "duration": "float8",
+    "exit_code": "bigint", "result": "text", "error": "text", "traceback": "text",
+    "output": "text", "stderr": "text", "reason": "text", "count": "bigint",
+    "outcome": "bytea", "owner": "text", "epoch": "bigint",
+}
+
+
+def param(name: str) -> str:
+    return f"%({name})s::{TYPES[name]}"
+
+
+def _params(names: Tuple[str, ...]) -> str:
+    return ", ".join(param(name) for name in names)
+
+
+def _columns(names: Tuple[str, ...]) -> str:
+    return ", ".join(_QUOTED.get(name, name) for name in names)
+
+
+# -- tasks ------------------------------------------------------------------------
+
+LOAD_TASKS = f'SELECT {SELECT_TASK} FROM tasks ORDER BY created, id COLLATE "C"'
+LOAD_TASK = f"SELECT {SELECT_TASK} FROM tasks WHERE id = %s"
+#: What defines a task, as other nodes see it: a save that changes none of
+#: these (only the schedule state every node computes for itself: next_run,
+#: runs, missed, status, created, updated) is no change for them, so nodes
+#: that apply each other's saves never echo them back and forth.
+DEFINITION = ("name", "trigger", "interval", "priority_int", "priority_real", "fn_ref",
+              "fn_pickle", "args", "kwargs", "options", "schedule", "paused", "info")
+_INSERT_TASK = f"INSERT INTO tasks ({_columns(TASK_COLUMNS)}) VALUES ({_params(TASK_COLUMNS)})"
+# The old definition is read (and locked) before the row is written: the
+# INSERT selects from it. (Read in the same statement after the write, a
+# locking read would skip the row the statement changed.)
+SAVE_TASK = f"""WITH old AS (
+    SELECT {_columns(DEFINITION)} FROM tasks WHERE id = %(id)s::text FOR UPDATE),
+saved AS (INSERT INTO tasks ({_columns(TASK_COLUMNS)})
+    SELECT {_params(TASK_COLUMNS)} FROM (SELECT count(*) FROM old) AS read_first
+    ON CONFLICT (id) DO UPDATE SET
+    {', '.join(f'{_QUOTED[c]} = EXCLUDED.{_QUOTED[c]}' for c in TASK_COLUMNS if c != 'id')}
+    RETURNING id),
+noted AS (INSERT INTO changes (task_id, kind) SELECT id, 'saved' FROM saved
+    WHERE NOT EXISTS (SELECT 1 FROM old WHERE ({_columns(DEFINITION)})
+                      IS NOT DISTINCT FROM ({_params(DEFINITION)})))
+SELECT count(*) FROM saved"""
+ADD_TASK = f"""WITH saved AS ({_INSERT_TASK} ON CONFLICT (id) DO NOTHING RETURNING id),
+noted AS (INSERT INTO changes (task_id, kind) SELECT id, 'saved' FROM saved)
+SELECT count(*) FROM saved"""
+REMOVE_TASK = """WITH gone AS (DELETE FROM tasks WHERE id = %s RETURNING id)
+INSERT INTO changes (task_id, kind) SELECT id, 'removed' FROM gone"""
+CLEAR_TASKS = """WITH gone AS (DELETE FROM tasks RETURNING id)
+INSERT INTO changes (task_id, kind) SELECT id, 'removed' FROM gone"""
+
+_UPDATE_SQL: Dict[Tuple[str, ...], str] = {}
+
+
+def update_task_sql(columns: Tuple[str, ...]) -> str:
+    """The UPDATE of these task columns (the same string each time, so psycopg
+    prepares it); with ``paused``, a change when its value changes."""
+    sql = _UPDATE_SQL.get(columns)
+    if sql is None:
+        sets = ", ".join(f"{_QUOTED[name]} = {param(name)}" for name in columns)
+        update = f"UPDATE tasks SET {sets} WHERE id = %(id)s::text"
+        if "paused" in columns:
+            update = f"""WITH old AS (SELECT paused FROM tasks WHERE id = %(id)s::text FOR UPDATE),
+new AS ({update} RETURNING paused)
+INSERT INTO changes (task_id, kind)
+    SELECT %(id)s::text, CASE WHEN new.paused THEN 'paused' ELSE 'resumed' END
+    FROM old, new WHERE old.paused <> new.paused"""
+        sql = _UPDATE_SQL.setdefault(columns, update)
+    return sql
+
+
+# -- runs ---------------------------------------------------------------------------
+
+RUN_COLUMNS = ", ".join(RUN_FIELDS)
+KEY = "task_id = %(task_id)s::text AND slot = %(slot)s::text AND attempt = %(attempt)s::bigint"
+_KEY_ARRAYS = "%(task_ids)s::text[], %(slots)s::text[], %(attempts)s::bigint[]"
+#: This node holds a live lease (always true for a store that never acquired).
+_LIVE = ("SELECT %(epoch)s::bigint IS NULL OR EXISTS (SELECT 1 FROM nodes WHERE "
+         "owner = %(owner)s::text AND epoch = %(epoch)s::bigint "
+         "AND lease_until > statement_timestamp()) AS ok")
+
+
+def _mine(table: str) -> str:
+    """A row this node may write over: unowned, or its own claim not taken over."""
+    return (f"(%(epoch)s::bigint IS NULL OR {table}owner IS NULL OR ({table}owner = "
+            f"%(owner)s::text AND {table}epoch = %(epoch)s::bigint "
+            f"AND {table}status <> {INTERRUPTED}))")
+
+
+MINE = _mine("")
+_CLAIM = ("task_id", "slot", "attempt", "run", "name", "scheduled", "started")
+CLAIM_RUN = f"""WITH live AS ({_LIVE}),
+ins AS (INSERT INTO runs ({', '.join(_CLAIM)}, status, owner, epoch)
+    SELECT {_params(_CLAIM)}, {RUNNING}, %(owner)s::text, %(epoch)s::bigint FROM live WHERE ok
+    ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING 1)
+SELECT (SELECT ok FROM live), (SELECT count(*) FROM ins)"""
+CLAIM_RUNS = f"""WITH live AS ({_LIVE}),
+ins AS (INSERT INTO runs ({', '.join(_CLAIM)}, status, owner, epoch)
+    SELECT c.*, {RUNNING}, %(owner)s::text, %(epoch)s::bigint
+    FROM live, unnest({_KEY_ARRAYS}, %(runs)s::bigint[], %(names)s::text[],
+                      %(scheduleds)s::float8[], %(starteds)s::float8[]) AS c
+    WHERE live.ok
+    ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING task_id, slot, attempt)
+SELECT live.ok, ins.task_id, ins.slot, ins.attempt FROM live LEFT JOIN ins ON true"""
+_FINISH_SETS = ", ".join(
+    f"{name} = COALESCE({param(name)}, {name})" if name in CLAIMED_FIELDS
+    else f"{name} = {param(name)}"
+    for name in RUN_FIELDS if name not in ("task_id", "slot", "attempt"))
+# Over a claim of this node's (or an unowned row), else inserted when the key
+# is new; (0, 0) means the row is another node's now.
+FINISH_RUN = f"""WITH up AS (UPDATE runs SET {_FINISH_SETS} WHERE {KEY} AND {MINE} RETURNING 1),
+ins AS (INSERT INTO runs ({RUN_COLUMNS}, owner, epoch)
+    SELECT {_params(RUN_FIELDS)}, %(owner)s::text, %(epoch)s::bigint
+    WHERE NOT EXISTS (SELECT 1 FROM up)
+    ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING 1)
+SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM ins)"""
+# The same for many records at once (the finishes of a batch): the keys
+# written. A key missing from the answer is another node's now.
+_RECORDS = "unnest({arrays}) AS f({names})".format(
+    arrays=", ".join(f"%({name})s::{TYPES[name]}[]" for name in RUN_FIELDS),
+    names=", ".join(RUN_FIELDS))
+FINISH_RUNS = f"""WITH f AS (SELECT * FROM {_RECORDS}),
+up AS (UPDATE runs SET {', '.join(
+    f"{name} = COALESCE(f.{name}, runs.{name})" if name in CLAIMED_FIELDS else f"{name} = f.{name}"
+    for name in RUN_FIELDS if name not in ("task_id", "slot", "attempt"))}
+    FROM f WHERE runs.task_id = f.task_id AND runs.slot = f.slot AND runs.attempt = f.attempt
+    AND {_mine("runs.")} RETURNING runs.task_id, runs.slot, runs.attempt),
+ins AS (INSERT INTO runs ({RUN_COLUMNS}, owner, epoch)
+    SELECT f.*, %(owner)s::text, %(epoch)s::bigint FROM f WHERE NOT EXISTS (SELECT 1 FROM up
+        WHERE up.task_id = f.task_id AND up.slot = f.slot AND up.attempt = f.attempt)
+    ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING task_id, slot, attempt)
+SELECT task_id, slot, attempt FROM up UNION ALL SELECT task_id, slot, attempt FROM ins"""
+#: The key's row exists and is no longer this node's to write.
+_TAKEN = f"EXISTS (SELECT 1 FROM runs WHERE {KEY} AND NOT {MINE})"
+RELEASE_RUN = f"""WITH gone AS (DELETE FROM runs WHERE {KEY} AND status = {RUNNING} AND {MINE}
+    RETURNING 1)
+SELECT (SELECT count(*) FROM gone), {_TAKEN}"""
+NOTE_PROCESS = f"""WITH noted AS (UPDATE runs SET pid = %(pid)s::bigint,
+    pid_started = %(pid_started)s::bigint WHERE {KEY} AND status = {RUNNING} AND {MINE}
+    RETURNING 1)
+SELECT (SELECT count(*) FROM noted), {_TAKEN}"""
+SET_ASIDE = (f"UPDATE runs SET slot = slot || '~' || COALESCE(run, 0) || '.' || attempt "
+             f"WHERE task_id = %s AND (%s = '' OR slot = %s) AND status <> {RUNNING} "
+             f"AND strpos(slot, '~') = 0")
+# An unowned claim (made by a store that never acquired), or one this owner
+# made in an earlier epoch: on this host, when owners name their host.
+CLAIMED_PROCESSES = (f"SELECT {', '.join(PROCESS_FIELDS)} FROM runs WHERE status = {RUNNING} "
+                     f"AND pid IS NOT NULL AND (owner IS NULL OR (owner = %(owner)s::text "
+                     f"AND epoch IS DISTINCT FROM %(epoch)s::bigint))")
+_DEAD = (f"status = {RUNNING} AND NOT EXISTS (SELECT 1 FROM nodes AS n WHERE "
+         f"n.owner = runs.owner AND n.epoch = runs.epoch "
+         f"AND n.lease_until > statement_timestamp())")
+_REAP = """WITH expired AS (DELETE FROM nodes WHERE lease_until <= statement_timestamp()),
+hit AS (UPDATE runs SET status = {status}, error = %(error)s::text{finished}
+    WHERE {dead} RETURNING {columns}),
+noted AS (INSERT INTO changes (task_id, kind) SELECT DISTINCT task_id, 'interrupted' FROM hit)
+SELECT {result} FROM hit"""
+# A concurrent reaper waits for the row lock, then finds the run no longer
+# RUNNING: each run is reaped once.
+REAP = _REAP.format(status=INTERRUPTED, dead=_DEAD, columns=RUN_COLUMNS, result=RUN_COLUMNS,
+                    finished=", finished = extract(epoch FROM statement_timestamp())::float8")
+# (As the SQLite store's: a run's end time stays unknown.)
+MARK_INTERRUPTED = _REAP.format(status=INTERRUPTED, dead=_DEAD, columns="task_id",
+                                result="count(*)", finished="")
+# (A stored task's latest claimed slot is kept: a restart reads its claims.)
+PURGE_RUNS = f"""WITH purged AS (DELETE FROM runs WHERE status <> {RUNNING}
+    AND COALESCE(finished, started, scheduled) < %(before)s::float8
+    AND NOT (task_id IN (SELECT id FROM tasks) AND scheduled =
+        (SELECT max(kept.scheduled) FROM runs AS kept WHERE kept.task_id = runs.task_id
+         AND kept.status <> {MISSED}))
+    RETURNING 1),
+old AS (DELETE FROM changes WHERE at < to_timestamp(%(before)s::float8)
+    AND seq < (SELECT max(seq) FROM changes))
+SELECT count(*) FROM purged"""
+CLEAR_RUNS = "DELETE FROM runs"
+
+# -- nodes and changes ------------------------------------------------------------------
+
+ACQUIRE = """INSERT INTO nodes (owner, epoch, lease_until, joined, host, pid)
+    VALUES (%(owner)s, nextval('node_epochs'), now() + make_interval(secs => %(lease)s),
+            now(), %(host)s, %(pid)s)
+    ON CONFLICT (owner) DO UPDATE SET epoch = EXCLUDED.epoch,
+        lease_until = EXCLUDED.lease_until, joined = EXCLUDED.joined,
+        host = EXCLUDED.host, pid = EXCLUDED.pid
+    RETURNING epoch"""
+RENEW = """UPDATE nodes SET lease_until = statement_timestamp() + make_interval(secs => %(lease)s)
+    WHERE owner = %(owner)s AND epoch = %(epoch)s AND lease_until > statement_timestamp()
+    RETURNING 1"""
+RELEASE = "DELETE FROM nodes WHERE owner = %(owner)s AND epoch = %(epoch)s"
+NODES = """SELECT owner, epoch, host, pid, extract(epoch FROM joined)::float8,
+    extract(epoch FROM lease_until)::float8 FROM nodes
+    WHERE lease_until > statement_timestamp() ORDER BY joined, owner COLLATE "C" """
+NODE_FIELDS = ("owner", "epoch", "host", "pid", "joined", "lease_until")
+NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+CHANGES_SINCE = "SELECT seq, task_id, kind FROM changes WHERE seq > %s ORDER BY seq"
+LAST_CHANGE = "SELECT COALESCE(max(seq), 0) FROM changes"
+LISTEN = f"LISTEN {CHANNEL}"
