@@ -62,9 +62,11 @@ class Nodes:
         return (self.tmp / f"{name}.err").read_text(errors="replace")
 
     def kill(self, name: str) -> None:
+        """SIGKILL the node and everything it started (nothing if it is down)."""
         proc = self.procs[name]
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
 
     def stop(self, name: str) -> None:
         """A clean stop (SIGTERM: run_forever shuts down, waiting for runs)."""
