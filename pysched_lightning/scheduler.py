@@ -23,6 +23,7 @@ from .contrib.dask import as_dask_executor
 from .core import control
 from .core.dispatcher import Dispatcher
 from .core.lanes import Lanes
+from .core.requests import ControlRequests
 from .core.standby import Standby
 from .core.state import Effects, State, wait_while_busy
 from .define import (build_task, changed_task, check_callable, check_kind, options_of,
@@ -97,14 +98,20 @@ class Scheduler:
         #: Functions of hard tasks that pickled once: not pickled at every delay().
         self._picklable: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
         self._standby: Optional[Standby] = None
+        #: Applies a dashboard's requests written to the store (if it has them).
+        self._requests: Optional[ControlRequests] = None
         if opened is not None:
             owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
             self._standby = Standby(st, opened, owner, self._apply_changed)
             st.standby = not self._standby.take()
+            self._requests = ControlRequests.of(st, opened, owner, {
+                "run_now": self.run_now, "pause": self.pause, "resume": self.resume,
+                "cancel": self.cancel})
         before = self._standby.wait_to_take_over if st.standby else None  # type: ignore
         self._dispatcher = Dispatcher(st, self._workers,
                                       None if delayfunc is time.sleep else delayfunc, before)
-        self._closer = Closer(st, self._workers, self._dispatcher, self._listeners)
+        self._closer = Closer(st, self._workers, self._dispatcher, self._listeners,
+                              self._requests)
 
     # ------------------------------------------------------------------ state
 
@@ -283,6 +290,8 @@ class Scheduler:
             if not st.standby:  # (a standby's takeover says when it runs)
                 st.running_since = st.clock.now()
         self._dispatcher.start()
+        if self._requests is not None:
+            self._requests.start()
         self._emit(EventKind.SCHEDULER_STARTED)
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:

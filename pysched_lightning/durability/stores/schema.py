@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from ...records.protocols import ERROR, INTERRUPTED, SUSPENDED
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "INDEXES", "CONTROL", "upgrade"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "INDEXES", "CONTROL", "upgrade", "check_version",
+           "check_readable"]
 
 _log = logging.getLogger("pysched_lightning.stores")
 
@@ -180,3 +181,27 @@ def check_version(version: int) -> None:
         raise sqlite3.DatabaseError(
             f"schema version {version} is newer than this pysched_lightning's "
             f"({SCHEMA_VERSION}); upgrade pysched_lightning to open it")
+
+
+#: The oldest schema a read-only store reads (it cannot upgrade): schema 2
+#: lacks only what a scheduler reads at its start (a claim's process).
+READABLE_SINCE = 2
+#: The oldest schema with control requests.
+CONTROL_SINCE = 4
+
+
+def check_readable(version: int, control: bool) -> None:
+    """A read-only store reads schemas READABLE_SINCE to SCHEMA_VERSION; one
+    that writes control requests needs CONTROL_SINCE."""
+    check_version(version)
+    if version == 0:
+        raise sqlite3.DatabaseError("not a pysched_lightning store (it has no schema)")
+    if version < READABLE_SINCE:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} must be upgraded to {SCHEMA_VERSION} before it can "
+            "be read; open it once with a scheduler of this version (pysched run)")
+    if control and version < CONTROL_SINCE:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} has no control requests (they need {CONTROL_SINCE}); "
+            "a reader does not upgrade a store: open it once with a scheduler of this "
+            "version (pysched run), which upgrades it")

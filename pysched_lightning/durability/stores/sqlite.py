@@ -26,7 +26,6 @@ import errno
 import os
 import sqlite3
 import threading
-import time
 import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
@@ -36,9 +35,8 @@ from .rules import (INTERRUPTED, PROCESS_FIELDS, check_key, check_limit, check_p
                     check_slot, check_statuses, check_time, claim_row, run_row, task_changes,
                     task_row)
 from . import statements as stmt
-from .controls import (ABANDONED, DONE, FAILED, check_answer, check_request,
-                       check_request_id, check_take, request_dict, STALE_AFTER)
-from .schema import SCHEMA_VERSION, check_version, upgrade
+from .sqlite_controls import SQLiteControlRequests, control_only
+from .schema import SCHEMA_VERSION, check_readable, check_version, upgrade
 
 __all__ = ["SQLiteStore"]
 
@@ -47,7 +45,7 @@ BUSY_TIMEOUT_MS = 5000
 
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteControlRequests):
     """Tasks and runs in the SQLite file *path* (its parent is created).
 
     Thread-safe. Reading (``load_tasks``, ``runs``, ``holder``) needs no
@@ -102,9 +100,9 @@ class SQLiteStore:
         execute = self._conn.execute
         execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if self.read_only:  # no journal mode to set, nothing to upgrade
-            _check_readable(execute("PRAGMA user_version").fetchone()[0], self.control)
+            check_readable(execute("PRAGMA user_version").fetchone()[0], self.control)
             if self.control:
-                self._conn.set_authorizer(_control_only)
+                self._conn.set_authorizer(control_only)
             return
         mode = execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -326,60 +324,6 @@ class SQLiteStore:
             self._conn.execute("DELETE FROM runs")
             self._conn.execute("DELETE FROM control_requests")
 
-    # -- control requests (see .controls) -------------------------------------------
-
-    def request_control(self, action: str, task_id: str, requested_by: str) -> int:
-        """Store a new pending request to apply *action* ('run_now', 'pause',
-        'resume', 'cancel'; another is a ValueError) to *task_id*, made by
-        *requested_by* (free text: who asked); return its id (never reused)."""
-        values = check_request(action, task_id, requested_by)
-        with self._db_lock:
-            cursor = self._conn.execute(stmt.REQUEST_CONTROL,
-                                        (values[0], values[1], time.time(), values[2]))
-            return int(cursor.lastrowid or 0)
-
-    def take_control_requests(self, owner: str, limit: int = 100, *,
-                              stale_after: float = STALE_AFTER) -> List[Dict[str, Any]]:
-        """Move up to *limit* pending requests to 'taken' by *owner* and return
-        them (dicts of REQUEST_FIELDS, state 'taken'), oldest first, in one
-        write transaction: two takers never take the same request.
-
-        First, requests taken more than *stale_after* seconds ago and never
-        answered (their taker died) are settled: a 'run_now' is answered
-        failed (ABANDONED: it may have run), the others become pending again
-        and are taken here. When nothing is pending (the usual case), this is
-        one read and takes no write lock."""
-        owner, limit, stale_after = check_take(owner, limit, stale_after)
-        now = time.time()
-        stale = now - stale_after
-        with self._db_lock:
-            if self._conn.execute(stmt.ANY_REQUEST, (stale,)).fetchone() is None:
-                return []
-            with self.batch():
-                execute = self._conn.execute
-                execute(stmt.ABANDON_REQUESTS, (ABANDONED, now, stale))
-                execute(stmt.RETAKE_REQUESTS, (stale,))
-                rows = execute(stmt.PENDING_REQUESTS, (limit,)).fetchall()
-                for row in rows:
-                    execute(stmt.TAKE_REQUEST, (now, owner, row[0]))
-        return [dict(request_dict(row), state="taken") for row in rows]
-
-    def answer_control(self, request_id: int, ok: bool, message: str) -> None:
-        """Answer a request: 'done' when *ok*, else 'failed', with *message*
-        and the time. A request answered already keeps its first answer; an
-        unknown id is ignored (it may have been purged)."""
-        request_id, ok, message = check_answer(request_id, ok, message)
-        with self._db_lock:
-            self._conn.execute(stmt.ANSWER_REQUEST, (DONE if ok else FAILED, int(ok), message,
-                                                     time.time(), request_id))
-
-    def control_request(self, request_id: int) -> Optional[Dict[str, Any]]:
-        """The request *request_id* (a dict of REQUEST_FIELDS), or None."""
-        request_id = check_request_id(request_id)
-        with self._db_lock:
-            row = self._conn.execute(stmt.LOAD_REQUEST, (request_id,)).fetchone()
-        return None if row is None else request_dict(row)
-
     def close(self) -> None:
         """Release the hold, end a waiting acquire and close the connection.
         Closing twice is fine. A read-only store leaves no ``-wal`` or
@@ -403,50 +347,6 @@ def _connect_read_only(path: str, control: bool) -> sqlite3.Connection:
     uri = "file:" + urllib.parse.quote(path) + ("?mode=rw" if control else "?mode=ro")
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                            isolation_level=None, check_same_thread=False)
-
-
-#: The oldest schema a read-only store reads (it cannot upgrade): schema 2
-#: lacks only what a scheduler reads at its start (a claim's process).
-READABLE_SINCE = 2
-#: The oldest schema with control requests.
-CONTROL_SINCE = 4
-
-
-def _check_readable(version: int, control: bool) -> None:
-    """A read-only store reads schemas READABLE_SINCE to SCHEMA_VERSION; one
-    that writes control requests needs CONTROL_SINCE."""
-    check_version(version)
-    if version == 0:
-        raise sqlite3.DatabaseError("not a pysched_lightning store (it has no schema)")
-    if version < READABLE_SINCE:
-        raise sqlite3.DatabaseError(
-            f"schema version {version} must be upgraded to {SCHEMA_VERSION} before it can "
-            "be read; open it once with a scheduler of this version (pysched run)")
-    if control and version < CONTROL_SINCE:
-        raise sqlite3.DatabaseError(
-            f"schema version {version} has no control requests (they need {CONTROL_SINCE}); "
-            "a reader does not upgrade a store: open it once with a scheduler of this "
-            "version (pysched run), which upgrades it")
-
-
-#: The tables a control-only connection may change (AUTOINCREMENT keeps its
-#: counter in sqlite_sequence).
-_CONTROL_TABLES = frozenset({"control_requests", "sqlite_sequence"})
-_WRITES = frozenset({sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE})
-_ALLOWED = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_TRANSACTION,
-                      sqlite3.SQLITE_SAVEPOINT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_PRAGMA})
-
-
-def _control_only(action: int, arg1: Optional[str], arg2: Optional[str],
-                  database: Optional[str], trigger: Optional[str]) -> int:
-    """SQLite's authorizer for a reader that writes control requests: rows of
-    the control table may change; nothing else may (no other table, no
-    schema change, no attached file)."""
-    if action in _WRITES:
-        return sqlite3.SQLITE_OK if arg1 in _CONTROL_TABLES else sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and arg1 != "busy_timeout":
-        return sqlite3.SQLITE_DENY  # a pragma that sets something (user_version...)
-    return sqlite3.SQLITE_OK if action in _ALLOWED else sqlite3.SQLITE_DENY
 
 
 def _task_record(row: Tuple[Any, ...]) -> TaskRecord:
