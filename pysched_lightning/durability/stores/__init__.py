@@ -19,7 +19,8 @@ _PASSWORD = re.compile(r"(//[^/@:]*):[^/@]*@")
 SUPPORTED = "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db', 'memory://' or a file path"
 
 
-def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
+def open_store(spec: Any, *, read_only: bool = False,
+               control: bool = False) -> Optional[Store]:
     """The store *spec* names.
 
     * ``None``: None (the scheduler keeps everything in memory, no store);
@@ -32,7 +33,9 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
 
     With *read_only*, a SQLite file is opened for reading only (it must
     exist: FileNotFoundError otherwise) and ``'memory://'`` is refused, since
-    a new memory store has nothing to read.
+    a new memory store has nothing to read. With *control* too, a SQLite
+    store may write control requests and nothing else (a dashboard's actions;
+    see :class:`SQLiteStore`).
 
     Raises ValueError for another URL scheme or a malformed URL, TypeError
     for another type; the message names the value (without a URL's password).
@@ -40,7 +43,7 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
     if spec is None:
         return None
     if isinstance(spec, os.PathLike):
-        return SQLiteStore(spec, read_only=read_only)
+        return SQLiteStore(spec, read_only=read_only, control=control)
     if not isinstance(spec, str):
         if isinstance(spec, Store):
             return spec
@@ -50,7 +53,7 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
         raise ValueError(f"store must not be an empty string; use {SUPPORTED}")
     match = _SCHEME.match(spec)
     if match is None:
-        return SQLiteStore(spec, read_only=read_only)
+        return SQLiteStore(spec, read_only=read_only, control=control)
     scheme, rest, shown = match.group(1).lower(), spec[match.end():], _PASSWORD.sub(r"\1:***@", spec)
     if scheme == "memory":
         if rest:
@@ -70,4 +73,4 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
         raise ValueError(f"store {shown!r} names no file; use 'memory://' for a store in memory")
     if "?" in path:
         raise ValueError(f"store {shown!r}: URL query parameters are not supported")
-    return SQLiteStore(path, read_only=read_only)
+    return SQLiteStore(path, read_only=read_only, control=control)
