@@ -18,6 +18,8 @@ from conftest import wait_for
 from pysched_lightning.durability.stores import MemoryStore, SQLiteStore
 from pysched_lightning.durability.stores.controls import ABANDONED
 
+pytestmark = pytest.mark.usefixtures("no_leaked_threads")  # the polling thread ends too
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
 
@@ -77,28 +79,22 @@ def test_requests_are_applied_in_the_order_they_were_made(running):
     assert sched.get_task("report")["paused"]
 
 
-def test_a_scheduler_without_a_store_or_on_a_memory_store_starts_and_stops(tmp_path):
-    before = set(threading.enumerate())
+def test_a_scheduler_on_a_memory_store_applies_requests_too():
     store = MemoryStore()
     with psl.Scheduler(store=store) as sched:
         sched.delay("recur", 3600, 1, int, task_id="t")
         request = store.request_control("pause", "t", "test")
         assert answered(store, request)["ok"]
-    with psl.Scheduler():
-        pass
-    wait_for(lambda: set(threading.enumerate()) <= before)
 
 
 def test_shutdown_stops_the_polling_thread_and_no_request_is_taken_after(tmp_path):
     path = str(tmp_path / "jobs.db")
-    before = set(threading.enumerate())
     sched = psl.Scheduler(store=path)
     sched.delay("recur", 3600, 1, int, task_id="t")
     sched.start()
     assert any(t.name == "pysched-control" for t in threading.enumerate())
     sched.shutdown()
     assert not any(t.name == "pysched-control" for t in threading.enumerate())
-    wait_for(lambda: set(threading.enumerate()) <= before)
     with SQLiteStore(path) as store:
         request = store.request_control("pause", "t", "test")
         assert store.control_request(request)["state"] == "pending"

@@ -20,7 +20,38 @@ leave the same state when applied twice, so they are retried (a cancel the
 dead scheduler applied already is answered "no task ..." the second time).
 
 Times (``requested``, ``taken``, ``answered``) are POSIX seconds from the
-taker's and requester's own wall clocks (``time.time()``).
+taker's and requester's own wall clocks (``time.time()``; a store shared by
+several machines may use its database's clock instead).
+
+The methods (both stores; the SQL in ``statements`` is plain enough to port):
+
+``request_control(action, task_id, requested_by) -> int``
+    Inserts a 'pending' request; returns its id, an int > 0 that is never
+    given again (purged ids included). ``action`` outside CONTROL_ACTIONS:
+    ValueError naming it; ``task_id``/``requested_by`` not a str: TypeError
+    (``rules.check_key``). The task need not exist (the taker says so).
+``take_control_requests(owner, limit=100, *, stale_after=STALE_AFTER) -> list``
+    In one write transaction: first the stale ones (state 'taken' and
+    ``taken`` < now - stale_after) are settled as above; then up to *limit*
+    'pending' requests, lowest id first, get state 'taken', ``taken`` = now,
+    ``taken_by`` = owner, and are returned as dicts of REQUEST_FIELDS (state
+    'taken'). Two takers never get the same request (SQLite: BEGIN
+    IMMEDIATE; PostgreSQL: ``FOR UPDATE SKIP LOCKED``). When nothing is
+    pending nor stale it should cost one cheap read and no write lock: it
+    runs once a second on an idle scheduler.
+``answer_control(request_id, ok, message) -> None``
+    A 'pending' or 'taken' request becomes 'done' (ok True) or 'failed',
+    with *message* (cut to MAX_MESSAGE) and ``answered`` = now. One answered
+    already keeps its first answer; an unknown id is ignored.
+``control_request(request_id) -> dict | None``
+    The request as a dict of REQUEST_FIELDS (``ok``: None until answered),
+    or None. ``request_id`` not an int > 0: ValueError.
+``purge_runs(before)``
+    Also deletes the answered ('done', 'failed') requests with ``answered``
+    < *before* (pending and taken ones stay).
+``listen_control(callback)`` (optional, for a store that can notify)
+    Calls ``callback()`` from any thread when a request is written, so that
+    the scheduler takes it at once rather than at its next poll.
 
 The methods are optional in a store (``getattr(store, 'request_control',
 None)``): a store without them has a read-only dashboard.
