@@ -24,6 +24,7 @@ from .core import control
 from .core.dispatcher import Dispatcher
 from .core.lanes import Lanes
 from .core.cluster import Cluster
+from .core.requests import ControlRequests
 from .core.standby import Standby, shared_store
 from .core.state import Effects, State, wait_while_busy
 from .define import (build_task, changed_task, check_callable, check_kind, options_of,
@@ -101,6 +102,8 @@ class Scheduler:
         self._picklable: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
         self._standby: Optional[Standby] = None
         self._cluster: Optional[Cluster] = None
+        #: Applies a dashboard's requests written to the store (if it has them).
+        self._requests: Optional[ControlRequests] = None
         if opened is not None:
             owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
             self._standby = Standby(st, opened, owner, self._apply_changed)
@@ -108,10 +111,14 @@ class Scheduler:
             st.standby = not self._standby.take()
             if st.shared:
                 self._cluster = Cluster(st, opened, owner, self._standby, self._workers)
+            self._requests = ControlRequests.of(st, opened, owner, {
+                "run_now": self.run_now, "pause": self.pause, "resume": self.resume,
+                "cancel": self.cancel})
         before = self._standby.wait_to_take_over if st.standby else None  # type: ignore
         self._dispatcher = Dispatcher(st, self._workers,
                                       None if delayfunc is time.sleep else delayfunc, before)
-        self._closer = Closer(st, self._workers, self._dispatcher, self._listeners)
+        self._closer = Closer(st, self._workers, self._dispatcher, self._listeners,
+                              self._requests)
 
     # ------------------------------------------------------------------ state
 
@@ -292,6 +299,8 @@ class Scheduler:
         self._dispatcher.start()
         if self._cluster is not None:
             self._cluster.start()
+        if self._requests is not None:
+            self._requests.start()
         self._emit(EventKind.SCHEDULER_STARTED)
 
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:

@@ -1,6 +1,6 @@
 """Shutting a scheduler down, and running one until a signal.
 
-Shutdown stops new work at once: runs that never got a worker slot are
+Shutdown stops new work at once (and the taking of control requests): runs that never got a worker slot are
 canceled (with a store, a recurring task's stored next run goes back to the
 earliest of them, and a one-shot keeps its stored due time, so a restart
 runs them, once). A run that has a slot executes: it was handed over, or is
@@ -37,8 +37,10 @@ class Closer:
     """Shuts the scheduler down, once."""
 
     def __init__(self, st: State, workers: Any, dispatcher: Any,
-                 listeners: Listeners) -> None:
+                 listeners: Listeners, requests: Any = None) -> None:
         self._st = st
+        #: The thread applying the store's control requests, or None.
+        self._requests = requests
         self._workers = workers
         self._dispatcher = dispatcher
         self._listeners = listeners
@@ -74,6 +76,8 @@ class Closer:
             self._workers.settle(fx)  # (an interrupt on the line above)
             raise
         self.requested.set()
+        if self._requests is not None:  # before the store closes, and takes no more
+            self._requests.stop()
         inside = 1 if self._inside_own_run() else 0
         if not wait:
             if first:

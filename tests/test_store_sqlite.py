@@ -19,7 +19,7 @@ from pysched_lightning.records.protocols import (COMPLETED, ERROR, RUN_FIELDS, R
                                                  TIMEOUT)
 import pysched_lightning.records.protocols as protocols
 from pysched_lightning.durability.stores import SQLiteStore, TaskRecord
-from pysched_lightning.durability.stores.schema import TABLES
+from pysched_lightning.durability.stores.schema import INDEXES, TABLES
 from store_records import INTERRUPTED, claim, finished, record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def test_sqlite_file_is_in_wal_mode_and_reopens_with_its_data(tmp_path):
     store.close()
     reader = sqlite3.connect(path)
     assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert reader.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert reader.execute("PRAGMA user_version").fetchone()[0] == 4
     reader.close()
     with SQLiteStore(str(path)) as again:
         assert again.load_tasks() == [record()]
@@ -126,9 +126,9 @@ def test_sqlite_clear_keeps_the_file(tmp_path):
 def test_sqlite_refuses_a_newer_schema_and_a_non_database(tmp_path):
     newer = tmp_path / "newer.db"
     conn = sqlite3.connect(newer)
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute("PRAGMA user_version = 5")
     conn.close()
-    with pytest.raises(sqlite3.DatabaseError, match="newer.db.*schema version 4 is newer"):
+    with pytest.raises(sqlite3.DatabaseError, match="newer.db.*schema version 5 is newer"):
         SQLiteStore(newer)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database, not at all" * 100)
@@ -239,7 +239,7 @@ def test_a_schema_1_file_is_upgraded_when_opened(tmp_path, caplog):
     with caplog.at_level("INFO", logger="pysched_lightning"):
         store = SQLiteStore(path)
     with store:
-        assert "schema 1 upgraded to 3 (3 tasks, 6 runs)" in caplog.text
+        assert "schema 1 upgraded to 4 (3 tasks, 6 runs)" in caplog.text
         tasks = {r.id: r for r in store.load_tasks()}
         assert [r.id for r in store.load_tasks()] == ["daily", "urgent", "huge"]
         assert {i: (type(r.priority), r.priority) for i, r in tasks.items()} == \
@@ -266,8 +266,9 @@ def test_a_schema_1_file_is_upgraded_when_opened(tmp_path, caplog):
     schema = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
     assert migrated.execute(schema).fetchall() == new.execute(schema).fetchall()
     assert {row[1] for row in migrated.execute(schema)} == {
-        "tasks", "runs", "sqlite_autoindex_runs_1", "runs_task_scheduled", "runs_scheduled"}
-    assert migrated.execute("PRAGMA user_version").fetchone()[0] == 3
+        "tasks", "runs", "sqlite_autoindex_runs_1", "runs_task_scheduled", "runs_scheduled",
+        "control_requests", "control_requests_state", "sqlite_sequence"}
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == 4
     assert migrated.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     migrated.close()
     new.close()
@@ -304,7 +305,7 @@ def test_a_schema_2_file_reads_its_interrupted_runs_as_interrupted(tmp_path, cap
     with caplog.at_level("INFO", logger="pysched_lightning"):
         store = SQLiteStore(path)
     with store:
-        assert "schema 2 upgraded to 3 (0 tasks, 4 runs)" in caplog.text
+        assert "schema 2 upgraded to 4 (0 tasks, 4 runs)" in caplog.text
         assert [(r["slot"], r["status"]) for r in store.runs()] == [
             ("4.000", TIMEOUT), ("3.000", RUNNING), ("2.000", ERROR),
             ("1.000", protocols.INTERRUPTED)]
@@ -313,8 +314,71 @@ def test_a_schema_2_file_reads_its_interrupted_runs_as_interrupted(tmp_path, cap
         assert store.mark_interrupted() == 1
         assert store.count_runs(statuses=[protocols.INTERRUPTED]) == 2
     conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    conn.close()
+
+
+def make_v3_file(path):
+    """A store file as schema 3 wrote it: no control requests."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(";\n".join((*TABLES, *INDEXES)) + ";\nPRAGMA user_version = 3;")
+    with conn:
+        conn.execute("INSERT INTO tasks (id, \"trigger\", \"interval\", priority, args, kwargs) "
+                     "VALUES ('t', 'recur', '5', 1, x'00', x'00')")
+        conn.execute(f"INSERT INTO runs (task_id, run, attempt, slot, status, scheduled, pid, "
+                     f"pid_started) VALUES ('t', 1, 1, '1.000', {RUNNING}, 1.0, 42, 7)")
+    conn.close()
+
+
+def test_a_schema_3_file_gains_control_requests_when_a_scheduler_opens_it(tmp_path, caplog):
+    path = tmp_path / "v3.db"
+    make_v3_file(path)
+    with SQLiteStore(path, read_only=True) as reader:  # read as it is, not upgraded
+        assert [r.id for r in reader.load_tasks()] == ["t"]
+    # A dashboard that would write requests never upgrades the file: it says so.
+    with pytest.raises(sqlite3.DatabaseError, match="v3.db.*schema version 3 has no control "
+                                                    "requests.*pysched run"):
+        SQLiteStore(path, read_only=True, control=True)
+    conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
+    with caplog.at_level("INFO", logger="pysched_lightning"):
+        store = SQLiteStore(path)
+    with store:
+        assert "schema 3 upgraded to 4 (1 tasks, 1 runs)" in caplog.text
+        assert [r.id for r in store.load_tasks()] == ["t"]
+        assert [c["pid"] for c in store.claimed_processes()] == [42]
+        request = store.request_control("pause", "t", "test")
+        assert store.control_request(request)["state"] == "pending"
+    SQLiteStore(tmp_path / "new.db").close()
+    migrated, new = sqlite3.connect(path), sqlite3.connect(tmp_path / "new.db")
+    schema = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+    assert migrated.execute(schema).fetchall() == new.execute(schema).fetchall()
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == 4
+    migrated.close()
+    new.close()
+    with SQLiteStore(path, read_only=True, control=True) as dashboard:
+        assert dashboard.control_request(request)["task_id"] == "t"
+
+
+def test_a_control_reader_writes_control_requests_and_nothing_else(tmp_path):
+    path = tmp_path / "jobs.db"
+    with SQLiteStore(path) as store:
+        store.save_task(record())
+    with SQLiteStore(path, read_only=True, control=True) as dashboard:
+        assert dashboard.request_control("cancel", "t", "dashboard") == 1
+        assert dashboard.control_request(1)["action"] == "cancel"
+        for sql in ("DELETE FROM tasks", "UPDATE runs SET status = 0",
+                    "CREATE TABLE more (x)", "DROP TABLE control_requests",
+                    "PRAGMA user_version = 9"):
+            with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+                dashboard._conn.execute(sql)
+        with pytest.raises(PermissionError):
+            dashboard.acquire("dashboard")
+    with SQLiteStore(path) as store:
+        assert [r.id for r in store.load_tasks()] == [record().id]
+        assert store.take_control_requests("scheduler")[0]["id"] == 1
 
 
 def test_a_failed_upgrade_leaves_the_schema_1_file_as_it_was(tmp_path):

@@ -10,7 +10,9 @@ import linecache
 import math
 import pathlib
 import sys
+import re
 import threading
+import time
 
 import pytest
 
@@ -20,6 +22,7 @@ from pysched_lightning.records.protocols import (CANCELED, COMPLETED, ERROR, MIS
 from pysched_lightning.records.runs import TaskStatus
 from pysched_lightning.durability.stores import (RUN_FIELDS, MemoryStore, SQLiteStore,
                                                  Store, StoreLockedError, open_store)
+from pysched_lightning.durability.stores.controls import ABANDONED, REQUEST_FIELDS
 from conftest import wait_for
 from store_records import INTERRUPTED, claim, finished, record
 
@@ -507,6 +510,124 @@ def test_purge_runs_deletes_runs_over_before_the_time(store):
     assert [r["task_id"] for r in store.runs()] == ["running"]
     with pytest.raises(TypeError, match="'soon'"):
         store.purge_runs("soon")
+
+
+
+# -- control requests (optional methods; both stores have them) ------------------------
+
+def test_a_control_request_is_stored_pending_and_read_back(store):
+    first = store.request_control("pause", "30s/hello.sh", "dashboard on host")
+    second = store.request_control("run_now", "t2", "someone")
+    assert second > first > 0
+    request = store.control_request(first)
+    assert request == dict(request, id=first, action="pause", task_id="30s/hello.sh",
+                           state="pending", ok=None, message=None, answered=None,
+                           requested_by="dashboard on host")
+    assert list(request) == list(REQUEST_FIELDS)
+    assert abs(request["requested"] - time.time()) < 60
+    assert store.control_request(second + 100) is None
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda s: s.request_control("explode", "t", "me"), ValueError, "'explode'"),
+    (lambda s: s.request_control("run-now", "t", "me"), ValueError, "'run-now'"),
+    (lambda s: s.request_control("pause", 42, "me"), TypeError, "42"),
+    (lambda s: s.request_control("pause", "t", None), TypeError, "None"),
+    (lambda s: s.control_request(0), ValueError, "0"),
+    (lambda s: s.control_request(True), ValueError, "True"),
+    (lambda s: s.answer_control(1, "yes", "m"), TypeError, "'yes'"),
+    (lambda s: s.take_control_requests("me", 0), ValueError, "0"),
+    (lambda s: s.take_control_requests(None), TypeError, "None"),
+])
+def test_bad_control_arguments_are_refused_and_change_nothing(store, call, error, words):
+    request = store.request_control("pause", "t", "me")
+    with pytest.raises(error, match=re.escape(words)):
+        call(store)
+    assert store.control_request(request)["state"] == "pending"
+    assert store.control_request(request + 1) is None
+
+
+def test_take_moves_pending_requests_to_taken_oldest_first(store):
+    ids = [store.request_control(action, f"t{i}", "me")
+           for i, action in enumerate(("run_now", "pause", "resume", "cancel"))]
+    taken = store.take_control_requests("node-a", limit=3)
+    assert [(r["id"], r["action"], r["state"]) for r in taken] == [
+        (ids[0], "run_now", "taken"), (ids[1], "pause", "taken"), (ids[2], "resume", "taken")]
+    assert [store.control_request(i)["state"] for i in ids] == ["taken"] * 3 + ["pending"]
+    assert [r["id"] for r in store.take_control_requests("node-b")] == [ids[3]]
+    assert store.take_control_requests("node-a") == []
+
+
+def test_answers_are_done_or_failed_and_the_first_one_stays(store):
+    ok, bad = (store.request_control("pause", t, "me") for t in ("t1", "t2"))
+    store.take_control_requests("node")
+    store.answer_control(ok, True, "paused task 't1'")
+    store.answer_control(bad, False, "no task 't2'")
+    done, failed = store.control_request(ok), store.control_request(bad)
+    assert (done["state"], done["ok"], done["message"]) == ("done", True, "paused task 't1'")
+    assert (failed["state"], failed["ok"], failed["message"]) == ("failed", False, "no task 't2'")
+    assert done["answered"] >= done["requested"]
+    store.answer_control(ok, False, "late")  # answered already: kept
+    assert store.control_request(ok) == done
+    store.answer_control(ok + 1000, True, "purged")  # unknown: ignored
+    assert store.control_request(ok + 1000) is None
+
+
+def test_two_takers_never_take_the_same_request(store, other):
+    ids = {store.request_control("pause", f"t{i}", "me") for i in range(200)}
+    got = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def take(owner, source):
+        start.wait()
+        while True:
+            batch = source.take_control_requests(owner, limit=7)
+            if not batch:
+                return
+            got[owner].extend(r["id"] for r in batch)
+
+    threads = [threading.Thread(target=take, args=(owner, source))
+               for owner, source in (("a", store), ("b", other))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got["a"] + got["b"]) == sorted(ids)
+
+
+def test_a_request_its_taker_never_answered_is_not_lost_nor_run_twice(store):
+    run_now = store.request_control("run_now", "t", "me")
+    pause = store.request_control("pause", "t", "me")
+    assert len(store.take_control_requests("died")) == 2
+    assert store.take_control_requests("next") == []  # not stale yet (30 s by default)
+    retaken = store.take_control_requests("next", stale_after=0)
+    assert [(r["id"], r["state"]) for r in retaken] == [(pause, "taken")]
+    abandoned = store.control_request(run_now)
+    assert (abandoned["state"], abandoned["ok"]) == ("failed", False)
+    assert abandoned["message"] == ABANDONED and "not tried again" in ABANDONED
+
+
+def test_purge_runs_deletes_answered_requests_older_than_before(store):
+    answered, pending, taken = (store.request_control("cancel", t, "me") for t in "abc")
+    assert [r["id"] for r in store.take_control_requests("node", limit=1)] == [answered]
+    store.answer_control(answered, True, "canceled")
+    store.take_control_requests("node")
+    store.request_control("pause", "d", "me")  # pending: kept
+    store.purge_runs(time.time() - 3600)  # answered, but not before then: kept
+    assert store.control_request(answered) is not None
+    store.purge_runs(time.time() + 1)
+    assert store.control_request(answered) is None
+    assert [store.control_request(i)["state"] for i in (pending, taken)] == ["taken", "taken"]
+    assert store.request_control("pause", "e", "me") > answered  # ids are never given again
+
+
+def test_a_control_request_in_a_failed_batch_is_undone(store):
+    with pytest.raises(RuntimeError):
+        with store.batch():
+            request = store.request_control("pause", "t", "me")
+            raise RuntimeError("undo")
+    assert store.control_request(request) is None
+    assert store.take_control_requests("node") == []
 
 
 def test_mark_interrupted_gives_running_runs_the_interrupted_status(store):

@@ -37,10 +37,15 @@ def app(target: Any, *, actions: bool = False, token: Optional[str] = None,
     """A WSGI application showing *target*: a live ``Scheduler``, a store
     object, or a store URL or path (opened read-only; ``close()`` it).
 
-    With a live scheduler, ``actions=True`` and a ``token`` of at least 16
-    characters offer pause, resume, run now and cancel to viewers who sign
-    in with the token (POST with a CSRF token; 403 otherwise). A store that
-    another process writes is only read.
+    ``actions=True`` and a ``token`` of at least 16 characters offer pause,
+    resume, run now and cancel to viewers who sign in with the token (POST
+    with a CSRF token; 403 otherwise). A live scheduler applies them at
+    once. On a store, each is written as a control request (the only thing
+    the dashboard writes; a SQLite store is opened for that alone, and never
+    upgraded: it needs schema 4) that the store's running scheduler applies
+    within about a second; the page waits up to 5 s for the answer, else
+    says the request is pending (``GET /api/requests/<id>`` follows it).
+    Without actions, a store is only read.
 
     Only requests naming this machine (Host ``localhost``, 127.0.0.0/8,
     ``::1``) are answered unless ``allowed_hosts`` names others (any port;

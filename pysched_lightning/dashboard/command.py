@@ -1,15 +1,20 @@
-"""``pysched dashboard``: serve the dashboard of a store, read-only.
+"""``pysched dashboard``: serve the dashboard of a store.
 
 ::
 
     pysched dashboard [-s STORE] [--host 127.0.0.1] [--port 8765] [--refresh 5]
-                      [-c CONFIG] [--log-level LEVEL]
+                      [--token TOKEN] [-c CONFIG] [--log-level LEVEL]
 
 (also ``python -m pysched_lightning.dashboard ...``). The store is the one
 ``pysched run`` writes: ``--store``, else the config's PERSISTENCE_FILE, else
 ``./pysched.db``; a URL (``sqlite:///jobs.db``) or a path. It is only read,
-so the dashboard runs beside the scheduler. It serves until SIGINT or
-SIGTERM. This module imports no web package until the command runs, so
+so the dashboard runs beside the scheduler. With a token (``--token``, or
+the environment variable PYSCHED_DASHBOARD_TOKEN, which other users cannot
+read in the process list), viewers who sign in with it may run now, pause,
+resume and cancel tasks: the dashboard writes each as a control request to
+the store, and nothing else, for the running scheduler to apply. A SQLite
+file older than schema 4 is not upgraded for that: the command says so. It
+serves until SIGINT or SIGTERM. This module imports no web package until the command runs, so
 ``pysched`` works without the dashboard extra.
 
 Exit codes: 0 stopped by a signal, 2 a usage or configuration error, 1 any
@@ -34,6 +39,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_REFRESH = 5.0
 _PROG = "pysched dashboard"
+#: The environment variable that holds the token when --token is not given.
+TOKEN_VARIABLE = "PYSCHED_DASHBOARD_TOKEN"
 
 
 def _port(text: str) -> int:
@@ -75,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_REFRESH:g}; 0: never)")
     parser.add_argument("--log-level", metavar="LEVEL",
                         help="overrides [Logging] LOG_LEVEL (default INFO)")
+    parser.add_argument("--token", metavar="TOKEN",
+                        help=f"turn actions on (run now, pause, resume, cancel) for viewers who "
+                             f"sign in with this secret of 16 characters or more; default: "
+                             f"${TOKEN_VARIABLE}, which keeps it out of the process list; "
+                             f"without either, the dashboard is read-only")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -82,10 +94,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     ``add_subparsers()`` returned). Its parser's default ``handler`` is
     :func:`cmd_dashboard`, called as ``handler(args, config)``."""
     parser = subparsers.add_parser(
-        "dashboard", help="serve a web dashboard of the store (read-only)",
+        "dashboard", help="serve a web dashboard of the store",
         description="Serve a web dashboard of the store that `pysched run` writes: tasks, "
                     "runs, failures and a timeline. It only reads the store, so it runs "
-                    "beside the scheduler. Stop it with Ctrl-C.")
+                    "beside the scheduler; with a token, it also writes the actions of "
+                    "signed-in viewers as requests that the scheduler applies. Stop it "
+                    "with Ctrl-C.")
     add_arguments(parser)
     parser.set_defaults(handler=cmd_dashboard)
     return parser
@@ -100,8 +114,14 @@ def cmd_dashboard(args: argparse.Namespace, config: Any = None) -> int:
     if "://" not in spec:
         spec = os.path.abspath(os.path.expanduser(spec))
     from .security import hosts_for_address
+    token = args.token if getattr(args, "token", None) is not None \
+        else os.environ.get(TOKEN_VARIABLE)
+    if token is not None and not token.strip():
+        where = "--token" if args.token is not None else TOKEN_VARIABLE
+        return _fail(f"{where} is empty: give a secret of 16 characters or more, or none "
+                     "for a read-only dashboard", 2)
     try:
-        application = app(spec, refresh=args.refresh,
+        application = app(spec, refresh=args.refresh, actions=token is not None, token=token,
                           allowed_hosts=hosts_for_address(args.host))
     except MissingExtra as exc:
         return _fail(str(exc), 1)
@@ -122,7 +142,8 @@ def cmd_dashboard(args: argparse.Namespace, config: Any = None) -> int:
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-        print(f"{_PROG}: {server.url} showing {application.source.describe()} (read-only); "
+        mode = "actions on: sign in with the token" if token is not None else "read-only"
+        print(f"{_PROG}: {server.url} showing {application.source.describe()} ({mode}); "
               "Ctrl-C stops it", flush=True)
         stop.wait()
     finally:

@@ -1,8 +1,9 @@
 """Where the dashboard reads: a store written by another process, or a live
 scheduler in this one. Both answer the same few questions (``Source``).
 
-A store is only read: the source never takes its hold, never writes and
-never unpickles a task's or a run's bytes. A live scheduler is read through
+A store is only read: the source never takes its hold and never unpickles
+a task's or a run's bytes; with actions on, it writes control requests
+(and nothing else) for the store's scheduler to apply (``control``). A live scheduler is read through
 its public API; with a store, its run history comes from the store (which
 keeps earlier processes' runs too), else from the runs it keeps in memory.
 """
@@ -18,6 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from ..durability.encoding import info_options
 from .model import (MISSED, RUNNING, TaskRow, display_status, error_summary, interval_of,
                     last_finished, schedule_words)
+from .control import Outcome, StoreControl, can_control
 from .runs import MemoryRuns, StoreRuns
 
 __all__ = ["Source", "StoreSource", "SchedulerSource", "make_source", "ACTIONS", "missed_total",
@@ -28,15 +30,17 @@ _log = logging.getLogger("pysched_lightning.dashboard")
 #: The run records read per task to find its latest status and duration: a
 #: skipped overlapping run (MISSED) may be newer than the run still going.
 _LATEST = 3
-#: The actions a live dashboard offers, by the name used in URLs.
+#: The actions a dashboard offers, by the name used in URLs.
 ACTIONS = ("pause", "resume", "run-now", "cancel")
 
 
 class Source(abc.ABC):
     """What the pages read. ``runs`` is the run history (``StoreRuns`` or
-    ``MemoryRuns``); ``live`` says whether actions are possible at all."""
+    ``MemoryRuns``); ``live`` says whether the scheduler runs in this
+    process; ``acts`` whether actions are possible at all."""
 
     live = False
+    acts = False
     runs: Any
 
     @abc.abstractmethod
@@ -59,21 +63,40 @@ class Source(abc.ABC):
     def describe(self) -> str:
         """What is shown, in words (a store's path, a live scheduler)."""
 
-    def act(self, action: str, task_id: str) -> None:
+    def act(self, action: str, task_id: str) -> Optional[Outcome]:
+        """Apply an action (None: done at once) or request it (its Outcome)."""
         raise PermissionError("this dashboard reads a store from another process: "
                               "it is read-only")
+
+    def control_request(self, request_id: int) -> Optional[Dict[str, Any]]:
+        """A control request this source wrote, or None."""
+        return None
 
     def close(self) -> None:
         """Free what the source opened itself (nothing by default)."""
 
 
 class StoreSource(Source):
-    """A store another process writes; *owned* stores are closed by close()."""
+    """A store another process writes; *owned* stores are closed by close().
+    With *actions*, actions are control requests (the store must keep them)."""
 
-    def __init__(self, store: Any, owned: bool = False) -> None:
+    def __init__(self, store: Any, owned: bool = False, actions: bool = False) -> None:
         self.store = store
         self.runs = StoreRuns(store)
         self._owned = owned
+        self.control = StoreControl(store) if actions and can_control(store) else None
+        self.acts = self.control is not None
+
+    def act(self, action: str, task_id: str) -> Optional[Outcome]:
+        if self.control is None:
+            return super().act(action, task_id)
+        outcome = self.control.act(action, task_id)
+        _log.info("dashboard: %s task %r: request #%s %s", action, task_id, outcome.request,
+                  outcome.state)
+        return outcome
+
+    def control_request(self, request_id: int) -> Optional[Dict[str, Any]]:
+        return self.control.request(request_id) if self.control is not None else None
 
     def tasks(self) -> List[TaskRow]:
         return [self._row(record) for record in self.store.load_tasks()]
@@ -124,7 +147,7 @@ class StoreSource(Source):
 class SchedulerSource(Source):
     """A scheduler running in this process: its tasks, and its actions."""
 
-    live = True
+    live = acts = True
 
     def __init__(self, sched: Any) -> None:
         self.sched = sched
@@ -179,7 +202,7 @@ class SchedulerSource(Source):
         where = getattr(store, "path", None) or (type(store).__name__ if store else "memory")
         return f"live scheduler (runs in {where})"
 
-    def act(self, action: str, task_id: str) -> None:
+    def act(self, action: str, task_id: str) -> Optional[Outcome]:
         """Pause, resume, run now or cancel a task; KeyError if it is not
         scheduled, ValueError for an unknown action."""
         calls: Dict[str, Callable[[str], None]] = {
@@ -189,11 +212,13 @@ class SchedulerSource(Source):
             raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
         calls[action](task_id)
         _log.info("dashboard: %s task %r", action, task_id)
+        return None
 
 
-def make_source(target: Any) -> Source:
+def make_source(target: Any, actions: bool = False) -> Source:
     """The source for ``app(target)``: a Scheduler, a store object, or a store
-    URL or path (opened read-only; it must exist)."""
+    URL or path (opened read-only, it must exist; with *actions*, it may
+    write control requests, and only them)."""
     from ..records.protocols import Store
     from ..scheduler import Scheduler
     if isinstance(target, Source):
@@ -202,9 +227,10 @@ def make_source(target: Any) -> Source:
         return SchedulerSource(target)
     if isinstance(target, (str, os.PathLike)):
         from ..durability.stores import open_store
-        return StoreSource(open_store(target, read_only=True), owned=True)
+        return StoreSource(open_store(target, read_only=True, control=actions), owned=True,
+                           actions=actions)
     if isinstance(target, Store):
-        return StoreSource(target)
+        return StoreSource(target, actions=actions)
     raise TypeError(f"the dashboard reads a Scheduler, a store, or a store URL or path; "
                     f"got {type(target).__name__} {target!r}")
 

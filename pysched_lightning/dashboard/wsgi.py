@@ -8,16 +8,15 @@ templates and static files, by fixed names.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
-from urllib.parse import parse_qs, quote, urlencode
 
 from . import pages
 from .data import ACTIONS, Source, make_source
+from .http import REASONS, HTTPError, Request, Response
 from .model import RUN_KEYS, iso, run_json
 from .pages import BadRequest
 from .security import SECURITY_HEADERS, HostGuard, safe_next
@@ -33,65 +32,16 @@ _STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _STATIC = {"dashboard.css": "text/css; charset=utf-8",
            "dashboard.js": "text/javascript; charset=utf-8"}
 _TEXT_FIELDS = ("traceback", "output", "stderr", "result")
-_MAX_FORM = 64 * 1024
-_REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-            429: "Too Many Requests", 500: "Internal Server Error"}
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclasses.dataclass
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "text/html; charset=utf-8"
-    headers: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
-
-
-class Request:
-    """The parts of a WSGI environ the routes read."""
-
-    def __init__(self, environ: Dict[str, Any]) -> None:
-        self.environ = environ
-        self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        raw = environ.get("PATH_INFO", "") or "/"
-        self.path = raw.encode("latin-1", "replace").decode("utf-8", "replace")  # PEP 3333
-        self.prefix = str(environ.get("SCRIPT_NAME", "")).rstrip("/")
-        self.query = {key: values[-1] for key, values in parse_qs(
-            environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
-        self._form: Optional[Dict[str, str]] = None
-
-    def url(self, path: str, **params: Any) -> str:
-        """A link inside the app (mounted under SCRIPT_NAME, ids quoted)."""
-        query = urlencode({k: v for k, v in params.items() if v is not None and v != ""})
-        return self.prefix + quote(path, safe="/") + (f"?{query}" if query else "")
-
-    @property
-    def form(self) -> Dict[str, str]:
-        if self._form is None:
-            try:
-                size = int(self.environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                raise HTTPError(400, "Content-Length is not a number") from None
-            if size > _MAX_FORM:
-                raise HTTPError(413, f"a form of {size} bytes is too large")
-            body = self.environ["wsgi.input"].read(size) if size > 0 else b""
-            self._form = {key: values[-1] for key, values in parse_qs(
-                body.decode("utf-8", "replace"), keep_blank_values=True).items()}
-        return self._form
 
 
 class Dashboard:
     """A WSGI application showing *target*: a live ``Scheduler``, a store, or
     a store URL or path (read-only; closed by :meth:`close`).
 
-    ``actions=True`` with a ``token`` (live schedulers only) offers pause,
-    resume, run now and cancel to viewers who sign in with the token.
+    ``actions=True`` with a ``token`` offers pause, resume, run now and
+    cancel to viewers who sign in with the token: on a live scheduler at
+    once, on a store as control requests that its active scheduler applies
+    (the answer is awaited a few seconds; see ``control``).
     ``refresh`` is the seconds between the pages' own refreshes (0: never).
     ``allowed_hosts`` are the Host names answered (any port; ``["*"]``: any
     name); by default only this machine's own (``localhost``, 127.0.0.0/8,
@@ -109,11 +59,11 @@ class Dashboard:
         if not isinstance(title, str):
             raise TypeError(f"title must be a str, not {title!r}")
         self._hosts = HostGuard(allowed_hosts)
-        self.source: Source = make_source(target)
-        if actions and not self.source.live:
+        self.source: Source = make_source(target, actions)
+        if actions and not self.source.acts:
             self.source.close()
-            raise ValueError(f"actions=True needs a live Scheduler; {target!r} is a store "
-                             "that another process writes, which the dashboard only reads")
+            raise ValueError(f"actions=True needs a live Scheduler or a store that keeps "
+                             f"control requests; {target!r} has no request_control()")
         self.refresh, self.title, self._clock = float(refresh), title, clock
         self._env = environment()
         self._static = {}
@@ -144,7 +94,7 @@ class Dashboard:
         headers = [("Content-Type", response.content_type),
                    ("Content-Length", str(len(response.body))), *SECURITY_HEADERS,
                    *response.headers]
-        start_response(f"{response.status} {_REASONS.get(response.status, '')}", headers)
+        start_response(f"{response.status} {REASONS.get(response.status, '')}", headers)
         return [response.body] if request.method != "HEAD" else [b""]
 
     # -- routes -----------------------------------------------------------------
@@ -201,6 +151,14 @@ class Dashboard:
             runs = self.source.runs.select(None, limit + 1, since=since, before=until)
             return _json({"since": iso(since), "until": iso(until), "truncated": len(runs) > limit,
                           "runs": [run_json(run) for run in runs[:limit]]})
+        if path.startswith("/requests/") and get:
+            number = pages.parse_int("request id", path[len("/requests/"):], 0, 1, 2 ** 62)
+            request = self.source.control_request(number) if number else None
+            if request is None:
+                raise HTTPError(404, f"no control request #{number}")
+            return _json({key: iso(value) if key in ("requested", "answered")
+                          and isinstance(value, (int, float)) else value
+                          for key, value in request.items()})
         if path.startswith("/tasks/") and len(path) > 7:
             rest = path[len("/tasks/"):]
             if req.method == "POST":
@@ -241,7 +199,7 @@ class Dashboard:
 
         return dict(req=req, now=now, title=self.title, refresh=self.refresh, run_url=run_url,
                     summary=pages.summary(self.source, every, now), active="",
-                    source=self.source.describe(), live=self.source.live,
+                    source=self.source.describe(), live=self.source.live, acts=self.source.acts,
                     actions=self._guard.enabled, signed_in=self._guard.signed_in(req.environ),
                     csrf=self._guard.csrf(req.environ), **extra)
 
@@ -272,7 +230,8 @@ class Dashboard:
         return self._html("task.html", self._context(
             req, now, task=row, task_id=task_id, runs=runs, cursor=cursor, before=before,
             limit=limit, next_times=self.source.next_run_times(task_id, pages.NEXT_TIMES),
-            done=req.query.get("done")))
+            done=req.query.get("done"), requested=pages.parse_int(
+                "requested", req.query.get("requested"), 0, 0, 2 ** 62) or None))
 
     def _find_run(self, req: Request, task_id: str) -> Dict[str, Any]:
         at = pages.parse_time("at", req.query.get("at"))
@@ -349,12 +308,23 @@ class Dashboard:
         if refusal is not None:
             raise HTTPError(403, refusal)
         try:
-            self.source.act(action, task_id)
+            outcome = self.source.act(action, task_id)
         except KeyError:
             raise HTTPError(404, f"no scheduled task {task_id!r} to {action}") from None
+        request = None if outcome is None else outcome.request
+        if outcome is not None and outcome.state == "failed":
+            raise HTTPError(409, f"{action} task {task_id!r} failed: {outcome.message} "
+                                 f"(request #{request})")
+        if outcome is not None and outcome.state != "done":  # no answer in time
+            if api:
+                return _json({"ok": None, "action": action, "state": outcome.state,
+                              "message": outcome.message, "request": request,
+                              "url": req.url(f"/api/requests/{request}")}, 202)
+            return _redirect(req.url(f"/tasks/{task_id}", requested=request))
         if api:
             row = self.source.task(task_id)
-            return _json({"ok": True, "action": action, "task": row.as_json() if row else None})
+            return _json({"ok": True, "action": action, "request": request,
+                          "task": row.as_json() if row else None})
         return _redirect(req.url(f"/tasks/{task_id}", done=action))
 
     # -- answers ------------------------------------------------------------------

@@ -133,6 +133,18 @@ class Store(Protocol):
     Claims (``claim_run``, ``save_task(replace=False)``) are decided by the
     store, so schedulers in several processes never run one slot twice. The
     value rules every store follows are in :mod:`pysched_lightning.stores.rules`.
+
+    Optional, for a dashboard's actions on a store (looked up with
+    ``getattr(store, 'request_control', None)``; a store without them has a
+    read-only dashboard, and its scheduler applies no requests):
+    ``request_control(action, task_id, requested_by) -> int``,
+    ``take_control_requests(owner, limit=100) -> list``,
+    ``answer_control(request_id, ok, message)`` and
+    ``control_request(request_id) -> dict | None``; their rules are in
+    ``durability.stores.controls``. A store that can notify its scheduler
+    sooner than the once-a-second poll may also have
+    ``listen_control(callback)``: it calls ``callback()`` (from any thread)
+    when a request is written.
     """
 
     def acquire(self, owner: str, wait: bool = False) -> bool:
@@ -213,7 +225,8 @@ class Store(Protocol):
         """How many run records ``runs()`` would list with these filters."""
 
     def purge_runs(self, before: float) -> int:
-        """Delete finished runs that ended before *before*; return how many."""
+        """Delete finished runs that ended before *before*; return how many. (A
+        store with control requests deletes the answered ones older too.)"""
 
     def clear(self) -> None:
         """Delete every task and run."""

@@ -21,7 +21,8 @@ SUPPORTED = ("'sqlite:///relative/path.db', 'sqlite:////absolute/path.db', "
              "'postgresql://user@host:5432/database', 'memory://' or a file path")
 
 
-def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
+def open_store(spec: Any, *, read_only: bool = False,
+               control: bool = False) -> Optional[Store]:
     """The store *spec* names.
 
     * ``None``: None (the scheduler keeps everything in memory, no store);
@@ -38,7 +39,9 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
     With *read_only*, a SQLite file is opened for reading only (it must
     exist: FileNotFoundError otherwise), a PostgreSQL store in read-only
     transactions (its schema must exist), and ``'memory://'`` is refused,
-    since a new memory store has nothing to read.
+    since a new memory store has nothing to read. With *control* too, the
+    store may write control requests and nothing else (a dashboard's
+    actions; see :class:`SQLiteStore`).
 
     Raises ValueError for another URL scheme or a malformed URL, TypeError
     for another type; the message names the value (without a URL's password).
@@ -46,7 +49,7 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
     if spec is None:
         return None
     if isinstance(spec, os.PathLike):
-        return SQLiteStore(spec, read_only=read_only)
+        return SQLiteStore(spec, read_only=read_only, control=control)
     if not isinstance(spec, str):
         if isinstance(spec, Store):
             return spec
@@ -56,7 +59,7 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
         raise ValueError(f"store must not be an empty string; use {SUPPORTED}")
     match = _SCHEME.match(spec)
     if match is None:
-        return SQLiteStore(spec, read_only=read_only)
+        return SQLiteStore(spec, read_only=read_only, control=control)
     scheme, rest, shown = match.group(1).lower(), spec[match.end():], hide_password(spec)
     if scheme == "memory":
         if rest:
@@ -66,7 +69,7 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
                              "read a SQLite store, or the scheduler that owns the memory store")
         return MemoryStore()
     if scheme in ("postgresql", "postgres"):
-        return _postgres(spec, shown, read_only)
+        return _postgres(spec, shown, read_only, control)
     if scheme != "sqlite":
         raise ValueError(f"store {shown!r}: unsupported scheme {scheme!r}; use {SUPPORTED}")
     if not rest.startswith("/"):
@@ -78,10 +81,10 @@ def open_store(spec: Any, *, read_only: bool = False) -> Optional[Store]:
         raise ValueError(f"store {shown!r} names no file; use 'memory://' for a store in memory")
     if "?" in path:
         raise ValueError(f"store {shown!r}: URL query parameters are not supported")
-    return SQLiteStore(path, read_only=read_only)
+    return SQLiteStore(path, read_only=read_only, control=control)
 
 
-def _postgres(url: str, shown: str, read_only: bool) -> Store:
+def _postgres(url: str, shown: str, read_only: bool, control: bool) -> Store:
     """A PostgresStore at *url*, or ImportError saying how to install psycopg."""
     try:
         from .postgres import PostgresStore
@@ -89,4 +92,4 @@ def _postgres(url: str, shown: str, read_only: bool) -> Store:
         raise ImportError(f"store {shown!r} needs psycopg 3 and psycopg-pool, which are not "
                           f"installed ({exc}); pip install '.[postgres]' (or "
                           "'pysched_lightning[postgres]')") from exc
-    return PostgresStore(url, read_only=read_only)
+    return PostgresStore(url, read_only=read_only, control=control)

@@ -13,6 +13,7 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Opti
 
 from ...records.protocols import INTERRUPTED as INTERRUPTED_STATUS
 from ...records.protocols import EVERY_SLOT, MISSED, RUN_FIELDS, RUNNING, TaskRecord
+from .memory_controls import MemoryControlRequests
 from .rules import (CLAIMED_FIELDS, INTERRUPTED, PROCESS_FIELDS, check_key, check_limit,
                     check_process, check_slot, check_statuses,
                     check_time, claim_row, run_row, task_changes, task_row)
@@ -25,7 +26,7 @@ _RunKey = Tuple[str, str, int]
 _Entry = Tuple[int, Dict[str, Any]]
 
 
-class MemoryStore:
+class MemoryStore(MemoryControlRequests):
     """The store protocol in dicts, for tests and for programs that want the
     store API (run history, batches, the one-holder lock) without a file.
 
@@ -46,6 +47,9 @@ class MemoryStore:
         #: The process of a RUNNING claim: (pid, its start time).
         self._processes: Dict[_RunKey, Tuple[int, int]] = {}
         self._seq = itertools.count(1)
+        #: Control requests by id (a dict of REQUEST_FIELDS plus taken, taken_by).
+        self._requests: Dict[int, Dict[str, Any]] = {}
+        self._request_ids = itertools.count(1)
         self._undo: List[Callable[[], None]] = []
         self._depth = 0
         #: Held by the store's one active scheduler.
@@ -324,6 +328,7 @@ class MemoryStore:
             for key in doomed:
                 entry = self._runs.pop(key)
                 self._changed(functools.partial(self._put_run, key, entry))
+            self._purge_requests(bound)
             return len(doomed)
 
     def _latest_claimed_slots(self) -> Set[Tuple[str, float]]:
@@ -338,10 +343,12 @@ class MemoryStore:
     def clear(self) -> None:
         with self._data_lock:
             tasks, runs, processes = self._tasks, self._runs, self._processes
-            self._tasks, self._runs, self._processes = {}, {}, {}
+            requests = self._requests
+            self._tasks, self._runs, self._processes, self._requests = {}, {}, {}, {}
 
             def undo() -> None:
                 self._tasks, self._runs, self._processes = tasks, runs, processes
+                self._requests = requests
             self._changed(undo)
 
     def close(self) -> None:

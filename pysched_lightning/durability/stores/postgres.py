@@ -35,6 +35,7 @@ from ...records.protocols import (EVERY_SLOT, RUN_FIELDS, RUNNING, ClaimLostErro
                                   TaskRecord)
 from . import postgres_sql as sql
 from .postgres_connect import connect
+from .postgres_controls import PURGE_REQUESTS, PostgresControlRequests
 from .postgres_nodes import NodeLink
 from .postgres_schema import check_readable, prepare
 from .queries import run_filter, select_sql
@@ -50,18 +51,21 @@ _MAX_PENDING = 256
 _Claim = Tuple[str, str, int, int, str, float, float]
 
 
-class PostgresStore(NodeLink):
+class PostgresStore(PostgresControlRequests, NodeLink):
     """Tasks and runs in the PostgreSQL database *url*, with leases of
     *lease* seconds for the nodes that share it. Thread-safe.
 
     The schema is created or upgraded when the store opens (see
     :mod:`.postgres_schema`); ``read_only=True`` changes nothing and runs
-    read-only transactions. ``repr()`` and messages show the URL without
-    its password.
+    read-only transactions; with ``control=True`` too, it still writes
+    control requests (a dashboard's actions), on a connection of their own.
+    ``repr()`` and messages show the URL without its password.
     """
 
-    def __init__(self, url: str, *, lease: float = 10.0, read_only: bool = False) -> None:
+    def __init__(self, url: str, *, lease: float = 10.0, read_only: bool = False,
+                 control: bool = False) -> None:
         super().__init__(url, lease, read_only)
+        self._control_setup()
         self._lock = threading.RLock()  # the data connection: one call or batch at a time
         self._depth = 0  # batch nesting, under _lock
         # A batch's finish_run records not yet sent (under _lock), by key:
@@ -344,7 +348,8 @@ class PostgresStore(NodeLink):
         bound = check_time("before", before)
         if bound is None:
             raise TypeError("purge_runs() needs a time, not None")
-        with self._lock:
+        with self.batch():
+            self._run(PURGE_REQUESTS, {"before": bound})
             return int(self._row(sql.PURGE_RUNS, {"before": bound})[0])
 
     def clear(self) -> None:
@@ -363,6 +368,7 @@ class PostgresStore(NodeLink):
         except psycopg.Error as exc:  # the lease then expires on its own
             _log.warning("%s: could not unregister node %r: %s", self.url, self.owner, exc)
         self._close_links()
+        self._close_controls()
         with self._lock:
             self._conn.close()
 

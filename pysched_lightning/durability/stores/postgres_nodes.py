@@ -17,6 +17,7 @@ import psycopg
 
 from . import postgres_sql as sql
 from .postgres_connect import connect
+from .postgres_controls import CONTROL_CHANNEL
 from .rules import check_key
 from .urls import hide_password
 
@@ -151,14 +152,21 @@ class NodeLink:
                 return False
             if self._listener is None or self._listener.broken:
                 self._listener = connect(self._url, self.url, read_only=False)
-                self._listener.execute(sql.LISTEN)
+                for listen in sql.LISTEN:
+                    self._listener.execute(listen)
                 return True
             while True:
                 left = max(0.0, deadline - time.monotonic())
-                for _ in self._listener.notifies(timeout=min(left, _WAKE_CHECK), stop_after=1):
-                    return True
+                for notice in self._listener.notifies(timeout=min(left, _WAKE_CHECK),
+                                                      stop_after=1):
+                    if notice.channel != CONTROL_CHANNEL:
+                        return True
+                    self._control_heard()  # a control request: its taker wakes
                 if left == 0 or self._closed.is_set():
                     return False
+
+    def _control_heard(self) -> None:
+        """A control request was written (see the store's ``listen_control``)."""
 
     def _close_links(self) -> None:
         """Close the side and listening connections (a wait ends within

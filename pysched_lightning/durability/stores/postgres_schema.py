@@ -14,13 +14,14 @@ import logging
 from typing import Any, Callable, Dict, Tuple
 
 from ...records.protocols import RUNNING, SUSPENDED
+from .postgres_controls import CONTROL_TABLE
 
 __all__ = ["SCHEMA_VERSION", "LOCK_KEY", "CHANNEL", "prepare", "check_readable"]
 
 _log = logging.getLogger("pysched_lightning.stores")
 
 #: The schema's version, kept in ``pysched_schema``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The advisory lock that serializes schema changes (any fixed 64-bit key).
 LOCK_KEY = 0x70736C5F73636831  # 'psl_sch1'
 #: The advisory lock that puts changes in commit order (see below).
@@ -118,7 +119,8 @@ END $$""",
 )
 
 #: The statements that bring version k to k + 1.
-STEPS: Dict[int, Tuple[str, ...]] = {0: _V0_TO_V1}
+#: Version 2: the control requests of dashboards (see :mod:`.postgres_controls`).
+STEPS: Dict[int, Tuple[str, ...]] = {0: _V0_TO_V1, 1: CONTROL_TABLE}
 
 
 def prepare(execute: Callable[..., Any], shown: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 from ...records.protocols import INTERRUPTED, MISSED, RUN_FIELDS, RUNNING
+from .postgres_controls import CONTROL_CHANNEL
 from .postgres_schema import CHANNEL
 from .rules import CLAIMED_FIELDS, PROCESS_FIELDS, TASK_FIELDS
 
@@ -227,4 +228,5 @@ NODE_FIELDS = ("owner", "epoch", "host", "pid", "joined", "lease_until")
 NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 CHANGES_SINCE = "SELECT seq, task_id, kind FROM changes WHERE seq > %s ORDER BY seq"
 LAST_CHANGE = "SELECT COALESCE(max(seq), 0) FROM changes"
-LISTEN = f"LISTEN {CHANNEL}"
+#: What a node listens to: changes, and control requests.
+LISTEN = (f"LISTEN {CHANNEL}", f"LISTEN {CONTROL_CHANNEL}")

@@ -2,8 +2,8 @@
 
 The version is kept in ``PRAGMA user_version``: 0 is a new file, 1 the
 first schema (runs keyed by their scheduled time), 2 runs keyed by a slot, 3
-this one (a claim keeps the process running it; runs interrupted by a crash
-have a status of their own). :func:`upgrade` brings a file to :data:`SCHEMA_VERSION` inside the
+a claim keeps the process running it and runs interrupted by a crash have a
+status of their own, 4 this one (control requests, see :mod:`.controls`). :func:`upgrade` brings a file to :data:`SCHEMA_VERSION` inside the
 caller's transaction, so an upgrade happens entirely or not at all.
 """
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import Any, Callable
 
 from ...records.protocols import ERROR, INTERRUPTED, SUSPENDED
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "INDEXES", "upgrade"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "INDEXES", "CONTROL", "upgrade", "check_version",
+           "check_readable"]
 
 _log = logging.getLogger("pysched_lightning.stores")
 
 #: The schema's version, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The error text schema 2 gave a run it found interrupted (status ERROR).
 _V2_INTERRUPTED = "interrupted: the scheduler process stopped during this run"
@@ -86,6 +87,24 @@ INDEXES = (
     "CREATE INDEX runs_scheduled ON runs (scheduled)",
 )
 
+# Control requests (schema 4): few rows, purged once answered. AUTOINCREMENT
+# so that an id is never given twice: a dashboard may still ask about a purged one.
+# The index serves the active scheduler's poll, once a second: any pending?
+CONTROL = ("""
+CREATE TABLE control_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    ok INTEGER,
+    message TEXT,
+    requested REAL NOT NULL,
+    requested_by TEXT NOT NULL,
+    taken REAL,
+    taken_by TEXT,
+    answered REAL
+)""", "CREATE INDEX control_requests_state ON control_requests (state, id)")
+
 _V1_TO_V2 = (
     "ALTER TABLE tasks RENAME TO tasks_v1",
     TABLES[0],
@@ -140,12 +159,14 @@ def upgrade(execute: Callable[..., Any], path: str) -> None:
     if version == SCHEMA_VERSION:
         return  # another process upgraded it while this one waited
     if version == 0:
-        for statement in (*TABLES, *INDEXES):
+        for statement in (*TABLES, *INDEXES, *CONTROL):
             execute(statement)
-    elif version in (1, 2):
+    elif version in (1, 2, 3):
         counts = [execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in ("tasks", "runs")]
-        for statement in (*(_V1_TO_V2 if version == 1 else _V2_TO_V3), _INTERRUPTED_STATUS):
+        steps = {1: (*_V1_TO_V2, _INTERRUPTED_STATUS), 2: (*_V2_TO_V3, _INTERRUPTED_STATUS),
+                 3: ()}[version]
+        for statement in (*steps, *CONTROL):
             execute(statement)
         _log.info("%s: schema %d upgraded to %d (%d tasks, %d runs)", path, version,
                   SCHEMA_VERSION, *counts)
@@ -160,3 +181,27 @@ def check_version(version: int) -> None:
         raise sqlite3.DatabaseError(
             f"schema version {version} is newer than this pysched_lightning's "
             f"({SCHEMA_VERSION}); upgrade pysched_lightning to open it")
+
+
+#: The oldest schema a read-only store reads (it cannot upgrade): schema 2
+#: lacks only what a scheduler reads at its start (a claim's process).
+READABLE_SINCE = 2
+#: The oldest schema with control requests.
+CONTROL_SINCE = 4
+
+
+def check_readable(version: int, control: bool) -> None:
+    """A read-only store reads schemas READABLE_SINCE to SCHEMA_VERSION; one
+    that writes control requests needs CONTROL_SINCE."""
+    check_version(version)
+    if version == 0:
+        raise sqlite3.DatabaseError("not a pysched_lightning store (it has no schema)")
+    if version < READABLE_SINCE:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} must be upgraded to {SCHEMA_VERSION} before it can "
+            "be read; open it once with a scheduler of this version (pysched run)")
+    if control and version < CONTROL_SINCE:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} has no control requests (they need {CONTROL_SINCE}); "
+            "a reader does not upgrade a store: open it once with a scheduler of this "
+            "version (pysched run), which upgrades it")

@@ -12,7 +12,11 @@ writer and wait up to ``busy_timeout`` for a writer's lock.
 The one-active-scheduler lock is a :class:`~.filelock.FileHold` on
 ``<db path>.lock``. ``read_only=True`` opens an existing file for reading
 only (SQLite's ``mode=ro``): a dashboard beside a running scheduler, which
-must never write, upgrade or hold the store. Closed, it leaves no ``-wal``
+must never write, upgrade or hold the store. ``control=True`` with it lets
+that dashboard write control requests, and nothing else: the connection may
+write, but an authorizer refuses any change to another table and any schema
+change (so it never upgrades the file either: a file older than schema 4
+is refused, to be opened once by a scheduler of this version). Closed, it leaves no ``-wal``
 or ``-shm`` file that no other connection needs (see :mod:`.wal`).
 """
 from __future__ import annotations
@@ -31,7 +35,8 @@ from .queries import run_filter, select_sql
 from .rules import (INTERRUPTED, PROCESS_FIELDS, check_key, check_limit, check_process,
                     check_slot, check_time, claim_row, run_row, task_changes, task_row)
 from . import statements as stmt
-from .schema import SCHEMA_VERSION, check_version, upgrade
+from .sqlite_controls import SQLiteControlRequests, control_only
+from .schema import SCHEMA_VERSION, check_readable, check_version, upgrade
 
 __all__ = ["SQLiteStore"]
 
@@ -40,7 +45,7 @@ BUSY_TIMEOUT_MS = 5000
 
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteControlRequests):
     """Tasks and runs in the SQLite file *path* (its parent is created).
 
     Thread-safe. Reading (``load_tasks``, ``runs``, ``holder``) needs no
@@ -53,7 +58,8 @@ class SQLiteStore:
     follow the rules of :mod:`.rules`, as in the memory store.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", *, read_only: bool = False) -> None:
+    def __init__(self, path: "str | os.PathLike[str]", *, read_only: bool = False,
+                 control: bool = False) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"a SQLite store path must be a str or PathLike, not {path!r}")
         filename = os.fspath(path)
@@ -66,6 +72,8 @@ class SQLiteStore:
         self.lock_path = self.path + ".lock"
         #: True for a reader that never writes (a dashboard beside a scheduler).
         self.read_only = bool(read_only)
+        #: True for a reader that writes control requests (only with read_only).
+        self.control = bool(control) and self.read_only
         #: Guards the connection: one statement or one batch at a time.
         self._db_lock = threading.RLock()
         self._depth = 0  # batch nesting, guarded by _db_lock
@@ -73,7 +81,7 @@ class SQLiteStore:
         self._file_hold = FileHold(self.lock_path, self._closed)
         try:
             if self.read_only:
-                self._conn = _connect_read_only(self.path)
+                self._conn = _connect_read_only(self.path, self.control)
             else:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
                 self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
@@ -92,7 +100,9 @@ class SQLiteStore:
         execute = self._conn.execute
         execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if self.read_only:  # no journal mode to set, nothing to upgrade
-            _check_readable(execute("PRAGMA user_version").fetchone()[0])
+            check_readable(execute("PRAGMA user_version").fetchone()[0], self.control)
+            if self.control:
+                self._conn.set_authorizer(control_only)
             return
         mode = execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -111,6 +121,7 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         state = " read-only" if self.read_only else ""
+        state += " (control requests)" if self.control else ""
         state += " closed" if self._closed.is_set() else ""
         return f"<SQLiteStore {self.path!r}{state}>"
 
@@ -302,14 +313,16 @@ class SQLiteStore:
         bound = check_time("before", before)
         if bound is None:
             raise TypeError("purge_runs() needs a time, not None")
-        with self._db_lock:
+        with self.batch():
+            self._conn.execute(stmt.PURGE_REQUESTS, (bound,))  # answered requests too
             return self._conn.execute(stmt.PURGE_RUNS, (bound,)).rowcount
 
     def clear(self) -> None:
-        """Delete every task and run (the file stays)."""
+        """Delete every task, run and control request (the file stays)."""
         with self.batch():
             self._conn.execute("DELETE FROM tasks")
             self._conn.execute("DELETE FROM runs")
+            self._conn.execute("DELETE FROM control_requests")
 
     def close(self) -> None:
         """Release the hold, end a waiting acquire and close the connection.
@@ -326,29 +339,14 @@ class SQLiteStore:
                 fold_wal(self.path)
 
 
-def _connect_read_only(path: str) -> sqlite3.Connection:
-    """A connection that cannot write (``mode=ro``) to the existing file *path*."""
+def _connect_read_only(path: str, control: bool) -> sqlite3.Connection:
+    """A connection that cannot write (``mode=ro``) to the existing file *path*;
+    with *control*, one that may (``mode=rw``), limited by ``_control_only``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(errno.ENOENT, "no store file to read", path)
-    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    uri = "file:" + urllib.parse.quote(path) + ("?mode=rw" if control else "?mode=ro")
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                            isolation_level=None, check_same_thread=False)
-
-
-#: The oldest schema a read-only store reads (it cannot upgrade): schema 2
-#: lacks only what a scheduler reads at its start (a claim's process).
-READABLE_SINCE = 2
-
-
-def _check_readable(version: int) -> None:
-    """A read-only store reads schemas READABLE_SINCE to SCHEMA_VERSION."""
-    check_version(version)
-    if version == 0:
-        raise sqlite3.DatabaseError("not a pysched_lightning store (it has no schema)")
-    if version < READABLE_SINCE:
-        raise sqlite3.DatabaseError(
-            f"schema version {version} must be upgraded to {SCHEMA_VERSION} before it can "
-            "be read; open it once with a scheduler of this version (pysched run)")
 
 
 def _task_record(row: Tuple[Any, ...]) -> TaskRecord:

@@ -57,3 +57,24 @@ PURGE_RUNS = (f"DELETE FROM runs WHERE status IS NOT {RUNNING} "
                f"(SELECT MAX(kept.scheduled) FROM runs AS kept WHERE kept.task_id = "
                f"runs.task_id AND kept.status IS NOT {MISSED}))")
 PAUSED = TASK_FIELDS.index("paused")
+
+# -- control requests (see controls.py; plain SQL that PostgreSQL runs too) ------
+REQUEST_COLUMNS = "id, action, task_id, state, ok, message, requested, answered, requested_by"
+REQUEST_CONTROL = ("INSERT INTO control_requests (action, task_id, state, requested, "
+                   "requested_by) VALUES (?, ?, 'pending', ?, ?)")
+# The poll's one cheap query: is there anything to take (or a taker's loss)?
+ANY_REQUEST = ("SELECT 1 FROM control_requests WHERE state = 'pending' "
+               "OR (state = 'taken' AND taken < ?) LIMIT 1")
+ABANDON_REQUESTS = ("UPDATE control_requests SET state = 'failed', ok = 0, message = ?, "
+                    "answered = ? WHERE state = 'taken' AND taken < ? AND action = 'run_now'")
+RETAKE_REQUESTS = ("UPDATE control_requests SET state = 'pending', taken = NULL, "
+                   "taken_by = NULL WHERE state = 'taken' AND taken < ?")
+PENDING_REQUESTS = (f"SELECT {REQUEST_COLUMNS} FROM control_requests WHERE state = 'pending' "
+                    f"ORDER BY id LIMIT ?")
+TAKE_REQUEST = ("UPDATE control_requests SET state = 'taken', taken = ?, taken_by = ? "
+                "WHERE id = ? AND state = 'pending'")
+ANSWER_REQUEST = ("UPDATE control_requests SET state = ?, ok = ?, message = ?, answered = ? "
+                  "WHERE id = ? AND state IN ('pending', 'taken')")
+LOAD_REQUEST = f"SELECT {REQUEST_COLUMNS} FROM control_requests WHERE id = ?"
+PURGE_REQUESTS = ("DELETE FROM control_requests WHERE state IN ('done', 'failed') "
+                  "AND answered < ?")
