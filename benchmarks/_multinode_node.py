@@ -45,10 +45,12 @@ def _adds(add, n, every):
 
 
 def _wait_line(word):
+    """Block until *word* arrives on stdin: True; False at end of input (the
+    benchmark is gone, so this node must not start, or must stop)."""
     for line in sys.stdin:
         if line.strip() == word:
-            return
-    # end of input: the benchmark is gone, stop too
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- psl
@@ -69,7 +71,8 @@ def psl_serve(url, a):
     import pysched_lightning as psl
     s = psl.Scheduler(store=url, executor=psl.ThreadPoolExecutor(a.workers))
     print("ready", flush=True)
-    _wait_line("go")
+    if not _wait_line("go"):
+        return
     s.start()
     if a.add:
         threading.Thread(target=_adds, daemon=True, args=(
@@ -110,7 +113,8 @@ def aps_serve(url, a):
     s = _aps(url, a)
     with s:  # data store and event broker up before "ready"
         print("ready", flush=True)
-        _wait_line("go")
+        if not _wait_line("go"):
+            return
         s.start_in_background()
         if a.add:
             threading.Thread(target=_adds, daemon=True, args=(
@@ -154,7 +158,8 @@ def proc_serve(url, a):
         async with app.open_async():
             print("ready", flush=True)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, _wait_line, "go")
+            if not await loop.run_in_executor(None, _wait_line, "go"):
+                return
             worker = asyncio.create_task(app.run_worker_async(
                 concurrency=a.workers, install_signal_handlers=False))
             adder = None

@@ -1238,9 +1238,9 @@ def main(argv=None):
         ["multinode"] if any(x in multinode.CONTENDERS and x not in CONTENDERS for x in only)
         else list(BENCHES))
     mn_who = [c for c in multinode.CONTENDERS if c in only] or list(multinode.CONTENDERS)
+    who = [c for c in CONTENDERS if c in only] or list(CONTENDERS)
     if benches == ["multinode"]:  # its own contenders; of these columns only psl's
         who = ["psl"]
-    who = [c for c in CONTENDERS if c in only] or list(CONTENDERS)
     # The throughput ratio needs the plain pool of this same run.
     if "throughput" in benches and "psl" in who and "tpe" not in who:
         who.insert(0, "tpe")
