@@ -104,6 +104,7 @@ def ensure_peer(name):
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise Skip(f"pip install failed: {exc}") from None
     if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
         tail = [ln for ln in proc.stderr.splitlines() if not ln.startswith("WARNING")][-1:]
         raise Skip(f"pip install {' '.join(spec)} failed: {' '.join(tail)[:200]}")
     shutil.rmtree(target, ignore_errors=True)
