@@ -23,6 +23,11 @@ same RabbitMQ: ``pysched serve`` (2 worker threads, signed messages, SQLite
 store, publisher confirms) and a Celery worker (thread pool of 2, ``rpc://``
 results), and times no-op tasks launched from here through each.
 
+The multi-node benchmark (``--only multinode``, benchmarks/multinode.py)
+starts node processes on one PostgreSQL server (``--pg``, default
+postgresql://postgres@127.0.0.1:5432): pysched_lightning beside APScheduler 4
+and procrastinate, which it installs into benchmarks/.peers/ on first use.
+
 Ratios are against the baseline measured in the same run. The table is
 markdown, to paste into a README; the same figures go to JSON.
 """
