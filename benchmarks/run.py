@@ -23,6 +23,11 @@ same RabbitMQ: ``pysched serve`` (2 worker threads, signed messages, SQLite
 store, publisher confirms) and a Celery worker (thread pool of 2, ``rpc://``
 results), and times no-op tasks launched from here through each.
 
+The multi-node benchmark (``--only multinode``, benchmarks/multinode.py)
+starts node processes on one PostgreSQL server (``--pg``, default
+postgresql://postgres@127.0.0.1:5432): pysched_lightning beside APScheduler 4
+and procrastinate, which it installs into benchmarks/.peers/ on first use.
+
 Ratios are against the baseline measured in the same run. The table is
 markdown, to paste into a README; the same figures go to JSON.
 """
@@ -60,6 +65,8 @@ except ImportError:  # pragma: no cover - psutil is in benchmarks/requirements.t
 if str(HERE.parent) not in sys.path:
     sys.path.append(str(HERE.parent))
 
+import multinode  # noqa: E402 - next to this script: several nodes on PostgreSQL
+
 
 # ---------------------------------------------------------------------------
 # sizes
@@ -86,7 +93,7 @@ QUICK = dict(
 )
 
 BENCHES = ["throughput", "lateness", "add_cancel", "recurring", "idle", "sqlite", "hard",
-           "remote"]
+           "remote", "multinode"]
 CONTENDERS = ["tpe", "sched", "apscheduler", "psl"]
 LABELS = {
     "tpe": "plain ThreadPoolExecutor",
@@ -95,6 +102,7 @@ LABELS = {
     "psl": "pysched_lightning",
     "psl-sqlite": "pysched_lightning (sqlite store)",
     "celery": "Celery 5 (rpc://, 2 threads)",
+    **multinode.LABELS,
 }
 
 # Targets for pysched_lightning.
@@ -1214,19 +1222,30 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     ap.add_argument("--only", default="",
                     help="comma-separated benchmark names (%s) and/or scheduler names (%s)"
-                    % (",".join(BENCHES), ",".join(CONTENDERS)))
+                    % (",".join(BENCHES), ",".join(
+                        CONTENDERS + [c for c in multinode.CONTENDERS if c not in CONTENDERS])))
     ap.add_argument("--json", default=str(HERE / "results.json"), help="where to write the JSON results")
     ap.add_argument("--broker", default=os.environ.get("PYSCHED_BENCH_BROKER", DEFAULT_BROKER),
                     help="RabbitMQ for the remote benchmark (default %(default)s)")
+    ap.add_argument("--pg", default=os.environ.get("PYSCHED_BENCH_PG", multinode.DEFAULT_PG),
+                    help="PostgreSQL server for the multinode benchmark, without a database "
+                         "(default %(default)s)")
     args = ap.parse_args(argv)
 
     cfg = QUICK if args.quick else FULL
     only = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = [x for x in only if x not in BENCHES and x not in CONTENDERS]
+    unknown = [x for x in only
+               if x not in BENCHES and x not in CONTENDERS and x not in multinode.CONTENDERS]
     if unknown:
         ap.error(f"unknown name(s) in --only: {', '.join(unknown)}")
-    benches = [b for b in BENCHES if b in only] or list(BENCHES)
+    benches = [b for b in BENCHES if b in only] or (
+        # only multinode's own contenders named: that benchmark alone
+        ["multinode"] if any(x in multinode.CONTENDERS and x not in CONTENDERS for x in only)
+        else list(BENCHES))
+    mn_who = [c for c in multinode.CONTENDERS if c in only] or list(multinode.CONTENDERS)
     who = [c for c in CONTENDERS if c in only] or list(CONTENDERS)
+    if benches == ["multinode"]:  # its own contenders; of these columns only psl's
+        who = ["psl"]
     # The throughput ratio needs the plain pool of this same run.
     if "throughput" in benches and "psl" in who and "tpe" not in who:
         who.insert(0, "tpe")
@@ -1533,6 +1552,19 @@ def main(argv=None):
                 rep.target("remote_rt", rep.targets["remote_rt"][0], p["p50_ms"] <= c["p50_ms"])
                 rep.target("remote_tp", rep.targets["remote_tp"][0],
                            p["tasks_per_s"] >= c["tasks_per_s"])
+
+    # 8. several nodes on one PostgreSQL server, beside APScheduler 4 and procrastinate
+    if "multinode" in benches:
+        size = multinode.SIZES["quick" if args.quick else "full"]
+        print(f"Multi-node: {', '.join(mn_who)} as separate node processes on PostgreSQL "
+              f"({args.pg}); a fresh database per measurement")
+        r = run("multinode", "all", lambda *_: multinode.bench_multinode(size, mn_who, args.pg))
+        if r is not None and "error" in r:
+            rep.note("multinode benchmark failed: " + r["error"])
+        elif r is not None:
+            if "skipped" in r:
+                rep.note("multinode rows skipped: " + r["skipped"])
+            multinode.fill_report(rep, r, size, fmt_int)
 
     elapsed = time.perf_counter() - t_start
     print()
