@@ -8,8 +8,9 @@ listeners wake their schedulers, which take it at once (``listen_control``).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import psycopg
 
@@ -68,6 +69,9 @@ class PostgresControlRequests:
     _url: str
     url: str
     _closed: threading.Event
+    _lock: Any
+    _depth: int
+    _cur: Any
 
     def _control_setup(self) -> None:
         self._control_lock = threading.Lock()  # the requests' connection
@@ -85,6 +89,11 @@ class PostgresControlRequests:
         """Store a new pending request to apply *action* to *task_id* (see
         :mod:`.controls`); return its id, never given again."""
         values = check_request(action, task_id, requested_by)
+        with self._in_batch() as batch:  # (then it commits, or not, with the batch)
+            if batch is not None:
+                row = batch.execute(_REQUEST, values).fetchone()
+                batch.execute(_NOTIFY)
+                return int(row[0]) if row is not None else 0
         with self._control_lock:
             conn = self._controls()
             with conn.transaction():
@@ -127,6 +136,19 @@ class PostgresControlRequests:
         """Call *callback* when a request is written (by the thread that
         waits for changes: ``wait_for_change``)."""
         self._on_control = callback
+
+    @contextlib.contextmanager
+    def _in_batch(self) -> Iterator[Optional[Any]]:
+        """The cursor of the store's batch when this thread is inside one
+        (its lock held through the block), else None."""
+        lock: Any = self._lock
+        if not lock.acquire(blocking=False):
+            yield None  # another thread's batch, or none
+            return
+        try:
+            yield self._cur if self._depth > 0 else None
+        finally:
+            lock.release()
 
     def _control_heard(self) -> None:
         callback = self._on_control
