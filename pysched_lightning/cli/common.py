@@ -11,7 +11,8 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from .config import Config
 
-__all__ = ["PROG", "RUN_LOG_NAME", "UsageError", "CommandFailed", "paths", "open_store",
+__all__ = ["PROG", "RUN_LOG_NAME", "UsageError", "CommandFailed", "paths", "store_spec",
+           "shown", "open_store",
            "positive_int", "stopped_by_signals"]
 
 PROG = "pysched"
@@ -29,21 +30,42 @@ class CommandFailed(Exception):
 
 
 def paths(args: argparse.Namespace, config: Config) -> Tuple[str, str, str]:
-    """The jobs folder, the logs folder and the store file, absolute."""
+    """The jobs folder, the logs folder and the store (see :func:`store_spec`)."""
     jobs = getattr(args, "target", None) or config.jobs_folder
     logs = getattr(args, "log_folder", None) or config.logs_folder
     store = getattr(args, "store", None) or config.persistence_file
     return (os.path.abspath(os.path.expanduser(jobs)),
-            os.path.abspath(os.path.expanduser(logs)),
-            os.path.abspath(os.path.expanduser(store)))
+            os.path.abspath(os.path.expanduser(logs)), store_spec(store))
 
 
-def open_store(path: str) -> Any:
-    """The SQLite store at *path*; CommandFailed (saying why) if it cannot be opened."""
+def store_spec(text: str) -> str:
+    """A store as every command takes it: a PostgreSQL URL as given; a
+    ``sqlite:///`` URL (``sqlite:////`` for an absolute path) or a plain
+    path as the file's absolute path. UsageError for a malformed URL."""
+    from ..durability.stores import is_shared, sqlite_path
+    if is_shared(text):
+        return text
+    if text.lower().startswith("sqlite:"):
+        try:
+            text = sqlite_path(text)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def shown(spec: str) -> str:
+    """*spec* as messages show it (a URL without its password)."""
+    from ..durability.stores.urls import hide_password
+    return hide_password(spec)
+
+
+def open_store(path: str, *, read_only: bool = False) -> Any:
+    """The store *path* names; CommandFailed (saying why) if it cannot be opened."""
     from ..durability.stores import open_store as _open
     try:
-        return _open(path)
-    except Exception as exc:  # sqlite3.DatabaseError, OSError...
+        return _open(path, read_only=read_only)
+    except Exception as exc:  # sqlite3.DatabaseError, OSError, psycopg.Error...
+        path = shown(path)
         why = str(exc) if path in str(exc) else f"{path}: {exc}"
         hint = ""
         if "not a database" in why:

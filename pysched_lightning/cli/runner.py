@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set
 
-from .common import (RUN_LOG_NAME, CommandFailed, UsageError, open_store, paths,
+from .common import (RUN_LOG_NAME, CommandFailed, UsageError, open_store, paths, shown,
                      stopped_by_signals)
 from .config import Config
 from .jobs import Job, describe_schedule, duration_words, retry_policy, scan_jobs
@@ -139,9 +139,14 @@ def _claim_store(store_path: str, nuke: bool) -> None:
         if holder is not None:
             raise CommandFailed(f"the store {store_path} is in use by another scheduler "
                                 f"({holder}); stop it first")
+        nodes = probe.nodes() if nuke and hasattr(probe, "nodes") else []
+        if nodes:  # (a shared store's schedulers would lose what they run)
+            raise CommandFailed(f"--nuke: the store {shown(store_path)} is shared by "
+                                f"{len(nodes)} running scheduler(s); stop them first")
         if nuke:
             probe.clear()
-            _log.warning("--nuke: cleared the store %s (tasks and run history)", store_path)
+            _log.warning("--nuke: cleared the store %s (tasks and run history)",
+                         shown(store_path))
     finally:
         probe.close()
 
@@ -165,7 +170,7 @@ def _run(args: argparse.Namespace, config: Config, stop: threading.Event,
         raise CommandFailed(f"cannot start: {exc}") from None
     local = LocalTime()
     _log.info("pysched: jobs %s, store %s, run log %s, config %s; times in %s", jobs_dir,
-              store_path, run_log, config.source or "(defaults)", local.name())
+              shown(store_path), run_log, config.source or "(defaults)", local.name())
     reporter = RunReporter.for_scheduler(sched, local)
     sched.add_listener(reporter, RunReporter.KINDS)
     screen: Optional[StatusScreen] = None
@@ -191,7 +196,7 @@ def _run(args: argparse.Namespace, config: Config, stop: threading.Event,
     # A run interrupted after the grace period is still being recorded (its
     # process group is being killed); the executor's threads are joined at
     # interpreter exit, after which the store and the run log have it.
-    _log.info("stopped (store %s)", store_path)
+    _log.info("stopped (store %s)", shown(store_path))
     return 0
 
 

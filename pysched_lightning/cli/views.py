@@ -15,7 +15,8 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..records.protocols import CANCELED, MISSED, RUNNING, STATUS_NAMES, TaskRecord
-from .common import CommandFailed, UsageError, open_store, paths
+from ..durability.stores import is_shared
+from .common import CommandFailed, UsageError, open_store, paths, shown
 from .config import Config
 from .jobs import Job, scan_jobs
 from .reporting import CLI_LOGGER
@@ -64,9 +65,10 @@ def stored_script(record: TaskRecord) -> Optional[str]:
 
 def _read_store(path: str) -> Tuple[Dict[str, TaskRecord], Optional[Any]]:
     """The stored task records by id and an open store (None if no file yet)."""
-    if not os.path.exists(path):
+    shared = is_shared(path)
+    if not shared and not os.path.exists(path):
         return {}, None
-    store = open_store(path)
+    store = open_store(path, read_only=shared)  # (a SQLite reader's upgrade is kept)
     return {record.id: record for record in store.load_tasks()}, store
 
 
@@ -168,7 +170,8 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     records, store = _read_store(store_path)
     try:
         holder = store.holder() if store is not None else None
-        rows = _list_rows(jobs, records, store, holder is not None)
+        nodes = store.nodes() if store is not None and hasattr(store, "nodes") else []
+        rows = _list_rows(jobs, records, store, holder is not None or bool(nodes))
     finally:
         if store is not None:
             store.close()
@@ -180,11 +183,14 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     local = LocalTime()
     if store is None:
         state = "does not exist yet (no pysched run has used it)"
+    elif nodes:
+        state = (f"shared by {len(nodes)} running scheduler(s) ("
+                 + ", ".join(f"pid {n['pid']} on {n['host']}" for n in nodes) + ")")
     elif holder is None:
         state = "not in use: no scheduler is running on it"
     else:
         state = f"in use by a running scheduler ({holder_text(holder)})"
-    print(f"store: {store_path}, {state}")
+    print(f"store: {shown(store_path)}, {state}")
     print(f"times: {local.name()}")
     print()
     print_table(
@@ -256,7 +262,7 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
             except OSError:
                 pass
         if not known:
-            raise UsageError(f"no job or task {task_id!r} in the store {store_path} or "
+            raise UsageError(f"no job or task {task_id!r} in the store {shown(store_path)} or "
                              f"the jobs folder {jobs_dir}")
     if args.json:
         print_json([_run_json(run) for run in runs])

@@ -110,9 +110,12 @@ def cmd_dashboard(args: argparse.Namespace, config: Any = None) -> int:
     *config* is ``pysched``'s Config (for PERSISTENCE_FILE), or None."""
     from . import MissingExtra, app, serve
 
-    spec = args.store or getattr(config, "persistence_file", None) or "pysched.db"
-    if "://" not in spec:
-        spec = os.path.abspath(os.path.expanduser(spec))
+    from ..cli.common import UsageError, shown, store_spec
+    try:
+        spec = store_spec(args.store or getattr(config, "persistence_file", None)
+                          or "pysched.db")
+    except UsageError as exc:
+        return _fail(str(exc), 2)
     from .security import hosts_for_address
     token = args.token if getattr(args, "token", None) is not None \
         else os.environ.get(TOKEN_VARIABLE)
@@ -130,8 +133,8 @@ def cmd_dashboard(args: argparse.Namespace, config: Any = None) -> int:
                      "with --store)", 1)
     except ValueError as exc:
         return _fail(str(exc), 2)
-    except (sqlite3.DatabaseError, OSError) as exc:
-        return _fail(f"cannot read the store {spec}: {exc}", 1)
+    except Exception as exc:  # sqlite3.DatabaseError, OSError, psycopg.Error...
+        return _fail(f"cannot read the store {shown(spec)}: {exc}", 1)
     try:
         server = serve(application, args.host, args.port)
     except OSError as exc:

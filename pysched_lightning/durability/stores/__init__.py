@@ -14,7 +14,8 @@ from .sqlite import SQLiteStore
 from .urls import hide_password
 
 __all__ = ["Store", "TaskRecord", "RUN_FIELDS", "STATUS_NAMES", "StoreLockedError",
-           "ClaimLostError", "SQLiteStore", "MemoryStore", "open_store"]
+           "ClaimLostError", "SQLiteStore", "MemoryStore", "open_store", "sqlite_path",
+           "is_shared"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 SUPPORTED = ("'sqlite:///relative/path.db', 'sqlite:////absolute/path.db', "
@@ -72,6 +73,17 @@ def open_store(spec: Any, *, read_only: bool = False,
         return _postgres(spec, shown, read_only, control)
     if scheme != "sqlite":
         raise ValueError(f"store {shown!r}: unsupported scheme {scheme!r}; use {SUPPORTED}")
+    return SQLiteStore(sqlite_path(spec), read_only=read_only, control=control)
+
+
+def sqlite_path(spec: str) -> str:
+    """The file a ``sqlite:///`` URL names (relative to the working folder
+    with three slashes, absolute with four); ValueError for a malformed one."""
+    shown = hide_password(spec)
+    match = _SCHEME.match(spec)
+    if match is None or match.group(1).lower() != "sqlite":
+        raise ValueError(f"store {shown!r} is not a sqlite:/// URL")
+    rest = spec[match.end():]
     if not rest.startswith("/"):
         raise ValueError(f"store {shown!r}: a sqlite URL has three slashes before a "
                          "relative path ('sqlite:///jobs.db') and four before an absolute "
@@ -81,7 +93,13 @@ def open_store(spec: Any, *, read_only: bool = False,
         raise ValueError(f"store {shown!r} names no file; use 'memory://' for a store in memory")
     if "?" in path:
         raise ValueError(f"store {shown!r}: URL query parameters are not supported")
-    return SQLiteStore(path, read_only=read_only, control=control)
+    return path
+
+
+def is_shared(spec: Any) -> bool:
+    """True when *spec* names a PostgreSQL store (a URL), shared by schedulers."""
+    match = _SCHEME.match(spec) if isinstance(spec, str) else None
+    return match is not None and match.group(1).lower() in ("postgresql", "postgres")
 
 
 def _postgres(url: str, shown: str, read_only: bool, control: bool) -> Store:

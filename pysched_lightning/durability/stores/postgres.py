@@ -68,6 +68,9 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         self._control_setup()
         self._lock = threading.RLock()  # the data connection: one call or batch at a time
         self._depth = 0  # batch nesting, under _lock
+        # True when the batch wrote what must survive a crash of the database
+        # server itself (a claim, a definition), under _lock: see RELAXED_COMMIT.
+        self._strict = True
         # A batch's finish_run records not yet sent (under _lock), by key:
         # written together by the next other call, or at the batch's end.
         self._pending: Dict[Tuple[Any, ...], Tuple[Any, ...]] = {}
@@ -143,10 +146,14 @@ class PostgresStore(PostgresControlRequests, NodeLink):
                 self._run("SELECT 1")  # connect again before the transaction
             with self._conn.transaction():
                 self._depth += 1
+                if self._depth == 1:
+                    self._strict = False
                 try:
                     yield
                     if self._pending:
                         self._flush()
+                    if self._depth == 1 and not self._strict:
+                        self._run(sql.RELAXED_COMMIT)
                 except BaseException:
                     self._pending.clear()  # rolled back with the rest
                     raise
@@ -172,6 +179,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         ``postgres_sql.DEFINITION``) is a change for the other nodes."""
         params = _task_params(task_row(record))
         with self._lock:
+            self._strict = True
             return self._row(sql.SAVE_TASK if replace else sql.ADD_TASK,
                              params)[0] == 1
 
@@ -189,12 +197,14 @@ class PostgresStore(PostgresControlRequests, NodeLink):
                 params[name] = value
         columns = tuple(name for name in params if name != "id")
         with self._lock:
+            self._strict = self._strict or "paused" in params
             self._run(sql.update_task_sql(columns), params)
 
     def remove_task(self, task_id: str) -> None:
         """Delete the task (its run history stays, until purged)."""
         task_id = check_key(task_id)
         with self._lock:
+            self._strict = True
             self._run(sql.REMOVE_TASK, (task_id,))
 
     # -- runs -------------------------------------------------------------------------
@@ -206,6 +216,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
         params = dict(zip(RUN_FIELDS, row), **self._fence())
         with self._lock:
+            self._strict = True
             live, inserted = self._row(sql.CLAIM_RUN, params)
         if not live:
             self.lost_lease = True
@@ -225,6 +236,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
                   "names": list(columns[1]), "scheduleds": list(columns[6]),
                   "starteds": list(columns[7]), **self._fence()}
         with self._lock:
+            self._strict = True
             answer = self._run(sql.CLAIM_RUNS, params).fetchall()
         if not answer or not answer[0][0]:
             self.lost_lease = True
