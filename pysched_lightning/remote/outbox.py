@@ -22,7 +22,7 @@ from typing import Any, Callable, Deque, List, NamedTuple, Optional
 import pika
 
 from .broker import PERSISTENT, Backoff, reply_queue
-from .inbox import Inbox
+from .inboxes import InboxStore
 from .link import Link
 from .protocol import SIGNATURE_HEADER, sign
 from .sending import Senders
@@ -56,7 +56,7 @@ class Outgoing(NamedTuple):
 class Outbox:
     """The responses of one service on their way to the broker."""
 
-    def __init__(self, service: str, params: pika.URLParameters, inbox: Inbox,
+    def __init__(self, service: str, params: pika.URLParameters, inbox: InboxStore,
                  key: Optional[bytes], on_published: Callable[[int], None]) -> None:
         self._service = service
         self._inbox = inbox

@@ -18,7 +18,8 @@ from .. import EventKind, Scheduler, ThreadPoolExecutor
 from .admission import admit, notify, reply_queue_of
 from .broker import DEFAULT_BROKER, parameters, redacted, reply_queue, request_queue
 from .execution import NotRun, run_in_process, run_in_thread, runs_here
-from .inbox import Inbox, NewMessage, store_path
+from .inbox import NewMessage, Row
+from .inboxes import DEFAULT_LEASE, InboxStore, open_inbox, store_location
 from .link import Delivery, Link
 from .messages import RemoteError, TaskHeader, encode_response, parse_task
 from .outbox import Outbox, Outgoing
@@ -57,9 +58,14 @@ class _Inflight:
 class Service:
     """Runs tasks from clients that hold *secret*, on its own scheduler.
 
-    ``name`` names the request queue (``<name>.requests``); one service runs
-    per name (its consumer is exclusive) and per ``store``, the SQLite file
-    that keeps every accepted message until its response is published.
+    ``name`` names the request queue (``<name>.requests``). ``store`` keeps
+    every accepted message until its response is published: a SQLite file
+    (``sqlite:///PATH`` or a path), then one service runs per name (its
+    consumer is exclusive) and per file; or a ``postgresql://`` URL, then
+    any number of services of one name share the queue and the database,
+    and each message still runs once: an instance that dies (or stalls for
+    longer than ``lease`` seconds, default 10) has its messages taken over
+    by another one.
     ``secret`` (bytes or str) is required unless ``insecure=True``.
     ``workers`` threads run ordinary tasks (default: one per core); hard
     tasks run in processes. ``prefetch`` bounds the deliveries not yet
@@ -75,11 +81,13 @@ class Service:
                  insecure: bool = False, workers: Optional[int] = None, prefetch: int = 256,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  fsync: bool = False,
-                 max_message_age: Optional[float] = DEFAULT_MAX_MESSAGE_AGE) -> None:
+                 max_message_age: Optional[float] = DEFAULT_MAX_MESSAGE_AGE,
+                 lease: float = DEFAULT_LEASE) -> None:
         self.name = check_name("name", name)
         self._params = parameters(broker, f"pysched service {self.name!r}")
         self._broker = redacted(broker)
-        self._path = store_path(store)
+        self._location = store_location(store)
+        self._store = store
         self._key = make_key(secret, insecure)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or workers < 1):
@@ -94,6 +102,7 @@ class Service:
             raise TypeError(f"fsync must be True or False, got {fsync!r}")
         self._fsync = fsync
         self._max_age = check_number("max_message_age", max_message_age, allow_min=False)
+        self._lease = check_number("lease", lease, allow_min=False, allow_none=False)
         if self._key is None:
             _log.warning("service %r runs without a secret (insecure): anyone who can "
                          "publish to %s can run code in it", self.name, request_queue(self.name))
@@ -105,13 +114,16 @@ class Service:
         self._inflight: Dict[str, _Inflight] = {}
         self._active = 0  # tasks due (scheduled to run now) or running
         self._finished = 0  # since the last purge of the scheduler
-        self._inbox: Optional[Inbox] = None  # the parts, made by start()
+        #: Held while adopted messages are resumed; stop() sets _stop_requested
+        #: under it, so none is scheduled once the scheduler may be shut down.
+        self._resume_lock = threading.Lock()
+        self._inbox: Optional[InboxStore] = None  # the parts, made by start()
         self._scheduler: Optional[Scheduler] = None
         self._outbox: Optional[Outbox] = None
         self._link: Optional[Link] = None
 
     def __repr__(self) -> str:
-        return f"<Service {self.name!r} on {self._broker} store={self._path!r} {self._state}>"
+        return f"<Service {self.name!r} on {self._broker} store={self._location!r} {self._state}>"
 
     @property
     def running(self) -> bool:
@@ -142,7 +154,7 @@ class Service:
         with self._state_lock:
             self._state = "running"
         _log.info("service %r consuming %s on %s (store %s)", self.name,
-                  request_queue(self.name), self._broker, self._path)
+                  request_queue(self.name), self._broker, self._location)
         if block:
             try:
                 self._stopped.wait()
@@ -165,7 +177,8 @@ class Service:
         if not driver:
             self._stopped.wait()
             return
-        self._stop_requested.set()
+        with self._resume_lock:
+            self._stop_requested.set()
         link = self._link
         if link is not None and link.ready:  # (while reconnecting there is no consumer)
             cancelled = threading.Event()
@@ -184,14 +197,18 @@ class Service:
         _log.info("service %r stopped", self.name)
 
     def _open(self) -> None:
-        self._inbox = Inbox(self._path, self._fsync)
+        assert self._lease is not None
+        self._inbox = open_inbox(self._store, self.name, fsync=self._fsync, lease=self._lease)
         executor = ThreadPoolExecutor(self._workers) if self._workers else None
         self._scheduler = Scheduler(executor=executor)
         self._scheduler.add_listener(self._on_event, kinds=[EventKind.STARTED, *_OUTCOMES])
         self._outbox = Outbox(self.name, self._params, self._inbox, self._key, self._published)
         queue = request_queue(self.name)
         self._link = Link(self._params, f"service {self.name!r}", declare=[queue],
-                          consume=queue, prefetch=self._prefetch, exclusive=True,
+                          consume=queue, prefetch=self._prefetch,
+                          # A shared store keeps each message to one run
+                          # across instances, so they consume together.
+                          exclusive=not self._inbox.shared,
                           on_deliveries=self._accept, on_ready=self._outbox.drain)
         self._outbox.attach(self._link)
         self._recover()
@@ -294,7 +311,7 @@ class Service:
         fn: Any
         args: Tuple[Any, ...]
         if task.hard:
-            fn, args = run_in_process, (self._inbox.path, self._fsync, message_id)
+            fn, args = run_in_process, (self._inbox.starter(), message_id)
         else:
             fn, args = run_in_thread, (self._inbox, message_id)
         try:
@@ -377,12 +394,31 @@ class Service:
     # ------------------------------------------------------------- recovery
 
     def _recover(self) -> None:
-        """Resume the store: answer interrupted runs, requeue responses, reschedule."""
+        """Resume the store: answer interrupted runs, requeue responses,
+        reschedule; with a shared store, later also the messages this
+        instance takes over from others (on the inbox's thread)."""
+        assert self._inbox is not None
+        rows = self._inbox.recover(self._adopted)
+        self._resume(rows)
+        if rows:
+            _log.info("service %r resumed %d unfinished message(s) from %s", self.name,
+                      len(rows), self._location)
+
+    def _adopted(self, rows: List[Row]) -> None:
+        with self._resume_lock:
+            if self._stop_requested.is_set():
+                # Left as they are: this instance deregisters as it stops,
+                # and another one takes them over.
+                return
+            self._resume(rows)
+
+    def _resume(self, rows: List[Row]) -> None:
+        """Run accepted rows, answer started ones "interrupted" (they may
+        have run in part), publish done ones."""
         assert self._inbox is not None and self._outbox is not None
-        rows = self._inbox.unfinished()
         interrupted = [row for row in rows if row.state == "started"]
         if interrupted:
-            _log.warning("service %r: %d task(s) were running when the service stopped; "
+            _log.warning("service %r: %d task(s) were running when their service stopped; "
                          "they are answered 'interrupted' and not run again: %s", self.name,
                          len(interrupted), [row.message_id for row in interrupted])
             answers = {row.message_id: encode_response(
@@ -390,14 +426,21 @@ class Service:
                     f"the service stopped while task {row.message_id!r} was running; it is "
                     "not run again"), started=row.started, max_size=self._max_size)
                 for row in interrupted}
-            self._inbox.mark_done(answers.items())
+            stored = self._inbox.mark_done(answers.items())
+            stored_ids = {message_id for message_id, ok in zip(answers, stored) if ok}
             rows = [row._replace(state="done", response=answers[row.message_id])
-                    if row.message_id in answers else row for row in rows]
-        resumed = 0
+                    if row.message_id in stored_ids else row for row in rows
+                    if row.message_id not in answers or row.message_id in stored_ids]
         for row in rows:
             if row.state == "done":
                 assert row.response is not None
                 self._outbox.put(Outgoing(row.message_id, row.client, bytes(row.response), True))
+                continue
+            with self._inflight_lock:
+                # Scheduled here already: a row this instance took back after
+                # its lease lapsed (its start succeeds once, here or there).
+                here = row.message_id in self._inflight
+            if here:
                 continue
             assert row.body is not None
             try:
@@ -407,7 +450,3 @@ class Service:
                              exception=RemoteError(f"stored task unreadable: {exc.reason}"))
                 continue
             self._schedule(task, row.due)
-            resumed += 1
-        if rows:
-            _log.info("service %r resumed %d accepted task(s) and %d response(s) from %s",
-                      self.name, resumed, len(rows) - resumed, self._path)
