@@ -6,6 +6,11 @@ unpickled); it stores the good ones in the inbox in one transaction,
 acknowledges them, and schedules them. Each task runs on the service's
 ``Scheduler``; its outcome (an event) becomes a signed response that the
 outbox stores and publishes to the client's reply queue.
+
+The scheduler stays in memory, with a store of either kind: it holds only
+message ids and due times, and the inbox's rows are what survives. With a
+PostgreSQL store the inbox also hands over the rows this instance takes
+from one whose lease lapsed; they are resumed as after a restart.
 """
 from __future__ import annotations
 
@@ -135,9 +140,10 @@ class Service:
         """Open the store, resume what it holds, and consume requests.
 
         Blocks until :meth:`stop` (or Ctrl-C) unless ``block=False``. Raises
-        ``ConnectionError`` if the broker cannot be reached now, and
-        ``RuntimeError`` if another service of this name or on this store runs;
-        once running, a lost connection is retried with a bounded back-off.
+        ``ConnectionError`` if the broker (or a PostgreSQL store) cannot be
+        reached now, and ``RuntimeError`` if, with a SQLite store, another
+        service of this name or on this store runs; once running, a lost
+        connection is retried with a bounded back-off.
         """
         with self._state_lock:
             if self._state != "new":
@@ -166,7 +172,8 @@ class Service:
         """Stop consuming, let running tasks finish (at most *timeout* seconds:
         then they are answered "timeout"), publish their responses, close.
 
-        Tasks not yet due stay in the store and run after the next start.
+        Tasks not yet due stay in the store and run after the next start
+        (with a PostgreSQL store, at once on another instance of the name).
         """
         with self._state_lock:
             if self._state == "new":
