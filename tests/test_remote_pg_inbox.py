@@ -241,3 +241,23 @@ def test_a_bad_lease_is_refused_naming_it(postgres_url, lease):
     from pysched_lightning.remote.pg_inbox import PgInbox
     with pytest.raises(ValueError, match=repr(lease)):
         PgInbox(postgres_url, NAME, lease)
+
+
+def test_an_instance_whose_registration_was_taken_stores_nothing_until_it_registers_again(
+        inboxes, postgres_url):
+    import psycopg
+    from pysched_lightning.remote.pg_inbox import LeaseLost
+    box = inboxes(lease=60.0)  # its own thread renews in 20 s: this test renews by hand
+    box.accept([message("before")])
+    with psycopg.connect(postgres_url, autocommit=True) as db:  # as an adopter does
+        db.execute("DELETE FROM remote_services WHERE owner = %s", (box.owner,))
+    with pytest.raises(LeaseLost, match="lost its lease"):
+        box.accept([message("after")])
+    assert box.start("before", 1.0) is None and box.runnable("before") is None
+    first = box.epoch
+    assert box.renew() is False and box.epoch != first  # registered again
+    assert box.renew() is True
+    assert box.accept([message("after")]) == [True]
+    assert box.start("after", 2.0) == b"body"
+    assert [row.message_id for row in box.adopt()] == ["before"]  # an orphan: taken back
+    assert box.runnable("before").message_id == "before"

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import wait_for
 from test_remote_durability import new_client
-from test_remote_support import Broker, Proxy, ServiceProcess, broker, gated, lines, unique
+from test_remote_support import (Broker, Proxy, ServiceProcess, broker, gated, lines, record,
+                                 unique)
 
 #: Short leases, so a killed service's tasks are taken over within seconds.
 LEASE = ("--lease", "2")
@@ -122,3 +123,65 @@ def test_a_killed_service_s_tasks_are_taken_over_and_each_runs_once(env, tmp_pat
     assert "let their lease lapse" in survivor.log.read_text()
     assert survivor.stop() == 0
     assert held_by(store, name, survivor, "done") == set()  # every response confirmed
+
+
+def test_a_stalled_service_loses_its_tasks_then_takes_them_back_when_the_other_dies(
+        env, tmp_path):
+    """A service stalls (SIGSTOP) past its lease while both services' workers
+    are busy: the other takes its tasks over. Resumed, it finds its lease
+    lost: its running tasks' outcomes are not stored (the other answered
+    them "interrupted") and its runs of the waiting ones do not start; it
+    registers again. Once the other is SIGKILLed it takes every task back
+    and runs each once."""
+    import signal
+    probe, url, store = env
+    name = unique("svc")
+    probe.track(f"{name}.requests")
+    runs, gates = tmp_path / "runs", tmp_path / "gates"
+    gates.mkdir()
+    stalled = serve(probe, url, name, store, tmp_path / "stalled.log")
+    other = serve(probe, url, name, store, tmp_path / "other.log")
+    wait_for(lambda: probe.consumers(f"{name}.requests") == 2, 30)
+
+    def held(service, *states):
+        return set().union(*(held_by(store, name, service, state) for state in states))
+    with new_client(probe, url, name) as client:
+        busy = client.task(gated)
+        ids = {busy.launch(str(runs), f"busy{i}", str(gates)): f"busy{i}" for i in range(6)}
+        wait_for(lambda: len(held(stalled, "started")) == len(held(other, "started")) == 2, 30)
+        task = client.task(record)
+        ids.update({task.launch(str(runs), f"t{i}"): f"t{i}" for i in range(10)})
+        wait_for(lambda: len(held(stalled, "started", "accepted"))
+                 + len(held(other, "started", "accepted")) == len(ids), 30)
+        first_started = {ids[m] for m in held(stalled, "started")}
+        first_waiting = held(stalled, "accepted")
+        other_started = {ids[m] for m in held(other, "started")}
+        stalled.proc.send_signal(signal.SIGSTOP)
+        try:  # the other takes all over: it cannot run them, its workers are busy
+            wait_for(lambda: not held(stalled, "accepted", "started", "done"), 30)
+        finally:
+            stalled.proc.send_signal(signal.SIGCONT)
+        for tag in first_started:  # its workers are free again: its waiting runs come
+            (gates / tag).touch()
+        wait_for(lambda: stalled.log.read_text().count("is another service instance's now")
+                 == len(first_waiting), 30)
+        assert "lost its lease" in stalled.log.read_text()
+        assert first_waiting <= held(other, "accepted")  # none ran anywhere
+        other.kill()
+        for tag in ids.values():
+            (gates / tag).touch()
+        responses = {tag: client.sync_await_response(message_id, timeout=60)
+                     for message_id, tag in ids.items()}
+    for tag, response in responses.items():
+        starts, ends = lines(runs / "starts" / tag), lines(runs / "ends" / tag)
+        if tag in first_started:  # ran to its end there, but was answered by the other
+            assert response.status == "interrupted", (tag, response)
+            assert starts == ends == [str(stalled.pid)]
+        elif tag in other_started:  # running when the other was killed
+            assert response.status == "interrupted", (tag, response)
+            assert starts == [str(other.pid)] and ends == []
+        else:  # every waiting one, taken back: run once, there
+            assert (response.status, response.result) == ("completed", stalled.pid), tag
+            assert starts == ends == [str(stalled.pid)]
+    assert "let their lease lapse" in stalled.log.read_text()
+    assert stalled.stop() == 0

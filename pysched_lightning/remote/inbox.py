@@ -191,6 +191,15 @@ class Inbox:
                 "FROM remote_messages WHERE state != 'published' ORDER BY received").fetchall()
         return [Row(*row) for row in rows]
 
+    def runnable(self, message_id: str) -> Optional[Row]:
+        """The row of *message_id* if it is accepted (to be run), else None."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT message_id, client, state, due, started, body, response "
+                "FROM remote_messages WHERE message_id = ? AND state = 'accepted'",
+                (message_id,)).fetchone()
+        return None if row is None else Row(*row)
+
     def state(self, message_id: str) -> Optional[str]:
         with self._db_lock:
             row = self._db.execute("SELECT state FROM remote_messages WHERE message_id = ?",

@@ -35,7 +35,7 @@ import psycopg
 from .inbox import NewMessage, Row
 from .inboxes import DEFAULT_LEASE, is_postgres_url, redacted_url
 
-__all__ = ["PgInbox", "pg_start_in"]
+__all__ = ["PgInbox", "LeaseLost", "pg_start_in"]
 
 _log = logging.getLogger("pysched_lightning.remote")
 
@@ -90,6 +90,10 @@ _PUBLISHED = ("UPDATE remote_messages m SET state = 'published', body = NULL, re
 _ROW = "m.message_id, m.client, m.state, m.due, m.started, m.body, m.response, m.seq"
 
 
+class LeaseLost(RuntimeError):
+    """This instance's registration was taken over; it registers again."""
+
+
 class _Connection:
     """One connection, used by one thread at a time, made again once it broke."""
 
@@ -133,6 +137,8 @@ class PgInbox:
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) \
                 or not 0 < lease < 1e6:
             raise ValueError(f"lease must be a number of seconds > 0, got {lease!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
         self.url = url
         self.name = name
         self.lease = float(lease)
@@ -176,7 +182,13 @@ class PgInbox:
         now = time.time()
         if not batch:
             return []
-        with self._main.use() as db:
+        with self._main.use() as db, db.transaction():
+            # Shared: an adoption (which deletes the registration) waits for
+            # this commit, then takes these rows too.
+            if db.execute("SELECT 1 FROM remote_services WHERE owner = %s AND epoch = %s "
+                          "FOR SHARE", (self.owner, self._epoch)).fetchone() is None:
+                raise LeaseLost(f"service {self.name!r}: instance {self.owner} lost its "
+                                "lease; it stores new messages once registered again")
             stored = {row[0] for row in db.execute(
                 "INSERT INTO remote_messages (name, message_id, client, state, due, received,"
                 " body, response, owner, epoch) "
@@ -246,6 +258,16 @@ class PgInbox:
                               "AND m.state <> 'published' ORDER BY m.seq",
                               (self.name,)).fetchall()
         return _rows(rows)
+
+    def runnable(self, message_id: str) -> Optional[Row]:
+        """The row of *message_id* if it is accepted and this instance's to run."""
+        with self._main.use() as db:
+            rows = db.execute(f"SELECT {_ROW} FROM remote_messages m WHERE m.name = %(name)s "
+                              "AND m.message_id = %(id)s AND m.state = 'accepted' AND " + _MINE,
+                              {"name": self.name, "id": message_id,
+                               "owner": self.owner}).fetchall()
+        found = _rows(rows)
+        return found[0] if found else None
 
     def state(self, message_id: str) -> Optional[str]:
         return self._column("state", message_id)

@@ -311,6 +311,11 @@ class Service:
     def _schedule(self, task: TaskHeader, due: float) -> None:
         assert self._scheduler is not None and self._inbox is not None
         message_id = task.message_id
+        if message_id in self._scheduler.result:
+            # Its run here ended without running it (the row was another
+            # instance's then, and is this one's again): the scheduler would
+            # keep that finished task instead of adding it anew.
+            self._scheduler.purge()
         delay = max(0.0, due - time.time())
         with self._inflight_lock:
             self._inflight[message_id] = _Inflight(task.client, task.lifetime, not delay)
@@ -353,7 +358,8 @@ class Service:
             return
         exception = event.exception
         if isinstance(exception, NotRun):
-            _log.error("service %r: %s", self.name, exception)
+            _log.warning("service %r: %s", self.name, exception)
+            self._taken_back(message_id)
             return
         result = event.result if kind is EventKind.COMPLETED else None
         if kind is EventKind.TIMEOUT:
@@ -418,6 +424,19 @@ class Service:
                 # and another one takes them over.
                 return
             self._resume(rows)
+
+    def _taken_back(self, message_id: str) -> None:
+        """After a run found its row not this instance's: if the row is this
+        instance's again by now (taken back from an instance that died
+        meanwhile), schedule it again."""
+        assert self._inbox is not None
+        try:
+            row = self._inbox.runnable(message_id)
+        except Exception:
+            _log.exception("service %r: reading message %r failed", self.name, message_id)
+            return
+        if row is not None:
+            self._adopted([row])
 
     def _resume(self, rows: List[Row]) -> None:
         """Run accepted rows, answer started ones "interrupted" (they may
