@@ -154,6 +154,10 @@ class PgInbox:
             self._main.close()
             raise ConnectionError(f"cannot use the PostgreSQL store {self.location}: "
                                   f"{exc}".rstrip()) from None
+        except psycopg.Error as exc:  # e.g. no right to make the tables
+            self._main.close()
+            raise RuntimeError(f"cannot use the PostgreSQL store {self.location}: "
+                               f"{exc}".rstrip()) from None
         except BaseException:
             self._main.close()
             raise
@@ -179,14 +183,14 @@ class PgInbox:
         for m in messages:  # a second copy in one batch is not new
             first.setdefault(m.message_id, m)
         batch = list(first.values())
-        now = time.time()
+        now, epoch = time.time(), self._epoch
         if not batch:
             return []
         with self._main.use() as db, db.transaction():
             # Shared: an adoption (which deletes the registration) waits for
             # this commit, then takes these rows too.
             if db.execute("SELECT 1 FROM remote_services WHERE owner = %s AND epoch = %s "
-                          "FOR SHARE", (self.owner, self._epoch)).fetchone() is None:
+                          "FOR SHARE", (self.owner, epoch)).fetchone() is None:
                 raise LeaseLost(f"service {self.name!r}: instance {self.owner} lost its "
                                 "lease; it stores new messages once registered again")
             stored = {row[0] for row in db.execute(
@@ -198,7 +202,7 @@ class PgInbox:
                 " %(dues)s::float8[], %(bodies)s::bytea[], %(responses)s::bytea[]) "
                 " WITH ORDINALITY AS i(id, client, state, due, body, response, n) ORDER BY i.n "
                 "ON CONFLICT (name, message_id) DO NOTHING RETURNING message_id",
-                {"name": self.name, "now": now, "owner": self.owner, "epoch": self._epoch,
+                {"name": self.name, "now": now, "owner": self.owner, "epoch": epoch,
                  "ids": [m.message_id for m in batch], "clients": [m.client for m in batch],
                  "states": ["accepted" if m.response is None else "done" for m in batch],
                  "dues": [float(m.due) for m in batch], "bodies": [m.body for m in batch],
