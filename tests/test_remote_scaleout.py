@@ -61,6 +61,12 @@ def test_two_services_of_one_name_share_its_requests(env, tmp_path):
             (gates / tag).touch()
         responses = {tag: client.sync_await_response(message_id, timeout=60)
                      for message_id, tag in ids.items()}
+        # A hard task's process starts its row in the database itself.
+        hard = client.task(record).set_parameters(hard=True).launch(str(runs), "hard")
+        in_process = client.sync_await_response(hard, timeout=60)
+    assert in_process.status == "completed", in_process
+    assert str(in_process.result) not in pids
+    assert lines(runs / "starts" / "hard") == [str(in_process.result)]
     assert {response.status for response in responses.values()} == {"completed"}
     assert {str(response.result) for response in responses.values()} == pids
     for tag, response in responses.items():
