@@ -68,6 +68,29 @@ def test_serve_reports_an_unreachable_broker(tmp_path):
     assert "secretpw" not in done.stderr
 
 
+def test_serve_help_names_both_stores_and_the_lease():
+    done = serve("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "postgresql://" in text and "SQLite" in text and "--lease SECONDS" in text
+
+
+def test_serve_refuses_a_bad_lease_naming_it(tmp_path):
+    done = serve("--broker", "amqp://localhost", "--store", "postgresql://127.0.0.1:1/db",
+                 "--lease", "0", env={"PYSCHED_SECRET": SECRET})
+    assert done.returncode == 2 and "lease must be > 0, got 0" in done.stderr
+
+
+def test_serve_reports_an_unreachable_postgresql_store(tmp_path):
+    pytest.importorskip("psycopg")
+    done = serve("--broker", "amqp://guest:guest@127.0.0.1:1/%2F", "--store",
+                 "postgresql://postgres:secretpw@127.0.0.1:1/db", env={"PYSCHED_SECRET": SECRET})
+    assert done.returncode == 1
+    assert "cannot use the PostgreSQL store postgresql://postgres:***@127.0.0.1:1/db" \
+        in done.stderr
+    assert "secretpw" not in done.stderr
+
+
 def test_serve_with_a_secret_file_answers_and_stops_cleanly_on_sigterm(tmp_path):
     from pysched_lightning.remote import Client
     url = broker()

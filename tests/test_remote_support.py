@@ -306,6 +306,17 @@ def record(folder: str, tag: str, seconds: float = 0.0) -> int:
     return os.getpid()
 
 
+def gated(folder: str, tag: str, gates: str) -> int:
+    """record()'s lines, with a wait in between until the file ``gates/tag``
+    exists (a test opens each task's gate when it wants that task to end)."""
+    for sub in ("starts", "ends"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    _append(os.path.join(folder, "starts", tag), f"{os.getpid()}\n")
+    wait_for_file(os.path.join(gates, tag), timeout=120.0)
+    _append(os.path.join(folder, "ends", tag), f"{os.getpid()}\n")
+    return os.getpid()
+
+
 def wait_for_file(path: str, timeout: float = 30.0) -> None:
     """Block until *path* exists (a gate a test opens), at most *timeout* s."""
     deadline = time.monotonic() + timeout

@@ -4,6 +4,10 @@
 
     PYSCHED_SECRET=... pysched serve --broker URL --store PATH [--name pysched]
     pysched serve --broker URL --store PATH --secret-file FILE
+    pysched serve --broker URL --store postgresql://HOST/DB [--lease SECONDS]
+
+With a SQLite store one service runs per name; with a PostgreSQL store any
+number of them share the name's request queue (and each task runs once).
 
 The secret comes from ``--secret-file`` (its content, without the trailing
 newline) or else the environment variable ``PYSCHED_SECRET``; a secret file
@@ -45,9 +49,12 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                     f"broker. The secret comes from --secret-file or ${SECRET_ENV}.")
     serve.add_argument("--broker", required=True, metavar="URL",
                        help="the RabbitMQ URL, e.g. amqp://guest:guest@localhost:5672/%%2F")
-    serve.add_argument("--store", required=True, metavar="PATH",
-                       help="the service's SQLite file (or sqlite:///PATH); it keeps every "
-                            "accepted task until its response is published")
+    serve.add_argument("--store", required=True, metavar="PATH|URL",
+                       help="where the service keeps every accepted task until its "
+                            "response is published: a SQLite file (or sqlite:///PATH), one "
+                            "service per name; or a postgresql://USER@HOST/DB URL, shared "
+                            "by every service of the name, which then consume its requests "
+                            "together, each task still run once")
     serve.add_argument("--name", default="pysched",
                        help="the service's name: clients send to it by this name "
                             "(default pysched)")
@@ -64,6 +71,10 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument("--max-message-age", type=float, metavar="SECONDS",
                        help="the replay window: refuse requests sent longer ago (or that "
                             "far ahead of this clock) than this (default 86400, a day)")
+    serve.add_argument("--lease", type=float, metavar="SECONDS",
+                       help="with a PostgreSQL store: after this long without renewing its "
+                            "lease (killed, stalled), a service's tasks are taken over by "
+                            "another one of the name (default 10)")
     serve.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                        help="on SIGINT/SIGTERM, how long running tasks may finish before "
                             "they are answered 'timeout' (default 30)")
@@ -117,6 +128,8 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
         options["max_message_size"] = args.max_message_size
     if args.max_message_age is not None:
         options["max_message_age"] = args.max_message_age
+    if args.lease is not None:
+        options["lease"] = args.lease
     try:
         service = Service(args.name, args.broker, args.store, secret,
                           insecure=secret is None, workers=args.workers, **options)

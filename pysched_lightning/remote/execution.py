@@ -15,9 +15,9 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from .inbox import Inbox, start_in
+from .inboxes import InboxStore
 from .protocol import STORED_VERSIONS, unframe
 
 __all__ = ["NotRun", "run_in_thread", "run_in_process", "runs_here"]
@@ -26,26 +26,29 @@ _here = threading.local()  # .inbox: whose tasks this thread runs
 
 
 class NotRun(RuntimeError):
-    """The row was no longer 'accepted' when its run came: it is not run again."""
+    """The row was no longer 'accepted' (or no longer this service instance's)
+    when its run came: it is not run here."""
 
 
-def run_in_thread(inbox: Inbox, message_id: str) -> Any:
+def run_in_thread(inbox: InboxStore, message_id: str) -> Any:
     _here.inbox = inbox
     return _call(message_id, inbox.start(message_id, time.time()))
 
 
-def runs_here(inbox: Inbox) -> bool:
+def runs_here(inbox: InboxStore) -> bool:
     """True in a thread that runs *inbox*'s tasks (a worker of its service)."""
     return getattr(_here, "inbox", None) is inbox
 
 
-def run_in_process(path: str, fsync: bool, message_id: str) -> Any:
-    return _call(message_id, start_in(path, fsync, message_id, time.time()))
+def run_in_process(start: Callable[[str, float], Optional[bytes]], message_id: str) -> Any:
+    """In a hard task's process: *start* is the inbox's ``starter()``."""
+    return _call(message_id, start(message_id, time.time()))
 
 
 def _call(message_id: str, body: Optional[bytes]) -> Any:
     if body is None:
-        raise NotRun(f"message {message_id!r} was started before; it is not run again")
+        raise NotRun(f"message {message_id!r} was started before, or is another service "
+                     "instance's now; it is not run here")
     fn, args, kwargs = pickle.loads(unframe(body, versions=STORED_VERSIONS)[1])
     del body
     return fn(*args, **kwargs)

@@ -17,11 +17,12 @@ confirmed just before a crash is sent again: clients keep the first copy.)
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
 import time
-from typing import IO, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import IO, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["Inbox", "Row", "NewMessage", "store_path", "start_in"]
 
@@ -96,8 +97,12 @@ def _connect(path: str, fsync: bool) -> sqlite3.Connection:
 class Inbox:
     """The rows of one service, in the SQLite file *path*, locked for this process."""
 
+    #: One service per file (the lock), so its consumer is exclusive.
+    shared = False
+
     def __init__(self, path: str, fsync: bool = False) -> None:
         self.path = path
+        self.location = path
         self.fsync = fsync
         self._lockfile = _lock(path + ".lock")
         try:
@@ -134,6 +139,15 @@ class Inbox:
         row was not accepted (it is not to be run)."""
         with self._db_lock:
             return _start(self._db, message_id, started)
+
+    def starter(self) -> Callable[[str, float], Optional[bytes]]:
+        """:meth:`start` for another process (a hard task's): picklable."""
+        return functools.partial(start_in, self.path, self.fsync)
+
+    def recover(self, on_adopted: Callable[[List[Row]], None]) -> List[Row]:
+        """The rows to resume after a start: every unfinished one (no other
+        service shares the file, so nothing is adopted later)."""
+        return self.unfinished()
 
     def mark_done(self, outcomes: Iterable[Tuple[str, bytes]],
                   published: Sequence[str] = ()) -> List[bool]:
@@ -176,6 +190,15 @@ class Inbox:
                 "SELECT message_id, client, state, due, started, body, response "
                 "FROM remote_messages WHERE state != 'published' ORDER BY received").fetchall()
         return [Row(*row) for row in rows]
+
+    def runnable(self, message_id: str) -> Optional[Row]:
+        """The row of *message_id* if it is accepted (to be run), else None."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT message_id, client, state, due, started, body, response "
+                "FROM remote_messages WHERE message_id = ? AND state = 'accepted'",
+                (message_id,)).fetchone()
+        return None if row is None else Row(*row)
 
     def state(self, message_id: str) -> Optional[str]:
         with self._db_lock:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Deque, List, NamedTuple, Optional
 import pika
 
 from .broker import PERSISTENT, Backoff, reply_queue
-from .inbox import Inbox
+from .inboxes import InboxStore
 from .link import Link
 from .protocol import SIGNATURE_HEADER, sign
 from .sending import Senders
@@ -56,7 +56,7 @@ class Outgoing(NamedTuple):
 class Outbox:
     """The responses of one service on their way to the broker."""
 
-    def __init__(self, service: str, params: pika.URLParameters, inbox: Inbox,
+    def __init__(self, service: str, params: pika.URLParameters, inbox: InboxStore,
                  key: Optional[bytes], on_published: Callable[[int], None]) -> None:
         self._service = service
         self._inbox = inbox
@@ -107,7 +107,8 @@ class Outbox:
             return
         if not stored:
             _log.error("service %r: the response to %r not stored (its row was not "
-                       "running); not sent", self._service, item.message_id)
+                       "running, or is another service instance's now); not sent",
+                       self._service, item.message_id)
             return
         try:
             self._senders.send(reply_queue(self._service, item.client), item.body,
@@ -164,7 +165,8 @@ class Outbox:
         dropped = {item.message_id for item, ok in zip(new, stored) if not ok}
         if dropped:
             _log.error("service %r: responses to %s not stored (their rows were not "
-                       "running); not sent", self._service, sorted(dropped))
+                       "running, or are another service instance's now); not sent",
+                       self._service, sorted(dropped))
         return [item._replace(stored=True) for item in items if item.message_id not in dropped]
 
     def _sent(self, item: Outgoing, error: Optional[BaseException]) -> None:

@@ -6,6 +6,11 @@ unpickled); it stores the good ones in the inbox in one transaction,
 acknowledges them, and schedules them. Each task runs on the service's
 ``Scheduler``; its outcome (an event) becomes a signed response that the
 outbox stores and publishes to the client's reply queue.
+
+The scheduler stays in memory, with a store of either kind: it holds only
+message ids and due times, and the inbox's rows are what survives. With a
+PostgreSQL store the inbox also hands over the rows this instance takes
+from one whose lease lapsed; they are resumed as after a restart.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from .. import EventKind, Scheduler, ThreadPoolExecutor
 from .admission import admit, notify, reply_queue_of
 from .broker import DEFAULT_BROKER, parameters, redacted, reply_queue, request_queue
 from .execution import NotRun, run_in_process, run_in_thread, runs_here
-from .inbox import Inbox, NewMessage, store_path
+from .inbox import NewMessage, Row
+from .inboxes import DEFAULT_LEASE, InboxStore, open_inbox, store_location
 from .link import Delivery, Link
 from .messages import RemoteError, TaskHeader, encode_response, parse_task
 from .outbox import Outbox, Outgoing
@@ -57,9 +63,14 @@ class _Inflight:
 class Service:
     """Runs tasks from clients that hold *secret*, on its own scheduler.
 
-    ``name`` names the request queue (``<name>.requests``); one service runs
-    per name (its consumer is exclusive) and per ``store``, the SQLite file
-    that keeps every accepted message until its response is published.
+    ``name`` names the request queue (``<name>.requests``). ``store`` keeps
+    every accepted message until its response is published: a SQLite file
+    (``sqlite:///PATH`` or a path), then one service runs per name (its
+    consumer is exclusive) and per file; or a ``postgresql://`` URL, then
+    any number of services of one name share the queue and the database,
+    and each message still runs once: an instance that dies (or stalls for
+    longer than ``lease`` seconds, default 10) has its messages taken over
+    by another one.
     ``secret`` (bytes or str) is required unless ``insecure=True``.
     ``workers`` threads run ordinary tasks (default: one per core); hard
     tasks run in processes. ``prefetch`` bounds the deliveries not yet
@@ -75,11 +86,13 @@ class Service:
                  insecure: bool = False, workers: Optional[int] = None, prefetch: int = 256,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  fsync: bool = False,
-                 max_message_age: Optional[float] = DEFAULT_MAX_MESSAGE_AGE) -> None:
+                 max_message_age: Optional[float] = DEFAULT_MAX_MESSAGE_AGE,
+                 lease: float = DEFAULT_LEASE) -> None:
         self.name = check_name("name", name)
         self._params = parameters(broker, f"pysched service {self.name!r}")
         self._broker = redacted(broker)
-        self._path = store_path(store)
+        self._location = store_location(store)
+        self._store = store
         self._key = make_key(secret, insecure)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or workers < 1):
@@ -94,6 +107,7 @@ class Service:
             raise TypeError(f"fsync must be True or False, got {fsync!r}")
         self._fsync = fsync
         self._max_age = check_number("max_message_age", max_message_age, allow_min=False)
+        self._lease = check_number("lease", lease, allow_min=False, allow_none=False)
         if self._key is None:
             _log.warning("service %r runs without a secret (insecure): anyone who can "
                          "publish to %s can run code in it", self.name, request_queue(self.name))
@@ -105,13 +119,16 @@ class Service:
         self._inflight: Dict[str, _Inflight] = {}
         self._active = 0  # tasks due (scheduled to run now) or running
         self._finished = 0  # since the last purge of the scheduler
-        self._inbox: Optional[Inbox] = None  # the parts, made by start()
+        #: Held while adopted messages are resumed; stop() sets _stop_requested
+        #: under it, so none is scheduled once the scheduler may be shut down.
+        self._resume_lock = threading.Lock()
+        self._inbox: Optional[InboxStore] = None  # the parts, made by start()
         self._scheduler: Optional[Scheduler] = None
         self._outbox: Optional[Outbox] = None
         self._link: Optional[Link] = None
 
     def __repr__(self) -> str:
-        return f"<Service {self.name!r} on {self._broker} store={self._path!r} {self._state}>"
+        return f"<Service {self.name!r} on {self._broker} store={self._location!r} {self._state}>"
 
     @property
     def running(self) -> bool:
@@ -123,9 +140,10 @@ class Service:
         """Open the store, resume what it holds, and consume requests.
 
         Blocks until :meth:`stop` (or Ctrl-C) unless ``block=False``. Raises
-        ``ConnectionError`` if the broker cannot be reached now, and
-        ``RuntimeError`` if another service of this name or on this store runs;
-        once running, a lost connection is retried with a bounded back-off.
+        ``ConnectionError`` if the broker (or a PostgreSQL store) cannot be
+        reached now, and ``RuntimeError`` if, with a SQLite store, another
+        service of this name or on this store runs; once running, a lost
+        connection is retried with a bounded back-off.
         """
         with self._state_lock:
             if self._state != "new":
@@ -142,7 +160,7 @@ class Service:
         with self._state_lock:
             self._state = "running"
         _log.info("service %r consuming %s on %s (store %s)", self.name,
-                  request_queue(self.name), self._broker, self._path)
+                  request_queue(self.name), self._broker, self._location)
         if block:
             try:
                 self._stopped.wait()
@@ -154,7 +172,8 @@ class Service:
         """Stop consuming, let running tasks finish (at most *timeout* seconds:
         then they are answered "timeout"), publish their responses, close.
 
-        Tasks not yet due stay in the store and run after the next start.
+        Tasks not yet due stay in the store and run after the next start
+        (with a PostgreSQL store, at once on another instance of the name).
         """
         with self._state_lock:
             if self._state == "new":
@@ -165,7 +184,8 @@ class Service:
         if not driver:
             self._stopped.wait()
             return
-        self._stop_requested.set()
+        with self._resume_lock:
+            self._stop_requested.set()
         link = self._link
         if link is not None and link.ready:  # (while reconnecting there is no consumer)
             cancelled = threading.Event()
@@ -184,14 +204,18 @@ class Service:
         _log.info("service %r stopped", self.name)
 
     def _open(self) -> None:
-        self._inbox = Inbox(self._path, self._fsync)
+        assert self._lease is not None
+        self._inbox = open_inbox(self._store, self.name, fsync=self._fsync, lease=self._lease)
         executor = ThreadPoolExecutor(self._workers) if self._workers else None
         self._scheduler = Scheduler(executor=executor)
         self._scheduler.add_listener(self._on_event, kinds=[EventKind.STARTED, *_OUTCOMES])
         self._outbox = Outbox(self.name, self._params, self._inbox, self._key, self._published)
         queue = request_queue(self.name)
         self._link = Link(self._params, f"service {self.name!r}", declare=[queue],
-                          consume=queue, prefetch=self._prefetch, exclusive=True,
+                          consume=queue, prefetch=self._prefetch,
+                          # A shared store keeps each message to one run
+                          # across instances, so they consume together.
+                          exclusive=not self._inbox.shared,
                           on_deliveries=self._accept, on_ready=self._outbox.drain)
         self._outbox.attach(self._link)
         self._recover()
@@ -287,6 +311,11 @@ class Service:
     def _schedule(self, task: TaskHeader, due: float) -> None:
         assert self._scheduler is not None and self._inbox is not None
         message_id = task.message_id
+        if message_id in self._scheduler.result:
+            # Its run here ended without running it (the row was another
+            # instance's then, and is this one's again): the scheduler would
+            # keep that finished task instead of adding it anew.
+            self._scheduler.purge()
         delay = max(0.0, due - time.time())
         with self._inflight_lock:
             self._inflight[message_id] = _Inflight(task.client, task.lifetime, not delay)
@@ -294,7 +323,7 @@ class Service:
         fn: Any
         args: Tuple[Any, ...]
         if task.hard:
-            fn, args = run_in_process, (self._inbox.path, self._fsync, message_id)
+            fn, args = run_in_process, (self._inbox.starter(), message_id)
         else:
             fn, args = run_in_thread, (self._inbox, message_id)
         try:
@@ -329,7 +358,8 @@ class Service:
             return
         exception = event.exception
         if isinstance(exception, NotRun):
-            _log.error("service %r: %s", self.name, exception)
+            _log.warning("service %r: %s", self.name, exception)
+            self._taken_back(message_id)
             return
         result = event.result if kind is EventKind.COMPLETED else None
         if kind is EventKind.TIMEOUT:
@@ -377,12 +407,44 @@ class Service:
     # ------------------------------------------------------------- recovery
 
     def _recover(self) -> None:
-        """Resume the store: answer interrupted runs, requeue responses, reschedule."""
+        """Resume the store: answer interrupted runs, requeue responses,
+        reschedule; with a shared store, later also the messages this
+        instance takes over from others (on the inbox's thread)."""
+        assert self._inbox is not None
+        rows = self._inbox.recover(self._adopted)
+        self._resume(rows)
+        if rows:
+            _log.info("service %r resumed %d unfinished message(s) from %s", self.name,
+                      len(rows), self._location)
+
+    def _adopted(self, rows: List[Row]) -> None:
+        with self._resume_lock:
+            if self._stop_requested.is_set():
+                # Left as they are: this instance deregisters as it stops,
+                # and another one takes them over.
+                return
+            self._resume(rows)
+
+    def _taken_back(self, message_id: str) -> None:
+        """After a run found its row not this instance's: if the row is this
+        instance's again by now (taken back from an instance that died
+        meanwhile), schedule it again."""
+        assert self._inbox is not None
+        try:
+            row = self._inbox.runnable(message_id)
+        except Exception:
+            _log.exception("service %r: reading message %r failed", self.name, message_id)
+            return
+        if row is not None:
+            self._adopted([row])
+
+    def _resume(self, rows: List[Row]) -> None:
+        """Run accepted rows, answer started ones "interrupted" (they may
+        have run in part), publish done ones."""
         assert self._inbox is not None and self._outbox is not None
-        rows = self._inbox.unfinished()
         interrupted = [row for row in rows if row.state == "started"]
         if interrupted:
-            _log.warning("service %r: %d task(s) were running when the service stopped; "
+            _log.warning("service %r: %d task(s) were running when their service stopped; "
                          "they are answered 'interrupted' and not run again: %s", self.name,
                          len(interrupted), [row.message_id for row in interrupted])
             answers = {row.message_id: encode_response(
@@ -390,14 +452,21 @@ class Service:
                     f"the service stopped while task {row.message_id!r} was running; it is "
                     "not run again"), started=row.started, max_size=self._max_size)
                 for row in interrupted}
-            self._inbox.mark_done(answers.items())
+            stored = self._inbox.mark_done(answers.items())
+            stored_ids = {message_id for message_id, ok in zip(answers, stored) if ok}
             rows = [row._replace(state="done", response=answers[row.message_id])
-                    if row.message_id in answers else row for row in rows]
-        resumed = 0
+                    if row.message_id in stored_ids else row for row in rows
+                    if row.message_id not in answers or row.message_id in stored_ids]
         for row in rows:
             if row.state == "done":
                 assert row.response is not None
                 self._outbox.put(Outgoing(row.message_id, row.client, bytes(row.response), True))
+                continue
+            with self._inflight_lock:
+                # Scheduled here already: a row this instance took back after
+                # its lease lapsed (its start succeeds once, here or there).
+                here = row.message_id in self._inflight
+            if here:
                 continue
             assert row.body is not None
             try:
@@ -407,7 +476,3 @@ class Service:
                              exception=RemoteError(f"stored task unreadable: {exc.reason}"))
                 continue
             self._schedule(task, row.due)
-            resumed += 1
-        if rows:
-            _log.info("service %r resumed %d accepted task(s) and %d response(s) from %s",
-                      self.name, resumed, len(rows) - resumed, self._path)

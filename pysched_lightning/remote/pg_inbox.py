@@ -1,0 +1,460 @@
+"""The service's durable state in PostgreSQL, shared by the services of one name.
+
+The rows and their states are the SQLite inbox's (inbox.py): accepted ->
+started -> done -> published, keyed by (service name, message id), so a
+message is recognised whichever instance it reaches, however often. Each
+row also names the instance that owns it: owner id + epoch, one
+registration in ``remote_services``. An instance holds a lease there
+(``lease_until``, in the database's time) that its thread renews every
+lease/3. Once a lease has lapsed, one surviving instance (the one holding
+the name's advisory lock) deletes that registration and adopts its rows in
+the same transaction: it runs the accepted ones, answers the started ones
+"interrupted" (they may have run in part) and publishes the done ones.
+
+Fencing: every write of a row is conditional on the row being this
+instance's under a registration that still exists; row locks order it
+with an adoption. So an instance whose lease was taken (it stalled, or
+lost the database) can neither start a message nor overwrite an outcome:
+it logs that it lost its lease, registers again, and goes on with new
+messages.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import psycopg
+
+from .inbox import NewMessage, Row
+from .inboxes import DEFAULT_LEASE, is_postgres_url, redacted_url
+
+__all__ = ["PgInbox", "LeaseLost", "pg_start_in"]
+
+_log = logging.getLogger("pysched_lightning.remote")
+
+#: Advisory lock keys (class, key): creating the tables; adopting for a name.
+_SCHEMA_LOCK = (0x70737201, 0)
+_ADOPT_LOCK_CLASS = 0x70737202
+_CONNECT_TIMEOUT = 10
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS remote_services (
+        owner       TEXT NOT NULL,
+        epoch       BIGINT NOT NULL,
+        name        TEXT NOT NULL,
+        host        TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        registered  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        lease_until TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (owner, epoch))""",
+    "CREATE SEQUENCE IF NOT EXISTS remote_service_epochs",
+    """CREATE TABLE IF NOT EXISTS remote_messages (
+        name       TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        client     TEXT NOT NULL,
+        state      TEXT NOT NULL
+                   CHECK (state IN ('accepted', 'started', 'done', 'published')),
+        due        DOUBLE PRECISION NOT NULL,
+        received   DOUBLE PRECISION NOT NULL,
+        started    DOUBLE PRECISION,
+        body       BYTEA,
+        response   BYTEA,
+        owner      TEXT NOT NULL,
+        epoch      BIGINT NOT NULL,
+        seq        BIGINT GENERATED ALWAYS AS IDENTITY,  -- the order of arrival
+        PRIMARY KEY (name, message_id))""",
+    """CREATE INDEX IF NOT EXISTS remote_messages_open
+        ON remote_messages (name, owner, epoch) WHERE state <> 'published'""",
+)
+
+#: The row is this instance's, under a registration nobody took (fencing).
+_MINE = ("m.owner = %(owner)s AND EXISTS (SELECT 1 FROM remote_services s "
+         "WHERE s.owner = m.owner AND s.epoch = m.epoch)")
+_START = ("UPDATE remote_messages m SET state = 'started', started = %(started)s "
+          "WHERE m.name = %(name)s AND m.message_id = %(id)s AND m.state = 'accepted' AND "
+          + _MINE + " RETURNING m.body")
+_DONE = ("UPDATE remote_messages m SET state = 'done', response = o.response "
+         "FROM unnest(%(ids)s::text[], %(responses)s::bytea[]) AS o(id, response) "
+         "WHERE m.name = %(name)s AND m.message_id = o.id "
+         "AND m.state IN ('accepted', 'started') AND " + _MINE + " RETURNING m.message_id")
+_PUBLISHED = ("UPDATE remote_messages m SET state = 'published', body = NULL, response = NULL "
+              "WHERE m.name = %(name)s AND m.message_id = ANY(%(ids)s) AND m.state = 'done' "
+              "AND " + _MINE)
+_ROW = "m.message_id, m.client, m.state, m.due, m.started, m.body, m.response, m.seq"
+
+
+class LeaseLost(RuntimeError):
+    """This instance's registration was taken over; it registers again."""
+
+
+class _Connection:
+    """One connection, used by one thread at a time, made again once it broke."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()  # guards _conn: one statement or transaction at a time
+        self._conn: Optional[psycopg.Connection[Any]] = None
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                if conn is not None:
+                    conn.close()
+                self._conn = None
+                conn = self._conn = _connect(self._url)
+            yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT,
+                           application_name="pysched service")
+
+
+class PgInbox:
+    """The rows of the service *name* in the PostgreSQL database at *url*,
+    shared with the other instances of that name; *lease* in seconds."""
+
+    shared = True
+
+    def __init__(self, url: str, name: str, lease: float = DEFAULT_LEASE) -> None:
+        if not is_postgres_url(url):
+            raise ValueError(f"store must be a postgresql:// URL, got {url!r}")
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) \
+                or not 0 < lease < 1e6:
+            raise ValueError(f"lease must be a number of seconds > 0, got {lease!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
+        self.url = url
+        self.name = name
+        self.lease = float(lease)
+        self.location = redacted_url(url)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._main = _Connection(url)  # accept, start, outcomes: any thread, one at a time
+        self._leasing = _Connection(url)  # renewal and adoption
+        try:
+            with self._main.use() as db:
+                _create_tables(db)
+                self._epoch = self._register(db)  # written by the lease thread after this
+        except psycopg.OperationalError as exc:
+            self._main.close()
+            raise ConnectionError(f"cannot use the PostgreSQL store {self.location}: "
+                                  f"{exc}".rstrip()) from None
+        except psycopg.Error as exc:  # e.g. no right to make the tables
+            self._main.close()
+            raise RuntimeError(f"cannot use the PostgreSQL store {self.location}: "
+                               f"{exc}".rstrip()) from None
+        except BaseException:
+            self._main.close()
+            raise
+        self._on_adopted: Optional[Callable[[List[Row]], None]] = None
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._keep_lease, daemon=True,
+                                        name=f"pysched-lease-{name}")
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"<PgInbox {self.name!r} {self.owner} at {self.location}>"
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    # ------------------------------------------------------------- the messages
+
+    def accept(self, messages: Sequence[NewMessage]) -> List[bool]:
+        """Store *messages* in one transaction; for each, True if it was new
+        (to this service name: whichever instance stored it first)."""
+        first: Dict[str, NewMessage] = {}
+        for m in messages:  # a second copy in one batch is not new
+            first.setdefault(m.message_id, m)
+        batch = list(first.values())
+        now, epoch = time.time(), self._epoch
+        if not batch:
+            return []
+        with self._main.use() as db, db.transaction():
+            # Shared: an adoption (which deletes the registration) waits for
+            # this commit, then takes these rows too.
+            if db.execute("SELECT 1 FROM remote_services WHERE owner = %s AND epoch = %s "
+                          "FOR SHARE", (self.owner, epoch)).fetchone() is None:
+                raise LeaseLost(f"service {self.name!r}: instance {self.owner} lost its "
+                                "lease; it stores new messages once registered again")
+            stored = {row[0] for row in db.execute(
+                "INSERT INTO remote_messages (name, message_id, client, state, due, received,"
+                " body, response, owner, epoch) "
+                "SELECT %(name)s, i.id, i.client, i.state, i.due, %(now)s, i.body, i.response,"
+                " %(owner)s, %(epoch)s "
+                "FROM unnest(%(ids)s::text[], %(clients)s::text[], %(states)s::text[],"
+                " %(dues)s::float8[], %(bodies)s::bytea[], %(responses)s::bytea[]) "
+                " WITH ORDINALITY AS i(id, client, state, due, body, response, n) ORDER BY i.n "
+                "ON CONFLICT (name, message_id) DO NOTHING RETURNING message_id",
+                {"name": self.name, "now": now, "owner": self.owner, "epoch": epoch,
+                 "ids": [m.message_id for m in batch], "clients": [m.client for m in batch],
+                 "states": ["accepted" if m.response is None else "done" for m in batch],
+                 "dues": [float(m.due) for m in batch], "bodies": [m.body for m in batch],
+                 "responses": [m.response for m in batch]}).fetchall()}
+        fresh = []
+        for m in messages:
+            fresh.append(first.get(m.message_id) is m and m.message_id in stored)
+        return fresh
+
+    def start(self, message_id: str, started: float) -> Optional[bytes]:
+        """accepted -> started, if the row is this instance's; the stored
+        body, or None if it is not to be run here."""
+        with self._main.use() as db:
+            body = _start(db, self.name, self.owner, message_id, started)
+            if body is None:
+                self._explain(db, [message_id], "not run here")
+        return body
+
+    def starter(self) -> Callable[[str, float], Optional[bytes]]:
+        """:meth:`start` for another process (a hard task's): picklable."""
+        return functools.partial(pg_start_in, self.url, self.name, self.owner)
+
+    def mark_done(self, outcomes: Iterable[Tuple[str, bytes]],
+                  published: Sequence[str] = ()) -> List[bool]:
+        """Store responses (accepted or started -> done) of this instance's
+        rows; for each, True if stored. Rows in *published* are marked
+        published in the same transaction."""
+        pairs = list(outcomes)
+        with self._main.use() as db:
+            with db.transaction():
+                stored = set()
+                if pairs:
+                    stored = {row[0] for row in db.execute(_DONE, {
+                        "name": self.name, "owner": self.owner,
+                        "ids": [message_id for message_id, _ in pairs],
+                        "responses": [response for _, response in pairs]}).fetchall()}
+                self._published(db, published)
+            missing = [message_id for message_id, _ in pairs if message_id not in stored]
+            if missing:
+                self._explain(db, missing, "its response is not stored")
+        return [message_id in stored for message_id, _ in pairs]
+
+    def mark_published(self, message_ids: Sequence[str]) -> None:
+        """done -> published; the body and response are dropped, the id is kept."""
+        with self._main.use() as db:
+            self._published(db, message_ids)
+
+    def _published(self, db: psycopg.Connection[Any], message_ids: Sequence[str]) -> None:
+        if message_ids:
+            db.execute(_PUBLISHED, {"name": self.name, "owner": self.owner,
+                                    "ids": list(message_ids)})
+
+    def unfinished(self) -> List[Row]:
+        """Every row of this service name not yet published (any instance's), oldest first."""
+        with self._main.use() as db:
+            rows = db.execute(f"SELECT {_ROW} FROM remote_messages m WHERE m.name = %s "
+                              "AND m.state <> 'published' ORDER BY m.seq",
+                              (self.name,)).fetchall()
+        return _rows(rows)
+
+    def runnable(self, message_id: str) -> Optional[Row]:
+        """The row of *message_id* if it is accepted and this instance's to run."""
+        with self._main.use() as db:
+            rows = db.execute(f"SELECT {_ROW} FROM remote_messages m WHERE m.name = %(name)s "
+                              "AND m.message_id = %(id)s AND m.state = 'accepted' AND " + _MINE,
+                              {"name": self.name, "id": message_id,
+                               "owner": self.owner}).fetchall()
+        found = _rows(rows)
+        return found[0] if found else None
+
+    def state(self, message_id: str) -> Optional[str]:
+        return self._column("state", message_id)
+
+    def client_of(self, message_id: str) -> Optional[str]:
+        """The client whose message was stored under *message_id*, if any."""
+        return self._column("client", message_id)
+
+    def _column(self, column: str, message_id: str) -> Optional[str]:
+        with self._main.use() as db:
+            row = db.execute(f"SELECT {column} FROM remote_messages "
+                             "WHERE name = %s AND message_id = %s",
+                             (self.name, message_id)).fetchone()
+        return row[0] if row and isinstance(row[0], str) else None
+
+    def _explain(self, db: psycopg.Connection[Any], message_ids: List[str], what: str) -> None:
+        """Log the rows among *message_ids* that another instance owns now."""
+        taken = db.execute("SELECT message_id FROM remote_messages m WHERE m.name = %(name)s "
+                           "AND m.message_id = ANY(%(ids)s) AND NOT (" + _MINE + ")",
+                           {"name": self.name, "owner": self.owner,
+                            "ids": message_ids}).fetchall()
+        if taken:
+            _log.warning("service %r: message(s) %s are another instance's now, not this "
+                         "one's (%s: its lease lapsed and they were taken over); %s",
+                         self.name, [row[0] for row in taken], self.owner, what)
+
+    # ------------------------------------------------------------- the lease
+
+    def recover(self, on_adopted: Callable[[List[Row]], None]) -> List[Row]:
+        """The rows to resume now: those of instances whose lease lapsed (or
+        that stopped). From now on the lease thread hands the rows it adopts
+        later to *on_adopted* (never under a lock of this inbox)."""
+        rows = self.adopt()
+        self._on_adopted = on_adopted
+        return rows
+
+    def adopt(self) -> List[Row]:
+        """Take over the rows of lapsed or stopped instances of this name, in
+        one transaction, unless another instance is doing so right now."""
+        with self._leasing.use() as db:
+            with db.transaction():
+                locked = db.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+                                    (_ADOPT_LOCK_CLASS, self.name)).fetchone()
+                if not locked or not locked[0]:
+                    return []  # another instance adopts now; the next round sees the rest
+                me = {"name": self.name, "owner": self.owner, "epoch": self._epoch}
+                if db.execute("SELECT 1 FROM remote_services WHERE owner = %(owner)s AND "
+                              "epoch = %(epoch)s", me).fetchone() is None:
+                    return []  # taken over itself: the renewal says so and registers again
+                lapsed = db.execute(
+                    "DELETE FROM remote_services WHERE name = %(name)s AND lease_until < now() "
+                    "AND NOT (owner = %(owner)s AND epoch = %(epoch)s) RETURNING owner",
+                    me).fetchall()
+                # Rows whose registration is gone (lapsed, or deleted at a clean stop).
+                rows = _rows(db.execute(
+                    "UPDATE remote_messages m SET owner = %(owner)s, epoch = %(epoch)s "
+                    "WHERE m.name = %(name)s AND m.state <> 'published' AND NOT EXISTS "
+                    "(SELECT 1 FROM remote_services s WHERE s.owner = m.owner AND "
+                    f"s.epoch = m.epoch) RETURNING {_ROW}", me).fetchall())
+        if lapsed:
+            _log.warning("service %r: instance(s) %s let their lease lapse; instance %s "
+                         "takes over their %d unfinished message(s)", self.name,
+                         sorted(row[0] for row in lapsed), self.owner, len(rows))
+        elif rows:
+            _log.info("service %r: instance %s takes over %d unfinished message(s) left by "
+                      "stopped instances", self.name, self.owner, len(rows))
+        return rows
+
+    def renew(self) -> bool:
+        """Extend this instance's lease; if it was taken over, register again
+        (a new epoch) and return False."""
+        with self._leasing.use() as db:
+            late = db.execute(
+                "UPDATE remote_services s SET lease_until = now() + make_interval(secs => "
+                "%(lease)s) FROM (SELECT lease_until FROM remote_services WHERE owner = "
+                "%(owner)s AND epoch = %(epoch)s FOR UPDATE) AS old WHERE s.owner = %(owner)s "
+                "AND s.epoch = %(epoch)s "
+                "RETURNING extract(epoch FROM now() - old.lease_until)::float8",
+                {"lease": self.lease, "owner": self.owner, "epoch": self._epoch}).fetchone()
+            if late is not None:
+                seconds = _number(late[0])
+                if seconds is not None and seconds > 0:  # nobody took it meanwhile
+                    _log.warning("service %r: instance %s renewed its lease %.1f s after it "
+                                 "lapsed (this process or the database stalled)", self.name,
+                                 self.owner, seconds)
+                return True
+            _log.warning("service %r: instance %s lost its lease (it stalled or lost the "
+                         "database for over %g s) and its messages were taken over by "
+                         "another instance; it no longer runs or answers them, and registers "
+                         "again", self.name, self.owner, self.lease)
+            self._epoch = self._register(db)
+        return False
+
+    def _register(self, db: psycopg.Connection[Any]) -> int:
+        row = db.execute(
+            "INSERT INTO remote_services (owner, epoch, name, host, pid, lease_until) "
+            "VALUES (%s, nextval('remote_service_epochs'), %s, %s, %s, "
+            "now() + make_interval(secs => %s)) RETURNING epoch",
+            (self.owner, self.name, socket.gethostname(), os.getpid(), self.lease)).fetchone()
+        if row is None or not isinstance(row[0], int):
+            raise RuntimeError(f"registering service {self.name!r} returned {row!r}")
+        return row[0]
+
+    def _keep_lease(self) -> None:
+        while not self._closing.wait(self.lease / 3):
+            try:
+                self.renew()
+                callback = self._on_adopted
+                rows = self.adopt() if callback is not None else []
+            except Exception as exc:  # the database went away: try again next round
+                _log.warning("service %r: renewing the lease of instance %s failed (the "
+                             "next try is in %g s): %s", self.name, self.owner,
+                             self.lease / 3, exc)
+                continue
+            if rows and callback is not None:
+                try:
+                    callback(rows)
+                except Exception:
+                    _log.exception("service %r: resuming adopted messages failed", self.name)
+
+    def close(self) -> None:
+        """Stop renewing and deregister: this instance's unfinished rows (not
+        yet due, or not yet published) go to the next instance that adopts."""
+        self._closing.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        try:
+            with self._main.use() as db:
+                db.execute("DELETE FROM remote_services WHERE owner = %s AND epoch = %s",
+                           (self.owner, self._epoch))
+        except psycopg.Error as exc:  # its lease lapses instead
+            _log.warning("service %r: instance %s could not deregister: %s", self.name,
+                         self.owner, exc)
+        finally:
+            self._main.close()
+            self._leasing.close()
+
+
+def pg_start_in(url: str, name: str, owner: str, message_id: str,
+                started: float) -> Optional[bytes]:
+    """:meth:`PgInbox.start` from another process (a hard task's own)."""
+    with _connect(url) as db:
+        return _start(db, name, owner, message_id, started)
+
+
+def _start(db: psycopg.Connection[Any], name: str, owner: str, message_id: str,
+           started: float) -> Optional[bytes]:
+    row = db.execute(_START, {"name": name, "owner": owner, "id": message_id,
+                              "started": started}).fetchone()
+    if row is None:
+        return None
+    if not isinstance(row[0], (bytes, memoryview)):
+        raise RuntimeError(f"message {message_id!r} has no stored body (got {type(row[0])!r})")
+    return bytes(row[0])
+
+
+def _create_tables(db: psycopg.Connection[Any]) -> None:
+    """The tables, made once even when several instances start together."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s, %s)", _SCHEMA_LOCK)
+        for statement in _SCHEMA:
+            db.execute(statement)
+
+
+def _rows(rows: Iterable[Tuple[Any, ...]]) -> List[Row]:
+    """Rows read from the database, checked; a malformed one is logged and left."""
+    good = []
+    for values in sorted(rows, key=lambda values: _number(values[7]) or 0.0):  # by seq
+        message_id, client, state, due, started, body, response, _ = values
+        needs = {"accepted": body, "started": True, "done": response}.get(state)
+        if not isinstance(message_id, str) or not isinstance(client, str) \
+                or _number(due) is None or needs is None:
+            _log.error("remote_messages: a malformed row left as it is: %r",
+                       (message_id, client, state, due))
+            continue
+        good.append(Row(message_id, client, state, float(due), _number(started),
+                        None if body is None else bytes(body),
+                        None if response is None else bytes(response)))
+    return good
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
