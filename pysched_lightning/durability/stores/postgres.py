@@ -60,11 +60,23 @@ class PostgresStore(PostgresControlRequests, NodeLink):
     read-only transactions; with ``control=True`` too, it still writes
     control requests (a dashboard's actions), on a connection of their own.
     ``repr()`` and messages show the URL without its password.
+
+    A task's definition is durable when ``save_task`` returns. Claims and
+    run records commit without waiting for the server to flush its WAL
+    (``synchronous_commit = off`` for those transactions): they survive any
+    crash of a node, as a SQLite store's commits do, and a crash of the
+    database server itself may lose the last ~0.2 s of them.
+    ``synchronous=True`` makes claims wait for the flush too (a run is then
+    never run twice even across a server crash), at one WAL flush per claim.
     """
 
     def __init__(self, url: str, *, lease: float = 10.0, read_only: bool = False,
-                 control: bool = False) -> None:
+                 control: bool = False, synchronous: bool = False) -> None:
         super().__init__(url, lease, read_only)
+        if not isinstance(synchronous, bool):
+            raise TypeError(f"synchronous must be True or False, not {synchronous!r}")
+        #: True: a claim waits for the server's WAL flush (see RELAXED_COMMIT).
+        self.synchronous = synchronous
         self._control_setup()
         self._lock = threading.RLock()  # the data connection: one call or batch at a time
         self._depth = 0  # batch nesting, under _lock
@@ -216,7 +228,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
         params = dict(zip(RUN_FIELDS, row), **self._fence())
         with self._lock:
-            self._strict = True
+            self._strict = self._strict or self.synchronous
             live, inserted = self._row(sql.CLAIM_RUN, params)
         if not live:
             self.lost_lease = True
@@ -236,7 +248,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
                   "names": list(columns[1]), "scheduleds": list(columns[6]),
                   "starteds": list(columns[7]), **self._fence()}
         with self._lock:
-            self._strict = True
+            self._strict = self._strict or self.synchronous
             answer = self._run(sql.CLAIM_RUNS, params).fetchall()
         if not answer or not answer[0][0]:
             self.lost_lease = True

@@ -231,9 +231,9 @@ LAST_CHANGE = "SELECT COALESCE(max(seq), 0) FROM changes"
 #: What a node listens to: changes, and control requests.
 LISTEN = (f"LISTEN {CHANNEL}", f"LISTEN {CONTROL_CHANNEL}")
 
-# A batch of run records and task counters only (no claim, no definition)
-# commits without waiting for the server's WAL flush: it survives any crash
-# of a node, as a SQLite store's commits do (synchronous=NORMAL), and only a
-# crash of the database server within ~0.2 s could lose it; then the run's
-# claim, which was flushed, reads INTERRUPTED: a run is never run twice.
+# A batch of claims, run records and task counters (no definition) commits
+# without waiting for the server's WAL flush: it survives any crash of a
+# node, as a SQLite store's commits do (synchronous=NORMAL), and only a crash
+# of the database server within ~0.2 s could lose it (PostgresStore's
+# ``synchronous=True`` keeps claims flushed).
 RELAXED_COMMIT = "SET LOCAL synchronous_commit TO OFF"
