@@ -300,3 +300,36 @@ def test_the_command_without_a_token_is_read_only_and_an_empty_token_is_an_error
                                  headers={"Authorization": f"Bearer {TOKEN}"})
             assert status == 403
         assert not sched.get_task("report")["paused"]
+
+
+def test_actions_on_a_postgresql_store_are_applied_once_by_one_of_its_schedulers(
+        postgres_url, tmp_path):
+    """Two schedulers share the store: a request is taken by one of them,
+    applied across both, answered once; a run now runs once."""
+    from pysched_lightning.durability.stores import open_store
+    marks = str(tmp_path / "marks")
+    with scheduler_process(postgres_url, marks), scheduler_process(postgres_url, marks):
+        application = app(postgres_url, actions=True, token=TOKEN, refresh=0)
+        client = Client(application)
+        try:
+            status, _, body = client.call("POST", "/api/tasks/report/pause", headers=BEARER)
+            assert status == 200 and json.loads(body)["ok"] is True
+            assert application.source.task("report").paused
+            status, _, body = client.call("POST", "/api/tasks/report/resume", headers=BEARER)
+            assert status == 200 and not application.source.task("report").paused
+            status, _, body = client.call("POST", "/api/tasks/report/run-now", headers=BEARER)
+            answer = json.loads(body)
+            assert status == 200 and answer["ok"] is True
+            wait_for(lambda: len(_lines(marks)) == 1)
+            status, _, body = client.call("POST", "/api/tasks/other/cancel", headers=BEARER)
+            assert status == 200 and application.source.task("other") is None
+        finally:
+            application.close()
+        with pytest.raises(AssertionError):  # a window in which no second run may come
+            wait_for(lambda: len(_lines(marks)) > 1, 1.0)
+    reader = open_store(postgres_url, read_only=True)
+    try:
+        states = [reader.control_request(i)["state"] for i in range(1, 5)]
+        assert states == ["done"] * 4 and reader.control_request(5) is None
+    finally:
+        reader.close()

@@ -26,7 +26,6 @@ import argparse
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import threading
 from typing import Any, Optional, Sequence

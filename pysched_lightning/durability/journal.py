@@ -30,6 +30,7 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from ..records.protocols import TaskRecord
 from ..records.runs import Run, error_line
+from .claims import Claim, EarlyClaim, decide_all
 from .encoding import run_record
 from .feed import RunLogFeed
 from .leftovers import keep_process
@@ -40,6 +41,10 @@ __all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim", "decide_all"]
 _WRITES_PER_COMMIT = 16
 
 _log = logging.getLogger("pysched_lightning")
+
+#: The fields of a stored task that say what it runs and when.
+_DEFINITION = ("trigger", "interval", "priority", "fn_ref", "fn_pickle", "args", "kwargs",
+               "options", "schedule")
 
 
 class WriteKind(enum.Enum):
@@ -72,57 +77,6 @@ class Write:
         self.error: Optional[BaseException] = None
         #: False until its arguments are built (a run's record).
         self.ready = ready
-
-
-class Claim:
-    """A run's claim of its slot in the store. ``granted`` is the store's
-    answer (None until committed), ``reason`` why it was refused."""
-
-    __slots__ = ("task_id", "slot", "attempt", "run", "name", "scheduled", "started",
-                 "granted", "reason", "_source")
-
-    def __init__(self, task_id: str, slot: str, attempt: int, run: int,
-                 name: Optional[str], scheduled: float, started: float,
-                 source: Optional[Run] = None) -> None:
-        self.task_id, self.slot, self.attempt, self.run = task_id, slot, attempt, run
-        self.name, self.scheduled, self.started = name, scheduled, started
-        self.granted: Optional[bool] = None
-        self.reason: Optional[str] = None
-        #: The run whose name is read when the claim is written.
-        self._source = source
-
-    def decide(self, store: Any) -> None:
-        """Claim the slot (once: a write tried again keeps the first answer)."""
-        if self.name is None:
-            self.name = self._source.name if self._source is not None else self.task_id
-        granted = store.claim_run(self.task_id, self.slot, self.attempt, run=self.run,
-                                  name=self.name, scheduled=self.scheduled,
-                                  started=self.started)
-        if self.granted is None:
-            self.granted = granted
-        self._source = None  # the run holds its claim, not the other way round
-
-    def refuse(self, reason: str) -> None:
-        if self.granted is None:
-            self.granted, self.reason = False, reason
-
-
-def decide_all(claim_runs: Callable[[List[Tuple[Any, ...]]], List[bool]],
-               claims: List[Claim]) -> None:
-    """Decide *claims* with one ``claim_runs`` call (a write tried again
-    keeps each claim's first answer)."""
-    answers = claim_runs([(claim.task_id, claim.slot, claim.attempt, claim.run,
-                           claim.name if claim.name is not None else claim.task_id,
-                           claim.scheduled, claim.started) for claim in claims])
-    for claim, granted in zip(claims, answers):
-        if claim.granted is None:
-            claim.granted = bool(granted)
-        claim._source = None
-
-
-def EarlyClaim(task_id: str, slot: str, name: str, wall_time: float) -> Claim:
-    """The claim of a new task's first run, written with the task itself."""
-    return Claim(task_id, slot, 1, 1, name, wall_time, wall_time)
 
 
 class Journal:
@@ -239,6 +193,17 @@ class Journal:
             self._note(write)
         self.flush()
         return write
+
+    def will_store(self, record: TaskRecord) -> bool:
+        """After an interrupt in :meth:`store_task`: True when *record* is
+        stored, or noted to be (a noted write is never lost)."""
+        with self._state_lock:
+            if any(write.kind is WriteKind.SAVE and write.target is record
+                   for write in self._pending):
+                return True
+        stored = self.store.task(record.id) if self.store is not None else None
+        return stored is not None and all(getattr(stored, name) == getattr(record, name)
+                                          for name in _DEFINITION)
 
     def flush(self) -> None:
         """Commit every ready write, in order; failures are logged and kept

@@ -31,11 +31,12 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequ
 
 import psycopg
 
-from ...records.protocols import (EVERY_SLOT, RUN_FIELDS, RUNNING, ClaimLostError,
-                                  TaskRecord)
+from ...records.protocols import EVERY_SLOT, RUN_FIELDS, RUNNING, TaskRecord
 from . import postgres_sql as sql
 from .postgres_connect import connect
 from .postgres_controls import PURGE_REQUESTS, PostgresControlRequests
+from .postgres_rows import (Claim, attempt_of, claim_tuple, lost_claim, priority_columns,
+                            task_params, task_record_of)
 from .postgres_nodes import NodeLink
 from .postgres_schema import check_readable, prepare
 from .queries import run_filter, select_sql
@@ -48,7 +49,6 @@ _log = logging.getLogger("pysched_lightning.stores")
 
 #: The most finish_run records a batch keeps before it writes them.
 _MAX_PENDING = 256
-_Claim = Tuple[str, str, int, int, str, float, float]
 
 
 class PostgresStore(PostgresControlRequests, NodeLink):
@@ -178,18 +178,18 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         """Every task, oldest ``created`` first (then by id)."""
         with self._lock:
             rows = self._run(sql.LOAD_TASKS).fetchall()
-        return [_task_record(row) for row in rows]
+        return [task_record_of(row) for row in rows]
 
     def task(self, task_id: str) -> Optional[TaskRecord]:
         task_id = check_key(task_id)
         with self._lock:
             row = self._run(sql.LOAD_TASK, (task_id,)).fetchone()
-        return None if row is None else _task_record(row)
+        return None if row is None else task_record_of(row)
 
     def save_task(self, record: TaskRecord, replace: bool = True) -> bool:
         """As the SQLite store's; a new task or a changed definition (see
         ``postgres_sql.DEFINITION``) is a change for the other nodes."""
-        params = _task_params(task_row(record))
+        params = task_params(task_row(record))
         with self._lock:
             self._strict = True
             return self._row(sql.SAVE_TASK if replace else sql.ADD_TASK,
@@ -204,7 +204,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         params: Dict[str, Any] = {"id": task_id}
         for name, value in changes.items():
             if name == "priority":
-                params.update(_priority(value))
+                params.update(priority_columns(value))
             else:
                 params[name] = value
         columns = tuple(name for name in params if name != "id")
@@ -234,12 +234,12 @@ class PostgresStore(PostgresControlRequests, NodeLink):
             self.lost_lease = True
         return bool(inserted)
 
-    def claim_runs(self, claims: Sequence[_Claim]) -> List[bool]:
+    def claim_runs(self, claims: Sequence[Claim]) -> List[bool]:
         """:meth:`claim_run` for each ``(task_id, slot, attempt, run, name,
         scheduled, started)``, in one statement: whether each was granted,
         in order (a key given twice is granted once at most)."""
         rows = [claim_row(t, s, a, r, n, sc, st, RUNNING)
-                for t, s, a, r, n, sc, st in map(_claim, claims)]
+                for t, s, a, r, n, sc, st in map(claim_tuple, claims)]
         if not rows:
             return []
         columns = list(zip(*rows))
@@ -297,7 +297,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
             if updated or inserted:
                 return
             if params["epoch"] is not None:
-                raise _lost(params, "the outcome is not recorded")
+                raise lost_claim(params, "the outcome is not recorded")
             # (never acquired: another connection inserted the key meanwhile)
 
     def set_aside_runs(self, task_id: str, slot: str = EVERY_SLOT) -> None:
@@ -311,11 +311,11 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         """Delete the run's record if it is still this node's RUNNING claim;
         ClaimLostError if another node took it over."""
         params = {"task_id": check_key(task_id), "slot": check_slot(slot),
-                  "attempt": _attempt(attempt), **self._fence()}
+                  "attempt": attempt_of(attempt), **self._fence()}
         with self._lock:
             gone, taken = self._row(sql.RELEASE_RUN, params)
         if not gone and taken:
-            raise _lost(params, "its release is not recorded")
+            raise lost_claim(params, "its release is not recorded")
 
     def note_process(self, task_id: str, slot: str, attempt: int, pid: int,
                      pid_started: int) -> None:
@@ -323,12 +323,12 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         one; ClaimLostError if another node took it over)."""
         pid, pid_started = check_process(pid, pid_started)
         params = {"task_id": check_key(task_id), "slot": check_slot(slot),
-                  "attempt": _attempt(attempt),
+                  "attempt": attempt_of(attempt),
                   "pid": pid, "pid_started": pid_started, **self._fence()}
         with self._lock:
             noted, taken = self._row(sql.NOTE_PROCESS, params)
         if not noted and taken:
-            raise _lost(params, "its process is not recorded")
+            raise lost_claim(params, "its process is not recorded")
 
     def claimed_processes(self) -> List[Dict[str, Any]]:
         """The RUNNING claims with a process that no live node answers for
@@ -396,45 +396,3 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         with self._lock:
             self._conn.close()
 
-
-def _priority(value: Any) -> Dict[str, Any]:
-    """A priority as its two columns: an int, or a float."""
-    is_int = isinstance(value, int)
-    return {"priority_int": value if is_int else None,
-            "priority_real": None if is_int else value}
-
-
-def _task_params(row: Tuple[Any, ...]) -> Dict[str, Any]:
-    values = list(row)
-    priority = values.pop(sql.PRIORITY)
-    names = [name for name in sql.TASK_COLUMNS if not name.startswith("priority_")]
-    params = dict(zip(names, values))
-    params.update(_priority(priority))
-    return params
-
-
-def _task_record(row: Tuple[Any, ...]) -> TaskRecord:
-    values = list(row)
-    as_int, as_real = values.pop(sql.PRIORITY), values.pop(sql.PRIORITY)
-    values.insert(sql.PRIORITY, as_int if as_int is not None else as_real)
-    return TaskRecord(*values)
-
-
-def _claim(claim: Any) -> _Claim:
-    if not isinstance(claim, tuple) or len(claim) != 7:
-        raise TypeError("a claim is a tuple (task_id, slot, attempt, run, name, scheduled, "
-                        f"started), not {claim!r}")
-    return claim  # (its values are checked by claim_row)
-
-
-def _attempt(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"a run's attempt must be an int, not {value!r}")
-    return int(value)
-
-
-def _lost(params: Mapping[str, Any], what: str) -> ClaimLostError:
-    return ClaimLostError(
-        f"task {params['task_id']!r} slot {params['slot']!r} attempt {params['attempt']!r}: "
-        f"this node's claim (owner {params['owner']!r}, epoch {params['epoch']}) was taken "
-        f"over after its lease expired, so {what}")
