@@ -254,3 +254,35 @@ def test_nodes_killed_at_random_run_each_attempt_once_long(nodes, postgres_url,
                                                            torture_seconds):
     import random
     _torture(nodes, postgres_url, torture_seconds, seed=random.randrange(1 << 30))
+
+
+def test_a_task_a_node_cannot_import_is_left_to_the_others(nodes, postgres_url, tmp_path):
+    """The function lives in a module only this process can import: node a
+    logs why it cannot load the task, and this node runs every slot."""
+    import importlib
+    import sys
+    local = tmp_path / "only_here"
+    local.mkdir()
+    (local / "local_jobs.py").write_text(
+        "import os\n"
+        "def mark(path):\n"
+        "    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n"
+        "    os.write(fd, b'ran\\n')\n"
+        "    os.close(fd)\n")
+    sys.path.insert(0, str(local))
+    try:
+        local_jobs = importlib.import_module("local_jobs")
+        nodes.start("a", [])
+        marks = tmp_path / "marks"
+        with psl.Scheduler(store=store_of(postgres_url, lease=1.0)) as here:
+            here.delay('recur', 0.1, 1, local_jobs.mark, args=(str(marks),), task_id="local")
+            wait_for(lambda: "'local' cannot be loaded on this node (ModuleNotFoundError"
+                     in nodes.stderr("a"), 30)
+            here.modify("local", priority=2)  # a change: node a tries again, quietly
+            wait_for(lambda: marks.exists() and len(marks.read_text().split()) >= 10, 30)
+            assert here.get_status("local") in (psl.TaskStatus.COMPLETED,
+                                                psl.TaskStatus.RUNNING)
+        assert nodes.stderr("a").count("cannot be loaded") == 1  # said once
+    finally:
+        sys.path.remove(str(local))
+        sys.modules.pop("local_jobs", None)

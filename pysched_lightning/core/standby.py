@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..durability.encoding import (load_args, load_function, load_options, load_schedule,
                                    slot_named, slot_pass, stored_options)
@@ -21,7 +21,7 @@ from ..records.options import TaskOptions
 from ..durability.leftovers import end_group
 from ..durability.stores.rules import INTERRUPTED as INTERRUPTED_ERROR
 from ..records.protocols import INTERRUPTED, RUNNING, TaskRecord
-from ..records.runs import FINAL, Run, TaskStatus
+from ..records.runs import FINAL, Run, TaskStatus, error_line
 from ..records.task import Task
 from ..records.validation import check_kwargs
 from ..timing.triggers import CronTrigger, OnceTrigger, RecurTrigger
@@ -51,6 +51,8 @@ class Standby:
         #: Held by the takeover and by a standby's delay().
         self.takeover_lock = threading.Lock()
         self._changed: Dict[str, Tuple[Task, TaskRecord]] = {}
+        #: Tasks of a shared store this node cannot load (said once each).
+        self._unloadable: Set[str] = set()
 
     def take(self) -> bool:
         """Hold the store and load its tasks; False when another holds it."""
@@ -134,9 +136,8 @@ class Standby:
             if owed.status is not None and owed.status != record.status:
                 store.update_task(record.id, status=owed.status)  # (runs get purged)
             latest = _latest_run(rows, record, owed, task)
-        except Exception:
-            _log.exception("stored task %r cannot be loaded; it stays in the store "
-                           "untouched", record.id)
+        except Exception as exc:
+            self._cannot_load(record, exc)
             return False
         with st.lock:
             scheduled = _schedule_loaded(st, task, record, owed, latest)
@@ -145,6 +146,18 @@ class Standby:
                       _dt.datetime.fromtimestamp(owed.next_run or 0.0, _dt.timezone.utc)
                       .isoformat(timespec="seconds"))
         return scheduled
+
+
+    def _cannot_load(self, record: TaskRecord, exc: Exception) -> None:
+        """Say why *record* cannot be loaded, once per task: on a shared
+        store the other nodes run it."""
+        if not shared_store(self._store):
+            _log.error("stored task %r cannot be loaded; it stays in the store untouched",
+                       record.id, exc_info=exc)
+        elif record.id not in self._unloadable:
+            self._unloadable.add(record.id)
+            _log.error("stored task %r cannot be loaded on this node (%s): it is left to "
+                       "the other nodes", record.id, error_line(exc))
 
 
 def shared_store(store: Any) -> bool:
