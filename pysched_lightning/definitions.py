@@ -17,7 +17,7 @@ from .core import control
 from .core.standby import same_record
 from .core.state import Effects, State
 from .durability.encoding import slot_at, slot_offset, task_record
-from .durability.journal import Claim, Write
+from .durability.journal import Claim, Write, WriteKind
 from .records.errors import StoreWriteError
 from .records.protocols import EVERY_SLOT, TaskRecord
 from .records.task import Task
@@ -71,7 +71,11 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             aside = None if fresh_id or inserted else EVERY_SLOT
             fx = Effects()
             try:
-                write = _store(st, task, record, early, fresh_id, aside) if not same else None
+                if inserted and not same:  # stored by _add_shared already: committed
+                    write, inserted = Write(WriteKind.SAVE, record, (False, None, None)), False
+                else:
+                    write = _store(st, task, record, early, fresh_id, aside) if not same \
+                        else None
             except BaseException as exc:
                 if early is not None:
                     with st.lock:

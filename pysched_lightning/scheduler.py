@@ -108,9 +108,9 @@ class Scheduler:
             owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
             self._standby = Standby(st, opened, owner, self._apply_changed)
             st.shared = shared_store(opened)
-            st.standby = not self._standby.take()
-            if st.shared:
+            if st.shared:  # (first: the changes from here on are applied, none missed)
                 self._cluster = Cluster(st, opened, owner, self._standby, self._workers)
+            st.standby = not self._standby.take()
             self._requests = ControlRequests.of(st, opened, owner, {
                 "run_now": self.run_now, "pause": self.pause, "resume": self.resume,
                 "cancel": self.cancel})
