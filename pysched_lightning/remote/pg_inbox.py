@@ -16,7 +16,7 @@ instance's under a registration that still exists; row locks order it
 with an adoption. So an instance whose lease was taken (it stalled, or
 lost the database) can neither start a message nor overwrite an outcome:
 it logs that it lost its lease, registers again, and goes on with new
-messages.
+messages. The tables and the statements are pg_sql.py's.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import psycopg
 
+from . import pg_sql as sql
 from .inbox import NewMessage, Row
 from .inboxes import DEFAULT_LEASE, is_postgres_url, redacted_url
 
@@ -39,55 +40,7 @@ __all__ = ["PgInbox", "LeaseLost", "pg_start_in"]
 
 _log = logging.getLogger("pysched_lightning.remote")
 
-#: Advisory lock keys (class, key): creating the tables; adopting for a name.
-_SCHEMA_LOCK = (0x70737201, 0)
-_ADOPT_LOCK_CLASS = 0x70737202
 _CONNECT_TIMEOUT = 10
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS remote_services (
-        owner       TEXT NOT NULL,
-        epoch       BIGINT NOT NULL,
-        name        TEXT NOT NULL,
-        host        TEXT NOT NULL,
-        pid         INTEGER NOT NULL,
-        registered  TIMESTAMPTZ NOT NULL DEFAULT now(),
-        lease_until TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (owner, epoch))""",
-    "CREATE SEQUENCE IF NOT EXISTS remote_service_epochs",
-    """CREATE TABLE IF NOT EXISTS remote_messages (
-        name       TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        client     TEXT NOT NULL,
-        state      TEXT NOT NULL
-                   CHECK (state IN ('accepted', 'started', 'done', 'published')),
-        due        DOUBLE PRECISION NOT NULL,
-        received   DOUBLE PRECISION NOT NULL,
-        started    DOUBLE PRECISION,
-        body       BYTEA,
-        response   BYTEA,
-        owner      TEXT NOT NULL,
-        epoch      BIGINT NOT NULL,
-        seq        BIGINT GENERATED ALWAYS AS IDENTITY,  -- the order of arrival
-        PRIMARY KEY (name, message_id))""",
-    """CREATE INDEX IF NOT EXISTS remote_messages_open
-        ON remote_messages (name, owner, epoch) WHERE state <> 'published'""",
-)
-
-#: The row is this instance's, under a registration nobody took (fencing).
-_MINE = ("m.owner = %(owner)s AND EXISTS (SELECT 1 FROM remote_services s "
-         "WHERE s.owner = m.owner AND s.epoch = m.epoch)")
-_START = ("UPDATE remote_messages m SET state = 'started', started = %(started)s "
-          "WHERE m.name = %(name)s AND m.message_id = %(id)s AND m.state = 'accepted' AND "
-          + _MINE + " RETURNING m.body")
-_DONE = ("UPDATE remote_messages m SET state = 'done', response = o.response "
-         "FROM unnest(%(ids)s::text[], %(responses)s::bytea[]) AS o(id, response) "
-         "WHERE m.name = %(name)s AND m.message_id = o.id "
-         "AND m.state IN ('accepted', 'started') AND " + _MINE + " RETURNING m.message_id")
-_PUBLISHED = ("UPDATE remote_messages m SET state = 'published', body = NULL, response = NULL "
-              "WHERE m.name = %(name)s AND m.message_id = ANY(%(ids)s) AND m.state = 'done' "
-              "AND " + _MINE)
-_ROW = "m.message_id, m.client, m.state, m.due, m.started, m.body, m.response, m.seq"
 
 
 class LeaseLost(RuntimeError):
@@ -189,24 +142,15 @@ class PgInbox:
         with self._main.use() as db, db.transaction():
             # Shared: an adoption (which deletes the registration) waits for
             # this commit, then takes these rows too.
-            if db.execute("SELECT 1 FROM remote_services WHERE owner = %s AND epoch = %s "
-                          "FOR SHARE", (self.owner, epoch)).fetchone() is None:
+            if db.execute(sql.REGISTERED_FOR_SHARE, (self.owner, epoch)).fetchone() is None:
                 raise LeaseLost(f"service {self.name!r}: instance {self.owner} lost its "
                                 "lease; it stores new messages once registered again")
-            stored = {row[0] for row in db.execute(
-                "INSERT INTO remote_messages (name, message_id, client, state, due, received,"
-                " body, response, owner, epoch) "
-                "SELECT %(name)s, i.id, i.client, i.state, i.due, %(now)s, i.body, i.response,"
-                " %(owner)s, %(epoch)s "
-                "FROM unnest(%(ids)s::text[], %(clients)s::text[], %(states)s::text[],"
-                " %(dues)s::float8[], %(bodies)s::bytea[], %(responses)s::bytea[]) "
-                " WITH ORDINALITY AS i(id, client, state, due, body, response, n) ORDER BY i.n "
-                "ON CONFLICT (name, message_id) DO NOTHING RETURNING message_id",
-                {"name": self.name, "now": now, "owner": self.owner, "epoch": epoch,
-                 "ids": [m.message_id for m in batch], "clients": [m.client for m in batch],
-                 "states": ["accepted" if m.response is None else "done" for m in batch],
-                 "dues": [float(m.due) for m in batch], "bodies": [m.body for m in batch],
-                 "responses": [m.response for m in batch]}).fetchall()}
+            stored = {row[0] for row in db.execute(sql.ACCEPT, {
+                "name": self.name, "now": now, "owner": self.owner, "epoch": epoch,
+                "ids": [m.message_id for m in batch], "clients": [m.client for m in batch],
+                "states": ["accepted" if m.response is None else "done" for m in batch],
+                "dues": [float(m.due) for m in batch], "bodies": [m.body for m in batch],
+                "responses": [m.response for m in batch]}).fetchall()}
         fresh = []
         for m in messages:
             fresh.append(first.get(m.message_id) is m and m.message_id in stored)
@@ -235,7 +179,7 @@ class PgInbox:
             with db.transaction():
                 stored = set()
                 if pairs:
-                    stored = {row[0] for row in db.execute(_DONE, {
+                    stored = {row[0] for row in db.execute(sql.DONE, {
                         "name": self.name, "owner": self.owner,
                         "ids": [message_id for message_id, _ in pairs],
                         "responses": [response for _, response in pairs]}).fetchall()}
@@ -252,24 +196,20 @@ class PgInbox:
 
     def _published(self, db: psycopg.Connection[Any], message_ids: Sequence[str]) -> None:
         if message_ids:
-            db.execute(_PUBLISHED, {"name": self.name, "owner": self.owner,
-                                    "ids": list(message_ids)})
+            db.execute(sql.PUBLISHED, {"name": self.name, "owner": self.owner,
+                                       "ids": list(message_ids)})
 
     def unfinished(self) -> List[Row]:
         """Every row of this service name not yet published (any instance's), oldest first."""
         with self._main.use() as db:
-            rows = db.execute(f"SELECT {_ROW} FROM remote_messages m WHERE m.name = %s "
-                              "AND m.state <> 'published' ORDER BY m.seq",
-                              (self.name,)).fetchall()
+            rows = db.execute(sql.UNFINISHED, (self.name,)).fetchall()
         return _rows(rows)
 
     def runnable(self, message_id: str) -> Optional[Row]:
         """The row of *message_id* if it is accepted and this instance's to run."""
         with self._main.use() as db:
-            rows = db.execute(f"SELECT {_ROW} FROM remote_messages m WHERE m.name = %(name)s "
-                              "AND m.message_id = %(id)s AND m.state = 'accepted' AND " + _MINE,
-                              {"name": self.name, "id": message_id,
-                               "owner": self.owner}).fetchall()
+            rows = db.execute(sql.RUNNABLE, {"name": self.name, "id": message_id,
+                                             "owner": self.owner}).fetchall()
         found = _rows(rows)
         return found[0] if found else None
 
@@ -282,17 +222,13 @@ class PgInbox:
 
     def _column(self, column: str, message_id: str) -> Optional[str]:
         with self._main.use() as db:
-            row = db.execute(f"SELECT {column} FROM remote_messages "
-                             "WHERE name = %s AND message_id = %s",
-                             (self.name, message_id)).fetchone()
+            row = db.execute(sql.COLUMN.format(column), (self.name, message_id)).fetchone()
         return row[0] if row and isinstance(row[0], str) else None
 
     def _explain(self, db: psycopg.Connection[Any], message_ids: List[str], what: str) -> None:
         """Log the rows among *message_ids* that another instance owns now."""
-        taken = db.execute("SELECT message_id FROM remote_messages m WHERE m.name = %(name)s "
-                           "AND m.message_id = ANY(%(ids)s) AND NOT (" + _MINE + ")",
-                           {"name": self.name, "owner": self.owner,
-                            "ids": message_ids}).fetchall()
+        taken = db.execute(sql.TAKEN, {"name": self.name, "owner": self.owner,
+                                       "ids": message_ids}).fetchall()
         if taken:
             _log.warning("service %r: message(s) %s are another instance's now, not this "
                          "one's (%s: its lease lapsed and they were taken over); %s",
@@ -313,24 +249,16 @@ class PgInbox:
         one transaction, unless another instance is doing so right now."""
         with self._leasing.use() as db:
             with db.transaction():
-                locked = db.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
-                                    (_ADOPT_LOCK_CLASS, self.name)).fetchone()
+                locked = db.execute(sql.TRY_ADOPT_LOCK,
+                                    (sql.ADOPT_LOCK_CLASS, self.name)).fetchone()
                 if not locked or not locked[0]:
                     return []  # another instance adopts now; the next round sees the rest
                 me = {"name": self.name, "owner": self.owner, "epoch": self._epoch}
-                if db.execute("SELECT 1 FROM remote_services WHERE owner = %(owner)s AND "
-                              "epoch = %(epoch)s", me).fetchone() is None:
+                if db.execute(sql.REGISTERED, me).fetchone() is None:
                     return []  # taken over itself: the renewal says so and registers again
-                lapsed = db.execute(
-                    "DELETE FROM remote_services WHERE name = %(name)s AND lease_until < now() "
-                    "AND NOT (owner = %(owner)s AND epoch = %(epoch)s) RETURNING owner",
-                    me).fetchall()
+                lapsed = db.execute(sql.DELETE_LAPSED, me).fetchall()
                 # Rows whose registration is gone (lapsed, or deleted at a clean stop).
-                rows = _rows(db.execute(
-                    "UPDATE remote_messages m SET owner = %(owner)s, epoch = %(epoch)s "
-                    "WHERE m.name = %(name)s AND m.state <> 'published' AND NOT EXISTS "
-                    "(SELECT 1 FROM remote_services s WHERE s.owner = m.owner AND "
-                    f"s.epoch = m.epoch) RETURNING {_ROW}", me).fetchall())
+                rows = _rows(db.execute(sql.ADOPT, me).fetchall())
         if lapsed:
             _log.warning("service %r: instance(s) %s let their lease lapse; instance %s "
                          "takes over their %d unfinished message(s)", self.name,
@@ -344,13 +272,8 @@ class PgInbox:
         """Extend this instance's lease; if it was taken over, register again
         (a new epoch) and return False."""
         with self._leasing.use() as db:
-            late = db.execute(
-                "UPDATE remote_services s SET lease_until = now() + make_interval(secs => "
-                "%(lease)s) FROM (SELECT lease_until FROM remote_services WHERE owner = "
-                "%(owner)s AND epoch = %(epoch)s FOR UPDATE) AS old WHERE s.owner = %(owner)s "
-                "AND s.epoch = %(epoch)s "
-                "RETURNING extract(epoch FROM now() - old.lease_until)::float8",
-                {"lease": self.lease, "owner": self.owner, "epoch": self._epoch}).fetchone()
+            late = db.execute(sql.RENEW, {"lease": self.lease, "owner": self.owner,
+                                          "epoch": self._epoch}).fetchone()
             if late is not None:
                 seconds = _number(late[0])
                 if seconds is not None and seconds > 0:  # nobody took it meanwhile
@@ -366,11 +289,8 @@ class PgInbox:
         return False
 
     def _register(self, db: psycopg.Connection[Any]) -> int:
-        row = db.execute(
-            "INSERT INTO remote_services (owner, epoch, name, host, pid, lease_until) "
-            "VALUES (%s, nextval('remote_service_epochs'), %s, %s, %s, "
-            "now() + make_interval(secs => %s)) RETURNING epoch",
-            (self.owner, self.name, socket.gethostname(), os.getpid(), self.lease)).fetchone()
+        row = db.execute(sql.REGISTER, (self.owner, self.name, socket.gethostname(),
+                                        os.getpid(), self.lease)).fetchone()
         if row is None or not isinstance(row[0], int):
             raise RuntimeError(f"registering service {self.name!r} returned {row!r}")
         return row[0]
@@ -400,8 +320,7 @@ class PgInbox:
             self._thread.join()
         try:
             with self._main.use() as db:
-                db.execute("DELETE FROM remote_services WHERE owner = %s AND epoch = %s",
-                           (self.owner, self._epoch))
+                db.execute(sql.DEREGISTER, (self.owner, self._epoch))
         except psycopg.Error as exc:  # its lease lapses instead
             _log.warning("service %r: instance %s could not deregister: %s", self.name,
                          self.owner, exc)
@@ -419,8 +338,8 @@ def pg_start_in(url: str, name: str, owner: str, message_id: str,
 
 def _start(db: psycopg.Connection[Any], name: str, owner: str, message_id: str,
            started: float) -> Optional[bytes]:
-    row = db.execute(_START, {"name": name, "owner": owner, "id": message_id,
-                              "started": started}).fetchone()
+    row = db.execute(sql.START, {"name": name, "owner": owner, "id": message_id,
+                                 "started": started}).fetchone()
     if row is None:
         return None
     if not isinstance(row[0], (bytes, memoryview)):
@@ -431,8 +350,8 @@ def _start(db: psycopg.Connection[Any], name: str, owner: str, message_id: str,
 def _create_tables(db: psycopg.Connection[Any]) -> None:
     """The tables, made once even when several instances start together."""
     with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(%s, %s)", _SCHEMA_LOCK)
-        for statement in _SCHEMA:
+        db.execute(sql.LOCK_SCHEMA, sql.SCHEMA_LOCK)
+        for statement in sql.SCHEMA:
             db.execute(statement)
 
 

@@ -10,26 +10,30 @@ outbox stores and publishes to the client's reply queue.
 The scheduler stays in memory, with a store of either kind: it holds only
 message ids and due times, and the inbox's rows are what survives. With a
 PostgreSQL store the inbox also hands over the rows this instance takes
-from one whose lease lapsed; they are resumed as after a restart.
+from one whose lease lapsed; they are resumed as after a restart
+(resuming.py). What the service keeps in memory of its scheduled tasks is
+inflight.py's.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from .. import EventKind, Scheduler, ThreadPoolExecutor
 from .admission import admit, notify, reply_queue_of
 from .broker import DEFAULT_BROKER, parameters, redacted, reply_queue, request_queue
 from .execution import NotRun, run_in_process, run_in_thread, runs_here
-from .inbox import NewMessage, Row
+from .inbox import NewMessage
 from .inboxes import DEFAULT_LEASE, InboxStore, open_inbox, store_location
+from .inflight import InflightTasks
 from .link import Delivery, Link
-from .messages import RemoteError, TaskHeader, encode_response, parse_task
+from .messages import RemoteError, TaskHeader, encode_response
 from .outbox import Outbox, Outgoing
-from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, STORED_VERSIONS, RejectedMessage,
-                       check_limit, check_name, check_number, make_key, unframe)
+from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, RejectedMessage, check_limit, check_name,
+                       check_number, make_key)
+from .resuming import Resumer
 
 __all__ = ["Service"]
 
@@ -37,27 +41,12 @@ _log = logging.getLogger("pysched_lightning.remote")
 
 _OUTCOMES = {EventKind.COMPLETED: "completed", EventKind.FAILED: "error",
              EventKind.TIMEOUT: "timeout", EventKind.CANCELED: "canceled"}
-#: Finished tasks are dropped from the scheduler's memory in batches this big.
-_PURGE_EVERY = 1000
 #: A request sent longer ago than this (or this far ahead of the service's
 #: clock) is rejected, by default: the replay window, in seconds.
 DEFAULT_MAX_MESSAGE_AGE = 24 * 3600.0
 #: At stop, how long responses may take to be confirmed before they are left
 #: (stored) for the next start.
 _PUBLISH_GRACE = 10.0
-
-
-class _Inflight:
-    """What the service keeps in memory about a scheduled task."""
-
-    __slots__ = ("client", "lifetime", "started", "active")
-
-    def __init__(self, client: str, lifetime: Optional[float], active: bool) -> None:
-        self.client = client
-        self.lifetime = lifetime
-        self.started: Optional[float] = None
-        #: Due or running (counted in Service._active).
-        self.active = active
 
 
 class Service:
@@ -115,10 +104,7 @@ class Service:
         self._state = "new"  # -> starting -> running -> stopping -> stopped
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
-        self._inflight_lock = threading.Lock()  # guards _inflight, _active and _finished
-        self._inflight: Dict[str, _Inflight] = {}
-        self._active = 0  # tasks due (scheduled to run now) or running
-        self._finished = 0  # since the last purge of the scheduler
+        self._inflight = InflightTasks()
         #: Held while adopted messages are resumed; stop() sets _stop_requested
         #: under it, so none is scheduled once the scheduler may be shut down.
         self._resume_lock = threading.Lock()
@@ -126,6 +112,7 @@ class Service:
         self._scheduler: Optional[Scheduler] = None
         self._outbox: Optional[Outbox] = None
         self._link: Optional[Link] = None
+        self._resumer: Optional[Resumer] = None
 
     def __repr__(self) -> str:
         return f"<Service {self.name!r} on {self._broker} store={self._location!r} {self._state}>"
@@ -218,7 +205,11 @@ class Service:
                           exclusive=not self._inbox.shared,
                           on_deliveries=self._accept, on_ready=self._outbox.drain)
         self._outbox.attach(self._link)
-        self._recover()
+        self._resumer = Resumer(self.name, self._inbox, self._outbox, self._max_size,
+                                schedule=self._schedule, answer=self._answer,
+                                scheduled=self._inflight, lock=self._resume_lock,
+                                stopping=self._stop_requested)
+        self._resumer.recover(self._location)
         try:
             self._link.start()
         except ConnectionError as exc:
@@ -317,9 +308,7 @@ class Service:
             # keep that finished task instead of adding it anew.
             self._scheduler.purge()
         delay = max(0.0, due - time.time())
-        with self._inflight_lock:
-            self._inflight[message_id] = _Inflight(task.client, task.lifetime, not delay)
-            self._active += not delay
+        self._inflight.add(message_id, task.client, task.lifetime, active=not delay)
         fn: Any
         args: Tuple[Any, ...]
         if task.hard:
@@ -331,8 +320,7 @@ class Service:
                                   task_id=message_id, hard=task.hard, timeout=task.lifetime)
         except Exception as exc:
             _log.exception("service %r could not schedule task %r", self.name, message_id)
-            with self._inflight_lock:
-                self._settle(self._inflight.pop(message_id, None))
+            self._inflight.pop(message_id)
             self._answer(message_id, task.client, "error", exception=exc)
 
     # ------------------------------------------------------------- outcomes (any thread)
@@ -340,26 +328,18 @@ class Service:
     def _on_event(self, event: Any) -> None:
         kind, message_id = event.kind, event.task_id
         if kind is EventKind.STARTED:
-            with self._inflight_lock:
-                info = self._inflight.get(message_id)
-                if info is not None:
-                    info.started = time.time()
-                    if not info.active:
-                        info.active = True
-                        self._active += 1
+            self._inflight.started(message_id, time.time())
             return
         if kind is EventKind.CANCELED and self._stop_requested.is_set():
             return  # dropped by the scheduler's shutdown: still accepted, runs after restart
-        with self._inflight_lock:
-            info = self._inflight.pop(message_id, None)
-            self._settle(info)
-            idle = not self._active
+        info, idle = self._inflight.pop(message_id)
         if info is None:
             return
         exception = event.exception
         if isinstance(exception, NotRun):
             _log.warning("service %r: %s", self.name, exception)
-            self._taken_back(message_id)
+            assert self._resumer is not None
+            self._resumer.taken_back(message_id)
             return
         result = event.result if kind is EventKind.COMPLETED else None
         if kind is EventKind.TIMEOUT:
@@ -369,12 +349,6 @@ class Service:
             exception = RemoteError(f"task {message_id!r} was canceled")
         self._answer(message_id, info.client, _OUTCOMES[kind], result, exception,
                      event.traceback, info.started, alone=idle)
-
-    def _settle(self, info: Optional[_Inflight]) -> None:
-        """Under _inflight_lock: *info*'s task is over."""
-        if info is not None and info.active:
-            info.active = False
-            self._active -= 1
 
     def _answer(self, message_id: str, client: str, status: str, result: Any = None,
                 exception: Optional[BaseException] = None, traceback: Optional[str] = None,
@@ -396,83 +370,5 @@ class Service:
     def _published(self, count: int) -> None:
         """After responses went out: now and then, let the scheduler forget
         finished tasks (their records would otherwise grow without bound)."""
-        with self._inflight_lock:
-            self._finished += count
-            due = self._finished >= _PURGE_EVERY
-            if due:
-                self._finished = 0
-        if due and self._scheduler is not None:
+        if self._inflight.published(count) and self._scheduler is not None:
             self._scheduler.purge()
-
-    # ------------------------------------------------------------- recovery
-
-    def _recover(self) -> None:
-        """Resume the store: answer interrupted runs, requeue responses,
-        reschedule; with a shared store, later also the messages this
-        instance takes over from others (on the inbox's thread)."""
-        assert self._inbox is not None
-        rows = self._inbox.recover(self._adopted)
-        self._resume(rows)
-        if rows:
-            _log.info("service %r resumed %d unfinished message(s) from %s", self.name,
-                      len(rows), self._location)
-
-    def _adopted(self, rows: List[Row]) -> None:
-        with self._resume_lock:
-            if self._stop_requested.is_set():
-                # Left as they are: this instance deregisters as it stops,
-                # and another one takes them over.
-                return
-            self._resume(rows)
-
-    def _taken_back(self, message_id: str) -> None:
-        """After a run found its row not this instance's: if the row is this
-        instance's again by now (taken back from an instance that died
-        meanwhile), schedule it again."""
-        assert self._inbox is not None
-        try:
-            row = self._inbox.runnable(message_id)
-        except Exception:
-            _log.exception("service %r: reading message %r failed", self.name, message_id)
-            return
-        if row is not None:
-            self._adopted([row])
-
-    def _resume(self, rows: List[Row]) -> None:
-        """Run accepted rows, answer started ones "interrupted" (they may
-        have run in part), publish done ones."""
-        assert self._inbox is not None and self._outbox is not None
-        interrupted = [row for row in rows if row.state == "started"]
-        if interrupted:
-            _log.warning("service %r: %d task(s) were running when their service stopped; "
-                         "they are answered 'interrupted' and not run again: %s", self.name,
-                         len(interrupted), [row.message_id for row in interrupted])
-            answers = {row.message_id: encode_response(
-                row.message_id, "interrupted", exception=RemoteError(
-                    f"the service stopped while task {row.message_id!r} was running; it is "
-                    "not run again"), started=row.started, max_size=self._max_size)
-                for row in interrupted}
-            stored = self._inbox.mark_done(answers.items())
-            stored_ids = {message_id for message_id, ok in zip(answers, stored) if ok}
-            rows = [row._replace(state="done", response=answers[row.message_id])
-                    if row.message_id in stored_ids else row for row in rows
-                    if row.message_id not in answers or row.message_id in stored_ids]
-        for row in rows:
-            if row.state == "done":
-                assert row.response is not None
-                self._outbox.put(Outgoing(row.message_id, row.client, bytes(row.response), True))
-                continue
-            with self._inflight_lock:
-                # Scheduled here already: a row this instance took back after
-                # its lease lapsed (its start succeeds once, here or there).
-                here = row.message_id in self._inflight
-            if here:
-                continue
-            assert row.body is not None
-            try:
-                task = parse_task(unframe(bytes(row.body), versions=STORED_VERSIONS)[0])
-            except RejectedMessage as exc:  # a stored body no longer parses: answer, not run
-                self._answer(row.message_id, row.client, "error",
-                             exception=RemoteError(f"stored task unreadable: {exc.reason}"))
-                continue
-            self._schedule(task, row.due)
