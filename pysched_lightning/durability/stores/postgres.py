@@ -75,18 +75,18 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         super().__init__(url, lease, read_only)
         if not isinstance(synchronous, bool):
             raise TypeError(f"synchronous must be True or False, not {synchronous!r}")
-        #: True: a claim waits for the server's WAL flush (see RELAXED_COMMIT).
+        #: True: a claim waits for the server's WAL flush (see postgres_sql.RELAXED).
         self.synchronous = synchronous
         self._control_setup()
         self._lock = threading.RLock()  # the data connection: one call or batch at a time
         self._depth = 0  # batch nesting, under _lock
         # True when the batch wrote what must survive a crash of the database
-        # server itself (a claim, a definition), under _lock: see RELAXED_COMMIT.
+        # server itself (a claim, a definition), under _lock: see postgres_sql.RELAXED.
         self._strict = True
         # A batch's finish_run records not yet sent (under _lock), by key:
         # written together by the next other call, or at the batch's end.
         self._pending: Dict[Tuple[Any, ...], Tuple[Any, ...]] = {}
-        self._conn = connect(url, self.url, read_only=self.read_only)
+        self._conn = self._connect()
         try:
             execute = self._conn.execute
             if self.read_only:
@@ -119,7 +119,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
             self._flush()
         if self._conn.broken and self._depth == 0 and not self._closed.is_set():
             _log.warning("%s: the connection was lost; connecting again", self.url)
-            self._conn = connect(self._url, self.url, read_only=self.read_only)
+            self._conn = self._connect()
             self._cur = self._conn.cursor()
         return self._cur.execute(statement, params)
 
@@ -146,6 +146,28 @@ class PostgresStore(PostgresControlRequests, NodeLink):
 
     # -- transactions ---------------------------------------------------------------
 
+    def _connect(self) -> "psycopg.Connection[Any]":
+        """The data connection: its commits do not wait for the server's WAL
+        flush but where a batch says so (see ``postgres_sql.RELAXED``)."""
+        conn = connect(self._url, self.url, read_only=self.read_only)
+        if not self.read_only:
+            conn.execute(sql.RELAXED)
+        return conn
+
+    @contextlib.contextmanager
+    def _strictly(self) -> Iterator[None]:
+        """What is written inside commits with the server's WAL flushed (a
+        definition, a claim of a ``synchronous`` store): in the batch under
+        way, or in a batch of its own."""
+        with self._lock:
+            if self._depth:
+                self._strict = True
+                yield
+                return
+            with self.batch():
+                self._strict = True
+                yield
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """One transaction: the calls inside commit together, or roll back on
@@ -164,8 +186,8 @@ class PostgresStore(PostgresControlRequests, NodeLink):
                     yield
                     if self._pending:
                         self._flush()
-                    if self._depth == 1 and not self._strict:
-                        self._run(sql.RELAXED_COMMIT)
+                    if self._depth == 1 and self._strict:
+                        self._run(sql.STRICT_COMMIT)
                 except BaseException:
                     self._pending.clear()  # rolled back with the rest
                     raise
@@ -190,8 +212,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         """As the SQLite store's; a new task or a changed definition (see
         ``postgres_sql.DEFINITION``) is a change for the other nodes."""
         params = task_params(task_row(record))
-        with self._lock:
-            self._strict = True
+        with self._lock, self._strictly():  # (another thread's batch: wait here)
             return self._row(sql.SAVE_TASK if replace else sql.ADD_TASK,
                              params)[0] == 1
 
@@ -208,15 +229,13 @@ class PostgresStore(PostgresControlRequests, NodeLink):
             else:
                 params[name] = value
         columns = tuple(name for name in params if name != "id")
-        with self._lock:
-            self._strict = self._strict or "paused" in params
+        with self._strictly() if "paused" in params else self._lock:
             self._run(sql.update_task_sql(columns), params)
 
     def remove_task(self, task_id: str) -> None:
         """Delete the task (its run history stays, until purged)."""
         task_id = check_key(task_id)
-        with self._lock:
-            self._strict = True
+        with self._lock, self._strictly():
             self._run(sql.REMOVE_TASK, (task_id,))
 
     # -- runs -------------------------------------------------------------------------
@@ -227,8 +246,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         node's lease is lost (then ``lost_lease`` is set)."""
         row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
         params = dict(zip(RUN_FIELDS, row), **self._fence())
-        with self._lock:
-            self._strict = self._strict or self.synchronous
+        with self._strictly() if self.synchronous else self._lock:
             live, inserted = self._row(sql.CLAIM_RUN, params)
         if not live:
             self.lost_lease = True
@@ -247,8 +265,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
                   "attempts": list(columns[3]), "runs": list(columns[2]),
                   "names": list(columns[1]), "scheduleds": list(columns[6]),
                   "starteds": list(columns[7]), **self._fence()}
-        with self._lock:
-            self._strict = self._strict or self.synchronous
+        with self._strictly() if self.synchronous else self._lock:
             answer = self._run(sql.CLAIM_RUNS, params).fetchall()
         if not answer or not answer[0][0]:
             self.lost_lease = True
@@ -284,6 +301,9 @@ class PostgresStore(PostgresControlRequests, NodeLink):
         """Write the batch's pending finish_run records, in one statement."""
         rows, fence = list(self._pending.values()), self._fence()
         self._pending.clear()
+        if len(rows) == 1:  # (the statement for one costs half as much)
+            self._finish(rows[0])
+            return
         params: Dict[str, Any] = dict(zip(RUN_FIELDS, map(list, zip(*rows))), **fence)
         written = {tuple(key) for key in self._cur.execute(sql.FINISH_RUNS, params)}
         for row in rows:

@@ -231,9 +231,10 @@ LAST_CHANGE = "SELECT COALESCE(max(seq), 0) FROM changes"
 #: What a node listens to: changes, and control requests.
 LISTEN = (f"LISTEN {CHANNEL}", f"LISTEN {CONTROL_CHANNEL}")
 
-# A batch of claims, run records and task counters (no definition) commits
-# without waiting for the server's WAL flush: it survives any crash of a
-# node, as a SQLite store's commits do (synchronous=NORMAL), and only a crash
-# of the database server within ~0.2 s could lose it (PostgresStore's
-# ``synchronous=True`` keeps claims flushed).
-RELAXED_COMMIT = "SET LOCAL synchronous_commit TO OFF"
+# The data connection's commits (claims, run records, task counters) do not
+# wait for the server's WAL flush: they survive any crash of a node, as a
+# SQLite store's commits do (synchronous=NORMAL), and only a crash of the
+# database server within ~0.2 s could lose them. A transaction that writes a
+# definition (or a claim of a ``synchronous=True`` store) waits for the flush.
+RELAXED = "SET synchronous_commit TO off"
+STRICT_COMMIT = "SET LOCAL synchronous_commit TO on"
