@@ -17,7 +17,7 @@ from .core import control
 from .core.standby import same_record
 from .core.state import Effects, State
 from .durability.encoding import slot_at, slot_offset, task_record
-from .durability.journal import Claim, Write, WriteKind
+from .durability.journal import Claim, Write, inserted
 from .records.errors import StoreWriteError
 from .records.protocols import EVERY_SLOT, TaskRecord
 from .records.task import Task
@@ -44,20 +44,21 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
     journal = st.journal
     store = journal.store if journal is not None else None
     record = _record(st, task) if store is not None else None  # refused here if unstorable
-    inserted: Optional[bool] = False
-    if st.shared and not fresh_id:
-        inserted = _add_shared(st, standby, task, record)
-        if inserted is None:
-            return task.id
+    take_id = st.shared  # (until another node's definition under this id is found)
     while True:
         old: Optional[Task] = None
         early: Optional[Claim] = None
         write: Optional[Write] = None
         settled = False  # added, or put right
+        # On a shared store a named task unknown here may be added by another
+        # node at the same moment (the same start-up code): its id is taken
+        # only if free, as a new id's would be (see _follow_stored).
+        first = fresh_id
         try:
             with st.lock:
                 old = control.check_add(st, task, replace_existing)
-                if fresh_id and record is not None:
+                first = fresh_id or (take_id and old is None and record is not None)
+                if first and record is not None:
                     early = control.reserve_start(st, task, record.name, st.clock.now())
             same = old is not None and _same(old, task, store, record)
             if old is not None and not same:  # (a restart's catch-up is kept)
@@ -68,21 +69,31 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             # a named id may have runs of an earlier definition (a replaced, a
             # finished or a canceled one): the new one may run their slots, and
             # is owed none of their retries
-            aside = None if fresh_id or inserted else EVERY_SLOT
+            aside = None if first else EVERY_SLOT
             fx = Effects()
             try:
-                if inserted and not same:  # stored by _add_shared already: committed
-                    write, inserted = Write(WriteKind.SAVE, record, (False, None, None)), False
-                else:
-                    write = _store(st, task, record, early, fresh_id, aside) if not same \
-                        else None
+                write = _store(st, task, record, early, fresh_id, aside,
+                               replace=fresh_id or not first) if not same else None
             except BaseException as exc:
                 if early is not None:
                     with st.lock:
                         control.unreserve(st, task, early)
-                if not isinstance(exc, Exception) and record is not None and not same:
+                if not isinstance(exc, Exception) and record is not None and not same \
+                        and not (first and not fresh_id):  # (maybe another node's: kept)
                     _store_cut_short(st, workers, task, record, old, early)
                 raise
+            if first and not fresh_id and write is not None and not inserted(write):
+                # another node stored a task under this id first
+                if early is not None:
+                    with st.lock:
+                        control.unreserve(st, task, early)
+                if _follow_stored(st, standby, record):
+                    return task.id
+                if not replace_existing:
+                    raise ValueError(f"a task with id {task.id!r} already exists "
+                                     "(pass replace_existing=True to replace it)")
+                take_id = False
+                continue  # changed: this definition replaces it
             try:
                 try:
                     with st.lock:
@@ -114,30 +125,24 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
         except BaseException as exc:
             if not isinstance(exc, Exception):  # an interrupt between the steps:
                 _interrupted_between(st, workers, task, old, write, settled, early,
-                                     fresh_id and record is not None, exc)
+                                     first and record is not None, exc)
             raise
 
 
-def _add_shared(st: State, standby: Any, task: Task, record: Any) -> Optional[bool]:
-    """On a shared store, a named task this node does not know yet may
-    have been added by another node (every node runs the same start-up
-    code, at the same moment): it is stored only if its id is free, and
-    the same definition stored already is followed as stored (its due
-    time is the first node's: each node's "in 10 s" differs). None when
-    this node now follows the stored task; True when it stored the task
-    (no earlier definition's runs to set aside: none was stored); False
-    to add it as usual."""
-    with st.lock:
-        if control.existing(st, task.id) is not None:
-            return False
+def _follow_stored(st: State, standby: Any, record: Any) -> bool:
+    """Another node stored a task under this id first: the same definition
+    is followed as stored (its due time is the first node's: each node's
+    "in 10 s" differs); True then. False when it is gone, or differs (this
+    definition is to replace it)."""
     store = st.journal.store if st.journal is not None else None
-    if store is None or store.save_task(record, replace=False):
-        return True
-    stored = store.task(task.id)
+    stored = store.task(record.id) if store is not None else None
     if stored is None or not same_record(stored, record):
-        return False  # gone meanwhile, or changed: this definition replaces it
+        return False
+    with st.lock:
+        if control.existing(st, record.id) is not None:
+            return True  # loaded meanwhile (its change was heard)
     standby.load_one(stored)
-    return None
+    return True
 
 
 def _interrupted_between(st: State, workers: Any, task: Task, old: Optional[Task],
@@ -329,14 +334,15 @@ def _wall(st: State, task: Task) -> float:
 
 
 def _store(st: State, task: Task, record: Optional[TaskRecord], early: Optional[Claim],
-           new_id: bool, set_aside: Optional[str]) -> Optional[Write]:
+           new_id: bool, set_aside: Optional[str], replace: bool = True) -> Optional[Write]:
     """Write *task* to the store (if any), with its *early* claim, and wait
     for the commit; *set_aside*: the slot (or ``EVERY_SLOT``) whose run
     records belong to an earlier definition."""
     journal = st.journal
     if journal is None or journal.store is None or record is None:
         return None
-    write = journal.store_task(record, claim=early, new_id=new_id, set_aside=set_aside)
+    write = journal.store_task(record, replace, claim=early, new_id=new_id,
+                               set_aside=set_aside)
     _raise_unstored(write, task.id)
     return write
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from .core import control
 from .core.state import State
 from .durability.encoding import function_reference
-from .records.runs import Run, TaskStatus
+from .records.runs import FINAL, Run, TaskStatus
 from .records.task import Task
 
 __all__ = ["wait_for_result", "status", "runs", "next_run_times", "task_info",
@@ -34,6 +34,8 @@ def wait_for_result(st: State, task_id: str, timeout: Optional[float]) -> Option
     """Wait until the task's latest run is final and return it; None when the
     task was canceled. Raises KeyError, TimeoutError or CancelledError."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    if st.shared:
+        return _wait_across_nodes(st, task_id, timeout, deadline)
     with st.lock:
         if task_id not in st.timetable and task_id not in st.runbook:
             raise KeyError(f"no task with id {task_id!r}")
@@ -53,6 +55,53 @@ def wait_for_result(st: State, task_id: str, timeout: Optional[float]) -> Option
                 raise TimeoutError(f"task {task_id!r} has no finished run after "
                                    f"{timeout!r} s")
             st.wait_run_done(task_id, remaining)
+
+
+#: How often a wait for a result on a shared store looks at the store.
+_CLUSTER_POLL = 0.05
+
+
+def _wait_across_nodes(st: State, task_id: str, timeout: Optional[float],
+                       deadline: Optional[float]) -> Optional[Run]:
+    """On a shared store, the task's newest run may be any node's: wait
+    until the store's newest record of it is final (or this node's own run
+    ends first), looking again at every run that ends here and every
+    ``_CLUSTER_POLL`` seconds."""
+    journal = st.journal
+    assert journal is not None and journal.store is not None
+    while True:
+        with st.lock:
+            if task_id not in st.timetable and task_id not in st.runbook:
+                raise KeyError(f"no task with id {task_id!r}")
+            state = st.runbook.get(task_id)
+            task = st.timetable.get(task_id) or (state.retired if state is not None else None)
+            if state is not None and state.canceled:
+                return None
+        journal.flush()  # (this node's own records first)
+        rows = journal.store.runs(task_id, 1)
+        stored = journal.store.task(task_id)
+        waiting = stored is not None and stored.status == TaskStatus.SUSPENDED  # (a retry)
+        if rows and rows[0]["status"] in FINAL_CODES and not waiting:
+            run = Run.from_record(rows[0], task)
+            if run.status is TaskStatus.CANCELED:
+                return None
+            return run
+        if rows and rows[0]["status"] == TaskStatus.MISSED and \
+                task_id not in st.timetable:
+            raise CancelledError(f"task {task_id!r} was missed: its only run was skipped")
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError(f"task {task_id!r} has no finished run after {timeout!r} s")
+        with st.lock:
+            if st.closing:
+                raise CancelledError(f"task {task_id!r} will not run here: the scheduler "
+                                     "was shut down")
+            st.wait_run_done(task_id, _CLUSTER_POLL if remaining is None
+                             else min(_CLUSTER_POLL, remaining))
+
+
+#: The status codes of a run over (a store's ints; a skip is no result).
+FINAL_CODES = frozenset(int(status) for status in FINAL - {TaskStatus.MISSED})
 
 
 def _final_run(task_id: str, current: TaskStatus, latest: Optional[Run]) -> Run:

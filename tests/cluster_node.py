@@ -61,7 +61,13 @@ def slow(log: str, seconds: float) -> None:
     _append(log, _identity("end"))
 
 
-FUNCTIONS = {"tick": tick, "slow": slow}
+def answer(log: str) -> str:
+    """A run with a result: which node ran it."""
+    _append(log, _identity("run"))
+    return NODE
+
+
+FUNCTIONS = {"tick": tick, "slow": slow, "answer": answer}
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ change made on one node applies on all. Nodes are processes of their own
 (``cluster_node.py``); the oracle is the file their runs append to."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -286,3 +287,29 @@ def test_a_task_a_node_cannot_import_is_left_to_the_others(nodes, postgres_url, 
     finally:
         sys.path.remove(str(local))
         sys.modules.pop("local_jobs", None)
+
+
+def test_get_result_on_any_node_answers_with_the_run_of_the_node_that_ran_it(
+        nodes, postgres_url, tmp_path):
+    """This node's only worker is busy, so node a runs the one-shot: its
+    result (and a failure's exception) come back here all the same."""
+    import cluster_node
+    go = tmp_path / "go"
+    with psl.Scheduler(psl.ThreadPoolExecutor(1), store=store_of(postgres_url, lease=1.0)) \
+            as here:
+        here.delay('once', 0, 1, wait_for_file, args=(str(go),), task_id="busy")
+        wait_for(lambda: here.get_status("busy") is psl.TaskStatus.RUNNING, 10)
+        nodes.start("a", [])  # (after: "busy" is claimed here)
+        here.delay('once', 0, 1, cluster_node.answer, args=(nodes.log,), task_id="asked")
+        assert here.get_result("asked", timeout=30) == "a"
+        here.delay('once', 0, 1, cluster_node.slow, args=(nodes.log, "not a number"),
+                   task_id="failing")
+        with pytest.raises(TypeError):
+            here.get_result("failing", timeout=30)
+        go.write_text("go")
+        assert here.get_result("busy", timeout=30) is None
+
+
+def wait_for_file(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)

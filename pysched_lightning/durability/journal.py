@@ -35,7 +35,7 @@ from .encoding import run_record
 from .feed import RunLogFeed
 from .leftovers import keep_process
 
-__all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim", "decide_all"]
+__all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim", "decide_all", "inserted"]
 
 #: The most writes a flush commits in one transaction.
 _WRITES_PER_COMMIT = 16
@@ -183,8 +183,10 @@ class Journal:
         returned write's ``error``. A *new_id* is committed by itself, ahead
         of the pending writes, none of which can concern it. *set_aside*: a
         slot (or ``EVERY_SLOT``) whose run records belong to a definition or
-        a trigger this one replaces (see ``Store.set_aside_runs``)."""
-        write = Write(WriteKind.SAVE, record, (replace, claim, set_aside))
+        a trigger this one replaces (see ``Store.set_aside_runs``). Without
+        *replace*, the task is stored only if its id is free, and the claim
+        made only then: :func:`inserted` says whether it was."""
+        write = Write(WriteKind.SAVE, record, [replace, claim, set_aside, None])
         if new_id:  # no flush to wait for: the store's own lock orders the commits
             failures = self._commit([write])
             self._report(failures)
@@ -306,14 +308,17 @@ class Journal:
             return lambda: store.update_task(target, **write.fields)
         if kind is WriteKind.REMOVE:
             return lambda: store.remove_task(target)
-        replace, claim, set_aside = write.fields
+        replace, claim, set_aside, _ = fields = write.fields
 
         def save_and_claim() -> None:  # in one transaction: all or nothing
-            store.save_task(target, replace=replace)
-            if set_aside is not None:
+            fields[3] = saved = store.save_task(target, replace=replace)
+            if set_aside is not None and saved:
                 store.set_aside_runs(target.id, set_aside)
             if claim is not None:
-                claim.decide(store)
+                if saved:
+                    claim.decide(store)
+                else:
+                    claim.refuse("its id is another task's, stored meanwhile")
         return save_and_claim
 
     def _report(self, failures: List[Tuple[Write, BaseException]]) -> None:
@@ -359,6 +364,12 @@ class Journal:
                 step()
             except Exception as exc:
                 _log.error("closing %r failed: %s", step, error_line(exc))
+
+
+def inserted(write: Write) -> bool:
+    """Whether :meth:`Journal.store_task` stored its task (without
+    *replace*: whether the id was free)."""
+    return write.error is None and write.fields[3] is True
 
 
 def _run_name(claim: Claim) -> str:
