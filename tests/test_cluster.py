@@ -313,3 +313,36 @@ def test_get_result_on_any_node_answers_with_the_run_of_the_node_that_ran_it(
 def wait_for_file(path):
     while not os.path.exists(path):
         time.sleep(0.01)
+
+
+def test_a_paused_node_stops_nobody_and_records_nothing_over_the_others(nodes, postgres_url):
+    """SIGSTOP a node (in the middle of whatever it does, a transaction
+    maybe): the other goes on with every slot and takes over its running
+    run; resumed past its lease, it joins again and runs no slot twice."""
+    import signal
+    work = [recurring("beat", 0.1), once("long", 0, "slow", [3], retries=1, retry_delay=0)]
+    nodes.start("a", work)
+    wait_for(lambda: nodes.runs("long", "start"), 30)
+    nodes.start("b", work)
+    nodes.procs["a"].send_signal(signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        wait_for(lambda: len([e for e in nodes.runs("beat") if e["node"] == "b"
+                              and e["scheduled"] > stopped_at + 2]) >= 5, 60)
+        wait_for(lambda: any(e["node"] == "b" and e["attempt"] == 2
+                             for e in nodes.runs("long", "start")), 60)
+    finally:
+        nodes.procs["a"].send_signal(signal.SIGCONT)
+    wait_for(lambda: "lease expired" in nodes.stderr("a"), 60)
+    resumed_at = time.time()
+    wait_for(lambda: any(e["node"] == "a" and e["scheduled"] > resumed_at
+                         for e in nodes.runs("beat")), 60)
+    nodes.stop("a")
+    nodes.stop("b")
+    assert duplicates(nodes.runs() + nodes.runs(event="start")) == []
+    store = store_of(postgres_url)
+    try:
+        rows = {r["attempt"]: r["status"] for r in store.runs("long")}
+        assert rows == {1: INTERRUPTED, 2: COMPLETED}
+    finally:
+        store.close()

@@ -50,8 +50,9 @@ class LeaseLost(RuntimeError):
 class _Connection:
     """One connection, used by one thread at a time, made again once it broke."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, idle_limit: float) -> None:
         self._url = url
+        self._idle_limit = idle_limit
         self._lock = threading.Lock()  # guards _conn: one statement or transaction at a time
         self._conn: Optional[psycopg.Connection[Any]] = None
 
@@ -63,7 +64,7 @@ class _Connection:
                 if conn is not None:
                     conn.close()
                 self._conn = None
-                conn = self._conn = _connect(self._url)
+                conn = self._conn = _connect(self._url, self._idle_limit)
             yield conn
 
     def close(self) -> None:
@@ -73,9 +74,16 @@ class _Connection:
                 self._conn = None
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT,
+def _connect(url: str, idle_limit: Optional[float] = None) -> psycopg.Connection[Any]:
+    """An autocommit connection; with *idle_limit* (seconds), the server ends a
+    transaction left open that long (an instance stalled in the middle of
+    one): its row locks must not keep the others from adopting its rows."""
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT,
                            application_name="pysched service")
+    if idle_limit is not None:
+        conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                     (str(max(1, int(idle_limit * 1000))),))
+    return conn
 
 
 class PgInbox:
@@ -97,8 +105,8 @@ class PgInbox:
         self.lease = float(lease)
         self.location = redacted_url(url)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._main = _Connection(url)  # accept, start, outcomes: any thread, one at a time
-        self._leasing = _Connection(url)  # renewal and adoption
+        self._main = _Connection(url, lease)  # accept, start, outcomes: any thread, one at a time
+        self._leasing = _Connection(url, lease)  # renewal and adoption
         try:
             with self._main.use() as db:
                 _create_tables(db)

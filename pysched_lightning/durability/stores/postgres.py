@@ -149,7 +149,7 @@ class PostgresStore(PostgresControlRequests, NodeLink):
     def _connect(self) -> "psycopg.Connection[Any]":
         """The data connection: its commits do not wait for the server's WAL
         flush but where a batch says so (see ``postgres_sql.RELAXED``)."""
-        conn = connect(self._url, self.url, read_only=self.read_only)
+        conn = connect(self._url, self.url, read_only=self.read_only, idle_limit=self.lease)
         if not self.read_only:
             conn.execute(sql.RELAXED)
         return conn

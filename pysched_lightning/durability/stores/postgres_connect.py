@@ -1,7 +1,7 @@
 """Connections to a PostgreSQL store, with errors that say where they went."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import psycopg
 from psycopg import conninfo
@@ -22,10 +22,14 @@ def where(url: str, shown: str) -> Dict[str, Any]:
     return params
 
 
-def connect(url: str, shown: str, *, read_only: bool) -> "psycopg.Connection[Any]":
+def connect(url: str, shown: str, *, read_only: bool,
+            idle_limit: Optional[float] = None) -> "psycopg.Connection[Any]":
     """An autocommit connection to *url*; read-only ones refuse every write
     (PostgreSQL's read-only transactions). Errors name the host, port and
-    database, never the password."""
+    database, never the password. With *idle_limit* (seconds), the server
+    ends a transaction left open that long (a node paused, or cut off, in
+    the middle of one): its row locks must not stop the other nodes for
+    longer than its lease."""
     params = where(url, shown)
     extra: Dict[str, Any] = {}
     if "connect_timeout" not in params:
@@ -41,6 +45,9 @@ def connect(url: str, shown: str, *, read_only: bool) -> "psycopg.Connection[Any
     try:
         if read_only:
             conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        if idle_limit is not None:
+            conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                         (str(max(1, int(idle_limit * 1000))),))
     except BaseException:
         conn.close()
         raise

@@ -68,6 +68,7 @@ class PostgresControlRequests:
 
     _url: str
     url: str
+    lease: float
     _closed: threading.Event
     _lock: Any
     _depth: int
@@ -82,7 +83,8 @@ class PostgresControlRequests:
         """The requests' connection (with ``_control_lock`` held), made on first use."""
         conn = self._control_conn
         if conn is None or conn.broken:
-            conn = self._control_conn = connect(self._url, self.url, read_only=False)
+            conn = self._control_conn = connect(self._url, self.url, read_only=False,
+                                                idle_limit=self.lease)
         return conn
 
     def request_control(self, action: str, task_id: str, requested_by: str) -> int:

@@ -70,7 +70,8 @@ class NodeLink:
             if self._closed.is_set():
                 raise RuntimeError(f"the store {self.url} is closed")
             if self._side is None or self._side.broken:
-                self._side = connect(self._url, self.url, read_only=self.read_only)
+                self._side = connect(self._url, self.url, read_only=self.read_only,
+                                     idle_limit=self.lease)
             cursor = self._side.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
 
