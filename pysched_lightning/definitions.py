@@ -72,7 +72,9 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
             aside = None if first else EVERY_SLOT
             fx = Effects()
             try:
-                write = _store(st, task, record, early, fresh_id, aside,
+                alone = fresh_id or (first and journal is not None
+                                     and not journal.concerns(task.id))
+                write = _store(st, task, record, early, alone, aside,
                                replace=fresh_id or not first) if not same else None
             except BaseException as exc:
                 if early is not None:

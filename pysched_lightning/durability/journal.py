@@ -21,7 +21,6 @@ early ``Claim``): one commit, not two.
 """
 from __future__ import annotations
 
-import enum
 import functools
 import logging
 import threading
@@ -31,7 +30,8 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple
 from ..records.protocols import TaskRecord
 from ..records.runs import Run, error_line
 from .claims import Claim, EarlyClaim, decide_all
-from .encoding import run_record
+from .writes import (Write, WriteKind, describe, inserted, run_name, safe_record,
+                     task_of)
 from .feed import RunLogFeed
 from .leftovers import keep_process
 
@@ -45,38 +45,6 @@ _log = logging.getLogger("pysched_lightning")
 #: The fields of a stored task that say what it runs and when.
 _DEFINITION = ("trigger", "interval", "priority", "fn_ref", "fn_pickle", "args", "kwargs",
                "options", "schedule")
-
-
-class WriteKind(enum.Enum):
-    """What a noted write does to the store (and the run log)."""
-
-    #: Store a task record (with an early claim, maybe).
-    SAVE = "save"
-    #: Change some fields of a stored task.
-    UPDATE = "update"
-    #: Delete a stored task.
-    REMOVE = "remove"
-    #: Claim a run's slot before it executes.
-    CLAIM = "claim"
-    #: Give back a claim whose run never executed.
-    RELEASE = "release"
-    #: A run's record (built from the run, outside the locks).
-    RUN = "run"
-
-
-class Write:
-    """One noted change; after a flush, ``error`` says whether it failed."""
-
-    __slots__ = ("kind", "target", "fields", "error", "ready")
-
-    def __init__(self, kind: WriteKind, target: Any, fields: Any = None,
-                 ready: bool = True) -> None:
-        self.kind = kind
-        self.target = target
-        self.fields = fields
-        self.error: Optional[BaseException] = None
-        #: False until its arguments are built (a run's record).
-        self.ready = ready
 
 
 class Journal:
@@ -158,7 +126,7 @@ class Journal:
         """A task being added was taken back: its claims and updates noted
         meanwhile are not written (nothing of it was stored yet)."""
         self._pending = [write for write in self._pending
-                         if _task_of(write) != task_id or write.kind is WriteKind.SAVE]
+                         if task_of(write) != task_id or write.kind is WriteKind.SAVE]
 
     def has_pending(self) -> bool:
         """True when a write is ready to be flushed."""
@@ -172,7 +140,7 @@ class Journal:
         by a short one: the run's record itself is never lost."""
         for write in writes:
             if not write.ready:
-                write.fields = _safe_record(write.target)
+                write.fields = safe_record(write.target)
                 write.ready = True
 
     def store_task(self, record: TaskRecord, replace: bool = True,
@@ -217,7 +185,7 @@ class Journal:
             pending = list(self._pending)
         for write in pending:  # names of claims: user code, before any lock
             if write.kind is WriteKind.CLAIM and write.target.name is None:
-                write.target.name = _run_name(write.target)
+                write.target.name = run_name(write.target)
         failures: List[Tuple[Write, BaseException]] = []
         if pending:
             with self._flush_lock:
@@ -255,6 +223,10 @@ class Journal:
     def _commit_together(self, writes: List[Write]) -> List[Tuple[Write, BaseException]]:
         if not writes:
             return []
+        if len(writes) == 1 and writes[0].kind is WriteKind.SAVE:
+            alone = self._save_alone(writes[0])
+            if alone is not None:
+                return alone
         steps = [(write, self._step(write)) for write in writes]
         try:
             with self.store.batch():
@@ -295,6 +267,38 @@ class Journal:
                 together.append(functools.partial(decide_all, claim_runs, claims))
         return together
 
+    def _save_alone(self, write: Write) -> Optional[List[Tuple[Write, BaseException]]]:
+        """A task (and its first run's claim) committed by itself, with a
+        store that does it in one statement (``save_and_claim``: a
+        ``delay()`` waits one round trip); None when the store cannot."""
+        save_and_claim = getattr(self.store, "save_and_claim", None)
+        replace, claim, set_aside, _ = write.fields
+        if save_and_claim is None or set_aside is not None:
+            return None
+        wanted = None if claim is None else (
+            claim.task_id, claim.slot, claim.attempt, claim.run,
+            claim.name if claim.name is not None else claim.task_id, claim.scheduled,
+            claim.started)
+        try:
+            written, granted = save_and_claim(write.target, replace, wanted)
+        except Exception as exc:
+            write.error = exc
+            if claim is not None:
+                claim.refuse(f"could not be claimed in the store: {error_line(exc)}")
+            return [(write, exc)]
+        write.fields[3] = written
+        if claim is not None:
+            if written:
+                claim.answered(granted)
+            else:
+                claim.refuse("its id is another task's, stored meanwhile")
+        return []
+
+    def concerns(self, task_id: str) -> bool:
+        """True when a pending write is about *task_id*."""
+        with self._state_lock:
+            return any(task_of(write) == task_id for write in self._pending)
+
     def _step(self, write: Write) -> Callable[[], None]:
         """The store call for *write* (its arguments are built already)."""
         store, kind, target = self.store, write.kind, write.target
@@ -331,7 +335,7 @@ class Journal:
                                  "writing them one by one", error_line(exc))
                 else:
                     _log.error("writing %s %r to the store failed: %s", write.kind.value,
-                               _describe(write), error_line(exc))
+                               describe(write), error_line(exc))
             except BaseException as raised:  # a log handler: the others still log
                 first = first or raised
         if first is not None:
@@ -364,47 +368,3 @@ class Journal:
                 step()
             except Exception as exc:
                 _log.error("closing %r failed: %s", step, error_line(exc))
-
-
-def inserted(write: Write) -> bool:
-    """Whether :meth:`Journal.store_task` stored its task (without
-    *replace*: whether the id was free)."""
-    return write.error is None and write.fields[3] is True
-
-
-def _run_name(claim: Claim) -> str:
-    source = claim._source
-    try:
-        return source.name if source is not None else claim.task_id
-    except Exception:
-        return claim.task_id
-
-
-def _task_of(write: Write) -> Optional[str]:
-    target = write.target
-    if isinstance(target, str):
-        return target
-    return getattr(target, "task_id", None) or getattr(target, "id", None)
-
-
-def _safe_record(run: Run) -> Mapping[str, Any]:
-    """The run's record; a result or exception that cannot be shown or
-    pickled never loses the record itself."""
-    try:
-        return run_record(run)
-    except Exception as exc:  # e.g. a name property that raises
-        return {"task_id": run.task_id, "name": run.task_id, "run": run.run_number,
-                "attempt": run.attempt, "slot": run._slot, "status": int(run.status),
-                "scheduled": run._t_scheduled + run._offset,
-                "error": run.error or f"<record failed: {error_line(exc)}>"}
-
-
-def _describe(write: Write) -> str:
-    target = write.target
-    if isinstance(target, Run):
-        return f"{target.task_id} #{target.run_number}"
-    if isinstance(target, Claim):
-        return f"{target.task_id} #{target.run}"
-    if isinstance(target, TaskRecord):
-        return target.id
-    return str(target)

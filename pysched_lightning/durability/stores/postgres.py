@@ -27,21 +27,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple)
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import psycopg
 
-from ...records.protocols import EVERY_SLOT, RUN_FIELDS, RUNNING, TaskRecord
+from ...records.protocols import EVERY_SLOT, RUN_FIELDS, TaskRecord
 from . import postgres_sql as sql
+from .postgres_claims import PostgresClaims
 from .postgres_connect import connect
 from .postgres_controls import PURGE_REQUESTS, PostgresControlRequests
-from .postgres_rows import (Claim, attempt_of, claim_tuple, lost_claim, priority_columns,
-                            task_params, task_record_of)
+from .postgres_rows import (attempt_of, lost_claim, priority_columns, task_params,
+                            task_record_of)
 from .postgres_nodes import NodeLink
 from .postgres_schema import check_readable, prepare
 from .queries import run_filter, select_sql
 from .rules import (INTERRUPTED, PROCESS_FIELDS, check_key, check_limit, check_process,
-                    check_slot, check_time, claim_row, run_row, task_changes, task_row)
+                    check_slot, check_time, run_row, task_changes, task_row)
 
 __all__ = ["PostgresStore"]
 
@@ -51,7 +52,7 @@ _log = logging.getLogger("pysched_lightning.stores")
 _MAX_PENDING = 256
 
 
-class PostgresStore(PostgresControlRequests, NodeLink):
+class PostgresStore(PostgresClaims, PostgresControlRequests, NodeLink):
     """Tasks and runs in the PostgreSQL database *url*, with leases of
     *lease* seconds for the nodes that share it. Thread-safe.
 
@@ -239,44 +240,6 @@ class PostgresStore(PostgresControlRequests, NodeLink):
             self._run(sql.REMOVE_TASK, (task_id,))
 
     # -- runs -------------------------------------------------------------------------
-
-    def claim_run(self, task_id: str, slot: str, attempt: int, *, run: int, name: str,
-                  scheduled: float, started: float) -> bool:
-        """Insert a RUNNING record, this node's, unless the key exists or this
-        node's lease is lost (then ``lost_lease`` is set)."""
-        row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
-        params = dict(zip(RUN_FIELDS, row), **self._fence())
-        with self._strictly() if self.synchronous else self._lock:
-            live, inserted = self._row(sql.CLAIM_RUN, params)
-        if not live:
-            self.lost_lease = True
-        return bool(inserted)
-
-    def claim_runs(self, claims: Sequence[Claim]) -> List[bool]:
-        """:meth:`claim_run` for each ``(task_id, slot, attempt, run, name,
-        scheduled, started)``, in one statement: whether each was granted,
-        in order (a key given twice is granted once at most)."""
-        rows = [claim_row(t, s, a, r, n, sc, st, RUNNING)
-                for t, s, a, r, n, sc, st in map(claim_tuple, claims)]
-        if not rows:
-            return []
-        columns = list(zip(*rows))
-        params = {"task_ids": list(columns[0]), "slots": list(columns[4]),
-                  "attempts": list(columns[3]), "runs": list(columns[2]),
-                  "names": list(columns[1]), "scheduleds": list(columns[6]),
-                  "starteds": list(columns[7]), **self._fence()}
-        with self._strictly() if self.synchronous else self._lock:
-            answer = self._run(sql.CLAIM_RUNS, params).fetchall()
-        if not answer or not answer[0][0]:
-            self.lost_lease = True
-            return [False] * len(rows)
-        granted = {(t, s, a) for _, t, s, a in answer if t is not None}
-        result = []
-        for row in rows:
-            key = (row[0], row[4], row[3])
-            result.append(key in granted)
-            granted.discard(key)
-        return result
 
     def finish_run(self, record: Mapping[str, Any]) -> None:
         """Write *record* over its claimed run, or insert it if unclaimed;

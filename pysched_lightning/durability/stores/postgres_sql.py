@@ -123,6 +123,8 @@ def _mine(table: str) -> str:
 
 MINE = _mine("")
 _CLAIM = ("task_id", "slot", "attempt", "run", "name", "scheduled", "started")
+#: The fields of a claim (a RUNNING row's own).
+CLAIMED = _CLAIM
 CLAIM_RUN = f"""WITH live AS ({_LIVE}),
 ins AS (INSERT INTO runs ({', '.join(_CLAIM)}, status, owner, epoch)
     SELECT {_params(_CLAIM)}, {RUNNING}, %(owner)s::text, %(epoch)s::bigint FROM live WHERE ok
@@ -136,6 +138,23 @@ ins AS (INSERT INTO runs ({', '.join(_CLAIM)}, status, owner, epoch)
     WHERE live.ok
     ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING task_id, slot, attempt)
 SELECT live.ok, ins.task_id, ins.slot, ins.attempt FROM live LEFT JOIN ins ON true"""
+
+def _and_claim(save: str) -> str:
+    """*save* (a task's SAVE_TASK or ADD_TASK) and its first run's claim,
+    made only if the task was written and this node's lease is live: one
+    statement, so one round trip and its own transaction."""
+    head = save[:save.rindex("SELECT count(*) FROM saved")].rstrip()
+    return f"""{head},
+live AS ({_LIVE}),
+claimed AS (INSERT INTO runs ({', '.join(_CLAIM)}, status, owner, epoch)
+    SELECT {_params(tuple('claim_' + name for name in _CLAIM))}, {RUNNING},
+        %(owner)s::text, %(epoch)s::bigint
+    FROM live, (SELECT count(*) AS n FROM saved) AS written
+    WHERE live.ok AND written.n = 1 AND %(claim_task_id)s::text IS NOT NULL
+    ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING 1)
+SELECT (SELECT count(*) FROM saved), (SELECT ok FROM live), (SELECT count(*) FROM claimed)"""
+
+
 _FINISH_SETS = ", ".join(
     f"{name} = COALESCE({param(name)}, {name})" if name in CLAIMED_FIELDS
     else f"{name} = {param(name)}"
@@ -238,3 +257,8 @@ LISTEN = (f"LISTEN {CHANNEL}", f"LISTEN {CONTROL_CHANNEL}")
 # definition (or a claim of a ``synchronous=True`` store) waits for the flush.
 RELAXED = "SET synchronous_commit TO off"
 STRICT_COMMIT = "SET LOCAL synchronous_commit TO on"
+TYPES.update({f"claim_{name}": TYPES[name] for name in _CLAIM})
+#: A task stored (replacing, or only if its id is free) with its first
+#: run's claim, in one statement (see ``PostgresStore.save_and_claim``).
+SAVE_AND_CLAIM = _and_claim(SAVE_TASK)
+ADD_AND_CLAIM = _and_claim(ADD_TASK)

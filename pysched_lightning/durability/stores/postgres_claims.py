@@ -1,0 +1,89 @@
+"""The PostgreSQL store's claims: a run's slot taken for this node, only
+while its lease is live, one at a time, many in one statement, or with the
+task a ``delay()`` stores (one round trip)."""
+from __future__ import annotations
+
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+
+from ...records.protocols import RUN_FIELDS, RUNNING, TaskRecord
+from . import postgres_sql as sql
+from .postgres_rows import Claim, claim_tuple, task_params
+from .rules import claim_row, task_row
+
+__all__ = ["PostgresClaims"]
+
+
+class PostgresClaims:
+    """The claim methods of :class:`~.postgres.PostgresStore` (its data
+    connection under ``_lock``, its side connection, its lease's fence)."""
+
+    _lock: Any
+    _depth: int
+    _strict: bool
+    synchronous: bool
+    lost_lease: bool
+    _row: Callable[..., Tuple[Any, ...]]
+    _run: Callable[..., Any]
+    _on_side: Callable[..., List[Tuple[Any, ...]]]
+    _fence: Callable[[], Dict[str, Any]]
+    _strictly: Callable[[], ContextManager[None]]
+
+    def claim_run(self, task_id: str, slot: str, attempt: int, *, run: int, name: str,
+                  scheduled: float, started: float) -> bool:
+        """Insert a RUNNING record, this node's, unless the key exists or this
+        node's lease is lost (then ``lost_lease`` is set)."""
+        row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
+        params = dict(zip(RUN_FIELDS, row), **self._fence())
+        with self._strictly() if self.synchronous else self._lock:
+            live, inserted = self._row(sql.CLAIM_RUN, params)
+        if not live:
+            self.lost_lease = True
+        return bool(inserted)
+
+    def claim_runs(self, claims: Sequence[Claim]) -> List[bool]:
+        """:meth:`claim_run` for each ``(task_id, slot, attempt, run, name,
+        scheduled, started)``, in one statement: whether each was granted,
+        in order (a key given twice is granted once at most)."""
+        rows = [claim_row(t, s, a, r, n, sc, st, RUNNING)
+                for t, s, a, r, n, sc, st in map(claim_tuple, claims)]
+        if not rows:
+            return []
+        columns = list(zip(*rows))
+        params = {"task_ids": list(columns[0]), "slots": list(columns[4]),
+                  "attempts": list(columns[3]), "runs": list(columns[2]),
+                  "names": list(columns[1]), "scheduleds": list(columns[6]),
+                  "starteds": list(columns[7]), **self._fence()}
+        with self._strictly() if self.synchronous else self._lock:
+            answer = self._run(sql.CLAIM_RUNS, params).fetchall()
+        if not answer or not answer[0][0]:
+            self.lost_lease = True
+            return [False] * len(rows)
+        granted = {(t, s, a) for _, t, s, a in answer if t is not None}
+        result = []
+        for row in rows:
+            key = (row[0], row[4], row[3])
+            result.append(key in granted)
+            granted.discard(key)
+        return result
+
+    def save_and_claim(self, record: TaskRecord, replace: bool,
+                       claim: Optional[Claim]) -> Tuple[bool, bool]:
+        """``save_task(record, replace)`` and, if the task was written, the
+        claim of its first run (a ``claim_runs`` tuple, or None), in one
+        statement committed with the WAL flushed: one round trip, for a
+        ``delay()`` that waits for it. Returns (written, claimed)."""
+        params = task_params(task_row(record))
+        claimed = None if claim is None else claim_row(*claim_tuple(claim), RUNNING)
+        params.update({f"claim_{name}": None if claimed is None else
+                       claimed[RUN_FIELDS.index(name)] for name in sql.CLAIMED})
+        params.update(self._fence())
+        statement = sql.SAVE_AND_CLAIM if replace else sql.ADD_AND_CLAIM
+        with self._lock:
+            if self._depth:  # (in a batch: with it)
+                self._strict = True
+                written, live, inserted = self._row(statement, params)
+            else:
+                [(written, live, inserted)] = self._on_side(statement, params)
+        if claim is not None and written and not live:
+            self.lost_lease = True
+        return bool(written), bool(inserted)
