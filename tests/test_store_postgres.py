@@ -186,7 +186,8 @@ def test_read_only_reads_and_refuses_writes(postgres_url):
 
 # -- leases ------------------------------------------------------------------------------
 
-def test_a_lost_lease_refuses_claims_until_acquired_again(postgres_url):
+def test_a_lost_lease_is_not_renewed_and_a_claim_joins_again_under_a_new_epoch(
+        postgres_url):
     with PostgresStore(postgres_url, lease=0.3) as store:
         assert store.epoch is None and store.holder() is None
         assert store.acquire("node-a") is True
@@ -196,12 +197,19 @@ def test_a_lost_lease_refuses_claims_until_acquired_again(postgres_url):
         assert node["lease_until"] > node["joined"]
         assert claim(store, "t1", "1.000") is True and not store.lost_lease
         wait_for(lambda: expired(store, node["lease_until"]))
-        assert claim(store, "t1", "2.000") is False and store.lost_lease
-        assert store.claim_runs([("t1", "3.000", 1, 3, "n", 3.0, 3.0)]) == [False]
         assert store.renew() is False and store.nodes() == []
-        assert store.acquire("node-a") is True and not store.lost_lease
-        assert store.epoch > first
+        # The next claim finds the lease lost: the node joins again (a new
+        # epoch), and the claim counts under it.
         assert claim(store, "t1", "2.000") is True
+        second = store.epoch
+        assert second > first and not store.lost_lease
+        [node] = store.nodes()
+        wait_for(lambda: expired(store, node["lease_until"]))
+        assert store.claim_runs([("t1", "3.000", 1, 3, "n", 3.0, 3.0)]) == [True]
+        assert store.epoch > second
+        # The claim of the first epoch is no longer this node's to finish.
+        with pytest.raises(ClaimLostError):
+            store.finish_run(finished("t1", "1.000"))
         assert store.renew() is True
         [(owner, epoch)] = [(r["owner"], r["epoch"]) for r in store.nodes()]
         assert (owner, epoch) == ("node-a", store.epoch)

@@ -3,6 +3,7 @@ while its lease is live, one at a time, many in one statement, or with the
 task a ``delay()`` stores (one round trip)."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 from ...records.protocols import RUN_FIELDS, RUNNING, TaskRecord
@@ -11,6 +12,8 @@ from .postgres_rows import Claim, claim_tuple, task_params
 from .rules import claim_row, task_row
 
 __all__ = ["PostgresClaims"]
+
+_log = logging.getLogger("pysched_lightning.stores")
 
 
 class PostgresClaims:
@@ -27,18 +30,23 @@ class PostgresClaims:
     _on_side: Callable[..., List[Tuple[Any, ...]]]
     _fence: Callable[[], Dict[str, Any]]
     _strictly: Callable[[], ContextManager[None]]
+    _closed: Any
+    owner: Optional[str]
+    url: str
+    lease: float
+    acquire: Callable[..., bool]
 
     def claim_run(self, task_id: str, slot: str, attempt: int, *, run: int, name: str,
                   scheduled: float, started: float) -> bool:
         """Insert a RUNNING record, this node's, unless the key exists or this
         node's lease is lost (then ``lost_lease`` is set)."""
         row = claim_row(task_id, slot, attempt, run, name, scheduled, started, RUNNING)
-        params = dict(zip(RUN_FIELDS, row), **self._fence())
-        with self._strictly() if self.synchronous else self._lock:
-            live, inserted = self._row(sql.CLAIM_RUN, params)
-        if not live:
-            self.lost_lease = True
-        return bool(inserted)
+        while True:
+            params = dict(zip(RUN_FIELDS, row), **self._fence())
+            with self._strictly() if self.synchronous else self._lock:
+                live, inserted = self._row(sql.CLAIM_RUN, params)
+            if live or not self._rejoin():
+                return bool(inserted)
 
     def claim_runs(self, claims: Sequence[Claim]) -> List[bool]:
         """:meth:`claim_run` for each ``(task_id, slot, attempt, run, name,
@@ -49,15 +57,17 @@ class PostgresClaims:
         if not rows:
             return []
         columns = list(zip(*rows))
-        params = {"task_ids": list(columns[0]), "slots": list(columns[4]),
-                  "attempts": list(columns[3]), "runs": list(columns[2]),
-                  "names": list(columns[1]), "scheduleds": list(columns[6]),
-                  "starteds": list(columns[7]), **self._fence()}
-        with self._strictly() if self.synchronous else self._lock:
-            answer = self._run(sql.CLAIM_RUNS, params).fetchall()
-        if not answer or not answer[0][0]:
-            self.lost_lease = True
-            return [False] * len(rows)
+        while True:
+            params = {"task_ids": list(columns[0]), "slots": list(columns[4]),
+                      "attempts": list(columns[3]), "runs": list(columns[2]),
+                      "names": list(columns[1]), "scheduleds": list(columns[6]),
+                      "starteds": list(columns[7]), **self._fence()}
+            with self._strictly() if self.synchronous else self._lock:
+                answer = self._run(sql.CLAIM_RUNS, params).fetchall()
+            if answer and answer[0][0]:
+                break
+            if not self._rejoin():
+                return [False] * len(rows)
         granted = {(t, s, a) for _, t, s, a in answer if t is not None}
         result = []
         for row in rows:
@@ -84,6 +94,23 @@ class PostgresClaims:
                 written, live, inserted = self._row(statement, params)
             else:
                 [(written, live, inserted)] = self._on_side(statement, params)
-        if claim is not None and written and not live:
-            self.lost_lease = True
+        if claim is not None and written and not live and self._rejoin():
+            return True, self.claim_run(claim[0], claim[1], claim[2], run=claim[3],
+                                        name=claim[4], scheduled=claim[5], started=claim[6])
         return bool(written), bool(inserted)
+
+    def _rejoin(self) -> bool:
+        """A claim found this node's lease lost (the node was cut off or
+        stalled longer than it): its runs are the others' to record
+        interrupted; it joins again under a new epoch, so that its claims
+        from now on count. False when it cannot (never joined, or closed):
+        then ``lost_lease`` says so."""
+        self.lost_lease = True
+        owner = self.owner
+        if owner is None or self._closed.is_set():
+            return False
+        _log.warning("store %s: this scheduler's lease expired (it was cut off from the "
+                     "database or stalled for longer than %s s): it joins again under a "
+                     "new epoch", self.url, self.lease)
+        self.acquire(owner)
+        return True
