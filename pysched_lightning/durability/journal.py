@@ -30,6 +30,7 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple
 from ..records.protocols import TaskRecord
 from ..records.runs import Run, error_line
 from .claims import Claim, EarlyClaim, decide_all
+from .single import between_runs, save_alone
 from .writes import (Write, WriteKind, describe, inserted, run_name, safe_record,
                      task_of)
 from .feed import RunLogFeed
@@ -224,9 +225,12 @@ class Journal:
         if not writes:
             return []
         if len(writes) == 1 and writes[0].kind is WriteKind.SAVE:
-            alone = self._save_alone(writes[0])
+            alone = save_alone(self.store, writes[0])
             if alone is not None:
                 return alone
+        between = between_runs(self.store, writes, self._commit_together)
+        if between is not None:
+            return between
         steps = [(write, self._step(write)) for write in writes]
         try:
             with self.store.batch():
@@ -266,33 +270,6 @@ class Journal:
             elif write.target is claims[0]:
                 together.append(functools.partial(decide_all, claim_runs, claims))
         return together
-
-    def _save_alone(self, write: Write) -> Optional[List[Tuple[Write, BaseException]]]:
-        """A task (and its first run's claim) committed by itself, with a
-        store that does it in one statement (``save_and_claim``: a
-        ``delay()`` waits one round trip); None when the store cannot."""
-        save_and_claim = getattr(self.store, "save_and_claim", None)
-        replace, claim, set_aside, _ = write.fields
-        if save_and_claim is None or set_aside is not None:
-            return None
-        wanted = None if claim is None else (
-            claim.task_id, claim.slot, claim.attempt, claim.run,
-            claim.name if claim.name is not None else claim.task_id, claim.scheduled,
-            claim.started)
-        try:
-            written, granted = save_and_claim(write.target, replace, wanted)
-        except Exception as exc:
-            write.error = exc
-            if claim is not None:
-                claim.refuse(f"could not be claimed in the store: {error_line(exc)}")
-            return [(write, exc)]
-        write.fields[3] = written
-        if claim is not None:
-            if written:
-                claim.answered(granted)
-            else:
-                claim.refuse("its id is another task's, stored meanwhile")
-        return []
 
     def concerns(self, task_id: str) -> bool:
         """True when a pending write is about *task_id*."""

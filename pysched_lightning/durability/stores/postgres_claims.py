@@ -4,12 +4,13 @@ task a ``delay()`` stores (one round trip)."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, ContextManager, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
-from ...records.protocols import RUN_FIELDS, RUNNING, TaskRecord
+from ...records.protocols import RUN_FIELDS, RUNNING, ClaimLostError, TaskRecord
 from . import postgres_sql as sql
-from .postgres_rows import Claim, claim_tuple, task_params
-from .rules import claim_row, task_row
+from .postgres_rows import Claim, claim_tuple, lost_claim, priority_columns, task_params
+from .rules import check_key, claim_row, run_row, task_changes, task_row
 
 __all__ = ["PostgresClaims"]
 
@@ -98,6 +99,46 @@ class PostgresClaims:
             return True, self.claim_run(claim[0], claim[1], claim[2], run=claim[3],
                                         name=claim[4], scheduled=claim[5], started=claim[6])
         return bool(written), bool(inserted)
+
+    def end_and_claim(self, record: Mapping[str, Any], task_id: Optional[str],
+                      fields: Mapping[str, Any], claim: Optional[Claim]
+                      ) -> Tuple[Optional[ClaimLostError], bool]:
+        """``finish_run(record)``, ``update_task(task_id, **fields)`` (not
+        ``paused``) and ``claim_run(*claim)`` in one statement of its own
+        (outside a batch): a worker's commit between two runs, one round
+        trip. Each part stands alone, as if written one by one: returns the
+        ClaimLostError of a record that is another node's now (not written;
+        the rest is) and whether the claim was granted."""
+        row = run_row(record)
+        params: Dict[str, Any] = dict(zip(RUN_FIELDS, row), **self._fence())
+        columns: Tuple[str, ...] = ()
+        if task_id is not None:
+            params["u_id"] = check_key(task_id)
+            for name, value in task_changes(fields).items():
+                if name == "priority":
+                    params.update({f"u_{key}": item
+                                   for key, item in priority_columns(value).items()})
+                else:
+                    params[f"u_{name}"] = value
+            columns = tuple(key[2:] for key in params if key.startswith("u_") and key != "u_id")
+            if "paused" in columns:
+                raise ValueError("end_and_claim() does not change a task's pause")
+        if claim is not None:
+            claimed = claim_row(*claim_tuple(claim), RUNNING)
+            params.update({f"claim_{name}": claimed[RUN_FIELDS.index(name)]
+                           for name in sql.CLAIMED})
+        with self._lock:
+            if self._depth:
+                raise RuntimeError("end_and_claim() commits by itself: not inside a batch")
+            finished, inserted, live, granted = self._row(sql.cycle_sql(columns, claim is not None),
+                                                         params)
+        lost = None
+        if not finished and not inserted and params["epoch"] is not None:
+            lost = lost_claim(params, "the outcome is not recorded")
+        if claim is not None and not live and self._rejoin():
+            granted = self.claim_run(claim[0], claim[1], claim[2], run=claim[3],
+                                     name=claim[4], scheduled=claim[5], started=claim[6])
+        return lost, bool(granted)
 
     def _rejoin(self) -> bool:
         """A claim found this node's lease lost (the node was cut off or

@@ -262,3 +262,37 @@ TYPES.update({f"claim_{name}": TYPES[name] for name in _CLAIM})
 #: run's claim, in one statement (see ``PostgresStore.save_and_claim``).
 SAVE_AND_CLAIM = _and_claim(SAVE_TASK)
 ADD_AND_CLAIM = _and_claim(ADD_TASK)
+
+
+_CYCLE_SQL: Dict[Tuple[Tuple[str, ...], bool], str] = {}
+
+
+def cycle_sql(columns: Tuple[str, ...], claim: bool) -> str:
+    """A run's end, its task's *columns* (``u_<name>`` parameters) and, with
+    *claim*, the claim of the worker's next run (``claim_<name>``), in one
+    statement (its own transaction): what a worker commits between two runs,
+    in one round trip. Answers (finished over the claim, inserted, lease
+    live, claimed)."""
+    sql = _CYCLE_SQL.get((columns, claim))
+    if sql is not None:
+        return sql
+    parts = [f"fin AS (UPDATE runs SET {_FINISH_SETS} WHERE {KEY} AND {MINE} RETURNING 1)",
+             f"fins AS (INSERT INTO runs ({RUN_COLUMNS}, owner, epoch) "
+             f"SELECT {_params(RUN_FIELDS)}, %(owner)s::text, %(epoch)s::bigint "
+             f"WHERE NOT EXISTS (SELECT 1 FROM fin) "
+             f"ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING 1)"]
+    if columns:
+        sets = ", ".join(f"{_QUOTED.get(name, name)} = %(u_{name})s::{TYPES[name]}"
+                         for name in columns)
+        parts.append(f"upd AS (UPDATE tasks SET {sets} WHERE id = %(u_id)s::text)")
+    answer = "true, 0"
+    if claim:
+        parts.append(f"live AS ({_LIVE})")
+        parts.append(f"cl AS (INSERT INTO runs ({', '.join(_CLAIM)}, status, owner, epoch) "
+                     f"SELECT {_params(tuple('claim_' + name for name in _CLAIM))}, "
+                     f"{RUNNING}, %(owner)s::text, %(epoch)s::bigint FROM live WHERE live.ok "
+                     f"ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING 1)")
+        answer = "(SELECT ok FROM live), (SELECT count(*) FROM cl)"
+    sql = (f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM fin), "
+           f"(SELECT count(*) FROM fins), {answer}")
+    return _CYCLE_SQL.setdefault((columns, claim), sql)
