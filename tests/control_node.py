@@ -39,6 +39,15 @@ def mark(path: str) -> None:
         os.close(fd)
 
 
+def marks_of(path: str) -> list:
+    """The lines ``mark`` wrote to *path* (none before the first)."""
+    try:
+        with open(path) as stream:
+            return stream.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
 def main() -> None:
     store, marks = sys.argv[1], sys.argv[2]
     hang = sys.argv[3:] == ["hang"]

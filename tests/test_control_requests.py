@@ -15,6 +15,7 @@ import pytest
 import pysched_lightning as psl
 import pysched_lightning.core.requests as requests_module
 from conftest import wait_for
+from control_node import marks_of
 from pysched_lightning.durability.stores import MemoryStore, SQLiteStore
 from pysched_lightning.durability.stores.controls import ABANDONED
 
@@ -155,14 +156,6 @@ def _node(path, marks, *mode):
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _lines(path):
-    try:
-        with open(path) as stream:
-            return stream.read().splitlines()
-    except FileNotFoundError:
-        return []
-
-
 def test_a_scheduler_in_another_process_applies_the_requests(tmp_path):
     path, marks = str(tmp_path / "jobs.db"), str(tmp_path / "marks")
     node = _node(path, marks)
@@ -171,7 +164,7 @@ def test_a_scheduler_in_another_process_applies_the_requests(tmp_path):
         with SQLiteStore(path, read_only=True, control=True) as dashboard:
             wait_for(lambda: dashboard.task("report") is not None)
             assert answered(dashboard, dashboard.request_control("run_now", "report", "t"))["ok"]
-            wait_for(lambda: len(_lines(marks)) == 1)
+            wait_for(lambda: len(marks_of(marks)) == 1)
             assert answered(dashboard, dashboard.request_control("pause", "report", "t"))["ok"]
             assert dashboard.task("report").paused
     finally:
@@ -189,7 +182,7 @@ def test_a_request_taken_by_a_killed_scheduler_is_not_lost_and_no_run_is_run_twi
         pause = dashboard.request_control("pause", "report", "test")
     node = _node(path, marks, "hang")  # applies the run now, never answers
     try:
-        wait_for(lambda: len(_lines(marks)) == 1, timeout=30)
+        wait_for(lambda: len(marks_of(marks)) == 1, timeout=30)
         with SQLiteStore(path, read_only=True) as reader:
             assert [reader.control_request(i)["state"] for i in (run_now, pause)] == [
                 "taken", "taken"]
@@ -203,4 +196,4 @@ def test_a_request_taken_by_a_killed_scheduler_is_not_lost_and_no_run_is_run_twi
         assert (failed["state"], failed["message"]) == ("failed", ABANDONED)
         assert (done["state"], done["ok"]) == ("done", True)
         assert sched.get_task("report")["paused"]
-    assert len(_lines(marks)) == 1  # the run now ran once, in the killed process
+    assert len(marks_of(marks)) == 1  # the run now ran once, in the killed process

@@ -20,7 +20,8 @@ import pytest
 pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
 
 import pysched_lightning as psl  # noqa: E402
-from conftest import wait_for  # noqa: E402
+from conftest import wait_for
+from control_node import marks_of  # noqa: E402
 from dashboard_stores import fetch, fetch_json  # noqa: E402
 from pysched_lightning.dashboard import app  # noqa: E402
 from pysched_lightning.dashboard import control as dashboard_control  # noqa: E402
@@ -31,14 +32,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
 TOKEN = "s3cret-token-for-tests-0123456789"
 BEARER = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
-
-
-def _lines(path):
-    try:
-        with open(path) as stream:
-            return stream.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 @contextlib.contextmanager
@@ -112,7 +105,7 @@ def test_actions_on_a_store_are_applied_by_its_scheduler_in_another_process(
             status, _, body = client.call("POST", "/api/tasks/report/run-now", headers=BEARER)
             answer = json.loads(body)
             assert status == 200 and answer["ok"] is True and answer["action"] == "run-now"
-            wait_for(lambda: len(_lines(marks)) == 1)
+            wait_for(lambda: len(marks_of(marks)) == 1)
             status, _, body = client.call("GET", f"/api/requests/{answer['request']}")
             assert status == 200 and json.loads(body)["message"] == \
                 "started an extra run of task 'report'"
@@ -274,7 +267,7 @@ def test_the_command_with_a_token_acts_on_the_scheduler_of_another_process(
             if action == "pause":
                 assert fetch_json(url + "/api/tasks/report")[1]["task"]["paused"] is True
             if action == "run-now":
-                wait_for(lambda: len(_lines(marks)) == 1)
+                wait_for(lambda: len(marks_of(marks)) == 1)
         assert fetch(url + "/api/tasks/report")[0] == 404  # canceled: gone from the store
         assert fetch(url + "/tasks/other/pause", data={"csrf": csrf})[0] == 403  # no session
 
@@ -320,13 +313,13 @@ def test_actions_on_a_postgresql_store_are_applied_once_by_one_of_its_schedulers
             status, _, body = client.call("POST", "/api/tasks/report/run-now", headers=BEARER)
             answer = json.loads(body)
             assert status == 200 and answer["ok"] is True
-            wait_for(lambda: len(_lines(marks)) == 1)
+            wait_for(lambda: len(marks_of(marks)) == 1)
             status, _, body = client.call("POST", "/api/tasks/other/cancel", headers=BEARER)
             assert status == 200 and application.source.task("other") is None
         finally:
             application.close()
         with pytest.raises(AssertionError):  # a window in which no second run may come
-            wait_for(lambda: len(_lines(marks)) > 1, 1.0)
+            wait_for(lambda: len(marks_of(marks)) > 1, 1.0)
     reader = open_store(postgres_url, read_only=True)
     try:
         states = [reader.control_request(i)["state"] for i in range(1, 5)]

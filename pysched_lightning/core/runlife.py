@@ -16,7 +16,7 @@ task whose last run is over) is ``TaskLife``'s, in ``tasklife.py``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..durability.encoding import slot_of, slot_offset
 from ..records.events import EventKind
@@ -318,22 +318,21 @@ class RunLife:
         if journal is not None:
             state = run._state
             journal.task_changed(run.task_id, runs=state.runs, missed=state.missed,
-                                 status=int(state.status), **self._next_run(run.task_id))
+                                 status=int(state.status))
+            if self.shared:
+                self._note_next_run(run.task_id)
         if self.listening:
             self.event(fx, _EVENT_OF_STATUS[status], run.task_id, run)
         self._after_final(run, status, now, fx)
 
-    def _next_run(self, task_id: str) -> Dict[str, float]:
-        """On a shared store, the task's next due time, written with the end
-        of a run by the node that ran it (the other nodes fire the same
-        occurrences, and write nothing of those they did not run)."""
-        if not self.shared:
-            return {}
+    def _note_next_run(self, task_id: str) -> None:
+        """On a shared store, the task's next due time is written with the
+        end of a run by the node that ran it (every node fires the same
+        occurrences, and writes nothing of those it did not run)."""
         task = self.timetable.get(task_id)
         due = self.timetable.next_time(task_id)
-        if task is None or due is None:
-            return {}
-        return {"next_run": due + slot_offset(task, self.offset)}
+        if task is not None and due is not None:
+            self.journal.task_changed(task_id, next_run=due + slot_offset(task, self.offset))
 
     def _write_soon(self, now: float, fx: Effects) -> None:
         """Writes were noted: flushed by the dispatcher after a short linger,

@@ -35,6 +35,13 @@ class Claim:
                                       name=self.name, scheduled=self.scheduled,
                                       started=self.started))
 
+    def row(self) -> Tuple[str, str, int, int, str, float, float]:
+        """The claim as stores take many at once (``claim_runs``): task id,
+        slot, attempt, run, name, scheduled, started."""
+        return (self.task_id, self.slot, self.attempt, self.run,
+                self.name if self.name is not None else self.task_id, self.scheduled,
+                self.started)
+
     def answered(self, granted: bool) -> None:
         """The store's answer (the first one stands)."""
         if self.granted is None:
@@ -50,9 +57,7 @@ def decide_all(claim_runs: Callable[[List[Tuple[Any, ...]]], List[bool]],
                claims: List[Claim]) -> None:
     """Decide *claims* with one ``claim_runs`` call (a write tried again
     keeps each claim's first answer)."""
-    answers = claim_runs([(claim.task_id, claim.slot, claim.attempt, claim.run,
-                           claim.name if claim.name is not None else claim.task_id,
-                           claim.scheduled, claim.started) for claim in claims])
+    answers = claim_runs([claim.row() for claim in claims])
     for claim, granted in zip(claims, answers):
         claim.answered(bool(granted))
 

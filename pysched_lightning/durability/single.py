@@ -21,10 +21,7 @@ def save_alone(store: Any, write: Write) -> Optional[List[Tuple[Write, BaseExcep
     replace, claim, set_aside, _ = write.fields
     if save_and_claim is None or set_aside is not None:
         return None
-    wanted = None if claim is None else (
-        claim.task_id, claim.slot, claim.attempt, claim.run,
-        claim.name if claim.name is not None else claim.task_id, claim.scheduled,
-        claim.started)
+    wanted = None if claim is None else claim.row()
     try:
         written, granted = save_and_claim(write.target, replace, wanted)
     except Exception as exc:

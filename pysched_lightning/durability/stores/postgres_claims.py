@@ -96,8 +96,7 @@ class PostgresClaims:
             else:
                 [(written, live, inserted)] = self._on_side(statement, params)
         if claim is not None and written and not live and self._rejoin():
-            return True, self.claim_run(claim[0], claim[1], claim[2], run=claim[3],
-                                        name=claim[4], scheduled=claim[5], started=claim[6])
+            return True, self._claim_again(claim)
         return bool(written), bool(inserted)
 
     def end_and_claim(self, record: Mapping[str, Any], task_id: Optional[str],
@@ -136,9 +135,14 @@ class PostgresClaims:
         if not finished and not inserted and params["epoch"] is not None:
             lost = lost_claim(params, "the outcome is not recorded")
         if claim is not None and not live and self._rejoin():
-            granted = self.claim_run(claim[0], claim[1], claim[2], run=claim[3],
-                                     name=claim[4], scheduled=claim[5], started=claim[6])
+            granted = self._claim_again(claim)
         return lost, bool(granted)
+
+    def _claim_again(self, claim: Claim) -> bool:
+        """*claim* once more, after :meth:`_rejoin` (under the new epoch)."""
+        task_id, slot, attempt, run, name, scheduled, started = claim_tuple(claim)
+        return self.claim_run(task_id, slot, attempt, run=run, name=name, scheduled=scheduled,
+                              started=started)
 
     def _rejoin(self) -> bool:
         """A claim found this node's lease lost (the node was cut off or
