@@ -296,9 +296,9 @@ class Scheduler:
             st.started = True
             if not st.standby:  # (a standby's takeover says when it runs)
                 st.running_since = st.clock.now()
-        self._dispatcher.start()
-        if self._cluster is not None:
+        if self._cluster is not None:  # (first: the dispatcher starts knowing its share)
             self._cluster.start()
+        self._dispatcher.start()
         if self._requests is not None:
             self._requests.start()
         self._emit(EventKind.SCHEDULER_STARTED)

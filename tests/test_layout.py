@@ -142,6 +142,7 @@ RUN_LIFE = frozenset({"_phase", "_slot", "_claim", "_sent", "_t_timestamp", "_t_
 #: owner of that field, and only it.
 PRIVATE_WRITERS = {
     "core/runlife.py": RUN_LIFE, "core/handover.py": RUN_LIFE, "core/tasklife.py": RUN_LIFE,
+    "core/sharing.py": RUN_LIFE,
     "core/runbook.py": frozenset({"_previous"}),  # the history chain it keeps
     "records/runs.py": None,  # Run.from_record builds a run of its own class
     "execution/killable.py": frozenset({"_killed", "_done"}),  # its own ProcessHandle

@@ -408,3 +408,34 @@ def test_changes_are_numbered_in_commit_order(postgres_url):
             writer.join(30)
         newest, after = late.changes_since(seen)
         assert [task for _, task, _ in after] == ["written first"] and newest > seen
+
+
+# -- what other nodes claimed, and who is live ------------------------------------------
+
+def test_claimed_keys_tells_which_slots_any_node_claimed(postgres_url):
+    with PostgresStore(postgres_url) as other, PostgresStore(postgres_url) as store:
+        other.acquire("other")
+        assert other.claim_runs([("t", "1.000", 1, 1, "t", 1.0, 1.0),
+                                 ("t", "2.000", 2, 2, "t", 2.0, 2.0)]) == [True, True]
+        assert store.claimed_keys([]) == set()
+        asked = [("t", "1.000", 1), ("t", "2.000", 1), ("t", "2.000", 2), ("u", "1.000", 1)]
+        assert store.claimed_keys(asked) == {("t", "1.000", 1), ("t", "2.000", 2)}
+        other.finish_run(finished(task_id="t", slot="1.000", attempt=1))
+        assert store.claimed_keys(asked) == {("t", "1.000", 1), ("t", "2.000", 2)}
+
+
+def test_a_node_that_joins_or_leaves_is_heard_by_the_others(postgres_url):
+    with PostgresStore(postgres_url) as store:
+        store.acquire("a")
+        assert store.wait_for_change(0) is True  # starts listening
+        assert store.nodes_changed() is True  # (nobody listened before: any may have)
+        assert store.nodes_changed() is False
+        with PostgresStore(postgres_url) as other:
+            other.acquire("b")
+            assert store.wait_for_change(30) is True
+            assert store.nodes_changed() is True
+            assert [node["owner"] for node in store.nodes()] == ["a", "b"]
+            other.release()
+            assert store.wait_for_change(30) is True
+            assert store.nodes_changed() is True
+        assert [node["owner"] for node in store.nodes()] == ["a"]

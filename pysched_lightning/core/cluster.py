@@ -8,6 +8,8 @@ share: its lease, the runs of nodes that died, and the others' changes.
   node reaps them first (``store.reap()``); every node hears of it as a
   change of the task and owes the retry the task's options allow, so one of
   them runs it (their claims decide which).
+* Shares: which tasks this node goes first for, among the live nodes
+  (looked at again at each heartbeat, and when a node joins or leaves).
 * Changes: a task added, replaced, paused, resumed or removed on one node is
   a change row and a notification; the others apply it here within
   milliseconds, or within :data:`POLL_SECONDS` if a notification was lost.
@@ -29,6 +31,7 @@ from ..records.runs import error_line
 from . import control
 from .effects import Effects
 from .recovery import RECOVERY_ROWS, recover
+from .shares import share_of
 from .standby import Standby, log_interrupted, owe_retries, same_record, task_from_record
 from .state import State
 
@@ -61,6 +64,11 @@ class Cluster:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
+        """Look at the live nodes (this node's share), then go on in a thread."""
+        try:
+            self._look_at_nodes()
+        except Exception as exc:  # the thread tries again at its first beat
+            self._failed(exc)
         self._thread = threading.Thread(target=self._run, name="pysched-cluster",
                                         daemon=True)
         self._thread.start()
@@ -112,12 +120,23 @@ class Cluster:
                          "the database or stalled for longer than %s s): the others "
                          "recorded its runs interrupted; it joins again", store, store.lease)
             store.acquire(self._owner)
+        self._look_at_nodes()
         rows = store.reap()
         if rows:
             log_interrupted(self._st, rows, "its scheduler stopped renewing its lease")
 
+    def _look_at_nodes(self) -> None:
+        """This node's share of the tasks among the live nodes (see ``shares.py``)."""
+        owners = [node["owner"] for node in self._store.nodes()]
+        share = share_of(owners, self._store.owner)
+        with self._st.lock:
+            self._st.reshare(share)
+
     def _sync(self) -> None:
-        """Apply the changes made since the last one applied."""
+        """Apply the changes made since the last one applied (and look at
+        the live nodes again when one joined or left)."""
+        if self._store.nodes_changed():
+            self._look_at_nodes()
         seq, changes = self._store.changes_since(self._seq)
         kinds: Dict[str, Set[str]] = {}
         for _, task_id, kind in changes:

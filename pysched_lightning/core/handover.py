@@ -4,7 +4,7 @@ A run that got a worker slot is handed to its executor (once), taken by the
 worker of ours that got it, or taken back by an interrupt that came first
 (and admitted again); the thread that executes it says when it began, and
 what stops it at its deadline; a run whose claim the store refused does not
-execute. ``HandOver`` extends ``RunLife`` (``State`` is one); its methods
+execute. ``HandOver`` extends ``Sharing`` (``State`` is one); its methods
 run with the state lock held, but for those that say they need none.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Set
 
 from ..records.runs import Phase, Run, TaskStatus
 from .effects import Effects
-from .runlife import RunLife
+from .sharing import Sharing
 
 __all__ = ["HandOver", "REFUSED"]
 
@@ -24,7 +24,7 @@ _MISSED = TaskStatus.MISSED
 REFUSED = "its slot is already claimed in the store (it ran before)"
 
 
-class HandOver(RunLife):
+class HandOver(Sharing):
     """A started run's way to its executor."""
 
     if TYPE_CHECKING:  # pragma: no cover - set by State

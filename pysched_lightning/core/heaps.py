@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, List, Optional
 
-__all__ = ["LazyHeap"]
+__all__ = ["LazyHeap", "smallest"]
 
 _COMPACT_MIN = 1024
 
@@ -98,3 +98,20 @@ class LazyHeap(List[Any]):
         return self is other
 
     __hash__ = object.__hash__  # type: ignore[assignment]  # identity, as __eq__
+
+
+def smallest(heap: List[Any], k: int) -> List[Any]:
+    """The *k* smallest entries of *heap* (a list in heap order), smallest
+    first, in O(k log k): a walk down from the root, not a sort of it all."""
+    out: List[Any] = []
+    if not heap:
+        return out
+    frontier = [(heap[0], 0)]
+    size = len(heap)
+    while frontier and len(out) < k:
+        entry, index = heapq.heappop(frontier)
+        out.append(entry)
+        for child in (2 * index + 1, 2 * index + 2):
+            if child < size:
+                heapq.heappush(frontier, (heap[child], child))
+    return out

@@ -120,9 +120,21 @@ class Lane:
             self.reservations.discard(claim)
             self.used -= 1
 
-    def queue(self, run: Run, seq: int) -> None:
-        """*run* waits for a slot."""
-        self.ready.push(ReadyEntry(run.task.priority, run._t_scheduled, seq, run))
+    def queue(self, run: Run, seq: int, later: float = 0.0) -> None:
+        """*run* waits for a slot (ordered as if due *later* seconds later:
+        see ``shares.py``)."""
+        self.ready.push(ReadyEntry(run.task.priority, run._t_scheduled + later, seq, run))
+
+    def requeue(self, later: Callable[[Run], float]) -> None:
+        """Order the waiting runs again, each as if due ``later(run)``
+        seconds later (this node's share of the tasks changed)."""
+        self.ready.rebuild([ReadyEntry(entry.priority, entry.run._t_scheduled + later(entry.run),
+                                       entry.seq, entry.run) for entry in self.ready.entries()])
+
+    def upcoming(self) -> List[ReadyEntry]:
+        """The ready heap's entries, a copy taken at once (read outside the
+        lock, it is a hint only)."""
+        return self.ready[:]
 
     def pop_ready(self) -> Optional[Run]:
         """The most urgent run waiting, removed; None when none waits."""

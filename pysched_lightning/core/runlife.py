@@ -30,10 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover - the attributes State gives the mixin
     from .runbook import RunBook
     from .timetable import Timetable
 
-__all__ = ["RunLife", "RAN_ELSEWHERE"]
+__all__ = ["RunLife"]
 
-#: Why a run of a shared store did not execute here: another node claimed it.
-RAN_ELSEWHERE = "another scheduler of the shared store claimed it first"
 
 # Members read on every run, bound once: on Python 3.11 reading an attribute
 # of an Enum class goes through EnumType.__getattr__, several times slower.
@@ -70,6 +68,7 @@ class RunLife:
         paused: bool
         closing: bool
         shared: bool
+        share: Any
         listening: bool
         waiters: Any
         wakeup: Any
@@ -85,6 +84,9 @@ class RunLife:
         def _log_failure(self, run: Run, status: TaskStatus, fx: Effects) -> None: ...
         def retire_if_over(self, task_id: str, now: float, fx: Effects,
                            stored: bool = True) -> None: ...
+        # (Sharing's)
+        def _later(self, run: Run) -> float: ...
+        def _foreseen(self, run: Run, elsewhere: Any, fx: Effects) -> bool: ...
 
     # -- due -> waiting or started ------------------------------------------------
 
@@ -107,7 +109,7 @@ class RunLife:
         elif lane.has_room() and not lane.ready and not lane.returning:
             self._start(run, lane, fx, True)
         else:  # a worker that just finished a run takes it next, or a free one
-            lane.queue(run, next(self.seq))
+            lane.queue(run, next(self.seq), 0.0 if self.share is None else self._later(run))
             run._state.ready += 1
             run._phase = _READY
 
@@ -164,7 +166,12 @@ class RunLife:
         overlap: then a regular run is MISSED and an extra one is blocked
         until the running one returns. With *take* it gets a slot of the
         lane's (the one reserved *early*, if any) and is noted to be sent
-        first thing after the lock; without, the calling worker's slot."""
+        first thing after the lock; without, the calling worker's slot.
+        A run another node is known to have claimed does not start here."""
+        journal = self.journal
+        if early is None and journal is not None and journal.elsewhere is not None \
+                and self._foreseen(run, journal.elsewhere, fx):
+            return False
         if not self.runbook.may_start(run):
             if run.attempt > 1 or run.manual:
                 run._phase = _BLOCKED
@@ -184,7 +191,6 @@ class RunLife:
         run.status = _RUNNING
         run._t_timestamp = self.clock.now() if now is None else now
         self.runbook.started(run)
-        journal = self.journal
         if journal is not None and journal.store is not None:
             if early is not None:
                 run._slot, run._claim = early.slot, early
@@ -344,22 +350,6 @@ class RunLife:
             self.write_soon(now)
 
     # -- runs that do not execute ------------------------------------------------------
-
-    def ran_elsewhere(self, run: Run, now: float, fx: Effects) -> None:
-        """Another node of a shared store claimed *run*'s slot first (DUE ->
-        DROPPED): it runs there, so here it is neither a run nor a skip, and
-        a one-shot is over here too. The node that runs it writes the task's
-        state; this one writes nothing."""
-        if run._phase is not _DUE:
-            return
-        run.status, run.reason, run._t_finished = _CANCELED, RAN_ELSEWHERE, now
-        run._phase = _DROPPED
-        if run._owns_future:
-            fx.resolve(run)
-        self.runbook.dropped(run, False, numbered=True)
-        self.notify_waiters(run.task_id, fx)
-        if self.timetable.has_fired_last(run.task_id):
-            self.retire_if_over(run.task_id, now, fx, stored=False)
 
     def drop(self, run: Run, status: TaskStatus, reason: str, now: float, fx: Effects,
              lateness: Optional[float] = None, recorded: bool = True) -> None:

@@ -24,6 +24,7 @@ from .deadlines import Deadlines
 from .effects import Effects
 from .lanes import Lanes
 from .runbook import RunBook
+from .shares import Share
 from .handover import HandOver
 from .tasklife import TaskLife
 from .timetable import Timetable
@@ -81,6 +82,9 @@ class State(TaskLife, HandOver):
         #: True with a store that several active schedulers share: a claim
         #: the store refuses was won by another node, which runs it.
         self.shared = False
+        #: On a shared store, this node's share of the tasks (None: all are
+        #: its own); replaced whole when the live nodes change.
+        self.share: Optional[Share] = None
         #: Whether anybody listens for events (else none are built), and to
         #: which kinds (events of others are not built either).
         self.listening = False

@@ -29,7 +29,7 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from ..records.protocols import TaskRecord
 from ..records.runs import Run, error_line
-from .claims import Claim, EarlyClaim, decide_all
+from .claims import Claim, ClaimedElsewhere, EarlyClaim, decide_all
 from .single import between_runs, save_alone
 from .writes import (Write, WriteKind, describe, inserted, run_name, safe_record,
                      task_of)
@@ -55,6 +55,9 @@ class Journal:
                  owns_log: bool) -> None:
         self.store = store
         self.run_log = run_log
+        claimed_keys = getattr(store, "claimed_keys", None)
+        #: On a store several nodes share: the slots they claimed, learnt ahead.
+        self.elsewhere = None if claimed_keys is None else ClaimedElsewhere(claimed_keys)
         self._owns = (owns_store, owns_log)
         #: The scheduler's state lock: notes are appended with it held.
         self._state_lock = state_lock

@@ -311,6 +311,8 @@ class Workers:
                 claim.refuse("its claim could not be committed")
             if claim.granted is not False:
                 break
+            if claim.reason is None:  # another node got there first: it may be ahead
+                self._st.look_ahead(following)
             with self._st.lock:
                 following = self._st.refuse(following, fx, True)
             self.aftermath_quietly(fx)

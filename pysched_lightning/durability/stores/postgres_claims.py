@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from typing import (Any, Callable, ContextManager, Dict, List, Mapping, Optional, Sequence,
-                    Tuple)
+                    Set, Tuple)
 
 from ...records.protocols import RUN_FIELDS, RUNNING, ClaimLostError, TaskRecord
 from . import postgres_sql as sql
@@ -76,6 +76,18 @@ class PostgresClaims:
             result.append(key in granted)
             granted.discard(key)
         return result
+
+    def claimed_keys(self, keys: Sequence[Tuple[str, str, int]]) -> Set[Tuple[str, str, int]]:
+        """Which of the ``(task_id, slot, attempt)`` *keys* are claimed
+        already, by any node: a claim of them would be refused. One
+        statement, for a node that would otherwise learn it claim by claim."""
+        if not keys:
+            return set()
+        task_ids, slots, attempts = (list(column) for column in zip(*keys))
+        params = {"task_ids": task_ids, "slots": slots, "attempts": attempts}
+        with self._lock:
+            rows = self._run(sql.CLAIMED_KEYS, params).fetchall()
+        return {(str(t), str(s), int(a)) for t, s, a in rows}
 
     def save_and_claim(self, record: TaskRecord, replace: bool,
                        claim: Optional[Claim]) -> Tuple[bool, bool]:

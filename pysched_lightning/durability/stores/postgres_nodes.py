@@ -53,6 +53,9 @@ class NodeLink:
         self._side: Optional["psycopg.Connection[Any]"] = None
         self._listen_lock = threading.Lock()
         self._listener: Optional["psycopg.Connection[Any]"] = None
+        #: A node joined or left since nodes_changed() was last asked (or
+        #: nobody listened: any may have).
+        self._nodes_changed = True
 
     @property
     def owner(self) -> Optional[str]:
@@ -88,7 +91,7 @@ class NodeLink:
         if self.read_only:
             raise PermissionError(f"the store {self.url} is open read-only: it cannot be "
                                   f"held by {owner!r}")
-        [(epoch,)] = self._on_side(sql.ACQUIRE, {"owner": owner, "lease": self.lease,
+        [(epoch, _)] = self._on_side(sql.ACQUIRE, {"owner": owner, "lease": self.lease,
                                                  "host": socket.gethostname(),
                                                  "pid": os.getpid()})
         self._node = (owner, int(epoch))
@@ -121,6 +124,12 @@ class NodeLink:
     def nodes(self) -> List[Dict[str, Any]]:
         """The live nodes: owner, epoch, host, pid, joined, lease_until (POSIX seconds)."""
         return [dict(zip(sql.NODE_FIELDS, row)) for row in self._on_side(sql.NODES)]
+
+    def nodes_changed(self) -> bool:
+        """True when a node joined or left since the last call (as heard by
+        ``wait_for_change``; True too until it listens)."""
+        changed, self._nodes_changed = self._nodes_changed, False
+        return changed
 
     def now(self) -> float:
         """The database's time, in POSIX seconds (the clock of every lease)."""
@@ -155,12 +164,15 @@ class NodeLink:
                 self._listener = connect(self._url, self.url, read_only=False)
                 for listen in sql.LISTEN:
                     self._listener.execute(listen)
+                self._nodes_changed = True
                 return True
             while True:
                 left = max(0.0, deadline - time.monotonic())
                 for notice in self._listener.notifies(timeout=min(left, _WAKE_CHECK),
                                                       stop_after=1):
                     if notice.channel != CONTROL_CHANNEL:
+                        if notice.payload == sql.NODES_PAYLOAD:
+                            self._nodes_changed = True
                         return True
                     self._control_heard()  # a control request: its taker wakes
                 if left == 0 or self._closed.is_set():

@@ -138,6 +138,11 @@ ins AS (INSERT INTO runs ({', '.join(_CLAIM)}, status, owner, epoch)
     WHERE live.ok
     ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING task_id, slot, attempt)
 SELECT live.ok, ins.task_id, ins.slot, ins.attempt FROM live LEFT JOIN ins ON true"""
+#: Which of these keys are claimed (by any node): none of them can be now.
+CLAIMED_KEYS = f"""SELECT r.task_id, r.slot, r.attempt
+    FROM unnest({_KEY_ARRAYS}) AS k(task_id, slot, attempt)
+    JOIN runs AS r ON r.task_id = k.task_id AND r.slot = k.slot AND r.attempt = k.attempt"""
+
 
 def _and_claim(save: str) -> str:
     """*save* (a task's SAVE_TASK or ADD_TASK) and its first run's claim,
@@ -229,17 +234,20 @@ CLEAR_RUNS = "DELETE FROM runs"
 
 # -- nodes and changes ------------------------------------------------------------------
 
-ACQUIRE = """INSERT INTO nodes (owner, epoch, lease_until, joined, host, pid)
+#: The payload of a notification that a node joined or left.
+NODES_PAYLOAD = "nodes"
+ACQUIRE = f"""INSERT INTO nodes (owner, epoch, lease_until, joined, host, pid)
     VALUES (%(owner)s, nextval('node_epochs'), now() + make_interval(secs => %(lease)s),
             now(), %(host)s, %(pid)s)
     ON CONFLICT (owner) DO UPDATE SET epoch = EXCLUDED.epoch,
         lease_until = EXCLUDED.lease_until, joined = EXCLUDED.joined,
         host = EXCLUDED.host, pid = EXCLUDED.pid
-    RETURNING epoch"""
+    RETURNING epoch, pg_notify('{CHANNEL}', '{NODES_PAYLOAD}')"""
 RENEW = """UPDATE nodes SET lease_until = statement_timestamp() + make_interval(secs => %(lease)s)
     WHERE owner = %(owner)s AND epoch = %(epoch)s AND lease_until > statement_timestamp()
     RETURNING 1"""
-RELEASE = "DELETE FROM nodes WHERE owner = %(owner)s AND epoch = %(epoch)s"
+RELEASE = ("DELETE FROM nodes WHERE owner = %(owner)s AND epoch = %(epoch)s "
+           f"RETURNING pg_notify('{CHANNEL}', '{NODES_PAYLOAD}')")
 NODES = """SELECT owner, epoch, host, pid, extract(epoch FROM joined)::float8,
     extract(epoch FROM lease_until)::float8 FROM nodes
     WHERE lease_until > statement_timestamp() ORDER BY joined, owner COLLATE "C" """
