@@ -80,7 +80,7 @@ LOOK_AHEAD = 512
 #: How long a slot found claimed is taken for claimed (a claim given back
 #: later, by a node that shut down before the run started, is missed no
 #: longer than this: as by a claim refused just before it was given back).
-KEEP_SECONDS = 1.0
+KEEP_SECONDS = 0.25
 #: After a look that found few of the runs claimed (the other nodes are not
 #: ahead of this one), no other look for this long.
 QUIET_SECONDS = 0.1
