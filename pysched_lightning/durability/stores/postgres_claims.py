@@ -9,7 +9,8 @@ from typing import (Any, Callable, ContextManager, Dict, List, Mapping, Optional
 
 from ...records.protocols import RUN_FIELDS, RUNNING, ClaimLostError, TaskRecord
 from . import postgres_sql as sql
-from .postgres_rows import Claim, claim_tuple, lost_claim, priority_columns, task_params
+from .postgres_rows import (Claim, claim_params, claim_tuple, lost_claim, priority_columns,
+                            task_params)
 from .rules import check_key, claim_row, run_row, task_changes, task_row
 
 __all__ = ["PostgresClaims"]
@@ -97,8 +98,7 @@ class PostgresClaims:
         ``delay()`` that waits for it. Returns (written, claimed)."""
         params = task_params(task_row(record))
         claimed = None if claim is None else claim_row(*claim_tuple(claim), RUNNING)
-        params.update({f"claim_{name}": None if claimed is None else
-                       claimed[RUN_FIELDS.index(name)] for name in sql.CLAIMED})
+        params.update(claim_params(claimed))
         params.update(self._fence())
         statement = sql.SAVE_AND_CLAIM if replace else sql.ADD_AND_CLAIM
         with self._lock:
@@ -136,8 +136,7 @@ class PostgresClaims:
                 raise ValueError("end_and_claim() does not change a task's pause")
         if claim is not None:
             claimed = claim_row(*claim_tuple(claim), RUNNING)
-            params.update({f"claim_{name}": claimed[RUN_FIELDS.index(name)]
-                           for name in sql.CLAIMED})
+            params.update(claim_params(claimed))
         with self._lock:
             if self._depth:
                 raise RuntimeError("end_and_claim() commits by itself: not inside a batch")

@@ -3,13 +3,13 @@ columns (an int stays an int, a float a float), claims as tuples, and the
 error of a claim another node took over."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ...records.protocols import ClaimLostError, TaskRecord
+from ...records.protocols import RUN_FIELDS, ClaimLostError, TaskRecord
 from . import postgres_sql as sql
 
 __all__ = ["Claim", "priority_columns", "task_params", "task_record_of", "claim_tuple",
-           "attempt_of", "lost_claim"]
+           "claim_params", "attempt_of", "lost_claim"]
 
 #: A claim as ``claim_runs`` takes it.
 Claim = Tuple[str, str, int, int, str, float, float]
@@ -43,6 +43,17 @@ def claim_tuple(claim: Any) -> Claim:
         raise TypeError("a claim is a tuple (task_id, slot, attempt, run, name, scheduled, "
                         f"started), not {claim!r}")
     return claim  # (its values are checked by claim_row)
+
+
+#: Each ``claim_<field>`` parameter and its place in a run row.
+_CLAIM_PARAMS = tuple((f"claim_{name}", RUN_FIELDS.index(name)) for name in sql.CLAIMED)
+
+
+def claim_params(claimed: Optional[Tuple[Any, ...]]) -> Dict[str, Any]:
+    """The ``claim_<field>`` parameters of a claim's run row (all None: no claim)."""
+    if claimed is None:
+        return dict.fromkeys(name for name, _ in _CLAIM_PARAMS)
+    return {name: claimed[index] for name, index in _CLAIM_PARAMS}
 
 
 def attempt_of(value: Any) -> int:

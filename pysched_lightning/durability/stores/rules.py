@@ -240,8 +240,12 @@ _RUN_CLEAN: Dict[str, FrozenSet[type]] = {
     "error": _TEXT, "traceback": _TEXT, "output": _TEXT, "stderr": _TEXT, "reason": _TEXT,
     "outcome": _BLOB,
 }
-_RUN_RULES = tuple((name, _RUN_CONVERT[name], _RUN_CLEAN.get(name, frozenset()))
-                   for name in RUN_FIELDS)
+#: Per run field, the number type whose values are stored as they are once
+#: checked here, without a call (an int in the 64-bit range, a float not NaN).
+_RUN_PLAIN: Dict[str, type] = {"run": int, "attempt": int, "exit_code": int, "scheduled": float,
+                               "started": float, "finished": float, "duration": float}
+_RUN_RULES = tuple((name, _RUN_CONVERT[name], _RUN_CLEAN.get(name, frozenset()),
+                    _RUN_PLAIN.get(name)) for name in RUN_FIELDS)
 #: The fields a run record must have (not None).
 REQUIRED_RUN_FIELDS = ("task_id", "slot", "attempt", "status", "scheduled")
 
@@ -278,9 +282,14 @@ def run_row(record: Mapping[str, Any]) -> Tuple[Any, ...]:
     # A value already of its stored type needs no conversion (the common
     # case, and this runs for every run the scheduler records).
     row: List[Any] = []
-    for name, convert, clean in _RUN_RULES:
+    for name, convert, clean, plain in _RUN_RULES:
         value = get(name)
-        row.append(value if type(value) in clean else convert(name, value))
+        kind = type(value)
+        if kind in clean or kind is plain and (
+                value == value if kind is float else _INT64_MIN <= value <= _INT64_MAX):
+            row.append(value)
+        else:
+            row.append(convert(name, value))
     return tuple(row)
 
 
