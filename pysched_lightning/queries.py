@@ -10,16 +10,17 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from concurrent.futures import CancelledError
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from .core import control
+from .core.lanes import Mechanism
 from .core.state import State
 from .durability.encoding import function_reference
 from .records.runs import FINAL, Run, TaskStatus
 from .records.task import Task
 
 __all__ = ["wait_for_result", "status", "runs", "next_run_times", "task_info",
-           "all_task_info", "definition"]
+           "all_task_info", "definition", "LaneLoad", "workers"]
 
 _UTC = _dt.timezone.utc
 
@@ -223,6 +224,37 @@ def _describe(task_id: str, snap: Dict[str, Any], st: State) -> Dict[str, Any]:
         "stored_as": (("import" if function_reference(task.fn) else "pickle")
                       if stored and task is not None else None),
     }
+
+
+class LaneLoad(NamedTuple):
+    """One lane of workers at a moment: ``kind`` ('threads', 'processes' or
+    'async'), ``size`` (workers; None when the executor does not say),
+    ``busy`` (runs executing), ``waiting`` (due runs waiting for a worker)
+    and ``held`` (runs of paused tasks, kept until they are resumed)."""
+
+    kind: str
+    size: Optional[int]
+    busy: int
+    waiting: int
+    held: int
+
+
+def workers(st: State) -> List[LaneLoad]:
+    """Each lane made so far, counted under the state lock (no user code)."""
+    with st.lock:
+        loads = []
+        for lane in st.lanes.all():
+            kind = "threads" if lane is st.lanes.threads else \
+                "async" if lane.mechanism is Mechanism.LOOP else "processes"
+            size = lane.capacity
+            if lane.to_processes:  # a few runs per process are sent ahead
+                size = getattr(lane.executor, "capacity", None)
+            flying = lane.used - len(lane.reservations)
+            busy = flying if size is None else min(flying, size)
+            loads.append(LaneLoad(kind, size, busy,
+                                  len(lane.ready.entries()) + flying - busy,
+                                  len(lane.held_runs())))
+    return loads
 
 
 def _zone_of(task: Task) -> Optional[_dt.tzinfo]:

@@ -370,6 +370,11 @@ class Scheduler:
         """:meth:`get_task` for every task the scheduler knows."""
         return queries.all_task_info(self._state)
 
+    def workers(self) -> List[queries.LaneLoad]:
+        """Each lane's workers now: size, busy, runs waiting, runs held (for
+        a dashboard or a health check; a snapshot, read under the lock)."""
+        return queries.workers(self._state)
+
     def purge(self, days: float = 0, hours: float = 0, minutes: float = 0) -> int:
         """Drop finished one-shot tasks and finished run records older than
         the given age (all finished ones with no argument), from the store

@@ -10,6 +10,7 @@ happened. ``serve`` runs a dashboard app on 127.0.0.1 on a free port.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import wsgiref.util
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import pysched_lightning as psl
@@ -180,3 +182,17 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
+
+def wsgi_get(application: Any, path: str, query: str = "") -> Tuple[int, Any]:
+    """(status, body) of a GET through the WSGI app itself, without a
+    server; the body of an ``/api/`` route decoded from JSON."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
+               "HTTP_HOST": "127.0.0.1:8765", "wsgi.input": io.BytesIO()}
+    wsgiref.util.setup_testing_defaults(environ)
+    answer = {}
+
+    def start_response(status: str, headers: Any) -> None:
+        answer["status"] = int(status.split()[0])
+
+    body = b"".join(application(environ, start_response)).decode()
+    return answer["status"], json.loads(body) if path.startswith("/api/") else body

@@ -506,3 +506,76 @@ def test_a_run_a_crash_interrupted_shows_as_interrupted(tmp_path):
             assert 'class="swatch interrupted"' in timeline
     finally:
         application.close()
+
+
+# ----------------------------------------------------------------- task chart, zoom, phones
+
+
+def test_the_task_page_charts_duration_and_outcome_of_its_runs(site):
+    from pysched_lightning.dashboard.chart import CHART_RUNS
+    status, _, html = fetch(site + "/tasks/send-invoices")
+    assert status == 200
+    svg = re.search(r'<svg class="chart-runs".*?</svg>', html, re.S).group(0)
+    runs = fetch_json(site + f"/api/tasks/send-invoices/runs?limit={CHART_RUNS}")[1]["runs"]
+    errors = [run for run in runs if run["status"] == "Error"]
+    assert errors and svg.count('class="mark error"><circle class="dot"') == len(errors)
+    assert svg.count("<circle") == sum(1 for run in runs if run["duration"] is not None)
+    assert "<polyline class=\"trend\"" in svg                      # durations joined over time
+    assert "invoice service down" in svg                           # a dot's title says why
+    assert re.search(r'<a href="/tasks/send-invoices/run\?at=[^"]+" class="mark error">', svg)
+
+
+def test_a_task_without_runs_has_an_empty_chart(site):
+    from pysched_lightning.dashboard.chart import draw_chart
+    svg = draw_chart([], lambda run: "/")
+    assert "no runs yet" in svg and "<circle" not in svg
+
+
+def test_timeline_zooms_to_a_minute_where_a_task_every_2_s_is_a_mark_per_run(tmp_path):
+    from pysched_lightning.durability.stores import SQLiteStore
+    from store_records import record
+    now = 1_800_000_030.0
+    path = tmp_path / "fast.db"
+    store = SQLiteStore(path)
+    with store.batch():
+        store.save_task(record("fast", name="every 2 s", paused=False, status=0,
+                               next_run=now + 2))
+        for k in range(300):
+            at = now - 600 + 2 * k
+            store.finish_run({"task_id": "fast", "name": "every 2 s", "run": k + 1,
+                              "attempt": 1, "slot": f"{at:.3f}", "status": 0, "scheduled": at,
+                              "started": at, "finished": at + 0.3, "duration": 0.3})
+    store.close()
+    application = app(str(path), clock=lambda: now)
+    try:
+        with serve(application) as url:
+            status, _, html = fetch(url + "/timeline?window=1m")
+            assert status == 200
+            svg = re.search(r'<svg class="timeline".*?</svg>', html, re.S).group(0)
+            assert svg.count('class="mark ok"') == 30                # one mark per run, apart
+            assert 'class="mark group' not in svg
+            ticks = re.findall(r'data-format="seconds">(\d\d:\d\d:\d\d)</text>', svg)
+            assert len(ticks) >= 4                                    # ticks every 5-15 s
+            for label in ("last 1 min", "last 2 min", "last 5 min"):
+                assert label in html
+            wide = fetch(url + "/timeline?window=10m")[2]
+            assert wide.count('class="mark ok"') < 300 // 2           # merged when wide
+    finally:
+        application.close()
+
+
+def test_every_page_has_a_viewport_and_its_tables_scroll_inside_a_wrapper(site):
+    from pysched_lightning.dashboard.timeline import WINDOWS
+    assert "1m" in WINDOWS
+    for path in ("/tasks", "/runs", "/timeline", "/workers", "/tasks/send-invoices",
+                 "/tasks/nothing-here"):
+        status, _, html = fetch(site + path)
+        assert status in (200, 404), path
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+        tables = html.count("<table")
+        assert html.count('<div class="table-wrap">\n<table') == tables, path
+    css = fetch(site + "/static/dashboard.css")[2]
+    header = re.search(r"header\.top \{[^}]*\}", css).group(0)
+    assert "flex-wrap: wrap" in header                    # the header wraps on a phone...
+    assert not re.search(r"[^-]height:", header)          # ...and grows to hold two lines
+    assert re.search(r"@media \(max-width: 700px\) \{[^@]*\.table-wrap > table", css)

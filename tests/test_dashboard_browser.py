@@ -40,13 +40,14 @@ def chromium():
         yield driver, path
 
 
-def _context(chromium, tmp_path, **options):
+def _context(chromium, tmp_path, viewport=None, **options):
     driver, path = chromium
     profile = tmp_path / f"profile-{len(os.listdir(tmp_path))}"
     profile.mkdir()
     return driver.chromium.launch_persistent_context(
         str(profile), executable_path=path, args=ARGS, headless=True,
-        viewport={"width": 1360, "height": 760}, timezone_id=ZONE, locale="en-GB", **options)
+        viewport=viewport or {"width": 1360, "height": 760}, timezone_id=ZONE, locale="en-GB",
+        **options)
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +147,35 @@ def test_with_javascript_off_the_pages_work_and_show_utc(site, chromium, tmp_pat
         page.locator('tr[data-task="jobs/nightly-backup.sh"] td.task a').click()
         page.wait_for_url(re.compile(r".*/tasks/jobs/nightly-backup.sh$"))
         assert page.locator("tr.run-row").count() > 0
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("path", ["/tasks", "/runs?status=failing&window=24h", "/timeline",
+                                  "/tasks/send-invoices", "/workers"])
+def test_on_a_phone_390_px_wide_the_pages_fit_and_tables_scroll_inside(site, chromium,
+                                                                      tmp_path, path):
+    context = _context(chromium, tmp_path, viewport={"width": 390, "height": 844},
+                       is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(site + path)
+        # the page itself never scrolls sideways: wide content scrolls in its box
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        for link in page.locator("header.top nav a").all() + [page.locator("header.top .brand")]:
+            box = link.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, path
+        brand = page.locator("header.top .brand").bounding_box()
+        who = page.locator("header.top .who").bounding_box()
+        assert brand["x"] + brand["width"] <= who["x"] or brand["y"] + brand["height"] <= who["y"]
+        for card in page.locator(".summary .stat").all():
+            box = card.bounding_box()
+            assert box["x"] + box["width"] <= 390
+        wraps = page.locator(".table-wrap")
+        for index in range(wraps.count()):
+            wrap = wraps.nth(index)
+            assert wrap.evaluate("e => getComputedStyle(e).overflowX") == "auto"
+            assert wrap.evaluate("e => e.scrollWidth > e.clientWidth")   # scrolls inside
     finally:
         context.close()
 

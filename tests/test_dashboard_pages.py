@@ -23,11 +23,12 @@ from pysched_lightning.dashboard import app  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 PARAMS = ("q", "status", "sort", "order", "page", "window", "limit", "before", "since",
-          "until", "at", "attempt", "slot", "field", "next", "done")
+          "until", "at", "attempt", "slot", "field", "next", "done", "task")
 #: Every route that reads its query, for the task "tick" (which has runs).
 PATHS = ("/", "/tasks", "/timeline", "/login", "/tasks/tick", "/tasks/tick/run",
          "/tasks/tick/text", "/tasks/nothing", "/api/tasks", "/api/summary", "/api/timeline",
-         "/api/tasks/tick", "/api/tasks/tick/runs", "/api/tasks/nothing/runs")
+         "/api/tasks/tick", "/api/tasks/tick/runs", "/api/tasks/nothing/runs", "/runs",
+         "/api/runs", "/workers", "/api/workers")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,9 @@ def _get(application, path, query):
     ("/api/timeline", "until=0001-01-01T00:00:00%2B01:00", "0001-01-01"),
     ("/api/tasks/tick/runs", "before=1e300", "1e300"),
     ("/api/tasks/tick/runs", "limit=1e3", "1e3"), ("/tasks/tick/run", "at=1e20", "1e20"),
-    ("/tasks/tick/run", "at=1&attempt=-1", "-1"), ("/timeline", "page=0", "page='0'")])
+    ("/tasks/tick/run", "at=1&attempt=-1", "-1"), ("/timeline", "page=0", "page='0'"),
+    ("/api/runs", "before=1e300", "1e300"), ("/runs", "limit=1e3", "1e3"),
+    ("/runs", "status=paused", "paused")])
 def test_a_query_value_out_of_range_is_a_400_naming_it(sched, path, query, named):
     application = app(sched)
     status, body = _get(application, path, query)

@@ -656,3 +656,46 @@ def test_an_interrupt_during_delay_never_leaves_the_scheduler_locked():
     assert sched.get_result(sched.delay('once', 0, 1, lambda: 'alive'), timeout=5) == 'alive'
     sched.shutdown(wait=True, timeout=30)  # returns: nothing is left waiting forever
     assert sched.stopped
+
+
+# ------------------------------------------------------------------ workers
+
+def test_workers_counts_busy_waiting_and_held_runs_per_lane():
+    """Two workers, both busy with a blocked task: a third run waits; once
+    its task is paused, a free worker holds it instead of running it."""
+    release = threading.Event()
+    sched = psl.Scheduler(executor=psl.ThreadPoolExecutor(max_workers=2))
+    try:
+        (threads,) = sched.workers()  # one lane before any run
+        assert (threads.kind, threads.size, threads.busy, threads.waiting, threads.held) == \
+            ("threads", 2, 0, 0, 0)
+        sched.start()
+        for n in range(3):
+            sched.delay("once", 0, 1, release.wait, args=(10,), task_id=f"block-{n}")
+        wait_for(lambda: sched.workers()[0][2:4] == (2, 1))
+        (threads,) = sched.workers()
+        assert (threads.size, threads.busy, threads.waiting) == (2, 2, 1)
+        waiting = next(f"block-{n}" for n in range(3)
+                       if sched.get_status(f"block-{n}") is not psl.TaskStatus.RUNNING)
+        sched.pause(waiting)
+        release.set()  # a worker comes for the paused task's run, and holds it
+        wait_for(lambda: sched.workers()[0][2:] == (0, 0, 1))
+        sched.resume(waiting)
+        wait_for(lambda: sched.workers()[0][2:] == (0, 0, 0))
+    finally:
+        release.set()
+        sched.shutdown()
+
+
+def test_workers_shows_the_process_lane_once_made():
+    sched = psl.Scheduler()
+    try:
+        sched.start()
+        tid = sched.delay("once", 0, 1, abs, args=(-3,), hard=True)
+        assert sched.get_result(tid, timeout=60) == 3
+        kinds = {load.kind: load for load in sched.workers()}
+        assert set(kinds) == {"threads", "processes"}
+        assert kinds["processes"].size is not None and kinds["processes"].size >= 1
+        wait_for(lambda: {load.kind: load.busy for load in sched.workers()}["processes"] == 0)
+    finally:
+        sched.shutdown()

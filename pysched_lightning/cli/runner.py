@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set
 
+from ..records.owners import holder_text
 from .common import (RUN_LOG_NAME, CommandFailed, UsageError, open_store, paths, shown,
                      stopped_by_signals)
 from .config import Config
@@ -138,7 +139,7 @@ def _claim_store(store_path: str, nuke: bool) -> None:
         holder = probe.holder()
         if holder is not None:
             raise CommandFailed(f"the store {store_path} is in use by another scheduler "
-                                f"({holder}); stop it first")
+                                f"({holder_text(holder)}); stop it first")
         nodes = probe.nodes() if nuke and hasattr(probe, "nodes") else []
         if nodes:  # (a shared store's schedulers would lose what they run)
             raise CommandFailed(f"--nuke: the store {shown(store_path)} is shared by "

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..records.owners import holder_text
 from ..records.protocols import CANCELED, MISSED, RUNNING, STATUS_NAMES, TaskRecord
 from ..durability.stores import is_shared
 from .common import CommandFailed, UsageError, open_store, paths, shown
@@ -31,18 +32,6 @@ _log = logging.getLogger(CLI_LOGGER)
 DEFAULT_HISTORY = 20
 #: Statuses of runs that executed (or are executing): a job's last status.
 _EXECUTED = tuple(code for code in STATUS_NAMES if code not in (MISSED, CANCELED))
-
-
-def holder_text(owner: Optional[str]) -> str:
-    """Who holds a store, for people: ``pid 4242 on web1`` from the owner
-    string ``web1:4242:7f3a...`` a scheduler writes."""
-    if owner is None:
-        return "nobody"
-    host, _, rest = owner.rpartition(":")
-    host, _, pid = host.rpartition(":")
-    if host and pid.isdigit() and rest:
-        return f"pid {pid} on {host}"
-    return owner
 
 
 def stored_script(record: TaskRecord) -> Optional[str]:

@@ -1,4 +1,4 @@
-"""The web dashboard: tasks, runs, failures and a timeline, in a browser.
+"""The web dashboard: tasks, runs, failures, a timeline and workers, in a browser.
 
 ``app(sched_or_store)`` returns a standard WSGI application to serve with
 any WSGI server or mount in Flask, Django or FastAPI; ``pysched dashboard``

@@ -59,6 +59,14 @@ class Source(abc.ABC):
         """Who holds the store right now (a scheduler's owner string), if anyone."""
         return None
 
+    def workers(self) -> Optional[List[Any]]:
+        """Each lane's ``LaneLoad`` of a live scheduler; None from a store."""
+        return None
+
+    def store_object(self) -> Any:
+        """The store read, or None (a scheduler without one)."""
+        return None
+
     @abc.abstractmethod
     def describe(self) -> str:
         """What is shown, in words (a store's path, a live scheduler)."""
@@ -135,6 +143,9 @@ class StoreSource(Source):
     def holder(self) -> Optional[str]:
         return self.store.holder()
 
+    def store_object(self) -> Any:
+        return self.store
+
     def describe(self) -> str:
         path = getattr(self.store, "path", None)
         return f"store {path}" if path else f"store {type(self.store).__name__}"
@@ -196,6 +207,12 @@ class SchedulerSource(Source):
     def holder(self) -> Optional[str]:
         store = self.sched.store
         return store.holder() if store is not None else None
+
+    def workers(self) -> Optional[List[Any]]:
+        return list(self.sched.workers())
+
+    def store_object(self) -> Any:
+        return self.sched.store
 
     def describe(self) -> str:
         store = self.sched.store

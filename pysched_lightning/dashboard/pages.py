@@ -11,6 +11,7 @@ import datetime as _dt
 import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from ..records.owners import holder_text
 from .data import Source, count_running, missed_total
 from .model import (CANCELED, COMPLETED, ERROR, FAILING, INTERRUPTED, MISSED, RUNNING,
                     SUSPENDED, TIMEOUT, TaskRow, worst_status)
@@ -80,7 +81,9 @@ class Summary:
     live: bool
 
     def as_json(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["held_by"] = holder_text(self.holder) if self.holder is not None else None
+        return out
 
 
 def summary(source: Source, rows: List[TaskRow], now: float) -> Summary:

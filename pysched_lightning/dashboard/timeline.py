@@ -18,17 +18,21 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .model import MISSED, RUNNING, TaskRow, iso, status_class, status_label, worst_status
 
-__all__ = ["WINDOWS", "Row", "draw", "LATE_AFTER"]
+__all__ = ["WINDOWS", "WINDOW_LABELS", "Row", "draw", "LATE_AFTER"]
 
 #: The windows offered, by their name in the URL.
-WINDOWS: Mapping[str, float] = {"10m": 600.0, "1h": 3600.0, "24h": 86400.0, "7d": 604800.0}
+WINDOWS: Mapping[str, float] = {"1m": 60.0, "2m": 120.0, "5m": 300.0, "10m": 600.0,
+                                "1h": 3600.0, "24h": 86400.0, "7d": 604800.0}
+#: Each window's name on the page.
+WINDOW_LABELS: Mapping[str, str] = {"1m": "1 min", "2m": "2 min", "5m": "5 min", "10m": "10 min",
+                                    "1h": "hour", "24h": "day", "7d": "week"}
 #: A run that started more than this many seconds after its due time is late.
 LATE_AFTER = 1.0
 
 WIDTH, LABEL, ROW, HEADER, BAR = 1200, 230, 24, 30, 14
 _X0, _X1 = LABEL + 10, WIDTH - 14
 _BUCKET = 3.0  # pixels: shorter runs starting in one such column are drawn as one mark
-_STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800)
+_STEPS = (5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800)
 
 
 @dataclasses.dataclass
@@ -92,17 +96,18 @@ def draw(rows: Sequence[Row], since: float, until: float, now: float,
 
 def _axis(since: float, until: float, height: int, x_of: Callable[[float], float]) -> List[str]:
     step = next((s for s in _STEPS if (until - since) / s <= 12), _STEPS[-1])
-    daily = step >= 86400
+    daily, seconds = step >= 86400, step < 60
     out = [f'<line class="axis" x1="{_X0}" y1="{HEADER - 4}" x2="{_X1}" y2="{HEADER - 4}"/>']
     tick = (since // step + 1) * step
     while tick < until:
         x = x_of(tick)
         moment = _dt.datetime.fromtimestamp(tick, _dt.timezone.utc)
-        text = moment.strftime("%a %d %b" if daily else "%H:%M")
+        text = moment.strftime("%a %d %b" if daily else "%H:%M:%S" if seconds else "%H:%M")
         out.append(f'<line class="grid" x1="{x:.1f}" y1="{HEADER - 8}" x2="{x:.1f}" '
                    f'y2="{height - 4}"/>')
         out.append(f'<text class="tick" x="{x:.1f}" y="{HEADER - 12}" data-time="{iso(tick)}" '
-                   f'data-format="{"day" if daily else "time"}">{text}</text>')
+                   f'data-format="{"day" if daily else "seconds" if seconds else "time"}">'
+                   f'{text}</text>')
         tick += step
     out.append(f'<text class="tick zone" x="{_X0 - 8}" y="{HEADER - 12}">UTC</text>')
     return out

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 import jinja2
 from markupsafe import Markup, escape
 
+from ..records.owners import holder_text
 from .model import SUSPENDED, error_summary, iso, status_class, status_label
 
 __all__ = ["environment", "moment", "relative", "duration", "badge", "tail", "TEXT_LIMIT"]
@@ -34,7 +35,8 @@ def environment() -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(moment=moment, relative=relative, duration=duration, badge=badge,
                        status_label=status_label, status_class=status_class, cell=cell,
-                       number=number, clock=clock, iso=iso, error_summary=error_summary)
+                       number=number, clock=clock, iso=iso, error_summary=error_summary,
+                       holder=holder_text)
     env.globals.update(TEXT_LIMIT=TEXT_LIMIT, tail=tail)
     return env
 

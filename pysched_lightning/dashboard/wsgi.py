@@ -14,15 +14,17 @@ import os
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from . import pages
+from . import allruns, pages
+from .chart import CHART_RUNS, draw_chart
 from .data import ACTIONS, Source, make_source
 from .http import REASONS, HTTPError, Request, Response
 from .model import RUN_KEYS, iso, run_json
 from .pages import BadRequest
 from .security import SECURITY_HEADERS, HostGuard, safe_next
 from .signin import Guard, Throttled
-from .timeline import WINDOWS, draw
+from .timeline import WINDOW_LABELS, WINDOWS, draw
 from .views import environment, render, tail
+from .workers import workers_view
 
 __all__ = ["Dashboard"]
 
@@ -110,6 +112,11 @@ class Dashboard:
             return self._tasks_page(req)
         if path == "/timeline" and get:
             return self._timeline_page(req)
+        if path == "/runs" and get:
+            return self._runs_page(req)
+        if path == "/workers" and get:
+            return self._html("workers.html", self._context(
+                req, self._clock(), view=workers_view(self.source)))
         if path == "/login":
             return self._login(req)
         if path == "/logout" and req.method == "POST":
@@ -142,6 +149,12 @@ class Dashboard:
             return _json({"now": iso(now), "tasks": [row.as_json() for row in rows]})
         if path == "/summary" and get:
             return _json(pages.summary(self.source, self.source.tasks(), now).as_json())
+        if path == "/runs" and get:
+            query = allruns.parse_query(req.query)
+            return _json({"now": iso(now), **allruns.runs_page(self.source, query,
+                                                               now).as_json(query)})
+        if path == "/workers" and get:
+            return _json({"now": iso(now), **workers_view(self.source).as_json()})
         if path == "/timeline" and get:
             since = pages.parse_time("since", req.query.get("since"))
             until = pages.parse_time("until", req.query.get("until"))
@@ -227,8 +240,11 @@ class Dashboard:
         runs, cursor = self.source.runs.page(task_id, limit, before)
         if row is None and not runs and before is None:
             raise HTTPError(404, f"no task {task_id!r}")
+        chart = draw_chart(self.source.runs.select(task_id, CHART_RUNS),
+                           lambda run: _run_url(req, run))
         return self._html("task.html", self._context(
             req, now, task=row, task_id=task_id, runs=runs, cursor=cursor, before=before,
+            chart=chart, chart_runs=CHART_RUNS,
             limit=limit, next_times=self.source.next_run_times(task_id, pages.NEXT_TIMES),
             done=req.query.get("done"), requested=pages.parse_int(
                 "requested", req.query.get("requested"), 0, 0, 2 ** 62) or None))
@@ -272,8 +288,16 @@ class Dashboard:
                    lambda tid: req.url(f"/tasks/{tid}"))
         return self._html("timeline.html", self._context(
             req, now, every, svg=svg, window=window, windows=WINDOWS, query=req.query,
+            window_labels=WINDOW_LABELS,
             filters=pages.STATUS_FILTERS, matched=len(matched), page=min(page, count),
             pages=count, drawn=sum(len(row.runs) for row in rows)))
+
+    def _runs_page(self, req: Request) -> Response:
+        now = self._clock()
+        query = allruns.parse_query(req.query)
+        return self._html("runs.html", self._context(
+            req, now, found=allruns.runs_page(self.source, query, now), query=query,
+            filters=allruns.RUN_STATUSES, windows=allruns.RUN_WINDOWS))
 
     def _login(self, req: Request) -> Response:
         if not self._guard.enabled:

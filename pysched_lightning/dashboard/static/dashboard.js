@@ -7,6 +7,8 @@
     year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
     minute: "2-digit", second: "2-digit", hourCycle: "h23"});
   var hm = new Intl.DateTimeFormat(undefined, {hour: "2-digit", minute: "2-digit", hour12: false});
+  var hms = new Intl.DateTimeFormat(undefined, {hour: "2-digit", minute: "2-digit",
+                                                second: "2-digit", hour12: false});
   var day = new Intl.DateTimeFormat(undefined, {weekday: "short", day: "numeric", month: "short"});
 
   // 2026-11-30 14:05:09 in the viewer's zone (named once, at the top).
@@ -38,7 +40,8 @@
     });
     root.querySelectorAll("svg text.tick[data-time]").forEach(function (el) {
       var when = new Date(el.getAttribute("data-time"));
-      el.textContent = (el.getAttribute("data-format") === "day" ? day : hm).format(when);
+      var format = el.getAttribute("data-format");
+      el.textContent = (format === "day" ? day : format === "seconds" ? hms : hm).format(when);
     });
     root.querySelectorAll("svg text.tick.zone").forEach(function (el) { el.textContent = ""; });
     var label = document.getElementById("zone");
