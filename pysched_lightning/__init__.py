@@ -10,12 +10,13 @@ from .records.events import Event, EventKind
 from .records.options import LaneKind, TaskOptions
 from .records.runs import Run, TaskStatus
 from .records.task import Task
+from .queries import LaneLoad
 from .scheduler import Scheduler
 
 __all__ = [
     "Scheduler", "task", "Task", "TaskOptions", "LaneKind", "ThreadPoolExecutor",
     "ProcessPoolExecutor", "TaskStatus", "Run", "Event", "EventKind", "RunContext",
     "current_run", "command", "script", "Command", "Script", "CommandResult",
-    "CommandError", "CommandTimeout", "WorkerCrashedError", "StoreWriteError",
+    "CommandError", "CommandTimeout", "WorkerCrashedError", "StoreWriteError", "LaneLoad",
 ]
 __version__ = "0.3.0"
