@@ -419,9 +419,9 @@ def test_sigkill_then_restart_runs_the_missed_slot_once(tmp_path, store_of):
                     if r["started"] is not None and r["started"] >= daemon.started]
         wait_for(lambda: after_restart(), 10, POLL)
         [caught_up] = after_restart()
-        # It ran at once, for the slot that passed while the process was down...
+        # It ran at once, for the slot that passed while the process was down
+        # (a run waiting for the next fresh slot would carry that slot)...
         assert caught_up["slot"] == f"{missed_slot:.3f}"
-        assert caught_up["started"] - daemon.started < 2    # before any fresh 2 s slot
         # ...once: the next run is the next slot on the grid, not another missed one.
         wait_for(lambda: len(after_restart()) >= 2, 10, POLL)
         following = sorted(after_restart(), key=lambda r: r["scheduled"])[1]
