@@ -33,7 +33,8 @@ def definition(st: State, task_id: str) -> Task:
 
 def wait_for_result(st: State, task_id: str, timeout: Optional[float]) -> Optional[Run]:
     """Wait until the task's latest run is final and return it; None when the
-    task was canceled. Raises KeyError, TimeoutError or CancelledError."""
+    task was canceled. Raises KeyError, TimeoutError or CancelledError, or
+    RuntimeError when no run is final and the scheduler was never started."""
     deadline = None if timeout is None else time.monotonic() + timeout
     if st.shared:
         return _wait_across_nodes(st, task_id, timeout, deadline)
@@ -51,6 +52,8 @@ def wait_for_result(st: State, task_id: str, timeout: Optional[float]) -> Option
             if st.closing and (state is None or not state.running):
                 raise CancelledError(f"task {task_id!r} will not run: the scheduler "
                                      "was shut down")
+            if not st.started:
+                raise _never_started(task_id)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"task {task_id!r} has no finished run after "
@@ -97,8 +100,16 @@ def _wait_across_nodes(st: State, task_id: str, timeout: Optional[float],
             if st.closing:
                 raise CancelledError(f"task {task_id!r} will not run here: the scheduler "
                                      "was shut down")
+            if not st.started:
+                raise _never_started(task_id)
             st.wait_run_done(task_id, _CLUSTER_POLL if remaining is None
                              else min(_CLUSTER_POLL, remaining))
+
+
+def _never_started(task_id: str) -> RuntimeError:
+    """Waiting would never end: nothing runs before start()."""
+    return RuntimeError(f"task {task_id!r} has no finished run and the scheduler was "
+                        "never started: call start() first")
 
 
 #: The status codes of a run over (a store's ints; a skip is no result).

@@ -337,7 +337,8 @@ class Scheduler:
 
         A run that timed out raises ``TimeoutError``; a canceled task raises
         ``concurrent.futures.CancelledError``. If ``timeout`` passes first,
-        ``TimeoutError`` is raised too.
+        ``TimeoutError`` is raised too; ``RuntimeError`` if no run is over
+        and the scheduler was never started (nothing would ever run).
         """
         run = queries.wait_for_result(self._state, task_id, timeout)
         if run is None:

@@ -135,7 +135,7 @@ class Closer:
             fx.flush_now()
 
     def _interrupt_running(self) -> None:
-        """Shutdown's grace is over: the runs still going end as TIMEOUT (a
+        """Shutdown's grace is over: the runs still going end as INTERRUPTED (a
         late outcome is dropped), and are told so: cooperative tasks stop,
         command tasks and hard tasks have their processes killed (the
         process pools that run hard tasks without a timeout, whole)."""
@@ -197,7 +197,8 @@ class Closer:
                     st.wait_run_done(None, _sooner(remaining, st.deadlines.next(), now))
                     continue
             self._workers.aftermath(fx)
-        _log.warning("shutdown: %d run(s) still going after the timeout", going)
+        # (each is named at WARNING as it is interrupted)
+        _log.debug("shutdown: %d run(s) still going after the timeout", going)
         return False
 
     def _close_when_idle(self, inside: int) -> None:

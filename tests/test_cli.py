@@ -20,6 +20,7 @@ from pysched_lightning.cli import (FolderSchedule, parse_folder_name, parse_sche
                                    retry_policy, scan_jobs)
 from pysched_lightning.cli.config import ConfigError, load_config
 from pysched_lightning.durability.stores import open_store
+from pysched_lightning.records.protocols import INTERRUPTED
 
 # ----------------------------------------------------- parsing (in-process)
 
@@ -235,7 +236,7 @@ def test_sigterm_stops_cleanly_and_state_is_saved(tmp_path, store_of):
     jobs = {row["job"]: row for row in json.loads(listed.stdout)}
     assert set(jobs) == {"1s/hello.sh", "5min/later.sh"}
     hello, later = jobs["1s/hello.sh"], jobs["5min/later.sh"]
-    assert (hello["schedule"], hello["trigger"], hello["interval"]) == ("1s", "recur", 1)
+    assert (hello["schedule"], hello["trigger"], hello["interval"]) == ("every 1 s", "recur", 1)
     assert hello["last_status"] == "Completed" and hello["runs"] == len(log)
     assert hello["in_store"] and hello["next_run"].endswith("+00:00")
     assert later["in_folder"] and not later["in_store"] and later["next_run"] is None
@@ -267,16 +268,32 @@ def interrupted_run(tmp_path_factory):
 def test_sigterm_kills_a_running_job_after_the_grace_period(interrupted_run):
     assert interrupted_run["code"] == 0, interrupted_run["stderr"]
     assert interrupted_run["took"] < 8
-    assert "shutdown: interrupting task '1s/slow.sh' run 1" in interrupted_run["stderr"]
+    assert "shutdown: interrupted task '1s/slow.sh' run 1" in interrupted_run["stderr"]
 
     wait_for(lambda: process_gone(interrupted_run["pid"]), 5, POLL)
 
 
-def test_interrupted_run_is_recorded(interrupted_run):
+def test_interrupted_run_is_recorded_interrupted_not_timeout(interrupted_run):
+    """Issue 16: a run that SIGTERM's grace cut short was recorded Timeout
+    (its own timeout never passed)."""
     first = next(r for r in interrupted_run["runs"] if r["run"] == 1)
-    assert first["status"] == 5 and first["finished"] is not None  # Timeout
+    assert first["status"] == INTERRUPTED and first["finished"] is not None
     assert "interrupted: the scheduler shut down" in first["error"]
-    assert [r for r in interrupted_run["log"] if r["run"] == 1]
+    [logged_run] = [r for r in interrupted_run["log"] if r["run"] == 1]
+    assert logged_run["status"] == "Interrupted"
+
+
+def test_sigterm_logs_one_warning_per_interrupted_run_not_an_error(interrupted_run):
+    """Issue 16: a normal SIGTERM stop logged an ERROR and three WARNINGs
+    for the run it interrupted."""
+    lines = interrupted_run["stderr"].splitlines()
+    assert not [line for line in lines if " ERROR " in line or " CRITICAL " in line]
+    about_run = [line for line in lines if " WARNING " in line and "run 1" in line]
+    assert len(about_run) == 1, lines
+    # (the job retries a failed run: the run after the next start, it says)
+    assert (" WARNING pysched_lightning: shutdown: interrupted task '1s/slow.sh' run 1 "
+            "attempt 1, still going after shutdown's timeout; its retry is left to the "
+            "next start") in about_run[0]
 
 
 def test_a_shell_job_dies_with_a_sigkilled_pysched_run(tmp_path):

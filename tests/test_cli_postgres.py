@@ -41,3 +41,22 @@ def test_a_postgresql_store_that_cannot_be_reached_is_an_error_without_its_passw
     assert listed.returncode == 1
     assert "cannot open the store" in listed.stderr and "127.0.0.1" in listed.stderr
     assert "sekrit-pw" not in listed.stderr
+
+
+def test_history_finds_a_task_by_name_on_a_postgresql_store(postgres_url, tmp_path):
+    """Issue 16: ``history NAME`` works on PostgreSQL as on SQLite; a name
+    two tasks share lists their ids and fails."""
+    log = str(tmp_path / "ran.log")
+    with psl.Scheduler(store=postgres_url) as sched:
+        scrape = sched.delay('once', 0, 1, tick, args=(log,), name="scrape the site")
+        twins = [sched.delay('once', 0, 1, tick, args=(log,), name="twin") for _ in range(2)]
+        for task_id in [scrape, *twins]:
+            sched.get_result(task_id, timeout=30)
+    by_name = pysched("history", "scrape the site", "-t", tmp_path, "-s", postgres_url,
+                      "--json", cwd=tmp_path)
+    assert by_name.returncode == 0, by_name.stderr
+    assert [run["task_id"] for run in json.loads(by_name.stdout)] == [scrape]
+    twin = pysched("history", "twin", "-t", tmp_path, "-s", postgres_url, cwd=tmp_path)
+    assert twin.returncode != 0 and ", ".join(sorted(twins)) in twin.stderr
+    table = pysched("history", "-t", tmp_path, "-s", postgres_url, cwd=tmp_path).stdout
+    assert all(f"twin ({task_id})" in table for task_id in twins)

@@ -277,7 +277,7 @@ def test_a_task_a_node_cannot_import_is_left_to_the_others(nodes, postgres_url, 
         marks = tmp_path / "marks"
         with psl.Scheduler(store=store_of(postgres_url, lease=1.0)) as here:
             here.delay('recur', 0.1, 1, local_jobs.mark, args=(str(marks),), task_id="local")
-            wait_for(lambda: "'local' cannot be loaded on this node (ModuleNotFoundError"
+            wait_for(lambda: "'mark' (local) cannot be loaded on this node (ModuleNotFoundError"
                      in nodes.stderr("a"), 30)
             here.modify("local", priority=2)  # a change: node a tries again, quietly
             wait_for(lambda: marks.exists() and len(marks.read_text().split()) >= 10, 30)

@@ -520,3 +520,17 @@ def test_command_name_and_repr():
     assert repr(cmd) == "Command(['ls'], env=<SECRET>, timeout=3.0)"
     assert "hunter2" not in repr(cmd)
     assert isinstance(cmd, Command)
+
+
+def test_a_script_without_a_shebang_says_so_not_exec_format_error(tmp_path):
+    """Issue 16: an executable script with no ``#!`` line failed with the
+    system's bare "Exec format error"; the error now says what is missing."""
+    script = tmp_path / "no_shebang.sh"
+    script.write_text("echo hello\n")
+    script.chmod(0o755)
+    with pytest.raises(OSError) as caught:
+        Command([str(script)])()
+    text = str(caught.value)
+    assert f"{script} has no '#!' line (e.g. #!/bin/sh)" in text
+    assert "is not a binary this system runs" in text
+    assert "Exec format error" not in text

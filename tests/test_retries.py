@@ -236,3 +236,24 @@ def test_a_retry_backoff_that_overflows_is_refused_at_delay(clock, options):
         with pytest.raises(ValueError, match="ten years"):
             sched.delay('once', 0, 1, print, **options)
         assert dict(sched.task) == {}
+
+
+def test_retry_warning_includes_the_error(caplog):
+    """Issue 16: the retry warning said only "attempt 1 error"; it names the
+    error too, and the task by its name and id."""
+    caplog.set_level(logging.WARNING, logger="pysched_lightning")
+
+    def refused():
+        raise ConnectionError("connection refused by db.example")
+
+    sched = psl.Scheduler()
+    sched.start()
+    try:
+        tid = sched.delay("once", 0, 1, refused, name="sync db", retries=1, retry_delay=0.05)
+        with pytest.raises(ConnectionError):
+            sched.get_result(tid, timeout=10)
+        wait_for(lambda: any("retrying" in m for m in caplog.messages))
+    finally:
+        sched.shutdown()
+    assert (f"task 'sync db' ({tid}) attempt 1 error: ConnectionError: connection refused "
+            "by db.example; retrying in 0.05 s") in caplog.messages

@@ -431,8 +431,8 @@ def test_shutdown_timeout_bounds_the_wait_and_interrupts_the_run():
         wait_for(lambda: sched.get_status(tid) is psl.TaskStatus.RUNNING)
         sched.shutdown(wait=True, timeout=0.1)
         assert not gate.is_set()  # returned while the run was still going...
-        assert sched.get_status(tid) is psl.TaskStatus.TIMEOUT  # ...marked as cut short
-        with pytest.raises(TimeoutError, match="interrupted"):
+        assert sched.get_status(tid) is psl.TaskStatus.INTERRUPTED  # ...marked as cut short
+        with pytest.raises(RuntimeError, match="interrupted: the scheduler shut down"):
             sched.get_result(tid, timeout=1)
     finally:
         gate.set()
@@ -697,5 +697,24 @@ def test_workers_shows_the_process_lane_once_made():
         assert set(kinds) == {"threads", "processes"}
         assert kinds["processes"].size is not None and kinds["processes"].size >= 1
         wait_for(lambda: {load.kind: load.busy for load in sched.workers()}["processes"] == 0)
+    finally:
+        sched.shutdown()
+
+
+def test_get_result_on_a_scheduler_never_started_says_so(tmp_path):
+    """Issue 16: get_result() before start() waited for ever (or until its
+    timeout) for a run that could never come; it says why at once. A
+    result the store already holds is still given."""
+    store = str(tmp_path / "jobs.db")
+    with psl.Scheduler(store=store) as sched:
+        done = sched.delay('once', 0, 1, len, args=("abc",), task_id="done")
+        assert sched.get_result(done, timeout=10) == 3
+    sched = psl.Scheduler(store=store)
+    try:
+        assert sched.get_result("done") == 3
+        waiting = sched.delay('once', 0, 1, len, args=("abcd",))
+        with pytest.raises(RuntimeError, match="the scheduler was never started: call "
+                                               r"start\(\) first"):
+            sched.get_result(waiting, timeout=5)  # (not for ever, had it waited)
     finally:
         sched.shutdown()

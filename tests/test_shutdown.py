@@ -11,6 +11,7 @@ must act while it waits; ``sched.stopped`` turning True says it has begun.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import signal
 import threading
@@ -309,8 +310,8 @@ def test_shutdown_with_a_timeout_returns_while_a_thread_task_still_runs(gates):
     work, then tells it to stop and returns: a thread that cannot be killed
     must not hold it. The task here ignores the request and only ends when
     the test opens its gate, after shutdown has returned. Its run is then
-    final and not COMPLETED (interrupted: TIMEOUT today; a status of its own
-    later), and ``get_result`` raises."""
+    final and not COMPLETED (INTERRUPTED: its own timeout did not pass),
+    and ``get_result`` raises."""
     never_on_time = gates()
     sched = psl.Scheduler()
     sched.start()
@@ -369,9 +370,35 @@ def test_shutdown_kills_a_hard_task_still_running_at_the_end_of_its_timeout(
         closing.join(TIMEOUT_SHUTDOWN_DEADLINE)
         assert not closing.is_alive(), "shutdown waits for the hard task"
         wait_for(lambda: process_gone(worker), timeout=10)
-        assert sched.get_status(tid) is S.TIMEOUT
+        assert sched.get_status(tid) is S.INTERRUPTED
         assert "interrupted: the scheduler shut down" in sched.result[tid].error
     finally:
         if worker is not None and not process_gone(worker):
             os.kill(worker, signal.SIGKILL)
         sched.shutdown()
+
+
+def test_a_run_shutdowns_timeout_cuts_is_interrupted_not_timeout_with_one_warning(
+        gates, tmp_path, caplog):
+    """Issue 16: a run still going at the end of ``shutdown(wait=True,
+    timeout)`` was recorded TIMEOUT (its own timeout never passed) and
+    logged as several warnings; it is INTERRUPTED, in the store too, and
+    logged once, at WARNING."""
+    caplog.set_level(logging.DEBUG, logger="pysched_lightning")
+    store = str(tmp_path / "s.db")
+    gate = gates()
+    sched = psl.Scheduler(store=store)
+    sched.start()
+    tid = sched.delay('once', 0, 1, hold, args=(gate.name, 'too late'), name="report")
+    try:
+        assert gate.started.wait(10)
+        sched.shutdown(wait=True, timeout=0.2)
+        status = sched.get_status(tid)
+    finally:
+        gate.open()
+    assert status is S.INTERRUPTED
+    assert stored_statuses(store, tid) == [S.INTERRUPTED]
+    loud = [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and tid in r.getMessage()]
+    assert loud == [f"shutdown: interrupted task 'report' ({tid}) run 1, still going "
+                    "after shutdown's timeout"]

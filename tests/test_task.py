@@ -1,6 +1,7 @@
 """The Task record and the @task decorator, including upstream's README examples."""
 from __future__ import annotations
 
+import logging
 import pickle
 import time
 
@@ -9,6 +10,7 @@ import pytest
 import pysched_lightning
 import pysched_lightning as psl
 from conftest import wait_for
+from pysched_lightning.records.task import task_label
 
 
 def test_decorated_function_stays_callable_and_delay_schedules_it():
@@ -124,3 +126,32 @@ def test_upstream_delay_positional_form_and_cron_number():
         assert sched.get_task(tid)['trigger'] == 'cron'
     finally:
         sched.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("task_id, name, label", [
+    ("860c4d-3", "scrape the site", "task 'scrape the site' (860c4d-3)"),
+    ("860c4d-3", None, "task '860c4d-3'"),
+    ("nightly", "nightly", "task 'nightly'"),  # (a name that is its id says it once)
+])
+def test_task_label_names_a_task_by_name_and_id(task_id, name, label):
+    assert task_label(task_id, name) == label
+
+
+def test_log_lines_name_a_task_by_its_name_and_id_not_its_id_alone(caplog):
+    """Issue 16: a failed run was logged as ``task '860c4d-3' run 1 failed``."""
+    caplog.set_level(logging.ERROR, logger="pysched_lightning")
+
+    def scrape():
+        raise ValueError("no such page")
+
+    sched = psl.Scheduler()
+    sched.start()
+    try:
+        tid = sched.delay('once', 0, 1, scrape, name="scrape the site")
+        with pytest.raises(ValueError):
+            sched.get_result(tid, timeout=10)
+        wait_for(lambda: any("failed" in m for m in caplog.messages))
+    finally:
+        sched.shutdown()
+    [line] = [m for m in caplog.messages if "failed" in m]
+    assert line.startswith(f"task 'scrape the site' ({tid}) run 1 failed:")

@@ -117,9 +117,11 @@ BOUNDED_TEST = ("tests/test_torture.py::"
 TERM_SHARE = 0.25
 #: The command task's timeout (torture_node.sleeper_command's task).
 COMMAND_TIMEOUT_SECONDS = 1.0
-FINAL_STATUSES = {0, 1, 4, 5, 6}  # Completed, Error, Canceled, Timeout, Missed
-#: The store's text for a run cut by the death of its process.
-INTERRUPTED = "interrupted"
+#: Completed, Error, Canceled, Timeout, Missed, Interrupted (by a clean shutdown)
+FINAL_STATUSES = {0, 1, 4, 5, 6, 7}
+#: The store's text for a run cut by the death of its process (a clean
+#: shutdown's interrupted runs say "the scheduler shut down" instead).
+INTERRUPTED = "interrupted: the scheduler process stopped"
 
 
 # ------------------------------------------------------------------ evidence

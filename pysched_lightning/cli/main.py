@@ -134,7 +134,7 @@ def build_parser(plugins: Sequence[Tuple[str, str, str]] = PLUGINS
         description="Show recent runs from the store, newest first.")
     history.add_argument("job", nargs="?", metavar="JOB",
                          help="a job, as its path in the jobs folder (5min/backup.sh), or a "
-                              "task id (default: all jobs)")
+                              "task's id or name (default: all jobs)")
     history.add_argument("-n", type=int, default=DEFAULT_HISTORY, metavar="N",
                          help=f"how many runs (default {DEFAULT_HISTORY}; 0 for all)")
     history.set_defaults(handler=cmd_history)

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Set, TextIO, Tuple
 
 from ..execution.commands import Command, CommandError
 from ..records.events import Event, EventKind
-from ..records.runs import Run
+from ..records.runs import Run, TaskStatus
 from .text import LocalTime, duration, stderr_tail
 
 __all__ = ["RunReporter", "LibraryRecords", "setup_logging", "CLI_LOGGER"]
@@ -30,17 +30,18 @@ _LIBRARY_LOGGER = "pysched_lightning"
 #: (the reporter's), a task loaded, replaced or canceled (the job lines').
 #: Matched by their format string, as the core writes them.
 _REPLACED = frozenset({
-    "task %r run %d failed:\n%s",                              # with the traceback
-    "task %r run %d failed: %s",                               # a command's
-    "task %r: %s",                                             # a retry
-    "task %r: run skipped, %.3f s late (%s)",
-    "task %r: %d run(s) coalesced into one, %.3f s late (%s)",
-    "loaded task %r, next run at %s",                          # the job lines say these
-    "loaded task %r (%s), next run %s",
-    "task %r: definition changed, replacing it",
-    "task %r canceled: %s",
+    "%s run %d failed:\n%s",                                   # with the traceback
+    "%s run %d failed: %s",                                    # a command's
+    "%s attempt %d %s; retrying in %g s",
+    "%s: run skipped, %.3f s late (%s)",
+    "%s: %d run(s) coalesced into one, %.3f s late (%s)",
+    "shutdown: interrupted %s run %d, still going after shutdown's timeout",
+    "loaded %s, next run at %s",                               # the job lines say these
+    "%s: definition changed, replacing it",
+    "%s canceled: %s",
 })
-_RETRY_WHEN = re.compile(r"retrying in .*$")
+_RETRY_WHEN = re.compile(r"retrying in [^;]*$")
+_INTERRUPTED = TaskStatus.INTERRUPTED
 
 
 class LibraryRecords(logging.Filter):
@@ -178,6 +179,8 @@ class RunReporter:
                 f"{total} lines"
             line += f"; stderr ({shown}) below"
             block = "".join(f"\n    {text}" for text in tail)
+        elif run.status is _INTERRUPTED and run.error:
+            line += ": " + run.error.split("interrupted: ", 1)[-1]  # (the status says it)
         elif run.error and type(run.exception) is not CommandError:
             line += f": {run.error}"  # (the exit code says all a CommandError would)
         if event.kind is EventKind.RETRY:
@@ -186,7 +189,9 @@ class RunReporter:
         if run.traceback and not self.is_command(task_id) \
                 and not isinstance(run.exception, (CommandError, TimeoutError)):
             block += "\n" + run.traceback.rstrip("\n")  # a Python task's, once
-        level = logging.WARNING if event.kind is EventKind.RETRY else logging.ERROR
+        # (an interrupted run was stopped on purpose: a shutdown is no failure)
+        level = logging.WARNING if event.kind is EventKind.RETRY \
+            or run.status is _INTERRUPTED else logging.ERROR
         return level, line + block
 
     def _missed(self, event: Event, run: Run, task_id: str) -> None:

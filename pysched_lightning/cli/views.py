@@ -12,14 +12,14 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..records.owners import holder_text
 from ..records.protocols import CANCELED, MISSED, RUNNING, STATUS_NAMES, TaskRecord
 from ..durability.stores import is_shared
 from .common import CommandFailed, UsageError, open_store, paths, shown
 from .config import Config
-from .jobs import Job, scan_jobs
+from .jobs import Job, duration_words, scan_jobs
 from .reporting import CLI_LOGGER
 from .text import (LocalTime, duration, iso, print_json, print_table, status_label,
                    table_width, useful_line)
@@ -75,10 +75,17 @@ def _scan(jobs_dir: str) -> Dict[str, Job]:
     return jobs
 
 
-def _schedule_text(trigger: str, interval: Any) -> str:
-    if trigger == "recur" and isinstance(interval, (int, float)):
-        return f"{interval:g}s"
-    return str(interval)
+def schedule_text(trigger: str, interval: Any, due: Optional[float],
+                  when: Callable[[Optional[float]], Any]) -> str:
+    """A schedule in one canonical form, whoever wrote it how (a folder
+    ``60s`` or ``1min``, a stored 60): ``every 1 min``, ``cron @hourly``;
+    a one-shot as the time it is (or was) due, written by *when*."""
+    if trigger == "recur" and isinstance(interval, (int, float)) \
+            and not isinstance(interval, bool):
+        return f"every {duration_words(interval)}"
+    if trigger == "once":
+        return f"once at {when(due)}" if due is not None else "once"
+    return f"{trigger} {interval}"
 
 
 def _last_status(store: Any, task_id: str, held: bool) -> Tuple[Optional[str], Any]:
@@ -125,19 +132,20 @@ def _list_rows(jobs: Dict[str, Job], records: Dict[str, TaskRecord], store: Any,
         status, last = _last_status(store, task_id, held) if store is not None \
             else (None, None)
         if job is not None:
-            trigger, interval, text = (job.schedule.trigger, job.schedule.interval,
-                                       job.schedule.text)
+            trigger, interval = job.schedule.trigger, job.schedule.interval
         else:
             assert record is not None
             trigger, interval = record.trigger, json.loads(record.interval)
-            text = _schedule_text(trigger, interval)
+        next_run = record.next_run if record is not None else None
         note = _note(job, record, script, held, now)
         rows.append({
             "job": task_id,
-            "schedule": text,
             "trigger": trigger,
             "interval": interval,
-            "next_run": record.next_run if record is not None else None,
+            # a one-shot's delay says nothing later: the time it is (was) due does
+            "due": next_run if next_run is not None or trigger != "once" or not last
+            else last["scheduled"],
+            "next_run": next_run,
             "last_run": (last["started"] or last["scheduled"]) if last else None,
             "last_status": status,
             "last_exit_code": last["exit_code"] if last else None,
@@ -164,12 +172,15 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     finally:
         if store is not None:
             store.close()
+    local = LocalTime()
+    for row in rows:
+        row["schedule"] = schedule_text(row["trigger"], row["interval"], row.pop("due"),
+                                        iso if args.json else local.text)
     if args.json:
         for row in rows:
             row["next_run"], row["last_run"] = iso(row["next_run"]), iso(row["last_run"])
         print_json(rows)
         return 0
-    local = LocalTime()
     if store is None:
         state = "does not exist yet (no pysched run has used it)"
     elif nodes:
@@ -209,6 +220,32 @@ def _job_id(text: str, jobs_dir: str) -> str:
     return text
 
 
+def _named(name: str, records: Dict[str, TaskRecord], store_path: str) -> Optional[str]:
+    """The id of the one stored task called *name*; None if none is. Several
+    are: a UsageError lists their ids, since any one might be meant."""
+    ids = sorted(task_id for task_id, record in records.items() if record.name == name)
+    if len(ids) > 1:
+        raise UsageError(f"{len(ids)} tasks in the store {shown(store_path)} are named "
+                         f"{name!r}: give one of their ids: {', '.join(ids)}")
+    return ids[0] if ids else None
+
+
+def _shared_names(records: Dict[str, TaskRecord], runs: List[Dict[str, Any]]) -> Set[str]:
+    """The names that more than one task has (the stored tasks' and the runs')."""
+    ids: Dict[str, Set[str]] = {}
+    for task_id, name in [(r.id, r.name) for r in records.values()] + \
+            [(r["task_id"], r["name"]) for r in runs]:
+        ids.setdefault(name or task_id, set()).add(task_id)
+    return {name for name, owners in ids.items() if len(owners) > 1}
+
+
+def _job_text(run: Dict[str, Any], shared: Set[str]) -> str:
+    """A run's task by its name, with its id when another task has that name."""
+    name = run["name"] or run["task_id"]
+    return f"{name} ({run['task_id']})" if name in shared and name != run["task_id"] \
+        else name
+
+
 def _detail(run: Dict[str, Any]) -> str:
     """What a history row says beyond its columns: why it failed or was skipped."""
     if run["status"] == MISSED:
@@ -239,6 +276,8 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
     task_id = _job_id(args.job, jobs_dir) if args.job else None
     records, store = _read_store(store_path)
     try:
+        if task_id is not None and task_id not in records:
+            task_id = _named(args.job, records, store_path) or task_id
         runs = store.runs(task_id, limit) if store is not None else []
     finally:
         if store is not None:
@@ -251,17 +290,18 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
             except OSError:
                 pass
         if not known:
-            raise UsageError(f"no job or task {task_id!r} in the store {shown(store_path)} or "
-                             f"the jobs folder {jobs_dir}")
+            raise UsageError(f"no job or task {task_id!r} (by path, id or name) in the store "
+                             f"{shown(store_path)} or the jobs folder {jobs_dir}")
     if args.json:
         print_json([_run_json(run) for run in runs])
         return 0
     local = LocalTime()
+    shared = _shared_names(records, runs)
     print(f"times: {local.name()}")
     print_table(
         ["STARTED", "JOB", "RUN", "ATTEMPT", "STATUS", "DURATION", "EXIT", "DETAIL"],
         [[local.text(r["started"] if r["started"] is not None else r["scheduled"]),
-          r["name"] or r["task_id"], "-" if r["status"] == MISSED else str(r["run"]),
+          _job_text(r, shared), "-" if r["status"] == MISSED else str(r["run"]),
           "-" if r["status"] == MISSED else str(r["attempt"]),
           status_label(r["status"]) or "-", duration(r["duration"]),
           "-" if r["exit_code"] is None else str(r["exit_code"]), _detail(r)]

@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional, Set, Tuple
 from ..durability.encoding import slot_named, task_record
 from ..records.protocols import TaskRecord
 from ..records.runs import error_line
+from ..records.task import task_label
 from . import control
 from .effects import Effects
 from .recovery import RECOVERY_ROWS, recover
@@ -198,13 +199,14 @@ class Cluster:
         try:
             new = task_from_record(record, st, next(st.seq))
         except Exception as exc:
-            _log.error("task %r changed on another node and cannot be loaded here "
-                       "(%s): this node leaves it to the others", record.id, error_line(exc))
+            _log.error("%s changed on another node and cannot be loaded here "
+                       "(%s): this node leaves it to the others",
+                       task_label(record.id, record.name), error_line(exc))
             self._change(_remove, record.id)
             return
         self._change(lambda st, task_id, fx: control.replace_task(st, new, fx, False)
                      if task_id in st.timetable else None, record.id)
-        _log.info("task %r: its definition changed on another node", record.id)
+        _log.info("%s: its definition changed on another node", new.label)
 
     def _owe_retries(self, record: TaskRecord) -> None:
         """A run of the task was interrupted on a node that died: this node

@@ -90,7 +90,7 @@ def add_task(st: State, task: Task, replace_existing: bool, same: bool, now: flo
             return Added.KEPT
         _retract(st, task.id, now, fx)
         added = Added.REPLACED
-        fx.log(logging.INFO, "task %r: definition changed, replacing it", task.id)
+        fx.log(logging.INFO, "%s: definition changed, replacing it", task.label)
     elif task.id in st.runbook:  # a canceled task's id is free again
         st.runbook.restart(task.id)
     add_new(st, task, now, fx, early)

@@ -147,8 +147,8 @@ def _later(st: State, task: Task, after: float, now: float, fx: Effects,
     hour)."""
     wait = st.timetable.trigger_fails(task.id, after, TRIGGER_RETRY_SECONDS,
                                       TRIGGER_RETRY_MAX_SECONDS)
-    fx.log(logging.ERROR, "task %r: its trigger failed to give its next occurrence (%s); "
-           "asking again in %g s", task.id, error_line(exc), wait)
+    fx.log(logging.ERROR, "%s: its trigger failed to give its next occurrence (%s); "
+           "asking again in %g s", task.label, error_line(exc), wait)
     return task.at(now + wait, next(st.seq))
 
 
@@ -163,8 +163,8 @@ def _following(st: State, task: Task, now: float, fx: Effects) -> Optional[Task]
         skipped = int((current - due) // period)
         reason = _late_reason(st, task.time)
         record = st.skip(task, task.time + period, skipped, reason, now, fx)
-        fx.log(logging.WARNING, "task %r: %d run(s) coalesced into one, %.3f s late (%s)",
-               task.id, skipped, current - due, reason)
+        fx.log(logging.WARNING, "%s: %d run(s) coalesced into one, %.3f s late (%s)",
+               task.label, skipped, current - due, reason)
         st.event(fx, EventKind.MISSED, task.id, record, reason=reason,
                  lateness=current - due, count=skipped)
     if following is None:

@@ -50,6 +50,7 @@ _EVENT_OF_STATUS = {
     TaskStatus.TIMEOUT: EventKind.TIMEOUT,
     TaskStatus.CANCELED: EventKind.CANCELED,
     TaskStatus.MISSED: EventKind.MISSED,
+    TaskStatus.INTERRUPTED: EventKind.FAILED,
 }
 
 class RunLife:
@@ -216,13 +217,13 @@ class RunLife:
 
     def interrupt(self, run: Run, now: float, fx: Effects) -> None:
         """Shutdown's grace is over: a run still executing ends now (its late
-        outcome will be dropped) and is told to stop."""
+        outcome will be dropped) and is told to stop. It is INTERRUPTED, as
+        a run cut by its scheduler's end is; its timeout did not pass."""
         if run._phase is not _STARTED:
-            return
-        fx.log(logging.WARNING, "shutdown: interrupting task %r run %d", run.task_id,
-               run.run_number)
-        self._overrun(run, "was interrupted: the scheduler shut down")
-        self._overdue(run, _TIMEOUT, now, fx)
+            return  # (its end logs it: see TaskLife._log_failure and _retry)
+        run.result, run.exception, run.traceback = None, None, None
+        run.error = "interrupted: the scheduler shut down during this run"
+        self._overdue(run, TaskStatus.INTERRUPTED, now, fx)
 
     def _overdue(self, run: Run, status: TaskStatus, now: float, fx: Effects) -> None:
         """STARTED -> OVERDUE: the run ends now; its executor keeps its slot
@@ -232,7 +233,7 @@ class RunLife:
         fx.expire(run)
 
     def _overrun(self, run: Run, what: str) -> None:
-        exc = TimeoutError(f"task {run.task_id!r} run {run.run_number} {what}")
+        exc = TimeoutError(f"{run.task.label} run {run.run_number} {what}")
         run.result, run.exception, run.traceback = None, exc, None
         run.error = f"TimeoutError: {exc}"
 
@@ -386,7 +387,7 @@ class RunLife:
             self.journal.task_changed(run.task_id, missed=run._state.missed)
             self._write_soon(now, fx)
         if record is run:  # the first of repeated skips; the others add to its count
-            fx.log(logging.WARNING, "task %r: run skipped, %.3f s late (%s)", run.task_id,
+            fx.log(logging.WARNING, "%s: run skipped, %.3f s late (%s)", run.task.label,
                    lateness or 0.0, reason)
         self.event(fx, EventKind.MISSED, run.task_id, run, reason=reason, lateness=lateness)
         state = run._state

@@ -22,7 +22,7 @@ from ..durability.leftovers import end_group
 from ..durability.stores.rules import INTERRUPTED as INTERRUPTED_ERROR
 from ..records.protocols import INTERRUPTED, RUNNING, TaskRecord
 from ..records.runs import FINAL, Run, TaskStatus, error_line
-from ..records.task import Task
+from ..records.task import Task, task_label
 from ..records.validation import check_kwargs
 from ..timing.triggers import CronTrigger, OnceTrigger, RecurTrigger
 from .recovery import RECOVERY_ROWS, Recovery, RetryOwed, recover, skipped_retry
@@ -142,7 +142,7 @@ class Standby:
         with st.lock:
             scheduled = _schedule_loaded(st, task, record, owed, latest)
         if scheduled:
-            _log.info("loaded task %r, next run at %s", task.id,
+            _log.info("loaded %s, next run at %s", task.label,
                       _dt.datetime.fromtimestamp(owed.next_run or 0.0, _dt.timezone.utc)
                       .isoformat(timespec="seconds"))
         return scheduled
@@ -152,12 +152,12 @@ class Standby:
         """Say why *record* cannot be loaded, once per task: on a shared
         store the other nodes run it."""
         if not shared_store(self._store):
-            _log.error("stored task %r cannot be loaded; it stays in the store untouched",
-                       record.id, exc_info=exc)
+            _log.error("stored %s cannot be loaded; it stays in the store untouched",
+                       task_label(record.id, record.name), exc_info=exc)
         elif record.id not in self._unloadable:
             self._unloadable.add(record.id)
-            _log.error("stored task %r cannot be loaded on this node (%s): it is left to "
-                       "the other nodes", record.id, error_line(exc))
+            _log.error("stored %s cannot be loaded on this node (%s): it is left to "
+                       "the other nodes", task_label(record.id, record.name), error_line(exc))
 
 
 def shared_store(store: Any) -> bool:
@@ -169,8 +169,9 @@ def shared_store(store: Any) -> bool:
 def log_interrupted(st: State, rows: List[Dict[str, Any]], why: str) -> None:
     """Runs found interrupted: a warning each, and their records for the run log."""
     for row in rows:
-        _log.warning("task %r run %s attempt %s was interrupted: %s during the run; "
-                     "it counts as a failed attempt", row["task_id"], row.get("run"),
+        _log.warning("%s run %s attempt %s was interrupted: %s during the run; "
+                     "it counts as a failed attempt",
+                     task_label(row["task_id"], row.get("name")), row.get("run"),
                      row.get("attempt"), why)
     if rows and st.journal is not None:
         st.journal.log_only(rows)
@@ -184,12 +185,13 @@ def _end_leftovers(store: Any) -> None:
     for claim in claimed() if claimed is not None else ():
         try:
             if end_group(claim["pid"], claim["pid_started"]):
-                _log.warning("task %r run %s: its process %d was still running after its "
+                _log.warning("%s run %s: its process %d was still running after its "
                              "scheduler stopped; its process group was killed",
-                             claim["task_id"], claim["run"], claim["pid"])
+                             task_label(claim["task_id"]), claim["run"], claim["pid"])
         except OSError as exc:
-            _log.error("task %r run %s: its process %d is still running after its "
-                       "scheduler stopped and could not be killed: %s", claim["task_id"],
+            _log.error("%s run %s: its process %d is still running after its "
+                       "scheduler stopped and could not be killed: %s",
+                       task_label(claim["task_id"]),
                        claim["run"], claim["pid"], exc)
 
 

@@ -15,6 +15,7 @@ from typing import Any, List, Optional
 from ..durability.encoding import slot_of
 from ..records.events import EventKind
 from ..records.runs import FAILED, Phase, Run, TaskStatus
+from ..records.task import task_label
 from .effects import Effects
 from .runbook import TaskState
 from .runlife import RunLife
@@ -25,7 +26,16 @@ __all__ = ["TaskLife"]
 _DROPPED, _READY, _STARTED = Phase.DROPPED, Phase.READY, Phase.STARTED
 _WAITING = frozenset({Phase.DUE, Phase.READY, Phase.HELD, Phase.BLOCKED})
 _COMPLETED, _MISSED, _CANCELED = TaskStatus.COMPLETED, TaskStatus.MISSED, TaskStatus.CANCELED
-_ERROR, _TIMEOUT = TaskStatus.ERROR, TaskStatus.TIMEOUT
+_ERROR, _TIMEOUT, _INTERRUPTED = TaskStatus.ERROR, TaskStatus.TIMEOUT, TaskStatus.INTERRUPTED
+
+
+def _outcome(run: Run) -> str:
+    """``error: ConnectionError: refused``: how an attempt ended, with its
+    error line (already a plain str: no user code runs)."""
+    status = run.status.label.lower()
+    if run.status is _TIMEOUT:  # (its error line would only repeat it)
+        return f"{status} ({run.timeout:g} s)" if run.timeout else status
+    return f"{status}: {run.error}" if run.error else status
 
 
 class TaskLife(RunLife):
@@ -61,9 +71,14 @@ class TaskLife(RunLife):
             return False  # (a canceled run did not fail; a replaced definition is owed nothing)
         if self.closing:  # owed still: with a store, a restart runs it (see recovery)
             state.status = TaskStatus.SUSPENDED
-            fx.log(logging.WARNING, "task %r: attempt %d %s; its retry is left to the next "
-                   "start (the scheduler is shutting down)", run.task_id, run.attempt,
-                   run.status.label.lower())
+            if run.status is _INTERRUPTED:
+                fx.log(logging.WARNING, "shutdown: interrupted %s run %d attempt %d, still "
+                       "going after shutdown's timeout; its retry is left to the next "
+                       "start", run.task.label, run.run_number, run.attempt)
+            else:
+                fx.log(logging.WARNING, "%s attempt %d %s; its retry is left to the "
+                       "next start (the scheduler is shutting down)", run.task.label,
+                       run.attempt, _outcome(run))
             return True
         wait = options.retry_wait(run.attempt)
         extra = Extra(now + wait, run.task.priority, next(self.seq), run.task_id,
@@ -74,8 +89,9 @@ class TaskLife(RunLife):
             self.wakeup.notify()
         if not state.canceled:
             state.status = TaskStatus.SUSPENDED
-        reason = f"attempt {run.attempt} {run.status.label.lower()}; retrying in {wait:g} s"
-        fx.log(logging.WARNING, "task %r: %s", run.task_id, reason)
+        reason = f"attempt {run.attempt} {_outcome(run)}; retrying in {wait:g} s"
+        fx.log(logging.WARNING, "%s attempt %d %s; retrying in %g s", run.task.label,
+               run.attempt, _outcome(run), wait)
         self.event(fx, EventKind.RETRY, run.task_id, run, reason=reason)
         return True
 
@@ -83,13 +99,16 @@ class TaskLife(RunLife):
         """A run failed for good: the log says how."""
         if status is _ERROR and run.exit_code is not None:
             # a command: its exit code and the tail of its stderr say it all
-            fx.log(logging.ERROR, "task %r run %d failed: %s", run.task_id, run.run_number,
+            fx.log(logging.ERROR, "%s run %d failed: %s", run.task.label, run.run_number,
                    run.error)
         elif status is _ERROR:
-            fx.log(logging.ERROR, "task %r run %d failed:\n%s", run.task_id, run.run_number,
+            fx.log(logging.ERROR, "%s run %d failed:\n%s", run.task.label, run.run_number,
                    run.traceback or run.error)
         elif status is _TIMEOUT:
             fx.log(logging.WARNING, "%s", run.error)
+        elif status is _INTERRUPTED:  # (stopped on purpose: no error)
+            fx.log(logging.WARNING, "shutdown: interrupted %s run %d, still going after "
+                   "shutdown's timeout", run.task.label, run.run_number)
 
     def _after_final(self, run: Run, status: TaskStatus, now: float, fx: Effects) -> None:
         """A run is final: release or cancel dependents; retire a finished task."""
@@ -190,7 +209,8 @@ class TaskLife(RunLife):
             state.status = _CANCELED
         if self.journal is not None and not keep_stored:
             self.journal.task_removed(task_id)
-        fx.log(logging.INFO, "task %r canceled: %s", task_id, reason)
+        fx.log(logging.INFO, "%s canceled: %s", task.label if task is not None
+               else task_label(task_id), reason)
         if self.listening:
             self.event(fx, EventKind.CANCELED, task_id, reason=reason)
         if self.waiters:

@@ -24,6 +24,8 @@ from datetime import date, datetime, timezone
 from logging.handlers import TimedRotatingFileHandler
 from typing import Any, Dict, List, Mapping, Union
 
+from ..records.task import task_label
+
 __all__ = ["RunLog", "read_run_log"]
 
 _log = logging.getLogger("pysched_lightning")
@@ -95,8 +97,8 @@ class RunLog:
             if not self._closed:
                 self._handler.handle(entry)
                 return
-        _log.warning("run log %r is closed; dropped a record for task %r",
-                     self._path, record.get("task_id"))
+        _log.warning("run log %r is closed; dropped a record for %s", self._path,
+                     _label(record))
 
     def close(self) -> None:
         """Flush and close the file; later writes are dropped."""
@@ -134,8 +136,8 @@ def _to_json_line(record: Mapping[str, Any]) -> str:
     try:
         return json.dumps(converted, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
-        _log.warning("run log record for task %r is not serializable; writing its repr",
-                     record.get("task_id"), exc_info=True)
+        _log.warning("run log record for %s is not serializable; writing its repr",
+                     _label(record), exc_info=True)
         return json.dumps({"task_id": _jsonable(record.get("task_id"), 0),
                            "record": _safe_repr(record)}, ensure_ascii=False)
 
@@ -242,3 +244,10 @@ def _read_file(filename: str) -> List[Dict[str, Any]]:
             _log.warning("run log %r: line %d is not a JSON object; skipped",
                          filename, number)
     return records
+
+
+def _label(record: Mapping[str, Any]) -> str:
+    """The record's task as log lines name tasks (its name and id are plain
+    values of the record)."""
+    task_id, name = record.get("task_id"), record.get("name")
+    return task_label(str(task_id), name if isinstance(name, str) else None)

@@ -35,7 +35,9 @@ _log = logging.getLogger("pysched_lightning")
 
 # Members read on every run, bound once: on Python 3.11 reading an attribute
 # of an Enum class goes through EnumType.__getattr__, several times slower.
-_PROCESSES, _COMPLETED, _TIMEOUT = LaneKind.PROCESSES, TaskStatus.COMPLETED, TaskStatus.TIMEOUT
+_PROCESSES, _COMPLETED = LaneKind.PROCESSES, TaskStatus.COMPLETED
+#: A run ended while it was being sent: its deadline passed, or shutdown cut it.
+_CUT = frozenset({TaskStatus.TIMEOUT, TaskStatus.INTERRUPTED})
 
 
 class Handoff:
@@ -161,7 +163,7 @@ class Handoff:
                 future = _submit_elsewhere(lane.executor, run)
                 st.attach(run, future)
                 future.add_done_callback(partial(self._future_done, lane, run))
-            if run.status is _TIMEOUT:  # its deadline passed meanwhile
+            if run.status in _CUT:  # it ended meanwhile
                 self._workers.stop_runs([run])
         except BaseException as exc:
             self._workers.not_sent(run, exc)
@@ -178,7 +180,7 @@ class Handoff:
         st.attach(run, handle)
         self._workers.started(run, deadline_from=st.clock.now())
         future.add_done_callback(partial(self._future_done, lane, run))
-        if run.status is _TIMEOUT:  # its deadline passed meanwhile
+        if run.status in _CUT:  # it ended meanwhile
             self._workers.stop_runs([run])
 
     def _future_done(self, lane: Lane, run: Run, future: Any) -> None:

@@ -10,6 +10,7 @@ Nothing started here outlives the call, nor this process (see :mod:`.orphans`).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -121,11 +122,23 @@ def _start(args: Union[str, Sequence[str]], *, shell: bool, cwd: Optional[str],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True,
             preexec_fn=die_with_parent(os.getpid(), guardian))
-    except BaseException:
+    except BaseException as exc:
         unreserve_guard(guardian)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOEXEC:
+            raise not_runnable(exc.filename or args) from None
         raise
     guard_group(proc.pid, guardian)
     return proc
+
+
+def not_runnable(program: object) -> OSError:
+    """The error for a program the system cannot execute (ENOEXEC): most
+    often a script without its ``#!`` line, which "Exec format error" does
+    not say."""
+    shown = program if isinstance(program, str) else \
+        (program[0] if isinstance(program, (list, tuple)) and program else program)
+    return OSError(errno.ENOEXEC, f"{shown} has no '#!' line (e.g. #!/bin/sh) as its "
+                   "first line, and is not a binary this system runs")
 
 
 class _TailBuffer:
@@ -244,8 +257,9 @@ class _GroupKiller:
                 return
             self.timed_out = True
             self.own_timeout = own_timeout
-            _log.warning("%s: timed out, terminating process group %d",
-                         self._name, self._pgid)
+            # (the run's end says why, once: its timeout or the shutdown)
+            _log.debug("%s: stopping it, terminating process group %d",
+                       self._name, self._pgid)
             _killpg(self._pgid, signal.SIGTERM)
             self._timer = threading.Timer(_KILL_GRACE, self._kill)
             self._timer.daemon = True

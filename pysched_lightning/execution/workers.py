@@ -208,7 +208,7 @@ class Workers:
             else:
                 handle.cancel()
         except Exception as exc:
-            _log.error("stopping task %r run %d failed: %s", run.task_id,
+            _log.error("stopping %s run %d failed: %s", run.task.label,
                        run.run_number, error_line(exc))
 
     # -- sending --------------------------------------------------------------

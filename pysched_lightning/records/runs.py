@@ -42,8 +42,9 @@ class TaskStatus(enum.IntEnum):
     TIMEOUT = 5
     #: The run was skipped (too late, or its previous run still going).
     MISSED = 6
-    #: The run was going when its scheduler process died (found at the
-    #: next start); it counts as a failed attempt.
+    #: The run was going when its scheduler stopped: its process died
+    #: (found at the next start), or shutdown's timeout cut it short; it
+    #: counts as a failed attempt.
     INTERRUPTED = 7
 
     @property

@@ -7,13 +7,19 @@ due time, each time it fires, as upstream's namedtuple did.
 """
 from __future__ import annotations
 
+import types
 from collections import namedtuple
+from functools import partial
 from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 from .options import TaskOptions
 from .protocols import Trigger
 
-__all__ = ["Task", "callable_name"]
+__all__ = ["Task", "callable_name", "task_label"]
+
+#: Callables whose name is read without running user code (an object's
+#: ``name`` or ``__qualname__`` may be a property).
+_PLAIN_CALLABLES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType)
 
 _TaskFields = namedtuple("_TaskFields",
                          "time priority seq id when interval fn args kwargs options")
@@ -59,6 +65,19 @@ class Task(_TaskFields):
         (a callable's ``name``/``__qualname__``): never read under a lock."""
         return self.options.name or callable_name(self.fn)
 
+    @property
+    def label(self) -> str:
+        """How log lines name this task (see :func:`task_label`). Safe under
+        a lock: a callable's name is read only when that runs no user code."""
+        name = self.options.name
+        if name is None:
+            fn = self.fn
+            while type(fn) is partial:
+                fn = fn.func
+            if type(fn) in _PLAIN_CALLABLES:  # (their attributes are plain data)
+                name = callable_name(fn)
+        return task_label(self.id, name)
+
     def at(self, time: float, seq: int) -> "Task":
         """This task due at another time (a recurring task's next run)."""
         # The tuple is built directly: _replace() costs several times more,
@@ -84,3 +103,12 @@ def callable_name(fn: Any) -> str:
         return found if isinstance(found, str) else type(fn).__name__
     except Exception:  # a hostile property must not break a listing
         return type(fn).__name__
+
+
+def task_label(task_id: str, name: Optional[str] = None) -> str:
+    """How log lines name a task: ``task 'scrape the site' (860c4d-3)``, or
+    ``task '860c4d-3'`` when it has no other name; a bare id says little to
+    people who named their tasks."""
+    if name and name != task_id:
+        return f"task {name!r} ({task_id})"
+    return f"task {task_id!r}"

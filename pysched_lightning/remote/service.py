@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, List, Optional, Tuple
 
-from .. import EventKind, Scheduler, ThreadPoolExecutor
+from .. import EventKind, Scheduler, TaskStatus, ThreadPoolExecutor
 from .admission import admit, notify, reply_queue_of
 from .broker import DEFAULT_BROKER, parameters, redacted, reply_queue, request_queue
 from .execution import NotRun, run_in_process, run_in_thread, runs_here
@@ -342,12 +342,18 @@ class Service:
             self._resumer.taken_back(message_id)
             return
         result = event.result if kind is EventKind.COMPLETED else None
-        if kind is EventKind.TIMEOUT:
+        status = _OUTCOMES[kind]
+        if kind is EventKind.FAILED and event.run is not None \
+                and event.run.status is TaskStatus.INTERRUPTED:  # shutdown's timeout cut it
+            status = "interrupted"
+            exception = RemoteError(f"task {message_id!r} was interrupted: the service "
+                                    "shut down while it ran")
+        elif kind is EventKind.TIMEOUT:
             limit = f" of {info.lifetime:g} s" if info.lifetime is not None else ""
             exception = TimeoutError(f"task {message_id!r} ran past its lifetime{limit}")
         elif kind is EventKind.CANCELED and exception is None:
             exception = RemoteError(f"task {message_id!r} was canceled")
-        self._answer(message_id, info.client, _OUTCOMES[kind], result, exception,
+        self._answer(message_id, info.client, status, result, exception,
                      event.traceback, info.started, alone=idle)
 
     def _answer(self, message_id: str, client: str, status: str, result: Any = None,
