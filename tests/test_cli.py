@@ -274,7 +274,7 @@ def test_sigterm_kills_a_running_job_after_the_grace_period(interrupted_run):
 
 
 def test_interrupted_run_is_recorded_interrupted_not_timeout(interrupted_run):
-    """Issue 16: a run that SIGTERM's grace cut short was recorded Timeout
+    """A run that SIGTERM's grace cut short was recorded Timeout
     (its own timeout never passed)."""
     first = next(r for r in interrupted_run["runs"] if r["run"] == 1)
     assert first["status"] == INTERRUPTED and first["finished"] is not None
@@ -284,7 +284,7 @@ def test_interrupted_run_is_recorded_interrupted_not_timeout(interrupted_run):
 
 
 def test_sigterm_logs_one_warning_per_interrupted_run_not_an_error(interrupted_run):
-    """Issue 16: a normal SIGTERM stop logged an ERROR and three WARNINGs
+    """A normal SIGTERM stop logged an ERROR and three WARNINGs
     for the run it interrupted."""
     lines = interrupted_run["stderr"].splitlines()
     assert not [line for line in lines if " ERROR " in line or " CRITICAL " in line]

@@ -44,7 +44,7 @@ def test_a_postgresql_store_that_cannot_be_reached_is_an_error_without_its_passw
 
 
 def test_history_finds_a_task_by_name_on_a_postgresql_store(postgres_url, tmp_path):
-    """Issue 16: ``history NAME`` works on PostgreSQL as on SQLite; a name
+    """``history NAME`` works on PostgreSQL as on SQLite; a name
     two tasks share lists their ids and fails."""
     log = str(tmp_path / "ran.log")
     with psl.Scheduler(store=postgres_url) as sched:

@@ -31,7 +31,7 @@ def history(tmp_path, store, *args):
 
 
 def test_history_accepts_a_tasks_name_not_only_its_id(named_store):
-    """Issue 16: ``history "scrape the site"`` said "no job or task"."""
+    """``history "scrape the site"`` said "no job or task"."""
     tmp_path, store, ids = named_store
     by_name = history(tmp_path, store, "scrape the site", "--json")
     assert by_name.returncode == 0, by_name.stderr
@@ -65,7 +65,7 @@ def test_history_of_an_unknown_job_says_it_looked_by_name_too(named_store):
 
 
 def test_list_shows_a_one_shots_schedule_as_its_due_time_not_its_delay(tmp_path):
-    """Issue 16: a one-shot's SCHEDULE read ``0`` or ``25`` (its delay)."""
+    """A one-shot's SCHEDULE read ``0`` or ``25`` (its delay)."""
     store = str(tmp_path / "once.db")
     with psl.Scheduler(store=store) as sched:
         done = sched.delay('once', 0, 1, len, args=("abc",), task_id="done")
@@ -86,7 +86,7 @@ def test_list_shows_a_one_shots_schedule_as_its_due_time_not_its_delay(tmp_path)
 
 
 def test_60s_and_1min_jobs_list_the_same_schedule(tmp_path):
-    """Issue 16: the same interval read ``60s``, ``1min`` or ``60s`` again
+    """The same interval read ``60s``, ``1min`` or ``60s`` again
     depending on how the folder was named and where the row came from."""
     for folder in ("60s", "1min"):
         write_job(tmp_path / "jobs" / folder / "tick.sh", "true")

@@ -523,7 +523,7 @@ def test_command_name_and_repr():
 
 
 def test_a_script_without_a_shebang_says_so_not_exec_format_error(tmp_path):
-    """Issue 16: an executable script with no ``#!`` line failed with the
+    """An executable script with no ``#!`` line failed with the
     system's bare "Exec format error"; the error now says what is missing."""
     script = tmp_path / "no_shebang.sh"
     script.write_text("echo hello\n")

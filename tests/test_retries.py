@@ -239,7 +239,7 @@ def test_a_retry_backoff_that_overflows_is_refused_at_delay(clock, options):
 
 
 def test_retry_warning_includes_the_error(caplog):
-    """Issue 16: the retry warning said only "attempt 1 error"; it names the
+    """The retry warning said only "attempt 1 error"; it names the
     error too, and the task by its name and id."""
     caplog.set_level(logging.WARNING, logger="pysched_lightning")
 

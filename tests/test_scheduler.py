@@ -702,7 +702,7 @@ def test_workers_shows_the_process_lane_once_made():
 
 
 def test_get_result_on_a_scheduler_never_started_says_so(tmp_path):
-    """Issue 16: get_result() before start() waited for ever (or until its
+    """``get_result()`` before ``start()`` waited for ever (or until its
     timeout) for a run that could never come; it says why at once. A
     result the store already holds is still given."""
     store = str(tmp_path / "jobs.db")

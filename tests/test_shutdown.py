@@ -380,7 +380,7 @@ def test_shutdown_kills_a_hard_task_still_running_at_the_end_of_its_timeout(
 
 def test_a_run_shutdowns_timeout_cuts_is_interrupted_not_timeout_with_one_warning(
         gates, tmp_path, caplog):
-    """Issue 16: a run still going at the end of ``shutdown(wait=True,
+    """A run still going at the end of ``shutdown(wait=True,
     timeout)`` was recorded TIMEOUT (its own timeout never passed) and
     logged as several warnings; it is INTERRUPTED, in the store too, and
     logged once, at WARNING."""

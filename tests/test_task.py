@@ -138,7 +138,7 @@ def test_task_label_names_a_task_by_name_and_id(task_id, name, label):
 
 
 def test_log_lines_name_a_task_by_its_name_and_id_not_its_id_alone(caplog):
-    """Issue 16: a failed run was logged as ``task '860c4d-3' run 1 failed``."""
+    """A failed run was logged as ``task '860c4d-3' run 1 failed``."""
     caplog.set_level(logging.ERROR, logger="pysched_lightning")
 
     def scrape():
