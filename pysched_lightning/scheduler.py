@@ -29,9 +29,10 @@ from .core.standby import Standby, shared_store
 from .core.state import Effects, State, wait_while_busy
 from .define import (build_task, changed_task, check_callable, check_kind, options_of,
                      when_of)
+from .durability.folders import check_folder
 from .durability.journal import Journal
 from .durability.runlog import RunLog
-from .durability.stores import open_store
+from .durability.stores import open_store, sqlite_file
 from .execution.aioloop import EventLoopThread
 from .execution.executors import ThreadPoolExecutor
 from .execution.processes import KillableProcesses, ProcessPool
@@ -60,8 +61,9 @@ class Scheduler:
     cron and datetime triggers read (by default ``time.time``, or derived
     from an injected ``timefunc``). ``history`` bounds the runs kept per task.
 
-    ``store`` keeps tasks and runs across restarts ('sqlite:///jobs.db', a
-    path, 'postgresql://...', or a store object). On a SQLite store one
+    ``store`` keeps tasks and runs across restarts (a path, 'sqlite:///relative.db',
+    'sqlite:////absolute.db', 'postgresql://...', or a store object; the
+    file's folder must exist, as the run log's must). On a SQLite store one
     scheduler at a time runs the tasks, another one waits as a standby; on
     a PostgreSQL store every scheduler is active and each run executes on
     one of them. ``run_log`` is a file (or an
@@ -84,6 +86,9 @@ class Scheduler:
         lanes = Lanes(dask or executor or ThreadPoolExecutor(),
                       executor is None, process_executor, ProcessPool, EventLoopThread(),
                       max_async)
+        store_file = sqlite_file(store)
+        if store_file is not None:  # (before the run log makes its file)
+            check_folder(store_file, "the store")
         log = RunLog(run_log) if isinstance(run_log, (str, os.PathLike)) else run_log
         try:
             opened = open_store(store)

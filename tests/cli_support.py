@@ -83,6 +83,8 @@ def write_job(path, body, executable=True):
 
 
 def write_config(path, fail=0.01, check=0.01, sleep=0.01, extra="", level="DEBUG"):
+    """A config file at *path*, and the folder it names for the store."""
+    (Path(path).parent / "state").mkdir(exist_ok=True)
     Path(path).write_text(
         "[Timings]\n"
         f"SLEEP_DURATION = {sleep}\n"

@@ -178,3 +178,29 @@ def postgres_url(request):
         yield url
     finally:
         drop_database(admin, name)
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder in which this process may make no file: read-only
+    permissions, or, for root (whom permissions do not stop), the immutable
+    attribute (chattr +i)."""
+    import subprocess
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    try:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("running as root, whom permissions do not stop, without chattr")
+    if done.returncode != 0:
+        pytest.skip(f"running as root, whom permissions do not stop, and chattr +i is "
+                    f"refused here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import pysched_lightning as psl
 from cli_support import (POLL, Daemon, logged, pysched, stamp, tasks, write_config,
                          write_job)
 from cli_support import store_of  # noqa: F401  (a fixture)
@@ -179,9 +180,69 @@ def test_bad_config_is_a_clear_error_with_exit_code_2(tmp_path, text, section, k
     (["history", "5min/nope.sh"], "no job or task '5min/nope.sh'"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, says):
+    open_store(str(tmp_path / "pysched.db")).close()  # (history reads it)
     result = pysched(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ the store
+
+
+STORE_FORMS = ["path", "sqlite:/// relative", "sqlite://// absolute"]
+
+
+def _spelled(form, path, cwd):
+    """*path* (in *cwd*) as the --store *form* writes it."""
+    return {"path": str(path), "sqlite:/// relative": f"sqlite:///{path.relative_to(cwd)}",
+            "sqlite://// absolute": f"sqlite:///{path}"}[form]
+
+
+@pytest.mark.parametrize("form", STORE_FORMS)
+@pytest.mark.parametrize("command", ["list", "history", "dashboard"])
+def test_reading_a_store_that_is_not_there_names_it_and_creates_nothing(tmp_path, command,
+                                                                       form):
+    where = tmp_path / "state" / "jobs.db"
+    result = pysched(command, "-s", _spelled(form, where, tmp_path), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"no store at {where} " in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no folder 'sqlite:', no state/, no file
+
+
+@pytest.mark.parametrize("form", STORE_FORMS)
+def test_every_store_form_is_the_same_file_for_the_library_and_the_commands(tmp_path, form,
+                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    where = tmp_path / "state" / "jobs.db"
+    where.parent.mkdir()
+    sched = psl.Scheduler(store=_spelled(form, where, tmp_path))
+    sched.delay('once', 3600, 1, print, task_id='stored')
+    sched.shutdown()
+    listed = pysched("list", "-s", _spelled(form, where, tmp_path), "-t", tmp_path,
+                     cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(f"store: {where}, ") and "stored" in listed.stdout
+    history = pysched("history", "-s", _spelled(form, where, tmp_path), cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+def test_run_refuses_a_store_in_a_missing_folder_and_creates_nothing(tmp_path):
+    (tmp_path / "jobs").mkdir()
+    missing = tmp_path / "no" / "such"
+    result = pysched("run", "-s", f"sqlite:///{missing}/jobs.db", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"its folder {str(missing)!r} does not exist" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs"]  # no store, no logs/
+
+
+def test_run_in_a_folder_it_may_not_write_says_permission_denied_once(tmp_path,
+                                                                     unwritable_folder):
+    (tmp_path / "jobs").mkdir()
+    result = pysched("run", "-s", unwritable_folder / "jobs.db", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("cannot open the store") == 1, result.stderr
+    assert "permission denied" in result.stderr and str(unwritable_folder) in result.stderr
 
 
 # ----------------------------------------------------- pysched run for real

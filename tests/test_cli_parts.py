@@ -13,11 +13,13 @@ import pytest
 import pysched_lightning as psl
 from conftest import wait_for
 from pysched_lightning.cli import RunReporter, main, setup_logging
+from pysched_lightning.cli.common import UsageError, store_spec
 from pysched_lightning.cli.main import build_parser
 from pysched_lightning.cli.status import render
 from pysched_lightning.cli.text import (LocalTime, format_table, relative, stderr_tail,
                                         useful_line)
 from pysched_lightning.cli.views import holder_text, stored_script
+from pysched_lightning.durability.stores import store_location
 
 
 # ------------------------------------------------------------------- text
@@ -84,6 +86,18 @@ def test_local_time_names_its_zone(monkeypatch):
 def test_relative():
     assert [relative(s) for s in (0.2, 30, 299, -0.5, -12.7, 7200, -90000)] == \
         ["in 1 s", "in 30 s", "in 4 min", "now", "12 s ago", "in 2 h", "1 d ago"]
+
+
+def test_store_spec_reads_every_form_as_the_library_does(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for spec in ("jobs.db", "sqlite:///jobs.db", f"sqlite:///{tmp_path}/jobs.db",
+                 str(tmp_path / "jobs.db")):
+        assert store_spec(spec) == store_location(spec) == str(tmp_path / "jobs.db")
+    assert store_spec("~/jobs.db") == str(tmp_path / "home" / "jobs.db")
+    assert store_spec("postgresql://u@db/jobs") == "postgresql://u@db/jobs"
+    with pytest.raises(UsageError, match="three slashes"):
+        store_spec("sqlite:jobs.db")
 
 
 def test_holder_text():
@@ -227,7 +241,8 @@ def test_optional_commands_register_or_say_which_extra_they_need(tmp_path, monke
     assert main(["serve", "--broker", "amqp://x"], plugins=plugins) == 2
     err = capsys.readouterr().err
     assert "'pysched serve' needs the 'remote' extra" in err
-    assert "pip install 'pysched-lightning[remote]'" in err and "psl_no_such_broker" in err
+    assert "pip install '.[remote]' in the pysched_lightning project's folder" in err
+    assert sys.prefix in err and "psl_no_such_broker" in err  # the environment to install in
     parser, missing = build_parser(plugins)
     helptext = parser.format_help()
     assert "dashboard" in helptext and "serve" in helptext and "other" not in helptext

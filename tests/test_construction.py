@@ -4,6 +4,7 @@ Good ones still work."""
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import threading
 
 import psutil
@@ -124,6 +125,21 @@ def test_unusable_run_log_is_refused_before_the_store_is_opened(tmp_path):
     assert_store_is_free(db)
 
 
+@pytest.mark.parametrize("which", ["store path", "store URL", "run_log"])
+def test_a_missing_folder_is_refused_naming_it_and_nothing_is_made(which, tmp_path):
+    """A typo in a path must not create folders (nor the other file)."""
+    folder = tmp_path / "no" / "such"
+    kwargs = {"store": str(tmp_path / "jobs.db"), "run_log": str(tmp_path / "runs.log")}
+    kwargs.update({"store path": {"store": str(folder / "jobs.db")},
+                   "store URL": {"store": f"sqlite:///{folder}/jobs.db"},
+                   "run_log": {"run_log": str(folder / "runs.log")}}[which])
+    before = threads()
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(folder)))):
+        psl.Scheduler(**kwargs)
+    assert threads() == before
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_timefunc_that_gives_no_number_is_refused_naming_it(tmp_path):
     def broken_clock():
         return "noon"
@@ -183,12 +199,12 @@ def test_good_arguments_still_work(tmp_path):
                                       "str path", "pathlib path"])
 def test_store_spellings(spelling, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    spec = {
-        "memory": "memory://",
-        "sqlite relative": "sqlite:///a.db",
-        "sqlite absolute": f"sqlite:///{tmp_path}/b.db",  # tmp_path is absolute: four slashes
-        "str path": str(tmp_path / "c.db"),
-        "pathlib path": tmp_path / "d.db",
+    spec, used = {  # the file actually used: absolute, whatever the spelling
+        "memory": ("memory://", None),
+        "sqlite relative": ("sqlite:///a.db", tmp_path / "a.db"),
+        "sqlite absolute": (f"sqlite:///{tmp_path}/b.db", tmp_path / "b.db"),  # four slashes
+        "str path": (str(tmp_path / "c.db"), tmp_path / "c.db"),
+        "pathlib path": (tmp_path / "d.db", tmp_path / "d.db"),
     }[spelling]
     sched = psl.Scheduler(store=spec)
     try:
@@ -196,6 +212,7 @@ def test_store_spellings(spelling, tmp_path, monkeypatch):
         tid = sched.delay('once', 0, 1, answer, task_id='answer')
         assert sched.get_result(tid, timeout=10) == 42
         assert [r.id for r in sched.store.load_tasks()] == ['answer']
+        assert getattr(sched.store, "path", None) == (used and str(used))
     finally:
         sched.shutdown()
     if spelling != "memory":

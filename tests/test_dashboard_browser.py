@@ -1,9 +1,9 @@
 """The dashboard in a real Chromium (Debian's, driven by Playwright): what a
 user sees and clicks. Without a browser they skip locally, and fail in CI.
 
-They also take the README's screenshots, and keep them only when asked
-(tests write nothing to the checkout):
-``PYSCHED_SCREENSHOTS_DIR=docs python -m pytest tests/test_dashboard_browser.py``."""
+They also take the documentation's screenshots, into a temporary folder
+(tests write nothing to the checkout); ``python tools/screenshots.py docs``
+runs them to refresh the ones in docs/."""
 from __future__ import annotations
 
 import datetime as dt
@@ -21,7 +21,7 @@ from dashboard_stores import replay_store, serve  # noqa: E402
 from pysched_lightning.dashboard import app  # noqa: E402
 from services import missing, require_chromium  # noqa: E402
 
-#: Where the screenshots are kept (None: taken, and thrown away).
+#: Where tools/screenshots.py has the screenshots kept (None: in tmp_path).
 SHOTS = os.environ.get("PYSCHED_SCREENSHOTS_DIR")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -69,15 +69,15 @@ def page(chromium, tmp_path):
         context.close()
 
 
-def _shot(page, name):
-    if SHOTS is None:
-        assert page.screenshot(full_page=True)  # the page renders to an image
-        return
-    os.makedirs(SHOTS, exist_ok=True)
-    page.screenshot(path=os.path.join(SHOTS, name), full_page=True)
+def _shot(page, tmp_path, name):
+    """The page as the PNG file *name*: in tmp_path, or where tools/screenshots.py says."""
+    path = os.path.join(SHOTS or tmp_path, name)
+    page.screenshot(path=path, full_page=True)
+    with open(path, "rb") as image:
+        assert image.read(8) == b"\x89PNG\r\n\x1a\n"  # the page rendered to an image
 
 
-def test_a_failed_task_is_red_and_its_run_shows_the_traceback(site, page):
+def test_a_failed_task_is_red_and_its_run_shows_the_traceback(site, page, tmp_path):
     page.goto(site + "/")
     row = page.locator('tr[data-task="send-invoices"]')
     badge = row.locator(".badge.error")
@@ -91,7 +91,7 @@ def test_a_failed_task_is_red_and_its_run_shows_the_traceback(site, page):
     cell = row.locator("td.when time").first
     utc = dt.datetime.fromisoformat(cell.get_attribute("datetime"))
     assert cell.inner_text() == utc.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%d %H:%M:%S")
-    _shot(page, "dashboard-tasks.png")
+    _shot(page, tmp_path, "dashboard-tasks.png")
 
     row.locator("td.task a").click()
     page.wait_for_url(re.compile(r".*/tasks/send-invoices$"))
@@ -100,10 +100,10 @@ def test_a_failed_task_is_red_and_its_run_shows_the_traceback(site, page):
     traceback = page.locator("section.traceback pre").inner_text()
     assert "Traceback (most recent call last)" in traceback
     assert "fetch_orders" in traceback and "ConnectionError: invoice service down" in traceback
-    _shot(page, "dashboard-failed-run.png")
+    _shot(page, tmp_path, "dashboard-failed-run.png")
 
 
-def test_the_timeline_shows_bars_and_its_windows(site, page):
+def test_the_timeline_shows_bars_and_its_windows(site, page, tmp_path):
     page.goto(site + "/timeline")
     bars = page.locator("svg.timeline rect.bar")
     assert bars.count() > 20
@@ -114,7 +114,7 @@ def test_the_timeline_shows_bars_and_its_windows(site, page):
     ticks = page.locator("svg.timeline text.tick[data-time]")
     first = dt.datetime.fromisoformat(ticks.first.get_attribute("data-time"))
     assert ticks.first.text_content() == first.astimezone(ZoneInfo(ZONE)).strftime("%H:%M")
-    _shot(page, "dashboard-timeline.png")
+    _shot(page, tmp_path, "dashboard-timeline.png")
     page.get_by_role("link", name="last day").click()
     page.wait_for_url(re.compile(r".*window=24h.*"))
     assert page.locator("svg.timeline rect.bar").count() >= bars.count() > 0

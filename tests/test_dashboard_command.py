@@ -102,7 +102,7 @@ def test_without_the_extra_the_command_says_what_to_install(store_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, cwd=ROOT)
     assert result.returncode == 1, result.stderr
-    assert "pip install 'pysched-lightning[dashboard]'" in result.stderr
+    assert "pip install '.[dashboard]' in the pysched_lightning project's folder" in result.stderr
 
 
 def test_register_adds_the_sub_command_to_a_parser():

@@ -251,7 +251,7 @@ def test_get_task_last_run_after_a_restart(tmp_path):
 # ----------------------------------------------------------------- run log
 
 def test_run_log_lines_carry_iso_times(store_kind, tmp_path):
-    path = tmp_path / "logs" / "runs.log"
+    path = tmp_path / "runs.log"
     sched = psl.Scheduler(store=spec_of(store_kind, tmp_path), run_log=str(path))
     sched.start()
     try:

@@ -249,7 +249,7 @@ def test_second_scheduler_on_the_same_store_waits_as_standby(tmp_path):
 
 
 def test_json_run_log_has_a_line_per_finished_run(tmp_path):
-    log = tmp_path / "logs" / "job_status.log"
+    log = tmp_path / "job_status.log"
     with psl.Scheduler(run_log=str(log)) as sched:
         ok = sched.delay('once', 0, 1, psl.command(["sh", "-c", "echo out; echo err >&2"]))
         bad = sched.delay('once', 0, 1, psl.command(["sh", "-c", "echo oops >&2; exit 3"]))

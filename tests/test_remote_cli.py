@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from pysched_lightning.cli.config import ConfigError
+from pysched_lightning.durability.stores import SQLiteStore
 from pysched_lightning.remote.cli import read_secret
 from test_remote_support import HERE, SECRET, Broker, ServiceProcess, add, broker, unique
 
@@ -197,10 +198,11 @@ def test_pysched_works_without_the_remote_extra(tmp_path):
         return subprocess.run([sys.executable, "-c", WITHOUT_PIKA, *map(str, args)],
                               capture_output=True, text=True, timeout=60,
                               env={**os.environ, "PYSCHED_SECRET": SECRET})
+    SQLiteStore(tmp_path / "p.db").close()
     assert run("list", "-t", tmp_path, "-s", tmp_path / "p.db").returncode == 0
     done = run("serve", "--broker", "amqp://localhost", "--store", tmp_path / "s.db")
     assert done.returncode == 1
-    assert "pip install 'pysched-lightning[remote]'" in done.stderr
+    assert "pip install '.[remote]' in the pysched_lightning project's folder" in done.stderr
 
 
 def test_the_examples_run_as_written(tmp_path):

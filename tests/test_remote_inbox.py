@@ -2,6 +2,7 @@
 commits that outlive a killed process. Real SQLite files, no broker."""
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -115,12 +116,14 @@ def test_a_commit_outlives_a_killed_process_and_its_lock_goes_with_it(tmp_path):
     ("plain/path.db", "plain/path.db"),
 ])
 def test_store_urls_and_paths(given, path):
-    assert store_path(given) == path
+    """The forms every store= takes, as the absolute path actually used."""
+    assert store_path(given) == os.path.abspath(path)
 
 
 @pytest.mark.parametrize("given, error", [
     ("postgres://host/db", ValueError), ("sqlite:///", ValueError), (":memory:", ValueError),
-    ("sqlite:///:memory:", ValueError), (42, TypeError),
+    ("sqlite:///:memory:", ValueError), (42, TypeError), ("sqlite:s.db", ValueError),
+    ("mysql://host/db", ValueError),
 ])
 def test_a_store_that_is_not_a_file_is_refused(given, error):
     with pytest.raises(error, match=repr(given).replace("/", ".")):

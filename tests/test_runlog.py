@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -38,6 +39,7 @@ def _raw_lines(path):
 
 @pytest.fixture
 def runlog(tmp_path):
+    (tmp_path / "logs").mkdir()
     log = RunLog(tmp_path / "logs" / "job_status.log")
     yield log
     log.close()
@@ -77,11 +79,15 @@ def test_datetimes_and_at_keys_become_utc(runlog):
     assert record["duration"] == 0.5
 
 
-def test_creates_the_parent_directory(tmp_path):
-    path = tmp_path / "a" / "b" / "runs.log"
-    with RunLog(path) as log:
-        log.write(_record())
-    assert [r["task_id"] for r in read_run_log(path)] == ["t1"]
+def test_a_missing_folder_is_an_error_naming_it_and_nothing_is_created(tmp_path):
+    """A typo in the path must not create folders (as open() and SQLite do)."""
+    folder = tmp_path / "a" / "b"
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(folder)))):
+        RunLog(folder / "runs.log")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "a").write_text("a file")
+    with pytest.raises(NotADirectoryError, match=re.escape(repr(str(tmp_path / "a")))):
+        RunLog(tmp_path / "a" / "runs.log")
 
 
 class _Opaque:
@@ -270,7 +276,7 @@ def test_a_stretch_of_skipped_runs_is_written_once_with_its_final_count(tmp_path
     import pysched_lightning as psl
     from conftest import wait_for
 
-    path = tmp_path / "logs" / "job_status.log"
+    path = tmp_path / "job_status.log"
     calls = tmp_path / "calls"
     sched = psl.Scheduler(store=str(tmp_path / "jobs.db"), run_log=str(path))
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import queue
+import re
 import signal
 import sqlite3
 import subprocess
@@ -28,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # -- the file ------------------------------------------------------------------
 
 def test_sqlite_file_is_in_wal_mode_and_reopens_with_its_data(tmp_path):
-    path = tmp_path / "sub" / "dir" / "jobs.db"  # parents are created
+    path = tmp_path / "jobs.db"
     store = SQLiteStore(path)
     store.save_task(record())
     store.finish_run(finished())
@@ -45,6 +46,45 @@ def test_sqlite_file_is_in_wal_mode_and_reopens_with_its_data(tmp_path):
         assert repr(again) == f"<SQLiteStore {str(path)!r}>"
         assert again.path == str(path) and again.lock_path == f"{path}.lock"
     assert "closed" in repr(again)
+
+
+def test_a_store_in_a_missing_folder_is_an_error_naming_it_and_nothing_is_created(tmp_path):
+    """A typo in a store's path must not create folders (SQLite does not either)."""
+    folder = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(folder)))) as error:
+        SQLiteStore(folder / "jobs.db")
+    assert str(error.value).count("cannot open the store") == 1
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "no").write_text("a file")
+    with pytest.raises(NotADirectoryError, match=re.escape(repr(str(tmp_path / "no")))):
+        SQLiteStore(tmp_path / "no" / "jobs.db")
+
+
+def test_reading_a_store_that_is_not_there_names_it_and_creates_nothing(tmp_path):
+    path = tmp_path / "jobs.db"
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(path)))) as error:
+        SQLiteStore(path, read_only=True)
+    assert str(error.value).count("cannot open the store") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new file", "existing file"])
+def test_a_folder_it_may_not_write_in_says_permission_denied_once(tmp_path, unwritable_folder,
+                                                                 existing):
+    path = unwritable_folder / "jobs.db"
+    if existing:  # made before the folder became unwritable (as the fixture made it)
+        root = os.geteuid() == 0
+        _ = subprocess.run(["chattr", "-i", str(unwritable_folder)], check=True) if root \
+            else unwritable_folder.chmod(0o755)
+        sqlite3.connect(path).close()
+        _ = subprocess.run(["chattr", "+i", str(unwritable_folder)], check=True) if root \
+            else unwritable_folder.chmod(0o555)
+    with pytest.raises(sqlite3.OperationalError) as error:
+        SQLiteStore(path)
+    message = str(error.value)
+    assert message.startswith(f"cannot open the store {str(path)!r}: permission denied"), message
+    assert message.count("cannot open the store") == 1
+    assert repr(str(unwritable_folder)) in message
 
 
 def test_priority_is_stored_with_its_own_type(tmp_path):

@@ -21,7 +21,8 @@ from pysched_lightning.records.protocols import (CANCELED, COMPLETED, ERROR, MIS
                                                  RUNNING, STATUS_NAMES, SUSPENDED, TIMEOUT)
 from pysched_lightning.records.runs import TaskStatus
 from pysched_lightning.durability.stores import (RUN_FIELDS, MemoryStore, SQLiteStore,
-                                                 Store, StoreLockedError, open_store)
+                                                 Store, StoreLockedError, open_store, sqlite_file,
+                                                 store_location)
 from pysched_lightning.durability.stores.controls import ABANDONED, REQUEST_FIELDS
 from conftest import wait_for
 from store_records import INTERRUPTED, claim, finished, record
@@ -839,6 +840,8 @@ def test_closing_a_store_ends_a_waiting_acquire(tmp_path):
 
 def test_open_store_urls_and_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "abs").mkdir()
     opened = []
 
     def opens(spec):
@@ -871,3 +874,29 @@ def test_open_store_urls_and_paths(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="42"):
         open_store(42)
     assert not (tmp_path / "jobs.db").exists()
+
+
+@pytest.mark.parametrize("spec, where", [
+    ("jobs.db", "{cwd}/jobs.db"),
+    ("state/../jobs.db", "{cwd}/jobs.db"),
+    ("sqlite:///jobs.db", "{cwd}/jobs.db"),
+    ("SQLite:///state/jobs.db", "{cwd}/state/jobs.db"),
+    ("sqlite:////var/lib/jobs.db", "/var/lib/jobs.db"),
+    ("/var/lib/jobs.db", "/var/lib/jobs.db"),
+    ("postgresql://u:secret@db/jobs", "postgresql://u:secret@db/jobs"),
+    ("postgres://db/jobs", "postgres://db/jobs"),
+    ("memory://", "memory://"),
+])
+def test_store_location_is_the_one_reading_of_every_form(spec, where, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert store_location(spec) == where.format(cwd=tmp_path)
+    assert sqlite_file(spec) == (where.format(cwd=tmp_path) if "://" not in where else None)
+
+
+@pytest.mark.parametrize("spec", ["sqlite:jobs.db", "sqlite://jobs.db", "sqlite:///",
+                                  "mysql://u:secret@db/jobs", " "])
+def test_store_location_refuses_a_malformed_url_naming_it_without_its_password(spec):
+    with pytest.raises(ValueError) as error:
+        store_location(spec)
+    assert "secret" not in str(error.value)
+    assert spec.strip() == "" or repr(spec.replace("secret", "***")) in str(error.value)

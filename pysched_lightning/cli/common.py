@@ -7,15 +7,18 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .config import Config
 
-__all__ = ["PROG", "RUN_LOG_NAME", "UsageError", "CommandFailed", "paths", "store_spec",
-           "shown", "open_store",
+__all__ = ["PROG", "STORE_FORMS", "RUN_LOG_NAME", "UsageError", "CommandFailed", "paths",
+           "store_spec", "shown", "missing_store", "open_failure", "open_store",
            "positive_int", "stopped_by_signals"]
 
 PROG = "pysched"
+#: The forms every --store (and store=) takes, for help texts.
+STORE_FORMS = ("a path, sqlite:///relative.db, sqlite:////absolute.db or "
+               "postgresql://USER@HOST/DB")
 #: The run log's file name inside the logs folder (PyCron's).
 RUN_LOG_NAME = "job_status.log"
 
@@ -39,18 +42,16 @@ def paths(args: argparse.Namespace, config: Config) -> Tuple[str, str, str]:
 
 
 def store_spec(text: str) -> str:
-    """A store as every command takes it: a PostgreSQL URL as given; a
-    ``sqlite:///`` URL (``sqlite:////`` for an absolute path) or a plain
-    path as the file's absolute path. UsageError for a malformed URL."""
-    from ..durability.stores import is_shared, sqlite_path
-    if is_shared(text):
-        return text
-    if text.lower().startswith("sqlite:"):
-        try:
-            text = sqlite_path(text)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    return os.path.abspath(os.path.expanduser(text))
+    """A store as every command takes it (and ``Scheduler(store=...)``, see
+    :func:`~pysched_lightning.durability.stores.store_location`): a
+    PostgreSQL URL as given; a ``sqlite:///`` URL (``sqlite:////`` for an
+    absolute path) or a plain path (``~`` expanded) as the file's absolute
+    path. UsageError for a malformed URL."""
+    from ..durability.stores import store_location
+    try:
+        return store_location(os.path.expanduser(text))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def shown(spec: str) -> str:
@@ -59,19 +60,35 @@ def shown(spec: str) -> str:
     return hide_password(spec)
 
 
+def missing_store(path: str) -> Optional[str]:
+    """What a reading command says when the SQLite store *path* is not there
+    (it creates nothing), or None when it is (or is a URL)."""
+    from ..durability.stores import is_shared
+    if is_shared(path) or os.path.exists(path):
+        return None
+    return (f"no store at {path} (`{PROG} run` makes it; name another with -s/--store "
+            "or PERSISTENCE_FILE)")
+
+
+def open_failure(path: str, exc: BaseException) -> str:
+    """The one message for a store *path* that cannot be opened (*exc* says why)."""
+    why = str(exc)
+    if not why.startswith("cannot open the store"):  # (else it names itself)
+        path = shown(path)
+        why = "cannot open the store " + (why if path in why else f"{path}: {why}")
+    if "not a database" in why:
+        why += (" (PERSISTENCE_FILE must name a pysched SQLite file, not a PyCron "
+                "pickle; point it to a new file)")
+    return why
+
+
 def open_store(path: str, *, read_only: bool = False) -> Any:
     """The store *path* names; CommandFailed (saying why) if it cannot be opened."""
     from ..durability.stores import open_store as _open
     try:
         return _open(path, read_only=read_only)
     except Exception as exc:  # sqlite3.DatabaseError, OSError, psycopg.Error...
-        path = shown(path)
-        why = str(exc) if path in str(exc) else f"{path}: {exc}"
-        hint = ""
-        if "not a database" in why:
-            hint = (" (PERSISTENCE_FILE must name a pysched SQLite file, not a PyCron "
-                    "pickle; point it to a new file)")
-        raise CommandFailed(f"cannot open the store {why}{hint}") from None
+        raise CommandFailed(open_failure(path, exc)) from None
 
 
 def positive_int(text: str) -> int:

@@ -19,7 +19,9 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .common import PROG, RUN_LOG_NAME, CommandFailed, UsageError, positive_int
+from ..records.errors import install_hint
+from .common import (PROG, RUN_LOG_NAME, STORE_FORMS, CommandFailed, UsageError,
+                     positive_int)
 from .config import Config, ConfigError, load_config, parse_log_level
 from .reporting import CLI_LOGGER, setup_logging
 from .runner import DEFAULT_GRACE, cmd_run
@@ -59,8 +61,9 @@ def _register_plugins(commands: Any,
             name = getattr(exc, "name", None) or ""
             if name and (module_name == name or module_name.startswith(name + ".")):
                 continue  # this installation has no such part at all
-            missing[command] = (f"'{PROG} {command}' needs the '{extra}' extra: pip install "
-                                f"'pysched-lightning[{extra}]' ({exc})")
+            missing[command] = (f"'{PROG} {command}' needs the '{extra}' extra: "
+                                f"{install_hint(extra)}, into the virtual environment "
+                                f"{PROG} runs in ({sys.prefix}) ({exc})")
             commands.add_parser(command, help=f"(not installed: needs the '{extra}' extra)",
                                 add_help=False)
             continue
@@ -84,9 +87,9 @@ def build_parser(plugins: Sequence[Tuple[str, str, str]] = PLUGINS
     common.add_argument("-c", "--config", metavar="CONFIG",
                         help="an INI file with PyCron's [Timings], [Folders] and [Logging] "
                              "settings (default: built-in defaults)")
-    common.add_argument("-s", "--store", metavar="FILE",
-                        help="the SQLite store (overrides [Folders] PERSISTENCE_FILE; "
-                             "default ./pysched.db)")
+    common.add_argument("-s", "--store", metavar="STORE",
+                        help=f"the store: {STORE_FORMS} (overrides [Folders] "
+                             "PERSISTENCE_FILE; default ./pysched.db)")
     common.add_argument("--log-level", metavar="LEVEL",
                         help="overrides [Logging] LOG_LEVEL (default INFO)")
     jobs = argparse.ArgumentParser(add_help=False)

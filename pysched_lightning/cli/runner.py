@@ -138,7 +138,7 @@ def _claim_store(store_path: str, nuke: bool) -> None:
     try:
         holder = probe.holder()
         if holder is not None:
-            raise CommandFailed(f"the store {store_path} is in use by another scheduler "
+            raise CommandFailed(f"the store {shown(store_path)} is in use by another scheduler "
                                 f"({holder_text(holder)}); stop it first")
         nodes = probe.nodes() if nuke and hasattr(probe, "nodes") else []
         if nodes:  # (a shared store's schedulers would lose what they run)
@@ -160,7 +160,15 @@ def _run(args: argparse.Namespace, config: Config, stop: threading.Event,
     if not os.path.isdir(jobs_dir):
         raise UsageError(f"the jobs folder {jobs_dir} does not exist (use -t or "
                          "[Folders] JOBS_FOLDER_DEFAULT)")
+    if not os.path.isdir(os.path.dirname(logs_dir)):  # (checked before the store is made)
+        raise UsageError(f"the logs folder {logs_dir} cannot be made: its parent folder does "
+                         "not exist (use -l or [Folders] LOGS_FOLDER_DEFAULT)")
     _claim_store(store_path, args.nuke)
+    try:  # the command's own folder: made in an existing one, as its store is
+        if not os.path.isdir(logs_dir):
+            os.mkdir(logs_dir)
+    except OSError as exc:
+        raise CommandFailed(f"cannot make the logs folder {logs_dir}: {exc.strerror}") from None
     run_log = os.path.join(logs_dir, RUN_LOG_NAME)
     workers = args.workers or max(8, os.cpu_count() or 1)
     # Any: the Executor protocol's submit() is narrower than the stdlib pool's.

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from ..records.owners import holder_text
 from ..records.protocols import CANCELED, MISSED, RUNNING, STATUS_NAMES, TaskRecord
 from ..durability.stores import is_shared
-from .common import CommandFailed, UsageError, open_store, paths, shown
+from .common import CommandFailed, UsageError, missing_store, open_store, paths, shown
 from .config import Config
 from .jobs import Job, duration_words, scan_jobs
 from .reporting import CLI_LOGGER
@@ -52,12 +52,13 @@ def stored_script(record: TaskRecord) -> Optional[str]:
     return None
 
 
-def _read_store(path: str) -> Tuple[Dict[str, TaskRecord], Optional[Any]]:
-    """The stored task records by id and an open store (None if no file yet)."""
-    shared = is_shared(path)
-    if not shared and not os.path.exists(path):
-        return {}, None
-    store = open_store(path, read_only=shared)  # (a SQLite reader's upgrade is kept)
+def _read_store(path: str) -> Tuple[Dict[str, TaskRecord], Any]:
+    """The stored task records by id and the open store; CommandFailed,
+    creating nothing, when the store is not there."""
+    missing = missing_store(path)
+    if missing is not None:
+        raise CommandFailed(missing)
+    store = open_store(path, read_only=is_shared(path))  # (a SQLite reader's upgrade is kept)
     return {record.id: record for record in store.load_tasks()}, store
 
 
@@ -181,9 +182,7 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
             row["next_run"], row["last_run"] = iso(row["next_run"]), iso(row["last_run"])
         print_json(rows)
         return 0
-    if store is None:
-        state = "does not exist yet (no pysched run has used it)"
-    elif nodes:
+    if nodes:
         state = (f"shared by {len(nodes)} running scheduler(s) ("
                  + ", ".join(f"pid {n['pid']} on {n['host']}" for n in nodes) + ")")
     elif holder is None:

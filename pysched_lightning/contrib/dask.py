@@ -30,6 +30,7 @@ import uuid
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from ..execution.executors import call_in_process
+from ..records.errors import install_hint
 from ..records.pickles import unpicklable_part
 from ..records.validation import check_priority
 
@@ -49,8 +50,8 @@ def _import_distributed() -> Any:
     try:
         import distributed
     except ImportError as exc:
-        raise ImportError("DaskExecutor needs dask.distributed: "
-                          "pip install 'pysched-lightning[dask]'") from exc
+        raise ImportError(f"DaskExecutor needs dask.distributed: "
+                          f"{install_hint('dask')}") from exc
     return distributed
 
 

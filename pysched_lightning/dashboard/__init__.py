@@ -3,7 +3,7 @@
 ``app(sched_or_store)`` returns a standard WSGI application to serve with
 any WSGI server or mount in Flask, Django or FastAPI; ``pysched dashboard``
 serves one on 127.0.0.1. It needs the extra: ``pip install
-'pysched-lightning[dashboard]'`` (Jinja2, cron-descriptor). This module
+'.[dashboard]'`` in the project's folder (Jinja2, cron-descriptor). This module
 imports nothing web-related until ``app()`` is called, so ``pysched``
 works without the extra.
 """
@@ -26,8 +26,8 @@ def _require() -> None:
     try:
         import jinja2  # noqa: F401
     except ImportError as exc:
-        raise MissingExtra("the dashboard needs Jinja2: pip install "
-                           "'pysched-lightning[dashboard]'") from exc
+        from ..records.errors import install_hint
+        raise MissingExtra(f"the dashboard needs Jinja2: {install_hint('dashboard')}") from exc
 
 
 def app(target: Any, *, actions: bool = False, token: Optional[str] = None,

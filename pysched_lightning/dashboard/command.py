@@ -30,6 +30,8 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
+from ..cli.common import STORE_FORMS
+
 __all__ = ["register", "add_arguments", "cmd_dashboard", "main", "DEFAULT_PORT"]
 
 _log = logging.getLogger("pysched_lightning.dashboard")
@@ -66,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options (the same ``-c``, ``-s``, ``--log-level`` as
     the other ``pysched`` commands)."""
     parser.add_argument("-s", "--store", metavar="STORE",
-                        help="the store to show: a path or a URL such as sqlite:///pysched.db "
-                             "(default: [Folders] PERSISTENCE_FILE, else ./pysched.db)")
+                        help=f"the store to show: {STORE_FORMS} (default: [Folders] "
+                             "PERSISTENCE_FILE, else ./pysched.db)")
     parser.add_argument("-c", "--config", metavar="CONFIG",
                         help="an INI file with PyCron's settings (for PERSISTENCE_FILE "
                              "and LOG_LEVEL)")
@@ -109,12 +111,15 @@ def cmd_dashboard(args: argparse.Namespace, config: Any = None) -> int:
     *config* is ``pysched``'s Config (for PERSISTENCE_FILE), or None."""
     from . import MissingExtra, app, serve
 
-    from ..cli.common import UsageError, shown, store_spec
+    from ..cli.common import UsageError, missing_store, open_failure, store_spec
     try:
         spec = store_spec(args.store or getattr(config, "persistence_file", None)
                           or "pysched.db")
     except UsageError as exc:
         return _fail(str(exc), 2)
+    missing = missing_store(spec)
+    if missing is not None:
+        return _fail(missing, 1)
     from .security import hosts_for_address
     token = args.token if getattr(args, "token", None) is not None \
         else os.environ.get(TOKEN_VARIABLE)
@@ -127,13 +132,10 @@ def cmd_dashboard(args: argparse.Namespace, config: Any = None) -> int:
                           allowed_hosts=hosts_for_address(args.host))
     except MissingExtra as exc:
         return _fail(str(exc), 1)
-    except FileNotFoundError:
-        return _fail(f"no store at {spec} (start `pysched run` first, or name the store "
-                     "with --store)", 1)
     except ValueError as exc:
         return _fail(str(exc), 2)
     except Exception as exc:  # sqlite3.DatabaseError, OSError, psycopg.Error...
-        return _fail(f"cannot read the store {shown(spec)}: {exc}", 1)
+        return _fail(open_failure(spec, exc), 1)
     try:
         server = serve(application, args.host, args.port)
     except OSError as exc:

@@ -25,6 +25,7 @@ from logging.handlers import TimedRotatingFileHandler
 from typing import Any, Dict, List, Mapping, Union
 
 from ..records.task import task_label
+from .folders import check_folder
 
 __all__ = ["RunLog", "read_run_log"]
 
@@ -49,7 +50,8 @@ class RunLog:
     The file rotates *when* (a :class:`~logging.handlers.TimedRotatingFileHandler`
     interval: ``"midnight"`` by default, ``"H"``, ``"D"``, ``"W0"``...), in
     UTC unless ``utc=False``, and *backup_count* rotated files are kept (0
-    keeps them all). The parent directory is created if missing.
+    keeps them all). Its folder must exist (FileNotFoundError naming it
+    otherwise: a typo must not create folders).
     :meth:`write` is thread-safe and never raises because of a value in the
     record; a record written after :meth:`close` is dropped with a warning.
     """
@@ -71,7 +73,7 @@ class RunLog:
         if not isinstance(utc, bool):
             raise TypeError(f"utc must be True or False, not {utc!r}")
         filename = os.path.abspath(filename)
-        os.makedirs(os.path.dirname(filename), exist_ok=True)
+        check_folder(filename, "the run log")
         self._path = filename
         self._closed = False
         self._lock = threading.Lock()

@@ -9,7 +9,7 @@ from typing import Any, List, Optional, Tuple
 
 from loky.process_executor import TerminatedWorkerError
 
-__all__ = ["WorkerCrashedError", "StoreWriteError"]
+__all__ = ["WorkerCrashedError", "StoreWriteError", "install_hint"]
 
 #: loky's TerminatedWorkerError says e.g. "The exit codes of the workers are
 #: {SIGKILL(-9)}" (or "{EXIT(3)}").
@@ -17,6 +17,13 @@ _LOKY_EXIT_CODES = re.compile(r"exit codes of the workers are \{([^}]*)\}")
 _CODE = re.compile(r"\((-?\d+)\)")
 #: How long to wait for a dead stdlib worker's exit code (as loky does).
 _EXIT_CODE_PATIENCE = 0.5
+
+
+def install_hint(extra: str) -> str:
+    """How to install the optional part *extra*, for a message saying it is
+    missing: from the project's folder, since the index's package of a
+    similar name is another project (without these extras)."""
+    return f"pip install '.[{extra}]' in the pysched_lightning project's folder"
 
 
 class WorkerCrashedError(RuntimeError):

@@ -1,5 +1,5 @@
 """Client and service over RabbitMQ (the ``remote`` extra: ``pip install
-pysched-lightning[remote]``).
+'.[remote]'`` in the project's folder).
 
 Programs hand tasks to one scheduling service and get the answers back::
 
@@ -49,8 +49,9 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(f"{__name__}.{module}"), name)
     except ImportError as exc:
         if exc.name == "pika":
-            raise ImportError("pysched_lightning.remote needs pika: "
-                              "pip install 'pysched-lightning[remote]'") from exc
+            from ..records.errors import install_hint
+            raise ImportError(f"pysched_lightning.remote needs pika: "
+                              f"{install_hint('remote')}") from exc
         raise
     globals()[name] = value
     return value

@@ -23,8 +23,9 @@ import os
 import stat
 from typing import Any, Optional
 
-from ..cli.common import positive_int, stopped_by_signals
+from ..cli.common import STORE_FORMS, positive_int, stopped_by_signals, store_spec
 from ..cli.config import ConfigError
+from ..records.errors import install_hint
 
 __all__ = ["register", "add_serve_parser", "cmd_serve", "read_secret", "SECRET_ENV"]
 
@@ -49,10 +50,10 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                     f"broker. The secret comes from --secret-file or ${SECRET_ENV}.")
     serve.add_argument("--broker", required=True, metavar="URL",
                        help="the RabbitMQ URL, e.g. amqp://guest:guest@localhost:5672/%%2F")
-    serve.add_argument("--store", required=True, metavar="PATH|URL",
+    serve.add_argument("-s", "--store", required=True, metavar="STORE",
                        help="where the service keeps every accepted task until its "
-                            "response is published: a SQLite file (or sqlite:///PATH), one "
-                            "service per name; or a postgresql://USER@HOST/DB URL, shared "
+                            f"response is published ({STORE_FORMS}): a SQLite file, one "
+                            "service per name; or a PostgreSQL database, shared "
                             "by every service of the name, which then consume its requests "
                             "together, each task still run once")
     serve.add_argument("--name", default="pysched",
@@ -114,8 +115,8 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
     try:
         from .service import Service  # the broker client is needed from here on
     except ImportError as exc:
-        _log.error("pysched serve needs the 'remote' extra (pip install "
-                   "'pysched-lightning[remote]'): %s", exc)
+        _log.error("pysched serve needs the 'remote' extra (%s): %s", install_hint("remote"),
+                   exc)
         return 1
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -131,7 +132,7 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
     if args.lease is not None:
         options["lease"] = args.lease
     try:
-        service = Service(args.name, args.broker, args.store, secret,
+        service = Service(args.name, args.broker, store_spec(args.store), secret,
                           insecure=secret is None, workers=args.workers, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
@@ -139,7 +140,7 @@ def cmd_serve(args: argparse.Namespace, config: Any) -> int:
     with stopped_by_signals() as (stop, received):
         try:
             service.start(block=False)
-        except (ConnectionError, RuntimeError) as exc:
+        except (OSError, RuntimeError) as exc:  # (ConnectionError, a store's folder...)
             _log.error("pysched serve: %s", exc)
             return 1
         while not stop.wait(1.0):

@@ -24,6 +24,9 @@ import threading
 import time
 from typing import IO, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from ..durability.folders import check_folder
+from ..durability.stores import store_location
+
 __all__ = ["Inbox", "Row", "NewMessage", "store_path", "start_in"]
 
 _SCHEMA = """
@@ -69,18 +72,19 @@ class Row(NamedTuple):
 
 
 def store_path(store: str) -> str:
-    """The file of a ``sqlite:///relative.db`` / ``sqlite:////abs.db`` URL or plain path."""
+    """The absolute path of the file a ``sqlite:///relative.db`` /
+    ``sqlite:////absolute.db`` URL or a plain path names (as every ``store=``
+    reads it: :func:`~pysched_lightning.durability.stores.store_location`)."""
     if not isinstance(store, (str, os.PathLike)):
         raise TypeError(f"store must be a 'sqlite:///' URL or a path, got {store!r}")
     text = os.fspath(store)
-    if "://" in text:
-        if not text.startswith("sqlite:///") or len(text) == len("sqlite:///"):
-            raise ValueError(f"store must be a 'sqlite:///FILE' URL or a path, got {store!r}")
-        text = text[len("sqlite:///"):]
     if not text or text == ":memory:":
         raise ValueError(f"store must name a file (the service's state must survive a "
                          f"restart), got {store!r}")
-    return text
+    location = store_location(text)
+    if "://" in location:
+        raise ValueError(f"store must be a 'sqlite:///FILE' URL or a path, got {store!r}")
+    return location
 
 
 def _connect(path: str, fsync: bool) -> sqlite3.Connection:
@@ -104,6 +108,7 @@ class Inbox:
         self.path = path
         self.location = path
         self.fsync = fsync
+        check_folder(os.path.abspath(path), "the store")
         self._lockfile = _lock(path + ".lock")
         try:
             self._db = _connect(path, fsync)

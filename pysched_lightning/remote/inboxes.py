@@ -10,6 +10,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any, Callable, Iterable, List, Optional, Protocol, Sequence, Tuple
 
+from ..records.errors import install_hint
 from .inbox import Inbox, NewMessage, Row, store_path
 
 __all__ = ["InboxStore", "open_inbox", "store_location", "is_postgres_url", "redacted_url",
@@ -84,7 +85,7 @@ def open_inbox(store: str, name: str, *, fsync: bool = False,
         try:
             from .pg_inbox import PgInbox
         except ImportError as exc:
-            raise RuntimeError(f"a PostgreSQL store needs psycopg (pip install "
-                               f"'pysched-lightning[postgres]'): {exc}") from None
+            raise RuntimeError(f"a PostgreSQL store needs psycopg "
+                               f"({install_hint('postgres')}): {exc}") from None
         return PgInbox(store, name, lease)
     return Inbox(store_path(store), fsync)

@@ -22,7 +22,6 @@ or ``-shm`` file that no other connection needs (see :mod:`.wal`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 import threading
@@ -30,6 +29,7 @@ import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from ...records.protocols import EVERY_SLOT, RUN_FIELDS, RUNNING, TaskRecord
+from ..folders import check_folder, permission_problem
 from .filelock import FileHold
 from .queries import run_filter, select_sql
 from .rules import (INTERRUPTED, PROCESS_FIELDS, check_key, check_limit, check_process,
@@ -46,7 +46,8 @@ BUSY_TIMEOUT_MS = 5000
 
 
 class SQLiteStore(SQLiteControlRequests):
-    """Tasks and runs in the SQLite file *path* (its parent is created).
+    """Tasks and runs in the SQLite file *path*, made if missing in a folder
+    that must exist (FileNotFoundError naming the folder otherwise).
 
     Thread-safe. Reading (``load_tasks``, ``runs``, ``holder``) needs no
     hold, so a second process can read while a scheduler runs. The hold is
@@ -79,22 +80,30 @@ class SQLiteStore(SQLiteControlRequests):
         self._depth = 0  # batch nesting, guarded by _db_lock
         self._closed = threading.Event()
         self._file_hold = FileHold(self.lock_path, self._closed)
+        if not self.read_only:
+            check_folder(self.path, "the store")
         try:
             if self.read_only:
                 self._conn = _connect_read_only(self.path, self.control)
             else:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
                 self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                              isolation_level=None, check_same_thread=False)
         except (sqlite3.Error, OSError) as exc:
-            raise type(exc)(f"cannot open the store {self.path!r}: {exc}") from exc
+            raise self._open_error(exc) from exc
         try:
             self._setup()
         except BaseException as exc:
             self._conn.close()
             if isinstance(exc, sqlite3.DatabaseError) and self.path not in str(exc):
-                raise type(exc)(f"{self.path}: {exc}") from exc
+                raise self._open_error(exc) from exc
             raise
+
+    def _open_error(self, exc: Exception) -> Exception:
+        """*exc* (of the same type) saying which store could not be opened,
+        and that permissions are why when they are."""
+        why = permission_problem(self.path, write=not self.read_only or self.control)
+        return type(exc)(f"cannot open the store {self.path!r}: {why or exc}"
+                         + (f" ({exc})" if why else ""))
 
     def _setup(self) -> None:
         execute = self._conn.execute
@@ -343,7 +352,7 @@ def _connect_read_only(path: str, control: bool) -> sqlite3.Connection:
     """A connection that cannot write (``mode=ro``) to the existing file *path*;
     with *control*, one that may (``mode=rw``), limited by ``_control_only``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(errno.ENOENT, "no store file to read", path)
+        raise FileNotFoundError("there is no such file to read (a scheduler makes it)")
     uri = "file:" + urllib.parse.quote(path) + ("?mode=rw" if control else "?mode=ro")
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                            isolation_level=None, check_same_thread=False)
