@@ -26,6 +26,7 @@ import pathlib
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -122,15 +123,25 @@ def run_block(block: Block, folder: pathlib.Path) -> Optional[str]:
         code = setup + (_console_commands(block.code) if block.kind == "console"
                         else block.code)
     (folder / "example.sh").write_text("set -euo pipefail\n" + code)
-    args = ["bash", "example.sh"]
+    # A session of its own: whatever the example starts is killed with it.
+    proc = subprocess.Popen(["bash", "example.sh"], cwd=folder, env=_environment(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        out = subprocess.run(args, cwd=folder, env=_environment(), capture_output=True,
-                             text=True, timeout=TIME_LIMIT, stdin=subprocess.DEVNULL)
+        stdout, stderr = proc.communicate(timeout=TIME_LIMIT)
     except subprocess.TimeoutExpired:
+        stdout, stderr = None, None
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if stdout is None:
+        proc.communicate()
         return f"{block.where}: still running after {TIME_LIMIT:g} s"
-    if out.returncode != 0:
-        return (f"{block.where}: exit code {out.returncode}\n--- code\n{block.code}"
-                f"--- stdout\n{out.stdout[-3000:]}--- stderr\n{out.stderr[-3000:]}")
+    if proc.returncode != 0:
+        return (f"{block.where}: exit code {proc.returncode}\n--- code\n{block.code}"
+                f"--- stdout\n{stdout[-3000:]}--- stderr\n{stderr[-3000:]}")
     return None
 
 
