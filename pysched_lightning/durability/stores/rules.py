@@ -283,7 +283,7 @@ def run_row(record: Mapping[str, Any]) -> Tuple[Any, ...]:
     # case, and this runs for every run the scheduler records).
     row: List[Any] = []
     for name, convert, clean, plain in _RUN_RULES:
-        value = get(name)
+        value: Any = get(name)
         kind = type(value)
         if kind in clean or kind is plain and (
                 value == value if kind is float else _INT64_MIN <= value <= _INT64_MAX):
