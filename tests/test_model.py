@@ -939,7 +939,8 @@ class ThreadedMachine(RuleBasedStateMachine):
         self.executions: List[Tuple[Any, float]] = []
         self.tasks: Dict[str, ThreadTask] = {}
         #: Executions a shutdown's timeout interrupted (they end TIMEOUT).
-        self.interrupted: set = set()
+        #: Executions still going when a shutdown's timeout passed, and when.
+        self.interrupted: Dict[int, float] = {}
         self.seen = 0
         self.keys = 0
         self.broken = False
@@ -1116,8 +1117,8 @@ class ThreadedMachine(RuleBasedStateMachine):
     @rule()
     def restart_after_shutdown_timeout(self) -> None:
         """shutdown(wait=True, timeout=0.2) while runs are in progress and
-        never return: it returns after the timeout (README: at most timeout
-        seconds, then running tasks are told they timed out)."""
+        never return: it returns after the timeout (at most timeout seconds,
+        then running tasks are interrupted)."""
         if not enabled("restart_retry") and self._retry_may_be_pending():
             return
         self.shutdown_scheduler(timeout=0.2)
@@ -1177,7 +1178,8 @@ class ThreadedMachine(RuleBasedStateMachine):
             self.check_written_while_shutdown_waits(at_gates, done)
         if timeout is not None:
             returned = done.wait(timeout + SHUTDOWN_PATIENCE)
-            self.interrupted.update(id(execution) for execution in at_gates)
+            stopped_at = self.clock.now()
+            self.interrupted.update((id(execution), stopped_at) for execution in at_gates)
             if not returned:
                 self.session.open_gates()
                 done.wait(10)
@@ -1225,13 +1227,13 @@ class ThreadedMachine(RuleBasedStateMachine):
     @invariant()
     def every_finished_execution_is_recorded_with_its_outcome(self) -> None:
         """A run that executed and returned reads as what it did: COMPLETED
-        or ERROR, TIMEOUT if it was let run past its timeout or interrupted
-        by a shutdown's timeout; it has its times."""
+        or ERROR, TIMEOUT if it was let run past its timeout, INTERRUPTED
+        if a shutdown's timeout came first; it has its times."""
         for execution, _ in self.executions:
             gate = self.session.gate_of(execution)
             if gate is None or not gate.opened.is_set():
                 continue  # still in progress
-            want = expected_status(execution, gate, id(execution) in self.interrupted)
+            want = expected_status(execution, gate, self.interrupted.get(id(execution)))
             run = execution.run
             if run.status is S.CANCELED and not enabled("shutdown_outcome"):
                 continue
@@ -1304,7 +1306,7 @@ class ThreadedMachine(RuleBasedStateMachine):
         gate = self.session.gate_of(execution)
         if gate is None or not gate.opened.is_set():
             return execution.attempt <= task.definition.retries_allowed()
-        failed = expected_status(execution, gate, id(execution) in self.interrupted) \
+        failed = expected_status(execution, gate, self.interrupted.get(id(execution))) \
             is not S.COMPLETED
         return failed and execution.attempt <= task.definition.retries_allowed()
 
@@ -1393,7 +1395,7 @@ class ThreadedMachine(RuleBasedStateMachine):
                                 f"{status.label}")
             for execution in runs:
                 gate = self.session.gate_of(execution)
-                failed = expected_status(execution, gate, id(execution) in self.interrupted) \
+                failed = expected_status(execution, gate, self.interrupted.get(id(execution))) \
                     is not S.COMPLETED
                 owed = failed and execution.attempt <= definition.retries_allowed()
                 nxt = attempts.count(execution.attempt + 1)
@@ -1407,13 +1409,17 @@ class ThreadedMachine(RuleBasedStateMachine):
                                     f"{execution.attempt + 1} ran {nxt} times")
 
 
-def expected_status(execution: Any, gate: Any, interrupted: bool) -> Any:
-    """What a run that executed must read once it returned."""
+def expected_status(execution: Any, gate: Any, interrupted: Optional[float]) -> Any:
+    """What a run that executed must read once it returned: TIMEOUT once
+    its own timeout passed, INTERRUPTED when a shutdown's timeout (at
+    *interrupted*) came first, else what it did."""
     run = execution.run
     timeout = run.timeout
-    if interrupted or (timeout is not None and gate is not None
-                       and gate.released_at is not None
-                       and gate.released_at - execution.at >= timeout):
+    if interrupted is not None and (timeout is None or execution.at + timeout > interrupted):
+        return S.INTERRUPTED
+    if interrupted is not None or (timeout is not None and gate is not None
+                                   and gate.released_at is not None
+                                   and gate.released_at - execution.at >= timeout):
         return S.TIMEOUT
     return S.ERROR if execution.failed else S.COMPLETED
 

@@ -140,7 +140,7 @@ def test_serve_kills_a_hard_task_still_running_at_the_end_of_its_grace(tmp_path)
             worker = int(started.read_text())
             assert service.stop() == 0
             response = client.sync_await_response(message_id, timeout=30)
-        assert response.status == "timeout"
+        assert response.status == "interrupted"  # (the service stopped during the run)
         wait_for(lambda: process_gone(worker), 10)
         assert f"service {name!r} stopped" in service.log.read_text()
     finally:
