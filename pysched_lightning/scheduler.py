@@ -312,9 +312,8 @@ class Scheduler:
         """Stop the dispatcher and the executors.
 
         With ``wait`` it lets running work finish (at most ``timeout``
-        seconds, after which running tasks end as INTERRUPTED: they are
-        told to stop, and the processes of command tasks and hard tasks are
-        killed). Runs
+        seconds, after which running tasks end as INTERRUPTED: they are told
+        to stop, the processes of command tasks and hard tasks killed). Runs
         that never started are canceled; with a store they run after a
         restart. Without ``wait`` it returns at once and the running work
         is recorded when it ends. It may be called from inside a task or a

@@ -402,3 +402,23 @@ def test_a_run_shutdowns_timeout_cuts_is_interrupted_not_timeout_with_one_warnin
             if r.levelno >= logging.WARNING and tid in r.getMessage()]
     assert loud == [f"shutdown: interrupted task 'report' ({tid}) run 1, still going "
                     "after shutdown's timeout"]
+
+
+def test_a_task_whose_run_a_shutdown_canceled_waits_after_the_restart_not_canceled(tmp_path):
+    """A one-shot whose run a shutdown canceled before it started is stored
+    Canceled, and runs after the restart; the restarted scheduler took the
+    stored status for the task's, so a get_result() made before that run
+    started raised CancelledError (seen as a rare failure under load)."""
+    path = str(tmp_path / "jobs.db")
+    sched = psl.Scheduler(store=path)  # never started: the task is stored only
+    queued = sched.delay('once', 0, 1, len, args=("abc",), task_id="queued")
+    sched.shutdown()
+    with open_store(path) as store:  # as a shutdown that canceled its run leaves it
+        store.update_task(queued, status=int(S.CANCELED))
+    restarted = psl.Scheduler(store=path)
+    try:
+        assert restarted.get_status(queued) is S.SUSPENDED  # it will run
+        restarted.start()
+        assert restarted.get_result(queued, timeout=30) == 3
+    finally:
+        restarted.shutdown()

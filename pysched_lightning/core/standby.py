@@ -204,6 +204,8 @@ def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,
     if task.id in st.timetable or task.id in st.runbook:
         return False
     status = TaskStatus(record.status if owed.status is None else owed.status)
+    if status is TaskStatus.CANCELED and (owed.next_run is not None or owed.retries):
+        status = TaskStatus.SUSPENDED  # (a run a shutdown canceled: the task runs again)
     st.runbook.load(task.id, owed.runs, record.missed, status, bool(record.paused), latest)
     if owed.next_run is None and not owed.retries:
         st.runbook.retire(task, record.updated - st.offset)
