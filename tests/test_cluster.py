@@ -186,6 +186,7 @@ def test_a_task_added_on_one_node_is_seen_and_run_by_the_others(nodes, postgres_
             as here:
         import cluster_node
         here.delay('recur', 0.1, 1, cluster_node.tick, args=(nodes.log,), task_id="shared")
+        here.pause()  # (so that node a runs it however late it wakes on a busy machine)
         wait_for(lambda: any(e["node"] == "a" for e in nodes.runs("shared")), 30)
         assert here.get_status("shared") in (psl.TaskStatus.COMPLETED, psl.TaskStatus.RUNNING)
         assert here.runs("shared")
