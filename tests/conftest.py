@@ -134,6 +134,18 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.005):
         time.sleep(interval)
 
 
+#: The modules whose tests run longest (the searching tests, the nodes, the
+#: documentation's examples): collected first, so that the workers of
+#: pytest-xdist start on them and the run ends on short tests, not on one
+#: long test while the other workers idle.
+_LONG_FIRST = frozenset({"test_faults.py", "test_model.py", "test_torture.py",
+                         "test_cluster.py", "test_docs.py"})
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in _LONG_FIRST)  # (stable: order kept)
+
+
 def pytest_addoption(parser):
     parser.addoption("--torture-seconds", type=float, default=300.0,
                      help="how long each long run of a searching test (-m torture) goes on")

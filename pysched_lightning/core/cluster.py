@@ -170,12 +170,8 @@ class Cluster:
             if local is not None:
                 self._change(_remove, task_id)
             return
-        if local is None:
-            with st.lock:
-                state = st.runbook.get(task_id)
-                if state is not None and state.live == 0 and task_id not in st.timetable:
-                    st.runbook.forget(task_id)  # over here; the store has it anew
-            self._standby.load_one(record)
+        if local is None:  # over here, or new here: the store's record is the task
+            self._standby.load_one(record, anew=True)
             return
         if not same_record(record, task_record(local, record.next_run, record.updated)):
             self._replace(record)

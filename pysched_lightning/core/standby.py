@@ -117,10 +117,11 @@ class Standby:
         for record in store.load_tasks():
             self.load_one(record)
 
-    def load_one(self, record: TaskRecord) -> bool:
+    def load_one(self, record: TaskRecord, anew: bool = False) -> bool:
         """Schedule the stored task *record*, with what it is owed; False
         when it is not scheduled (over already, known here, or it cannot be
-        loaded: logged, and the record stays in the store untouched)."""
+        loaded: logged, and the record stays in the store untouched). With
+        *anew*, what is known here of a task over here gives way to it."""
         store, st = self._store, self._st
         try:
             rows = store.runs(record.id, limit=RECOVERY_ROWS)
@@ -140,6 +141,8 @@ class Standby:
             self._cannot_load(record, exc)
             return False
         with st.lock:
+            if anew:  # (in the same hold of the lock: it is never unknown meanwhile)
+                _forget_if_over(st, record.id)
             scheduled = _schedule_loaded(st, task, record, owed, latest)
         if scheduled:
             _log.info("loaded %s, next run at %s", task.label,
@@ -193,6 +196,14 @@ def _end_leftovers(store: Any) -> None:
                        "scheduler stopped and could not be killed: %s",
                        task_label(claim["task_id"]),
                        claim["run"], claim["pid"], exc)
+
+
+def _forget_if_over(st: State, task_id: str) -> None:
+    """With the lock held: forget *task_id* if it is over here (no run
+    live, not scheduled), so that its stored record is loaded in its place."""
+    state = st.runbook.get(task_id)
+    if state is not None and state.live == 0 and task_id not in st.timetable:
+        st.runbook.forget(task_id)
 
 
 def _schedule_loaded(st: State, task: Task, record: TaskRecord, owed: Recovery,
