@@ -198,6 +198,7 @@ def unwritable_folder(tmp_path):
     permissions, or, for root (whom permissions do not stop), the immutable
     attribute (chattr +i)."""
     import subprocess
+    from services import missing
     folder = tmp_path / "read-only"
     folder.mkdir()
     if os.geteuid() != 0:
@@ -208,10 +209,10 @@ def unwritable_folder(tmp_path):
     try:
         done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
     except FileNotFoundError:
-        pytest.skip("running as root, whom permissions do not stop, without chattr")
+        missing("running as root, whom permissions do not stop, without chattr")
     if done.returncode != 0:
-        pytest.skip(f"running as root, whom permissions do not stop, and chattr +i is "
-                    f"refused here: {done.stderr.strip()}")
+        missing(f"running as root, whom permissions do not stop, and chattr +i is "
+                f"refused here: {done.stderr.strip()}")
     try:
         yield folder
     finally:

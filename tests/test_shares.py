@@ -71,7 +71,7 @@ def test_a_node_runs_its_own_share_of_a_backlog_first_then_the_idle_nodes(
     assert sorted(ran) == sorted(ids)  # each once: the idle node's share too
     # Two live nodes: each task is in the share of node 0 or of node 1.
     first = [Share(0, 2).prefers(task_id) for task_id in ran[1:]]  # (the first starts at once)
-    assert True in first and False in first
+    assert set(first) == {True, False}  # both shares ran
     assert first in (sorted(first), sorted(first, reverse=True)), first  # one share, then the other
 
 
@@ -99,5 +99,5 @@ def test_runs_another_node_ran_are_learnt_in_one_look_not_one_refused_claim_each
     assert sorted(json.loads(line) for line in open(path)) == sorted(ids)  # none twice
     looks = [record.args for record in caplog.records
              if record.getMessage().startswith("looked ahead")]
-    assert 1 <= len(looks) <= 3, looks
+    assert len(looks) in (1, 2, 3), looks  # not one per run
     assert sum(claimed for _, claimed in looks) >= len(ids) - 3

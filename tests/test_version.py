@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 import pysched_lightning
+from services import missing
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DISTRIBUTION = "pysched-lightning"  # setup.cfg's [metadata] name
@@ -41,11 +42,11 @@ def test_the_installed_version_is_the_package_version_and_pysched_says_it():
     try:
         installed = importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"{DISTRIBUTION} is not installed (pip install -e . in {ROOT})")
+        missing(f"{DISTRIBUTION} is not installed (pip install -e . in {ROOT})")
     origin = _installed_from()
     if origin is not None and origin != ROOT:
-        pytest.skip(f"{DISTRIBUTION} is installed from another checkout ({origin}), whose "
-                    "metadata may say another version than this one")
+        missing(f"{DISTRIBUTION} is installed from another checkout ({origin}), whose "
+                "metadata may say another version than this one")
     script = pathlib.Path(sys.executable).with_name("pysched")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "pysched_lightning"]
     done = subprocess.run(command + ["--version"], capture_output=True, text=True, timeout=60,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..durability.claims import LOOK_AHEAD
-from ..durability.encoding import slot_at, slot_of
+from ..durability.encoding import slot_of
 from ..records.runs import Phase, Run, TaskStatus
 from .effects import Effects
 from .heaps import smallest
@@ -97,4 +97,4 @@ class Sharing(RunLife):
             offset = self.offset
         first = [entry.run for entry in smallest(upcoming, LOOK_AHEAD)]
         elsewhere.look(first, lambda run: run._slot if run._slot is not None else
-                       None if run.manual else slot_at(run.task, run._t_scheduled, offset))
+                       None if run.manual else slot_of(run, offset))

@@ -8,10 +8,10 @@ still going is a diamond on the baseline. Every dot links to its run.
 from __future__ import annotations
 
 import datetime as _dt
-from html import escape
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .model import MISSED, iso, status_class, status_label
+from .timeline import utc_text, html_text
 from .views import duration
 
 __all__ = ["draw_chart", "CHART_RUNS"]
@@ -48,7 +48,7 @@ def draw_chart(runs: Sequence[Mapping[str, Any]], run_url: Callable[[Mapping[str
         y = y_of(longest * share)
         out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" '
                    f'y2="{y:.1f}"/><text class="ylabel" x="{LEFT - 6}" y="{y + 4:.1f}">'
-                   f'{_e(duration(longest * share))}</text>')
+                   f'{html_text(duration(longest * share))}</text>')
     daily = span > 2 * 86400
     for k in range(5):
         t = first + span * k / 4
@@ -70,7 +70,7 @@ def _mark(run: Mapping[str, Any], x_of: Callable[[float], float],
           y_of: Callable[[float], float], base: float,
           run_url: Callable[[Mapping[str, Any]], str]) -> str:
     css = status_class(run.get("status"))
-    title = _e(_title(run))
+    title = html_text(_title(run))
     x = x_of(_when(run))
     if run.get("duration") is not None:
         shape = (f'<circle class="dot" cx="{x:.1f}" cy="{y_of(run["duration"]):.1f}" r="3.5">'
@@ -79,12 +79,12 @@ def _mark(run: Mapping[str, Any], x_of: Callable[[float], float],
         kind = "missed" if run.get("status") == MISSED else "unstarted"
         shape = (f'<path class="{kind}" d="M{x:.1f} {base - 9}l4 4l-4 4l-4 -4z">'
                  f'<title>{title}</title></path>')
-    return f'<a href="{_e(run_url(run))}" class="mark {css}">{shape}</a>'
+    return f'<a href="{html_text(run_url(run))}" class="mark {css}">{shape}</a>'
 
 
 def _title(run: Mapping[str, Any]) -> str:
     bits = [f"run {run['run']}" if run.get("run") else "skipped",
-            status_label(run.get("status")), _clock(_when(run))]
+            status_label(run.get("status")), utc_text(_when(run))]
     if run.get("duration") is not None:
         bits.append(duration(run["duration"]))
     if run.get("error"):
@@ -96,12 +96,3 @@ def _when(run: Mapping[str, Any]) -> float:
     started = run.get("started")
     return float(started if started is not None else run.get("scheduled") or 0.0)
 
-
-def _clock(epoch: Optional[float]) -> str:
-    if epoch is None:
-        return "-"
-    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _e(text: Any) -> str:
-    return escape(str(text), quote=True)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .model import MISSED, RUNNING, TaskRow, iso, status_class, status_label, worst_status
 
-__all__ = ["WINDOWS", "WINDOW_LABELS", "Row", "draw", "LATE_AFTER"]
+__all__ = ["WINDOWS", "WINDOW_LABELS", "Row", "draw", "LATE_AFTER", "utc_text", "html_text"]
 
 #: The windows offered, by their name in the URL.
 WINDOWS: Mapping[str, float] = {"1m": 60.0, "2m": 120.0, "5m": 300.0, "10m": 600.0,
@@ -71,17 +71,17 @@ def draw(rows: Sequence[Row], since: float, until: float, now: float,
         out.append(f'<text class="empty" x="{_X0}" y="{HEADER + 16}">no tasks to show</text>')
     for index, row in enumerate(rows):
         top = HEADER + index * ROW
-        out.append(f'<g class="row" data-task="{_e(row.task.id)}">')
+        out.append(f'<g class="row" data-task="{html_text(row.task.id)}">')
         if index % 2:
             out.append(f'<rect class="stripe" x="0" y="{top}" width="{WIDTH}" height="{ROW}"/>')
         label = row.task.name if len(row.task.name) <= 30 else row.task.name[:29] + "\u2026"
-        out.append(f'<a href="{_e(task_url(row.task.id))}"><text class="label" x="8" '
-                   f'y="{top + 16}"><title>{_e(row.task.id)}</title>{_e(label)}</text></a>')
+        out.append(f'<a href="{html_text(task_url(row.task.id))}"><text class="label" x="8" '
+                   f'y="{top + 16}"><title>{html_text(row.task.id)}</title>{html_text(label)}</text></a>')
         if row.not_drawn and row.complete_since is not None:
             out.append(f'<rect class="hidden-runs" x="{_X0}" y="{top + 4}" '
                        f'width="{max(x_of(row.complete_since) - _X0, 2):.1f}" '
                        f'height="{BAR + 2}"><title>{row.not_drawn:,} completed runs before '
-                       f'{_clock(row.complete_since)} are not drawn (failures and missed runs '
+                       f'{utc_text(row.complete_since)} are not drawn (failures and missed runs '
                        f'are); the task\'s history lists them all</title></rect>')
         for mark in _marks(row.runs, x_of, now):
             out.append(_draw_mark(mark, top, x_of, run_url, task_url, row.task.id))
@@ -176,7 +176,7 @@ def _draw_mark(mark: _Mark, top: int, x_of: Callable[[float], float],
     if len(mark.runs) == 1:  # a run links to its page; a group is a title on its row
         run = mark.runs[0]
         title = _run_title(run)
-        parts = [f'<a href="{_e(run_url(run))}" class="mark {css}">']
+        parts = [f'<a href="{html_text(run_url(run))}" class="mark {css}">']
     else:
         title = _group_title(mark.runs)
         parts = [f'<g class="mark group {css}">']
@@ -184,7 +184,7 @@ def _draw_mark(mark: _Mark, top: int, x_of: Callable[[float], float],
         x, r = mark.x0, 5
         shape = "missed" if status == MISSED else "unstarted"
         parts.append(f'<path class="{shape}" d="M{x:.1f} {middle - r}l{r} {r}l{-r} {r}'
-                     f'l{-r} {-r}z"><title>{_e(title)}</title></path>')
+                     f'l{-r} {-r}z"><title>{html_text(title)}</title></path>')
     else:
         late = [run for run in mark.runs if _lateness(run) > LATE_AFTER]
         if len(mark.runs) == 1 and late:
@@ -193,7 +193,7 @@ def _draw_mark(mark: _Mark, top: int, x_of: Callable[[float], float],
                          f'{middle}H{mark.x0:.1f}"/>')
         parts.append(f'<rect class="bar" x="{mark.x0:.1f}" y="{middle - BAR / 2}" '
                      f'width="{mark.x1 - mark.x0:.1f}" height="{BAR}" rx="2">'
-                     f'<title>{_e(title)}</title></rect>')
+                     f'<title>{html_text(title)}</title></rect>')
         if late and len(mark.runs) > 1:  # a merged mark: a dot says some started late
             parts.append(f'<circle class="late-dot" cx="{mark.x0:.1f}" cy="{middle - BAR / 2}" '
                          f'r="2.5"/>')
@@ -213,7 +213,7 @@ def _run_title(run: Mapping[str, Any]) -> str:
         bits[0] += f" attempt {run['attempt']}"
     bits.append(status_label(run.get("status")))
     when = run.get("started") if run.get("started") is not None else run.get("scheduled")
-    bits.append(_clock(when))
+    bits.append(utc_text(when))
     if run.get("duration") is not None:
         bits.append(f"{run['duration']:.2f} s")
     if run.get("exit_code") is not None:
@@ -235,14 +235,16 @@ def _group_title(runs: Sequence[Mapping[str, Any]]) -> str:
     first = min(run["scheduled"] for run in runs)
     last = max(run["scheduled"] for run in runs)
     what = ", ".join(f"{count} {label.lower()}" for label, count in counts.most_common())
-    return f"{len(runs)} runs from {_clock(first)} to {_clock(last)}: {what}"
+    return f"{len(runs)} runs from {utc_text(first)} to {utc_text(last)}: {what}"
 
 
-def _clock(epoch: Optional[float]) -> str:
+def utc_text(epoch: Optional[float]) -> str:
+    """A time as the charts label it (UTC, to the second); "-" for none."""
     if epoch is None:
         return "-"
     return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _e(text: Any) -> str:
+def html_text(text: Any) -> str:
+    """*text* made safe inside SVG markup and its attributes."""
     return escape(str(text), quote=True)
