@@ -197,3 +197,27 @@ def test_a_request_taken_by_a_killed_scheduler_is_not_lost_and_no_run_is_run_twi
         assert (done["state"], done["ok"]) == ("done", True)
         assert sched.get_task("report")["paused"]
     assert len(marks_of(marks)) == 1  # the run now ran once, in the killed process
+
+
+def test_a_shutdown_racing_start_never_joins_a_thread_not_started():
+    """A SIGTERM right after start(): shutdown() from another thread found
+    the requests' thread made but not started, and its join() raised
+    (``cannot join thread before it is started``); the shutdown never ended."""
+    failures = []
+    for _ in range(40):
+        sched = psl.Scheduler(store=MemoryStore())
+
+        def stop():
+            while sched.stopped:  # until start() is under way: then at once
+                pass
+            try:
+                sched.shutdown(wait=True)
+            except BaseException as exc:  # reported by the assertion below
+                failures.append(exc)
+        stopper = threading.Thread(target=stop)
+        stopper.start()
+        sched.start()
+        stopper.join(10)
+        assert not stopper.is_alive()
+        sched.shutdown()
+    assert failures == []

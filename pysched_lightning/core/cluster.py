@@ -70,9 +70,9 @@ class Cluster:
             self._look_at_nodes()
         except Exception as exc:  # the thread tries again at its first beat
             self._failed(exc)
-        self._thread = threading.Thread(target=self._run, name="pysched-cluster",
-                                        daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name="pysched-cluster", daemon=True)
+        thread.start()
+        self._thread = thread  # (only once started: a shutdown racing start() may join it)
 
     def join(self, timeout: Optional[float] = None) -> None:
         thread = self._thread

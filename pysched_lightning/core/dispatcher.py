@@ -47,9 +47,9 @@ class Dispatcher:
         self.thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._run, name="pysched-dispatcher",
-                                       daemon=True)
-        self.thread.start()
+        thread = threading.Thread(target=self._run, name="pysched-dispatcher", daemon=True)
+        thread.start()
+        self.thread = thread  # (only once started: a shutdown racing start() may join it)
 
     def _run(self) -> None:
         """Wait for due work, hand it to the workers; never dies silently."""

@@ -67,9 +67,9 @@ class ControlRequests:
         listen = getattr(self._store, "listen_control", None)
         if callable(listen):
             listen(self.wake)
-        self._thread = threading.Thread(target=self._loop, name="pysched-control",
-                                        daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._loop, name="pysched-control", daemon=True)
+        thread.start()
+        self._thread = thread  # (only once started: a stop() racing start() may join it)
 
     def wake(self) -> None:
         """Poll now rather than within a second (safe from any thread)."""
