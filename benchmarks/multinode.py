@@ -330,15 +330,35 @@ def correctness(runs, ids):
 # ------------------------------------------------------------------------------ CPU
 
 def cpu_of(pids):
+    """{pid: user+system seconds} of the processes *pids* (those still up)."""
     import psutil
-    total = 0.0
+    out = {}
     for pid in pids:
         try:
             t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
+            out[pid] = t.user + t.system
         except psutil.Error:
             pass
-    return total
+    return out
+
+
+def limit_of(node_cpu, pg_cpu, span):
+    """What bounded a throughput run, from the CPU seconds each node used
+    (*node_cpu*), the database server's (*pg_cpu*) and the run's *span*:
+    the machine's cores when they were nearly all busy, else one node's
+    interpreter when that node kept about one core busy (its GIL), else
+    the database server (its CPU, its commits)."""
+    cores = os.cpu_count() or 1
+    busy = (sum(node_cpu) + pg_cpu) / (span * cores)
+    busiest = max(node_cpu, default=0.0) / span
+    if busy >= 0.85:
+        what = f"the machine's {cores} cores"
+    elif busiest >= 0.85:
+        what = "one node's interpreter (a core)"
+    else:
+        what = "the database server"
+    return {"cores_busy": busy, "busiest_node_core": busiest,
+            "pg_cores": pg_cpu / span, "limit": what}
 
 
 def postgres_cpu():
@@ -420,20 +440,26 @@ def throughput(contender, seeds, url_of, drop, pythonpath, n, k, tmp):
             nodes.start(k)
             pids = nodes.pids()
             cpu0, pg0 = cpu_of(pids), postgres_cpu()
+            go_at = time.time()
             nodes.go()
             runs = wait_runs(outdir, n, "j", nodes)
             cpu1, pg1 = cpu_of(pids), postgres_cpu()
+            # (from go to the last run: the nodes' start-up counts too)
+            wall = max((r[4] for r in runs), default=time.time()) - go_at
             time.sleep(0.5)  # a late duplicate still counts
             runs = [r for r in read_records(outdir)[0] if r[0].startswith("j")]
         dup, lost = correctness(runs, {f"j{i}" for i in range(n)})
         span = max(r[4] for r in runs) - min(r[3] for r in runs) if runs else None
         done = len({r[0] for r in runs})
+        node_cpu = [cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1]
+        pg_cpu = postgres_delta(pg0, pg1)
         return {"n": n, "k": k, "done": done, "duplicates": dup, "lost": lost,
                 "span_s": span, "exec_per_s": done / span if span else None,
                 "per_node": {node: sum(1 for r in runs if r[1] == node)
                              for node in sorted({r[1] for r in runs})},
-                "node_cpu_us": (cpu1 - cpu0) / n * 1e6,
-                "pg_cpu_us": postgres_delta(pg0, pg1) / n * 1e6}
+                "node_cpu_us": sum(node_cpu) / n * 1e6,
+                "pg_cpu_us": pg_cpu / n * 1e6,
+                **limit_of(node_cpu, pg_cpu, max(wall, 1e-6))}
     finally:
         drop(db)
 
@@ -751,7 +777,7 @@ def fill_report(rep, res, cfg, fmt_int):
     keys = {k: f"mn_tp_k{k}" for k in cfg["ks"]}
     for k, key in keys.items():
         rep.measure(key, f"Multi-node throughput, {n:,} due-now jobs on {k} node(s) "
-                         "(executions/s; duplicates / lost; CPU µs per execution: nodes + PostgreSQL)")
+                         "(executions/s; duplicates / lost; CPU µs per execution: nodes + PostgreSQL; how busy the machine's cores were)")
     rep.measure("mn_latency", f"Multi-node add → start, 2 nodes, {cfg['add_n']} jobs "
                               f"{cfg['add_every'] * 1000:g} ms apart (ms, p50 / p99 / max)")
     rep.measure("mn_beat", f"Failover: SIGKILL the node running a {cfg['beat']:g} s recurring job; "
@@ -807,8 +833,14 @@ def fill_report(rep, res, cfg, fmt_int):
             x = r.get(f"tp_k{k}", {"error": "not run"})
             rep.cell(key, name, err(x) or (
                 f"{fmt_int(x['exec_per_s'])} ({x['duplicates']} / {x['lost']}; "
-                f"{x['node_cpu_us']:,.0f} + {x['pg_cpu_us']:,.0f} µs)"
+                f"{x['node_cpu_us']:,.0f} + {x['pg_cpu_us']:,.0f} µs; "
+                f"cores {x['cores_busy']:.0%} busy)"
                 + (f" [{x['n']:,} jobs]" if x["n"] != n else "")))
+            if "limit" in x:
+                rep.note(f"multinode {name}, {k} node(s): the limit was {x['limit']} (cores "
+                         f"{x['cores_busy']:.0%} busy; the busiest node kept "
+                         f"{x['busiest_node_core']:.0%} of a core busy, PostgreSQL "
+                         f"{x['pg_cores']:.0%})")
         x = r.get("latency", {"error": "not run"})
         rep.cell("mn_latency", name, err(x) or (
             f"{_ms(x['p50_ms'])} / {_ms(x['p99_ms'])} / {_ms(x['max_ms'])}"
