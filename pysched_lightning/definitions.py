@@ -113,8 +113,12 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                             if early is not None:
                                 control.unreserve(st, task, early)
                 finally:
-                    workers.settle(fx)  # what adding noted besides the task (a claim, a
-            except BaseException as exc:  # next run time) is written with the next commit
+                    try:
+                        workers.settle(fx)  # what adding noted besides the task (a claim,
+                    finally:  # a next run time) is written with the next commit
+                        if journal is not None:
+                            journal.confirm_flushed(write)  # (its first run is under way)
+            except BaseException as exc:
                 if not settled:  # an interrupt before the lock: put right all the same
                     settled = True
                     with st.lock:

@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 
 import pysched_lightning as psl
 from pysched_lightning.core.shares import Share, share_of
+from pysched_lightning.durability.stores.postgres import PostgresStore
 from conftest import wait_for
 
 OWNERS = st.lists(st.text(min_size=1, max_size=12), min_size=2, max_size=6, unique=True)
@@ -101,3 +102,58 @@ def test_runs_another_node_ran_are_learnt_in_one_look_not_one_refused_claim_each
              if record.getMessage().startswith("looked ahead")]
     assert len(looks) in (1, 2, 3), looks  # not one per run
     assert sum(claimed for _, claimed in looks) >= len(ids) - 3
+
+
+def record_slowly(path, task_id):
+    record(path, task_id)
+    import time
+    time.sleep(0.5)  # (still running when the other node hears of it)
+
+
+class RefusalCountingStore(PostgresStore):
+    """A real PostgreSQL store that counts the claims it refuses."""
+
+    refused = 0
+
+    def claim_run(self, *args, **kwargs):
+        granted = super().claim_run(*args, **kwargs)
+        self.refused += not granted
+        return granted
+
+    def claim_runs(self, claims):
+        granted = super().claim_runs(claims)
+        self.refused += granted.count(False)
+        return granted
+
+    def end_and_claim(self, record, task_id, fields, claim):
+        lost, granted = super().end_and_claim(record, task_id, fields, claim)
+        self.refused += claim is not None and not granted
+        return lost, granted
+
+
+def test_a_task_added_elsewhere_and_running_there_is_dropped_here_without_a_claim(
+        postgres_url, tmp_path, caplog):
+    """A node hearing of a task due now, added on another node with its
+    first run claimed, fired its timer and spent a claim the store could
+    only refuse: the run records it reads to load the task say that the
+    slot is claimed already. (A run the adder had no free worker for is
+    claimed here, granted.)"""
+    path = str(tmp_path / "ran")
+    adder = psl.Scheduler(store=postgres_url)
+    counted = RefusalCountingStore(postgres_url)
+    other = psl.Scheduler(store=counted)
+    ids = [f"now-{k}" for k in range(3)]
+    try:
+        adder.start()
+        other.start()
+        caplog.set_level("DEBUG", logger="pysched_lightning")
+        for task_id in ids:
+            adder.delay("once", 0, 1, record_slowly, args=(path, task_id), task_id=task_id)
+            wait_for(lambda: any(f"({task_id})" in r.getMessage() and r.getMessage()
+                                 .startswith("loaded") for r in caplog.records), 30)
+        wait_for(lambda: not adder.task and not other.task, 60)
+    finally:
+        adder.shutdown()
+        other.shutdown()
+    assert sorted(json.loads(line) for line in open(path)) == sorted(ids)  # each once
+    assert counted.refused == 0

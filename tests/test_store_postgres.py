@@ -439,3 +439,69 @@ def test_a_node_that_joins_or_leaves_is_heard_by_the_others(postgres_url):
             assert store.wait_for_change(30) is True
             assert store.nodes_changed() is True
         assert [node["owner"] for node in store.nodes()] == ["a"]
+
+
+# -- a due-now task's first run starts at its commit, delay() returns at the flush -------
+
+def _lsn(conn, function):
+    return conn.execute(f"SELECT {function}() - '0/0'::pg_lsn").fetchone()[0]
+
+
+def test_a_save_and_claim_left_unflushed_is_committed_and_on_disk_once_wait_flushed_returns(
+        postgres_url):
+    with PostgresStore(postgres_url) as store, \
+            psycopg.connect(postgres_url, autocommit=True) as other:
+        store.acquire("a")
+        assert store.defers_flush is True
+        written, granted = store.save_and_claim(record("soon"), True,
+                                                ("soon", "1.000", 1, 1, "soon", 1.0, 1.0),
+                                                flush=False)
+        assert (written, granted) == (True, True)
+        assert store.task("soon") is not None  # committed: every node sees it
+        committed_up_to = _lsn(other, "pg_current_wal_insert_lsn")
+        store.wait_flushed()
+        assert _lsn(other, "pg_current_wal_flush_lsn") >= committed_up_to
+        # (only that transaction was relaxed: the next definition commits flushed)
+        assert store._on_side("SHOW synchronous_commit") == [("on",)]
+
+
+def test_a_synchronous_store_never_leaves_a_definition_unflushed(postgres_url):
+    with PostgresStore(postgres_url, synchronous=True) as store:
+        store.acquire("a")
+        assert store.defers_flush is False
+        assert store.save_and_claim(record("strict"), True,
+                                    ("strict", "1.000", 1, 1, "strict", 1.0, 1.0),
+                                    flush=False) == (True, True)
+
+
+class UnconfirmedStore(PostgresStore):
+    """A real PostgreSQL store whose disk flush cannot be confirmed (the
+    connection dropped just after the commit)."""
+
+    def wait_flushed(self):
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+_ran = []
+
+
+def note_a_run(value):
+    _ran.append(value)
+
+
+def test_a_due_now_task_whose_flush_cannot_be_confirmed_is_kept_and_runs_once(
+        postgres_url, caplog):
+    """Its commit happened (its run may be under way): delay() says so in
+    a warning and returns, rather than raise for a task that is scheduled."""
+    import pysched_lightning as psl
+    _ran.clear()
+    with psl.Scheduler(store=UnconfirmedStore(postgres_url)) as sched:
+        sched.start()
+        with caplog.at_level("WARNING", logger="pysched_lightning"):
+            task_id = sched.delay("once", 0, 1, note_a_run, args=("now",), task_id="now")
+        assert task_id == "now"
+        assert sched.get_result("now", timeout=30) is None
+        assert sched.store.task("now") is not None
+    assert _ran == ["now"]
+    assert any("'now' is stored, but the store could not confirm" in r.getMessage()
+               for r in caplog.records)

@@ -116,6 +116,16 @@ class ClaimedElsewhere:
         found = self._known.pop(key, None)
         return found is not None and time.monotonic() - found < KEEP_SECONDS
 
+    def learn(self, keys: Iterable[Key]) -> None:
+        """*keys* are claimed, as read by other means (the run records of a
+        task this node loads as another node adds it, its first run already
+        claimed there): their runs end here without a refused claim."""
+        now = time.monotonic()
+        for key in keys:
+            if len(self._known) > 4 * LOOK_AHEAD:
+                self._known.clear()
+            self._known[key] = now
+
     def look(self, upcoming: List[Run], slot_of: Callable[[Run], Optional[str]]) -> None:
         """Ask the store about the *upcoming* ready runs (the first
         :data:`LOOK_AHEAD` of a lane's, in order, read outside the lock: a

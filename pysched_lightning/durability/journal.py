@@ -168,6 +168,23 @@ class Journal:
         self.flush()
         return write
 
+    def confirm_flushed(self, write: Optional[Write]) -> None:
+        """Once the run a stored task's first claim let start is under way:
+        wait until *write* (if it was committed without the store's disk
+        flush) is on disk too, so that the task is durable when delay()
+        returns. The commit happened already: should the wait fail, it is
+        logged (only a crash of the database server could lose the task
+        now, as it could the last claims), never raised."""
+        if write is None or not write.unflushed:
+            return
+        write.unflushed = False
+        try:
+            self.store.wait_flushed()
+        except Exception as exc:
+            _log.warning("task %r is stored, but the store could not confirm that it is on "
+                         "disk (%s): a crash of the database server in the next moments "
+                         "could lose it", write.target.id, error_line(exc))
+
     def will_store(self, record: TaskRecord) -> bool:
         """After an interrupt in :meth:`store_task`: True when *record* is
         stored, or noted to be (a noted write is never lost)."""

@@ -16,20 +16,29 @@ __all__ = ["save_alone", "between_runs"]
 def save_alone(store: Any, write: Write) -> Optional[List[Tuple[Write, BaseException]]]:
     """A task (and its first run's claim) committed by itself, with a
     store that does it in one statement (``save_and_claim``: a
-    ``delay()`` waits one round trip); None when the store cannot."""
+    ``delay()`` waits one round trip); None when the store cannot. With a
+    claim, a store that can (``defers_flush``) commits without waiting for
+    its disk flush, so that the run starts sooner: the write is left
+    ``unflushed`` for the journal's ``confirm_flushed``."""
     save_and_claim = getattr(store, "save_and_claim", None)
     replace, claim, set_aside, _ = write.fields
     if save_and_claim is None or set_aside is not None:
         return None
     wanted = None if claim is None else claim.row()
+    # The run starts at the commit, the delay() returns at the flush.
+    soon = wanted is not None and getattr(store, "defers_flush", False)
     try:
-        written, granted = save_and_claim(write.target, replace, wanted)
+        if soon:
+            written, granted = save_and_claim(write.target, replace, wanted, flush=False)
+        else:
+            written, granted = save_and_claim(write.target, replace, wanted)
     except Exception as exc:
         write.error = exc
         if claim is not None:
             claim.refuse(f"could not be claimed in the store: {error_line(exc)}")
         return [(write, exc)]
     write.fields[3] = written
+    write.unflushed = soon and bool(written)
     if claim is not None:
         if written:
             claim.answered(granted)

@@ -34,7 +34,7 @@ class WriteKind(enum.Enum):
 class Write:
     """One noted change; after a flush, ``error`` says whether it failed."""
 
-    __slots__ = ("kind", "target", "fields", "error", "ready")
+    __slots__ = ("kind", "target", "fields", "error", "ready", "unflushed")
 
     def __init__(self, kind: WriteKind, target: Any, fields: Any = None,
                  ready: bool = True) -> None:
@@ -44,6 +44,9 @@ class Write:
         self.error: Optional[BaseException] = None
         #: False until its arguments are built (a run's record).
         self.ready = ready
+        #: A task saved with its first run's claim, committed without
+        #: waiting for the store's disk flush (see Journal.confirm_flushed).
+        self.unflushed = False
 
 
 def inserted(write: Write) -> bool:

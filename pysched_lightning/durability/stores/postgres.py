@@ -66,9 +66,12 @@ class PostgresStore(PostgresClaims, PostgresControlRequests, NodeLink):
     run records commit without waiting for the server to flush its WAL
     (``synchronous_commit = off`` for those transactions): they survive any
     crash of a node, as a SQLite store's commits do, and a crash of the
-    database server itself may lose the last ~0.2 s of them.
-    ``synchronous=True`` makes claims wait for the flush too (a run is then
-    never run twice even across a server crash), at one WAL flush per claim.
+    database server itself may lose the last ~0.2 s of them. A task stored
+    with its first run's claim may commit so too, the flush waited for
+    after the run started (``save_and_claim(..., flush=False)``, then
+    ``wait_flushed()``). ``synchronous=True`` makes claims wait for the
+    flush too (a run is then never run twice even across a server crash),
+    at one WAL flush per claim.
     """
 
     def __init__(self, url: str, *, lease: float = 10.0, read_only: bool = False,

@@ -7,6 +7,8 @@ import logging
 from typing import (Any, Callable, ContextManager, Dict, List, Mapping, Optional, Sequence,
                     Set, Tuple)
 
+import psycopg
+
 from ...records.protocols import RUN_FIELDS, RUNNING, ClaimLostError, TaskRecord
 from . import postgres_sql as sql
 from .postgres_rows import (Claim, claim_params, claim_tuple, lost_claim, priority_columns,
@@ -37,6 +39,8 @@ class PostgresClaims:
     url: str
     lease: float
     acquire: Callable[..., bool]
+    #: True once the server refused the statement of :meth:`wait_flushed`.
+    _flush_refused = False
 
     def claim_run(self, task_id: str, slot: str, attempt: int, *, run: int, name: str,
                   scheduled: float, started: float) -> bool:
@@ -90,26 +94,51 @@ class PostgresClaims:
             rows = self._run(sql.CLAIMED_KEYS, params).fetchall()
         return {(str(t), str(s), int(a)) for t, s, a in rows}
 
-    def save_and_claim(self, record: TaskRecord, replace: bool,
-                       claim: Optional[Claim]) -> Tuple[bool, bool]:
+    def save_and_claim(self, record: TaskRecord, replace: bool, claim: Optional[Claim],
+                       flush: bool = True) -> Tuple[bool, bool]:
         """``save_task(record, replace)`` and, if the task was written, the
         claim of its first run (a ``claim_runs`` tuple, or None), in one
         statement committed with the WAL flushed: one round trip, for a
-        ``delay()`` that waits for it. Returns (written, claimed)."""
+        ``delay()`` that waits for it. Returns (written, claimed).
+
+        ``flush=False`` (with a claim): the commit may not wait for the
+        flush, so that the run can start sooner, like every other claim;
+        the caller then calls :meth:`wait_flushed` before it tells anyone
+        the task is stored."""
         params = task_params(task_row(record))
         claimed = None if claim is None else claim_row(*claim_tuple(claim), RUNNING)
         params.update(claim_params(claimed))
         params.update(self._fence())
-        statement = sql.SAVE_AND_CLAIM if replace else sql.ADD_AND_CLAIM
+        soon = not flush and claim is not None and self.defers_flush
+        if soon:
+            statement = sql.SAVE_AND_CLAIM_SOON if replace else sql.ADD_AND_CLAIM_SOON
+        else:
+            statement = sql.SAVE_AND_CLAIM if replace else sql.ADD_AND_CLAIM
         with self._lock:
             if self._depth:  # (in a batch: with it)
                 self._strict = True
-                written, live, inserted = self._row(statement, params)
+                written, live, inserted = self._row(statement, params)[:3]
             else:
-                [(written, live, inserted)] = self._on_side(statement, params)
+                [(written, live, inserted, *_)] = self._on_side(statement, params)
         if claim is not None and written and not live and self._rejoin():
             return True, self._claim_again(claim)
         return bool(written), bool(inserted)
+
+    @property
+    def defers_flush(self) -> bool:
+        """True when ``save_and_claim(..., flush=False)`` commits without
+        the WAL flush (not on a ``synchronous`` store, nor once the server
+        refused :meth:`wait_flushed`'s statement)."""
+        return not self.synchronous and not self._flush_refused
+
+    def wait_flushed(self) -> None:
+        """Return once every commit this store made is on the server's disk
+        (what ``save_and_claim(..., flush=False)`` left to flush)."""
+        try:
+            self._on_side(sql.FLUSH_WAL)
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction):
+            self._flush_refused = True  # (from now on, definitions commit flushed)
+            raise
 
     def end_and_claim(self, record: Mapping[str, Any], task_id: Optional[str],
                       fields: Mapping[str, Any], claim: Optional[Claim]
