@@ -11,7 +11,9 @@ plan (JSON) says: ``store`` (URL), ``name`` (this node's), ``lease``
 clock: nodes whose clocks differ), ``tasks`` (``delay()`` calls this node
 makes at start: ``{"id", "trigger", "interval", "fn", "args", "options"}``)
 and ``log`` (the executions file). SIGTERM shuts the node down cleanly
-(``run_forever``); the test SIGKILLs it to crash it.
+(``run_forever``); the test SIGKILLs it to crash it. With ``adds``
+(``{"every": seconds, "prefix": "..."}``) the node also adds due-now
+one-shots while it runs, each traced ``accepted`` once ``delay()`` returned.
 
 Every execution appends one JSON line to the log (``O_APPEND``): the node's
 name and pid and the run's identity from ``psl.current_run()`` (task id, run,
@@ -24,6 +26,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any, Dict
 
@@ -70,6 +73,21 @@ def answer(log: str) -> str:
 FUNCTIONS = {"tick": tick, "slow": slow, "answer": answer}
 
 
+def _add(sched: psl.Scheduler, log: str, adds: Dict[str, Any]) -> None:
+    """Add a due-now ``tick`` every ``adds["every"]`` seconds, ids
+    ``adds["prefix"]`` + a count, each traced once delay() returned."""
+    count = 0
+    while True:
+        time.sleep(adds["every"])
+        task_id = f"{adds['prefix']}{count}"
+        count += 1
+        try:
+            sched.delay("once", 0, 1, tick, args=[log], task_id=task_id)
+        except RuntimeError:  # (shutting down)
+            return
+        _append(log, {"event": "accepted", "node": NODE, "pid": os.getpid(), "tid": task_id})
+
+
 def main() -> None:
     global NODE
     with open(sys.argv[1]) as file:
@@ -87,6 +105,9 @@ def main() -> None:
                     FUNCTIONS[task["fn"]], args=[plan["log"]] + task.get("args", []),
                     task_id=task["id"], **task.get("options", {}))
     _append(plan["log"], {"event": "ready", "node": NODE, "pid": os.getpid()})
+    adds = plan.get("adds")
+    if adds:  # due-now one-shots added one by one while the node runs
+        threading.Thread(target=_add, args=(sched, plan["log"], adds), daemon=True).start()
     sched.run_forever()
     _append(plan["log"], {"event": "stopped", "node": NODE, "pid": os.getpid()})
 

@@ -30,9 +30,10 @@ class Nodes:
 
     def start(self, name: str, tasks: List[Dict[str, Any]] = (), *, lease: float = 1.0,
               store: Optional[str] = None, wall_shift: float = 0.0,
-              workers: int = 4) -> subprocess.Popen:
+              workers: int = 4, adds: Optional[Dict[str, Any]] = None) -> subprocess.Popen:
         plan = {"store": store or self.store, "name": name, "lease": lease, "log": self.log,
-                "tasks": list(tasks), "wall_shift": wall_shift, "workers": workers}
+                "tasks": list(tasks), "wall_shift": wall_shift, "workers": workers,
+                "adds": adds}
         path = self.tmp / f"plan-{name}.json"
         path.write_text(json.dumps(plan))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, HERE]))

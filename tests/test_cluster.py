@@ -267,6 +267,58 @@ def test_nodes_killed_at_random_run_each_attempt_once_long(nodes, postgres_url,
     _torture(nodes, postgres_url, torture_seconds, seed=random.randrange(1 << 30))
 
 
+def _adds_killed(nodes, postgres_url, seconds, seed):
+    """Nodes that keep adding due-now one-shots (each stored with its first
+    run's claim, the run started at the commit and delay() returning at the
+    disk flush) are killed (SIGKILL) and started again at random moments.
+    The oracle: no one-shot ever ran twice; each one whose delay() returned
+    ran, or its claim's node died before the run began (INTERRUPTED in the
+    store, no retries asked: at most once); one whose delay() was cut short
+    ran at most once."""
+    import random
+    rng = random.Random(seed)
+    names = ["n0", "n1", "n2"]
+    for name in names:
+        nodes.start(name, adds={"every": 0.01, "prefix": f"{name}-{rng.random():.6f}-"})
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.2, 1.0))
+        victim = rng.choice(names)
+        nodes.kill(victim)
+        nodes.start(victim, adds={"every": 0.01, "prefix": f"{victim}-{rng.random():.6f}-"})
+    for name in names:  # (the survivors stop adding: they run what is left)
+        nodes.stop(name)
+        nodes.start(name)
+    accepted = {e["tid"] for e in nodes.entries() if e["event"] == "accepted"}
+    assert len(accepted) > 20 * seconds  # (the adders did add)
+    store = store_of(postgres_url)
+    try:
+        def ran_or_interrupted(tid):
+            statuses = [r["status"] for r in store.runs(tid)]
+            return statuses in ([COMPLETED], [INTERRUPTED])
+        wait_for(lambda: all(ran_or_interrupted(tid) for tid in accepted), 120)
+        runs = nodes.runs()
+        assert duplicates(runs) == []
+        ran = {e["tid"] for e in runs}
+        for tid in accepted - ran:
+            assert [r["status"] for r in store.runs(tid)] == [INTERRUPTED], tid
+    finally:
+        store.close()
+    for name in names:
+        nodes.stop(name)
+
+
+def test_nodes_killed_while_they_add_tasks_run_each_accepted_task_once(nodes, postgres_url):
+    _adds_killed(nodes, postgres_url, 5.0, seed=7)
+
+
+@pytest.mark.torture
+def test_nodes_killed_while_they_add_tasks_run_each_accepted_task_once_long(
+        nodes, postgres_url, torture_seconds):
+    import random
+    _adds_killed(nodes, postgres_url, torture_seconds, seed=random.randrange(1 << 30))
+
+
 def test_a_task_a_node_cannot_import_is_left_to_the_others(nodes, postgres_url, tmp_path):
     """The function lives in a module only this process can import: node a
     logs why it cannot load the task, and this node runs every slot."""
