@@ -347,7 +347,8 @@ def limit_of(node_cpu, pg_cpu, span):
     (*node_cpu*), the database server's (*pg_cpu*) and the run's *span*:
     the machine's cores when they were nearly all busy, else one node's
     interpreter when that node kept about one core busy (its GIL), else
-    the database server (its CPU, its commits)."""
+    waiting on the database (its round trips and commits: neither the
+    nodes nor the server kept a core busy)."""
     cores = os.cpu_count() or 1
     busy = (sum(node_cpu) + pg_cpu) / (span * cores)
     busiest = max(node_cpu, default=0.0) / span
@@ -356,7 +357,7 @@ def limit_of(node_cpu, pg_cpu, span):
     elif busiest >= 0.85:
         what = "one node's interpreter (a core)"
     else:
-        what = "the database server"
+        what = "waiting on the database (round trips, commits)"
     return {"cores_busy": busy, "busiest_node_core": busiest,
             "pg_cores": pg_cpu / span, "limit": what}
 
