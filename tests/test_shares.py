@@ -157,3 +157,31 @@ def test_a_task_added_elsewhere_and_running_there_is_dropped_here_without_a_clai
         other.shutdown()
     assert sorted(json.loads(line) for line in open(path)) == sorted(ids)  # each once
     assert counted.refused == 0
+
+
+def test_a_claim_given_back_by_another_node_is_run_here(postgres_url, tmp_path):
+    """A node shutting down gives back the claim of a run it had not
+    started. A node that had dropped that one-shot (its claim refused:
+    "ran elsewhere") never heard of it, and nobody ran it until a restart:
+    the give-back is a change the other nodes hear, and they load the task
+    again."""
+    path = str(tmp_path / "ran")
+    loader = psl.Scheduler(store=postgres_url)  # never started: it only stores
+    loader.delay("once", 0, 1, record, args=(path, "given-back"), task_id="given-back")
+    loader.shutdown()
+    other = PostgresStore(postgres_url)
+    here = psl.Scheduler(store=postgres_url)
+    try:
+        other.acquire("other")
+        stored = other.task("given-back")
+        slot = f"{stored.next_run:.3f}"
+        assert other.claim_run("given-back", slot, 1, run=1, name="given-back",
+                               scheduled=stored.next_run, started=stored.next_run)
+        here.start()  # its claim is refused: it drops the one-shot, run elsewhere
+        wait_for(lambda: "given-back" not in here.task, 30)
+        other.release_run("given-back", slot, 1)  # (the other node shut down first)
+        wait_for(lambda: os.path.exists(path), 30)
+    finally:
+        here.shutdown()
+        other.close()
+    assert [json.loads(line) for line in open(path)] == ["given-back"]

@@ -196,8 +196,11 @@ ins AS (INSERT INTO runs ({RUN_COLUMNS}, owner, epoch)
 SELECT task_id, slot, attempt FROM up UNION ALL SELECT task_id, slot, attempt FROM ins"""
 #: The key's row exists and is no longer this node's to write.
 _TAKEN = f"EXISTS (SELECT 1 FROM runs WHERE {KEY} AND NOT {MINE})"
+# A claim given back is a change: a node whose own claim of the run was
+# refused dropped it ("ran elsewhere"); hearing this, it loads the task again.
 RELEASE_RUN = f"""WITH gone AS (DELETE FROM runs WHERE {KEY} AND status = {RUNNING} AND {MINE}
-    RETURNING 1)
+    RETURNING task_id),
+noted AS (INSERT INTO changes (task_id, kind) SELECT task_id, 'released' FROM gone)
 SELECT (SELECT count(*) FROM gone), {_TAKEN}"""
 NOTE_PROCESS = f"""WITH noted AS (UPDATE runs SET pid = %(pid)s::bigint,
     pid_started = %(pid_started)s::bigint WHERE {KEY} AND status = {RUNNING} AND {MINE}
