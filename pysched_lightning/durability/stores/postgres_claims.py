@@ -109,16 +109,14 @@ class PostgresClaims:
         claimed = None if claim is None else claim_row(*claim_tuple(claim), RUNNING)
         params.update(claim_params(claimed))
         params.update(self._fence())
-        soon = not flush and claim is not None and self.defers_flush
-        if soon:
-            statement = sql.SAVE_AND_CLAIM_SOON if replace else sql.ADD_AND_CLAIM_SOON
-        else:
-            statement = sql.SAVE_AND_CLAIM if replace else sql.ADD_AND_CLAIM
+        statement = sql.SAVE_AND_CLAIM if replace else sql.ADD_AND_CLAIM
         with self._lock:
-            if self._depth:  # (in a batch: with it)
+            if self._depth:  # (in a batch: with it, and its commit waits for the flush)
                 self._strict = True
-                written, live, inserted = self._row(statement, params)[:3]
+                written, live, inserted = self._row(statement, params)
             else:
+                if not flush and claim is not None and self.defers_flush:
+                    statement = sql.SAVE_AND_CLAIM_SOON if replace else sql.ADD_AND_CLAIM_SOON
                 [(written, live, inserted, *_)] = self._on_side(statement, params)
         if claim is not None and written and not live and self._rejoin():
             return True, self._claim_again(claim)
