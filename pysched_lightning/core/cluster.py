@@ -163,6 +163,8 @@ class Cluster:
     def apply(self, task_id: str, kinds: Set[str]) -> None:
         """Make this node's copy of *task_id* what the store holds."""
         st, store = self._st, self._store
+        if "released" in kinds and st.journal is not None and st.journal.elsewhere is not None:
+            st.journal.elsewhere.forget(task_id)  # (a run dropped here may be owed again)
         record = store.task(task_id)
         with st.lock:
             local = st.timetable.get(task_id)

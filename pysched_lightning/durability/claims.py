@@ -77,10 +77,12 @@ def EarlyClaim(task_id: str, slot: str, name: str, wall_time: float) -> Claim:
 
 #: How many of the next ready runs one look asks the store about.
 LOOK_AHEAD = 512
-#: How long a slot found claimed is taken for claimed (a claim given back
-#: later, by a node that shut down before the run started, is missed no
-#: longer than this: as by a claim refused just before it was given back).
+#: How long a slot found claimed is taken for claimed. (A claim given back
+#: meanwhile, by a node that shut down before the run started, is a change
+#: this node hears: it forgets what it knew of that task's claims.)
 KEEP_SECONDS = 0.25
+#: How long a claim read with a task's run records is known (see learn()).
+LEARNT_SECONDS = 5.0
 #: After a look that found few of the runs claimed (the other nodes are not
 #: ahead of this one), no other look for this long.
 QUIET_SECONDS = 0.1
@@ -119,12 +121,20 @@ class ClaimedElsewhere:
     def learn(self, keys: Iterable[Key]) -> None:
         """*keys* are claimed, as read by other means (the run records of a
         task this node loads as another node adds it, its first run already
-        claimed there): their runs end here without a refused claim."""
-        now = time.monotonic()
+        claimed there): their runs end here without a refused claim. Known
+        for LEARNT_SECONDS: a claim only goes away when given back, which
+        :meth:`forget` hears."""
+        known_at = time.monotonic() + LEARNT_SECONDS - KEEP_SECONDS
         for key in keys:
             if len(self._known) > 4 * LOOK_AHEAD:
                 self._known.clear()
-            self._known[key] = now
+            self._known[key] = known_at
+
+    def forget(self, task_id: str) -> None:
+        """A claim of *task_id* was given back: what was learnt of its
+        claims may be stale."""
+        for key in [key for key in self._known if key[0] == task_id]:
+            self._known.pop(key, None)
 
     def look(self, upcoming: List[Run], slot_of: Callable[[Run], Optional[str]]) -> None:
         """Ask the store about the *upcoming* ready runs (the first
