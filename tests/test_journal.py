@@ -282,4 +282,3 @@ def test_writes_a_ctrl_c_interrupted_are_written_later_not_lost(tmp_path):
     finally:
         restarted.shutdown(wait=True)
         store.close()
-
