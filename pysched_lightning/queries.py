@@ -138,13 +138,16 @@ def status(st: State, task_id: str) -> TaskStatus:
 def _cluster_status(store: Any, task_id: str, here: TaskStatus) -> TaskStatus:
     """On a shared store, the task's status across the nodes: that of its
     newest run (running on another node, say), else what the node that ran
-    it last stored."""
+    it last stored. The run is read first: a run's end commits its task's
+    status with it (or before it), so the task read next is never older
+    than the run (read the other way round, a run ending between the two
+    reads left the status from before it)."""
+    newest = store.runs(task_id, 1)
+    if newest and newest[0]["status"] == TaskStatus.RUNNING:
+        return TaskStatus.RUNNING if store.task(task_id) is not None else here
     record = store.task(task_id)
     if record is None:
         return here
-    newest = store.runs(task_id, 1)
-    if newest and newest[0]["status"] == TaskStatus.RUNNING:
-        return TaskStatus.RUNNING
     return TaskStatus(record.status)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import pysched_lightning as psl
 from cluster_support import Nodes, Proxy, duplicates
+from pysched_lightning.durability.stores.postgres import PostgresStore
 from conftest import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -30,7 +31,6 @@ def nodes(postgres_url, tmp_path):
 
 
 def store_of(url, **kwargs):
-    from pysched_lightning.durability.stores.postgres import PostgresStore
     return PostgresStore(url, **kwargs)
 
 
@@ -408,3 +408,56 @@ def test_a_paused_node_stops_nobody_and_records_nothing_over_the_others(nodes, p
         assert rows == {1: INTERRUPTED, 2: COMPLETED}
     finally:
         store.close()
+
+
+class EndsBetweenReads(PostgresStore):
+    """A real PostgreSQL store on which, once armed, another node's run
+    ends just after this store's next read of the task or of its runs."""
+
+    def __init__(self, url, end):
+        super().__init__(url, lease=1.0)
+        self.end, self.armed = end, False
+
+    def _maybe_end(self):
+        if self.armed:
+            self.armed = False
+            self.end()
+
+    def task(self, task_id):
+        record = super().task(task_id)
+        self._maybe_end()
+        return record
+
+    def runs(self, *args, **kwargs):
+        rows = super().runs(*args, **kwargs)
+        self._maybe_end()
+        return rows
+
+
+def test_a_run_ending_between_the_two_reads_of_a_cluster_status_never_leaves_it_stale(
+        postgres_url):
+    """get_status() read the task's stored status, then its newest run: a
+    run another node ended in between read as over, with the status from
+    before it (SUSPENDED after the task's first run had completed)."""
+    from store_records import finished
+    other = PostgresStore(postgres_url, lease=1.0)
+    other.acquire("a")
+
+    def end_the_run():  # what node a commits at the run's end
+        with other.batch():
+            other.finish_run(finished(task_id="t", slot="1.000", scheduled=1.0))
+            other.update_task("t", status=int(psl.TaskStatus.COMPLETED), runs=1)
+
+    store = EndsBetweenReads(postgres_url, end_the_run)
+    try:
+        with psl.Scheduler(store=store) as here:
+            import cluster_node
+            here.delay("once", 3600, 1, cluster_node.tick, args=("-",), task_id="t")
+            assert other.claim_run("t", "1.000", 1, run=1, name="t", scheduled=1.0,
+                                   started=1.0)  # (node a runs it)
+            assert here.get_status("t") is psl.TaskStatus.RUNNING
+            store.armed = True
+            assert here.get_status("t") in (psl.TaskStatus.RUNNING, psl.TaskStatus.COMPLETED)
+            assert here.get_status("t") is psl.TaskStatus.COMPLETED
+    finally:
+        other.close()
