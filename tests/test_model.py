@@ -914,6 +914,8 @@ class ThreadTask:
         self.key, self.tid, self.definition = key, tid, definition
         #: Canceled by the test (its runs may stop at any attempt).
         self.canceled = False
+        #: run_now() calls the scheduler took (each owes a manual run).
+        self.manual_asked = 0
 
 
 class ThreadedMachine(RuleBasedStateMachine):
@@ -1089,7 +1091,9 @@ class ThreadedMachine(RuleBasedStateMachine):
         task = self.pick(index)
         if task is not None and task.definition.one_shot and not enabled("run_now_one_shot"):
             return
-        self._control(index, self.sched.run_now)
+        asked = self._control(index, self.sched.run_now)
+        if asked is not None:
+            asked.manual_asked += 1
 
     @precondition(lambda self: enabled("pause"))
     @rule(index=st.integers(0, 100), pause=st.booleans())
@@ -1293,6 +1297,8 @@ class ThreadedMachine(RuleBasedStateMachine):
         runs = [e for e in mine if e.run_number in regular]
         if not runs:
             return False
+        if task.manual_asked > sum(1 for e in mine if e.manual and e.attempt == 1):
+            return False  # (README: a one-shot stays while a manual run is owed, held by a pause)
         if any(self.may_be_retried(e, task) for e in mine if e.run_number not in regular):
             return False  # (README: a manual run's retry keeps a one-shot scheduled)
         last = max(runs, key=lambda e: e.attempt)
