@@ -112,12 +112,8 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                         finally:
                             if early is not None:
                                 control.unreserve(st, task, early)
-                finally:
-                    try:
-                        workers.settle(fx)  # what adding noted besides the task (a claim,
-                    finally:  # a next run time) is written with the next commit
-                        if journal is not None:
-                            journal.confirm_flushed(write)  # (its first run is under way)
+                finally:  # what adding noted besides the task (a claim, a next run
+                    _settle(workers, fx, journal, write)  # time) goes with the next commit
             except BaseException as exc:
                 if not settled:  # an interrupt before the lock: put right all the same
                     settled = True
@@ -133,6 +129,17 @@ def add_checked(st: State, workers: Any, standby: Any, task: Task,
                 _interrupted_between(st, workers, task, old, write, settled, early,
                                      first and record is not None, exc)
             raise
+
+
+def _settle(workers: Any, fx: Effects, journal: Any, write: Optional[Write]) -> None:
+    """What adding noted is carried out (the task's first run starts), then
+    the task's store write is waited for to reach the disk, if it was
+    committed without (see Journal.confirm_flushed)."""
+    try:
+        workers.settle(fx)
+    finally:
+        if journal is not None:
+            journal.confirm_flushed(write)
 
 
 def _follow_stored(st: State, standby: Any, record: Any) -> bool:

@@ -134,6 +134,25 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.005):
         time.sleep(interval)
 
 
+def messages_of_a_failing_run(caplog, level, fn, raises, until, **options):
+    """Run *fn* (which raises *raises*) once, due now, on a real scheduler
+    with *options*; return its task id and the log messages at *level* once
+    one of them contains *until*."""
+    import logging
+    import pysched_lightning as psl
+    caplog.set_level(getattr(logging, level), logger="pysched_lightning")
+    sched = psl.Scheduler()
+    sched.start()
+    try:
+        tid = sched.delay("once", 0, 1, fn, **options)
+        with pytest.raises(raises):
+            sched.get_result(tid, timeout=10)
+        wait_for(lambda: any(until in m for m in caplog.messages))
+    finally:
+        sched.shutdown()
+    return tid, caplog.messages
+
+
 #: The modules whose tests run longest (the searching tests, the nodes, the
 #: documentation's examples): collected first, so that the workers of
 #: pytest-xdist start on them and the run ends on short tests, not on one

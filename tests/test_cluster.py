@@ -6,6 +6,7 @@ change made on one node applies on all. Nodes are processes of their own
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -412,15 +413,19 @@ def test_a_paused_node_stops_nobody_and_records_nothing_over_the_others(nodes, p
 
 class EndsBetweenReads(PostgresStore):
     """A real PostgreSQL store on which, once armed, another node's run
-    ends just after this store's next read of the task or of its runs."""
+    ends just after the arming thread's next read of the task or of its
+    runs (the scheduler's own threads read it too)."""
 
     def __init__(self, url, end):
-        super().__init__(url, lease=1.0)
-        self.end, self.armed = end, False
+        super().__init__(url, lease=60.0)
+        self.end, self.armed_by = end, None
+
+    def arm(self):
+        self.armed_by = threading.get_ident()
 
     def _maybe_end(self):
-        if self.armed:
-            self.armed = False
+        if self.armed_by == threading.get_ident():
+            self.armed_by = None
             self.end()
 
     def task(self, task_id):
@@ -440,7 +445,7 @@ def test_a_run_ending_between_the_two_reads_of_a_cluster_status_never_leaves_it_
     run another node ended in between read as over, with the status from
     before it (SUSPENDED after the task's first run had completed)."""
     from store_records import finished
-    other = PostgresStore(postgres_url, lease=1.0)
+    other = PostgresStore(postgres_url, lease=60.0)  # (it never renews: no reaping meanwhile)
     other.acquire("a")
 
     def end_the_run():  # what node a commits at the run's end
@@ -456,7 +461,7 @@ def test_a_run_ending_between_the_two_reads_of_a_cluster_status_never_leaves_it_
             assert other.claim_run("t", "1.000", 1, run=1, name="t", scheduled=1.0,
                                    started=1.0)  # (node a runs it)
             assert here.get_status("t") is psl.TaskStatus.RUNNING
-            store.armed = True
+            store.arm()
             assert here.get_status("t") in (psl.TaskStatus.RUNNING, psl.TaskStatus.COMPLETED)
             assert here.get_status("t") is psl.TaskStatus.COMPLETED
     finally:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import pysched_lightning as psl
-from conftest import pending_events, virtual, wait_for, secs
+from conftest import messages_of_a_failing_run, pending_events, virtual, wait_for, secs
 
 S = psl.TaskStatus
 K = psl.EventKind
@@ -241,19 +241,11 @@ def test_a_retry_backoff_that_overflows_is_refused_at_delay(clock, options):
 def test_retry_warning_includes_the_error(caplog):
     """The retry warning said only "attempt 1 error"; it names the
     error too, and the task by its name and id."""
-    caplog.set_level(logging.WARNING, logger="pysched_lightning")
-
     def refused():
         raise ConnectionError("connection refused by db.example")
 
-    sched = psl.Scheduler()
-    sched.start()
-    try:
-        tid = sched.delay("once", 0, 1, refused, name="sync db", retries=1, retry_delay=0.05)
-        with pytest.raises(ConnectionError):
-            sched.get_result(tid, timeout=10)
-        wait_for(lambda: any("retrying" in m for m in caplog.messages))
-    finally:
-        sched.shutdown()
+    tid, messages = messages_of_a_failing_run(caplog, "WARNING", refused, ConnectionError,
+                                              "retrying", name="sync db", retries=1,
+                                              retry_delay=0.05)
     assert (f"task 'sync db' ({tid}) attempt 1 error: ConnectionError: connection refused "
-            "by db.example; retrying in 0.05 s") in caplog.messages
+            "by db.example; retrying in 0.05 s") in messages

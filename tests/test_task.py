@@ -1,7 +1,6 @@
 """The Task record and the @task decorator, including upstream's README examples."""
 from __future__ import annotations
 
-import logging
 import pickle
 import time
 
@@ -9,7 +8,7 @@ import pytest
 
 import pysched_lightning
 import pysched_lightning as psl
-from conftest import wait_for
+from conftest import messages_of_a_failing_run, wait_for
 from pysched_lightning.records.task import task_label
 
 
@@ -139,19 +138,10 @@ def test_task_label_names_a_task_by_name_and_id(task_id, name, label):
 
 def test_log_lines_name_a_task_by_its_name_and_id_not_its_id_alone(caplog):
     """A failed run was logged as ``task '860c4d-3' run 1 failed``."""
-    caplog.set_level(logging.ERROR, logger="pysched_lightning")
-
     def scrape():
         raise ValueError("no such page")
 
-    sched = psl.Scheduler()
-    sched.start()
-    try:
-        tid = sched.delay('once', 0, 1, scrape, name="scrape the site")
-        with pytest.raises(ValueError):
-            sched.get_result(tid, timeout=10)
-        wait_for(lambda: any("failed" in m for m in caplog.messages))
-    finally:
-        sched.shutdown()
-    [line] = [m for m in caplog.messages if "failed" in m]
+    tid, messages = messages_of_a_failing_run(caplog, "ERROR", scrape, ValueError, "failed",
+                                              name="scrape the site")
+    [line] = [m for m in messages if "failed" in m]
     assert line.startswith(f"task 'scrape the site' ({tid}) run 1 failed:")

@@ -163,8 +163,8 @@ class Cluster:
     def apply(self, task_id: str, kinds: Set[str]) -> None:
         """Make this node's copy of *task_id* what the store holds."""
         st, store = self._st, self._store
-        if "released" in kinds and st.journal is not None and st.journal.elsewhere is not None:
-            st.journal.elsewhere.forget(task_id)  # (a run dropped here may be owed again)
+        if "released" in kinds:  # (a run dropped here may be owed again)
+            st.claim_given_back(task_id)
         record = store.task(task_id)
         with st.lock:
             local = st.timetable.get(task_id)

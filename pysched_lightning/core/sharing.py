@@ -12,10 +12,11 @@ shows that another node got there first. ``Sharing`` extends ``RunLife``
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 from ..durability.claims import LOOK_AHEAD
 from ..durability.encoding import slot_of
+from ..records.protocols import RUNNING
 from ..records.runs import Phase, Run, TaskStatus
 from .effects import Effects
 from .heaps import smallest
@@ -84,12 +85,32 @@ class Sharing(RunLife):
         if self.timetable.has_fired_last(run.task_id):
             self.retire_if_over(run.task_id, now, fx, stored=False)
 
+    def _elsewhere(self) -> Any:
+        """What this node knows of the other nodes' claims (None when the
+        store is not shared)."""
+        journal = self.journal
+        return None if journal is None else journal.elsewhere
+
+    def claimed_in(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """A task's run records, read to load it: the runs they show claimed
+        (RUNNING) end here without a claim the store would only refuse."""
+        elsewhere = self._elsewhere()
+        if elsewhere is not None:
+            elsewhere.learn((row["task_id"], row["slot"], row["attempt"])
+                            for row in rows if row.get("status") == RUNNING)
+
+    def claim_given_back(self, task_id: str) -> None:
+        """A claim of *task_id* was given back (its node shut down before
+        the run began): what was known of the task's claims may be stale."""
+        elsewhere = self._elsewhere()
+        if elsewhere is not None:
+            elsewhere.forget(task_id)
+
     def look_ahead(self, refused: Run) -> None:
         """Another node claimed *refused* first (so it is ahead of this one):
         learn in one look which of the runs waiting after it the others
         claimed too. Takes the state lock (call it without)."""
-        journal = self.journal
-        elsewhere = None if journal is None else journal.elsewhere
+        elsewhere = self._elsewhere()
         if elsewhere is None:
             return
         with self.lock:

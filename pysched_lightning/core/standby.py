@@ -149,10 +149,7 @@ class Standby:
         except Exception as exc:
             self._cannot_load(record, exc)
             return False
-        elsewhere = st.journal.elsewhere if st.journal is not None else None
-        if elsewhere is not None:  # (a run already claimed would only be refused)
-            elsewhere.learn((row["task_id"], row["slot"], row["attempt"])
-                            for row in rows if row.get("status") == RUNNING)
+        st.claimed_in(rows)
         with st.lock:
             if anew:  # (in the same hold of the lock: it is never unknown meanwhile)
                 _forget_if_over(st, record.id)

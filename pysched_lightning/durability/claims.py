@@ -133,8 +133,9 @@ class ClaimedElsewhere:
     def forget(self, task_id: str) -> None:
         """A claim of *task_id* was given back: what was learnt of its
         claims may be stale."""
-        for key in [key for key in self._known if key[0] == task_id]:
-            self._known.pop(key, None)
+        for key in list(self._known):  # (a copy: other threads add keys meanwhile)
+            if key[0] == task_id:
+                self._known.pop(key, None)
 
     def look(self, upcoming: List[Run], slot_of: Callable[[Run], Optional[str]]) -> None:
         """Ask the store about the *upcoming* ready runs (the first

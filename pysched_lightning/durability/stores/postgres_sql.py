@@ -149,7 +149,7 @@ def _and_claim(save: str, relaxed: bool = False) -> str:
     made only if the task was written and this node's lease is live: one
     statement, so one round trip and its own transaction. *relaxed*: its
     commit does not wait for the server's WAL flush (see FLUSH_WAL); a
-    fourth column is 1 then."""
+    fourth column reads the CTE that says so (one nobody reads is not run)."""
     head = save[:save.rindex("SELECT count(*) FROM saved")].rstrip()
     relax = ""
     if relaxed:  # (local to this transaction: the connection's later commits wait)
