@@ -282,3 +282,77 @@ def test_writes_a_ctrl_c_interrupted_are_written_later_not_lost(tmp_path):
     finally:
         restarted.shutdown(wait=True)
         store.close()
+
+
+class HeldUpdates(SQLiteStore):
+    """A real SQLite store whose update of a task named in ``held`` waits
+    until that name's event is set (``entered`` says it began)."""
+
+    def __init__(self, path, *held):
+        super().__init__(path)
+        self.held = {name: threading.Event() for name in held}
+        self.entered = {name: threading.Event() for name in held}
+
+    def update_task(self, task_id, **fields):
+        if task_id in self.held:
+            self.entered[task_id].set()
+            assert self.held[task_id].wait(30), f"update of {task_id!r} never let go"
+        super().update_task(task_id, **fields)
+
+
+class TellsWhenReleasedBy:
+    """The scheduler's state lock, as a test sees it: an event is set once
+    the thread named *name* released it (its flush read the pending writes)."""
+
+    def __init__(self, name):
+        self._lock, self.name, self.released = threading.Lock(), name, threading.Event()
+
+    def __enter__(self):
+        self._lock.acquire()
+
+    def __exit__(self, *exc):
+        self._lock.release()
+        if threading.current_thread().name == self.name:
+            self.released.set()
+
+    def acquire(self, *args):
+        return self._lock.acquire(*args)
+
+    def release(self):
+        self._lock.release()
+
+
+def test_a_flush_waiting_for_another_does_not_commit_the_writes_noted_after_it_was_called(tmp_path):
+    """A thread waiting for the flush under way (a worker waiting for its
+    next run's claim) went on to commit every write noted meanwhile, the
+    other workers', before it returned: each run waited for the commit of
+    the next one's, and a node on a PostgreSQL store ran one run per round
+    trip whatever its workers. It returns once the writes pending at its
+    call are committed; the later ones are left to their own flush."""
+    store = HeldUpdates(tmp_path / "s.db", "first", "later")
+    lock = TellsWhenReleasedBy("waiter")
+    journal = Journal(store, None, lock, True, False)
+    for name in ("first", "later"):
+        journal.store_task(task_record(a_task(name), 1e9, 1e9), new_id=True)
+    with lock:
+        journal.task_changed("first", runs=1)
+    flushing = threading.Thread(target=journal.flush, name="flusher")
+    flushing.start()
+    assert store.entered["first"].wait(10)  # the flush under way writes "first"
+    waiter = threading.Thread(target=journal.flush, name="waiter")
+    waiter.start()
+    assert lock.released.wait(10)  # the waiter read what was pending: "first"
+    with lock:
+        journal.task_changed("later", runs=2)  # noted after the waiter's call
+    store.held["first"].set()
+    waiter.join(10)
+    try:
+        assert not waiter.is_alive(), "the waiting flush did not return:\n" + thread_stacks()
+        assert store.task("first").runs == 1 and store.task("later").runs == 0
+    finally:
+        store.held["later"].set()
+        flushing.join(10)
+        waiter.join(10)
+        journal.flush()
+        assert store.task("later").runs == 2
+        journal.close()

@@ -4,12 +4,12 @@ Changes are noted with the state lock held (a list append, cheap, no user
 code). Nothing that can run user code happens under a lock of the
 scheduler's: the record of a finished run (``repr`` of its result, pickling
 its outcome) is built by the thread that noted it, after the state lock;
-a run's name for its claim by whoever flushes, before taking the flush
-lock. ``flush()`` then commits, under ``_flush_lock``, every write that is
-ready, in the order noted, a few to a transaction; a write leaves the
-pending list only once committed, so an interrupt loses none. The run log
-is written, and failures are logged, after the flush lock is released (a
-run log's ``write`` may call back into the scheduler).
+a run's name for its claim by whoever flushes, before its turn. In its
+turn (one thread at a time, see ``turns``), ``flush()`` commits every write
+that is ready, in the order noted, a few to a transaction; a write leaves
+the pending list only once committed, so an interrupt loses none. The run
+log is written, and failures are logged, after the turn (a run log's
+``write`` may call back into the scheduler).
 
 One failing write does not undo the others: when the shared transaction
 fails, each write is tried again in a transaction of its own, and only the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import weakref
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
@@ -35,6 +34,7 @@ from .writes import (Write, WriteKind, describe, inserted, run_name, safe_record
                      task_of)
 from .feed import RunLogFeed
 from .leftovers import keep_process
+from .turns import Turns
 
 __all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim", "decide_all", "inserted"]
 
@@ -62,8 +62,8 @@ class Journal:
         #: The scheduler's state lock: notes are appended with it held.
         self._state_lock = state_lock
         self._pending: List[Write] = []
-        #: One commit at a time, in order.
-        self._flush_lock = threading.Lock()
+        #: One flush at a time, in the order noted.
+        self._turns = Turns()
         #: Records waiting for the run log.
         self._feed = RunLogFeed(run_log)
         self._closed = False
@@ -129,8 +129,13 @@ class Journal:
     def withdraw(self, task_id: str) -> None:
         """A task being added was taken back: its claims and updates noted
         meanwhile are not written (nothing of it was stored yet)."""
-        self._pending = [write for write in self._pending
-                         if task_of(write) != task_id or write.kind is WriteKind.SAVE]
+        kept = []
+        for write in self._pending:
+            if task_of(write) != task_id or write.kind is WriteKind.SAVE:
+                kept.append(write)
+            else:
+                write.done = True  # (a flush waiting for it goes on)
+        self._pending = kept
 
     def has_pending(self) -> bool:
         """True when a write is ready to be flushed."""
@@ -197,33 +202,38 @@ class Journal:
                                           for name in _DEFINITION)
 
     def flush(self) -> None:
-        """Commit every ready write, in order; failures are logged and kept
-        on their writes, never raised. Then write the run log. (What user
-        code there raises, a log handler or a run log, is raised once all
-        of it is done; writes an interrupt kept from their commit stay
-        pending, for the next flush.)"""
+        """Return once every write ready at the call is committed, in the
+        order noted, by this thread or by the one flushing meanwhile (see
+        ``turns``); failures are logged and kept on their writes, never
+        raised. Then write the run log.
+        (What user code there raises, a log handler or a run log, is raised
+        once all of it is done; writes an interrupt kept from their commit
+        stay pending, for the next flush.)"""
         with self._state_lock:
             pending = list(self._pending)
         for write in pending:  # names of claims: user code, before any lock
             if write.kind is WriteKind.CLAIM and write.target.name is None:
                 write.target.name = run_name(write.target)
-        failures: List[Tuple[Write, BaseException]] = []
-        if pending:
-            with self._flush_lock:
-                with self._state_lock:
-                    batch = [write for write in self._pending if write.ready]
-                failures = self._commit(batch) if self.store is not None else []
-                done = set(map(id, batch))
-                with self._state_lock:
-                    self._pending = [write for write in self._pending
-                                     if id(write) not in done]
-                if self.run_log is not None:
-                    self._feed.add(write.fields for write in batch
-                                   if write.kind is WriteKind.RUN and write.error is None)
+        failures = self._turns.flush([write for write in pending if write.ready],
+                                     self._flush_ready)
         try:
             self._report(failures)
         finally:
             self._feed.write()
+
+    def _flush_ready(self) -> List[Tuple[Write, BaseException]]:
+        """Commit the ready writes (in this thread's turn)."""
+        with self._state_lock:
+            batch = [write for write in self._pending if write.ready]
+        failures = self._commit(batch) if self.store is not None else []
+        done = set(map(id, batch))
+        with self._state_lock:
+            self._pending = [write for write in self._pending if id(write) not in done]
+        self._turns.settled(batch)
+        if self.run_log is not None:
+            self._feed.add(write.fields for write in batch
+                           if write.kind is WriteKind.RUN and write.error is None)
+        return failures
 
     def log_only(self, records: List[Mapping[str, Any]]) -> None:
         """Records the store has already (the runs a restart found
@@ -248,7 +258,8 @@ class Journal:
             alone = save_alone(self.store, writes[0])
             if alone is not None:
                 return alone
-        between = between_runs(self.store, writes, self._commit_together)
+        between = between_runs(self.store, writes, self._commit_together,
+                               self._turns.settled)
         if between is not None:
             return between
         steps = [(write, self._step(write)) for write in writes]

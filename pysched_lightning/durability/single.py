@@ -47,12 +47,16 @@ def save_alone(store: Any, write: Write) -> Optional[List[Tuple[Write, BaseExcep
     return []
 
 def between_runs(store: Any, writes: List[Write],
-                 commit: Callable[[List[Write]], List[Tuple[Write, BaseException]]]) -> Optional[List[Tuple[Write, BaseException]]]:
+                 commit: Callable[[List[Write]], List[Tuple[Write, BaseException]]],
+                 settled: Callable[[List[Write]], None]
+                 ) -> Optional[List[Tuple[Write, BaseException]]]:
     """What workers commit between two runs (a run's record, its task's
     counters, the next run's claim; one such group per worker), with a
     store that writes a group in one statement (``end_and_claim``): one
-    round trip each. None when these writes are not that, or the store
-    cannot (then they go the usual way)."""
+    round trip each, and each group ``settled`` once committed (its worker
+    goes on with its next run while the others' are written). None when
+    these writes are not that, or the store cannot (then they go the usual
+    way)."""
     groups = _groups(store, writes)
     if groups is None:
         return None
@@ -79,6 +83,7 @@ def between_runs(store: Any, writes: List[Write],
         if lost is not None:
             run.error = lost
             failures.append((run, lost))
+        settled([write for write in (run, update, claim) if write is not None])
     return failures
 
 def _groups(store: Any, writes: List[Write]) -> Optional[List[Tuple[Write, Optional[Write],

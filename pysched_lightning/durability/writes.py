@@ -34,7 +34,7 @@ class WriteKind(enum.Enum):
 class Write:
     """One noted change; after a flush, ``error`` says whether it failed."""
 
-    __slots__ = ("kind", "target", "fields", "error", "ready", "unflushed")
+    __slots__ = ("kind", "target", "fields", "error", "ready", "unflushed", "done")
 
     def __init__(self, kind: WriteKind, target: Any, fields: Any = None,
                  ready: bool = True) -> None:
@@ -47,6 +47,8 @@ class Write:
         #: A task saved with its first run's claim, committed without
         #: waiting for the store's disk flush (see Journal.confirm_flushed).
         self.unflushed = False
+        #: Committed, or failed: a flush waiting for it goes on.
+        self.done = False
 
 
 def inserted(write: Write) -> bool:

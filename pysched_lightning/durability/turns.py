@@ -1,0 +1,85 @@
+"""Whose turn it is to flush the journal: one thread commits at a time, in
+the order the writes were noted; a thread that finds a flush under way
+waits until its own writes are done, or until that flush ends without them
+(then one waiting thread takes the next turn). A thread waiting for its
+claim therefore never commits the writes noted after it asked, and the
+group of each worker lets that worker go as soon as it is committed."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, List, Tuple
+
+from .writes import Write
+
+__all__ = ["Turns"]
+
+Failures = List[Tuple[Write, BaseException]]
+
+
+def _all_done(writes: List[Write]) -> bool:
+    return all(write.done for write in writes)
+
+
+class Turns:
+    """Flushes one at a time; threads wait for their writes, not their turn."""
+
+    def __init__(self) -> None:
+        #: Held by the thread whose flush is under way.
+        self._flushing = threading.Lock()
+        #: Threads waiting for the flush under way: their writes, and a gate
+        #: (a held lock) let go once those are done or the flush ends.
+        self._waiters: List[Tuple[List[Write], Any]] = []
+        #: Guards ``_waiters``.
+        self._waiters_lock = threading.Lock()
+
+    def flush(self, wanted: List[Write], flush_ready: Callable[[], Failures]) -> Failures:
+        """Return once *wanted* are done: committed by this thread's turns
+        (``flush_ready`` commits every ready write) or by another's."""
+        failures: Failures = []
+        while not _all_done(wanted):
+            if not self._flushing.acquire(blocking=False):
+                self._await(wanted)
+                continue
+            try:
+                failures.extend(flush_ready())
+            finally:
+                self._flushing.release()
+                self._wake(next_turn=True)
+        return failures
+
+    def settled(self, writes: List[Write]) -> None:
+        """*writes* are committed (or failed): whoever waits for them goes on."""
+        for write in writes:
+            write.done = True
+        if self._waiters:
+            self._wake(next_turn=False)
+
+    def _await(self, wanted: List[Write]) -> None:
+        gate = threading.Lock()
+        gate.acquire()
+        entry = (wanted, gate)
+        with self._waiters_lock:
+            if _all_done(wanted) or not self._flushing.locked():
+                return  # (checked under the waiters' lock: no wake is missed)
+            self._waiters.append(entry)
+        try:
+            gate.acquire()  # (let go by _wake)
+        except BaseException:  # an interrupt: this thread may have had the next turn
+            with self._waiters_lock:
+                self._waiters = [other for other in self._waiters if other is not entry]
+            self._wake(next_turn=not self._flushing.locked())
+            raise
+
+    def _wake(self, next_turn: bool) -> None:
+        """Let go the waiters whose writes are done; with *next_turn* (a
+        flush ended), one of the others too, to flush theirs."""
+        with self._waiters_lock:
+            waiting = []
+            for wanted, gate in self._waiters:
+                if _all_done(wanted):
+                    gate.release()
+                else:
+                    waiting.append((wanted, gate))
+            if next_turn and waiting:
+                waiting.pop(0)[1].release()
+            self._waiters = waiting
