@@ -717,6 +717,35 @@ def test_a_skipped_catch_up_leaves_the_status_of_the_latest_run(store, clock, tm
     assert (info['last_run'].attempt, info['last_run'].status) == (1, psl.TaskStatus.ERROR)
 
 
+def test_a_retry_after_the_wall_clock_stepped_back_is_the_latest_run_after_a_restart(
+        store, clock, tmp_path):
+    """A one-shot fails its first attempt and the wall clock steps back an
+    hour before its retry, which completes. After a restart the task read
+    COMPLETED while its latest run was the failed first attempt: the runs
+    were ordered by their wall times, and the retry's was an hour earlier.
+    A retry is later than the attempt it retries, whatever the wall clock
+    said (found by the model torture)."""
+    marker = str(tmp_path / "calls")
+
+    def wall():  # an hour back from the first call on
+        return clock.now() + 1_800_000_000.0 - (3600.0 if os.path.exists(marker) else 0.0)
+    first = virtual(clock, store, wallfunc=wall)
+    first.start()
+    try:
+        tid = first.delay('once', 0, 1, fail_first_attempt, args=(marker,), retries=1,
+                          retry_delay=1, task_id='flaky')
+        wait_for(lambda: first.get_status(tid) is psl.TaskStatus.COMPLETED)
+    finally:
+        first.shutdown()
+    second = virtual(clock, store, wallfunc=wall)
+    try:
+        info = second.get_task(tid)
+    finally:
+        second.shutdown()
+    assert info['status'] is psl.TaskStatus.COMPLETED
+    assert (info['last_run'].attempt, info['last_run'].status) == (2, psl.TaskStatus.COMPLETED)
+
+
 def test_a_wall_clock_step_moves_the_stored_next_run_of_a_task_on_the_scheduler_clock(
         store, clock):
     """A one-shot due in 10 minutes on the scheduler's clock keeps its time

@@ -315,10 +315,16 @@ def _latest_run(rows: List[Dict[str, Any]], record: TaskRecord, owed: Recovery,
     status = record.status if owed.status is None else owed.status
     if TaskStatus(status) not in FINAL and not owed.slot_taken:
         return None
-    for row in rows:
-        if row.get("status") != TaskStatus.MISSED:
-            return Run.from_record(row, task)
-    return None
+    ran = [row for row in rows if row.get("status") != TaskStatus.MISSED]
+    if not ran:
+        return None
+    newest = ran[0]  # (the rows come newest first, by their wall times)
+    # A retry comes after the attempt it retries, whatever the wall clock
+    # says: one that stepped back between them put the retry an hour earlier.
+    retried = [row for row in ran
+               if newest.get("run") is not None and row.get("run") == newest.get("run")]
+    latest = max(retried, key=lambda row: row.get("attempt") or 0) if retried else newest
+    return Run.from_record(latest, task)
 
 
 def same_record(a: TaskRecord, b: TaskRecord) -> bool:
