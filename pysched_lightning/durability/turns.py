@@ -16,8 +16,25 @@ __all__ = ["Turns"]
 Failures = List[Tuple[Write, BaseException]]
 
 
-def _all_done(writes: List[Write]) -> bool:
-    return all(write.done for write in writes)
+class _Waiter:
+    """A thread's writes to wait for, and its gate (a held lock, let go
+    once they are done or a flush ends without them)."""
+
+    __slots__ = ("writes", "_checked", "gate")
+
+    def __init__(self, writes: List[Write]) -> None:
+        self.writes = writes
+        #: How many of the writes, from the first, are known done (they are
+        #: settled nearly in order: each is looked at about once).
+        self._checked = 0
+        self.gate: Any = None
+
+    def done(self) -> bool:
+        writes, checked = self.writes, self._checked
+        while checked < len(writes) and writes[checked].done:
+            checked += 1
+        self._checked = checked
+        return checked == len(writes)
 
 
 class Turns:
@@ -26,9 +43,8 @@ class Turns:
     def __init__(self) -> None:
         #: Held by the thread whose flush is under way.
         self._flushing = threading.Lock()
-        #: Threads waiting for the flush under way: their writes, and a gate
-        #: (a held lock) let go once those are done or the flush ends.
-        self._waiters: List[Tuple[List[Write], Any]] = []
+        #: Threads waiting for the flush under way.
+        self._waiters: List[_Waiter] = []
         #: Guards ``_waiters``.
         self._waiters_lock = threading.Lock()
 
@@ -36,9 +52,10 @@ class Turns:
         """Return once *wanted* are done: committed by this thread's turns
         (``flush_ready`` commits every ready write) or by another's."""
         failures: Failures = []
-        while not _all_done(wanted):
+        waiter = _Waiter(wanted)
+        while not waiter.done():
             if not self._flushing.acquire(blocking=False):
-                self._await(wanted)
+                self._await(waiter)
                 continue
             try:
                 failures.extend(flush_ready())
@@ -54,19 +71,18 @@ class Turns:
         if self._waiters:
             self._wake(next_turn=False)
 
-    def _await(self, wanted: List[Write]) -> None:
-        gate = threading.Lock()
+    def _await(self, waiter: _Waiter) -> None:
+        waiter.gate = gate = threading.Lock()
         gate.acquire()
-        entry = (wanted, gate)
         with self._waiters_lock:
-            if _all_done(wanted) or not self._flushing.locked():
+            if waiter.done() or not self._flushing.locked():
                 return  # (checked under the waiters' lock: no wake is missed)
-            self._waiters.append(entry)
+            self._waiters.append(waiter)
         try:
             gate.acquire()  # (let go by _wake)
         except BaseException:  # an interrupt: this thread may have had the next turn
             with self._waiters_lock:
-                self._waiters = [other for other in self._waiters if other is not entry]
+                self._waiters = [other for other in self._waiters if other is not waiter]
             self._wake(next_turn=not self._flushing.locked())
             raise
 
@@ -75,11 +91,11 @@ class Turns:
         flush ended), one of the others too, to flush theirs."""
         with self._waiters_lock:
             waiting = []
-            for wanted, gate in self._waiters:
-                if _all_done(wanted):
-                    gate.release()
+            for waiter in self._waiters:
+                if waiter.done():
+                    waiter.gate.release()
                 else:
-                    waiting.append((wanted, gate))
+                    waiting.append(waiter)
             if next_turn and waiting:
-                waiting.pop(0)[1].release()
+                waiting.pop(0).gate.release()
             self._waiters = waiting
