@@ -173,6 +173,8 @@ class RunLife:
         if early is None and journal is not None and journal.elsewhere is not None \
                 and self._foreseen(run, journal.elsewhere, fx):
             return False
+        if early is None and self._overtaken(run, now, fx):
+            return False
         if not self.runbook.may_start(run):
             if run.attempt > 1 or run.manual:
                 run._phase = _BLOCKED
@@ -202,6 +204,24 @@ class RunLife:
                 run._claim = journal.claim(run)
         if self.listening:
             self.event(fx, _SUBMITTED, run.task_id, run)
+        return True
+
+    def _overtaken(self, run: Run, now: Optional[float], fx: Effects) -> bool:
+        """A regular run of a coalescing recurring task that waited (for a
+        worker, a resume) until its task's next occurrence came due: it is
+        MISSED, and the newest runs instead, as when that occurrence fires
+        while it waits. (Else both ran back to back: one started the moment
+        the scheduler resumed, the next as it fired.)"""
+        options = run.task.options
+        if run.attempt > 1 or run.manual or not options.coalesce or options.depend_on:
+            return False
+        following = self.timetable.next_time(run.task_id)
+        if following is None or following <= run._t_scheduled:
+            return False
+        now = self.clock.now() if now is None else now
+        if following > now:
+            return False
+        self.drop(run, _MISSED, "no free worker", now, fx, now - run._t_scheduled)
         return True
 
     # -- started: executing ---------------------------------------------------------
