@@ -385,12 +385,16 @@ class Model:
         self.now += down
         for task in self.tasks.values():
             # README: a retry whose failure the wall clock now dates after
-            # now (it stepped back) waits its delay from now, not the step too
+            # now (it stepped back) waits its delay from now, not the step
+            # too; else it is due its delay after the failure's stored wall
+            # time (all a restart knows of it, a step since included)
             for pending in task.pending:
-                if pending.kind == "retry" and pending.failed_wall is not None \
-                        and pending.failed_wall > self.now + self.shift:
+                if pending.kind == "retry" and pending.failed_wall is not None:
                     wait = pending.scheduled_wall - pending.failed_wall
-                    pending.due = self.now + wait
+                    if pending.failed_wall > self.now + self.shift:
+                        pending.due = self.now + wait
+                    else:
+                        pending.due = pending.failed_wall + wait - self.shift
                     pending.scheduled_wall = pending.due + self.shift
         for task in list(self.tasks.values()):
             # Known limitation (README): a 'recur' grid names its slots by
@@ -571,7 +575,9 @@ class Model:
 
     def _pending_due(self, task: ModelTask, pending: Pending) -> None:
         definition = pending.definition or task.definition
-        if pending.kind == "retry":  # its run is made now: dated on the wall clock now
+        if pending.kind in ("retry", "manual"):
+            # Its run is made now, dated on the wall clock now: a run_now()
+            # asked before a step back reads the corrected time of the ask.
             pending.scheduled_wall = pending.due + self.shift
         if task.paused and pending.kind != "held":
             # README: a pause holds everything of what it pauses

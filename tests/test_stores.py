@@ -514,6 +514,22 @@ def test_purge_runs_deletes_runs_over_before_the_time(store):
 
 
 
+def test_purge_runs_keeps_a_stored_tasks_last_claim_whatever_its_wall_time(store):
+    """A stored task's latest claim is kept (a restart reads it): the one
+    with the latest wall time was kept. After the wall clock stepped back,
+    that was an older run, and the newest, a failed attempt with a retry
+    owed, was purged: the restart owed no retry and read the old run's
+    status (found by the model torture)."""
+    store.save_task(record("t1"))
+    claim(store, "t1", "1000.000", scheduled=1000.0, started=1000.0)
+    store.finish_run(finished("t1", "1000.000", scheduled=1000.0, finished=1001.0))
+    claim(store, "t1", "400.000", scheduled=400.0, started=400.0)  # the clock stepped back
+    store.finish_run(finished("t1", "400.000", scheduled=400.0, finished=401.0,
+                              status=ERROR, result=None, error="ValueError: first attempt"))
+    assert store.purge_runs(1e12) == 1
+    assert [(r["slot"], r["status"]) for r in store.runs("t1")] == [("400.000", ERROR)]
+
+
 # -- control requests (optional methods; both stores have them) ------------------------
 
 def test_a_control_request_is_stored_pending_and_read_back(store):

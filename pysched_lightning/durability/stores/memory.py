@@ -321,24 +321,24 @@ class MemoryStore(MemoryControlRequests):
         if bound is None:
             raise TypeError("purge_runs() needs a time, not None")
         with self._data_lock:
-            kept = self._latest_claimed_slots()
-            doomed = [key for key, (_, row) in self._runs.items()
-                      if _ended_before(row, bound)
-                      and (row["task_id"], row["scheduled"]) not in kept]
+            kept = self._latest_claims()
+            doomed = [key for key, (seq, row) in self._runs.items()
+                      if _ended_before(row, bound) and seq not in kept]
             for key in doomed:
                 entry = self._runs.pop(key)
                 self._changed(functools.partial(self._put_run, key, entry))
             self._purge_requests(bound)
             return len(doomed)
 
-    def _latest_claimed_slots(self) -> Set[Tuple[str, float]]:
-        """(task id, scheduled) of each stored task's latest claimed slot."""
-        latest: Dict[str, float] = {}
-        for _, row in self._runs.values():
+    def _latest_claims(self) -> Set[int]:
+        """The insertion numbers of each stored task's latest claim (the last
+        one made, whatever the wall clock said of the runs)."""
+        latest: Dict[str, int] = {}
+        for seq, row in self._runs.values():
             task_id = row["task_id"]
             if task_id in self._tasks and row["status"] != MISSED:
-                latest[task_id] = max(latest.get(task_id, row["scheduled"]), row["scheduled"])
-        return set(latest.items())
+                latest[task_id] = max(latest.get(task_id, seq), seq)
+        return set(latest.values())
 
     def clear(self) -> None:
         with self._data_lock:

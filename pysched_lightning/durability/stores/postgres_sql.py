@@ -234,12 +234,12 @@ REAP = _REAP.format(status=INTERRUPTED, dead=_DEAD, columns=RUN_COLUMNS, result=
 # (As the SQLite store's: a run's end time stays unknown.)
 MARK_INTERRUPTED = _REAP.format(status=INTERRUPTED, dead=_DEAD, columns="task_id",
                                 result="count(*)", finished="")
-# (A stored task's latest claimed slot is kept: a restart reads its claims.)
+# (A stored task's latest claim is kept: a restart reads its claims. The
+# latest is the last one made, whatever the wall clock said of the runs.)
 PURGE_RUNS = f"""WITH purged AS (DELETE FROM runs WHERE status <> {RUNNING}
     AND COALESCE(finished, started, scheduled) < %(before)s::float8
-    AND NOT (task_id IN (SELECT id FROM tasks) AND scheduled =
-        (SELECT max(kept.scheduled) FROM runs AS kept WHERE kept.task_id = runs.task_id
-         AND kept.status <> {MISSED}))
+    AND id NOT IN (SELECT max(kept.id) FROM runs AS kept WHERE kept.status <> {MISSED}
+        AND kept.task_id IN (SELECT id FROM tasks) GROUP BY kept.task_id)
     RETURNING 1),
 old AS (DELETE FROM changes WHERE at < to_timestamp(%(before)s::float8)
     AND seq < (SELECT max(seq) FROM changes))

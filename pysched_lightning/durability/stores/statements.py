@@ -50,12 +50,13 @@ NOTE_PROCESS = (f"UPDATE runs SET pid = ?, pid_started = ? WHERE task_id = ? AND
                 f"AND attempt = ? AND status = {RUNNING}")
 CLAIMED_PROCESSES = (f"SELECT {', '.join(PROCESS_FIELDS)} FROM runs "
                      f"WHERE status = {RUNNING} AND pid IS NOT NULL")
-# (A stored task's latest claimed slot is kept: a restart reads its claims.)
+# (A stored task's latest claim is kept: a restart reads its claims. The
+# latest is the last one made, whatever the wall clock said of the runs.)
 PURGE_RUNS = (f"DELETE FROM runs WHERE status IS NOT {RUNNING} "
                f"AND COALESCE(finished, started, scheduled) < ? "
-               f"AND NOT (task_id IN (SELECT id FROM tasks) AND scheduled = "
-               f"(SELECT MAX(kept.scheduled) FROM runs AS kept WHERE kept.task_id = "
-               f"runs.task_id AND kept.status IS NOT {MISSED}))")
+               f"AND id NOT IN (SELECT MAX(kept.id) FROM runs AS kept WHERE kept.status "
+               f"IS NOT {MISSED} AND kept.task_id IN (SELECT id FROM tasks) "
+               f"GROUP BY kept.task_id)")
 PAUSED = TASK_FIELDS.index("paused")
 
 # -- control requests (see controls.py; plain SQL that PostgreSQL runs too) ------
