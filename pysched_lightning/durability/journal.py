@@ -34,7 +34,7 @@ from .writes import (Write, WriteKind, describe, inserted, run_name, safe_record
                      task_of)
 from .feed import RunLogFeed
 from .leftovers import keep_process
-from .turns import Turns
+from .turns import Turns, mark_done
 
 __all__ = ["Journal", "Write", "WriteKind", "Claim", "EarlyClaim", "decide_all", "inserted"]
 
@@ -223,12 +223,13 @@ class Journal:
 
     def _flush_ready(self) -> List[Tuple[Write, BaseException]]:
         """Commit the ready writes (in this thread's turn)."""
-        with self._state_lock:
-            batch = [write for write in self._pending if write.ready]
+        with self._state_lock:  # (a write done already was committed: an interrupt
+            batch = [write for write in self._pending  # kept it on the list)
+                     if write.ready and not write.done]
         failures = self._commit(batch) if self.store is not None else []
-        done = set(map(id, batch))
+        mark_done(batch)  # (first: a write off the list is done, for its waiters)
         with self._state_lock:
-            self._pending = [write for write in self._pending if id(write) not in done]
+            self._pending = [write for write in self._pending if not write.done]
         self._turns.settled(batch)
         if self.run_log is not None:
             self._feed.add(write.fields for write in batch

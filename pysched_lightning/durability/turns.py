@@ -3,9 +3,17 @@ the order the writes were noted; a thread that finds a flush under way
 waits until its own writes are done, or until that flush ends without them
 (then one waiting thread takes the next turn). A thread waiting for its
 claim therefore never commits the writes noted after it asked, and the
-group of each worker lets that worker go as soon as it is committed."""
+group of each worker lets that worker go as soon as it is committed.
+
+An interrupt (Ctrl-C in the main thread) may land between any two lines:
+the turn is a ``with`` block (given back whatever cuts it short), writes
+are marked done in one step, and a waiter whose wake-up an interrupt cut
+off looks again after :data:`RECHECK_SECONDS` (a safety net, not a poll:
+every wake-up is sent as it happens)."""
 from __future__ import annotations
 
+import collections
+import itertools
 import threading
 from typing import Any, Callable, List, Tuple
 
@@ -14,6 +22,16 @@ from .writes import Write
 __all__ = ["Turns"]
 
 Failures = List[Tuple[Write, BaseException]]
+
+#: How long a waiter waits for a wake-up before it looks again by itself.
+RECHECK_SECONDS = 0.5
+
+
+def mark_done(writes: List[Write]) -> None:
+    """Set ``done`` on every one of *writes* in one step (a C loop: no
+    interrupt can leave some of them unmarked, and their waiters waiting)."""
+    collections.deque(map(setattr, writes, itertools.repeat("done"),
+                          itertools.repeat(True)), maxlen=0)
 
 
 class _Waiter:
@@ -54,20 +72,18 @@ class Turns:
         failures: Failures = []
         waiter = _Waiter(wanted)
         while not waiter.done():
-            if not self._flushing.acquire(blocking=False):
+            if self._flushing.locked():
                 self._await(waiter)
                 continue
-            try:
-                failures.extend(flush_ready())
-            finally:
-                self._flushing.release()
-                self._wake(next_turn=True)
+            with self._flushing:  # (given back whatever an interrupt cuts short)
+                if not waiter.done():  # (a flush that took it first did them)
+                    failures.extend(flush_ready())
+            self._wake(next_turn=True)
         return failures
 
     def settled(self, writes: List[Write]) -> None:
         """*writes* are committed (or failed): whoever waits for them goes on."""
-        for write in writes:
-            write.done = True
+        mark_done(writes)
         if self._waiters:
             self._wake(next_turn=False)
 
@@ -78,24 +94,33 @@ class Turns:
             if waiter.done() or not self._flushing.locked():
                 return  # (checked under the waiters' lock: no wake is missed)
             self._waiters.append(waiter)
+        woken = False
         try:
-            gate.acquire()  # (let go by _wake)
-        except BaseException:  # an interrupt: this thread may have had the next turn
-            with self._waiters_lock:
-                self._waiters = [other for other in self._waiters if other is not waiter]
-            self._wake(next_turn=not self._flushing.locked())
-            raise
+            woken = gate.acquire(timeout=RECHECK_SECONDS)  # (let go by _wake)
+        finally:
+            if not woken:  # a wake-up lost to an interrupt, or this one's own
+                with self._waiters_lock:
+                    self._waiters = [other for other in self._waiters if other is not waiter]
+                if not self._flushing.locked():  # (it may have had the next turn)
+                    self._wake(next_turn=True)
 
     def _wake(self, next_turn: bool) -> None:
         """Let go the waiters whose writes are done; with *next_turn* (a
         flush ended), one of the others too, to flush theirs."""
         with self._waiters_lock:
-            waiting = []
+            going: List[_Waiter] = []
+            waiting: List[_Waiter] = []
             for waiter in self._waiters:
-                if waiter.done():
-                    waiter.gate.release()
-                else:
-                    waiting.append(waiter)
+                (going if waiter.done() else waiting).append(waiter)
             if next_turn and waiting:
-                waiting.pop(0).gate.release()
-            self._waiters = waiting
+                going.append(waiting.pop(0))
+            self._waiters = waiting  # (first: an interrupt below leaves the
+            for waiter in going:     # others to their recheck, never twice listed)
+                _open(waiter.gate)
+
+
+def _open(gate: Any) -> None:
+    try:
+        gate.release()
+    except RuntimeError:  # opened already (a wake-up sent twice after an interrupt)
+        pass
