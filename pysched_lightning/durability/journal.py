@@ -129,13 +129,9 @@ class Journal:
     def withdraw(self, task_id: str) -> None:
         """A task being added was taken back: its claims and updates noted
         meanwhile are not written (nothing of it was stored yet)."""
-        kept = []
-        for write in self._pending:
-            if task_of(write) != task_id or write.kind is WriteKind.SAVE:
-                kept.append(write)
-            else:
-                write.done = True  # (a flush waiting for it goes on)
-        self._pending = kept
+        mark_done([write for write in self._pending  # (a flush waiting for them goes on)
+                   if task_of(write) == task_id and write.kind is not WriteKind.SAVE])
+        self._pending = [write for write in self._pending if not write.done]
 
     def has_pending(self) -> bool:
         """True when a write is ready to be flushed."""

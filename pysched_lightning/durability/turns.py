@@ -19,7 +19,7 @@ from typing import Any, Callable, List, Tuple
 
 from .writes import Write
 
-__all__ = ["Turns"]
+__all__ = ["Turns", "mark_done"]
 
 Failures = List[Tuple[Write, BaseException]]
 
