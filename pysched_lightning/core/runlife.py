@@ -43,6 +43,8 @@ _RUNNING, _COMPLETED, _ERROR, _TIMEOUT, _MISSED, _CANCELED = (
     TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.ERROR, TaskStatus.TIMEOUT,
     TaskStatus.MISSED, TaskStatus.CANCELED)
 _SUBMITTED = EventKind.SUBMITTED
+#: Why a run that waited for a worker (or a resume) is skipped.
+_STILL_WAITING = "no free worker"
 
 _EVENT_OF_STATUS = {
     TaskStatus.COMPLETED: EventKind.COMPLETED,
@@ -157,7 +159,7 @@ class RunLife:
             grace = run.task.options.misfire_grace_time
             late = now - run._t_scheduled
             if grace is not None and late > grace:
-                self.drop(run, _MISSED, "no free worker", now, fx, late)
+                self.drop(run, _MISSED, _STILL_WAITING, now, fx, late)
             elif self._start(run, lane, fx, take, None, now):
                 return run
 
@@ -173,6 +175,7 @@ class RunLife:
         if early is None and journal is not None and journal.elsewhere is not None \
                 and self._foreseen(run, journal.elsewhere, fx):
             return False
+        now = self.clock.now() if now is None else now
         if early is None and self._overtaken(run, now, fx):
             return False
         if not self.runbook.may_start(run):
@@ -192,7 +195,7 @@ class RunLife:
                 lane.reservations.discard(early)
         run._phase = _STARTED
         run.status = _RUNNING
-        run._t_timestamp = self.clock.now() if now is None else now
+        run._t_timestamp = now
         self.runbook.started(run)
         if journal is not None and journal.store is not None:
             if early is not None:
@@ -206,7 +209,7 @@ class RunLife:
             self.event(fx, _SUBMITTED, run.task_id, run)
         return True
 
-    def _overtaken(self, run: Run, now: Optional[float], fx: Effects) -> bool:
+    def _overtaken(self, run: Run, now: float, fx: Effects) -> bool:
         """A regular run of a coalescing recurring task that waited (for a
         worker, a resume) until its task's next occurrence came due: it is
         MISSED, and the newest runs instead, as when that occurrence fires
@@ -216,12 +219,9 @@ class RunLife:
         if run.attempt > 1 or run.manual or not options.coalesce or options.depend_on:
             return False
         following = self.timetable.next_time(run.task_id)
-        if following is None or following <= run._t_scheduled:
+        if following is None or following <= run._t_scheduled or following > now:
             return False
-        now = self.clock.now() if now is None else now
-        if following > now:
-            return False
-        self.drop(run, _MISSED, "no free worker", now, fx, now - run._t_scheduled)
+        self.drop(run, _MISSED, _STILL_WAITING, now, fx, now - run._t_scheduled)
         return True
 
     # -- started: executing ---------------------------------------------------------

@@ -318,12 +318,13 @@ def _latest_run(rows: List[Dict[str, Any]], record: TaskRecord, owed: Recovery,
     ran = [row for row in rows if row.get("status") != TaskStatus.MISSED]
     if not ran:
         return None
-    newest = ran[0]  # (the rows come newest first, by their wall times)
+    latest = ran[0]  # (the rows come newest first, by their wall times)
+    number = latest.get("run")
     # A retry comes after the attempt it retries, whatever the wall clock
     # says: one that stepped back between them put the retry an hour earlier.
-    retried = [row for row in ran
-               if newest.get("run") is not None and row.get("run") == newest.get("run")]
-    latest = max(retried, key=lambda row: row.get("attempt") or 0) if retried else newest
+    if number is not None:
+        latest = max((row for row in ran if row.get("run") == number),
+                     key=lambda row: row.get("attempt") or 0)
     return Run.from_record(latest, task)
 
 
