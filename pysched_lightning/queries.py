@@ -81,7 +81,7 @@ def _wait_across_nodes(st: State, task_id: str, timeout: Optional[float],
             task = st.timetable.get(task_id) or (state.retired if state is not None else None)
             if state is not None and state.canceled:
                 return None
-        journal.flush()  # (this node's own records first)
+        journal.flush_all()  # (this node's own records first)
         rows = journal.store.runs(task_id, 1)
         stored = journal.store.task(task_id)
         waiting = stored is not None and stored.status == TaskStatus.SUSPENDED  # (a retry)
@@ -165,7 +165,7 @@ def runs(st: State, task_id: str, limit: Optional[int]) -> List[Run]:
     journal = st.journal
     store = journal.store if journal is not None else None
     if journal is not None and store is not None:
-        journal.flush()
+        journal.flush_all()
         rows = store.runs(task_id, limit)
         if rows or known:
             return [Run.from_record(row, task) for row in rows]

@@ -217,6 +217,15 @@ class Journal:
         finally:
             self._feed.write()
 
+    def flush_all(self) -> None:
+        """Build the records noted so far (a run that ended in another
+        thread may not have its record built yet), then flush: a query of
+        the store then reads every run of this node's that ended before it."""
+        with self._state_lock:
+            pending = list(self._pending)
+        self.prepare(pending)
+        self.flush()
+
     def _flush_ready(self) -> List[Tuple[Write, BaseException]]:
         """Commit the ready writes (in this thread's turn)."""
         with self._state_lock:  # (a write done already was committed: an interrupt
@@ -350,10 +359,7 @@ class Journal:
         """Build what is left, flush; then close what the scheduler made, and
         release a store it was given (so the caller may hand it to another
         scheduler). Writes noted afterwards are dropped."""
-        with self._state_lock:
-            pending = list(self._pending)
-        self.prepare(pending)
-        self.flush()
+        self.flush_all()
         self._feed.release_held()  # (the stretches of skips end here)
         self._feed.write()
         with self._state_lock:
