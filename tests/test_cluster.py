@@ -411,6 +411,44 @@ def test_a_paused_node_stops_nobody_and_records_nothing_over_the_others(nodes, p
         store.close()
 
 
+def test_a_recurring_slot_a_hair_from_a_millisecond_edge_is_one_slot_on_every_node(
+        postgres_url, tmp_path):
+    """Two nodes whose wall clocks differ (by 0.37 s) shared a task due every
+    0.1 s whose slots fell a hair from a millisecond's edge. Each node reached
+    a slot's wall time through its own clock offset, a float rounding apart
+    from the other's, and the slot's name (its wall time to the millisecond)
+    came out one millisecond apart for 12 of the first 30 slots: both nodes
+    claimed them, and both ran them. Every node names a slot from the grid
+    the first node laid."""
+    import cluster_node
+    from conftest import HeldClock
+    log = str(tmp_path / "runs.log")
+    clock = HeldClock(1000.0)
+
+    def node(wall_shift):
+        return psl.Scheduler(psl.ThreadPoolExecutor(2), store=store_of(postgres_url),
+                             timefunc=clock.now, delayfunc=clock.sleep,
+                             wallfunc=lambda: clock.now() + wall_shift)
+    first, other = node(1_799_999_000.0005), node(1_799_998_999.6305)
+    try:
+        first.start()
+        first.delay("recur", 0.1, 1, cluster_node.tick, args=(log,), task_id="beat")
+        other.start()  # (it loads the task as the first node stored it)
+        nodes = Nodes(postgres_url, tmp_path)
+        nodes.log = log
+        for step in range(1, 81):  # the other node runs each slot 0.37 s after the first
+            clock.run_until(1000.0 + step * 0.05)
+            wait_for(lambda: clock.now() >= 1000.0 + step * 0.05, 30)
+        wait_for(lambda: len(nodes.runs("beat")) >= 30, 30)
+    finally:
+        first.shutdown()
+        other.shutdown()
+    ran = [round(e["scheduled"] - 1_800_000_000.0, 2) for e in nodes.runs("beat")]
+    twice = sorted({slot for slot in ran if ran.count(slot) > 1})
+    assert twice == []
+    assert sorted(ran)[:30] == [round(0.1 * k, 2) for k in range(1, 31)]
+
+
 class EndsBetweenReads(PostgresStore):
     """A real PostgreSQL store on which, once armed, another node's run
     ends just after the arming thread's next read of the task or of its

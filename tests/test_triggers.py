@@ -8,9 +8,12 @@ from datetime import datetime, timedelta, timezone, tzinfo
 
 import pytest
 from dateutil import tz as dateutil_tz
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pysched_lightning as psl
 from conftest import InlineExecutor, VirtualClock, wait_for
+from pysched_lightning.durability.encoding import scheduler_time, slot_named
 from pysched_lightning.timing.triggers import (CronTrigger, OnceTrigger, RecurTrigger,
                                                make_trigger)
 from walltime import BERLIN, UTC, cron, epoch
@@ -277,3 +280,38 @@ def test_a_trigger_that_fails_once_does_not_stop_its_task_for_good():
     finally:
         sched.shutdown()
     assert zone.failures == 0  # the trigger did fail, once
+
+
+# -- slot names: one per occurrence, on every node ---------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(mono=st.floats(1.0, 1e7), wall_ms=st.integers(1_000_000_000_000, 2_000_000_000_000),
+       hair=st.floats(-3e-6, 3e-6), step=st.sampled_from([0.001, 0.1, 0.25, 1.0, 1 / 3, 7.3]),
+       other_offset=st.floats(-1e7, 1e7), stored_after=st.integers(0, 10_000))
+def test_every_node_names_each_slot_of_a_recurring_grid_alike(
+        mono, wall_ms, hair, step, other_offset, stored_after):
+    """A node that loads a recurring task lays its grid on its own clock, from
+    the wall time the first node stored; however the two clocks differ and
+    however near a millisecond's edge the grid falls (a slot is named by its
+    wall time to the millisecond), both name every occurrence alike."""
+    first = make_trigger("recur", step, now=mono, wall_now=wall_ms / 1000 + 0.0005 + hair)
+    stored = pickle.loads(pickle.dumps(first))
+    due = first.next_due(first.anchor + stored_after * step)
+    next_run = due + first.wall_offset  # the wall time the first node stores
+    offset = first.wall_offset + other_offset
+    other = stored.relaid(scheduler_time(next_run, offset), offset)
+    here, there = due, other.first_due
+    for _ in range(5):
+        assert slot_named(there + other.wall_offset, other) == \
+            slot_named(here + first.wall_offset, first)
+        here, there = first.next_due(here), other.next_due(there)
+
+
+@settings(max_examples=300, deadline=None)
+@given(wall=st.floats(1e9, 4e9), mono=st.floats(0.0, 1e8))
+def test_a_stored_wall_time_comes_back_exactly_on_another_clock(wall, mono):
+    """A one-shot loaded from the store is due at its stored wall time on
+    this node's clock: back on the wall clock it is that very float, so its
+    slot is named as on the node that stored it (its claim is found)."""
+    offset = wall - mono
+    assert scheduler_time(wall, offset) + offset == wall

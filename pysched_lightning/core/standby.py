@@ -16,7 +16,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..durability.encoding import (load_args, load_function, load_options, load_schedule,
-                                   slot_named, slot_pass, stored_options)
+                                   scheduler_time, slot_named, slot_pass, stored_options)
 from ..records.options import TaskOptions
 from ..durability.leftovers import end_group
 from ..durability.stores.rules import INTERRUPTED as INTERRUPTED_ERROR
@@ -299,10 +299,9 @@ def task_from_record(record: TaskRecord, st: State, seq: int) -> Task:
     options: TaskOptions = load_options(record)
     offset = st.offset
     wall_due = record.next_run if record.next_run is not None else record.updated
-    due = wall_due - offset
+    due = scheduler_time(wall_due, offset)
     if isinstance(schedule, RecurTrigger):  # its grid was on the old process's clock
-        schedule = RecurTrigger(schedule.interval, anchor=due - schedule.seconds,
-                                wall_offset=offset)
+        schedule = schedule.relaid(due, offset)
     interval = schedule.interval if schedule is not None else json.loads(record.interval)
     return Task(due, record.priority, seq, record.id,
                 schedule if schedule is not None else record.trigger,

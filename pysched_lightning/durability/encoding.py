@@ -27,7 +27,8 @@ from ..records.task import Task, callable_name
 
 __all__ = ["task_record", "load_function", "load_args", "load_options", "load_schedule",
            "info_options", "stored_options",
-           "run_record", "slot_of", "slot_offset", "function_reference", "task_info"]
+           "run_record", "scheduler_time", "slot_of", "slot_offset", "function_reference",
+           "task_info"]
 
 
 def task_record(task: Task, next_run: Optional[float], now_wall: float) -> TaskRecord:
@@ -104,10 +105,26 @@ def slot_named(wall: float, when: Any) -> str:
     time): ``1764500000.123``, or ``1764500000.123/2`` for an instant that
     comes a second time after the wall clock stepped back (a wildcard cron
     job's; see ``CronTrigger.repeating``)."""
+    on_grid = getattr(when, "wall_slot", None)
+    if on_grid is not None:
+        wall = on_grid(wall)
     key = f"{wall:.3f}"
     if wall <= getattr(when, "repeat_until", _NEVER):
         return f"{key}/{when.repeat_pass}"
     return key
+
+
+def scheduler_time(wall: float, offset: float) -> float:
+    """The scheduler time whose wall time (``+ offset``) is *wall* itself, not
+    a rounding off it: a task loaded from the store then names its slot
+    exactly as the node that stored *wall* did (its claim is found)."""
+    due = wall - offset
+    for _ in range(3):
+        miss = (due + offset) - wall
+        if not miss:
+            break
+        due -= miss
+    return due
 
 
 def slot_pass(slot: str) -> int:

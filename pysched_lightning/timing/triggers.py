@@ -36,6 +36,10 @@ __all__ = [
 TRIGGER_NAMES = ("once", "recur", "cron")
 
 
+#: How far from a grid point a recurring occurrence's wall time may be read
+#: and still be that point (float rounding and clock offsets are far below).
+_ON_GRID_SECONDS = 1e-4
+
 # --------------------------------------------------------------------------
 # Triggers
 # --------------------------------------------------------------------------
@@ -118,12 +122,16 @@ class RecurTrigger(Trigger):
     ``wall_offset`` (wall clock - scheduler clock when the grid was laid)
     names each run's slot in a store: it does not move when the wall clock
     steps, so slots stay distinct however the wall clock moves.
+    ``wall_anchor`` is the anchor on the wall clock of the node that first
+    laid the grid: every node that loads it names each slot from it (see
+    :meth:`wall_slot`).
     """
 
     _wall_offset = 0.0
 
     def __init__(self, interval: Union[float, _dt.timedelta], *, anchor: float,
-                 name: str = "recur", wall_offset: float = 0.0) -> None:
+                 name: str = "recur", wall_offset: float = 0.0,
+                 wall_anchor: Optional[float] = None) -> None:
         self._wall_offset = _finite(wall_offset, "wall_offset")
         self.name = name
         self.interval = interval
@@ -131,6 +139,8 @@ class RecurTrigger(Trigger):
         self.seconds = _positive_seconds(interval, name)
         self.anchor = _finite(anchor, "now")
         self.first_due = self.anchor + self.seconds
+        self._wall_anchor = (self.anchor + self._wall_offset if wall_anchor is None
+                             else _finite(wall_anchor, "wall_anchor"))
 
     def next_due(self, after: float) -> float:
         """``anchor + k * interval`` for the smallest k >= 1 beyond *after*.
@@ -161,6 +171,29 @@ class RecurTrigger(Trigger):
     @property
     def wall_offset(self) -> float:
         return self._wall_offset
+
+    @property
+    def wall_anchor(self) -> float:
+        # (a grid pickled before it was kept: the same sum on every node)
+        anchor = self.__dict__.get("_wall_anchor")
+        return self.anchor + self._wall_offset if anchor is None else anchor
+
+    def wall_slot(self, wall: float) -> float:
+        """The wall time that names the occurrence at *wall* in a store: the
+        grid point ``wall_anchor + k * interval`` it is on, the same float on
+        every node. Each node reaches *wall* through its own clock offset,
+        a rounding off the others': named as it is, an occurrence a hair
+        from a millisecond's edge would be two slots on two nodes, and run
+        on both. A time off the grid (kept by ``modify()``) names itself."""
+        anchor, step = self.wall_anchor, self.seconds
+        point = anchor + round((wall - anchor) / step) * step
+        return point if abs(point - wall) <= _ON_GRID_SECONDS else wall
+
+    def relaid(self, due: float, offset: float) -> "RecurTrigger":
+        """This grid on another process's clock (*offset*: its wall - scheduler
+        clock), next due at *due* there; its slots keep their names."""
+        return RecurTrigger(self.interval, anchor=due - self.seconds, name=self.name,
+                            wall_offset=offset, wall_anchor=self.wall_anchor)
 
     def describe(self) -> str:
         return "every %s" % _format_seconds(self.seconds)
