@@ -132,9 +132,11 @@ def test_a_node_cut_from_the_database_records_nothing_over_the_node_that_took_ov
         wait_for(lambda: "lease expired" in nodes.stderr("a"), 60)
         store = store_of(postgres_url)
         try:
-            rows = {r["attempt"]: r for r in store.runs("fenced")}
-            assert rows[1]["status"] == INTERRUPTED  # not a's late COMPLETED
-            assert rows[2]["status"] == COMPLETED
+            def rows():
+                return {r["attempt"]: r for r in store.runs("fenced")}
+            # (b's "end" line is written as its run returns, before its record)
+            wait_for(lambda: rows()[2]["status"] == COMPLETED, 30)
+            assert rows()[1]["status"] == INTERRUPTED  # not a's late COMPLETED
         finally:
             store.close()
         starts = [(e["node"], e["attempt"]) for e in nodes.runs("fenced", "start")]
