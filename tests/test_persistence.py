@@ -453,6 +453,46 @@ def test_a_wildcard_cron_job_runs_the_instants_a_step_back_repeats_with_a_store(
     assert len(walls) - len(set(walls)) >= 4  # instants that ran twice, two after the restart
 
 
+def test_a_wildcard_cron_job_stopped_just_after_a_step_back_runs_every_repeated_instant_later(
+        store):
+    """The wall clock stepped back a minute and the scheduler stopped before
+    any instant came again; restarted ten minutes later (coalesce=False:
+    every instant missed runs), it named the repeated instants as the first
+    pass had, and those the first pass had claimed (+10, +20, +30) were
+    refused as claimed already: lost (found by the model torture)."""
+    clock = HeldClock()
+    start = 1_800_000_000.0
+    wall = {'offset': start - clock.now()}
+
+    def scheduler():
+        return psl.Scheduler(executor=InlineExecutor(), timefunc=clock.now, delayfunc=clock.sleep,
+                             store=store, wallfunc=lambda: clock.now() + wall['offset'])
+    first = scheduler()
+    tid = first.delay('cron', '*/10 * * * * *', 1, tick, args=('x',), task_id='ten-seconds',
+                      coalesce=False)
+    first.start()
+    try:
+        clock.run_until(clock.now() + 30)
+        wait_for(lambda: first.get_task(tid)['runs'] == 3)  # +10, +20, +30
+        wall['offset'] -= 60  # the wall clock reads -30: -20 .. +30 come (again)
+        wait_for(lambda: first.get_task(tid)["next_run_time"].timestamp() < start)  # (noticed)
+    finally:
+        first.shutdown()
+    clock.advance(600)  # down ten minutes: the wall clock reads +570
+    second = scheduler()
+    second.start()
+    try:
+        wait_for(lambda: second.get_task(tid)['runs'] >= 3 + 6 + 54)
+        info = second.get_task(tid)
+    finally:
+        second.shutdown()
+    assert (info['runs'], info['missed']) == (63, 0)
+    rows = store.runs(tid)
+    assert [r for r in rows if r['status'] != psl.TaskStatus.COMPLETED] == []
+    walls = sorted(round(r['scheduled'] - start) for r in rows)
+    assert walls == sorted(list(range(-20, 571, 10)) + [10, 20, 30])
+
+
 def test_a_finished_one_shot_with_a_task_id_is_not_run_again_after_a_restart(store, tmp_path):
     marker = str(tmp_path / "migrated")
     for _ in range(2):  # start-up code, run twice

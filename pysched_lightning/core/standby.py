@@ -135,7 +135,7 @@ class Standby:
             if rows is None:
                 rows = store.runs(record.id, limit=RECOVERY_ROWS)
             task = _passing_again(task_from_record(record, st, next(st.seq)), rows,
-                                  st.clock.wall())
+                                  st.clock.wall(), None if st.shared else record.next_run)
             recurring = not isinstance(task.schedule, (OnceTrigger, type(None)))
             following = _following(st, task) if recurring else None
             when = task.when
@@ -259,11 +259,15 @@ def owe_retries(st: State, task: Task, retries: List[RetryOwed]) -> None:
     st.wakeup.notify()
 
 
-def _passing_again(task: Task, rows: List[Dict[str, Any]], wall_now: float) -> Task:
+def _passing_again(task: Task, rows: List[Dict[str, Any]], wall_now: float,
+                   next_run: Optional[float]) -> Task:
     """A wildcard cron job's pass, from its claims (see
-    ``CronTrigger.repeating``): claims reaching past the wall time now (the
-    wall clock stepped back) start a new pass, up to the latest of them; a
-    pass after the first goes on, so that its instants keep their names."""
+    ``CronTrigger.repeating``): claims reaching past the wall time now, or
+    past the stored *next_run* (the wall clock stepped back, then the
+    scheduler stopped before it claimed any instant again), start a new
+    pass, up to the latest of them; a pass after the first goes on, so that
+    its instants keep their names. (*next_run* is None on a shared store:
+    there a node whose clock is behind writes times behind the others'.)"""
     when = task.when
     if not (isinstance(when, CronTrigger) and when.wildcard):
         return task
@@ -274,7 +278,7 @@ def _passing_again(task: Task, rows: List[Dict[str, Any]], wall_now: float) -> T
         return task
     until, latest = max(wall for wall, _ in claims), max(passes for _, passes in claims)
     reached = max(wall for wall, passes in claims if passes == latest)
-    if reached > wall_now:
+    if reached > wall_now or (next_run is not None and next_run < reached):
         return task._replace(when=when.repeating(until, latest))
     if latest > 1:
         return task._replace(when=when.repeating(until, latest - 1))
