@@ -233,31 +233,20 @@ def replace_checked(st: State, workers: Any, new: Task, keep_time: bool) -> None
         record.runs, record.missed = snap["runs"], snap["missed"]
         record.status, record.paused = int(snap["status"]), snap["paused"]
         aside = None if keep_time else slot_at(new, new.time, st.offset)
+        # (the replacement in the same try: an interrupt between the two,
+        # once the definition is stored, still puts it in place)
         try:
             _raise_unstored(journal.store_task(record, set_aside=aside), new.id)
+            _replace_in_memory(st, workers, new, keep_time)
         except Exception:
             raise
         except BaseException:  # stored, or to be: the change is made here too
-            if journal.will_store(record):
-                _replace_surely(st, workers, new, keep_time)
+            if journal.will_store(record):  # (doing it twice changes nothing more)
+                _replace_in_memory(st, workers, new, keep_time)
             raise
-        _replace_surely(st, workers, new, keep_time)
         _note_changes_since(st, new.id, record)
         return
     _replace_in_memory(st, workers, new, keep_time)
-
-
-def _replace_surely(st: State, workers: Any, new: Task, keep_time: bool) -> None:
-    """Put *new* in place once its definition is stored: an interrupt
-    before the replacement began has it done again (doing it twice changes
-    nothing more), so memory and store never disagree."""
-    try:
-        _replace_in_memory(st, workers, new, keep_time)
-    except Exception:
-        raise
-    except BaseException:
-        _replace_in_memory(st, workers, new, keep_time)
-        raise
 
 
 def _note_changes_since(st: State, task_id: str, record: TaskRecord) -> None:

@@ -677,6 +677,23 @@ def test_an_interrupt_at_any_line_of_adding_a_task_due_now_with_a_store_leaves_i
         pytest.fail(failure_report(failures), pytrace=False)
 
 
+@pytest.mark.parametrize("exc_name", sorted(EXCEPTIONS))
+def test_an_interrupt_just_after_modify_stored_the_definition_still_puts_it_in_place(
+        exc_name, tmp_path):
+    """Every point of ``replace_checked`` (the bounded sweep samples a few):
+    an interrupt between the store's commit of the new definition and the
+    call that put it in place left the scheduler running the old one (its
+    priority) while the store held the new one (found by the torture)."""
+    scenario = next(scenario for scenario in SCENARIOS.values()
+                    if scenario.name == "modify() with a store")
+    points = [point.index for point in points_of(scenario, tmp_path)
+              if point.function == "replace_checked"]
+    assert points, "modify() never replaced a stored task"
+    failures = sweep(scenario, EXCEPTIONS[exc_name], points, tmp_path)
+    if failures:
+        pytest.fail(failure_report(failures), pytrace=False)
+
+
 # == 2 and 3. user code called back by the scheduler ===================================
 
 
