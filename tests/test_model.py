@@ -976,6 +976,7 @@ class ThreadedMachine(RuleBasedStateMachine):
                 now = (len(self.session.log), len(self.session.waiting_gates()),
                        activity(sched))
                 if now == before:
+                    self.wait_for_futures()
                     return
                 before = now
             raise SchedulerHang("the scheduler never came to rest (50 rounds)")
@@ -983,6 +984,16 @@ class ThreadedMachine(RuleBasedStateMachine):
             self.broken = True
             self.session.open_gates()
             raise SchedulerHang(f"{exc}\n{stacks()}") from None
+
+    def wait_for_futures(self, seconds: float = 5.0) -> None:
+        """Wait (up to *seconds*: then the invariant names the run) until
+        every run that is over has its future resolved: a worker ends a run
+        under the lock and resolves its future after it, with its other
+        effects, when it no longer counts as busy."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and any(
+                watch.run.done and not watch.calls for watch in self.session.all_watches()):
+            time.sleep(0.001)
 
     def step(self, real: Callable[[], Any]) -> Any:
         outcome = real()
