@@ -396,3 +396,34 @@ def test_a_run_that_waited_until_its_next_occurrence_was_due_does_not_run_back_t
         sched.shutdown()
     assert slots == [1002]
     assert info["missed"] == 1
+
+
+def _wait_on(event):
+    event.wait(30)
+
+
+def test_a_retry_missed_while_its_timed_out_attempt_still_runs_ends_the_one_shot():
+    """A one-shot's attempt timed out, its thread still going; its retry
+    waited for a worker past its grace time and was skipped. The task
+    stayed scheduled for good: the skip left it to the timed-out run, whose
+    return retires nothing (found by the model torture)."""
+    other, stuck = threading.Event(), threading.Event()
+    clock = HeldClock(1000.0)
+    sched = psl.Scheduler(psl.ThreadPoolExecutor(2), timefunc=clock.now, delayfunc=clock.sleep)
+    sched.start()
+    try:
+        sched.delay('once', 0, 1, _wait_on, args=(other,))  # holds the other worker
+        tid = sched.delay('once', 0, 1, _wait_on, args=(stuck,), timeout=1, retries=1,
+                          retry_delay=1, misfire_grace_time=0)
+        sched.delay('once', 60, 1, _wait_on, args=(other,))  # (the clock goes on meanwhile)
+        clock.run_until(1003.0)  # timed out at 1001; its retry due at 1002 waits for a worker
+        wait_for(lambda: clock.now() >= 1003.0 and len(sched.runs(tid)) == 2)
+        assert [run.status for run in sched.runs(tid)] == [psl.TaskStatus.SUSPENDED,
+                                                          psl.TaskStatus.TIMEOUT]
+        other.set()  # a worker frees while the timed-out attempt still runs: the retry is late
+        wait_for(lambda: tid not in sched.task)
+        assert sched.get_status(tid) in (psl.TaskStatus.MISSED, psl.TaskStatus.TIMEOUT)
+    finally:
+        other.set()
+        stuck.set()
+        sched.shutdown()

@@ -410,9 +410,10 @@ class RunLife:
             fx.log(logging.WARNING, "%s: run skipped, %.3f s late (%s)", run.task.label,
                    lateness or 0.0, reason)
         self.event(fx, EventKind.MISSED, run.task_id, run, reason=reason, lateness=lateness)
+        # (a timed-out run whose thread has not returned yet is over: it does
+        # not keep the task, or nothing would retire it when it returns)
         state = run._state
-        if self.timetable.has_fired_last(run.task_id) and not state.running \
-                and not state.live and not state.owed:
+        if self.timetable.has_fired_last(run.task_id) and not state.live and not state.owed:
             if not state.canceled:
                 state.status = _MISSED  # its only occurrence never ran
             self._after_final(run, _MISSED, now, fx)
