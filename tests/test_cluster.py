@@ -14,7 +14,7 @@ import pytest
 import pysched_lightning as psl
 from cluster_support import Nodes, Proxy, duplicates
 from pysched_lightning.durability.stores.postgres import PostgresStore
-from conftest import wait_for
+from conftest import HeldClock, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -423,8 +423,7 @@ def test_a_recurring_slot_a_hair_from_a_millisecond_edge_is_one_slot_on_every_no
     claimed them, and both ran them. Every node names a slot from the grid
     the first node laid."""
     import cluster_node
-    from conftest import HeldClock
-    log = str(tmp_path / "runs.log")
+    executions = Nodes(postgres_url, tmp_path)  # (no node process: its log's reader)
     clock = HeldClock(1000.0)
 
     def node(wall_shift):
@@ -434,18 +433,17 @@ def test_a_recurring_slot_a_hair_from_a_millisecond_edge_is_one_slot_on_every_no
     first, other = node(1_799_999_000.0005), node(1_799_998_999.6305)
     try:
         first.start()
-        first.delay("recur", 0.1, 1, cluster_node.tick, args=(log,), task_id="beat")
+        first.delay("recur", 0.1, 1, cluster_node.tick, args=(executions.log,),
+                    task_id="beat")
         other.start()  # (it loads the task as the first node stored it)
-        nodes = Nodes(postgres_url, tmp_path)
-        nodes.log = log
         for step in range(1, 81):  # the other node runs each slot 0.37 s after the first
             clock.run_until(1000.0 + step * 0.05)
             wait_for(lambda: clock.now() >= 1000.0 + step * 0.05, 30)
-        wait_for(lambda: len(nodes.runs("beat")) >= 30, 30)
+        wait_for(lambda: len(executions.runs("beat")) >= 30, 30)
     finally:
         first.shutdown()
         other.shutdown()
-    ran = [round(e["scheduled"] - 1_800_000_000.0, 2) for e in nodes.runs("beat")]
+    ran = [round(e["scheduled"] - 1_800_000_000.0, 2) for e in executions.runs("beat")]
     twice = sorted({slot for slot in ran if ran.count(slot) > 1})
     assert twice == []
     assert sorted(ran)[:30] == [round(0.1 * k, 2) for k in range(1, 31)]
